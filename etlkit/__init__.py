@@ -1,0 +1,99 @@
+"""etlkit: dataframe ETL pipelines as Python classes.
+
+    import etlkit as ek
+
+    class MonthlyReport(ek.Pipeline):
+        billing = CsvSource("billing/{ds}/*.csv", schema=RawBilling)
+        monthly = AddMonth(billing)
+        report = ParquetSink("reports/{ds}/monthly.parquet", monthly)
+
+Names are loaded on first use, so importing etlkit (and `etlkit --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from etlkit.config import Settings, load_settings
+    from etlkit.errors import (
+        ConfigError,
+        ConnectorError,
+        ConnectorNotFoundError,
+        DataValidationError,
+        EtlkitError,
+        MissingDependencyError,
+        NodeError,
+        PipelineDefinitionError,
+        PipelineNotFoundError,
+        QueryError,
+        RunCancelledError,
+        SchedulerError,
+        StagingError,
+        StoreError,
+        TransientError,
+    )
+    from etlkit.execution import Event, NodeStats, RunResult
+    from etlkit.nodes import Context, Lazy, Sink, Source, Sql, Transform, WriteResult
+    from etlkit.pipeline import Pipeline
+
+__all__ = [
+    "ConfigError",
+    "ConnectorError",
+    "ConnectorNotFoundError",
+    "Context",
+    "DataValidationError",
+    "EtlkitError",
+    "Event",
+    "Lazy",
+    "MissingDependencyError",
+    "NodeError",
+    "NodeStats",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineNotFoundError",
+    "QueryError",
+    "RunCancelledError",
+    "RunResult",
+    "SchedulerError",
+    "Settings",
+    "Sink",
+    "Source",
+    "Sql",
+    "StagingError",
+    "StoreError",
+    "Transform",
+    "TransientError",
+    "WriteResult",
+    "load_settings",
+]
+
+_MODULES: dict[str, str] = {
+    "Settings": "config",
+    "load_settings": "config",
+    "Event": "execution",
+    "NodeStats": "execution",
+    "RunResult": "execution",
+    "Context": "nodes",
+    "Lazy": "nodes",
+    "Sink": "nodes",
+    "Source": "nodes",
+    "Sql": "nodes",
+    "Transform": "nodes",
+    "WriteResult": "nodes",
+    "Pipeline": "pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        module = importlib.import_module(f"etlkit.{_MODULES.get(name, 'errors')}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'etlkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

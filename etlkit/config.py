@@ -1,0 +1,316 @@
+"""Settings and their layered resolution.
+
+Precedence, lowest to highest: defaults < `etlkit.toml` < `ETLKIT_*` environment variables
+< pipeline class attributes < CLI flags. `load_settings` tries each layer in turn, converts every
+value to its field's type, records where each value came from (`Settings.sources`) and validates
+ranges. It is the only place in etlkit that reads the environment, and it runs once, at the edge.
+
+TOML sections are `[paths]`, `[run]` and `[duckdb]`; environment keys nest with `__`
+(`ETLKIT_RUN__RETRIES=3`). Variables starting with `ETLKIT_CONN_`
+and the `[connections]` table belong to `etlkit.connections` and are skipped here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from etlkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """Where etlkit keeps its files. Relative paths resolve against the project directory;
+    fsspec URLs (`s3://...`) are kept as given. After `load_settings` every path is absolute."""
+
+    state_dir: str = ".etlkit"
+    staging_root: str = ""  # "" means <state_dir>/staging
+    store: str = ""  # "" means <state_dir>/etlkit.sqlite
+    pipelines_dir: str = "pipelines"
+    logs_dir: str = ""  # "" means <state_dir>/logs
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one run executes."""
+
+    chunk_rows: int = 131_072
+    chunk_bytes: int = 64 * 1024 * 1024  # a chunk is split when it exceeds this many bytes
+    channel_depth: int = 4  # bounded queue depth per edge
+    retries: int = 0
+    retry_delay: float = 0.0  # seconds
+    timeout: float | None = None  # seconds; None means no timeout
+    validate: bool = True  # validation of every edge on/off
+    max_workers: int = 0  # 0 means one thread per node
+
+
+@dataclass(frozen=True)
+class DuckDBSettings:
+    """Options passed to DuckDB connections."""
+
+    memory_limit: str = "2GB"
+    threads: int = 0  # 0 means the number of CPUs
+    temp_directory: str = ""  # "" means <state_dir>/duckdb_tmp
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings, plus where each value came from.
+
+    `sources` maps every dotted key (`run.retries`) to its origin: `default`,
+    `etlkit.toml (/path/etlkit.toml)`, `env ETLKIT_RUN__RETRIES`, `pipeline MonthlyReport` or
+    `cli --retries`.
+    """
+
+    paths: PathSettings
+    run: RunSettings
+    duckdb: DuckDBSettings
+    sources: Mapping[str, str]
+
+    def explain(self) -> list[tuple[str, str, str]]:
+        """Return `(dotted key, value as text, source)` for every setting, sorted by key."""
+        rows = []
+        for section in _SECTIONS:
+            for f in dataclasses.fields(_SECTIONS[section]):
+                key = f"{section}.{f.name}"
+                value = getattr(getattr(self, section), f.name)
+                rows.append((key, _as_text(value), self.sources.get(key, "default")))
+        return sorted(rows)
+
+
+_SECTIONS: Final[dict[str, type[Any]]] = {
+    "paths": PathSettings,
+    "run": RunSettings,
+    "duckdb": DuckDBSettings,
+}
+_SKIPPED_SECTIONS: Final = frozenset({"connections"})
+_ENV_PREFIX: Final = "ETLKIT_"
+_CONN_PREFIX: Final = "ETLKIT_CONN_"
+_BOOLS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_EXPECTED: Final[dict[type[Any], str]] = {
+    bool: "a boolean (true/false, yes/no, 1/0)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
+_MINIMUMS: Final[dict[str, tuple[str, float]]] = {
+    "run.chunk_rows": (">=", 1),
+    "run.chunk_bytes": (">=", 1024),
+    "run.channel_depth": (">=", 1),
+    "run.retries": (">=", 0),
+    "run.retry_delay": (">=", 0),
+    "run.timeout": (">", 0),
+    "run.max_workers": (">=", 0),
+    "duckdb.threads": (">=", 0),
+}
+# dotted key -> file or directory name under state_dir used when the value is ""
+_UNDER_STATE_DIR: Final[dict[str, str]] = {
+    "paths.staging_root": "staging",
+    "paths.store": "etlkit.sqlite",
+    "paths.logs_dir": "logs",
+    "duckdb.temp_directory": "duckdb_tmp",
+}
+_PATH_KEYS: Final = ("paths.state_dir", "paths.pipelines_dir", *_UNDER_STATE_DIR)
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: type[Any]  # bool, int, float or str
+    optional: bool
+    default: object
+
+
+def _fields() -> dict[str, _Field]:
+    specs = {}
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            args = [a for a in typing.get_args(hints[f.name]) if a is not types.NoneType]
+            kind = args[0] if args else hints[f.name]
+            specs[f"{section}.{f.name}"] = _Field(kind, bool(args), f.default)
+    return specs
+
+
+def load_settings(
+    project_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    pipeline: Mapping[str, object] | None = None,
+    pipeline_name: str = "",
+    cli: Mapping[str, object] | None = None,
+) -> Settings:
+    """Resolve settings from every layer, lowest to highest precedence.
+
+    Args:
+        project_dir: Directory relative paths resolve against; holds `etlkit.toml` by default.
+        env: Environment variables; `None` reads `os.environ`.
+        config_file: TOML file to read; `None` reads `<project_dir>/etlkit.toml` if it exists.
+        pipeline: The pipeline class's settings as dotted keys, e.g. `{"run.retries": 2}`.
+        pipeline_name: The pipeline's class name, used in `Settings.sources`.
+        cli: CLI flags the user gave, as dotted keys. Pass only flags that were given.
+
+    Raises:
+        ConfigError: An unknown key (with a did-you-mean), a value of the wrong type or out of
+            range, or an unreadable config file. The message names the key and its source.
+    """
+    project = Path(project_dir).resolve()
+    specs = _fields()
+    values: dict[str, object] = {key: spec.default for key, spec in specs.items()}
+    sources: dict[str, str] = dict.fromkeys(specs, "default")
+
+    def put(key: str, raw: object, source: str) -> None:
+        values[key] = _convert(key, raw, specs[key], source)
+        sources[key] = source
+
+    if config_file is None and (project / "etlkit.toml").is_file():
+        config_file = project / "etlkit.toml"
+    if config_file is not None:
+        path = config_file.resolve()
+        source = f"{path.name} ({path})"
+        for key, raw in _read_toml(path, source, specs).items():
+            put(key, raw, source)
+
+    environ = os.environ if env is None else env
+    env_names = {_env_name(key): key for key in specs}
+    for name, raw in environ.items():
+        upper = name.upper()
+        if not upper.startswith(_ENV_PREFIX) or upper.startswith(_CONN_PREFIX):
+            continue
+        if upper not in env_names:
+            where = " (settings are ETLKIT_<SECTION>__<KEY>, connections ETLKIT_CONN_<NAME>)"
+            raise _unknown(f"environment variable {name}", where, upper, _same(env_names))
+        put(env_names[upper], raw, f"env {name}")
+
+    for label, mapping in ((f"pipeline {pipeline_name}".strip(), pipeline), ("cli", cli)):
+        for key, raw in (mapping or {}).items():
+            if key not in specs:
+                raise _unknown(f"setting '{key}'", f" from {label}", key, _same(specs))
+            flag = "--" + key.rpartition(".")[2].replace("_", "-")
+            put(key, raw, f"cli {flag}" if label == "cli" else label)
+
+    for key, (op, bound) in _MINIMUMS.items():
+        value = values[key]
+        if isinstance(value, int | float) and not (value > bound if op == ">" else value >= bound):
+            raise ConfigError(
+                f"Setting {key} = {_as_text(value)} (from {sources[key]}) is out of range: "
+                f"it must be {op} {bound}."
+            )
+
+    state_dir = _resolve_path(str(values["paths.state_dir"]), project)
+    for key in _PATH_KEYS:
+        text = str(values[key])
+        if key in _UNDER_STATE_DIR and not text:
+            values[key] = _join(state_dir, _UNDER_STATE_DIR[key])
+        else:
+            values[key] = _resolve_path(text, project)
+
+    def build(section: str) -> Any:
+        prefix = section + "."
+        kwargs = {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix)}
+        return _SECTIONS[section](**kwargs)
+
+    return Settings(
+        paths=build("paths"),
+        run=build("run"),
+        duckdb=build("duckdb"),
+        sources=types.MappingProxyType(sources),
+    )
+
+
+def _read_toml(path: Path, source: str, specs: Mapping[str, _Field]) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file {path} not found.") from exc
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} could not be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    found: dict[str, object] = {}
+    where = f" in {source}"
+    for section, table in data.items():
+        if section in _SKIPPED_SECTIONS:
+            continue
+        if section not in _SECTIONS:
+            bare = {key.rpartition(".")[2]: key for key in specs}
+            if section in bare:  # e.g. `retries = 1` above any [section]
+                raise _unknown(f"top-level key '{section}'", where, section, bare)
+            names = {name: f"[{name}]" for name in [*_SECTIONS, *_SKIPPED_SECTIONS]}
+            raise _unknown(f"section [{section}]", where, section, names)
+        if not isinstance(table, dict):
+            raise ConfigError(f"'{section}'{where} must be a table ([{section}]).")
+        for name, raw in table.items():
+            key = f"{section}.{name}"
+            if key not in specs:
+                raise _unknown(f"setting '{name}' in [{section}]", where, key, _same(specs))
+            found[key] = raw
+    return found
+
+
+def _unknown(what: str, where: str, given: str, known: Mapping[str, str]) -> ConfigError:
+    """An unknown-key error; `known` maps each valid spelling to what to suggest for it."""
+    matches = difflib.get_close_matches(given, list(known), n=1)
+    if matches:
+        hint = f"Did you mean '{known[matches[0]]}'?"
+    else:
+        hint = "Known: " + ", ".join(sorted(known.values())) + "."
+    return ConfigError(f"Unknown {what}{where}. {hint}")
+
+
+def _same(keys: Iterable[str]) -> dict[str, str]:
+    return {key: key for key in keys}
+
+
+def _env_name(key: str) -> str:
+    return _ENV_PREFIX + key.replace(".", "__").upper()
+
+
+def _convert(key: str, raw: object, spec: _Field, source: str) -> object:
+    if isinstance(raw, str) and spec.kind is not str:
+        text = raw.strip().lower()
+        if spec.optional and text in ("", "none"):
+            return None
+        if spec.kind is bool and text in _BOOLS:
+            return _BOOLS[text]
+        try:
+            if spec.kind is int:
+                return int(text)
+            if spec.kind is float:
+                return float(text)
+        except ValueError:
+            pass
+    elif raw is None and spec.optional:
+        return None
+    elif isinstance(raw, bool):
+        if spec.kind is bool:
+            return raw
+    elif isinstance(raw, int) and spec.kind in (int, float):
+        return spec.kind(raw)
+    elif isinstance(raw, float | str) and isinstance(raw, spec.kind):
+        return raw
+    expected = _EXPECTED[spec.kind] + (" or none" if spec.optional else "")
+    raise ConfigError(f"Invalid value {raw!r} for {key} (from {source}): expected {expected}.")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+def _resolve_path(path: str, project: Path) -> str:
+    return path if "://" in path else os.path.normpath(project / path)  # keep fsspec URLs
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}" if "://" in base else str(Path(base) / name)

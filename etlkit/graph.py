@@ -1,0 +1,246 @@
+"""The dependency graph of a pipeline: input resolution, checks before any data moves, order.
+
+`build_graph` finds every problem at once (unknown inputs, nodes used under two names, role
+misuse, cycles, schema mismatches on edges, unknown template names in SQL) and raises one
+`PipelineDefinitionError` listing them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from etlkit.errors import PipelineDefinitionError
+from etlkit.nodes import TEMPLATE_NAMES, Node, Sql
+from etlkit.schema import edge_problems, model_name
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A checked DAG. `order` is topological (inputs before consumers, ties by declaration)."""
+
+    pipeline: str
+    nodes: Mapping[str, Node]
+    inputs: Mapping[str, tuple[str, ...]]
+    consumers: Mapping[str, tuple[str, ...]]
+    order: tuple[str, ...]
+
+    def upstream_of(self, names: Collection[str]) -> set[str]:
+        """Every node the given nodes depend on, directly or not (the nodes excluded)."""
+        seen: set[str] = set()
+        stack = [i for n in names for i in self.inputs[n]]
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self.inputs[name])
+        return seen
+
+    def downstream_of(self, names: Collection[str]) -> set[str]:
+        """Every node that depends on the given nodes (the nodes excluded)."""
+        seen: set[str] = set()
+        stack = [c for n in names for c in self.consumers[n]]
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self.consumers[name])
+        return seen
+
+    def needs_staging(self, name: str) -> bool:
+        """Whether the node's output must be staged: asked for, or read by a blocking consumer."""
+        node = self.nodes[name]
+        if node.kind == "sink":
+            return False
+        return node.stage or any(not self.nodes[c].streaming for c in self.consumers[name])
+
+
+def _did_you_mean(name: str, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _resolve_inputs(
+    name: str, node: Node, by_id: Mapping[int, str], nodes: Mapping[str, Node], problems: list[str]
+) -> tuple[str, ...]:
+    resolved: list[str] = []
+    for item in node.inputs:
+        if isinstance(item, str):
+            if item in nodes:
+                resolved.append(item)
+            elif not isinstance(node, Sql):
+                problems.append(
+                    f"node '{name}' has unknown input '{item}'.{_did_you_mean(item, nodes)}"
+                )
+            continue
+        upstream = by_id.get(id(item))
+        if upstream is None:
+            problems.append(
+                f"node '{name}' reads from {item!r}, which is not a node of this pipeline "
+                "(declare it as a class attribute; was its attribute name reused?)"
+            )
+        else:
+            resolved.append(upstream)
+    return tuple(dict.fromkeys(resolved))
+
+
+def _sql_template_problems(
+    name: str, node: Sql, nodes: Mapping[str, Node], params: Collection[str]
+) -> list[str]:
+    problems = []
+    for _, field, _, _ in string.Formatter().parse(node.query):
+        if not field:
+            continue
+        root = field.split(".")[0].split("[")[0]
+        if root in nodes or root in TEMPLATE_NAMES or root in params:
+            continue
+        hint = _did_you_mean(root, [*nodes, *params])
+        problems.append(
+            f"SQL of node '{name}' refers to {{{root}}}, which is neither a node, a built-in "
+            f"template name nor a declared param.{hint}"
+        )
+    return problems
+
+
+def _role_problems(name: str, node: Node) -> list[str]:
+    if node.kind == "source" and node.inputs:
+        return [f"source '{name}' cannot have inputs"]
+    if node.kind != "source" and not node.inputs:
+        return [f"{node.kind} node '{name}' has no inputs"]
+    return []
+
+
+def _find_cycle(inputs: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for upstream in inputs[name]:
+            if state.get(upstream) == 1:
+                return [*path[path.index(upstream) :], upstream]
+            if upstream not in state:
+                found = visit(upstream)
+                if found:
+                    return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in inputs:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def _topological(names: list[str], inputs: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    # Each step places the first declared node whose inputs are all placed, so a declaration
+    # that is already topological is kept as is.
+    placed: dict[str, None] = {}
+    remaining = list(names)
+    while remaining:
+        ready = next(n for n in remaining if all(i in placed for i in inputs[n]))
+        placed[ready] = None
+        remaining.remove(ready)
+    return tuple(placed)
+
+
+def build_graph(
+    pipeline: str,
+    nodes: Mapping[str, Node],
+    *,
+    params: Collection[str] = (),
+    replaced: Mapping[str, Collection[Node]] | None = None,
+) -> Graph:
+    """Resolve and check a pipeline's nodes; return the graph or raise with every problem.
+
+    Args:
+        pipeline: the pipeline's name, for messages.
+        nodes: the nodes by name, in declaration order.
+        params: the declared param names (usable in SQL templates).
+        replaced: node objects that `nodes[name]` replaces (a base pipeline's node overridden
+            in a subclass): inputs pointing at them resolve to `name`.
+
+    Raises:
+        PipelineDefinitionError: lists each problem, naming the pipeline, nodes and columns.
+    """
+    problems: list[str] = []
+    if not nodes:
+        problems.append(
+            "pipeline has no nodes; declare sources, transforms and sinks as class attributes"
+        )
+    by_id: dict[int, str] = {}
+    for name, node in nodes.items():
+        if name in TEMPLATE_NAMES:
+            problems.append(f"node name '{name}' is reserved for templates; rename the node")
+        if id(node) in by_id:
+            problems.append(
+                f"the same node object is declared as both '{by_id[id(node)]}' and '{name}'; "
+                "create one node per name"
+            )
+        else:
+            by_id[id(node)] = name
+    for name, olds in (replaced or {}).items():
+        for old in olds:
+            by_id.setdefault(id(old), name)
+
+    inputs = {n: _resolve_inputs(n, node, by_id, nodes, problems) for n, node in nodes.items()}
+    for name, node in nodes.items():
+        problems.extend(_role_problems(name, node))
+        if isinstance(node, Sql):
+            problems.extend(_sql_template_problems(name, node, nodes, params))
+        for upstream in inputs[name]:
+            if nodes[upstream].kind == "sink":
+                problems.append(f"node '{name}' reads from sink '{upstream}'; sinks have no output")
+
+    cycle = _find_cycle(inputs)
+    if cycle:
+        problems.append("cycle: " + " -> ".join(cycle))
+
+    for name, node in nodes.items():
+        for upstream in inputs[name]:
+            produced, expected = nodes[upstream].output_model, node.input_model
+            if produced is None or expected is None:
+                continue
+            for problem in edge_problems(produced, expected):
+                problems.append(
+                    f"edge '{upstream}' -> '{name}' ({model_name(produced)} -> "
+                    f"{model_name(expected)}): {problem}"
+                )
+
+    if problems:
+        raise PipelineDefinitionError(pipeline, problems)
+
+    consumers: dict[str, list[str]] = {n: [] for n in nodes}
+    for name in nodes:
+        for upstream in inputs[name]:
+            consumers[upstream].append(name)
+    order = _topological(list(nodes), inputs)
+    return Graph(
+        pipeline=pipeline,
+        nodes={n: nodes[n] for n in order},
+        inputs=inputs,
+        consumers={n: tuple(c) for n, c in consumers.items()},
+        order=order,
+    )
+
+
+def render_text(graph: Graph) -> str:
+    """A readable text rendering of the DAG: one line per node, in order, with its inputs."""
+    width = max((len(n) for n in graph.order), default=0)
+    lines = [f"{graph.pipeline} ({len(graph.order)} nodes)"]
+    for name in graph.order:
+        node = graph.nodes[name]
+        model = model_name(node.output_model if node.kind != "sink" else node.input_model)
+        source = ", ".join(graph.inputs[name]) if graph.inputs[name] else "-"
+        consumers = ", ".join(graph.consumers[name]) or "-"
+        lines.append(
+            f"  {name:<{width}}  {node.kind:<9} {type(node).__name__:<20} "
+            f"[{model}]  <- {source}  -> {consumers}"
+        )
+    return "\n".join(lines)

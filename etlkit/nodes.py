@@ -1,0 +1,331 @@
+"""The node roles a pipeline is made of: Source, Transform, Sink, Sql and Lazy, and their Context.
+
+Each role has one small base class with one required method:
+
+- `Source.read(ctx)` yields `pyarrow.RecordBatch` chunks.
+- `Transform[In, Out].process(batch, ctx)` maps one polars DataFrame chunk to another.
+- `Sink.write(batches, ctx)` consumes an iterator of record batches and returns a `WriteResult`.
+- `Sql(query)` runs DuckDB SQL over its inputs' staged outputs, inputs named in braces.
+- `Lazy[Out].query(ctx, *frames)` builds a polars LazyFrame over its inputs' staged outputs,
+  executed by polars' streaming engine.
+
+Node names are the attribute names on the pipeline class. Inputs are other nodes (or node names,
+resolved when the pipeline's graph is built).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
+
+from etlkit.errors import ConfigError, PipelineDefinitionError
+
+if TYPE_CHECKING:
+    import pandera.polars as pdp
+    import polars as pl
+    import pyarrow as pa
+
+    Model = type[pdp.DataFrameModel]
+else:
+    Model = type
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+Kind = Literal["source", "transform", "sink", "sql", "lazy"]
+
+#: Names usable in path and SQL templates besides params; no node may be called one of these.
+TEMPLATE_NAMES: frozenset[str] = frozenset(
+    {
+        "ds",
+        "ds_nodash",
+        "logical_date",
+        "data_interval_start",
+        "data_interval_end",
+        "run_id",
+        "pipeline",
+        "node",
+        "params",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a node knows about the run it is part of.
+
+    Attributes:
+        pipeline: the pipeline's name (its class name in snake_case).
+        run_id: the run's unique, sortable, path-safe id.
+        node: the name of the node being run ('' outside a node).
+        logical_date: the date the run is for (`--date`), timezone-aware.
+        params: `--param key=value` pairs.
+        chunk_rows: the preferred number of rows per chunk (a hint for sources).
+        data_interval_start: start of the data interval the run covers.
+        data_interval_end: end of the data interval the run covers.
+    """
+
+    pipeline: str
+    run_id: str
+    logical_date: datetime
+    node: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    chunk_rows: int = 131_072
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+
+    @property
+    def ds(self) -> str:
+        """The logical date as `YYYY-MM-DD`."""
+        return self.logical_date.strftime("%Y-%m-%d")
+
+    @property
+    def ds_nodash(self) -> str:
+        """The logical date as `YYYYMMDD`."""
+        return self.logical_date.strftime("%Y%m%d")
+
+    def template_values(self) -> dict[str, Any]:
+        """The names a path or SQL template may use: `{ds}`, `{run_id}`, params by name, ..."""
+        values: dict[str, Any] = dict(self.params)
+        values.update(
+            ds=self.ds,
+            ds_nodash=self.ds_nodash,
+            logical_date=self.logical_date.isoformat(),
+            data_interval_start=(self.data_interval_start or self.logical_date).isoformat(),
+            data_interval_end=(self.data_interval_end or self.logical_date).isoformat(),
+            run_id=self.run_id,
+            pipeline=self.pipeline,
+            node=self.node,
+            params=dict(self.params),
+        )
+        return values
+
+    def render(self, template: str, extra: Mapping[str, str] | None = None) -> str:
+        """Fill `template`'s `{name}` fields from the context (and `extra`).
+
+        Raises:
+            ConfigError: the template names a field the context does not have.
+        """
+        values = self.template_values()
+        if extra:
+            values.update(extra)
+        try:
+            return template.format_map(values)
+        except KeyError as exc:
+            raise ConfigError(
+                f"Node '{self.node}' in pipeline '{self.pipeline}': template {template!r} "
+                f"uses {{{exc.args[0]}}}, which is neither a built-in name "
+                f"({', '.join(sorted(TEMPLATE_NAMES - {'params'}))}) nor a --param "
+                f"(params: {sorted(self.params) or 'none'})."
+            ) from exc
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(
+                f"Node '{self.node}' in pipeline '{self.pipeline}': template {template!r} "
+                f"is malformed ({exc}); write literal braces as '{{{{' and '}}}}'."
+            ) from exc
+
+    def for_node(self, node: str) -> Context:
+        """This context, for the named node."""
+        return Context(
+            pipeline=self.pipeline,
+            run_id=self.run_id,
+            logical_date=self.logical_date,
+            node=node,
+            params=self.params,
+            chunk_rows=self.chunk_rows,
+            data_interval_start=self.data_interval_start,
+            data_interval_end=self.data_interval_end,
+        )
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a sink wrote: the rows, where to (a URI or table name) and free-form facts."""
+
+    rows: int
+    uri: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Node:
+    """Base of every node. Users subclass one of the roles below, never this directly.
+
+    Attributes:
+        name: the attribute name on the pipeline class (set when the class is created).
+        inputs: upstream nodes, or node names resolved when the graph is built.
+        input_model: the Pandera model this node expects from its inputs, if declared.
+        output_model: the Pandera model of what this node produces, if declared.
+        stage: whether the node's output is staged as Parquet (blocking consumers force it).
+    """
+
+    kind: ClassVar[Kind]
+    input_model: Model | None = None
+    output_model: Model | None = None
+
+    def __init__(self, *inputs: Node | str, stage: bool = True) -> None:
+        for item in inputs:
+            if not isinstance(item, Node | str):
+                raise PipelineDefinitionError(
+                    "?",
+                    [
+                        f"{type(self).__name__} got an input of type {type(item).__name__}; "
+                        "inputs are nodes (or node names)"
+                    ],
+                )
+        self.inputs: tuple[Node | str, ...] = tuple(inputs)
+        self.stage = stage
+        self.name = ""
+        self.min_rows: int | None = None
+        self.max_rows: int | None = None
+
+    def expect(self, *, min_rows: int | None = None, max_rows: int | None = None) -> Self:
+        """Declare dataset-level expectations on the node's whole output; returns the node.
+
+            patients = CsvSource("patients.csv", schema=RawPatient).expect(min_rows=1)
+
+        A run whose node output breaks them fails with a `DataValidationError`.
+        """
+        if min_rows is not None and min_rows < 0 or max_rows is not None and max_rows < 0:
+            raise PipelineDefinitionError("?", ["min_rows and max_rows must be >= 0"])
+        self.min_rows = min_rows
+        self.max_rows = max_rows
+        return self
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self.name:
+            self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name or '(unnamed)'}>"
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the node consumes its inputs chunk by chunk (else it reads staged outputs)."""
+        return self.kind in ("transform", "sink")
+
+
+def _model_args(cls: type, base: type) -> tuple[Any, ...]:
+    for orig in getattr(cls, "__orig_bases__", ()):
+        if typing.get_origin(orig) is base:
+            return typing.get_args(orig)
+    return ()
+
+
+def _as_model(arg: Any) -> Model | None:
+    return arg if isinstance(arg, type) and hasattr(arg, "to_schema") else None
+
+
+class Source(Node):
+    """Produces record batches from the outside world.
+
+    Subclasses call `super().__init__(schema=...)` and implement `read`. The schema model is the
+    source's projection: read only its columns, with its types.
+    """
+
+    kind = "source"
+
+    def __init__(self, *, schema: Model | None = None, stage: bool = True) -> None:
+        super().__init__(stage=stage)
+        self.output_model = schema
+
+    def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
+        """Yield the source's data, one record batch at a time."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read(ctx)")
+
+
+class Transform(Node, Generic[InT, OutT]):
+    """Maps each chunk of its inputs to a chunk of output, in polars.
+
+    Declare the models as type arguments; both are checked on every edge:
+
+        class AddMonth(ek.Transform[RawBilling, Billing]):
+            def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+                return batch.with_columns(month=pl.col("billed_at").dt.strftime("%Y-%m"))
+
+    Several inputs are a union: chunks arrive in the order they are produced.
+    """
+
+    kind = "transform"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        args = _model_args(cls, Transform)
+        if args:
+            cls.input_model = _as_model(args[0])
+            cls.output_model = _as_model(args[1])
+
+    def process(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """Return the output chunk for one input chunk (an empty frame drops it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process(batch, ctx)")
+
+
+class Sink(Node):
+    """Writes its inputs' chunks to the outside world, atomically: all of it or nothing.
+
+    Subclasses call `super().__init__(*inputs, schema=...)` and implement `write`, writing to a
+    temporary location and committing only when the iterator is exhausted. When the run fails,
+    the iterator raises `RunCancelledError` and the sink must discard what it wrote.
+    """
+
+    kind = "sink"
+
+    def __init__(self, *inputs: Node | str, schema: Model | None = None) -> None:
+        super().__init__(*inputs, stage=False)
+        self.input_model = schema
+
+    def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
+        """Consume `batches` and commit them; return what was written."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write(batches, ctx)")
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Sql(Node):
+    """DuckDB SQL over the staged outputs of the nodes it names in braces.
+
+        totals = ek.Sql("select month, sum(amount) as total from {monthly} group by month")
+
+    Other brace fields (`{ds}`, params) are filled from the context. DuckDB runs out-of-core
+    (memory limit and spill directory come from the settings) and the result streams out in chunks.
+    """
+
+    kind = "sql"
+
+    def __init__(self, query: str, *, schema: Model | None = None, stage: bool = True) -> None:
+        referenced = [
+            name
+            for _, name, _, _ in string.Formatter().parse(query)
+            if name and _FIELD.fullmatch("{" + name + "}") and name not in TEMPLATE_NAMES
+        ]
+        super().__init__(*dict.fromkeys(referenced), stage=stage)
+        self.query = query
+        self.output_model = schema
+
+
+class Lazy(Node, Generic[OutT]):
+    """A polars lazy query over the staged outputs of its inputs, run by the streaming engine.
+
+    class Joined(ek.Lazy[Report]):
+        def query(self, ctx, billing: pl.LazyFrame, insurance: pl.LazyFrame) -> pl.LazyFrame:
+            return billing.join(insurance, on="patient_id")
+
+    joined = Joined(billing, insurance)
+    """
+
+    kind = "lazy"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        args = _model_args(cls, Lazy)
+        if args:
+            cls.output_model = _as_model(args[0])
+
+    def query(self, ctx: Context, *frames: pl.LazyFrame) -> pl.LazyFrame:
+        """Build the lazy query from one LazyFrame per input, in the order of the inputs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement query(ctx, *frames)")

@@ -1,0 +1,348 @@
+"""The Pipeline class declaration and the discovery of pipelines in a folder.
+
+    class MonthlyReport(ek.Pipeline):
+        billing = CsvSource("billing/{ds}/*.csv", schema=RawBilling)
+        monthly = AddMonth(billing)
+        report = ParquetSink("reports/{ds}/totals.parquet", monthly)
+
+A pipeline's name is its class name in snake_case (`monthly_report`), its nodes are its class
+attributes that are nodes, named after the attribute.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import re
+import sys
+import types
+import zlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
+from etlkit.graph import Graph, build_graph
+from etlkit.nodes import Node
+
+if TYPE_CHECKING:
+    from etlkit.config import Settings
+    from etlkit.execution import Listener, RunResult
+
+#: Pipeline class attributes that override `[run]` settings for that pipeline.
+RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
+    "chunk_rows",
+    "chunk_bytes",
+    "channel_depth",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "validate",
+)
+
+
+def snake_case(name: str) -> str:
+    """`MonthlyReport` -> `monthly_report`, `TPCHQ1` -> `tpchq1`."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+class Pipeline:
+    """Base class of every pipeline. Subclass it and declare nodes as class attributes.
+
+    Class attributes:
+        name: the pipeline's name (default: the class name in snake_case).
+        params: declared `--param` names with their default values.
+        schedule: a cron expression or preset, read by the scheduler (None: manual only).
+        chunk_rows, retries, timeout, ...: override the `[run]` settings for this pipeline.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[Mapping[str, str]] = {}
+    schedule: ClassVar[str | None] = None
+    nodes: ClassVar[Mapping[str, Node]] = {}
+    _graph: ClassVar[Graph | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = snake_case(cls.__name__)
+        found: dict[str, Node] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                found.pop(attr, None)  # a subclass attribute that is not a node removes the node
+                if isinstance(value, Node):
+                    found[attr] = value
+        cls.nodes = found
+        cls._graph = None
+
+    @classmethod
+    def graph(cls) -> Graph:
+        """The pipeline's checked graph (built once).
+
+        Raises:
+            PipelineDefinitionError: every problem of the graph, at once.
+        """
+        cached: Graph | None = cls.__dict__.get("_graph")
+        if cached is None:
+            problems = [
+                f"node '{attr}' is the node already named '{node.name}' "
+                "(one node object per attribute)"
+                for attr, node in cls.nodes.items()
+                # the same object twice in this class is reported by build_graph
+                if node.name != attr and cls.nodes.get(node.name) is not node
+            ]
+            try:
+                cached = build_graph(
+                    cls.name, cls.nodes, params=cls.params, replaced=cls._replaced_nodes()
+                )
+            except PipelineDefinitionError as exc:
+                raise PipelineDefinitionError(cls.name, [*problems, *exc.problems]) from exc
+            if problems:
+                raise PipelineDefinitionError(cls.name, problems)
+            cls._graph = cached
+        return cached
+
+    @classmethod
+    def _replaced_nodes(cls) -> dict[str, list[Node]]:
+        """Base pipelines' nodes this class overrides, by name: their consumers read the new one."""
+        replaced: dict[str, list[Node]] = {}
+        for klass in cls.__mro__[1:]:
+            for attr, value in vars(klass).items():
+                if isinstance(value, Node) and attr in cls.nodes and cls.nodes[attr] is not value:
+                    replaced.setdefault(attr, []).append(value)
+        return replaced
+
+    @classmethod
+    def run(
+        cls,
+        *,
+        date: str | datetime | None = None,
+        params: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
+        listeners: Sequence[Listener] = (),
+        run_id: str | None = None,
+        reuse: Collection[str] = (),
+    ) -> RunResult:
+        """Run the pipeline once, now, in this process; return the result (check `.error`).
+
+        Args:
+            date: the logical date (`YYYY-MM-DD`, ISO datetime or datetime; default today, UTC).
+            params: values for the params the class declares (others are an error).
+            settings: resolved settings (default: defaults and `etlkit.toml` of the working
+                directory, this class's overrides applied; the environment is not read).
+            listeners: progress listeners called with every `Event`.
+            run_id: reuse a run id (resume); default a new one.
+            reuse: nodes whose committed output of `run_id` is reused instead of recomputed.
+
+        Raises:
+            PipelineDefinitionError: the graph is invalid (nothing has run).
+            ConfigError: a bad date or an undeclared param.
+        """
+        from etlkit.config import load_settings
+        from etlkit.execution import RunOptions, execute, new_run_id
+        from etlkit.nodes import Context
+        from etlkit.staging import Staging
+
+        graph = cls.graph()
+        if settings is None:
+            settings = load_settings(
+                Path.cwd(), env={}, pipeline=cls.settings_overrides(), pipeline_name=cls.__name__
+            )
+        ctx = Context(
+            pipeline=cls.name,
+            run_id=run_id or new_run_id(),
+            logical_date=parse_logical_date(date),
+            params=cls.resolve_params(params or {}),
+            chunk_rows=settings.run.chunk_rows,
+        )
+        options = RunOptions(
+            chunk_rows=settings.run.chunk_rows,
+            chunk_bytes=settings.run.chunk_bytes,
+            channel_depth=settings.run.channel_depth,
+            validate=settings.run.validate,
+            duckdb_memory_limit=settings.duckdb.memory_limit,
+            duckdb_threads=settings.duckdb.threads,
+            duckdb_temp_directory=settings.duckdb.temp_directory,
+            reuse=frozenset(reuse),
+        )
+        staging = Staging(settings.paths.staging_root)
+        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+
+    @classmethod
+    def resolve_params(cls, given: Mapping[str, str]) -> dict[str, str]:
+        """The declared params' defaults overridden by `given`.
+
+        Raises:
+            ConfigError: `given` names a param the class does not declare.
+        """
+        unknown = [k for k in given if k not in cls.params]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(cls.params), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"Pipeline '{cls.name}' has no param {unknown[0]!r}; it declares "
+                f"{sorted(cls.params) or 'none'} (add it to the class's `params`).{hint}"
+            )
+        return {**cls.params, **given}
+
+    @classmethod
+    def settings_overrides(cls) -> dict[str, object]:
+        """`[run]` settings this pipeline class sets, as dotted keys (`run.retries`)."""
+        return {
+            f"run.{attr}": getattr(cls, attr)
+            for attr in RUN_SETTING_ATTRIBUTES
+            if hasattr(cls, attr)
+        }
+
+
+def parse_logical_date(value: str | datetime | None) -> datetime:
+    """A logical date from `YYYY-MM-DD`, an ISO datetime or a datetime; naive means UTC.
+
+    Raises:
+        ConfigError: the text is not a date.
+    """
+    if value is None:
+        now = datetime.now(UTC)
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"Logical date {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
+            ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _module_name_for(path: Path) -> str:
+    digest = zlib.crc32(str(path.resolve()).encode())
+    return f"etlkit_pipeline_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    module_name = _module_name_for(path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineNotFoundError(f"Cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except PipelineDefinitionError as exc:  # raised by a node constructor: name the file
+        sys.modules.pop(module_name, None)
+        raise PipelineDefinitionError(
+            path.stem, [f"importing {path} failed: {problem}" for problem in exc.problems]
+        ) from exc
+    except EtlkitError:
+        sys.modules.pop(module_name, None)
+        raise
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PipelineDefinitionError(
+            path.stem, [f"importing {path} failed: {type(exc).__name__}: {exc}"]
+        ) from exc
+    return module
+
+
+def pipelines_in(module: types.ModuleType) -> list[type[Pipeline]]:
+    """The Pipeline subclasses defined (not merely imported) in `module`."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Pipeline)
+        and value is not Pipeline
+        and value.__module__ == module.__name__
+    ]
+
+
+def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[Pipeline]:
+    if wanted:
+        for cls in found:
+            if wanted in (cls.name, cls.__name__):
+                return cls
+        names = [cls.__name__ for cls in found]
+        raise PipelineNotFoundError(
+            f"No pipeline '{wanted}' in {where}; it defines {names or 'none'}."
+        )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise PipelineNotFoundError(f"{where} defines no ek.Pipeline subclass.")
+    stem = where.rsplit("/", 1)[-1].removesuffix(".py")
+    for cls in found:
+        if cls.name == stem:
+            return cls
+    names = [cls.__name__ for cls in found]
+    raise PipelineNotFoundError(
+        f"{where} defines several pipelines {names}; name one as '{where}:ClassName'."
+    )
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """A pipeline file found in the pipelines folder: its pipelines, or why it failed to load."""
+
+    path: Path
+    pipelines: tuple[type[Pipeline], ...]
+    error: EtlkitError | None
+
+
+def discover(pipelines_dir: Path) -> list[Discovered]:
+    """Import every `*.py` in `pipelines_dir` (not `_`-prefixed); a failing file is reported."""
+    results = []
+    for path in sorted(pipelines_dir.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            module = _import_file(path)
+            results.append(Discovered(path, tuple(pipelines_in(module)), None))
+        except EtlkitError as exc:
+            results.append(Discovered(path, (), exc))
+    return results
+
+
+def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
+    """Find a pipeline by file path (`pipelines/x.py[:Class]`), module path or name.
+
+    Raises:
+        PipelineNotFoundError: nothing matches; the message lists what exists.
+        PipelineDefinitionError: the file failed to import.
+    """
+    target, _, wanted = ref.partition(":")
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise PipelineNotFoundError(f"Pipeline file {target} does not exist.")
+        return _pick(pipelines_in(_import_file(path)), target, wanted or None)
+    candidate = pipelines_dir / f"{target}.py"
+    if candidate.is_file():  # a file stem: pick as for a file path
+        return _pick(pipelines_in(_import_file(candidate)), str(candidate), wanted or None)
+    if "." in target:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise PipelineNotFoundError(f"Cannot import module '{target}': {exc}") from exc
+        return _pick(pipelines_in(module), target, wanted or None)
+    known: dict[str, type[Pipeline]] = {}
+    broken: list[str] = []
+    for found in discover(pipelines_dir) if pipelines_dir.is_dir() else []:
+        if found.error is not None:
+            broken.append(found.path.name)
+        for cls in found.pipelines:
+            known[cls.name] = cls
+            known[cls.__name__] = cls
+    if target in known:
+        return known[target]
+    close = difflib.get_close_matches(target, list(known), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    failed = f" Files that failed to import (see `etlkit list`): {broken}." if broken else ""
+    raise PipelineNotFoundError(
+        f"No pipeline named '{target}' in {pipelines_dir}/ "
+        f"(found: {sorted({c.name for c in known.values()}) or 'none'}).{hint}{failed}"
+    )

@@ -1,0 +1,145 @@
+"""Showing a run to a person: a live rich table in a terminal, one-line events elsewhere.
+
+Both are run listeners (`etlkit.execution.Listener`); the CLI picks one by whether its output is a
+terminal. Both end with the same summary table: rows in and out and time per node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from etlkit.execution import Event, NodeStats, RunResult
+
+
+def _rate(stats: NodeStats) -> str:
+    seconds = stats.seconds
+    rows = max(stats.rows_out, stats.rows_in)
+    return f"{rows / seconds:,.0f}" if seconds > 0 and rows else "-"
+
+
+def summary_rows(result: RunResult) -> list[tuple[str, ...]]:
+    """One row of text cells per node: node, kind, state, rows in, rows out, chunks, rows/s, s."""
+    return [
+        (
+            stats.name,
+            stats.kind,
+            stats.state,
+            f"{stats.rows_in:,}",
+            f"{stats.rows_out:,}",
+            f"{max(stats.chunks_out, stats.chunks_in):,}",
+            _rate(stats),
+            f"{stats.seconds:.2f}",
+        )
+        for stats in result.nodes.values()
+    ]
+
+
+HEADERS = ("node", "kind", "state", "rows in", "rows out", "chunks", "rows/s", "seconds")
+
+_STYLES = {
+    "done": "green",
+    "reused": "cyan",
+    "running": "yellow",
+    "failed": "bold red",
+    "cancelled": "magenta",
+    "pending": "dim",
+}
+
+
+def _table(result: RunResult, title: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("node", "kind", "state") else "right")
+    for row in summary_rows(result):
+        style = _STYLES.get(row[2], "")
+        table.add_row(*row[:2], f"[{style}]{row[2]}[/]" if style else row[2], *row[3:])
+    return table
+
+
+def _title(result: RunResult) -> str:
+    return f"{result.pipeline} · run {result.run_id} · {result.state} · {result.seconds:.1f}s"
+
+
+class LiveProgress:
+    """A rich live table of every node's state, rows, chunks and rate, refreshed 8 times/s."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self.result: RunResult | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "run_started":
+            from rich.live import Live
+
+            self.result = event.result
+            self.live = Live(
+                get_renderable=lambda: _table(event.result, _title(event.result)),
+                console=self.console,
+                refresh_per_second=8,
+                transient=True,
+            )
+            self.live.start()
+        elif event.kind == "run_finished" and self.live is not None:
+            with self.lock:
+                self.live.stop()
+                self.live = None
+            self.console.print(_table(event.result, _title(event.result)))
+
+
+class PlainProgress:
+    """One line per node lifecycle event, then a plain summary table (for logs and CI)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.t0 = time.perf_counter()
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            self.stream.write(f"[{time.perf_counter() - self.t0:7.2f}s] {text}\n")
+            self.stream.flush()
+
+    def __call__(self, event: Event) -> None:
+        result = event.result
+        if event.kind == "run_started":
+            self._line(f"run {result.run_id} of {result.pipeline} started")
+        elif event.kind == "node_started":
+            self._line(f"node {event.node} started")
+        elif event.kind == "node_finished":
+            stats = result.nodes[event.node]
+            if stats.state in ("done", "reused"):
+                self._line(
+                    f"node {event.node} {stats.state}: {stats.rows_in:,} rows in, "
+                    f"{stats.rows_out:,} rows out, {stats.seconds:.2f}s"
+                )
+            elif stats.state == "failed":
+                self._line(f"node {event.node} failed")
+            else:
+                self._line(f"node {event.node} {stats.state}")
+        elif event.kind == "run_finished":
+            self._line(f"run {result.run_id} {result.state} in {result.seconds:.2f}s")
+            widths = [
+                max(len(h), *(len(r[i]) for r in summary_rows(result)))
+                for i, h in enumerate(HEADERS)
+            ]
+            lines = [
+                "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)),
+                *(
+                    "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                    for row in summary_rows(result)
+                ),
+            ]
+            with self.lock:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()

@@ -1,0 +1,106 @@
+"""Pandera models as data contracts: column types, Arrow projection, edge compatibility.
+
+A node declares a `pandera.polars.DataFrameModel`; this module reads its columns once and turns
+them into what the engine needs: the polars and Arrow types of each column (a source reads only
+these columns, so the model is its projection) and the checks of one edge of the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandera.polars as pdp
+
+    Model = type[pdp.DataFrameModel]
+else:
+    Model = type
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One declared column: its name, polars dtype and whether it may hold nulls."""
+
+    name: str
+    dtype: pl.DataType
+    nullable: bool
+    coerce: bool
+
+
+@cache
+def columns(model: Model) -> tuple[ColumnSpec, ...]:
+    """The declared columns of `model`, in declaration order."""
+    schema = model.to_schema()
+    specs = []
+    for name, column in schema.columns.items():
+        dtype = column.dtype.type if column.dtype is not None else pl.Null()
+        if isinstance(dtype, type):  # a class such as pl.Int64 rather than an instance
+            dtype = dtype()
+        specs.append(
+            ColumnSpec(
+                name=str(name),
+                dtype=dtype,
+                nullable=bool(column.nullable),
+                coerce=bool(column.coerce or schema.coerce),
+            )
+        )
+    return tuple(specs)
+
+
+def column_names(model: Model) -> list[str]:
+    """The names of the columns `model` declares."""
+    return [c.name for c in columns(model)]
+
+
+def polars_schema(model: Model) -> pl.Schema:
+    """The polars schema `model` declares."""
+    return pl.Schema({c.name: c.dtype for c in columns(model)})
+
+
+@cache
+def arrow_schema(model: Model) -> pa.Schema:
+    """The Arrow schema `model` declares (strings as `large_string`, as polars exports them)."""
+    empty = pl.DataFrame(schema=polars_schema(model)).to_arrow()
+    fields = [
+        field.with_nullable(spec.nullable)
+        for field, spec in zip(empty.schema, columns(model), strict=True)
+    ]
+    return pa.schema(fields)
+
+
+def model_name(model: Model | None) -> str:
+    """A model's class name, or `untyped` when a node declares none."""
+    return model.__name__ if model is not None else "untyped"
+
+
+def _compatible(produced: pl.DataType, expected: pl.DataType, coerce: bool) -> bool:
+    if produced == expected:
+        return True
+    if coerce:
+        return produced.is_numeric() == expected.is_numeric() or expected == pl.String
+    return False
+
+
+def edge_problems(upstream: Model, downstream: Model) -> list[str]:
+    """What `downstream` needs that `upstream` does not provide: missing columns, wrong dtypes.
+
+    An empty list means the edge is compatible. Extra upstream columns are fine.
+    """
+    produced = {c.name: c for c in columns(upstream)}
+    problems: list[str] = []
+    missing = [c.name for c in columns(downstream) if c.name not in produced]
+    if missing:
+        problems.append(f"missing column(s) {missing}; {upstream.__name__} has {sorted(produced)}")
+    for spec in columns(downstream):
+        got = produced.get(spec.name)
+        if got is not None and not _compatible(got.dtype, spec.dtype, spec.coerce):
+            problems.append(
+                f"column '{spec.name}' is {got.dtype} in {upstream.__name__} "
+                f"but {downstream.__name__} expects {spec.dtype}"
+            )
+    return problems

@@ -1,0 +1,311 @@
+"""Run-keyed Parquet staging of node outputs on any fsspec filesystem, with atomic commit.
+
+Layout: `<root>/<pipeline>/<run_id>/<node>/part-NNNNN.parquet` plus `_manifest.json`, written
+last. A node's output exists for readers only once its manifest does: an interrupted write leaves
+parts without a manifest, which readers ignore and the next writer of that node removes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from etlkit.errors import StagingError
+
+MANIFEST: str = "_manifest.json"
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_path_part(kind: str, value: str) -> str:
+    """Reject names that could escape the staging root (`..`, `/`, empty, odd characters).
+
+    Raises:
+        StagingError: names the offending value.
+    """
+    if not _SAFE.fullmatch(value) or ".." in value:
+        raise StagingError(
+            f"{kind} {value!r} is not safe in a staging path: use letters, digits, '_', '-' "
+            "and '.', starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One committed Parquet part of a node's output."""
+
+    name: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The commit marker of a node's staged output: what it holds and how it was made."""
+
+    pipeline: str
+    run_id: str
+    node: str
+    rows: int
+    bytes: int
+    files: tuple[StagedFile, ...]
+    schema: tuple[tuple[str, str], ...]
+    committed_at: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The manifest as JSON text."""
+        data = asdict(self)
+        data["format_version"] = 1
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse a manifest written by `to_json`."""
+        data = json.loads(text)
+        data.pop("format_version", None)
+        data["files"] = tuple(StagedFile(**f) for f in data["files"])
+        data["schema"] = tuple(tuple(pair) for pair in data["schema"])
+        return cls(**data)
+
+
+class Staging:
+    """The staging area under one root URL (a local directory, `s3://bucket/prefix`, ...)."""
+
+    def __init__(self, root: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.root_url = root
+        self.fs, self.root = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
+        self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+
+    def node_dir(self, pipeline: str, run_id: str, node: str) -> str:
+        """Where a node's staged output lives (a path on `self.fs`)."""
+        parts = [
+            check_path_part("pipeline name", pipeline),
+            check_path_part("run id", run_id),
+            check_path_part("node name", node),
+        ]
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        """A path on `self.fs` as a URL other engines understand (local: a plain path)."""
+        if self.local:
+            return path
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return f"{protocol}://{path}"
+
+    def writer(
+        self, pipeline: str, run_id: str, node: str, *, part_rows: int = 8_388_608
+    ) -> NodeWriter:
+        """A writer for a node's output; leftovers of an uncommitted earlier attempt are removed.
+
+        Raises:
+            StagingError: the node is already committed in this run, or the root is unusable.
+        """
+        directory = self.node_dir(pipeline, run_id, node)
+        if self.fs.exists(f"{directory}/{MANIFEST}"):
+            raise StagingError(
+                f"Node '{node}' of run {run_id} is already committed in {self.url(directory)}; "
+                "committed outputs are immutable"
+            )
+        try:
+            if self.fs.exists(directory):
+                self.fs.rm(directory, recursive=True)
+            self.fs.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StagingError(f"Cannot prepare staging directory {directory}: {exc}") from exc
+        return NodeWriter(self, pipeline, run_id, node, directory, part_rows)
+
+    def manifest(self, pipeline: str, run_id: str, node: str) -> Manifest | None:
+        """The node's manifest if its output is committed, else None."""
+        path = f"{self.node_dir(pipeline, run_id, node)}/{MANIFEST}"
+        try:
+            with self.fs.open(path, "r") as fh:
+                return Manifest.from_json(fh.read())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StagingError(f"Manifest {self.url(path)} is corrupt: {exc}") from exc
+
+    def files(self, pipeline: str, run_id: str, node: str) -> list[str]:
+        """URLs of a committed node output's Parquet parts.
+
+        Raises:
+            StagingError: the node's output is not committed.
+        """
+        manifest = self.manifest(pipeline, run_id, node)
+        if manifest is None:
+            raise StagingError(
+                f"Node '{node}' of pipeline '{pipeline}' has no committed output in run {run_id}"
+            )
+        directory = self.node_dir(pipeline, run_id, node)
+        return [self.url(f"{directory}/{f.name}") for f in manifest.files]
+
+    def iter_batches(
+        self, pipeline: str, run_id: str, node: str, *, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a committed node output back, one record batch at a time."""
+        directory = self.node_dir(pipeline, run_id, node)
+        manifest = self.manifest(pipeline, run_id, node)
+        if manifest is None:
+            raise StagingError(f"Node '{node}' has no committed output in run {run_id}")
+        for staged in manifest.files:
+            with self.fs.open(f"{directory}/{staged.name}", "rb") as fh:
+                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size)
+
+    def runs(self, pipeline: str) -> list[str]:
+        """Run ids with a staging directory for the pipeline, oldest first."""
+        base = f"{self.root}/{check_path_part('pipeline name', pipeline)}"
+        if not self.fs.exists(base):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+
+
+def _describe(schema: pa.Schema) -> str:
+    return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
+
+
+class NodeWriter:
+    """Appends record batches as Parquet parts; `commit` writes the manifest, `abort` cleans up."""
+
+    def __init__(
+        self,
+        staging: Staging,
+        pipeline: str,
+        run_id: str,
+        node: str,
+        directory: str,
+        part_rows: int,
+    ) -> None:
+        self.staging = staging
+        self.pipeline, self.run_id, self.node = pipeline, run_id, node
+        self.directory = directory
+        self.part_rows = part_rows
+        self.schema: pa.Schema | None = None
+        self.rows = 0
+        self._files: list[StagedFile] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._handle: Any = None
+        self._part_rows = 0
+        self._state: Literal["open", "committed", "aborted"] = "open"
+
+    def _check_open(self, action: str) -> None:
+        if self._state != "open":
+            raise StagingError(
+                f"Cannot {action} node '{self.node}' of pipeline '{self.pipeline}' "
+                f"(run {self.run_id}): its writer is already {self._state}"
+            )
+
+    def _open_part(self, schema: pa.Schema) -> pq.ParquetWriter:
+        name = f"part-{len(self._files):05d}.parquet"
+        path = f"{self.directory}/{name}"
+        self._files.append(StagedFile(name, 0, 0))
+        if self.staging.local:
+            return pq.ParquetWriter(path, schema, compression="lz4")
+        self._handle = self.staging.fs.open(path, "wb")
+        return pq.ParquetWriter(self._handle, schema, compression="lz4")
+
+    def _close_part(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        last = self._files[-1]
+        size = self.staging.fs.size(f"{self.directory}/{last.name}")
+        self._files[-1] = StagedFile(last.name, self._part_rows, int(size))
+        self._part_rows = 0
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Stage one batch (cast to the schema of the first batch).
+
+        Raises:
+            StagingError: the batch's columns differ from the first batch's, or the writer is
+                already committed or aborted.
+        """
+        self._check_open("append to")
+        if self.schema is None:
+            self.schema = batch.schema
+        elif batch.schema != self.schema:
+            try:
+                if sorted(batch.schema.names) != sorted(self.schema.names):
+                    raise KeyError("the column names differ")  # selecting would drop columns
+                batch = batch.select(self.schema.names).cast(self.schema)
+            except (KeyError, ValueError, pa.ArrowException) as exc:
+                raise StagingError(
+                    f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id}) "
+                    f"produced a chunk with columns {_describe(batch.schema)} after chunks with "
+                    f"{_describe(self.schema)}; every chunk of a node must have the same "
+                    f"columns, of the same types or types that cast losslessly ({exc})"
+                ) from exc
+        if self._writer is None:
+            self._writer = self._open_part(self.schema)
+        self._writer.write_batch(batch)
+        self._part_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._part_rows >= self.part_rows:
+            self._close_part()
+
+    def commit(
+        self, *, empty_schema: pa.Schema | None = None, extra: Mapping[str, Any] | None = None
+    ) -> Manifest:
+        """Close the parts and write the manifest last: from now on the output is visible.
+
+        A node that produced nothing gets one empty part with `empty_schema`, when known.
+
+        Raises:
+            StagingError: the writer is already committed or aborted.
+        """
+        self._check_open("commit")
+        if self._writer is None and not self._files and empty_schema is not None:
+            self.schema = empty_schema
+            self._writer = self._open_part(empty_schema)
+        self._close_part()
+        schema = self.schema or empty_schema
+        manifest = Manifest(
+            pipeline=self.pipeline,
+            run_id=self.run_id,
+            node=self.node,
+            rows=self.rows,
+            bytes=sum(f.bytes for f in self._files),
+            files=tuple(self._files),
+            schema=tuple((f.name, str(f.type)) for f in schema) if schema is not None else (),
+            committed_at=datetime.now(UTC).isoformat(),
+            extra=dict(extra or {}),
+        )
+        fs = self.staging.fs
+        tmp = f"{self.directory}/.{MANIFEST}.{uuid.uuid4().hex}"
+        with fs.open(tmp, "w") as fh:
+            fh.write(manifest.to_json())
+        fs.mv(tmp, f"{self.directory}/{MANIFEST}")
+        self._state = "committed"
+        return manifest
+
+    def abort(self) -> None:
+        """Discard everything written; safe to call more than once."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._handle is not None:
+                self._handle.close()
+        except (OSError, pa.ArrowException):
+            pass
+        self._writer = None
+        self._handle = None
+        if self._state == "open":
+            self._state = "aborted"
+        fs = self.staging.fs
+        if fs.exists(self.directory) and not fs.exists(f"{self.directory}/{MANIFEST}"):
+            fs.rm(self.directory, recursive=True)
