@@ -298,10 +298,20 @@ class Sql(Node):
     kind = "sql"
 
     def __init__(self, query: str, *, schema: Model | None = None, stage: bool = True) -> None:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(query) if name]
+        except ValueError as exc:
+            raise PipelineDefinitionError(
+                "?",
+                [
+                    f"SQL {query!r} is malformed ({exc}): node names and template fields go in "
+                    "single braces, literal braces are written '{{' and '}}'"
+                ],
+            ) from exc
         referenced = [
             name
-            for _, name, _, _ in string.Formatter().parse(query)
-            if name and _FIELD.fullmatch("{" + name + "}") and name not in TEMPLATE_NAMES
+            for name in fields
+            if _FIELD.fullmatch("{" + name + "}") and name not in TEMPLATE_NAMES
         ]
         super().__init__(*dict.fromkeys(referenced), stage=stage)
         self.query = query

@@ -75,6 +75,16 @@ class Pipeline:
                 found.pop(attr, None)  # a subclass attribute that is not a node removes the node
                 if isinstance(value, Node):
                     found[attr] = value
+        shadowing = sorted(attr for attr in found if attr in vars(Pipeline))
+        if shadowing:
+            raise PipelineDefinitionError(
+                cls.name,
+                [
+                    f"node name(s) {shadowing} shadow Pipeline members "
+                    f"({', '.join(sorted(a for a in vars(Pipeline) if not a.startswith('_')))}); "
+                    "rename the node(s)"
+                ],
+            )
         cls.nodes = found
         cls._graph = None
 
@@ -243,10 +253,15 @@ def _import_file(path: Path) -> types.ModuleType:
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise PipelineDefinitionError(
-            path.stem, [f"importing {path} failed: {type(exc).__name__}: {exc}"]
-        ) from exc
+        raise _import_failed(path.stem, str(path), exc) from exc
     return module
+
+
+def _import_failed(name: str, what: str, exc: Exception) -> PipelineDefinitionError:
+    """The error for a pipeline module whose own code failed while it was imported."""
+    return PipelineDefinitionError(
+        name.rsplit(".", 1)[-1], [f"importing {what} failed: {type(exc).__name__}: {exc}"]
+    )
 
 
 def pipelines_in(module: types.ModuleType) -> list[type[Pipeline]]:
@@ -274,7 +289,8 @@ def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[P
         return found[0]
     if not found:
         raise PipelineNotFoundError(f"{where} defines no ek.Pipeline subclass.")
-    stem = where.rsplit("/", 1)[-1].removesuffix(".py")
+    # the module's own name: `pipelines/billing.py` and `pkg.billing` both give `billing`
+    stem = where.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
     for cls in found:
         if cls.name == stem:
             return cls
@@ -312,7 +328,7 @@ def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
 
     Raises:
         PipelineNotFoundError: nothing matches; the message lists what exists.
-        PipelineDefinitionError: the file failed to import.
+        PipelineDefinitionError: the file or module failed to import (its own code raised).
     """
     target, _, wanted = ref.partition(":")
     path = Path(target)
@@ -326,8 +342,14 @@ def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
     if "." in target:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not f"{target}.".startswith(f"{exc.name}."):
+                raise _import_failed(target, f"module {target}", exc) from exc  # not the target
             raise PipelineNotFoundError(f"Cannot import module '{target}': {exc}") from exc
+        except EtlkitError:
+            raise
+        except Exception as exc:
+            raise _import_failed(target, f"module {target}", exc) from exc
         return _pick(pipelines_in(module), target, wanted or None)
     known: dict[str, type[Pipeline]] = {}
     broken: list[str] = []

@@ -241,7 +241,7 @@ class NodeWriter:
         elif batch.schema != self.schema:
             try:
                 if sorted(batch.schema.names) != sorted(self.schema.names):
-                    raise KeyError("the column names differ")  # selecting would drop columns
+                    raise ValueError("the column names differ")  # select() would drop columns
                 batch = batch.select(self.schema.names).cast(self.schema)
             except (KeyError, ValueError, pa.ArrowException) as exc:
                 raise StagingError(

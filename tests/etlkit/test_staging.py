@@ -1,0 +1,407 @@
+"""Run-keyed Parquet staging: writers, atomic commit, manifests, reading back, path safety."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from etlkit.errors import StagingError
+from etlkit.staging import MANIFEST, Manifest, StagedFile, Staging, check_path_part
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+def batch(*ids: int) -> pa.RecordBatch:
+    return pa.record_batch(
+        [pa.array(ids, pa.int64()), pa.array([f"n{i}" for i in ids], pa.string())], schema=SCHEMA
+    )
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Staging:
+    return Staging(str(tmp_path / "staging"))
+
+
+def node_path(staging: Staging, node: str = "bills", run_id: str = "r1") -> Path:
+    return Path(staging.node_dir("report", run_id, node))
+
+
+def commit_rows(staging: Staging, *ids: int, run_id: str = "r1", node: str = "bills") -> Manifest:
+    writer = staging.writer("report", run_id, node)
+    writer.append(batch(*ids))
+    return writer.commit()
+
+
+# -- writing and committing ------------------------------------------------------------------
+
+
+def test_commit_writes_a_manifest_with_rows_files_bytes_and_schema(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1, 2))
+    writer.append(batch(3))
+    manifest = writer.commit(extra={"kind": "source"})
+
+    directory = node_path(staging)
+    part = directory / "part-00000.parquet"
+    assert manifest.pipeline == "report"
+    assert manifest.run_id == "r1"
+    assert manifest.node == "bills"
+    assert manifest.rows == 3
+    assert manifest.files == (StagedFile("part-00000.parquet", 3, part.stat().st_size),)
+    assert manifest.bytes == part.stat().st_size > 0
+    assert manifest.schema == (("id", "int64"), ("name", "string"))
+    assert manifest.extra == {"kind": "source"}
+    assert staging.manifest("report", "r1", "bills") == manifest
+    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "part-00000.parquet"]
+
+
+def test_manifest_json_round_trips() -> None:
+    manifest = Manifest(
+        pipeline="report",
+        run_id="r1",
+        node="bills",
+        rows=3,
+        bytes=100,
+        files=(StagedFile("part-00000.parquet", 3, 100),),
+        schema=(("id", "int64"),),
+        committed_at="2025-03-01T02:00:00+00:00",
+        extra={"chunks": 2},
+    )
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_files_are_listed_only_after_commit(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    assert staging.manifest("report", "r1", "bills") is None
+    with pytest.raises(
+        StagingError, match=r"Node 'bills' of pipeline 'report' has no committed output in run r1"
+    ):
+        staging.files("report", "r1", "bills")
+
+    writer.commit()
+    files = staging.files("report", "r1", "bills")
+    assert files == [str(node_path(staging) / "part-00000.parquet")]
+    assert pq.read_table(files[0]).num_rows == 1
+
+
+def test_aborted_writer_leaves_nothing(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=1)
+    writer.append(batch(1))
+    writer.append(batch(2))  # one part closed, one open
+    writer.abort()
+    writer.abort()  # safe twice
+
+    assert not node_path(staging).exists()
+    assert staging.manifest("report", "r1", "bills") is None
+    with pytest.raises(StagingError, match="has no committed output"):
+        staging.files("report", "r1", "bills")
+
+
+def test_abort_after_commit_keeps_the_committed_output(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    writer.commit()
+    writer.abort()
+    manifest = staging.manifest("report", "r1", "bills")
+    assert manifest is not None
+    assert manifest.rows == 1
+
+
+def test_second_writer_for_an_uncommitted_node_clears_leftovers(staging: Staging) -> None:
+    interrupted = staging.writer("report", "r1", "bills", part_rows=1)
+    interrupted.append(batch(1))
+    interrupted.append(batch(2))  # two closed parts, never committed: the process "died"
+    directory = node_path(staging)
+    (directory / f".{MANIFEST}.deadbeef").write_text("{", encoding="utf-8")
+    assert len(list(directory.iterdir())) == 3
+
+    manifest = commit_rows(staging, 7)
+
+    assert manifest.rows == 1
+    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "part-00000.parquet"]
+    table = pa.Table.from_batches(
+        list(staging.iter_batches("report", "r1", "bills", batch_size=10))
+    )
+    assert table.column("id").to_pylist() == [7]
+
+
+def test_committing_twice_is_refused(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    first = writer.commit()
+
+    with pytest.raises(StagingError, match=r"Cannot commit node 'bills'.*already committed"):
+        writer.commit()
+    with pytest.raises(StagingError, match=r"Cannot append to node 'bills'.*already committed"):
+        writer.append(batch(2))
+    assert staging.manifest("report", "r1", "bills") == first
+
+
+def test_commit_after_abort_is_refused(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    writer.abort()
+    with pytest.raises(StagingError, match=r"Cannot commit node 'bills'.*already aborted"):
+        writer.commit()
+    assert not node_path(staging).exists()
+
+
+def test_a_committed_node_gets_no_new_writer(staging: Staging) -> None:
+    commit_rows(staging, 1)
+    with pytest.raises(
+        StagingError, match=r"Node 'bills' of run r1 is already committed in .*immutable"
+    ):
+        staging.writer("report", "r1", "bills")
+
+
+# -- reading back ----------------------------------------------------------------------------
+
+
+def test_iter_batches_round_trips_every_row_in_order(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=3)
+    for ids in [(1, 2), (3, 4), (5,)]:
+        writer.append(batch(*ids))
+    writer.commit()
+
+    batches = list(staging.iter_batches("report", "r1", "bills", batch_size=2))
+
+    assert all(b.num_rows <= 2 for b in batches)
+    table = pa.Table.from_batches(batches)
+    assert table.schema == SCHEMA
+    assert table.to_pydict() == {
+        "id": [1, 2, 3, 4, 5],
+        "name": ["n1", "n2", "n3", "n4", "n5"],
+    }
+
+
+def test_iter_batches_of_an_uncommitted_node_is_refused(staging: Staging) -> None:
+    with pytest.raises(StagingError, match=r"Node 'bills' has no committed output in run r1"):
+        list(staging.iter_batches("report", "r1", "bills", batch_size=2))
+
+
+def test_corrupt_manifest_is_reported(staging: Staging) -> None:
+    commit_rows(staging, 1)
+    (node_path(staging) / MANIFEST).write_text("{not json", encoding="utf-8")
+    with pytest.raises(StagingError, match=r"Manifest .*_manifest\.json is corrupt"):
+        staging.manifest("report", "r1", "bills")
+
+
+# -- empty outputs and schemas ---------------------------------------------------------------
+
+
+def test_empty_output_with_empty_schema_writes_one_empty_part(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    manifest = writer.commit(empty_schema=SCHEMA)
+
+    assert manifest.rows == 0
+    assert [f.name for f in manifest.files] == ["part-00000.parquet"]
+    assert manifest.files[0].rows == 0
+    assert manifest.schema == (("id", "int64"), ("name", "string"))
+    (path,) = staging.files("report", "r1", "bills")
+    table = pq.read_table(path)
+    assert table.num_rows == 0
+    assert table.schema == SCHEMA
+
+
+def test_empty_output_without_a_schema_commits_no_files(staging: Staging) -> None:
+    manifest = staging.writer("report", "r1", "bills").commit()
+    assert manifest.rows == 0
+    assert manifest.files == ()
+    assert manifest.schema == ()
+    assert staging.files("report", "r1", "bills") == []
+
+
+def test_empty_schema_is_ignored_once_rows_were_written(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    manifest = writer.commit(empty_schema=pa.schema([("other", pa.float64())]))
+    assert manifest.schema == (("id", "int64"), ("name", "string"))
+    assert len(manifest.files) == 1
+
+
+def test_chunks_with_castable_types_are_cast_to_the_first_schema(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    writer.append(pa.record_batch({"name": ["n2"], "id": pa.array([2], pa.int32())}))
+    manifest = writer.commit()
+
+    assert manifest.schema == (("id", "int64"), ("name", "string"))
+    table = pa.Table.from_batches(list(staging.iter_batches("report", "r1", "bills", batch_size=8)))
+    assert table.schema == SCHEMA
+    assert table.column("id").to_pylist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        pa.record_batch({"id": ["x"], "name": ["n"]}),  # text that is not a number
+        pa.record_batch({"id": [1.5], "name": ["n"]}),  # a float that would be truncated
+        pa.record_batch({"id": [1]}),  # a column missing
+        pa.record_batch({"id": [1], "name": ["n"], "extra": [True]}),  # a column too many
+        pa.record_batch({"ident": [1], "name": ["n"]}),  # a column renamed
+    ],
+    ids=["text", "fraction", "missing", "extra", "renamed"],
+)
+def test_chunks_that_do_not_fit_the_first_schema_raise_naming_the_node(
+    staging: Staging, chunk: pa.RecordBatch
+) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1))
+    with pytest.raises(
+        StagingError,
+        match=r"Node 'bills' of pipeline 'report' \(run r1\) produced a chunk with columns "
+        r".* after chunks with \[id: int64, name: string\]; every chunk of a node must have "
+        r"the same columns",
+    ):
+        writer.append(chunk)
+    writer.abort()
+
+
+# -- path safety -----------------------------------------------------------------------------
+
+
+UNSAFE = ["../x", "a/b", "", ".hidden", "..", "x..y", "/abs", "a\\b", "x" * 129]
+
+
+@pytest.mark.parametrize("name", UNSAFE)
+def test_path_unsafe_names_are_rejected(staging: Staging, name: str) -> None:
+    message = re.escape(f"{name!r} is not safe in a staging path")
+    for pipeline, run_id, node in [(name, "r1", "n"), ("p", name, "n"), ("p", "r1", name)]:
+        with pytest.raises(StagingError, match=message):
+            staging.writer(pipeline, run_id, node)
+    assert not Path(staging.root).exists()
+
+
+@pytest.mark.parametrize("kind", ["pipeline name", "run id", "node name"])
+def test_unsafe_name_error_says_what_the_value_is(kind: str) -> None:
+    with pytest.raises(StagingError, match=rf"^{kind} '\.\./x' is not safe in a staging path"):
+        check_path_part(kind, "../x")
+
+
+@pytest.mark.parametrize("name", ["monthly_report", "20250301T020000Z-7f3a2c", "v1.2", "A-b_3"])
+def test_ordinary_names_are_accepted(name: str) -> None:
+    assert check_path_part("node name", name) == name
+
+
+def test_runs_refuses_an_unsafe_pipeline_name(staging: Staging) -> None:
+    with pytest.raises(StagingError, match="not safe in a staging path"):
+        staging.runs("../etc")
+
+
+# -- parts, concurrency, runs ----------------------------------------------------------------
+
+
+def test_parts_roll_over_when_part_rows_is_reached(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=2)
+    for i in range(5):
+        writer.append(batch(i))
+    manifest = writer.commit()
+
+    assert [(f.name, f.rows) for f in manifest.files] == [
+        ("part-00000.parquet", 2),
+        ("part-00001.parquet", 2),
+        ("part-00002.parquet", 1),
+    ]
+    assert manifest.rows == 5
+    assert manifest.bytes == sum(f.bytes for f in manifest.files)
+    files = staging.files("report", "r1", "bills")
+    assert [pq.read_metadata(f).num_rows for f in files] == [2, 2, 1]
+    rows = [b.num_rows for b in staging.iter_batches("report", "r1", "bills", batch_size=10)]
+    assert sum(rows) == 5
+
+
+def test_part_closing_exactly_at_the_end_leaves_no_empty_part(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=2)
+    writer.append(batch(1, 2))
+    manifest = writer.commit()
+    assert [(f.name, f.rows) for f in manifest.files] == [("part-00000.parquet", 2)]
+
+
+RUNS = [("r1", 100), ("r2", 200)]
+
+
+def test_two_runs_write_concurrently_without_touching_each_other(staging: Staging) -> None:
+    together = threading.Barrier(2, timeout=10)  # a failing thread breaks it for the other
+
+    def run(run_id: str, base: int) -> Manifest:
+        writer = staging.writer("report", run_id, "bills", part_rows=2)
+        together.wait()  # both writers exist (and cleared their directories) before any append
+        for i in range(6):
+            writer.append(batch(base + i))
+            if i == 2:
+                together.wait()  # both are half way: their parts interleave
+        together.wait()
+        return writer.commit()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {run_id: pool.submit(run, run_id, base) for run_id, base in RUNS}
+        manifests = {run_id: future.result(timeout=20) for run_id, future in futures.items()}
+
+    assert staging.runs("report") == ["r1", "r2"]
+    for run_id, base in RUNS:
+        assert manifests[run_id].rows == 6
+        assert len(manifests[run_id].files) == 3
+        ids = [
+            i
+            for b in staging.iter_batches("report", run_id, "bills", batch_size=10)
+            for i in b.column("id").to_pylist()
+        ]
+        assert ids == list(range(base, base + 6))
+
+
+def test_committing_one_node_leaves_other_nodes_of_the_run_alone(staging: Staging) -> None:
+    pending = staging.writer("report", "r1", "claims")
+    pending.append(batch(9))
+    commit_rows(staging, 1, node="bills")
+    commit_rows(staging, 2, run_id="r2", node="claims")
+    pending.abort()
+    assert staging.manifest("report", "r1", "bills") is not None
+    assert staging.manifest("report", "r1", "claims") is None
+    assert staging.manifest("report", "r2", "claims") is not None
+
+
+def test_runs_are_listed_oldest_first(staging: Staging) -> None:
+    for run_id in ["20250302T020000Z-bbbbbb", "20250301T020000Z-aaaaaa", "20250303T020000Z-0"]:
+        commit_rows(staging, 1, run_id=run_id)
+    commit_rows(staging, 1, run_id="20240101T000000Z-ffffff")
+    staging.writer("other", "20200101T000000Z-000000", "bills").abort()
+
+    assert staging.runs("report") == [
+        "20240101T000000Z-ffffff",
+        "20250301T020000Z-aaaaaa",
+        "20250302T020000Z-bbbbbb",
+        "20250303T020000Z-0",
+    ]
+
+
+def test_runs_of_an_unknown_pipeline_is_empty(staging: Staging) -> None:
+    assert staging.runs("never_ran") == []
+
+
+def test_local_urls_are_plain_paths(staging: Staging, tmp_path: Path) -> None:
+    assert staging.local
+    directory = staging.node_dir("report", "r1", "bills")
+    assert directory == f"{tmp_path}/staging/report/r1/bills"
+    assert staging.url(directory) == directory
+
+
+def test_memory_filesystem_urls_carry_the_protocol() -> None:
+    staging = Staging("memory://etlkit-test-staging-urls")
+    try:
+        assert not staging.local
+        writer = staging.writer("report", "r1", "bills")
+        writer.append(batch(1, 2))
+        writer.commit()
+        (url,) = staging.files("report", "r1", "bills")
+        assert url.startswith("memory://")
+        rows = [b.num_rows for b in staging.iter_batches("report", "r1", "bills", batch_size=8)]
+        assert rows == [2]
+    finally:
+        staging.fs.rm(staging.root, recursive=True)

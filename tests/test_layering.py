@@ -1,0 +1,78 @@
+"""Imports point down the layers of DESIGN.md; connectors import etlkit, never the reverse."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module -> the etlkit modules it may import (directly or under TYPE_CHECKING).
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "schema": {"errors"},
+    "nodes": {"errors", "schema"},
+    "staging": {"errors"},
+    "validation": {"errors", "schema"},
+    "testing": {"errors", "nodes"},
+    "execution": {"errors", "nodes", "schema", "staging", "validation", "graph"},
+    "graph": {"errors", "nodes", "schema"},
+    "pipeline": {"errors", "nodes", "graph", "execution", "staging", "config", "schema"},
+    "progress": {"execution"},
+    "cli": {
+        "errors",
+        "config",
+        "pipeline",
+        "graph",
+        "execution",
+        "progress",
+        "nodes",
+        "staging",
+    },
+    "__init__": {
+        "errors",
+        "config",
+        "execution",
+        "nodes",
+        "pipeline",
+    },
+    "__main__": {"cli"},
+}
+
+
+def etlkit_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[0] == "etlkit" and len(parts) > 1:
+                found.add(parts[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "etlkit" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "etlkit").glob("*.py")), ids=lambda p: p.stem)
+def test_etlkit_modules_import_only_lower_layers(path: Path) -> None:
+    assert path.stem in ALLOWED, f"add etlkit/{path.name} to the layer table"
+    assert etlkit_imports(path) - ALLOWED[path.stem] == set()
+
+
+def test_etlkit_never_imports_connectors_or_pipelines() -> None:
+    for path in (ROOT / "etlkit").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                assert name.split(".")[0] not in ("connectors", "pipelines"), path
