@@ -190,7 +190,7 @@ class Node:
 
         A run whose node output breaks them fails with a `DataValidationError`.
         """
-        if min_rows is not None and min_rows < 0 or max_rows is not None and max_rows < 0:
+        if any(bound is not None and bound < 0 for bound in (min_rows, max_rows)):
             raise PipelineDefinitionError("?", ["min_rows and max_rows must be >= 0"])
         self.min_rows = min_rows
         self.max_rows = max_rows
