@@ -1,0 +1,86 @@
+"""The CLI in-process: exit codes per error class, messages without tracebacks, params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import etlkit as ek
+from etlkit.cli import exit_code, main
+
+PIPELINE = '''
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class Tiny(ek.Pipeline):
+    """A tiny pipeline for CLI tests."""
+    params = {"rows": "3"}
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    out = MemorySink(numbers)
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "tiny.py").write_text(PIPELINE)
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in __import__("os").environ if k.startswith("ETLKIT_")]:
+        monkeypatch.delenv(key)
+    return tmp_path
+
+
+def test_run_prints_plain_progress_outside_a_terminal(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "tiny", "--date", "2025-01-31", "--param", "rows=3"]) == 0
+    out = capsys.readouterr().out
+    assert "node numbers done: 3 rows in, 3 rows out" in out
+    assert (project / ".etlkit" / "staging" / "tiny").is_dir()
+
+
+def test_list_shows_name_schedule_and_summary(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("tiny")
+    assert "manual" in line
+    assert "A tiny pipeline for CLI tests." in line
+
+
+def test_errors_print_one_line_and_map_to_exit_codes(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "tiny", "--param", "rowz=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Pipeline 'tiny' has no param 'rowz'")
+    assert "Traceback" not in err
+
+    assert main(["run", "nope"]) == 3
+    assert "No pipeline named 'nope'" in capsys.readouterr().err
+
+    assert main(["run", "tiny", "--param", "novalue"]) == 2
+    assert "--param 'novalue' is not key=value" in capsys.readouterr().err
+
+
+def test_exit_code_follows_the_error_a_node_error_wraps() -> None:
+    wrapped = ek.NodeError("x", pipeline="p", node="n", run_id="r")
+    wrapped.__cause__ = ek.ConnectorError("file missing")
+    assert exit_code(wrapped) == 5
+    plain = ek.NodeError("x", pipeline="p", node="n", run_id="r")
+    plain.__cause__ = ValueError("boom")
+    assert exit_code(plain) == 1
+    assert exit_code(ek.DataValidationError("bad")) == 4
+    assert exit_code(ek.ConfigError("bad")) == 2
+    assert exit_code(RuntimeError("unexpected")) == 1
+
+
+def test_settings_file_is_read_from_the_project(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "etlkit.toml").write_text("[run]\nchunk_rowz = 5\n")
+    assert main(["run", "tiny"]) == 2
+    assert "Did you mean" in capsys.readouterr().err
