@@ -31,7 +31,18 @@ def test_plain_progress_prints_one_line_per_node_event_and_a_summary(
     assert "node numbers done: 10 rows in, 10 rows out" in text
     assert f"run {result.run_id} success" in text
     header = next(line for line in text.splitlines() if line.startswith("node "))
-    assert header.split() == "node kind state rows in rows out chunks rows/s seconds".split()
+    assert header.split() == [
+        "node",
+        "kind",
+        "state",
+        "rows",
+        "in",
+        "rows",
+        "out",
+        "chunks",
+        "rows/s",
+        "seconds",
+    ]
     assert text.count("\n") < 20  # no line per chunk
 
 
