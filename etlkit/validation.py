@@ -1,0 +1,715 @@
+"""Per-chunk validation of polars DataFrames against a Pandera polars `DataFrameModel`.
+
+Every chunk leaving every node is validated, so a chunk must cost about what its rows would cost
+in one whole-frame validation. `Model.validate(df, lazy=True)` costs ~20 ms per call, whatever
+the chunk; `ChunkValidator` reads `model.to_schema()` once, turns the columns and built-in checks
+into polars expressions, plans each distinct input schema once (missing and extra columns,
+casts, dtypes), and then checks a chunk in one `select` of boolean masks, one per check. Only
+the failing rows of failing checks are turned into the report.
+
+Translated, under the `check` names Pandera's `failure_cases` uses:
+
+- a missing column: `column_in_dataframe`; with `strict=True`, an extra one: `column_in_schema`
+  (`strict="filter"` drops extra columns); a wrong dtype: `dtype('Int64')`, as judged by
+  Pandera's own dtype objects;
+- `nullable=False`: `not_nullable` (NaN counts as null in float columns); `unique=True`:
+  `field_uniqueness` (within the chunk, every duplicated row, nulls too); `Config.unique`:
+  `multiple_fields_uniqueness` (the first failing set of columns);
+- the `Field` checks `equal_to`, `not_equal_to`, `greater_than`, `greater_than_or_equal_to`,
+  `less_than`, `less_than_or_equal_to`, `in_range`, `isin`, `notin`, `str_contains`,
+  `str_matches`, `str_startswith`, `str_endswith`, `str_length`, named as Pandera names them
+  (`greater_than_or_equal_to(0)`, `isin(['A', 'N'])`, `str_length(2, 4)`) and evaluated with
+  Pandera's own expressions. So nulls pass value checks whatever `nullable` says (unless a check
+  sets `ignore_na=False`), and NaN passes `ge`, fails `le`. A check that cannot run on the
+  column's dtype is reported as Pandera does: that check, a null index, the error as the case.
+- `coerce=True` and `Config.coerce`: a non-strict cast. A non-null value that does not cast is
+  reported as `coerce_dtype('Int64')` on its column and row, and becomes null in `data` without
+  failing any other check of that column.
+
+Deviations from Pandera, on purpose. Pandera names a failed cast after the schema, with every
+dtype of the schema in the check's name, stops at the first failing column, also counts that
+column's nulls as failed casts, and then checks the uncast frame (reporting every coerced column
+as a wrong dtype); etlkit reports each failed value on its own column, under the name Pandera's
+column backend uses, and checks the cast chunk. Under `strict=True` every extra column is
+reported, not just the first. `column` names the missing or extra column where Pandera repeats
+the schema's name, and is null for checks of the whole frame.
+
+Falls back to Pandera itself:
+
+- checks polars expressions are not compiled for (`@pdp.check`, `@pdp.dataframe_check`,
+  `pdp.Check(fn)`, element-wise, `raise_warning` or `groupby` checks, `unique_values_eq`): all of
+  them run in one small `DataFrameSchema` holding only those checks (no dtypes, nullable) on the
+  cast chunk, and their failures join the report: a few ms per chunk, for such models only;
+- models with regex columns, `Config.ordered`, `add_missing_columns`, column defaults, a frame
+  `dtype`, or coercion to nested or model dtypes: `Model.validate(df, lazy=True)` on the chunk
+  (`data` is then the chunk as given whenever it fails).
+
+Pandera (~0.85 s to import) is imported when a `ChunkValidator` is built, not with this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+import polars as pl
+
+from etlkit.errors import DataValidationError
+
+if TYPE_CHECKING:
+    import pandera.polars as pdp
+    from pandera.api.checks import Check
+    from pandera.api.polars.components import Column
+    from pandera.api.polars.container import DataFrameSchema
+
+FAILURE_SCHEMA: Final = pl.Schema(
+    {"column": pl.String, "check": pl.String, "failure_case": pl.String, "index": pl.Int64}
+)
+_RAW: Final = "__etlkit_raw__"  # prefix of a cast column's values before the cast
+_MAX_PLANS: Final = 16
+_NAMED_BY_CASE: Final = ["column_in_dataframe", "column_in_schema", "column_ordered"]
+
+Limits = dict[tuple[str | None, str], int]
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """The outcome of validating one chunk.
+
+    Attributes:
+        data: the chunk after coercion; the very object passed in when nothing was cast.
+        invalid: rows failing any row-level check, or None when every row passed.
+        failures: one row per failed check and row: `column`, `check`, `failure_case` (the value
+            as text, "null" for nulls) and `index` (the row in the chunk; null for failures of
+            the schema such as a missing column or a wrong dtype).
+    """
+
+    data: pl.DataFrame
+    invalid: pl.Series | None
+    failures: pl.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        """Whether the chunk passed every check."""
+        return self.failures.height == 0
+
+    @property
+    def n_invalid(self) -> int:
+        """How many rows failed at least one row-level check."""
+        return 0 if self.invalid is None else int(self.invalid.sum())
+
+
+# --- Pandera's built-in checks, as its polars backend evaluates them -------------------------
+
+
+def _in_range(
+    col: pl.Expr,
+    *,
+    min_value: Any,
+    max_value: Any,
+    include_min: bool = True,
+    include_max: bool = True,
+) -> pl.Expr:
+    low = col.ge(min_value) if include_min else col.gt(min_value)
+    return low.and_(col.le(max_value) if include_max else col.lt(max_value))
+
+
+def _pattern(pattern: str | re.Pattern[str]) -> str:
+    return pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+
+
+def _str_length(
+    col: pl.Expr,
+    *,
+    min_value: int | None = None,
+    max_value: int | None = None,
+    exact_value: int | None = None,
+) -> pl.Expr:
+    n_chars = col.str.len_chars()
+    if exact_value is not None:
+        return n_chars.eq(exact_value)
+    if min_value is None and max_value is None:
+        raise ValueError("str_length needs a bound")  # left to Pandera, which reports it
+    if min_value is None:
+        return n_chars.le(max_value)
+    return n_chars.ge(min_value) if max_value is None else n_chars.is_between(min_value, max_value)
+
+
+_BUILTINS: Final[dict[str, Callable[..., pl.Expr]]] = {
+    "equal_to": lambda col, *, value: col.eq(value),
+    "not_equal_to": lambda col, *, value: col.ne(value),
+    "greater_than": lambda col, *, min_value: col.gt(min_value),
+    "greater_than_or_equal_to": lambda col, *, min_value: col.ge(min_value),
+    "less_than": lambda col, *, max_value: col.lt(max_value),
+    "less_than_or_equal_to": lambda col, *, max_value: col.le(max_value),
+    "in_range": _in_range,
+    "isin": lambda col, *, allowed_values: col.is_in(allowed_values),
+    "notin": lambda col, *, forbidden_values: col.is_in(forbidden_values).not_(),
+    "str_matches": lambda col, *, pattern: col.str.contains(
+        _pattern(pattern) if _pattern(pattern).startswith("^") else f"^{_pattern(pattern)}"
+    ),
+    "str_contains": lambda col, *, pattern: col.str.contains(_pattern(pattern), literal=False),
+    "str_startswith": lambda col, *, string: col.str.starts_with(string),
+    "str_endswith": lambda col, *, string: col.str.ends_with(string),
+    "str_length": _str_length,
+}
+
+
+def _check_name(check: Check) -> str:
+    """The name Pandera's failure cases give a check."""
+    if check.error is not None:
+        return str(check.error)
+    return str(check.name) if check.name is not None else str(check)
+
+
+def _translate(check: Check, column: str) -> _ValueCheck | None:
+    """A built-in check as a polars expression, or None when it must run in Pandera."""
+    from pandera.api.checks import Check
+    from pandera.api.function_dispatch import Dispatcher
+
+    fn = check._check_fn
+    name = getattr(fn, "__name__", None)
+    if (
+        name not in _BUILTINS
+        or check.element_wise
+        or check.groupby is not None
+        or check.raise_warning
+        or not isinstance(fn, Dispatcher)
+        or not Check.is_builtin_check(name)
+        # a schema holds copies of the dispatcher: compare the code it runs
+        or fn.co_code != Check.get_builtin_check_fn(name).co_code
+    ):
+        return None
+    try:
+        passed = _BUILTINS[name](pl.col(column), **check._check_kwargs)
+    except (TypeError, ValueError):  # arguments Pandera rejects when it validates: let it
+        return None
+    return _ValueCheck(_check_name(check), passed, bool(check.ignore_na), check.n_failure_cases)
+
+
+# --- the compiled model and its plans --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ValueCheck:
+    name: str
+    passed: pl.Expr  # True where the row passes, null where the value is null
+    ignore_na: bool
+    limit: int | None
+
+
+@dataclass
+class _ColumnRule:
+    name: str
+    component: Column
+    target: pl.DataType | None  # None: any dtype
+    coerce: bool
+    checks: list[_ValueCheck] = field(default_factory=list)
+    fallback: list[Check] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _RowCheck:
+    column: str | None
+    check: str
+    fail: pl.Expr  # True where the row fails, never null
+    value: pl.Expr  # the failure case, as text
+    limit: int | None = None
+    group: str | None = None  # of a group, only the first failing check is reported
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to do with the chunks of one input schema."""
+
+    schema_failures: pl.DataFrame
+    problems: list[str]
+    drop: list[str]
+    casts: list[pl.Expr]
+    raw: list[str]  # cast columns, kept as they came for reporting
+    checks: list[_RowCheck]
+    fallback: DataFrameSchema | None
+    fallback_columns: list[str] | None  # None: the whole chunk
+    limits: Limits
+
+
+class ChunkValidator:
+    """Validates polars chunks against a Pandera polars model, compiled once per node.
+
+    Example:
+        >>> validator = ChunkValidator(Billing)
+        >>> report = validator.check(chunk)
+        >>> if not report.ok:
+        ...     raise validation_error(report.failures, pipeline="monthly_report",
+        ...                            node="monthly", run_id=ctx.run_id, chunk=3,
+        ...                            model_name="Billing")
+    """
+
+    def __init__(self, model: type[pdp.DataFrameModel]) -> None:
+        from pandera.engines import polars_engine as engine
+
+        schema = model.to_schema()
+        self.model = model
+        self.model_name = model.__name__
+        self._strict: bool | str = schema.strict
+        self._frame_checks: list[Check] = list(schema.checks)
+        self._plans: dict[tuple[tuple[str, pl.DataType], ...], _Plan] = {}
+        self._uncastable: set[tuple[str, pl.DataType]] = set()
+        self._rules: dict[str, _ColumnRule] = {}
+        unique = schema.unique or []
+        if isinstance(unique, str) or all(isinstance(u, str) for u in unique):
+            unique = [unique]
+        self._unique_sets = [[u] if isinstance(u, str) else list(u) for u in unique]
+        self._whole = bool(schema.ordered or schema.add_missing_columns or schema.dtype is not None)
+        for key, column in schema.columns.items():
+            dtype = column.dtype
+            target = None if dtype is None else dtype.type
+            target = target() if isinstance(target, type) else target
+            coerce = bool(column.coerce or schema.coerce) and target is not None
+            rule = _ColumnRule(str(key), column, target, coerce)
+            plain_cast = (
+                dtype is None
+                or isinstance(dtype, engine.Decimal)
+                or (
+                    type(dtype).coerce is engine.DataType.coerce
+                    and type(dtype).try_coerce is engine.DataType.try_coerce
+                )
+            )
+            nested = isinstance(target, pl.List | pl.Array | pl.Struct)
+            if (
+                column.regex
+                or column.default is not None
+                or (coerce and (nested or not plain_cast))
+            ):
+                self._whole = True
+            for check in column.checks:
+                translated = _translate(check, rule.name)
+                if translated is None:
+                    rule.fallback.append(check)
+                else:
+                    rule.checks.append(translated)
+            self._rules[rule.name] = rule
+
+    def check(self, df: pl.DataFrame) -> ChunkReport:
+        """Validate one chunk: the chunk after coercion, its failing rows, every failure.
+
+        Bad data never raises: the report says what failed (see `validation_error`).
+        """
+        if self._whole:
+            return self._check_with_pandera(df)
+        plan = self._plan(df.schema)
+        data = df.drop(plan.drop) if plan.drop else df
+        if plan.casts:
+            try:
+                data = data.with_columns(plan.casts)
+            except pl.exceptions.InvalidOperationError:
+                plan = self._replan_without_missing_casts(df, plan)
+                data = data.with_columns(plan.casts)
+        parts = [plan.schema_failures]
+        masks: list[pl.Series] = []
+        if plan.checks:
+            raw = [df.get_column(c).alias(_RAW + c) for c in plan.raw]
+            found, mask = _run_row_checks(plan.checks, data.hstack(raw) if raw else data)
+            parts.append(found)
+            if mask is not None:
+                masks.append(mask)
+        if plan.fallback is not None:
+            found, mask = _run_fallback(plan, data)
+            parts.append(found)
+            if mask is not None:
+                masks.append(mask)
+        failures = pl.concat([p for p in parts if p.height] or [parts[0]])
+        invalid = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
+        return ChunkReport(data=data, invalid=invalid, failures=failures)
+
+    def schema_problems(self, df: pl.DataFrame) -> list[str]:
+        """Missing columns, wrong dtypes (after coercion) and, when strict, extra columns."""
+        return list(self._plan(df.schema).problems)
+
+    def _plan(self, schema: pl.Schema) -> _Plan:
+        key = tuple(schema.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = self._build_plan(schema)
+        return plan
+
+    def _replan_without_missing_casts(self, df: pl.DataFrame, plan: _Plan) -> _Plan:
+        """Replan after meeting a cast polars does not have (String to Date, List to Int64).
+
+        Only a value shows it, so it is found on the first chunk holding one. Every non-null
+        value of such a column fails `coerce_dtype` (as in Pandera) and becomes null.
+        """
+        for name in plan.raw:
+            target = self._rules[name].target
+            assert target is not None
+            try:
+                df.select(_cast(pl.col(name), df.schema[name], target))
+            except pl.exceptions.InvalidOperationError:
+                self._uncastable.add((name, df.schema[name]))
+        plan = self._plans[tuple(df.schema.items())] = self._build_plan(df.schema)
+        return plan
+
+    def _build_plan(self, schema: pl.Schema) -> _Plan:
+        model = self.model_name
+        extra = [c for c in schema if c not in self._rules]
+        drop = extra if self._strict == "filter" else []
+        head: list[tuple[str | None, str, str]] = []  # extra columns, then missing ones
+        wrong: list[tuple[str | None, str, str]] = []  # then wrong dtypes
+        problems: list[str] = []
+        if self._strict is True and extra:
+            head.extend((c, "column_in_schema", c) for c in extra)
+            problems.append(f"column(s) {extra} are not in schema {model}, which is strict")
+        casts: list[pl.Expr] = []
+        raw: list[str] = []
+        checks: list[_RowCheck] = []
+        fallback_columns: dict[str, Column] = {}
+        limits: Limits = {}
+        for rule in self._rules.values():
+            name, component = rule.name, rule.component
+            if name not in schema:
+                if component.required:
+                    head.append((name, "column_in_dataframe", name))
+                    problems.append(f"column '{name}' is missing; columns are {list(schema)}")
+                continue
+            col, after = pl.col(name), schema[name]
+            cast_failed: pl.Expr | None = None
+            if rule.coerce and rule.target is not None and after != rule.target:
+                if (name, after) in self._uncastable:
+                    casts.append(pl.lit(None, rule.target).alias(name))
+                    problems.append(
+                        f"column '{name}' is {after}; polars cannot cast it to {rule.target}"
+                    )
+                else:
+                    casts.append(_cast(col, after, rule.target).alias(name))
+                raw.append(name)
+                before = pl.col(_RAW + name)
+                cast_failed = before.is_not_null() & col.is_null()
+                coerce = f"coerce_dtype('{component.dtype}')"
+                checks.append(_RowCheck(name, coerce, cast_failed, _as_text(before, after)))
+                after = rule.target
+            if rule.target is not None and not _dtype_ok(component, after):
+                wrong.append((name, f"dtype('{component.dtype}')", str(after)))
+                problems.append(
+                    f"column '{name}' is {after}; schema {model} expects {component.dtype}"
+                )
+            text = _as_text(col, after)
+            if not component.nullable:
+                fail = (col if cast_failed is None else pl.col(_RAW + name)).is_null()
+                if after in (pl.Float32, pl.Float64):
+                    fail = fail | col.is_nan().fill_null(False)
+                checks.append(_RowCheck(name, "not_nullable", fail, text))
+            if component.unique:
+                # values that failed to cast are nulls, but no duplicates of each other
+                tag = (
+                    None
+                    if cast_failed is None
+                    else pl.when(cast_failed).then(pl.int_range(pl.len()))
+                )
+                dup = col if tag is None else pl.struct(col, tag)
+                checks.append(_RowCheck(name, "field_uniqueness", dup.is_duplicated(), text))
+            for vc in rule.checks:
+                fail = vc.passed.eq_missing(False) if vc.ignore_na else vc.passed.ne_missing(True)
+                if cast_failed is not None:
+                    fail = fail & cast_failed.not_()
+                checks.append(_RowCheck(name, vc.name, fail, text, vc.limit))
+            if rule.fallback:
+                fallback_columns[name] = _fallback_column(name, rule.fallback, limits)
+        output = [c for c in schema if c not in drop]
+        for subset in self._unique_sets:
+            if present := [c for c in subset if c in output]:
+                fail = pl.struct(present).is_duplicated()
+                row = pl.struct(output).struct.json_encode()
+                name = "multiple_fields_uniqueness"
+                checks.append(_RowCheck(None, name, fail, row, group=name))
+        fallback = None
+        if fallback_columns or self._frame_checks:
+            import pandera.polars as pdp
+
+            frame_checks = [_unlimited(c, None, limits) for c in self._frame_checks]
+            fallback = pdp.DataFrameSchema(fallback_columns, checks=frame_checks, name=model)
+        return _Plan(
+            schema_failures=_schema_failures(head + wrong),
+            problems=problems,
+            drop=drop,
+            casts=casts,
+            raw=raw,
+            checks=checks,
+            fallback=fallback,
+            fallback_columns=None if self._frame_checks else list(fallback_columns),
+            limits=limits,
+        )
+
+    def _check_with_pandera(self, df: pl.DataFrame) -> ChunkReport:
+        """`Model.validate` on the chunk, for models using features not translated."""
+        import pandera.errors
+
+        try:
+            data = self.model.validate(df, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            failures = _from_pandera(exc.failure_cases)
+            return ChunkReport(data=df, invalid=_mask_from(failures, df.height), failures=failures)
+        assert isinstance(data, pl.DataFrame)
+        return ChunkReport(data=data, invalid=None, failures=_schema_failures([]))
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def _run_row_checks(
+    checks: Sequence[_RowCheck], frame: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Evaluate every check in one pass; report the failing rows of the failing checks."""
+    errors: list[tuple[str | None, str, str]] = []
+    try:
+        masks = frame.select([c.fail.alias(str(i)) for i, c in enumerate(checks)]).get_columns()
+        evaluated = list(zip(checks, masks, strict=True))
+    except pl.exceptions.PolarsError:  # some check cannot run on this data: find which
+        evaluated = []
+        for i, check in enumerate(checks):
+            try:
+                evaluated.append((check, frame.select(check.fail.alias(str(i))).to_series()))
+            except pl.exceptions.PolarsError as exc:  # reported as Pandera reports it
+                message = f'"{exc.args[0]}"' if exc.args else ""
+                errors.append((check.column, check.check, f"{type(exc).__name__}({message})"))
+    parts = [_schema_failures(errors)]
+    failing: list[pl.Series] = []
+    groups: set[str | None] = set()
+    for check, mask in evaluated:
+        if check.group in groups or not mask.any():
+            continue
+        if check.group is not None:
+            groups.add(check.group)
+        failing.append(mask)
+        rows = mask.arg_true()
+        rows = rows if check.limit is None else rows.head(check.limit)
+        part = frame.select(pl.all().gather(rows)).select(
+            pl.lit(check.column, pl.String).alias("column"),
+            pl.lit(check.check, pl.String).alias("check"),
+            check.value.fill_null("null").alias("failure_case"),
+            pl.lit(rows.cast(pl.Int64)).alias("index"),
+        )
+        parts.append(part)
+    if not failing:
+        return parts[0], None
+    invalid = pl.DataFrame(failing).select(pl.any_horizontal(pl.all()).alias("invalid"))
+    return pl.concat(parts), invalid.to_series()
+
+
+def _run_fallback(plan: _Plan, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
+    """The checks no polars expression was compiled for, run by Pandera on what they need."""
+    import pandera.errors
+
+    assert plan.fallback is not None
+    subset = data if plan.fallback_columns is None else data.select(plan.fallback_columns)
+    try:
+        plan.fallback.validate(subset, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        failures = _from_pandera(exc.failure_cases)
+    except pl.exceptions.SchemaError:
+        # Pandera cannot stack the report of a check returning one boolean on row-level
+        # reports (their failure cases differ in type): run the checks one by one.
+        failures = _run_fallback_one_by_one(plan.fallback, subset)
+    else:
+        return _schema_failures([]), None
+    mask = _mask_from(failures, data.height)
+    return (_apply_limits(failures, plan.limits) if plan.limits else failures), mask
+
+
+def _run_fallback_one_by_one(schema: DataFrameSchema, data: pl.DataFrame) -> pl.DataFrame:
+    import pandera.errors
+    import pandera.polars as pdp
+
+    singles = [
+        pdp.DataFrameSchema({name: _fallback_column(name, [check], {})}, name=schema.name)
+        for name, column in schema.columns.items()
+        for check in column.checks
+    ] + [pdp.DataFrameSchema(checks=[check], name=schema.name) for check in schema.checks]
+    parts = [_schema_failures([])]
+    for single in singles:
+        try:
+            single.validate(data, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            parts.append(_from_pandera(exc.failure_cases))
+    return pl.concat(parts)
+
+
+@cache
+def _no_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema=FAILURE_SCHEMA)  # ~0.1 ms to build; a clone costs ~1 µs
+
+
+def _schema_failures(found: list[tuple[str | None, str, str]]) -> pl.DataFrame:
+    """Failures of no particular row, each (column, check, failure case)."""
+    if not found:
+        return _no_failures().clone()
+    columns, checks, cases = (list(x) for x in zip(*found, strict=True))
+    data = {"column": columns, "check": checks, "failure_case": cases, "index": [None] * len(found)}
+    return pl.DataFrame(data, schema=FAILURE_SCHEMA)
+
+
+def _cast(col: pl.Expr, observed: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """Pandera's cast, made non-strict: values that do not cast become null (and are reported)."""
+    if (
+        not isinstance(target, pl.Decimal)
+        or observed.is_integer()
+        or isinstance(observed, pl.Decimal)
+    ):
+        return col.cast(target, strict=False)
+    via_float = col.cast(pl.Float64, strict=False).cast(target, strict=False)
+    if observed == pl.String:  # as Pandera: parse it, else go through a float
+        return pl.coalesce(col.cast(target, strict=False), via_float)
+    return via_float
+
+
+def _dtype_ok(component: Column, dtype: pl.DataType) -> bool:
+    """Pandera's verdict on a column of `dtype`, once per plan rather than per chunk."""
+    from pandera.api.polars.types import PolarsData
+
+    assert component.dtype is not None
+    return bool(component.dtype.check(dtype, PolarsData(pl.LazyFrame(schema={"x": dtype}), "x")))
+
+
+def _as_text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A value as the text Pandera shows in failure cases (nested values as JSON)."""
+    if isinstance(dtype, pl.List | pl.Array | pl.Struct):
+        return pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
+    return col.cast(pl.String, strict=False)
+
+
+def _fallback_column(name: str, checks: list[Check], limits: Limits) -> Column:
+    import pandera.polars as pdp
+
+    unlimited = [_unlimited(c, name, limits) for c in checks]
+    return pdp.Column(None, checks=unlimited, nullable=True, name=name)
+
+
+def _unlimited(check: Check, column: str | None, limits: Limits) -> Check:
+    """`check` reporting every failing row (for the mask); its `n_failure_cases` to `limits`."""
+    if check.n_failure_cases is None:
+        return check
+    limits[(column, _check_name(check))] = check.n_failure_cases
+    unlimited = copy.copy(check)
+    unlimited.n_failure_cases = None
+    return unlimited
+
+
+def _apply_limits(failures: pl.DataFrame, limits: Limits) -> pl.DataFrame:
+    """Keep the first `n_failure_cases` failures of the checks that set it, as Pandera does."""
+    rank = pl.int_range(pl.len()).over("column", "check")
+    drop = pl.lit(False)
+    for (column, check), limit in limits.items():
+        this = pl.col("column").eq_missing(pl.lit(column, pl.String)) & (pl.col("check") == check)
+        drop = drop | (this & pl.col("index").is_not_null() & (rank >= limit))
+    return failures.filter(drop.not_())
+
+
+def _from_pandera(failure_cases: pl.DataFrame) -> pl.DataFrame:
+    """Pandera's failure cases in etlkit's shape (see the module docstring for `column`)."""
+    frame_wide = pl.col("schema_context") == "DataFrameSchema"
+    return failure_cases.select(
+        pl.when(frame_wide & pl.col("check").is_in(_NAMED_BY_CASE))
+        .then(pl.col("failure_case").cast(pl.String))
+        .when(frame_wide)
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.col("column").cast(pl.String))
+        .alias("column"),
+        pl.col("check").cast(pl.String),
+        pl.col("failure_case").cast(pl.String).fill_null("null"),
+        pl.col("index").cast(pl.Int64),
+    )
+
+
+def _mask_from(failures: pl.DataFrame, height: int) -> pl.Series | None:
+    rows = failures.get_column("index").drop_nulls()
+    if rows.is_empty():
+        return None
+    return pl.repeat(False, height, eager=True).scatter(rows, True).alias("invalid")
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def summarize(failures: pl.DataFrame, *, max_checks: int = 10, max_examples: int = 5) -> str:
+    """A bounded summary of failures: one line per failed check, with a count and examples.
+
+    At most `max_checks` lines, each with up to `max_examples` distinct values, e.g.
+    `column 'amount' failed greater_than_or_equal_to(0) on 3 rows (examples: -1.0, -2.5, -7.0)`,
+    then `... and N more checks` when some are left out.
+    """
+    if failures.is_empty():
+        return "no failures"
+    groups = failures.group_by("column", "check", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.col("index").is_not_null().any().alias("row_level"),
+        pl.col("failure_case").unique(maintain_order=True).head(max_examples).alias("examples"),
+    )
+    lines = []
+    for column, check, n, row_level, examples in groups.head(max_checks).iter_rows():
+        subject = f"column '{column}'" if column is not None else "dataframe check"
+        shown = ", ".join(_shorten(str(e)) for e in examples)
+        if row_level:
+            rows = f"{n} row" if n == 1 else f"{n} rows"
+            lines.append(f"{subject} failed {check} on {rows} (examples: {shown})")
+        elif examples == [column]:  # a missing or extra column
+            lines.append(f"{subject} failed {check}")
+        else:
+            lines.append(f"{subject} failed {check} (found: {shown})")
+    if (more := groups.height - max_checks) > 0:
+        lines.append(f"... and {more} more check{'s' if more > 1 else ''}")
+    return "\n".join(lines)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def validation_error(
+    failures: pl.DataFrame,
+    *,
+    pipeline: str,
+    node: str,
+    run_id: str,
+    chunk: int | None,
+    model_name: str,
+) -> DataValidationError:
+    """A `DataValidationError` saying where data broke which schema, and how.
+
+    Besides the message, the error carries `.pipeline`, `.node`, `.run_id`, `.chunk`, `.model`,
+    `.n_failures` (rows of `failures`), `.n_rows` (distinct failing rows) and `.checks`
+    (column, check, count) for the scheduler and the store. It pickles.
+    """
+    where = f" on chunk {chunk}" if chunk is not None else ""
+    head = f"Output of node '{node}' in pipeline '{pipeline}' (run {run_id}) broke schema "
+    summary = summarize(failures)
+    if "\n" in summary:
+        n_checks = failures.select(pl.struct("column", "check").n_unique()).item()
+        lines = "".join(f"\n  - {line}" for line in summary.splitlines())
+        body = f"{len(failures)} failures in {n_checks} checks:{lines}\n"
+    else:
+        body = f"{summary}. "
+    hint = (
+        f"Fix node '{node}' (or its inputs) so its output meets schema {model_name}, "
+        "or change the schema if a rule is wrong."
+    )
+    exc = DataValidationError(f"{head}{model_name}{where}: {body}{hint}")
+    counts = failures.group_by("column", "check", maintain_order=True).len()
+    # The scheduler and the store read the context from attributes; EtlkitError pickles
+    # __dict__, so they survive the trip out of a child process.
+    exc.__dict__.update(
+        pipeline=pipeline,
+        node=node,
+        run_id=run_id,
+        chunk=chunk,
+        model=model_name,
+        n_failures=failures.height,
+        n_rows=failures.get_column("index").drop_nulls().n_unique(),
+        checks=[tuple(row) for row in counts.iter_rows()],
+    )
+    return exc
