@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.schema import column_names
 
 if TYPE_CHECKING:
     from etlkit.nodes import Model
@@ -41,11 +42,15 @@ class MemorySource(Source):
         self.reads = 0
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
+        """Yield the data in chunks, projected to the model's columns like every source."""
         self.reads += 1
+        columns = column_names(self.output_model) if self.output_model is not None else None
         if callable(self.data):
-            yield from self.data()
+            for batch in self.data():
+                yield batch.select(columns) if columns is not None else batch
             return
-        yield from self.data.to_batches(max_chunksize=self.chunk_rows or ctx.chunk_rows)
+        table = self.data.select(columns) if columns is not None else self.data
+        yield from table.to_batches(max_chunksize=self.chunk_rows or ctx.chunk_rows)
 
 
 class MemorySink(Sink):

@@ -1,0 +1,1 @@
+"""Connectors: sources and sinks for files, databases and services, built on etlkit's node roles."""
