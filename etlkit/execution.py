@@ -17,7 +17,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,17 +26,17 @@ import polars as pl
 import pyarrow as pa
 
 from etlkit.errors import DataValidationError, EtlkitError, NodeError, RunCancelledError
-from etlkit.nodes import Context, Lazy, Node, Sink, Source, Sql, Transform, WriteResult
-from etlkit.schema import arrow_schema, polars_schema
+from etlkit.guard import OutputGuard
+from etlkit.nodes import Context, Lazy, Node, Policy, Sink, Source, Sql, Transform, WriteResult
+from etlkit.schema import arrow_schema, polars_schema, unique_sets
 from etlkit.staging import NodeWriter, Staging
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
-    from etlkit.validation import ChunkValidator
 
 logger = logging.getLogger(__name__)
 
-NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused"]
+NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
 RunState = Literal["running", "success", "failed", "cancelled"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
@@ -52,16 +52,23 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a run executes: chunking, channel depth, validation, DuckDB resources, resume."""
+    """How a run executes: chunking, channel depth, validation, DuckDB resources, resume.
+
+    `reuse` names nodes whose committed output of this run id is reused (read back only for
+    streaming consumers); `skip` names nodes not run at all (sinks that already wrote).
+    """
 
     chunk_rows: int = 131_072
     chunk_bytes: int = 64 * 1024 * 1024
     channel_depth: int = 4
     validate: bool = True
+    on_invalid: Policy = "fail"
+    max_invalid_fraction: float | None = None
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = 0
     duckdb_temp_directory: str = ""
     reuse: frozenset[str] = frozenset()
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -75,6 +82,8 @@ class NodeStats:
     chunks_in: int = 0
     rows_out: int = 0
     chunks_out: int = 0
+    invalid_rows: int = 0
+    bytes_staged: int = 0
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -196,10 +205,11 @@ class _Run:
         self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.committed = {name: threading.Event() for name in graph.order}
+        idle = options.reuse | options.skip
         self.inboxes = {
             name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
             for name, node in graph.nodes.items()
-            if node.streaming
+            if node.streaming and name not in idle
         }
         self.result = RunResult(
             pipeline=graph.pipeline,
@@ -265,30 +275,41 @@ class _Run:
         stats = self.result.nodes[name]
         ctx = self.ctx.for_node(name)
         writer: NodeWriter | None = None
+        guard: OutputGuard | None = None
+        extra = {"pipeline": self.graph.pipeline, "run_id": self.ctx.run_id, "node": name}
         try:
+            if name in self.options.skip:
+                stats.state = "skipped"
+                return
             self.wait_for_inputs(name)
             stats.state = "running"
             stats.started = time.perf_counter()
             self.emit("node_started", name)
+            logger.info("node %s started", name, extra=extra)
             if name in self.options.reuse:
                 self.replay(name, stats)
                 stats.state = "reused"
             elif isinstance(node, Sink):
-                stats.write = node.write(self.sink_batches(name, stats), ctx)
+                stats.write = node.write(self.sink_batches(name, node, stats), ctx)
                 stats.state = "done"
             else:
+                if self.options.validate and node.output_model is not None:
+                    guard = self.guard(name, node)
                 if self.graph.needs_staging(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
-                self.stream(name, node, ctx, stats, writer)
+                self.stream(name, node, ctx, stats, writer, guard)
                 stats.state = "done"
             stats.finished = time.perf_counter()
             logger.info(
-                "node %s done: %d rows in, %d rows out, %d chunks, %.2fs",
+                "node %s %s: %d rows in, %d rows out, %d invalid, %d chunks, %.2fs",
                 name,
+                stats.state,
                 stats.rows_in,
                 stats.rows_out,
-                stats.chunks_out,
+                stats.invalid_rows,
+                max(stats.chunks_out, stats.chunks_in),
                 stats.seconds,
+                extra=extra,
             )
         except RunCancelledError:
             stats.state = "cancelled"
@@ -299,11 +320,38 @@ class _Run:
         except Exception as exc:  # the node boundary: user and library code of any kind
             self.node_failed(stats, self.wrap(name, stats, exc, f"{type(exc).__name__}: {exc}"))
         finally:
-            if writer is not None and stats.state != "done":
-                writer.abort()
+            if stats.state != "done":
+                if writer is not None:
+                    writer.abort()
+                if guard is not None:
+                    guard.abort()
+            if stats.state == "failed":
+                logger.error("node %s failed: %s", name, stats.error, extra=extra)
             if stats.finished is None:
                 stats.finished = time.perf_counter()
             self.emit("node_finished", name)
+
+    def guard(self, name: str, node: Node, *, input_side: bool = False) -> OutputGuard:
+        return OutputGuard(
+            pipeline=self.graph.pipeline,
+            run_id=self.ctx.run_id,
+            name=name,
+            node=node,
+            staging=self.staging,
+            default_policy=self.options.on_invalid,
+            default_max_fraction=self.options.max_invalid_fraction,
+            input_side=input_side,
+        )
+
+    def input_guard(self, name: str, node: Node) -> OutputGuard | None:
+        """A check of chunks on arrival, where the inputs' own models do not already ensure it."""
+        model = node.input_model
+        if not self.options.validate or model is None:
+            return None
+        upstream = [self.graph.nodes[i].output_model for i in self.graph.inputs[name]]
+        if all(m is not None and issubclass(m, model) for m in upstream):
+            return None  # every input already validated against this model (or a subclass)
+        return self.guard(name, node, input_side=True)
 
     def node_failed(self, stats: NodeStats, exc: EtlkitError) -> None:
         stats.state = "failed"
@@ -341,15 +389,23 @@ class _Run:
     # -- producing ---------------------------------------------------------------------------
 
     def stream(
-        self, name: str, node: Node, ctx: Context, stats: NodeStats, writer: NodeWriter | None
+        self,
+        name: str,
+        node: Node,
+        ctx: Context,
+        stats: NodeStats,
+        writer: NodeWriter | None,
+        guard: OutputGuard | None,
     ) -> None:
-        validator = self.validator(node)
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
         for item in self.produce(name, node, ctx, stats):
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
-            batches = self.check(name, node, item, validator, stats)
+            chunk = stats.chunks_in if node.streaming else stats.chunks_out + 1
+            batches = guard.check(item, chunk) if guard is not None else _to_batches(item)
+            if guard is not None:
+                stats.invalid_rows = guard.invalid_rows
             for batch in batches:
                 if first_schema is None:
                     first_schema = batch.schema
@@ -361,60 +417,86 @@ class _Run:
                     stats.rows_out += piece.num_rows
                     stats.chunks_out += 1
                     self.emit("node_progress", name)
-        self.check_row_count(name, node, stats)
+        if guard is not None:
+            guard.finish()
+        model = node.output_model
+        if writer is not None and first_schema is None and model is not None:
+            first_schema = arrow_schema(model)
+        self.check_dataset(name, node, stats, writer)
         if writer is not None:
-            model = node.output_model
-            writer.commit(
-                empty_schema=first_schema or (arrow_schema(model) if model else None),
-                extra={"kind": node.kind, "chunks": stats.chunks_out},
+            manifest = writer.commit(
+                empty_schema=first_schema,
+                extra={
+                    "kind": node.kind,
+                    "chunks": stats.chunks_out,
+                    "invalid_rows": stats.invalid_rows,
+                    "policy": guard.policy if guard is not None else None,
+                    "validated": guard is not None,
+                },
             )
+            stats.bytes_staged = manifest.bytes
         self.finish(name)
 
-    def check_row_count(self, name: str, node: Node, stats: NodeStats) -> None:
-        rows = stats.rows_out
-        low, high = node.min_rows, node.max_rows
-        if (low is None or rows >= low) and (high is None or rows <= high):
+    def check_dataset(
+        self, name: str, node: Node, stats: NodeStats, writer: NodeWriter | None
+    ) -> None:
+        """Row counts, uniqueness across chunks and SQL assertions over the whole output."""
+        expected = node.expectations
+        unique: list[tuple[str, ...]] = []
+        if self.options.validate and node.output_model is not None and stats.chunks_out > 1:
+            unique.extend(unique_sets(node.output_model))
+        if expected.unique:
+            unique.append(expected.unique)
+        if expected.min_rows is None and expected.max_rows is None and not (unique or expected.sql):
             return
-        wanted = f"at least {low}" if low is not None and rows < low else f"at most {high}"
-        hint = " (no data found: is the input empty or the path wrong?)" if rows == 0 else ""
-        raise DataValidationError(
-            f"Output of node '{name}' in pipeline '{self.graph.pipeline}' "
-            f"(run {self.ctx.run_id}) has {rows} rows; expected {wanted}{hint}"
-        )
+        from etlkit.validation import dataset_problems
 
-    def validator(self, node: Node) -> ChunkValidator | None:
-        if not self.options.validate or node.output_model is None:
-            return None
-        from etlkit.validation import ChunkValidator
-
-        return ChunkValidator(node.output_model)
-
-    def check(
-        self,
-        name: str,
-        node: Node,
-        item: pa.RecordBatch | pl.DataFrame,
-        validator: ChunkValidator | None,
-        stats: NodeStats,
-    ) -> Iterable[pa.RecordBatch]:
-        if validator is None:
-            return _to_batches(item)
-        frame = item if isinstance(item, pl.DataFrame) else pl.DataFrame(pl.from_arrow(item))
-        report = validator.check(frame)
-        if not report.ok:
-            from etlkit.validation import validation_error
-
-            raise validation_error(
-                report.failures,
-                pipeline=self.graph.pipeline,
-                node=name,
-                run_id=self.ctx.run_id,
-                chunk=stats.chunks_in if node.streaming else stats.chunks_out + 1,
-                model_name=node.output_model.__name__ if node.output_model else "untyped",
+        files = writer.part_urls() if writer is not None else []
+        con = self.duckdb() if files and (unique or expected.sql) else None
+        try:
+            problems = dataset_problems(
+                con,
+                files,
+                rows=stats.rows_out,
+                min_rows=expected.min_rows,
+                max_rows=expected.max_rows,
+                unique=unique,
+                sql=expected.sql,
             )
-        if isinstance(item, pa.RecordBatch) and report.data is frame:
-            return (item,)
-        return _to_batches(report.data)
+        finally:
+            if con is not None:
+                con.close()
+        if problems:
+            where = (
+                f"Output of node '{name}' in pipeline '{self.graph.pipeline}' "
+                f"(run {self.ctx.run_id})"
+            )
+            body = problems[0] if len(problems) == 1 else "".join(f"\n  - {p}" for p in problems)
+            error = DataValidationError(f"{where} {body}")
+            error.__dict__.update(
+                pipeline=self.graph.pipeline, node=name, run_id=self.ctx.run_id, chunk=None
+            )
+            raise error
+
+    def duckdb(self) -> Any:
+        """A DuckDB connection with the run's resource limits, able to read the staging root."""
+        import duckdb
+
+        options = self.options
+        config: dict[str, Any] = {
+            "memory_limit": options.duckdb_memory_limit,
+            "autoinstall_known_extensions": False,  # offline machines: never download
+            "autoload_known_extensions": False,
+        }
+        if options.duckdb_threads:
+            config["threads"] = options.duckdb_threads
+        if options.duckdb_temp_directory:
+            config["temp_directory"] = options.duckdb_temp_directory
+        con = duckdb.connect(":memory:", config=config)
+        con.execute("SET enable_progress_bar = false")  # it would draw over the run's progress
+        if not self.staging.local:
+            con.register_filesystem(self.staging.fs)
+        return con
 
     def produce(
         self, name: str, node: Node, ctx: Context, stats: NodeStats
@@ -446,12 +528,21 @@ class _Run:
             if close is not None:
                 close()
 
-    def transform(
-        self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats
-    ) -> Iterator[pl.DataFrame]:
+    def arrivals(self, name: str, node: Node, stats: NodeStats) -> Iterator[pa.RecordBatch]:
+        """The chunks arriving at a streaming node, checked against its input model if needed."""
+        guard = self.input_guard(name, node)
         for batch in self.inboxes[name]:
             stats.rows_in += batch.num_rows
             stats.chunks_in += 1
+            if guard is None:
+                yield batch
+            else:
+                yield from guard.check(batch, stats.chunks_in)
+
+    def transform(
+        self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats
+    ) -> Iterator[pl.DataFrame]:
+        for batch in self.arrivals(name, node, stats):
             out = node.process(pl.DataFrame(pl.from_arrow(batch)), ctx)
             if not isinstance(out, pl.DataFrame):
                 raise TypeError(
@@ -480,18 +571,8 @@ class _Run:
         return files
 
     def run_sql(self, name: str, node: Sql, ctx: Context) -> Iterator[pa.RecordBatch]:
-        import duckdb
-
-        options = self.options
-        config: dict[str, Any] = {"memory_limit": options.duckdb_memory_limit}
-        if options.duckdb_threads:
-            config["threads"] = options.duckdb_threads
-        if options.duckdb_temp_directory:
-            config["temp_directory"] = options.duckdb_temp_directory
-        con = duckdb.connect(":memory:", config=config)
+        con = self.duckdb()
         try:
-            if not self.staging.local:
-                con.register_filesystem(self.staging.fs)
             for upstream, files in self.input_files(name).items():
                 if not files:
                     raise NodeError(
@@ -504,7 +585,7 @@ class _Run:
                 listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f'CREATE VIEW "{upstream}" AS SELECT * FROM read_parquet([{listed}])')
             sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
-            yield from con.sql(sql).to_arrow_reader(options.chunk_rows)
+            yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
         finally:
             con.close()
 
@@ -537,10 +618,8 @@ class _Run:
                 stats.chunks_out += 1
         self.finish(name)
 
-    def sink_batches(self, name: str, stats: NodeStats) -> Iterator[pa.RecordBatch]:
-        for batch in self.inboxes[name]:
-            stats.rows_in += batch.num_rows
-            stats.chunks_in += 1
+    def sink_batches(self, name: str, node: Node, stats: NodeStats) -> Iterator[pa.RecordBatch]:
+        for batch in self.arrivals(name, node, stats):
             self.emit("node_progress", name)
             yield batch
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from etlkit.errors import PipelineDefinitionError
 from etlkit.nodes import TEMPLATE_NAMES, Node, Sql
-from etlkit.schema import edge_problems, model_name
+from etlkit.schema import edge_problems, model_name, unique_sets
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,11 @@ class Graph:
         node = self.nodes[name]
         if node.kind == "sink":
             return False
-        return node.stage or any(not self.nodes[c].streaming for c in self.consumers[name])
+        if node.stage or node.expectations.dataset_checks:
+            return True
+        if node.output_model is not None and unique_sets(node.output_model):
+            return True  # uniqueness across chunks is checked over the staged output
+        return any(not self.nodes[c].streaming for c in self.consumers[name])
 
 
 def _did_you_mean(name: str, choices: Collection[str]) -> str:

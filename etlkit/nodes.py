@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import string
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -143,6 +143,27 @@ class Context:
         )
 
 
+Policy = Literal["fail", "drop", "quarantine"]
+POLICIES: tuple[Policy, ...] = ("fail", "drop", "quarantine")
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """Dataset-level checks on a node's output and its policy for invalid rows (see `expect`)."""
+
+    min_rows: int | None = None
+    max_rows: int | None = None
+    unique: tuple[str, ...] = ()
+    sql: tuple[str, ...] = ()
+    on_invalid: Policy | None = None
+    max_invalid_fraction: float | None = None
+
+    @property
+    def dataset_checks(self) -> bool:
+        """Whether checks need the node's whole staged output (uniqueness, SQL assertions)."""
+        return bool(self.unique or self.sql)
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What a sink wrote: the rows, where to (a URI or table name) and free-form facts."""
@@ -180,20 +201,57 @@ class Node:
         self.inputs: tuple[Node | str, ...] = tuple(inputs)
         self.stage = stage
         self.name = ""
-        self.min_rows: int | None = None
-        self.max_rows: int | None = None
+        self.expectations = Expectations()
 
-    def expect(self, *, min_rows: int | None = None, max_rows: int | None = None) -> Self:
-        """Declare dataset-level expectations on the node's whole output; returns the node.
+    def expect(
+        self,
+        *,
+        min_rows: int | None = None,
+        max_rows: int | None = None,
+        unique: Sequence[str] = (),
+        sql: Sequence[str] = (),
+        on_invalid: Policy | None = None,
+        max_invalid_fraction: float | None = None,
+    ) -> Self:
+        """Declare checks on the node's output and what to do with invalid rows; returns the node.
 
-            patients = CsvSource("patients.csv", schema=RawPatient).expect(min_rows=1)
+            patients = CsvSource("patients.csv", schema=RawPatient).expect(
+                min_rows=1, unique=["patient_id"], on_invalid="quarantine"
+            )
 
-        A run whose node output breaks them fails with a `DataValidationError`.
+        Args:
+            min_rows: fewer output rows fail the run (`min_rows=1`: "no data found").
+            max_rows: more output rows fail the run.
+            unique: columns whose combination must be unique across the whole output.
+            sql: assertions as DuckDB queries over `{output}` returning the offending rows;
+                any row returned fails the run.
+            on_invalid: rows breaking the output model: `fail` the run (default), `drop` them
+                (counted), or `quarantine` them in the `<node>_rejects` staged output.
+            max_invalid_fraction: with drop or quarantine, fail the run anyway when more than
+                this fraction of the rows is invalid.
+
+        Dataset-level checks run over the node's whole staged output when it finishes.
         """
+        problems = []
         if any(bound is not None and bound < 0 for bound in (min_rows, max_rows)):
-            raise PipelineDefinitionError("?", ["min_rows and max_rows must be >= 0"])
-        self.min_rows = min_rows
-        self.max_rows = max_rows
+            problems.append("min_rows and max_rows must be >= 0")
+        if on_invalid is not None and on_invalid not in POLICIES:
+            problems.append(f"on_invalid must be one of {list(POLICIES)}, not {on_invalid!r}")
+        if max_invalid_fraction is not None and not 0 <= max_invalid_fraction <= 1:
+            problems.append("max_invalid_fraction must be between 0 and 1")
+        for query in sql:
+            if "{output}" not in query:
+                problems.append(f"SQL assertion {query!r} must select from {{output}}")
+        if problems:
+            raise PipelineDefinitionError(self.name or type(self).__name__, problems)
+        self.expectations = Expectations(
+            min_rows=min_rows,
+            max_rows=max_rows,
+            unique=tuple(unique),
+            sql=tuple(sql),
+            on_invalid=on_invalid,
+            max_invalid_fraction=max_invalid_fraction,
+        )
         return self
 
     def __set_name__(self, owner: type, name: str) -> None:

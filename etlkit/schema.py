@@ -52,6 +52,17 @@ def columns(model: Model) -> tuple[ColumnSpec, ...]:
     return tuple(specs)
 
 
+@cache
+def unique_sets(model: Model) -> tuple[tuple[str, ...], ...]:
+    """Column combinations `model` declares unique: `unique=True` fields and `Config.unique`."""
+    schema = model.to_schema()
+    sets = [(str(name),) for name, column in schema.columns.items() if column.unique]
+    combined = schema.unique
+    if combined:
+        sets.append(tuple([combined] if isinstance(combined, str) else combined))
+    return tuple(sets)
+
+
 def column_names(model: Model) -> list[str]:
     """The names of the columns `model` declares."""
     return [c.name for c in columns(model)]

@@ -678,6 +678,7 @@ def validation_error(
     run_id: str,
     chunk: int | None,
     model_name: str,
+    side: str = "Output",
 ) -> DataValidationError:
     """A `DataValidationError` saying where data broke which schema, and how.
 
@@ -686,7 +687,7 @@ def validation_error(
     (column, check, count) for the scheduler and the store. It pickles.
     """
     where = f" on chunk {chunk}" if chunk is not None else ""
-    head = f"Output of node '{node}' in pipeline '{pipeline}' (run {run_id}) broke schema "
+    head = f"{side} of node '{node}' in pipeline '{pipeline}' (run {run_id}) broke schema "
     summary = summarize(failures)
     if "\n" in summary:
         n_checks = failures.select(pl.struct("column", "check").n_unique()).item()
@@ -713,3 +714,79 @@ def validation_error(
         checks=[tuple(row) for row in counts.iter_rows()],
     )
     return exc
+
+
+# -- dataset-level checks ------------------------------------------------------------------------
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _examples(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
+    shown = [str(r[0]) if len(r) == 1 else str(tuple(r)) for r in rows[:limit]]
+    return ", ".join(shown)
+
+
+def dataset_problems(
+    con: Any,
+    files: Sequence[str],
+    *,
+    rows: int,
+    min_rows: int | None = None,
+    max_rows: int | None = None,
+    unique: Sequence[Sequence[str]] = (),
+    sql: Sequence[str] = (),
+) -> list[str]:
+    """Checks a single chunk cannot decide, over a node's whole staged output.
+
+    `con` is a DuckDB connection able to read `files` (the node's Parquet parts). Returns one
+    problem per failed check, with counts and up to 5 examples; an empty list means all passed.
+    """
+    import duckdb
+
+    problems: list[str] = []
+    if min_rows is not None and rows < min_rows:
+        hint = " (no data found: is the input empty or its path wrong?)" if rows == 0 else ""
+        problems.append(f"has {rows} rows; expected at least {min_rows}{hint}")
+    if max_rows is not None and rows > max_rows:
+        problems.append(f"has {rows} rows; expected at most {max_rows}")
+    if not files or not (unique or sql):
+        return problems
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW __output AS SELECT * FROM read_parquet([{listed}])")
+    for columns in unique:
+        keys = ", ".join(_quote(c) for c in columns)
+        duplicated = con.execute(
+            f"SELECT {keys}, count(*) AS n FROM __output WHERE ({keys}) IS NOT NULL "
+            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6"
+        ).fetchall()
+        if duplicated:
+            total = con.execute(
+                f"SELECT count(*) FROM (SELECT {keys} FROM __output WHERE ({keys}) IS NOT NULL "
+                f"GROUP BY ALL HAVING count(*) > 1)"
+            ).fetchone()[0]
+            what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {list(columns)}"
+            problems.append(
+                f"{what} must be unique across all chunks; {total} value(s) repeat "
+                f"(examples: {_examples([d[:-1] for d in duplicated])})"
+            )
+    for query in sql:
+        try:
+            failing = con.execute(
+                f"SELECT count(*) FROM ({query.replace('{output}', '__output')})"
+            ).fetchone()[0]
+            examples = (
+                con.execute(f"{query.replace('{output}', '__output')} LIMIT 5").fetchall()
+                if failing
+                else []
+            )
+        except duckdb.Error as exc:
+            problems.append(f"SQL assertion {query!r} could not run: {exc}")
+            continue
+        if failing:
+            problems.append(
+                f"SQL assertion {query!r} returned {failing} offending row(s) "
+                f"(examples: {_examples(examples)})"
+            )
+    return problems

@@ -50,22 +50,28 @@ class CleanPatients(ek.Transform[RawPatient, Patient]):
             value = pl.col(column).str.strip_chars()
             return pl.when(value == "").then(None).otherwise(value)
 
-        return batch.with_columns(
-            first_name=text("first_name"),
-            last_name=text("last_name"),
-            email=text("email").str.to_lowercase(),
-            sex=text("sex").str.to_uppercase(),
-        ).with_columns(
-            full_name=pl.concat_str("first_name", "last_name", separator=" ", ignore_nulls=True),
-        ).select(
-            "patient_id",
-            "first_name",
-            "last_name",
-            "full_name",
-            "birth_date",
-            "sex",
-            "email",
-            "registered_at",
+        return (
+            batch.with_columns(
+                first_name=text("first_name"),
+                last_name=text("last_name"),
+                email=text("email").str.to_lowercase(),
+                sex=text("sex").str.to_uppercase(),
+            )
+            .with_columns(
+                full_name=pl.concat_str(
+                    "first_name", "last_name", separator=" ", ignore_nulls=True
+                ),
+            )
+            .select(
+                "patient_id",
+                "first_name",
+                "last_name",
+                "full_name",
+                "birth_date",
+                "sex",
+                "email",
+                "registered_at",
+            )
         )
 
 

@@ -53,7 +53,9 @@ def test_commit_writes_a_manifest_with_rows_files_bytes_and_schema(staging: Stag
     assert manifest.run_id == "r1"
     assert manifest.node == "bills"
     assert manifest.rows == 3
-    assert manifest.files == (StagedFile("part-00000.parquet", 3, part.stat().st_size),)
+    (staged,) = manifest.files
+    assert staged == StagedFile("part-00000.parquet", 3, part.stat().st_size, staged.checksum)
+    assert len(staged.checksum) == 8
     assert manifest.bytes == part.stat().st_size > 0
     assert manifest.schema == (("id", "int64"), ("name", "string"))
     assert manifest.extra == {"kind": "source"}
@@ -405,3 +407,20 @@ def test_memory_filesystem_urls_carry_the_protocol() -> None:
         assert rows == [2]
     finally:
         staging.fs.rm(staging.root, recursive=True)
+
+
+def test_verify_detects_a_rewritten_or_missing_part(tmp_path: Path) -> None:
+    staging = Staging(str(tmp_path / "staging"))
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(pa.record_batch({"x": [1, 2, 3]}))
+    writer.commit()
+    assert staging.verify("report", "r1", "bills") == []
+
+    part = tmp_path / "staging/report/r1/bills/part-00000.parquet"
+    pq.write_table(pa.table({"x": [9, 9, 9]}), part)
+    (problem,) = staging.verify("report", "r1", "bills")
+    assert "changed since it was committed" in problem
+
+    part.unlink()
+    (problem,) = staging.verify("report", "r1", "bills")
+    assert "part-00000.parquet" in problem

@@ -101,7 +101,9 @@ def test_run_accepts_a_file_path_and_a_module_path(
     project: Path, demo: datagen.GeneratedPaths
 ) -> None:
     params = ["--param", f"data_dir={demo.patients.parent}", "--param", "out_dir=out"]
-    by_file = etlkit("run", "pipelines/monthly_report.py", *params, "--progress", "none", cwd=project)
+    by_file = etlkit(
+        "run", "pipelines/monthly_report.py", *params, "--progress", "none", cwd=project
+    )
     assert by_file.returncode == 0, by_file.stderr
     by_module = etlkit(
         "run", "pipelines.monthly_report", *params, "--progress", "none", cwd=project
@@ -123,7 +125,7 @@ def test_list_graph_and_validate_the_shipped_pipelines(project: Path) -> None:
     assert "2 pipeline(s) checked, 0 problem(s)" in validate.stdout
 
 
-BROKEN = '''
+BROKEN = """
 import etlkit as ek
 from etlkit.testing import MemorySink
 
@@ -131,7 +133,7 @@ class Loop(ek.Pipeline):
     a = ek.Sql("select * from {b}")
     b = ek.Sql("select * from {a}")
     out = MemorySink(a)
-'''
+"""
 
 
 def test_validate_reports_every_problem_and_fails(project: Path) -> None:
@@ -147,7 +149,7 @@ def test_validate_reports_every_problem_and_fails(project: Path) -> None:
     assert "ok   monthly_report" in result.stdout
 
 
-FAILING = '''
+FAILING = """
 import polars as pl
 import pyarrow as pa
 import etlkit as ek
@@ -164,7 +166,7 @@ class Failing(ek.Pipeline):
     numbers = MemorySource(pa.table({"x": list(range(100))}), chunk_rows=10)
     exploded = Explode(numbers)
     out = ParquetSink("out/result.parquet", exploded)
-'''
+"""
 
 
 def test_a_failing_node_gives_one_clear_message_and_no_output(tmp_path: Path) -> None:
@@ -175,10 +177,8 @@ def test_a_failing_node_gives_one_clear_message_and_no_output(tmp_path: Path) ->
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert (
-        "error: Node 'exploded' in pipeline 'failing' (run " in result.stderr
-        and "failed on chunk 3: ZeroDivisionError: division by zero in amount" in result.stderr
-    )
+    assert "error: Node 'exploded' in pipeline 'failing' (run " in result.stderr
+    assert "failed on chunk 3: ZeroDivisionError: division by zero in amount" in result.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
     debug = etlkit("--debug", "run", "failing", cwd=tmp_path)

@@ -1,0 +1,167 @@
+"""A node's validation policy applied to its chunks: fail, drop or quarantine invalid rows.
+
+Every chunk a node produces passes its `OutputGuard`: the chunk is checked against the node's
+output model (see `etlkit.validation`); under `fail` any failure stops the run, under `drop` the
+invalid rows are counted and discarded, under `quarantine` they are also staged, with the check,
+column and reason, as the `<node>.rejects` companion of the node's output. The failure table of
+every failed check is staged as `<node>.failures` (kept even when the run fails), so both can be
+queried in DuckDB as `<node>_rejects` and `<node>_failures`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
+
+from etlkit.errors import DataValidationError, StagingError
+from etlkit.nodes import Node, Policy
+from etlkit.staging import NodeWriter, Staging
+
+if TYPE_CHECKING:
+    from etlkit.validation import ChunkValidator
+
+REJECTS_SUFFIX = ".rejects"
+FAILURES_SUFFIX = ".failures"
+
+
+def _to_batches(frame: pl.DataFrame) -> list[pa.RecordBatch]:
+    batches: list[pa.RecordBatch] = frame.to_arrow().to_batches()
+    return batches
+
+
+class OutputGuard:
+    """Validates one node's chunks under its policy; stages rejects and failure tables."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        run_id: str,
+        name: str,
+        node: Node,
+        staging: Staging,
+        default_policy: Policy,
+        default_max_fraction: float | None,
+        input_side: bool = False,
+    ) -> None:
+        from etlkit.validation import ChunkValidator
+
+        model = node.input_model if input_side else node.output_model
+        if model is None:
+            raise ValueError(f"node '{name}' declares no model to guard")
+        self.model_name = model.__name__
+        self.validator: ChunkValidator = ChunkValidator(model)
+        self.pipeline, self.run_id, self.name = pipeline, run_id, name
+        self.staging = staging
+        self.side = "Input" if input_side else "Output"
+        expectations = node.expectations
+        self.policy: Policy = "fail" if input_side else (expectations.on_invalid or default_policy)
+        self.max_fraction = (
+            expectations.max_invalid_fraction
+            if expectations.max_invalid_fraction is not None
+            else default_max_fraction
+        )
+        self.invalid_rows = 0
+        self.checked_rows = 0
+        self.rejects: NodeWriter | None = None
+        self.failures: NodeWriter | None = None
+
+    def _companion(self, suffix: str) -> NodeWriter:
+        return self.staging.writer(self.pipeline, self.run_id, self.name + suffix)
+
+    def check(self, item: pa.RecordBatch | pl.DataFrame, chunk: int) -> list[pa.RecordBatch]:
+        """The chunk's valid rows as record batches (the chunk itself when all are valid).
+
+        Raises:
+            DataValidationError: under `fail`, or when the model's columns or types are wrong.
+        """
+        frame = item if isinstance(item, pl.DataFrame) else pl.DataFrame(pl.from_arrow(item))
+        self.checked_rows += frame.height
+        report = self.validator.check(frame)
+        if report.ok:
+            if isinstance(item, pa.RecordBatch) and report.data is frame:
+                return [item]
+            return _to_batches(report.data)
+        failures = report.failures.with_columns(chunk=pl.lit(chunk, pl.Int64))
+        if self.side == "Output":
+            if self.failures is None:
+                self.failures = self._companion(FAILURES_SUFFIX)
+            self.failures.append_many(_to_batches(failures))
+        if self.policy == "fail" or report.invalid is None:
+            from etlkit.validation import validation_error
+
+            raise validation_error(
+                report.failures,
+                pipeline=self.pipeline,
+                node=self.name,
+                run_id=self.run_id,
+                chunk=chunk,
+                model_name=self.model_name,
+                side=self.side,
+            )
+        invalid = report.invalid
+        self.invalid_rows += int(invalid.sum())
+        if self.policy == "quarantine":
+            if self.rejects is None:
+                self.rejects = self._companion(REJECTS_SUFFIX)
+            self.rejects.append_many(_to_batches(_annotate(report.data, invalid, failures)))
+        return _to_batches(report.data.filter(~invalid))
+
+    def finish(self) -> None:
+        """Commit the companions; fail when too large a fraction of rows was invalid.
+
+        Raises:
+            DataValidationError: the invalid fraction is above `max_invalid_fraction`.
+        """
+        if self.max_fraction is not None and self.checked_rows:
+            fraction = self.invalid_rows / self.checked_rows
+            if fraction > self.max_fraction:
+                raise DataValidationError(
+                    f"{self.side} of node '{self.name}' in pipeline '{self.pipeline}' "
+                    f"(run {self.run_id}): {self.invalid_rows} of {self.checked_rows} rows "
+                    f"({fraction:.2%}) broke schema {self.model_name}, above "
+                    f"max_invalid_fraction {self.max_fraction:.2%}; see the "
+                    f"{self.name}_failures view (etlkit query)"
+                )
+        for writer in (self.rejects, self.failures):
+            if writer is not None:
+                writer.commit()
+
+    def abort(self) -> None:
+        """The node failed: keep the failure table (it explains why), discard rejects."""
+        if self.rejects is not None:
+            self.rejects.abort()
+        if self.failures is not None:
+            try:
+                self.failures.commit()
+            except StagingError:  # the run already failed; its own error is the one to report
+                self.failures.abort()
+
+
+def _annotate(data: pl.DataFrame, invalid: pl.Series, failures: pl.DataFrame) -> pl.DataFrame:
+    """The invalid rows with `_check`, `_column` and `_reason` of their first failure."""
+    reasons = (
+        failures.filter(pl.col("index").is_not_null())
+        .group_by("index", maintain_order=True)
+        .agg(
+            _check=pl.col("check").first(),
+            _column=pl.col("column").first(),
+            _reason=pl.concat_str(
+                pl.lit("column '"),
+                pl.col("column").fill_null("*"),
+                pl.lit("' failed "),
+                pl.col("check"),
+                pl.lit(": "),
+                pl.col("failure_case").fill_null("null"),
+            ).str.join("; "),
+        )
+        .with_columns(pl.col("index").cast(pl.Int64))
+    )
+    rows = data.with_row_index("__row").filter(invalid)
+    return (
+        rows.with_columns(pl.col("__row").cast(pl.Int64))
+        .join(reasons, left_on="__row", right_on="index", how="left")
+        .drop("__row")
+    )
