@@ -49,6 +49,8 @@ class RunSettings:
     retry_delay: float = 0.0  # seconds
     timeout: float | None = None  # seconds; None means no timeout
     validate: bool = True  # validation of every edge on/off
+    on_invalid: str = "fail"  # default policy for invalid rows: fail, drop or quarantine
+    max_invalid_fraction: float | None = None  # above it even drop/quarantine fail the run
     max_workers: int = 0  # 0 means one thread per node
 
 
@@ -74,6 +76,36 @@ class Settings:
     run: RunSettings
     duckdb: DuckDBSettings
     sources: Mapping[str, str]
+
+    def with_overrides(self, overrides: Mapping[str, object], label: str) -> Settings:
+        """These settings with `overrides` (dotted keys, from `label`) applied, except where a
+        CLI flag set the key: a pipeline class's attributes rank below the command line.
+
+        Raises:
+            ConfigError: an unknown key, or a value of the wrong type or out of range.
+        """
+        specs = _fields()
+        values = {
+            f"{section}.{f.name}": getattr(getattr(self, section), f.name)
+            for section, cls in _SECTIONS.items()
+            for f in dataclasses.fields(cls)
+        }
+        sources = dict(self.sources)
+        for key, raw in overrides.items():
+            if key not in specs:
+                raise _unknown(f"setting '{key}'", f" from {label}", key, _same(specs))
+            if sources.get(key, "").startswith("cli"):
+                continue
+            values[key] = _convert(key, raw, specs[key], label)
+            sources[key] = label
+        _check_values(values, sources)
+        sections = {
+            section: cls(
+                **{k.partition(".")[2]: v for k, v in values.items() if k.startswith(section + ".")}
+            )
+            for section, cls in _SECTIONS.items()
+        }
+        return Settings(**sections, sources=types.MappingProxyType(sources))
 
     def explain(self) -> list[tuple[str, str, str]]:
         """Return `(dotted key, value as text, source)` for every setting, sorted by key."""
@@ -111,6 +143,7 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "run.max_workers": (">=", 0),
     "duckdb.threads": (">=", 0),
 }
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {"run.on_invalid": ("fail", "drop", "quarantine")}
 # dotted key -> file or directory name under state_dir used when the value is ""
 _UNDER_STATE_DIR: Final[dict[str, str]] = {
     "paths.staging_root": "staging",
@@ -197,13 +230,7 @@ def load_settings(
             flag = "--" + key.rpartition(".")[2].replace("_", "-")
             put(key, raw, f"cli {flag}" if label == "cli" else label)
 
-    for key, (op, bound) in _MINIMUMS.items():
-        value = values[key]
-        if isinstance(value, int | float) and not (value > bound if op == ">" else value >= bound):
-            raise ConfigError(
-                f"Setting {key} = {_as_text(value)} (from {sources[key]}) is out of range: "
-                f"it must be {op} {bound}."
-            )
+    _check_values(values, sources)
 
     state_dir = _resolve_path(str(values["paths.state_dir"]), project)
     for key in _PATH_KEYS:
@@ -224,6 +251,30 @@ def load_settings(
         duckdb=build("duckdb"),
         sources=types.MappingProxyType(sources),
     )
+
+
+def _check_values(values: Mapping[str, object], sources: Mapping[str, str]) -> None:
+    """Ranges and choices, checked once on the final values."""
+    for key, (op, bound) in _MINIMUMS.items():
+        value = values[key]
+        if isinstance(value, int | float) and not (value > bound if op == ">" else value >= bound):
+            raise ConfigError(
+                f"Setting {key} = {_as_text(value)} (from {sources[key]}) is out of range: "
+                f"it must be {op} {bound}."
+            )
+
+    for key, choices in _CHOICES.items():
+        if values[key] not in choices:
+            raise ConfigError(
+                f"Setting {key} = {_as_text(values[key])} (from {sources[key]}) must be one of "
+                f"{', '.join(choices)}."
+            )
+    fraction = values["run.max_invalid_fraction"]
+    if isinstance(fraction, float | int) and not 0 <= fraction <= 1:
+        raise ConfigError(
+            f"Setting run.max_invalid_fraction = {fraction} (from "
+            f"{sources['run.max_invalid_fraction']}) must be between 0 and 1."
+        )
 
 
 def _read_toml(path: Path, source: str, specs: Mapping[str, _Field]) -> dict[str, object]:

@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
 from etlkit.graph import Graph, build_graph
@@ -31,6 +31,7 @@ from etlkit.nodes import Node
 if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.execution import Listener, RunResult
+    from etlkit.nodes import Policy
 
 #: Pipeline class attributes that override `[run]` settings for that pipeline.
 RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
@@ -41,6 +42,8 @@ RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
     "retry_delay",
     "timeout",
     "validate",
+    "on_invalid",
+    "max_invalid_fraction",
 )
 
 
@@ -142,7 +145,8 @@ class Pipeline:
             date: the logical date (`YYYY-MM-DD`, ISO datetime or datetime; default today, UTC).
             params: values for the params the class declares (others are an error).
             settings: resolved settings (default: defaults and `etlkit.toml` of the working
-                directory, this class's overrides applied; the environment is not read).
+                directory; the environment is not read). This class's attributes are applied
+                on top, except for keys set by CLI flags.
             listeners: progress listeners called with every `Event`.
             run_id: reuse a run id (resume); default a new one.
             reuse: nodes whose committed output of `run_id` is reused instead of recomputed.
@@ -158,9 +162,8 @@ class Pipeline:
 
         graph = cls.graph()
         if settings is None:
-            settings = load_settings(
-                Path.cwd(), env={}, pipeline=cls.settings_overrides(), pipeline_name=cls.__name__
-            )
+            settings = load_settings(Path.cwd(), env={})
+        settings = settings.with_overrides(cls.settings_overrides(), f"pipeline {cls.__name__}")
         ctx = Context(
             pipeline=cls.name,
             run_id=run_id or new_run_id(),
@@ -173,6 +176,8 @@ class Pipeline:
             chunk_bytes=settings.run.chunk_bytes,
             channel_depth=settings.run.channel_depth,
             validate=settings.run.validate,
+            on_invalid=cast("Policy", settings.run.on_invalid),
+            max_invalid_fraction=settings.run.max_invalid_fraction,
             duckdb_memory_limit=settings.duckdb.memory_limit,
             duckdb_threads=settings.duckdb.threads,
             duckdb_temp_directory=settings.duckdb.temp_directory,

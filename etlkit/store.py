@@ -1,0 +1,606 @@
+"""The run history store: runs, node runs, events and pipeline state in one SQLite file.
+
+Threads share a `RunStore` (one lock around its connection); processes share the file (WAL mode,
+and every write is one `BEGIN IMMEDIATE` transaction). Datetimes are timezone-aware UTC in Python
+and ISO-8601 text (`2025-03-01T02:00:00.000000+00:00`) in the file, so they sort as text. The
+schema version is `PRAGMA user_version`; `_MIGRATIONS` upgrades older files in order, and a file
+from a newer etlkit is refused. `_SCHEMA_V1` below is the schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
+
+from etlkit.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+
+RunState = Literal["queued", "running", "success", "failed", "cancelled", "interrupted"]
+NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
+
+RUN_STATES: Final[tuple[str, ...]] = get_args(RunState)
+NODE_STATES: Final[tuple[str, ...]] = get_args(NodeState)
+ACTIVE_STATES: Final[tuple[RunState, ...]] = ("queued", "running")
+FINAL_STATES: Final[tuple[RunState, ...]] = ("success", "failed", "cancelled", "interrupted")
+RETRYABLE_STATES: Final[tuple[RunState, ...]] = ("failed", "cancelled", "interrupted")
+BUSY_TIMEOUT_MS: Final = 10_000
+
+
+class RunExistsError(StoreError):
+    """A run with this id, or a scheduled run for this pipeline and logical date, already exists.
+
+    `existing_run_id` names the run already recorded, so a scheduler can pick it up instead.
+    """
+
+    def __init__(self, message: str, *, existing_run_id: str, pipeline: str) -> None:
+        self.existing_run_id = existing_run_id
+        self.pipeline = pipeline
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of one pipeline, as recorded in the store."""
+
+    run_id: str
+    pipeline: str
+    logical_date: datetime
+    params: Mapping[str, str]
+    trigger: str
+    state: RunState
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    staging_root: str
+    heartbeat_at: datetime | None
+    pid: int | None
+    attempt: int
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, or None until the run has both."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class NodeRunRecord:
+    """One attempt of one node within a run."""
+
+    run_id: str
+    node: str
+    kind: str
+    attempt: int
+    state: NodeState
+    started_at: datetime | None
+    finished_at: datetime | None
+    rows_in: int
+    rows_out: int
+    invalid_rows: int
+    bytes_staged: int
+    chunks: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A structured fact about a run (`node` is '' for run-level events)."""
+
+    id: int
+    run_id: str
+    node: str
+    kind: str
+    at: datetime
+    payload: Mapping[str, Any]
+
+
+def _columns(record: type[Any], alias: str = "") -> str:
+    return ", ".join(alias + field.name for field in fields(record))
+
+
+_RUNS: Final = f"SELECT {_columns(RunRecord)} FROM runs"
+_NODES: Final = _columns(NodeRunRecord)
+
+_SCHEMA_V1: Final = (
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, logical_date TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}', trigger TEXT NOT NULL, state TEXT NOT NULL,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, error TEXT,
+        staging_root TEXT NOT NULL, heartbeat_at TEXT, pid INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 1)""",
+    "CREATE INDEX runs_pipeline_created ON runs (pipeline, created_at)",
+    "CREATE INDEX runs_state ON runs (state)",
+    # The scheduler's guarantee: one scheduled or backfilled run per pipeline and logical date.
+    """CREATE UNIQUE INDEX runs_one_per_logical_date ON runs (pipeline, logical_date)
+        WHERE trigger IN ('schedule', 'backfill')""",
+    """CREATE TABLE node_runs (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        node TEXT NOT NULL, kind TEXT NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, rows_in INTEGER NOT NULL DEFAULT 0,
+        rows_out INTEGER NOT NULL DEFAULT 0, invalid_rows INTEGER NOT NULL DEFAULT 0,
+        bytes_staged INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0, error TEXT,
+        UNIQUE (run_id, node, attempt))""",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        node TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL, at TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX events_run ON events (run_id, id)",
+    # Incremental-load cursors and scheduler state, per pipeline.
+    """CREATE TABLE state (
+        pipeline TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        updated_at TEXT NOT NULL, PRIMARY KEY (pipeline, key))""",
+)
+
+
+def _migrate_1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+# _MIGRATIONS[i] takes a file from version i to i + 1. Append; never edit a released one.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1]
+
+
+class RunStore:
+    """The run history in one SQLite file; safe to share between threads and processes.
+
+    Every method raises StoreError when the file cannot be opened, read or written.
+
+    Example:
+        ```python
+        with RunStore(state_dir / "runs.db") as store:
+            store.create_run(run_id=rid, pipeline="monthly_report", logical_date=ds,
+                             params={}, trigger="schedule", staging_root="data/staging")
+            store.start_run(rid, pid=os.getpid())
+            store.finish_run(rid, "success")
+        ```
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = len(_MIGRATIONS)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"Cannot open the run store at {self.path}: {exc}") from exc
+        try:
+            self._conn.row_factory = sqlite3.Row
+            with self._guard():
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        logical_date: datetime,
+        params: Mapping[str, str],
+        trigger: str,
+        staging_root: str,
+        state: RunState = "queued",
+        at: datetime | None = None,
+    ) -> RunRecord:
+        """Record a new run (attempt 1) and return it.
+
+        Raises:
+            RunExistsError: the run id is taken, or `trigger` is 'schedule' or 'backfill' and
+                the pipeline already has such a run for `logical_date` (manual runs may repeat).
+        """
+        _check(state, RUN_STATES, "run state")
+        values = [run_id, pipeline, _ts(logical_date), json.dumps(dict(params), sort_keys=True)]
+        values += [trigger, state, _ts(at or _now()), staging_root]
+        with self._transaction() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO runs (run_id, pipeline, logical_date, params, trigger, state,"
+                    " created_at, staging_root) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise self._run_exists(conn, run_id, pipeline, logical_date) from exc
+            return self._fetch(conn, run_id)
+
+    def start_run(self, run_id: str, *, pid: int | None = None, at: datetime | None = None) -> None:
+        """Mark a queued (or running) run as running, with its start and first heartbeat."""
+        now = _ts(at or _now())
+        with self._transaction() as conn:
+            current = self._state_of(conn, run_id)
+            if current not in ACTIVE_STATES:
+                raise StoreError(
+                    f"Run {run_id} cannot start: it is already {current}."
+                    f" Use `etlkit retry {run_id}` to run it again."
+                )
+            conn.execute(
+                "UPDATE runs SET state = 'running', started_at = ?, heartbeat_at = ?,"
+                " pid = COALESCE(?, pid) WHERE run_id = ?",
+                (now, now, pid, run_id),
+            )
+
+    def heartbeat(self, run_id: str, at: datetime | None = None) -> None:
+        """Record that the process running `run_id` is alive (see `stale_runs`)."""
+        sql = "UPDATE runs SET heartbeat_at = ? WHERE run_id = ?"
+        self._update_run(run_id, sql, (_ts(at or _now()), run_id))
+
+    def finish_run(
+        self, run_id: str, state: RunState, *, error: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Record a run's final state: 'success', 'failed', 'cancelled' or 'interrupted'."""
+        _check(state, FINAL_STATES, "final run state")
+        sql = "UPDATE runs SET state = ?, finished_at = ?, error = ? WHERE run_id = ?"
+        self._update_run(run_id, sql, (state, _ts(at or _now()), error, run_id))
+
+    def retry_run(
+        self, run_id: str, *, pid: int | None = None, at: datetime | None = None
+    ) -> RunRecord:
+        """Run a failed, cancelled or interrupted run again: same id, attempt + 1, running."""
+        now = _ts(at or _now())
+        with self._transaction() as conn:
+            current = self._state_of(conn, run_id)
+            if current not in RETRYABLE_STATES:
+                raise StoreError(
+                    f"Run {run_id} is {current}; only {_words(RETRYABLE_STATES)} runs can be"
+                    " retried."
+                )
+            conn.execute(
+                "UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?,"
+                " heartbeat_at = ?, finished_at = NULL, error = NULL, pid = ? WHERE run_id = ?",
+                (now, now, pid, run_id),
+            )
+            return self._fetch(conn, run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id, or with a unique prefix of it (like git).
+
+        Raises:
+            StoreError: no run matches (with a did-you-mean), or the prefix is ambiguous.
+        """
+        with self._guard() as conn:
+            # Ids that start with run_id sort in [run_id, run_id + U+10FFFF): an index range.
+            sql = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 6"
+            found = [str(r[0]) for r in conn.execute(sql, (run_id, run_id + "\U0010ffff"))]
+            if found and (found[0] == run_id or len(found) == 1) and run_id:
+                return self._fetch(conn, found[0])
+            sql = "SELECT run_id FROM runs ORDER BY created_at DESC, run_id DESC LIMIT 1000"
+            recent = [str(r[0]) for r in conn.execute(sql)]
+        if len(found) > 1 and run_id:
+            more = " and more" if len(found) > 5 else ""
+            raise StoreError(
+                f"Run id prefix {run_id!r} is ambiguous: it matches"
+                f" {', '.join(map(repr, found[:5]))}{more}. Give more characters."
+            )
+        close = difflib.get_close_matches(run_id, recent, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else " `etlkit runs` lists recent runs."
+        raise StoreError(f"No run {run_id!r} in the run store at {self.path}.{hint}")
+
+    def latest_run(
+        self, pipeline: str, *, states: Collection[RunState] | None = None
+    ) -> RunRecord | None:
+        """The newest run of `pipeline`, optionally only among `states`; None if there is none."""
+        found = self.runs(pipeline, limit=1, states=states)
+        return found[0] if found else None
+
+    def runs(
+        self,
+        pipeline: str | None = None,
+        *,
+        limit: int = 20,
+        states: Collection[RunState] | None = None,
+    ) -> list[RunRecord]:
+        """Up to `limit` runs, newest first (created_at, then run_id, descending)."""
+        where, args = _filters(pipeline, states)
+        order = " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        return self._runs(_RUNS + where + order, (*args, limit))
+
+    def active_runs(self, pipeline: str | None = None) -> list[RunRecord]:
+        """Queued and running runs, oldest first (the order a queue drains in)."""
+        where, args = _filters(pipeline, ACTIVE_STATES)
+        return self._runs(_RUNS + where + " ORDER BY created_at, run_id", args)
+
+    def stale_runs(self, older_than: datetime) -> list[RunRecord]:
+        """Running runs whose last heartbeat (or start, if none) is before `older_than`."""
+        return self._runs(
+            _RUNS + " WHERE state = 'running' AND COALESCE(heartbeat_at, started_at, created_at)"
+            " < ? ORDER BY created_at, run_id",
+            (_ts(older_than),),
+        )
+
+    def pipelines(self) -> list[str]:
+        """Names of the pipelines with at least one recorded run, sorted."""
+        with self._guard() as conn:
+            return [
+                str(r[0]) for r in conn.execute("SELECT DISTINCT pipeline FROM runs ORDER BY 1")
+            ]
+
+    def delete_runs(self, run_ids: Collection[str]) -> int:
+        """Delete runs by exact id, with their node runs and events; returns how many went."""
+        with self._transaction() as conn:
+            cursor = conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in run_ids])
+            return max(cursor.rowcount, 0)
+
+    # -- nodes and events ------------------------------------------------------------------------
+
+    def record_node(
+        self,
+        run_id: str,
+        node: str,
+        *,
+        kind: str,
+        attempt: int,
+        state: NodeState,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        rows_in: int = 0,
+        rows_out: int = 0,
+        invalid_rows: int = 0,
+        bytes_staged: int = 0,
+        chunks: int = 0,
+        error: str | None = None,
+    ) -> None:
+        """Insert or update the record of one node attempt, keyed by (run_id, node, attempt).
+
+        An update replaces every value, except that None keeps an earlier start or finish time.
+        """
+        _check(state, NODE_STATES, "node state")
+        values = (run_id, node, kind, attempt, state, _opt_ts(started_at), _opt_ts(finished_at))
+        counts = (rows_in, rows_out, invalid_rows, bytes_staged, chunks, error)
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            conn.execute(
+                f"INSERT INTO node_runs ({_NODES}) VALUES ({', '.join('?' * 13)})"
+                " ON CONFLICT (run_id, node, attempt) DO UPDATE SET kind = excluded.kind,"
+                " state = excluded.state,"
+                " started_at = COALESCE(excluded.started_at, node_runs.started_at),"
+                " finished_at = COALESCE(excluded.finished_at, node_runs.finished_at),"
+                " rows_in = excluded.rows_in, rows_out = excluded.rows_out,"
+                " invalid_rows = excluded.invalid_rows, bytes_staged = excluded.bytes_staged,"
+                " chunks = excluded.chunks, error = excluded.error",
+                values + counts,
+            )
+
+    def node_runs(self, run_id: str, *, latest_attempt_only: bool = True) -> list[NodeRunRecord]:
+        """A run's node attempts, nodes in the order first recorded, attempts in order."""
+        same_node = "WHERE o.run_id = n.run_id AND o.node = n.node"
+        latest = f" AND n.attempt = (SELECT MAX(attempt) FROM node_runs o {same_node})"
+        sql = (
+            f"SELECT {_columns(NodeRunRecord, 'n.')} FROM node_runs n WHERE n.run_id = ?"
+            + (latest if latest_attempt_only else "")
+            + f" ORDER BY (SELECT MIN(seq) FROM node_runs o {same_node}), n.attempt"
+        )
+        with self._guard() as conn:
+            return [_record(NodeRunRecord, row) for row in conn.execute(sql, (run_id,))]
+
+    def add_event(
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        node: str = "",
+        payload: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Append an event; payload datetimes are stored as ISO text, other non-JSON as str()."""
+        text = json.dumps(dict(payload or {}), sort_keys=True, default=_json_default)
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            conn.execute(
+                "INSERT INTO events (run_id, node, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
+                (run_id, node, kind, _ts(at or _now()), text),
+            )
+
+    def events(self, run_id: str) -> list[EventRecord]:
+        """A run's events in the order they were added."""
+        sql = f"SELECT {_columns(EventRecord)} FROM events WHERE run_id = ? ORDER BY id"
+        with self._guard() as conn:
+            return [_record(EventRecord, row) for row in conn.execute(sql, (run_id,))]
+
+    # -- state: incremental-load cursors and other per-pipeline values ---------------------------
+
+    def get_state(self, pipeline: str, key: str) -> str | None:
+        """The value stored under (pipeline, key), or None."""
+        sql = "SELECT value FROM state WHERE pipeline = ? AND key = ?"
+        with self._guard() as conn:
+            row = conn.execute(sql, (pipeline, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, pipeline: str, key: str, value: str, *, at: datetime | None = None) -> None:
+        """Store `value` under (pipeline, key), replacing any earlier value."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO state (pipeline, key, value, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (pipeline, key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (pipeline, key, value, _ts(at or _now())),
+            )
+
+    def delete_state(self, pipeline: str, key: str | None = None) -> int:
+        """Delete one key, or every key of `pipeline` when `key` is None; returns how many."""
+        with self._transaction() as conn:
+            if key is None:
+                return conn.execute("DELETE FROM state WHERE pipeline = ?", (pipeline,)).rowcount
+            sql = "DELETE FROM state WHERE pipeline = ? AND key = ?"
+            return conn.execute(sql, (pipeline, key)).rowcount
+
+    def states(self, pipeline: str) -> dict[str, str]:
+        """Every key and value stored for `pipeline`, sorted by key."""
+        sql = "SELECT key, value FROM state WHERE pipeline = ? ORDER BY key"
+        with self._guard() as conn:
+            return {str(r[0]): str(r[1]) for r in conn.execute(sql, (pipeline,))}
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock; turn sqlite3 errors into StoreError."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"The run store at {self.path} is closed.")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                hint = " (another process held its write lock too long)" if locked else ""
+                raise StoreError(f"Run store at {self.path} failed{hint}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that takes SQLite's write lock up front, so it never deadlocks."""
+        with self._guard() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:  # commits, or rolls back on any exception
+                yield conn
+
+    def _migrate(self) -> None:
+        """Bring the file up to SCHEMA_VERSION; an up-to-date file is not write-locked at all."""
+        target = self.SCHEMA_VERSION
+        with self._guard() as conn:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if current < target:
+            with self._transaction() as conn:  # re-read: another process may have migrated
+                current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                for version in range(current, target):
+                    _MIGRATIONS[version](conn)
+                if current < target:  # PRAGMA takes no parameters; target is our own int
+                    conn.execute(f"PRAGMA user_version = {target:d}")
+                    logger.info("run store %s migrated from v%d to v%d", self.path, current, target)
+        if current > target:
+            raise StoreError(
+                f"The run store at {self.path} has schema version {current}, but this etlkit"
+                f" knows versions up to {target}: a newer etlkit wrote it."
+                ' Upgrade etlkit: pip install -U "etlkit-framework".'
+            )
+
+    def _fetch(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
+        return _record(RunRecord, conn.execute(_RUNS + " WHERE run_id = ?", (run_id,)).fetchone())
+
+    def _runs(self, sql: str, args: tuple[object, ...]) -> list[RunRecord]:
+        with self._guard() as conn:
+            return [_record(RunRecord, row) for row in conn.execute(sql, args)]
+
+    def _state_of(self, conn: sqlite3.Connection, run_id: str) -> str:
+        row = conn.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No run {run_id!r} in the run store at {self.path}.")
+        return str(row[0])
+
+    def _update_run(self, run_id: str, sql: str, args: tuple[object, ...]) -> None:
+        with self._transaction() as conn:
+            if conn.execute(sql, args).rowcount == 0:
+                raise StoreError(f"No run {run_id!r} in the run store at {self.path}.")
+
+    def _run_exists(
+        self, conn: sqlite3.Connection, run_id: str, pipeline: str, logical_date: datetime
+    ) -> RunExistsError:
+        row = conn.execute("SELECT pipeline FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is not None:
+            return RunExistsError(
+                f"Run id {run_id!r} already exists (pipeline '{row[0]}'); run ids must be unique.",
+                existing_run_id=run_id,
+                pipeline=str(row[0]),
+            )
+        other = conn.execute(
+            "SELECT run_id, state FROM runs WHERE pipeline = ? AND logical_date = ?"
+            " AND trigger IN ('schedule', 'backfill')",
+            (pipeline, _ts(logical_date)),
+        ).fetchone()
+        existing, state = (str(other[0]), str(other[1])) if other else ("?", "unknown")
+        return RunExistsError(
+            f"Pipeline '{pipeline}' already has a scheduled run for logical date"
+            f" {_ts(logical_date)}: run {existing} ({state}). Use `etlkit retry {existing}`"
+            " to run it again, or trigger a manual run.",
+            existing_run_id=existing,
+            pipeline=pipeline,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(moment: datetime) -> str:
+    if moment.utcoffset() is None:
+        raise StoreError(f"The run store needs timezone-aware datetimes; got naive {moment}.")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _opt_ts(moment: datetime | None) -> str | None:
+    return None if moment is None else _ts(moment)
+
+
+def _record(record: type[_R], row: sqlite3.Row) -> _R:
+    """A record from a row whose columns are named after its fields (see `_columns`)."""
+    values: dict[str, Any] = dict(zip(row.keys(), row, strict=True))
+    for name, value in values.items():
+        if name in ("params", "payload"):
+            values[name] = json.loads(value)
+        elif value is not None and (name.endswith("_at") or name in ("at", "logical_date")):
+            values[name] = datetime.fromisoformat(value).astimezone(UTC)
+    return record(**values)
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise StoreError(f"Unknown {what} {value!r}; expected {_words(allowed)}.")
+
+
+def _words(values: Collection[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted)
+
+
+def _filters(pipeline: str | None, states: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    clauses: list[str] = []
+    args: list[str] = []
+    if pipeline is not None:
+        clauses.append("pipeline = ?")
+        args.append(pipeline)
+    if states is not None:
+        for state in states:
+            _check(state, RUN_STATES, "run state")
+        clauses.append(f"state IN ({', '.join('?' * len(states))})")
+        args.extend(states)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
