@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,14 @@ from etlkit.errors import (
     PipelineDefinitionError,
     PipelineNotFoundError,
     RunCancelledError,
+    StoreError,
 )
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
+    from etlkit.execution import Listener
     from etlkit.pipeline import Pipeline
+    from etlkit.store import RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -40,6 +44,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConnectorError, 5),
     (NodeError, 1),
     (RunCancelledError, 130),
+    (StoreError, 6),
     (EtlkitError, 1),
 )
 
@@ -77,6 +82,7 @@ def _configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level.upper())  # per-run log files take INFO whatever the console shows
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -128,9 +134,6 @@ def _load(args: argparse.Namespace) -> type[Pipeline]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from etlkit.execution import Listener
-    from etlkit.progress import LiveProgress, PlainProgress
-
     cls = _load(args)
     cli: dict[str, object] = {}
     if args.chunk_rows is not None:
@@ -138,24 +141,194 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_validate:
         cli["run.validate"] = False
     settings = _settings(args, cls, cli)
-    mode = args.progress
+    listeners = _listeners(args.progress)
+    with _store(settings) as store:
+        result = cls.run(
+            date=args.date,
+            params=_parse_params(args.param),
+            settings=settings,
+            listeners=listeners,
+            store=store,
+        )
+    result.raise_for_error()
+    return 0
+
+
+def _listeners(mode: str) -> list[Listener]:
+    from etlkit.progress import LiveProgress, PlainProgress
+
     if mode == "auto":
         mode = "live" if sys.stdout.isatty() else "plain"
-    listeners: list[Listener] = []
     if mode == "live":
         from rich.console import Console
 
-        listeners.append(LiveProgress(Console()))
-    elif mode == "plain":
-        listeners.append(PlainProgress(sys.stdout))
-    result = cls.run(
-        date=args.date,
-        params=_parse_params(args.param),
-        settings=settings,
-        listeners=listeners,
-    )
+        return [LiveProgress(Console())]
+    if mode == "plain":
+        return [PlainProgress(sys.stdout)]
+    return []
+
+
+def _store(settings: Settings) -> RunStore:
+    from etlkit.store import RunStore
+
+    return RunStore(settings.paths.store)
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for line in (headers, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else "-"
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from etlkit.pipeline import load_pipeline
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        record = store.get_run(args.run_id)
+        cls = load_pipeline(record.pipeline, _pipelines_dir(args))
+        result = cls.retry(
+            record.run_id,
+            store=store,
+            settings=_settings(args, cls),
+            listeners=_listeners(args.progress),
+        )
     result.raise_for_error()
     return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with _store(_settings(args)) as store:
+        records = store.runs(args.pipeline, limit=args.limit)
+    rows = [
+        (
+            r.run_id,
+            r.pipeline,
+            r.logical_date.strftime("%Y-%m-%d"),
+            r.trigger,
+            r.state,
+            _when(r.started_at),
+            _seconds(r.duration),
+            str(r.attempt),
+        )
+        for r in records
+    ]
+    if not rows:
+        print("no runs yet")
+        return 0
+    _print_table(
+        ("run id", "pipeline", "date", "trigger", "state", "started", "duration", "attempt"), rows
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _store(_settings(args)) as store:
+        record = store.get_run(args.run_id)
+        nodes = store.node_runs(record.run_id)
+    params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
+    print(f"run        {record.run_id}")
+    print(f"pipeline   {record.pipeline}")
+    print(f"date       {record.logical_date:%Y-%m-%d}   params {params}   trigger {record.trigger}")
+    print(f"state      {record.state} (attempt {record.attempt})")
+    print(f"started    {_when(record.started_at)}   duration {_seconds(record.duration)}")
+    print(f"staging    {record.staging_root}")
+    if record.error:
+        print(f"error      {record.error}")
+    print()
+    rows = []
+    for n in nodes:
+        seconds = (
+            (n.finished_at - n.started_at).total_seconds()
+            if n.started_at and n.finished_at
+            else None
+        )
+        rows.append(
+            (
+                n.node,
+                n.kind,
+                n.state,
+                f"{n.rows_in:,}",
+                f"{n.rows_out:,}",
+                f"{n.invalid_rows:,}",
+                f"{n.bytes_staged:,}",
+                _seconds(seconds),
+            )
+        )
+    _print_table(
+        ("node", "kind", "state", "rows in", "rows out", "invalid", "bytes staged", "time"), rows
+    )
+    for n in nodes:
+        if n.error:
+            print(f"\n{n.node}: {n.error}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from etlkit.runlog import read_log
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        record = store.get_run(args.run_id)
+    lines = read_log(settings.paths.logs_dir, record.pipeline, record.run_id, args.node)
+    for line in lines:
+        print(line.format())
+    if not lines:
+        print(
+            f"no log lines for run {record.run_id}" + (f", node {args.node}" if args.node else "")
+        )
+    return 0
+
+
+def _age(text: str) -> timedelta:
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ConfigError(f"--older-than {text!r} is not an age like 30d, 12h or 90m")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from etlkit.staging import Staging
+
+    if args.keep_last is None and args.older_than is None:
+        raise ConfigError("etlkit gc needs --keep-last N and/or --older-than AGE")
+    settings = _settings(args)
+    staging = Staging(settings.paths.staging_root)
+    cutoff = datetime.now(UTC) - _age(args.older_than) if args.older_than else None
+    deleted = 0
+    with _store(settings) as store:
+        active = {r.run_id for r in store.active_runs()}
+        for pipeline in [args.pipeline] if args.pipeline else staging.pipelines():
+            runs = staging.runs(pipeline)
+            keep = set(runs[-args.keep_last :]) if args.keep_last else set()
+            for run_id in runs:
+                if run_id in keep or run_id in active:
+                    continue
+                if cutoff is not None and _run_time(run_id) > cutoff:
+                    continue
+                if args.dry_run:
+                    print(f"would delete {pipeline}/{run_id}")
+                else:
+                    staging.delete_run(pipeline, run_id)
+                    print(f"deleted {pipeline}/{run_id}")
+                deleted += 1
+    print(f"{deleted} run(s) {'to delete' if args.dry_run else 'deleted'}")
+    return 0
+
+
+def _run_time(run_id: str) -> datetime:
+    try:
+        return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)  # not an etlkit run id: never old enough
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -249,6 +422,33 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("pipeline")
     graph.add_argument("--pipelines", help="pipelines folder")
     graph.set_defaults(func=cmd_graph)
+
+    retry = sub.add_parser("retry", help="resume a failed run: rerun only what did not commit")
+    retry.add_argument("run_id", help="run id (or a unique prefix)")
+    retry.add_argument("--pipelines", help="pipelines folder")
+    retry.add_argument("--progress", choices=["auto", "live", "plain", "none"], default="auto")
+    retry.set_defaults(func=cmd_retry)
+
+    runs = sub.add_parser("runs", help="recent runs, their states and durations")
+    runs.add_argument("pipeline", nargs="?", help="only this pipeline's runs")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="a run's nodes: rows, timings, validation counts, errors")
+    show.add_argument("run_id", help="run id (or a unique prefix)")
+    show.set_defaults(func=cmd_show)
+
+    logs = sub.add_parser("logs", help="a run's log (JSON lines kept per run)")
+    logs.add_argument("run_id", help="run id (or a unique prefix)")
+    logs.add_argument("node", nargs="?", help="only this node's lines")
+    logs.set_defaults(func=cmd_logs)
+
+    gc = sub.add_parser("gc", help="delete old runs' staged data (never a running run's)")
+    gc.add_argument("pipeline", nargs="?", help="only this pipeline (default: all)")
+    gc.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N runs")
+    gc.add_argument("--older-than", metavar="AGE", help="delete runs older than AGE (30d, 12h)")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    gc.set_defaults(func=cmd_gc)
 
     validate = sub.add_parser("validate", help="load every pipeline and report every problem")
     validate.add_argument("--pipelines", help="pipelines folder")

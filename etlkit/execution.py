@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 import pyarrow as pa
 
+from etlkit import runlog
 from etlkit.errors import DataValidationError, EtlkitError, NodeError, RunCancelledError
 from etlkit.guard import OutputGuard
 from etlkit.nodes import Context, Lazy, Node, Policy, Sink, Source, Sql, Transform, WriteResult
@@ -277,6 +278,7 @@ class _Run:
         writer: NodeWriter | None = None
         guard: OutputGuard | None = None
         extra = {"pipeline": self.graph.pipeline, "run_id": self.ctx.run_id, "node": name}
+        runlog.bind(self.graph.pipeline, self.ctx.run_id, name)
         try:
             if name in self.options.skip:
                 stats.state = "skipped"
@@ -330,6 +332,7 @@ class _Run:
             if stats.finished is None:
                 stats.finished = time.perf_counter()
             self.emit("node_finished", name)
+            runlog.unbind()
 
     def guard(self, name: str, node: Node, *, input_side: bool = False) -> OutputGuard:
         return OutputGuard(
@@ -359,7 +362,13 @@ class _Run:
         self.fail(exc)
 
     def wrap(self, name: str, stats: NodeStats, exc: Exception, cause: str) -> NodeError:
-        chunk = stats.chunks_in if self.graph.nodes[name].streaming else stats.chunks_out + 1
+        node = self.graph.nodes[name]
+        if node.streaming:
+            chunk = stats.chunks_in  # the input chunk being processed
+        elif node.kind == "source":
+            chunk = stats.chunks_in + 1 if stats.chunks_in else 0  # 0: before any data
+        else:
+            chunk = stats.chunks_out + 1 if stats.chunks_out else 0
         where = f" on chunk {chunk}" if chunk else ""
         error = NodeError(
             f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "

@@ -49,6 +49,24 @@ class Graph:
                 stack.extend(self.consumers[name])
         return seen
 
+    def resume_plan(
+        self, committed: Collection[str], done_sinks: Collection[str]
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """What a retry reuses and skips: `(reuse, skip)`.
+
+        Committed outputs are reused; sinks that already wrote from reused inputs are skipped,
+        and so is any uncommitted node no rerunning node needs. Everything else runs again.
+        """
+        reuse = {n for n in committed if self.nodes[n].kind != "sink"}
+        skip = {n for n in done_sinks if all(i in reuse for i in self.inputs[n])}
+        for name in reversed(self.order):
+            if name in reuse or name in skip or self.nodes[name].kind == "sink":
+                continue
+            consumers = self.consumers[name]
+            if consumers and all(c in reuse or c in skip for c in consumers):
+                skip.add(name)
+        return frozenset(reuse), frozenset(skip)
+
     def needs_staging(self, name: str) -> bool:
         """Whether the node's output must be staged: asked for, or read by a blocking consumer."""
         node = self.nodes[name]

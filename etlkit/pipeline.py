@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
 from etlkit.graph import Graph, build_graph
@@ -31,7 +31,7 @@ from etlkit.nodes import Node
 if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.execution import Listener, RunResult
-    from etlkit.nodes import Policy
+    from etlkit.store import RunStore
 
 #: Pipeline class attributes that override `[run]` settings for that pipeline.
 RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
@@ -138,6 +138,9 @@ class Pipeline:
         listeners: Sequence[Listener] = (),
         run_id: str | None = None,
         reuse: Collection[str] = (),
+        skip: Collection[str] = (),
+        store: RunStore | None = None,
+        trigger: str = "manual",
     ) -> RunResult:
         """Run the pipeline once, now, in this process; return the result (check `.error`).
 
@@ -150,41 +153,59 @@ class Pipeline:
             listeners: progress listeners called with every `Event`.
             run_id: reuse a run id (resume); default a new one.
             reuse: nodes whose committed output of `run_id` is reused instead of recomputed.
+            skip: nodes not run at all.
+            store: record the run and its node runs there (the CLI always passes one).
+            trigger: why the run happens: manual, schedule, backfill.
 
         Raises:
             PipelineDefinitionError: the graph is invalid (nothing has run).
             ConfigError: a bad date or an undeclared param.
         """
         from etlkit.config import load_settings
-        from etlkit.execution import RunOptions, execute, new_run_id
-        from etlkit.nodes import Context
-        from etlkit.staging import Staging
+        from etlkit.runs import run_pipeline
 
-        graph = cls.graph()
         if settings is None:
             settings = load_settings(Path.cwd(), env={})
-        settings = settings.with_overrides(cls.settings_overrides(), f"pipeline {cls.__name__}")
-        ctx = Context(
-            pipeline=cls.name,
-            run_id=run_id or new_run_id(),
+        return run_pipeline(
+            cls,
+            settings=cls.layered(settings),
             logical_date=parse_logical_date(date),
             params=cls.resolve_params(params or {}),
-            chunk_rows=settings.run.chunk_rows,
+            listeners=listeners,
+            run_id=run_id,
+            reuse=reuse,
+            skip=skip,
+            store=store,
+            trigger=trigger,
         )
-        options = RunOptions(
-            chunk_rows=settings.run.chunk_rows,
-            chunk_bytes=settings.run.chunk_bytes,
-            channel_depth=settings.run.channel_depth,
-            validate=settings.run.validate,
-            on_invalid=cast("Policy", settings.run.on_invalid),
-            max_invalid_fraction=settings.run.max_invalid_fraction,
-            duckdb_memory_limit=settings.duckdb.memory_limit,
-            duckdb_threads=settings.duckdb.threads,
-            duckdb_temp_directory=settings.duckdb.temp_directory,
-            reuse=frozenset(reuse),
+
+    @classmethod
+    def retry(
+        cls,
+        run_id: str,
+        *,
+        store: RunStore,
+        settings: Settings | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> RunResult:
+        """Resume a failed run under its run id: only what did not commit runs again.
+
+        Raises:
+            StoreError: the run is unknown, already succeeded, or still running.
+        """
+        from etlkit.config import load_settings
+        from etlkit.runs import retry_run
+
+        if settings is None:
+            settings = load_settings(Path.cwd(), env={})
+        return retry_run(
+            cls, run_id, settings=cls.layered(settings), store=store, listeners=listeners
         )
-        staging = Staging(settings.paths.staging_root)
-        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+
+    @classmethod
+    def layered(cls, settings: Settings) -> Settings:
+        """`settings` with this class's attributes applied (below CLI flags)."""
+        return settings.with_overrides(cls.settings_overrides(), f"pipeline {cls.__name__}")
 
     @classmethod
     def resolve_params(cls, given: Mapping[str, str]) -> dict[str, str]:

@@ -212,6 +212,29 @@ class Staging:
                 )
         return problems
 
+    def discard(self, pipeline: str, run_id: str, node: str) -> None:
+        """Remove a node's staged output of a run, committed or not (manifest first)."""
+        directory = self.node_dir(pipeline, run_id, node)
+        if self.fs.exists(f"{directory}/{MANIFEST}"):
+            self.fs.rm(f"{directory}/{MANIFEST}")
+        if self.fs.exists(directory):
+            self.fs.rm(directory, recursive=True)
+
+    def delete_run(self, pipeline: str, run_id: str) -> None:
+        """Remove everything a run staged (manifests first, so nothing looks committed)."""
+        base = "/".join([self.root, pipeline, check_path_part("run id", run_id)])
+        if not self.fs.exists(base):
+            return
+        for manifest in self.fs.glob(f"{base}/*/{MANIFEST}"):
+            self.fs.rm(manifest)
+        self.fs.rm(base, recursive=True)
+
+    def pipelines(self) -> list[str]:
+        """Pipelines with a staging directory."""
+        if not self.fs.exists(self.root):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+
     def runs(self, pipeline: str) -> list[str]:
         """Run ids with a staging directory for the pipeline, oldest first."""
         base = f"{self.root}/{check_path_part('pipeline name', pipeline)}"

@@ -1,0 +1,122 @@
+"""Each run's log, kept as JSON lines: `<logs_dir>/<pipeline>/<run_id>.jsonl`.
+
+While a run executes, `capture` routes every log record of that run to its file: records logged
+with `extra={"run_id": ...}`, and records logged from the run's node threads (user code
+included), which `bind` tags with the run and node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_bound = threading.local()
+
+
+def bind(pipeline: str, run_id: str, node: str) -> None:
+    """Tag log records from the calling thread with a run and node (call at a worker's start)."""
+    _bound.context = (pipeline, run_id, node)
+
+
+def unbind() -> None:
+    """Stop tagging log records from the calling thread."""
+    _bound.context = None
+
+
+class _RunFilter(logging.Filter):
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = getattr(_bound, "context", None)
+        if not hasattr(record, "run_id") and context is not None:
+            record.pipeline, record.run_id, record.node = context
+        return getattr(record, "run_id", None) == self.run_id
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "at": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "node": getattr(record, "node", ""),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def log_path(logs_dir: str, pipeline: str, run_id: str) -> Path:
+    """Where a run's log is kept."""
+    return Path(logs_dir) / pipeline / f"{run_id}.jsonl"
+
+
+@contextmanager
+def capture(logs_dir: str, pipeline: str, run_id: str) -> Iterator[Path]:
+    """Append the run's INFO-and-above records to its JSON-lines log while the block runs."""
+    path = log_path(logs_dir, pipeline, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(_JsonLines())
+    handler.addFilter(_RunFilter(run_id))
+    root = logging.getLogger()
+    package = logging.getLogger("etlkit")
+    previous = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)  # the file keeps INFO even when the console shows less
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        package.setLevel(previous)
+        handler.close()
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One record of a run's log."""
+
+    at: str
+    level: str
+    logger: str
+    node: str
+    message: str
+    exception: str | None = None
+
+    def format(self) -> str:
+        """The record as one line of text (plus the exception, if any)."""
+        node = f" [{self.node}]" if self.node else ""
+        text = f"{self.at} {self.level:<7}{node} {self.message}"
+        return f"{text}\n{self.exception}" if self.exception else text
+
+
+def read_log(logs_dir: str, pipeline: str, run_id: str, node: str | None = None) -> list[LogLine]:
+    """A run's log records, optionally only one node's; [] when the run logged nothing."""
+    path = log_path(logs_dir, pipeline, run_id)
+    if not path.is_file():
+        return []
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if not raw.strip():
+            continue
+        data = json.loads(raw)
+        line = LogLine(
+            **{k: data.get(k) or "" for k in ("at", "level", "logger", "node")},
+            message=data.get("message", ""),
+            exception=data.get("exception"),
+        )
+        if node is None or line.node == node:
+            lines.append(line)
+    return lines

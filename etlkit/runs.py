@@ -1,0 +1,212 @@
+"""Running a pipeline for real: the run recorded in the store, its log kept, retries resumed.
+
+`run_pipeline` is what `Pipeline.run`, `etlkit run` and (later) the scheduler call: it resolves the
+run's context and options from the settings, records the run and every node run in the store
+(when given one), keeps the run's log as JSON lines, and executes the graph. `retry_run` resumes a
+failed run under the same run id: committed staged outputs are verified and reused, sinks that
+already wrote are skipped, and only the rest runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, cast
+
+from etlkit import runlog
+from etlkit.errors import StoreError
+from etlkit.execution import Event, Listener, RunOptions, RunResult, execute, new_run_id
+from etlkit.nodes import Context, Policy
+from etlkit.staging import Staging
+
+if TYPE_CHECKING:
+    from etlkit.config import Settings
+    from etlkit.pipeline import Pipeline
+    from etlkit.store import RunStore
+
+logger = logging.getLogger(__name__)
+
+
+class _Recorder:
+    """A listener writing node runs and run events to the store as they happen."""
+
+    def __init__(self, store: RunStore, run_id: str, attempt: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.attempt = attempt
+
+    @staticmethod
+    def _wall(perf: float | None, now_perf: float, now: datetime) -> datetime | None:
+        return None if perf is None else now - timedelta(seconds=now_perf - perf)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind not in ("node_started", "node_finished"):
+            return
+        import time
+
+        stats = event.result.nodes[event.node]
+        now_perf, now = time.perf_counter(), datetime.now(UTC)
+        self.store.record_node(
+            self.run_id,
+            event.node,
+            kind=stats.kind,
+            attempt=self.attempt,
+            state=stats.state,
+            started_at=self._wall(stats.started, now_perf, now),
+            finished_at=self._wall(stats.finished, now_perf, now),
+            rows_in=stats.rows_in,
+            rows_out=stats.rows_out,
+            invalid_rows=stats.invalid_rows,
+            bytes_staged=stats.bytes_staged,
+            chunks=max(stats.chunks_in, stats.chunks_out),
+            error=stats.error,
+        )
+        if stats.state == "failed":
+            self.store.add_event(
+                self.run_id, "node_failed", node=event.node, payload={"error": stats.error}
+            )
+
+
+def run_options(settings: Settings, reuse: Collection[str], skip: Collection[str]) -> RunOptions:
+    """The executor's options from resolved settings."""
+    return RunOptions(
+        chunk_rows=settings.run.chunk_rows,
+        chunk_bytes=settings.run.chunk_bytes,
+        channel_depth=settings.run.channel_depth,
+        validate=settings.run.validate,
+        on_invalid=cast("Policy", settings.run.on_invalid),
+        max_invalid_fraction=settings.run.max_invalid_fraction,
+        duckdb_memory_limit=settings.duckdb.memory_limit,
+        duckdb_threads=settings.duckdb.threads,
+        duckdb_temp_directory=settings.duckdb.temp_directory,
+        reuse=frozenset(reuse),
+        skip=frozenset(skip),
+    )
+
+
+def run_pipeline(
+    pipeline: type[Pipeline],
+    *,
+    settings: Settings,
+    logical_date: datetime,
+    params: Mapping[str, str],
+    listeners: Sequence[Listener] = (),
+    run_id: str | None = None,
+    reuse: Collection[str] = (),
+    skip: Collection[str] = (),
+    store: RunStore | None = None,
+    trigger: str = "manual",
+    resumed: bool = False,
+    staging_root: str | None = None,
+) -> RunResult:
+    """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc."""
+    graph = pipeline.graph()
+    run_id = run_id or new_run_id()
+    staging = Staging(staging_root or settings.paths.staging_root)
+    ctx = Context(
+        pipeline=pipeline.name,
+        run_id=run_id,
+        logical_date=logical_date,
+        params=dict(params),
+        chunk_rows=settings.run.chunk_rows,
+    )
+    all_listeners = list(listeners)
+    if store is not None:
+        if resumed:
+            record = store.get_run(run_id)
+        else:
+            record = store.create_run(
+                run_id=run_id,
+                pipeline=pipeline.name,
+                logical_date=logical_date,
+                params=params,
+                trigger=trigger,
+                staging_root=staging.root_url,
+            )
+            store.start_run(run_id, pid=os.getpid())
+        all_listeners.insert(0, _Recorder(store, run_id, record.attempt))
+    options = run_options(settings, reuse, skip)
+    logs_dir = settings.paths.logs_dir
+    if "://" in logs_dir:  # run logs are local files; remote state dirs keep none
+        result = execute(graph, ctx, staging=staging, options=options, listeners=all_listeners)
+    else:
+        with runlog.capture(logs_dir, pipeline.name, run_id):
+            result = execute(graph, ctx, staging=staging, options=options, listeners=all_listeners)
+    if store is not None:
+        error = str(result.error) if result.error is not None else None
+        store.finish_run(run_id, result.state, error=error)
+    return result
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def retry_run(
+    pipeline: type[Pipeline],
+    run_id: str,
+    *,
+    settings: Settings,
+    store: RunStore,
+    listeners: Sequence[Listener] = (),
+) -> RunResult:
+    """Resume a run that did not succeed, under the same run id, reusing what committed.
+
+    Raises:
+        StoreError: the run is unknown, succeeded, or still running in a live process.
+    """
+    record = store.get_run(run_id)
+    if record.pipeline != pipeline.name:
+        raise StoreError(f"Run {run_id} belongs to pipeline '{record.pipeline}'")
+    if record.state == "success":
+        raise StoreError(f"Run {record.run_id} of '{record.pipeline}' already succeeded")
+    if record.state in ("queued", "running"):
+        if _alive(record.pid) and record.pid != os.getpid():
+            raise StoreError(
+                f"Run {record.run_id} is still running (pid {record.pid}); "
+                "wait for it or stop it first"
+            )
+        store.finish_run(record.run_id, "interrupted", error="the process running it vanished")
+    graph = pipeline.graph()
+    staging = Staging(record.staging_root)
+    committed = set()
+    for name in graph.order:
+        if staging.manifest(record.pipeline, record.run_id, name) is None:
+            continue
+        problems = staging.verify(record.pipeline, record.run_id, name)
+        if problems:
+            logger.warning("staged output of %s is damaged, recomputing: %s", name, problems[0])
+            staging.discard(record.pipeline, record.run_id, name)
+        else:
+            committed.add(name)
+    done_sinks = {
+        n.node for n in store.node_runs(record.run_id) if n.kind == "sink" and n.state == "done"
+    }
+    reuse, skip = graph.resume_plan(committed, done_sinks)
+    store.retry_run(record.run_id, pid=os.getpid())
+    store.add_event(
+        record.run_id, "retry", payload={"reused": sorted(reuse), "skipped": sorted(skip)}
+    )
+    return run_pipeline(
+        pipeline,
+        settings=settings,
+        logical_date=record.logical_date,
+        params=record.params,
+        listeners=listeners,
+        run_id=record.run_id,
+        reuse=reuse,
+        skip=skip,
+        store=store,
+        resumed=True,
+        staging_root=record.staging_root,
+    )
