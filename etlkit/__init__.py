@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from etlkit.execution import Event, NodeStats, RunResult
     from etlkit.nodes import Context, Lazy, Sink, Source, Sql, Transform, WriteResult
     from etlkit.pipeline import Pipeline
+    from etlkit.querying import connect, query
 
 __all__ = [
     "ConfigError",
@@ -66,7 +67,9 @@ __all__ = [
     "Transform",
     "TransientError",
     "WriteResult",
+    "connect",
     "load_settings",
+    "query",
 ]
 
 _MODULES: dict[str, str] = {
@@ -83,6 +86,8 @@ _MODULES: dict[str, str] = {
     "Transform": "nodes",
     "WriteResult": "nodes",
     "Pipeline": "pipeline",
+    "connect": "querying",
+    "query": "querying",
 }
 
 

@@ -25,6 +25,7 @@ from etlkit.errors import (
     NodeError,
     PipelineDefinitionError,
     PipelineNotFoundError,
+    QueryError,
     RunCancelledError,
     StoreError,
 )
@@ -45,6 +46,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (NodeError, 1),
     (RunCancelledError, 130),
     (StoreError, 6),
+    (QueryError, 7),
     (EtlkitError, 1),
 )
 
@@ -288,6 +290,49 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from etlkit import querying
+    from etlkit.staging import Staging
+
+    settings = _settings(args)
+    pipeline, run = args.pipeline, args.run
+    root = settings.paths.staging_root
+    if run != "latest" and pipeline is None:
+        with _store(settings) as store:
+            record = store.get_run(run)
+        pipeline, run, root = record.pipeline, record.run_id, record.staging_root
+    staging = Staging(root)
+    if pipeline is None:
+        found = staging.pipelines()
+        if len(found) != 1:
+            raise ConfigError(
+                f"Name the pipeline with --pipeline; staged pipelines: {found or 'none yet'}"
+            )
+        pipeline = found[0]
+    con = querying.connect(
+        staging,
+        pipeline,
+        run,
+        threads=settings.duckdb.threads or None,
+        memory_limit=settings.duckdb.memory_limit,
+        temp_directory=settings.duckdb.temp_directory,
+    )
+    try:
+        if args.shell or args.sql is None:
+            querying.shell(con)
+            return 0
+        table = querying.query_connection(con, args.sql)
+    finally:
+        con.close()
+    if args.format == "table" and args.limit and table.num_rows > args.limit:
+        print(f"(first {args.limit} of {table.num_rows} rows; use --limit 0 for all)")
+        table = table.slice(0, args.limit)
+    text = querying.write_result(table, args.format, args.output)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def _age(text: str) -> timedelta:
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
@@ -449,6 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", metavar="AGE", help="delete runs older than AGE (30d, 12h)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     gc.set_defaults(func=cmd_gc)
+
+    query = sub.add_parser("query", help="SQL over staged outputs in DuckDB (views per node)")
+    query.add_argument("sql", nargs="?", help="SQL; omit (or --shell) for an interactive prompt")
+    query.add_argument("--pipeline", help="pipeline (default: the only one staged)")
+    query.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
+    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    query.add_argument("--output", help="write the result to this file")
+    query.add_argument("--limit", type=int, default=100, help="rows shown as a table (0: all)")
+    query.add_argument("--shell", action="store_true", help="interactive prompt over the views")
+    query.set_defaults(func=cmd_query)
 
     validate = sub.add_parser("validate", help="load every pipeline and report every problem")
     validate.add_argument("--pipelines", help="pipelines folder")

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"errors", "nodes", "schema"},
     "guard": {"errors", "nodes", "staging", "validation"},
     "store": {"errors"},
-    "query": {"errors", "staging"},
+    "querying": {"errors", "staging"},
     "execution": {
         "errors",
         "nodes",

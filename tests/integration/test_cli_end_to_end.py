@@ -327,3 +327,54 @@ def test_patient_data_loads_duckdb_and_an_empty_extract_keeps_the_old_table(
 
 def demo_patients(demo: datagen.GeneratedPaths) -> int:
     return pl.scan_csv(demo.patients).select(pl.len()).collect().item()
+
+
+def test_query_reads_staged_outputs_of_the_latest_or_a_named_run(
+    project: Path, demo: datagen.GeneratedPaths
+) -> None:
+    assert run_report(project, demo.patients.parent).returncode == 0
+    assert run_report(project, demo.patients.parent).returncode == 0
+
+    table = etlkit("query", "select count(*) as n from billing_clean", cwd=project)
+    assert table.returncode == 0, table.stderr
+    kept = pl.read_csv(demo.patients.parent / "billing" / "*" / "billing.csv").filter(
+        pl.col("status") != "denied"
+    )
+    assert f"{kept.height}" in table.stdout
+
+    runs = etlkit(
+        "query",
+        "select run_id, count(*) as n from all_report group by 1 order by 1",
+        "--format",
+        "csv",
+        cwd=project,
+    )
+    lines = runs.stdout.strip().splitlines()
+    assert lines[0] == "run_id,n"
+    assert len(lines) == 3  # two runs
+    first_run = lines[1].split(",")[0]
+
+    out = project / "report.parquet"
+    exported = etlkit(
+        "query",
+        "select * from report",
+        "--run",
+        first_run[:18],
+        "--format",
+        "parquet",
+        "--output",
+        str(out),
+        cwd=project,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert pl.read_parquet(out).equals(
+        pl.read_parquet(project / "reports/2025-03-01/monthly_report.parquet")
+    )
+
+    as_json = etlkit("query", "select 1 as one", "--format", "json", cwd=project)
+    assert as_json.stdout.strip() == '[{"one":1}]'
+
+    bad = etlkit("query", "select * from reprot", cwd=project)
+    assert bad.returncode == 7
+    assert "Available views:" in bad.stderr
+    assert "report" in bad.stderr
