@@ -60,13 +60,7 @@ ALLOWED: dict[str, set[str]] = {
         "query",
         "runs",
     },
-    "__init__": {
-        "errors",
-        "config",
-        "execution",
-        "nodes",
-        "pipeline",
-    },
+    "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
     "__main__": {"cli"},
 }
 
