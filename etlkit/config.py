@@ -55,6 +55,18 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class SchedulerSettings:
+    """The scheduler process: polling, heartbeats, global concurrency."""
+
+    poll_seconds: float = 5.0  # how often due runs and sensors are checked
+    heartbeat_seconds: float = 10.0  # how often a running run reports it is alive
+    stale_after_seconds: float = 60.0  # a running run silent this long is presumed dead
+    max_active_runs: int = 16  # runs at once, all pipelines together
+    max_active_nodes: int = 0  # nodes running at once across all runs; 0 means no limit
+    on_stale: str = "fail"  # what to do with a run whose process vanished: fail or retry
+
+
+@dataclass(frozen=True)
 class DuckDBSettings:
     """Options passed to DuckDB connections."""
 
@@ -75,6 +87,7 @@ class Settings:
     paths: PathSettings
     run: RunSettings
     duckdb: DuckDBSettings
+    scheduler: SchedulerSettings
     sources: Mapping[str, str]
 
     def with_overrides(self, overrides: Mapping[str, object], label: str) -> Settings:
@@ -122,8 +135,10 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "paths": PathSettings,
     "run": RunSettings,
     "duckdb": DuckDBSettings,
+    "scheduler": SchedulerSettings,
 }
-_SKIPPED_SECTIONS: Final = frozenset({"connections"})
+# sections read by their own modules: connections, notifiers, pools
+_SKIPPED_SECTIONS: Final = frozenset({"connections", "notifiers", "pools"})
 _ENV_PREFIX: Final = "ETLKIT_"
 _CONN_PREFIX: Final = "ETLKIT_CONN_"
 _BOOLS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -142,8 +157,16 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "run.timeout": (">", 0),
     "run.max_workers": (">=", 0),
     "duckdb.threads": (">=", 0),
+    "scheduler.poll_seconds": (">", 0),
+    "scheduler.heartbeat_seconds": (">", 0),
+    "scheduler.stale_after_seconds": (">", 0),
+    "scheduler.max_active_runs": (">=", 1),
+    "scheduler.max_active_nodes": (">=", 0),
 }
-_CHOICES: Final[dict[str, tuple[str, ...]]] = {"run.on_invalid": ("fail", "drop", "quarantine")}
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "run.on_invalid": ("fail", "drop", "quarantine"),
+    "scheduler.on_stale": ("fail", "retry"),
+}
 # dotted key -> file or directory name under state_dir used when the value is ""
 _UNDER_STATE_DIR: Final[dict[str, str]] = {
     "paths.staging_root": "staging",
@@ -249,6 +272,7 @@ def load_settings(
         paths=build("paths"),
         run=build("run"),
         duckdb=build("duckdb"),
+        scheduler=build("scheduler"),
         sources=types.MappingProxyType(sources),
     )
 
