@@ -47,6 +47,8 @@ class RunSettings:
     channel_depth: int = 4  # bounded queue depth per edge
     retries: int = 0
     retry_delay: float = 0.0  # seconds
+    retry_exponential_backoff: bool = False  # double the delay on each further retry
+    max_retry_delay: float | None = None  # cap on the delay, seconds
     timeout: float | None = None  # seconds; None means no timeout
     validate: bool = True  # validation of every edge on/off
     on_invalid: str = "fail"  # default policy for invalid rows: fail, drop or quarantine
@@ -155,6 +157,7 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "run.retries": (">=", 0),
     "run.retry_delay": (">=", 0),
     "run.timeout": (">", 0),
+    "run.max_retry_delay": (">", 0),
     "run.max_workers": (">=", 0),
     "duckdb.threads": (">=", 0),
     "scheduler.poll_seconds": (">", 0),

@@ -37,7 +37,7 @@ else:
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
-Kind = Literal["source", "transform", "sink", "sql", "lazy"]
+Kind = Literal["source", "transform", "sink", "sql", "lazy", "sensor", "task"]
 
 #: Names usable in path and SQL templates besides params; no node may be called one of these.
 TEMPLATE_NAMES: frozenset[str] = frozenset(
@@ -165,6 +165,19 @@ class Expectations:
 
 
 @dataclass(frozen=True)
+class NodeOptions:
+    """How a node runs: retries, timeout and pool (see `Node.options`); None means the default."""
+
+    retries: int | None = None
+    retry_delay: float | None = None
+    retry_exponential_backoff: bool | None = None
+    max_retry_delay: float | None = None
+    retry_validation_errors: bool = False
+    timeout: float | None = None
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a sink wrote: the rows, where to (a URI or table name) and free-form facts."""
 
@@ -202,6 +215,57 @@ class Node:
         self.stage = stage
         self.name = ""
         self.expectations = Expectations()
+        self.run_options = NodeOptions()
+
+    def options(
+        self,
+        *,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+        retry_exponential_backoff: bool | None = None,
+        max_retry_delay: float | None = None,
+        retry_validation_errors: bool = False,
+        timeout: float | None = None,
+        pool: str | None = None,
+    ) -> Self:
+        """Set how the node runs; returns the node. Unset values fall back to the pipeline's.
+
+            load = PostgresSink(cleaned, conn="warehouse", table="t").options(
+                retries=3, retry_delay=30, retry_exponential_backoff=True, pool="warehouse"
+            )
+
+        Args:
+            retries: attempts after the first failure; a retried node restarts from its inputs'
+                staged outputs (committed nodes are not recomputed).
+            retry_delay: seconds before the first retry.
+            retry_exponential_backoff: double the delay on each further retry.
+            max_retry_delay: cap on the delay, in seconds.
+            retry_validation_errors: retry data validation failures too (off: bad data rarely
+                fixes itself).
+            timeout: seconds the node may run; it is cancelled at the next chunk boundary, or
+                abandoned if it does not yield.
+            pool: a named pool (`[pools]` in etlkit.toml) whose slots bound how many nodes using
+                it run at once, across runs.
+        """
+        problems = []
+        for label, value in (("retries", retries), ("retry_delay", retry_delay)):
+            if value is not None and value < 0:
+                problems.append(f"{label} must be >= 0")
+        for label, value in (("timeout", timeout), ("max_retry_delay", max_retry_delay)):
+            if value is not None and value <= 0:
+                problems.append(f"{label} must be > 0")
+        if problems:
+            raise PipelineDefinitionError(self.name or type(self).__name__, problems)
+        self.run_options = NodeOptions(
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_exponential_backoff=retry_exponential_backoff,
+            max_retry_delay=max_retry_delay,
+            retry_validation_errors=retry_validation_errors,
+            timeout=timeout,
+            pool=pool,
+        )
+        return self
 
     def expect(
         self,
@@ -397,3 +461,57 @@ class Lazy(Node, Generic[OutT]):
     def query(self, ctx: Context, *frames: pl.LazyFrame) -> pl.LazyFrame:
         """Build the lazy query from one LazyFrame per input, in the order of the inputs."""
         raise NotImplementedError(f"{type(self).__name__} must implement query(ctx, *frames)")
+
+
+class Sensor(Node):
+    """Waits for a condition before the rest of the run starts (a file arrived, a run succeeded).
+
+    Subclasses implement `poke(ctx) -> bool`. In a run, every sensor must pass before any other
+    node starts; the scheduler pokes a due run's sensors itself and starts the run only when
+    they pass, so a waiting sensor holds no process and no slot.
+
+    Args:
+        poke_interval: seconds between pokes.
+        timeout: seconds to wait in all before failing (or skipping, with `soft_fail`).
+        soft_fail: on timeout, skip the run instead of failing it.
+    """
+
+    kind = "sensor"
+
+    def __init__(
+        self, *, poke_interval: float = 60.0, timeout: float = 3600.0, soft_fail: bool = False
+    ) -> None:
+        super().__init__(stage=False)
+        if poke_interval <= 0 or timeout <= 0:
+            raise PipelineDefinitionError(
+                type(self).__name__, ["poke_interval and timeout must be > 0"]
+            )
+        self.poke_interval = poke_interval
+        self.timeout = timeout
+        self.soft_fail = soft_fail
+
+    def poke(self, ctx: Context) -> bool:
+        """Whether the condition holds now. Must be quick and must not block."""
+        raise NotImplementedError(f"{type(self).__name__} must implement poke(ctx)")
+
+    def describe(self, ctx: Context) -> str:
+        """What the sensor waits for, for messages (`file s3://b/billing/2025-03-01.csv`)."""
+        return type(self).__name__
+
+
+class Task(Node):
+    """A step with no data output: runs after its inputs finished (sinks included).
+
+        notify = Command(["python", "send_report.py", "{ds}"], after=[report])
+
+    Subclasses implement `run(ctx)`; raising fails the node.
+    """
+
+    kind = "task"
+
+    def __init__(self, *, after: Sequence[Node | str] = ()) -> None:
+        super().__init__(*after, stage=False)
+
+    def run(self, ctx: Context) -> None:
+        """Do the step's work."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run(ctx)")

@@ -18,9 +18,9 @@ import re
 import sys
 import types
 import zlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +40,8 @@ RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
     "channel_depth",
     "retries",
     "retry_delay",
+    "retry_exponential_backoff",
+    "max_retry_delay",
     "timeout",
     "validate",
     "on_invalid",
@@ -58,13 +60,29 @@ class Pipeline:
     Class attributes:
         name: the pipeline's name (default: the class name in snake_case).
         params: declared `--param` names with their default values.
-        schedule: a cron expression or preset, read by the scheduler (None: manual only).
-        chunk_rows, retries, timeout, ...: override the `[run]` settings for this pipeline.
+        schedule: a 5-field cron expression, a preset (`@daily`, `@hourly`, `@monthly`, ...) or
+            a timedelta interval, read by the scheduler (None: manual and triggered runs only).
+        start_date, end_date: the first and last logical dates the scheduler plans.
+        timezone: the IANA timezone the schedule is read in (DST-correct).
+        catchup: whether the scheduler runs the intervals missed while it was down.
+        max_active_runs: runs of this pipeline at once.
+        on_failure, on_retry, on_success: notifier names (`[notifiers.NAME]` in etlkit.toml)
+            or callables receiving a notification context.
+        chunk_rows, retries, retry_delay, timeout, ...: override the `[run]` settings for this
+            pipeline (`timeout` bounds the whole run).
     """
 
     name: ClassVar[str] = ""
     params: ClassVar[Mapping[str, str]] = {}
-    schedule: ClassVar[str | None] = None
+    schedule: ClassVar[str | timedelta | None] = None
+    start_date: ClassVar[str | datetime | None] = None
+    end_date: ClassVar[str | datetime | None] = None
+    timezone: ClassVar[str] = "UTC"
+    catchup: ClassVar[bool] = False
+    max_active_runs: ClassVar[int] = 1
+    on_failure: ClassVar[Sequence[str | Callable[[Any], None]]] = ()
+    on_retry: ClassVar[Sequence[str | Callable[[Any], None]]] = ()
+    on_success: ClassVar[Sequence[str | Callable[[Any], None]]] = ()
     nodes: ClassVar[Mapping[str, Node]] = {}
     _graph: ClassVar[Graph | None] = None
 
