@@ -54,6 +54,7 @@ class RunSettings:
     on_invalid: str = "fail"  # default policy for invalid rows: fail, drop or quarantine
     max_invalid_fraction: float | None = None  # above it even drop/quarantine fail the run
     max_workers: int = 0  # 0 means one thread per node
+    cancel_grace: float = 10.0  # seconds a cancelled node may take to stop before it is abandoned
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "run.timeout": (">", 0),
     "run.max_retry_delay": (">", 0),
     "run.max_workers": (">=", 0),
+    "run.cancel_grace": (">", 0),
     "duckdb.threads": (">=", 0),
     "scheduler.poll_seconds": (">", 0),
     "scheduler.heartbeat_seconds": (">", 0),

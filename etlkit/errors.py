@@ -9,10 +9,13 @@ EtlkitError
 │   ├── ConnectorNotFoundError(KeyError)
 │   └── MissingDependencyError(ImportError)  says which extra to install
 ├── NodeError                                user code failed: .pipeline .node .run_id .chunk
+│   └── NodeTimeoutError                     the node ran past its timeout
+├── RunTimeoutError                          the run ran past its pipeline's timeout
 ├── RunCancelledError                        the run was cancelled (another node failed, Ctrl-C)
 ├── DataValidationError                      Pandera failures: bounded summary
 └── StagingError · QueryError · StoreError · SchedulerError
 TransientError (mixin)                       retryable: network, throttling, lock contention
+PermanentError (mixin)                       never retried, whatever the retries setting
 ```
 
 Every exception stores its constructor arguments so it pickles across processes.
@@ -39,6 +42,10 @@ def _rebuild(cls: type[EtlkitError], args: tuple[Any, ...], state: dict[str, Any
 
 class TransientError(Exception):
     """Mixin marking an error as retryable (network, throttling, lock contention)."""
+
+
+class PermanentError(Exception):
+    """Mixin marking an error as not worth retrying (bad configuration, bad data, a bug)."""
 
 
 class ConfigError(EtlkitError, ValueError):
@@ -101,6 +108,14 @@ class NodeError(EtlkitError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class NodeTimeoutError(NodeError):
+    """A node ran longer than its timeout."""
+
+
+class RunTimeoutError(EtlkitError):
+    """A run ran longer than its pipeline's timeout."""
 
 
 class RunCancelledError(EtlkitError):

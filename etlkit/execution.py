@@ -12,6 +12,7 @@ worker stops at its next chunk boundary and uncommitted staging is discarded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import secrets
@@ -26,9 +27,28 @@ import polars as pl
 import pyarrow as pa
 
 from etlkit import runlog
-from etlkit.errors import DataValidationError, EtlkitError, NodeError, RunCancelledError
+from etlkit.errors import (
+    DataValidationError,
+    EtlkitError,
+    NodeError,
+    NodeTimeoutError,
+    RunCancelledError,
+    RunTimeoutError,
+)
 from etlkit.guard import OutputGuard
-from etlkit.nodes import Context, Lazy, Node, Policy, Sink, Source, Sql, Transform, WriteResult
+from etlkit.nodes import (
+    Context,
+    Lazy,
+    Node,
+    Policy,
+    Sensor,
+    Sink,
+    Source,
+    Sql,
+    Task,
+    Transform,
+    WriteResult,
+)
 from etlkit.schema import arrow_schema, polars_schema, unique_sets
 from etlkit.staging import NodeWriter, Staging
 
@@ -38,7 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
-RunState = Literal["running", "success", "failed", "cancelled"]
+RunState = Literal["running", "success", "failed", "cancelled", "skipped"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
 _END: Any = object()
@@ -70,6 +90,8 @@ class RunOptions:
     duckdb_temp_directory: str = ""
     reuse: frozenset[str] = frozenset()
     skip: frozenset[str] = frozenset()
+    run_timeout: float | None = None
+    cancel_grace: float = 10.0
 
 
 @dataclass
@@ -85,6 +107,8 @@ class NodeStats:
     chunks_out: int = 0
     invalid_rows: int = 0
     bytes_staged: int = 0
+    cursor: str | None = None  # an incremental source's largest cursor value, as text
+    cursor_value: Any = None
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -199,13 +223,14 @@ class _Run:
         listeners: Sequence[Listener],
     ) -> None:
         self.graph = graph
-        self.ctx = ctx
+        self.cancel = threading.Event()
+        self.ctx = dataclasses.replace(ctx, cancelled=self.cancel.is_set)
         self.staging = staging
         self.options = options
         self.listeners = list(listeners)
-        self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.committed = {name: threading.Event() for name in graph.order}
+        self.skipped = False  # a soft-failing sensor skips the run
         idle = options.reuse | options.skip
         self.inboxes = {
             name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
@@ -239,23 +264,22 @@ class _Run:
     def execute(self) -> RunResult:
         logger.info("run %s of %s started", self.ctx.run_id, self.graph.pipeline)
         self.emit("run_started")
-        threads = [
-            threading.Thread(target=self.work, args=(name,), name=f"etlkit-{name}", daemon=True)
-            for name in self.graph.order
-        ]
-        for thread in threads:
-            thread.start()
+        sensors = [n for n in self.graph.order if self.graph.nodes[n].kind == "sensor"]
+        others = [n for n in self.graph.order if n not in sensors]
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.1)
+            self.supervise(sensors)  # every sensor passes before anything else starts
+            if self.result.error is None and not self.skipped:
+                self.supervise(others)
         except KeyboardInterrupt:
             self.fail(RunCancelledError(f"Run {self.ctx.run_id} interrupted (Ctrl-C)"))
-            for thread in threads:
-                thread.join()
         result = self.result
         result.finished = time.perf_counter()
-        if result.error is None:
+        if result.error is None and self.skipped:
+            result.state = "skipped"
+            for stats in result.nodes.values():
+                if stats.state == "pending":
+                    stats.state = "skipped"
+        elif result.error is None:
             result.state = "success"
         elif isinstance(result.error, RunCancelledError):
             result.state = "cancelled"
@@ -270,6 +294,71 @@ class _Run:
         )
         self.emit("run_finished")
         return result
+
+    def supervise(self, names: Sequence[str]) -> None:
+        """Run these nodes' workers to the end, enforcing node and run timeouts.
+
+        A node past its timeout fails the run; workers stop at their next chunk boundary. One
+        that does not yield within the grace period is abandoned (its thread is a daemon).
+        """
+        threads = {
+            name: threading.Thread(
+                target=self.work, args=(name,), name=f"etlkit-{name}", daemon=True
+            )
+            for name in names
+        }
+        for thread in threads.values():
+            thread.start()
+        deadline: float | None = None
+        while any(t.is_alive() for t in threads.values()):
+            for thread in threads.values():
+                thread.join(0.05)
+                if thread.is_alive():
+                    break
+            self.check_timeouts()
+            if self.cancel.is_set():
+                deadline = deadline or time.perf_counter() + self.options.cancel_grace
+                if time.perf_counter() > deadline:
+                    for name, thread in threads.items():
+                        if thread.is_alive():
+                            stats = self.result.nodes[name]
+                            if stats.state != "failed":
+                                stats.state = "cancelled"
+                            stats.finished = time.perf_counter()
+                            logger.warning(
+                                "node %s did not stop within %.1fs of the run's cancellation; "
+                                "abandoning it",
+                                name,
+                                self.options.cancel_grace,
+                            )
+                    return
+
+    def check_timeouts(self) -> None:
+        now = time.perf_counter()
+        limit = self.options.run_timeout
+        if limit is not None and now - self.result.started > limit:
+            self.fail(
+                RunTimeoutError(
+                    f"Run {self.ctx.run_id} of pipeline '{self.graph.pipeline}' timed out after "
+                    f"{limit:g}s (the pipeline's timeout); running nodes were cancelled"
+                )
+            )
+            return
+        for name, stats in self.result.nodes.items():
+            timeout = self.graph.nodes[name].run_options.timeout
+            if timeout is None or stats.state != "running" or stats.started is None:
+                continue
+            if now - stats.started > timeout:
+                error = NodeTimeoutError(
+                    f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
+                    f"timed out after {timeout:g}s (its timeout); it was cancelled",
+                    pipeline=self.graph.pipeline,
+                    node=name,
+                    run_id=self.ctx.run_id,
+                )
+                stats.error = str(error)
+                self.fail(error)
+                stats.state = "failed"
 
     def work(self, name: str) -> None:
         node = self.graph.nodes[name]
@@ -294,6 +383,13 @@ class _Run:
             elif isinstance(node, Sink):
                 stats.write = node.write(self.sink_batches(name, node, stats), ctx)
                 stats.state = "done"
+                self.committed[name].set()
+            elif isinstance(node, Sensor):
+                self.sense(name, node, ctx, stats)
+            elif isinstance(node, Task):
+                node.run(ctx)
+                stats.state = "done"
+                self.committed[name].set()
             else:
                 if self.options.validate and node.output_model is not None:
                     guard = self.guard(name, node)
@@ -314,7 +410,8 @@ class _Run:
                 extra=extra,
             )
         except RunCancelledError:
-            stats.state = "cancelled"
+            if stats.state != "failed":  # a timed-out node stays failed
+                stats.state = "cancelled"
         except DataValidationError as exc:
             self.node_failed(stats, exc)
         except EtlkitError as exc:
@@ -380,6 +477,24 @@ class _Run:
         )
         error.__cause__ = exc
         return error
+
+    def sense(self, name: str, node: Sensor, ctx: Context, stats: NodeStats) -> None:
+        from etlkit.sensors import wait
+
+        outcome = wait(node, ctx, cancel=self.cancel)
+        if self.cancel.is_set():
+            raise RunCancelledError("run cancelled")
+        if outcome == "skipped":
+            stats.state = "skipped"
+            with self.lock:
+                self.skipped = True
+            logger.info(
+                "sensor %s timed out (soft_fail): the run is skipped",
+                name,
+                extra={"run_id": self.ctx.run_id, "node": name},
+            )
+        else:
+            stats.state = "done"
 
     def wait_for_inputs(self, name: str) -> None:
         if self.graph.nodes[name].streaming and name not in self.options.reuse:
@@ -521,6 +636,39 @@ class _Run:
         raise TypeError(f"node '{name}' has an unknown role {type(node).__name__}")
 
     def read_source(self, node: Source, ctx: Context, stats: NodeStats) -> Iterator[pa.RecordBatch]:
+        if node.cursor_column is not None:
+            return self.incremental(node, ctx, stats, self.read_all(node, ctx, stats))
+        return self.read_all(node, ctx, stats)
+
+    def incremental(
+        self, node: Source, ctx: Context, stats: NodeStats, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[pa.RecordBatch]:
+        """Keep rows above the last cursor value; remember the largest value seen."""
+        import pyarrow.compute as pc
+
+        column = node.cursor_column
+        assert column is not None
+        last: pa.Scalar | None = None
+        for batch in batches:
+            if column not in batch.schema.names:
+                raise KeyError(
+                    f"incremental cursor column '{column}' is not among the source's columns "
+                    f"{batch.schema.names}"
+                )
+            values = batch.column(column)
+            if ctx.cursor is not None:
+                if last is None:
+                    last = pa.scalar(ctx.cursor).cast(values.type)
+                batch = batch.filter(pc.greater(values, last))
+                values = batch.column(column)
+            if batch.num_rows:
+                top = pc.max(values)
+                if top.is_valid and (stats.cursor is None or top.as_py() > stats.cursor_value):
+                    stats.cursor_value = top.as_py()
+                    stats.cursor = str(top.cast(pa.string()).as_py())
+            yield batch
+
+    def read_all(self, node: Source, ctx: Context, stats: NodeStats) -> Iterator[pa.RecordBatch]:
         reader = node.read(ctx)
         try:
             for batch in reader:

@@ -70,13 +70,13 @@ class Graph:
     def needs_staging(self, name: str) -> bool:
         """Whether the node's output must be staged: asked for, or read by a blocking consumer."""
         node = self.nodes[name]
-        if node.kind == "sink":
+        if node.kind in ("sink", "sensor", "task"):
             return False
         if node.stage or node.expectations.dataset_checks:
             return True
         if node.output_model is not None and unique_sets(node.output_model):
             return True  # uniqueness across chunks is checked over the staged output
-        return any(not self.nodes[c].streaming for c in self.consumers[name])
+        return any(self.nodes[c].kind in ("sql", "lazy") for c in self.consumers[name])
 
 
 def _did_you_mean(name: str, choices: Collection[str]) -> str:
@@ -129,7 +129,7 @@ def _sql_template_problems(
 def _role_problems(name: str, node: Node) -> list[str]:
     if node.kind == "source" and node.inputs:
         return [f"source '{name}' cannot have inputs"]
-    if node.kind != "source" and not node.inputs:
+    if node.kind not in ("source", "sensor", "task") and not node.inputs:
         return [f"{node.kind} node '{name}' has no inputs"]
     return []
 
@@ -217,8 +217,16 @@ def build_graph(
         if isinstance(node, Sql):
             problems.extend(_sql_template_problems(name, node, nodes, params))
         for upstream in inputs[name]:
-            if nodes[upstream].kind == "sink":
-                problems.append(f"node '{name}' reads from sink '{upstream}'; sinks have no output")
+            upstream_kind = nodes[upstream].kind
+            if upstream_kind in ("sink", "sensor", "task") and node.kind != "task":
+                problems.append(
+                    f"node '{name}' reads from {upstream_kind} '{upstream}', which has no output"
+                    + (
+                        "; to run after it, make this a Task with after="
+                        if upstream_kind == "sink"
+                        else ""
+                    )
+                )
 
     cycle = _find_cycle(inputs)
     if cycle:

@@ -15,10 +15,11 @@ resolved when the pipeline's graph is built).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -68,6 +69,9 @@ class Context:
         chunk_rows: the preferred number of rows per chunk (a hint for sources).
         data_interval_start: start of the data interval the run covers.
         data_interval_end: end of the data interval the run covers.
+        cursors: per node, the last cursor value an incremental source loaded (as text).
+        store_path: the run store's path, for nodes that look at other runs (sensors).
+        cancelled: returns True once the run is being cancelled (poll it in long waits).
     """
 
     pipeline: str
@@ -78,6 +82,14 @@ class Context:
     chunk_rows: int = 131_072
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
+    cursors: Mapping[str, str] = field(default_factory=dict)
+    store_path: str | None = None
+    cancelled: Callable[[], bool] = field(default=lambda: False, compare=False, repr=False)
+
+    @property
+    def cursor(self) -> str | None:
+        """The last cursor value this (incremental) node loaded, or None on its first run."""
+        return self.cursors.get(self.node)
 
     @property
     def ds(self) -> str:
@@ -131,16 +143,7 @@ class Context:
 
     def for_node(self, node: str) -> Context:
         """This context, for the named node."""
-        return Context(
-            pipeline=self.pipeline,
-            run_id=self.run_id,
-            logical_date=self.logical_date,
-            node=node,
-            params=self.params,
-            chunk_rows=self.chunk_rows,
-            data_interval_start=self.data_interval_start,
-            data_interval_end=self.data_interval_end,
-        )
+        return dataclasses.replace(self, node=node)
 
 
 Policy = Literal["fail", "drop", "quarantine"]
@@ -216,6 +219,21 @@ class Node:
         self.name = ""
         self.expectations = Expectations()
         self.run_options = NodeOptions()
+        self.cursor_column: str | None = None
+
+    def incremental(self, cursor: str) -> Self:
+        """Load only rows whose `cursor` column is above the last successful run's maximum.
+
+            visits = PostgresSource(conn="hospital_db", table="visits", schema=Visit)
+            visits = visits.incremental("updated_at")
+
+        The cursor is stored per pipeline and node after a successful run only (a failed run
+        does not advance it); `etlkit state show/reset PIPELINE` inspects or resets it.
+        Connectors that can push the predicate down read `ctx.cursor`; every other source is
+        filtered as it streams.
+        """
+        self.cursor_column = cursor
+        return self
 
     def options(
         self,

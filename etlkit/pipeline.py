@@ -159,6 +159,8 @@ class Pipeline:
         skip: Collection[str] = (),
         store: RunStore | None = None,
         trigger: str = "manual",
+        notifiers: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> RunResult:
         """Run the pipeline once, now, in this process; return the result (check `.error`).
 
@@ -174,6 +176,8 @@ class Pipeline:
             skip: nodes not run at all.
             store: record the run and its node runs there (the CLI always passes one).
             trigger: why the run happens: manual, schedule, backfill.
+            notifiers: configured notifiers by name, for `on_failure` & co.
+            sleep: waits between node retries (tests pass a fake).
 
         Raises:
             PipelineDefinitionError: the graph is invalid (nothing has run).
@@ -195,6 +199,8 @@ class Pipeline:
             skip=skip,
             store=store,
             trigger=trigger,
+            notifiers=notifiers,
+            **({"sleep": sleep} if sleep is not None else {}),
         )
 
     @classmethod

@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from etlkit import runlog
-from etlkit.errors import StoreError
+from etlkit.errors import (
+    ConfigError,
+    DataValidationError,
+    PermanentError,
+    RunCancelledError,
+    RunTimeoutError,
+    StoreError,
+)
 from etlkit.execution import Event, Listener, RunOptions, RunResult, execute, new_run_id
 from etlkit.nodes import Context, Policy
 from etlkit.staging import Staging
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
+    from etlkit.graph import Graph
     from etlkit.pipeline import Pipeline
     from etlkit.store import RunStore
 
@@ -44,8 +53,6 @@ class _Recorder:
     def __call__(self, event: Event) -> None:
         if event.kind not in ("node_started", "node_finished"):
             return
-        import time
-
         stats = event.result.nodes[event.node]
         now_perf, now = time.perf_counter(), datetime.now(UTC)
         self.store.record_node(
@@ -83,6 +90,8 @@ def run_options(settings: Settings, reuse: Collection[str], skip: Collection[str
         duckdb_temp_directory=settings.duckdb.temp_directory,
         reuse=frozenset(reuse),
         skip=frozenset(skip),
+        run_timeout=settings.run.timeout,
+        cancel_grace=settings.run.cancel_grace,
     )
 
 
@@ -100,8 +109,16 @@ def run_pipeline(
     trigger: str = "manual",
     resumed: bool = False,
     staging_root: str | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
+    notifiers: Mapping[str, Any] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> RunResult:
-    """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc."""
+    """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc.
+
+    A node that fails with retries left (its own `options(retries=...)`, else the pipeline's)
+    is retried after its delay: committed outputs are reused, so it restarts from its inputs'
+    staged outputs. `resumed=True` means the store already has the run's record.
+    """
     graph = pipeline.graph()
     run_id = run_id or new_run_id()
     staging = Staging(staging_root or settings.paths.staging_root)
@@ -111,11 +128,17 @@ def run_pipeline(
         logical_date=logical_date,
         params=dict(params),
         chunk_rows=settings.run.chunk_rows,
+        data_interval_start=data_interval[0] if data_interval else None,
+        data_interval_end=data_interval[1] if data_interval else None,
+        cursors=_cursors(store, pipeline) if store is not None else {},
+        store_path=settings.paths.store if store is not None else None,
     )
-    all_listeners = list(listeners)
+    attempt = 1
     if store is not None:
         if resumed:
             record = store.get_run(run_id)
+            if record.state == "queued":
+                store.start_run(run_id, pid=os.getpid())
         else:
             record = store.create_run(
                 run_id=run_id,
@@ -126,18 +149,154 @@ def run_pipeline(
                 staging_root=staging.root_url,
             )
             store.start_run(run_id, pid=os.getpid())
-        all_listeners.insert(0, _Recorder(store, run_id, record.attempt))
-    options = run_options(settings, reuse, skip)
-    logs_dir = settings.paths.logs_dir
-    if "://" in logs_dir:  # run logs are local files; remote state dirs keep none
-        result = execute(graph, ctx, staging=staging, options=options, listeners=all_listeners)
-    else:
-        with runlog.capture(logs_dir, pipeline.name, run_id):
-            result = execute(graph, ctx, staging=staging, options=options, listeners=all_listeners)
+        attempt = record.attempt
+    retries: dict[str, int] = {}
+    while True:
+        all_listeners = list(listeners)
+        if store is not None:
+            all_listeners.insert(0, _Recorder(store, run_id, attempt))
+        options = run_options(settings, reuse, skip)
+        result = _execute(graph, ctx, staging, options, all_listeners, settings.paths.logs_dir)
+        delay = _retry_delay(pipeline, settings, result, retries)
+        if delay is None:
+            break
+        failed = _failed_node(result)
+        logger.warning(
+            "run %s: node %s failed (%s); retry %d in %.1fs",
+            run_id,
+            failed,
+            result.error,
+            retries[failed],
+            delay,
+            extra={"run_id": run_id, "node": failed},
+        )
+        _notify(pipeline, "retry", result, ctx, notifiers, attempt, settings)
+        if store is not None:
+            store.add_event(
+                run_id,
+                "node_retry",
+                node=failed,
+                payload={"delay": delay, "retry": retries[failed]},
+            )
+        sleep(delay)
+        committed = {n for n in graph.order if staging.manifest(pipeline.name, run_id, n)}
+        done = {
+            n
+            for n, stats in result.nodes.items()
+            if stats.kind == "sink" and stats.state in ("done", "skipped")
+        }
+        reuse, skip = graph.resume_plan(committed, done | set(skip))
+        attempt += 1
     if store is not None:
         error = str(result.error) if result.error is not None else None
-        store.finish_run(run_id, result.state, error=error)
+        store.finish_run(run_id, cast("Any", result.state), error=error)
+        if result.state == "success":
+            for name, stats in result.nodes.items():
+                if stats.cursor is not None:
+                    store.set_state(pipeline.name, f"cursor.{name}", stats.cursor)
+    event = "success" if result.state == "success" else "failure"
+    if result.state in ("success", "failed"):
+        _notify(pipeline, event, result, ctx, notifiers, attempt, settings)
     return result
+
+
+def _execute(
+    graph: Graph,
+    ctx: Context,
+    staging: Staging,
+    options: RunOptions,
+    listeners: Sequence[Listener],
+    logs_dir: str,
+) -> RunResult:
+    if "://" in logs_dir:  # run logs are local files; remote state dirs keep none
+        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+    with runlog.capture(logs_dir, graph.pipeline, ctx.run_id):
+        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+
+
+def _cursors(store: RunStore, pipeline: type[Pipeline]) -> dict[str, str]:
+    return {
+        key.removeprefix("cursor."): value
+        for key, value in store.states(pipeline.name).items()
+        if key.startswith("cursor.")
+    }
+
+
+def _failed_node(result: RunResult) -> str:
+    return str(getattr(result.error, "node", "") or "")
+
+
+def _retryable(error: BaseException | None, retry_validation: bool) -> bool:
+    if error is None or isinstance(error, RunTimeoutError | RunCancelledError):
+        return False
+    if isinstance(error, DataValidationError):
+        return retry_validation
+    cause = error.__cause__
+    if isinstance(error, PermanentError) or isinstance(cause, PermanentError | ConfigError):
+        return False
+    return not isinstance(cause, DataValidationError) or retry_validation
+
+
+def _retry_delay(
+    pipeline: type[Pipeline], settings: Settings, result: RunResult, retries: dict[str, int]
+) -> float | None:
+    """Seconds to wait before retrying the failed node, or None when it is not retried."""
+    if result.state != "failed":
+        return None
+    name = _failed_node(result)
+    node = pipeline.graph().nodes.get(name)
+    if node is None:
+        return None
+    options = node.run_options
+    if not _retryable(result.error, options.retry_validation_errors):
+        return None
+    allowed = options.retries if options.retries is not None else settings.run.retries
+    done = retries.get(name, 0)
+    if done >= allowed:
+        return None
+    retries[name] = done + 1
+    delay = options.retry_delay if options.retry_delay is not None else settings.run.retry_delay
+    backoff = (
+        options.retry_exponential_backoff
+        if options.retry_exponential_backoff is not None
+        else settings.run.retry_exponential_backoff
+    )
+    if backoff:
+        delay *= 2**done
+    cap = options.max_retry_delay or settings.run.max_retry_delay
+    return min(delay, cap) if cap is not None else delay
+
+
+def _notify(
+    pipeline: type[Pipeline],
+    event: str,
+    result: RunResult,
+    ctx: Context,
+    notifiers: Mapping[str, Any] | None,
+    attempt: int,
+    settings: Settings,
+) -> None:
+    callbacks = {
+        "failure": pipeline.on_failure,
+        "retry": pipeline.on_retry,
+        "success": pipeline.on_success,
+    }[event]
+    if not callbacks:
+        return
+    from etlkit.notifications import NotificationContext, dispatch
+
+    context = NotificationContext(
+        event=event,
+        pipeline=pipeline.name,
+        run_id=result.run_id,
+        logical_date=ctx.logical_date,
+        node=_failed_node(result),
+        error=str(result.error) if result.error is not None else None,
+        attempt=attempt,
+        log_path=str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
+        state=result.state,
+    )
+    dispatch(callbacks, context, notifiers or {})
 
 
 def _alive(pid: int | None) -> bool:

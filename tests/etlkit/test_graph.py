@@ -195,7 +195,7 @@ def test_reading_from_a_sink_is_refused() -> None:
 
     with pytest.raises(
         PipelineDefinitionError,
-        match=r"node 'again' reads from sink 'out'; sinks have no output",
+        match=r"node 'again' reads from sink 'out', which has no output; to run after it",
     ):
         AfterSink.graph()
 

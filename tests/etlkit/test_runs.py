@@ -1,0 +1,214 @@
+"""Running for real: node retries with backoff, timeouts, tasks, incremental cursors, the store."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandera.polars as pdp
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import etlkit as ek
+from etlkit.store import RunStore
+from etlkit.testing import MemorySink, MemorySource
+
+
+class Row(pdp.DataFrameModel):
+    id: int
+    amount: float
+
+
+TABLE = pa.table({"id": [1, 2, 3, 4], "amount": [1.0, 2.0, 3.0, 4.0]})
+
+
+class Flaky(ek.Transform[Row, Row]):
+    """Fails its first `failures` attempts with `error`."""
+
+    def __init__(self, *inputs: ek.Source, failures: int, error: Exception) -> None:
+        super().__init__(*inputs)
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return batch
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    with RunStore(tmp_path / "store.sqlite") as opened:
+        yield opened
+
+
+def test_a_failing_node_is_retried_with_exponential_backoff_from_staged_inputs(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    class Retried(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        flaky = Flaky(rows, failures=2, error=ConnectionError("warehouse busy")).options(
+            retries=3, retry_delay=5, retry_exponential_backoff=True, max_retry_delay=8
+        )
+        out = MemorySink(flaky)
+
+    delays: list[float] = []
+    result = Retried.run(settings=settings, store=store, sleep=delays.append)
+
+    assert result.state == "success", result.error
+    assert delays == [5, 8]  # 5, then 10 capped at 8
+    assert Retried.rows.reads == 1  # retries restart from the staged output of `rows`
+    assert Retried.out.table().num_rows == 4
+    attempts = [
+        (n.node, n.attempt, n.state)
+        for n in store.node_runs(result.run_id, latest_attempt_only=False)
+    ]
+    assert ("flaky", 1, "failed") in attempts
+    assert ("flaky", 3, "done") in attempts
+    assert [e.kind for e in store.events(result.run_id)].count("node_retry") == 2
+
+
+def test_retries_run_out_and_the_run_fails(settings: ek.Settings, store: RunStore) -> None:
+    class Exhausted(ek.Pipeline):
+        retries = 1
+        rows = MemorySource(TABLE, schema=Row)
+        flaky = Flaky(rows, failures=5, error=OSError("disk on fire"))
+
+    delays: list[float] = []
+    result = Exhausted.run(settings=settings, store=store, sleep=delays.append)
+
+    assert result.state == "failed"
+    assert delays == [0.0]  # the pipeline's retries=1, default delay 0
+    assert "OSError: disk on fire" in str(result.error)
+    assert store.get_run(result.run_id).state == "failed"
+
+
+def test_permanent_and_validation_errors_are_not_retried(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    class Bad(ek.PermanentError, ValueError):
+        pass
+
+    class Permanent(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        flaky = Flaky(rows, failures=1, error=Bad("schema changed upstream")).options(retries=3)
+
+    delays: list[float] = []
+    assert Permanent.run(settings=settings, store=store, sleep=delays.append).state == "failed"
+    assert delays == []
+
+    class Invalid(ek.Pipeline):
+        rows = MemorySource(pa.table({"id": [1], "amount": ["x"]}), schema=Row).options(retries=3)
+
+    result = Invalid.run(settings=settings, store=store, sleep=delays.append)
+    assert isinstance(result.error, ek.DataValidationError)
+    assert delays == []
+
+
+def test_a_node_past_its_timeout_fails_the_run_naming_the_limit(settings: ek.Settings) -> None:
+    release = threading.Event()
+
+    class Stuck(ek.Transform[Row, Row]):
+        def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+            release.wait(30)  # never yields: the run abandons it after the grace period
+            return batch
+
+    class TimesOut(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        stuck = Stuck(rows).options(timeout=0.2)
+        out = MemorySink(stuck)
+
+    try:
+        result = TimesOut.run(settings=settings.with_overrides({"run.cancel_grace": 0.2}, "test"))
+    finally:
+        release.set()
+
+    assert isinstance(result.error, ek.NodeTimeoutError)
+    assert "Node 'stuck' in pipeline 'times_out'" in str(result.error)
+    assert "timed out after 0.2s (its timeout)" in str(result.error)
+    assert result.nodes["stuck"].state == "failed"
+    assert not TimesOut.out.committed
+
+
+def test_a_run_past_the_pipeline_timeout_is_cancelled(settings: ek.Settings) -> None:
+    release = threading.Event()
+
+    class Slow(ek.Transform[Row, Row]):
+        def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+            while not ctx.cancelled():  # a well-behaved node polls for cancellation
+                release.wait(0.01)
+            return batch
+
+    class RunTimeout(ek.Pipeline):
+        timeout = 0.3
+        rows = MemorySource(TABLE, schema=Row)
+        slow = Slow(rows)
+
+    result = RunTimeout.run(settings=settings)
+    release.set()
+
+    assert isinstance(result.error, ek.RunTimeoutError)
+    assert "timed out after 0.3s (the pipeline's timeout)" in str(result.error)
+    assert result.nodes["slow"].state == "cancelled"
+
+
+def test_tasks_run_after_their_inputs_including_sinks(settings: ek.Settings) -> None:
+    order: list[str] = []
+
+    class Record(ek.Task):
+        def __init__(self, label: str, *, after: list[ek.Sink]) -> None:
+            super().__init__(after=after)
+            self.label = label
+
+        def run(self, ctx: ek.Context) -> None:
+            assert ReportThenSend.out.committed
+            order.append(f"{self.label} {ctx.ds}")
+
+    class ReportThenSend(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        out = MemorySink(rows)
+        send = Record("send", after=[out])
+
+    result = ReportThenSend.run(settings=settings, date="2025-03-01")
+
+    assert result.state == "success", result.error
+    assert order == ["send 2025-03-01"]
+
+
+def test_incremental_source_loads_each_row_exactly_once(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    data = {"table": TABLE}
+
+    class Incremental(ek.Pipeline):
+        rows = MemorySource(lambda: iter(data["table"].to_batches()), schema=Row).incremental("id")
+        out = MemorySink(rows)
+
+    first = Incremental.run(settings=settings, store=store)
+    assert Incremental.out.table().column("id").to_pylist() == [1, 2, 3, 4]
+    assert store.get_state("incremental", "cursor.rows") == "4"
+
+    data["table"] = pa.concat_tables([TABLE, pa.table({"id": [5, 6], "amount": [5.0, 6.0]})])
+    Incremental.run(settings=settings, store=store)
+    assert Incremental.out.table().column("id").to_pylist() == [5, 6]
+
+    data["table"] = pa.concat_tables([data["table"], pa.table({"id": [7], "amount": [-1.0]})])
+
+    class Failing(ek.Sink):
+        def write(self, batches, ctx):  # type: ignore[no-untyped-def]
+            list(batches)
+            raise OSError("target down")
+
+    class IncrementalFails(Incremental):
+        name = "incremental"
+        out = Failing("rows")
+
+    assert IncrementalFails.run(settings=settings, store=store).state == "failed"
+    assert store.get_state("incremental", "cursor.rows") == "6"  # a failed run never advances
+
+    Incremental.run(settings=settings, store=store)
+    assert Incremental.out.table().column("id").to_pylist() == [7]
+    assert first.state == "success"
