@@ -144,6 +144,8 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
 _SKIPPED_SECTIONS: Final = frozenset({"connections", "notifiers", "pools"})
 _ENV_PREFIX: Final = "ETLKIT_"
 _CONN_PREFIX: Final = "ETLKIT_CONN_"
+# set by etlkit for the programs a Command node runs: not settings
+_RUN_VARIABLES: Final = frozenset({"ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE"})
 _BOOLS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _EXPECTED: Final[dict[type[Any], str]] = {
     bool: "a boolean (true/false, yes/no, 1/0)",
@@ -244,7 +246,11 @@ def load_settings(
     env_names = {_env_name(key): key for key in specs}
     for name, raw in environ.items():
         upper = name.upper()
-        if not upper.startswith(_ENV_PREFIX) or upper.startswith(_CONN_PREFIX):
+        if (
+            not upper.startswith(_ENV_PREFIX)
+            or upper.startswith(_CONN_PREFIX)
+            or upper in _RUN_VARIABLES
+        ):
             continue
         if upper not in env_names:
             where = " (settings are ETLKIT_<SECTION>__<KEY>, connections ETLKIT_CONN_<NAME>)"

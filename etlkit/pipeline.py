@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import time
 import types
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -200,7 +201,7 @@ class Pipeline:
             store=store,
             trigger=trigger,
             notifiers=notifiers,
-            **({"sleep": sleep} if sleep is not None else {}),
+            sleep=sleep or time.sleep,
         )
 
     @classmethod

@@ -283,15 +283,17 @@ def _notify(
     }[event]
     if not callbacks:
         return
-    from etlkit.notifications import NotificationContext, dispatch
+    from etlkit.connections import active_connections, mask
+    from etlkit.notifications import NotificationContext, NotificationEvent, dispatch
 
+    error = str(result.error) if result.error is not None else None
     context = NotificationContext(
-        event=event,
+        event=cast("NotificationEvent", event),
         pipeline=pipeline.name,
         run_id=result.run_id,
         logical_date=ctx.logical_date,
         node=_failed_node(result),
-        error=str(result.error) if result.error is not None else None,
+        error=mask(error, active_connections()) if error is not None else None,
         attempt=attempt,
         log_path=str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
         state=result.state,
@@ -369,3 +371,87 @@ def retry_run(
         resumed=True,
         staging_root=record.staging_root,
     )
+
+
+def run_recorded(
+    pipeline: type[Pipeline],
+    run_id: str,
+    *,
+    settings: Settings,
+    store: RunStore,
+    listeners: Sequence[Listener] = (),
+    resume: bool = False,
+) -> RunResult:
+    """Execute, in this process, a run already recorded in the store (queued or claimed).
+
+    This is what `python -m etlkit.worker` runs for the scheduler, `etlkit trigger` and
+    backfills: the logical date, params, data interval and staging root come from the record,
+    and nodes see the dates in the pipeline's timezone (so `ctx.ds` is the local date). With
+    `resume`, the outputs an earlier attempt committed are verified and reused, and sinks that
+    already wrote are skipped, as `retry_run` does.
+
+    Raises:
+        StoreError: the run is unknown, belongs to another pipeline, or is neither queued nor
+            running.
+        ConfigError: the pipeline's timezone is unknown.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    record = store.get_run(run_id)
+    if record.pipeline != pipeline.name:
+        raise StoreError(f"Run {run_id} belongs to pipeline '{record.pipeline}'")
+    if record.state not in ("queued", "running"):
+        raise StoreError(
+            f"Run {record.run_id} of '{record.pipeline}' is {record.state}, not queued or running;"
+            f" use `etlkit retry {record.run_id}` to run it again."
+        )
+    try:
+        tz = ZoneInfo(pipeline.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"Pipeline '{pipeline.name}' has timezone {pipeline.timezone!r}, which is not an IANA"
+            " timezone (e.g. 'Europe/Berlin', 'UTC')."
+        ) from exc
+    reuse: Collection[str] = ()
+    skip: Collection[str] = ()
+    if resume:
+        reuse, skip = _resume_plan(pipeline, record.run_id, record.staging_root, store)
+        store.add_event(
+            record.run_id, "retry", payload={"reused": sorted(reuse), "skipped": sorted(skip)}
+        )
+    start, end = record.data_interval_start, record.data_interval_end
+    interval = (start.astimezone(tz), end.astimezone(tz)) if start and end else None
+    return run_pipeline(
+        pipeline,
+        settings=settings,
+        logical_date=record.logical_date.astimezone(tz),
+        params=record.params,
+        listeners=listeners,
+        run_id=record.run_id,
+        reuse=reuse,
+        skip=skip,
+        store=store,
+        resumed=True,
+        staging_root=record.staging_root,
+        data_interval=interval,
+    )
+
+
+def _resume_plan(
+    pipeline: type[Pipeline], run_id: str, staging_root: str, store: RunStore
+) -> tuple[frozenset[str], frozenset[str]]:
+    """`(reuse, skip)` for rerunning `run_id`: its intact committed outputs and written sinks."""
+    graph = pipeline.graph()
+    staging = Staging(staging_root)
+    committed = set()
+    for name in graph.order:
+        if staging.manifest(pipeline.name, run_id, name) is None:
+            continue
+        problems = staging.verify(pipeline.name, run_id, name)
+        if problems:
+            logger.warning("staged output of %s is damaged, recomputing: %s", name, problems[0])
+            staging.discard(pipeline.name, run_id, name)
+        else:
+            committed.add(name)
+    done_sinks = {n.node for n in store.node_runs(run_id) if n.kind == "sink" and n.state == "done"}
+    return graph.resume_plan(committed, done_sinks)
