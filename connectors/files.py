@@ -13,6 +13,15 @@ was.
 A path with glob characters (`*`, `?`, `[`) reads every matching file in sorted order; a
 directory reads every file below it. Files and directories whose name starts with `.` or `_`
 (temporary objects, `_SUCCESS` markers) are skipped.
+
+Object stores: `conn="lake"` takes the credentials and endpoint of that named connection
+(`etlkit.connections`: an s3, http(s) or file connection matching the path's scheme). Without
+it, s3fs finds them itself: the AWS_* environment variables (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, and `AWS_ENDPOINT_URL` for S3-compatible stores), `~/.aws`, instance
+roles. Sinks never create buckets. On S3 a move is a copy then a delete: a sink's target still
+appears only once complete, but a dataset is replaced object by object.
+
+    billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling, conn="lake")
 """
 
 from __future__ import annotations
@@ -40,10 +49,13 @@ import pyarrow.dataset as pads
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
-from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.connections import resolve
+from etlkit.errors import ConnectorError, StagingError
+from etlkit.nodes import Context, Node, Sink, Source, SourceFiles, WriteResult
 from etlkit.schema import Model, arrow_schema, column_names, model_name
+from etlkit.staging import footer_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +67,15 @@ _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 _ROW_NUMBER: Final = re.compile(r"Row #(\d+): ")
 _CSV_CONVERSION: Final = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error")
 _QUOTED: Final = re.compile(r"'(.*)'\s*$", re.DOTALL)
+# fsspec protocols without real directories, whose makedirs would create a missing bucket
+_OBJECT_STORES: Final = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
+# connection kind -> the path schemes reachable through it
+_SCHEMES: Final[dict[str, frozenset[str]]] = {
+    "s3": frozenset({"s3", "s3a"}),
+    "http": frozenset({"http", "https"}),
+    "https": frozenset({"http", "https"}),
+    "file": frozenset({"file", "local"}),
+}
 
 
 # ---------------------------------------------------------------- paths and files
@@ -75,15 +96,74 @@ def _display(fs: Any, path: str) -> str:
     return path if protocol in ("file", "local") else str(fs.unstrip_protocol(path))
 
 
+def _filesystem(where: str, url: str, conn: str | None) -> tuple[Any, str]:
+    """The filesystem and path of a rendered URL, with the named connection's storage options.
+
+    Raises:
+        ConfigError: the connection is not defined (`ConnectionNotFoundError`) or unusable.
+        ConnectorError: the path's scheme is not one the connection reaches.
+    """
+    options: dict[str, Any] = {}
+    if conn is not None:
+        options = _storage_options(where, url, conn)
+    fs, path = url_to_fs(url, **options)
+    return fs, str(path)
+
+
+def _storage_options(where: str, url: str, conn: str) -> dict[str, Any]:
+    connection = resolve(conn)
+    scheme = url.partition("://")[0].lower() if "://" in url else "file"
+    schemes = _SCHEMES.get(connection.kind, frozenset())
+    if scheme not in schemes:
+        wanted = " or ".join(f"{s}://" for s in sorted(schemes)) or "no file paths"
+        raise ConnectorError(
+            f"{where}: path {url!r} cannot be reached through connection '{connection.name}', "
+            f"a {connection.kind} connection ({connection.source}), which takes {wanted}; fix "
+            "the path or the conn= name."
+        )
+    return connection.storage_options()
+
+
+def _object_store(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return bool(_OBJECT_STORES.intersection(protocols))
+
+
+def _prepare_parent(where: str, fs: Any, path: str) -> None:
+    """Create the target's directory; on object stores (no directories) check the bucket."""
+    if not _object_store(fs):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        return
+    bucket = path.split("/", 1)[0]
+    if not fs.exists(bucket):
+        raise ConnectorError(
+            f"{where}: bucket {bucket!r} of {_display(fs, path)!r} does not exist, or these "
+            "credentials cannot see it; create it first (sinks never create buckets), or "
+            "check the connection's endpoint and credentials."
+        )
+
+
+def _move(fs: Any, source: str, target: str) -> None:
+    """Move a directory tree: a rename where directories exist; on object stores a copy of each
+    object, then a delete (fsspec's recursive move trips over S3's pseudo-directories)."""
+    if not _object_store(fs):
+        fs.mv(source, target, recursive=True)
+        return
+    files = fs.find(source)
+    if files:
+        fs.copy(files, [target + name[len(source) :] for name in files])
+    _remove(fs, source)
+
+
 def _visible(path: str, root: str) -> bool:
     relative = path[len(root) :] if path.startswith(root) else posixpath.basename(path)
     return not any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
-def _resolve(where: str, template: str, ctx: Context) -> _Files:
+def _resolve(where: str, template: str, ctx: Context, conn: str | None) -> _Files:
     """Render `template` and list the files it names, sorted; raise when there are none."""
     rendered = ctx.render(template)
-    fs, path = url_to_fs(rendered)
+    fs, path = _filesystem(where, rendered, conn)
     shown = repr(rendered) if rendered == template else f"{rendered!r} (from {template!r})"
     magic = _GLOB_CHARS.search(path)
     if magic is not None:
@@ -194,9 +274,11 @@ class CsvSource(Source):
         delimiter: str = ",",
         header: bool = True,
         encoding: str = "utf8",
+        conn: str | None = None,
     ) -> None:
         super().__init__(schema=schema)
         self.path = path
+        self.conn = conn
         self.model = schema
         self.chunk_rows = chunk_rows
         self.delimiter = delimiter
@@ -204,7 +286,7 @@ class CsvSource(Source):
         self.encoding = encoding
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = _resolve(self._where(), self.path, ctx)
+        files = _resolve(self._where(), self.path, ctx, self.conn)
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
             yield from self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows)
@@ -390,9 +472,17 @@ class ParquetSource(Source):
             missing, or a column's type cannot be cast; the message names file and column.
     """
 
-    def __init__(self, path: str, *, schema: Model, chunk_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        conn: str | None = None,
+    ) -> None:
         super().__init__(schema=schema)
         self.path = path
+        self.conn = conn
         self.model = schema
         self.chunk_rows = chunk_rows
 
@@ -400,7 +490,7 @@ class ParquetSource(Source):
         return f"ParquetSource '{self.name or '(unnamed)'}'"
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = _resolve(self._where(), self.path, ctx)
+        files = _resolve(self._where(), self.path, ctx, self.conn)
         for path, size in zip(files.paths, files.sizes, strict=True):
             shown = repr(_display(files.fs, path))
             if size == 0:
@@ -414,6 +504,44 @@ class ParquetSource(Source):
                         f"{self._where()}: file {shown} is not a Parquet file ({exc})."
                     ) from exc
                 yield from self._read_file(parquet, path, shown, self.chunk_rows or ctx.chunk_rows)
+
+    def files(self, ctx: Context) -> SourceFiles | None:
+        """The local files `read` would read, for consumers that read them in place.
+
+        None (stream as usual) for remote files, empty or unreadable files, files lacking a
+        declared column (partition directories) or with a column no safe cast reaches: the
+        streaming read reports those cases precisely.
+        """
+        found = _resolve(self._where(), self.path, ctx, self.conn)
+        if not found.paths or not isinstance(found.fs, LocalFileSystem):
+            return None
+        expected = _read_schema(self.model)
+        rows, sizes, checksums = 0, [], []
+        for path, size in zip(found.paths, found.sizes, strict=True):
+            if size == 0:
+                return None
+            try:
+                with found.fs.open(path, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    stored, count = parquet.schema_arrow, parquet.metadata.num_rows
+                length, checksum = footer_checksum(found.fs, path)
+            except (pa.ArrowInvalid, OSError, StagingError):
+                return None
+            for target in expected:
+                if target.name not in stored.names:
+                    return None
+                if not _castable(stored.field(target.name).type, target.type):
+                    return None
+            rows += count
+            sizes.append(length)
+            checksums.append(checksum)
+        return SourceFiles(
+            urls=tuple(found.paths),
+            columns=tuple(expected.names),
+            rows=rows,
+            sizes=tuple(sizes),
+            checksums=tuple(checksums),
+        )
 
     def _read_file(
         self, parquet: Any, path: str, shown: str, chunk_rows: int
@@ -486,9 +614,17 @@ class NdjsonSource(Source):
             convert to its column's type; the message names the file, line and column.
     """
 
-    def __init__(self, path: str, *, schema: Model, chunk_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        conn: str | None = None,
+    ) -> None:
         super().__init__(schema=schema)
         self.path = path
+        self.conn = conn
         self.model = schema
         self.chunk_rows = chunk_rows
 
@@ -496,7 +632,7 @@ class NdjsonSource(Source):
         return f"NdjsonSource '{self.name or '(unnamed)'}'"
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = _resolve(self._where(), self.path, ctx)
+        files = _resolve(self._where(), self.path, ctx, self.conn)
         chunk_rows = self.chunk_rows or ctx.chunk_rows
         for path in files.paths:
             logger.debug("%s: reading %s", self._where(), path)
@@ -659,15 +795,16 @@ def _write_file(
     template: str,
     ctx: Context,
     write: Callable[[Any], int],
+    conn: str | None,
 ) -> WriteResult:
     """Run `write(handle)` on a temporary object next to the target, then move it into place.
 
     On any exception (including `RunCancelledError` from the batches) the temporary object is
     deleted and the exception propagates: the target keeps its previous content.
     """
-    fs, path = url_to_fs(ctx.render(template))
+    fs, path = _filesystem(where, ctx.render(template), conn)
     temp = _temp_path(path, ctx)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    _prepare_parent(where, fs, path)
     committed = False
     try:
         with fs.open(temp, "wb") as handle:
@@ -694,9 +831,17 @@ class CsvSink(Sink):
         ConnectorError: a batch lacks a column or cannot be cast to the file's types.
     """
 
-    def __init__(self, path: str, input: Node | str, *, schema: Model | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        input: Node | str,
+        *,
+        schema: Model | None = None,
+        conn: str | None = None,
+    ) -> None:
         super().__init__(input, schema=schema)
         self.path = path
+        self.conn = conn
 
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
         where = f"CsvSink '{self.name or '(unnamed)'}'"
@@ -717,7 +862,7 @@ class CsvSink(Sink):
                     writer.close()
             return rows
 
-        return _write_file(where, self.path, ctx, write)
+        return _write_file(where, self.path, ctx, write, self.conn)
 
 
 class ParquetSink(Sink):
@@ -739,9 +884,11 @@ class ParquetSink(Sink):
         *,
         schema: Model | None = None,
         compression: str = "zstd",
+        conn: str | None = None,
     ) -> None:
         super().__init__(input, schema=schema)
         self.path = path
+        self.conn = conn
         self.compression = compression
 
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
@@ -766,7 +913,7 @@ class ParquetSink(Sink):
                     writer.close()
             return rows
 
-        return _write_file(where, self.path, ctx, write)
+        return _write_file(where, self.path, ctx, write, self.conn)
 
 
 class NdjsonSink(Sink):
@@ -780,9 +927,17 @@ class NdjsonSink(Sink):
         ConnectorError: a batch lacks a column or cannot be cast to the file's types.
     """
 
-    def __init__(self, path: str, input: Node | str, *, schema: Model | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        input: Node | str,
+        *,
+        schema: Model | None = None,
+        conn: str | None = None,
+    ) -> None:
         super().__init__(input, schema=schema)
         self.path = path
+        self.conn = conn
 
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
         where = f"NdjsonSink '{self.name or '(unnamed)'}'"
@@ -798,7 +953,7 @@ class NdjsonSink(Sink):
                 rows += batch.num_rows
             return rows
 
-        return _write_file(where, self.path, ctx, write)
+        return _write_file(where, self.path, ctx, write, self.conn)
 
 
 class ParquetDatasetSink(Sink):
@@ -829,6 +984,7 @@ class ParquetDatasetSink(Sink):
         partition_by: Sequence[str],
         schema: Model | None = None,
         max_partitions: int = 1024,
+        conn: str | None = None,
     ) -> None:
         super().__init__(input, schema=schema)
         if isinstance(partition_by, str):
@@ -843,6 +999,7 @@ class ParquetDatasetSink(Sink):
                 "must be non-empty names without '/', '=' or a leading '.'."
             )
         self.path = path
+        self.conn = conn
         self.partition_by = list(partition_by)
         self.max_partitions = max_partitions
 
@@ -860,9 +1017,9 @@ class ParquetDatasetSink(Sink):
                 counter["rows"] += batch.num_rows
                 yield batch
 
-        fs, path = url_to_fs(ctx.render(self.path))
-        temp, parent = _temp_path(path, ctx), posixpath.dirname(path)
-        fs.makedirs(parent, exist_ok=True)
+        fs, path = _filesystem(where, ctx.render(self.path), self.conn)
+        temp = _temp_path(path, ctx)
+        _prepare_parent(where, fs, path)
         committed = False
         try:
             first = next(batches, None)
@@ -870,7 +1027,8 @@ class ParquetDatasetSink(Sink):
             schema = conform.schema
             if schema is not None:
                 self._write_dataset(where, fs, temp, schema, conformed(first))
-            fs.makedirs(temp, exist_ok=True)
+            if not _object_store(fs):  # an empty input commits an empty directory
+                fs.makedirs(temp, exist_ok=True)
             files = fs.find(temp, detail=True)
             size = sum(int(info.get("size") or 0) for info in files.values())
             self._commit(fs, temp, path, ctx)
@@ -926,13 +1084,13 @@ class ParquetDatasetSink(Sink):
 
     def _commit(self, fs: Any, temp: str, path: str, ctx: Context) -> None:
         if not fs.exists(path):
-            fs.mv(temp, path, recursive=True)
+            _move(fs, temp, path)
             return
         old = _temp_path(path, ctx, kind="old")
-        fs.mv(path, old, recursive=True)
+        _move(fs, path, old)
         try:
-            fs.mv(temp, path, recursive=True)
+            _move(fs, temp, path)
         except BaseException:
-            fs.mv(old, path, recursive=True)
+            _move(fs, old, path)
             raise
         _remove(fs, old)

@@ -92,6 +92,7 @@ class RunOptions:
     skip: frozenset[str] = frozenset()
     run_timeout: float | None = None
     cancel_grace: float = 10.0
+    reference_sources: bool = True
 
 
 @dataclass
@@ -204,6 +205,32 @@ def _split(batch: pa.RecordBatch, rows: int, max_bytes: int) -> Iterator[pa.Reco
         return
     for offset in range(0, n, step):
         yield batch.slice(offset, step)
+
+
+_SQL_TYPES: dict[type[pl.DataType], str] = {
+    pl.Int8: "TINYINT",
+    pl.Int16: "SMALLINT",
+    pl.Int32: "INTEGER",
+    pl.Int64: "BIGINT",
+    pl.UInt8: "UTINYINT",
+    pl.UInt16: "USMALLINT",
+    pl.UInt32: "UINTEGER",
+    pl.UInt64: "UBIGINT",
+    pl.Float32: "FLOAT",
+    pl.Float64: "DOUBLE",
+    pl.String: "VARCHAR",
+    pl.Boolean: "BOOLEAN",
+    pl.Date: "DATE",
+}
+
+
+def _sql_type(dtype: pl.DataType) -> str | None:
+    """The DuckDB type a polars dtype casts to, or None when there is no plain equivalent."""
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision or 38}, {dtype.scale or 0})"
+    return _SQL_TYPES.get(type(dtype))
 
 
 def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
@@ -390,6 +417,8 @@ class _Run:
                 node.run(ctx)
                 stats.state = "done"
                 self.committed[name].set()
+            elif isinstance(node, Source) and self.refer(name, node, ctx, stats):
+                stats.state = "done"
             else:
                 if self.options.validate and node.output_model is not None:
                     guard = self.guard(name, node)
@@ -546,7 +575,7 @@ class _Run:
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
             first_schema = arrow_schema(model)
-        self.check_dataset(name, node, stats, writer)
+        self.check_dataset(name, node, stats, writer.part_urls() if writer is not None else [])
         if writer is not None:
             manifest = writer.commit(
                 empty_schema=first_schema,
@@ -561,9 +590,62 @@ class _Run:
             stats.bytes_staged = manifest.bytes
         self.finish(name)
 
-    def check_dataset(
-        self, name: str, node: Node, stats: NodeStats, writer: NodeWriter | None
-    ) -> None:
+    def refer(self, name: str, node: Source, ctx: Context, stats: NodeStats) -> bool:
+        """Stage a reference to the immutable files a source reads, validated in one pass.
+
+        Only when nothing streams from the source (its consumers are Sql and Lazy nodes, which
+        read files anyway): the data is then not copied. False means: stream it as usual (also
+        when validation finds failures, so the chunks report them exactly).
+        """
+        if not self.options.reference_sources or node.cursor_column is not None:
+            return False
+        if any(c in self.inboxes for c in self.graph.consumers[name]):
+            return False
+        files = node.files(ctx)
+        if files is None:
+            return False
+        model = node.output_model
+        frame = pl.scan_parquet(
+            list(files.urls), storage_options=dict(files.storage_options) or None
+        ).select(files.columns)
+        found = frame.collect_schema()
+        select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
+        if model is not None:
+            wanted = polars_schema(model)
+            casts = {c: t for c, t in wanted.items() if c in found and found[c] != t}
+            sql_types = {c: _sql_type(t) for c, t in casts.items()}
+            if any(t is None for t in sql_types.values()):
+                return False
+            frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
+            select = [(c, sql_types.get(c)) for c in files.columns]
+            if self.options.validate:
+                from etlkit.validation import ChunkValidator
+
+                verdict = ChunkValidator(model).scan_clean(frame)
+                if verdict is not True:
+                    logger.info(
+                        "node %s: %s; validating chunk by chunk",
+                        name,
+                        "the files break the model" if verdict is False else "custom checks",
+                        extra={"run_id": self.ctx.run_id, "node": name},
+                    )
+                    return False
+        stats.rows_in = stats.rows_out = files.rows
+        stats.chunks_out = len(files.urls)
+        self.check_dataset(name, node, stats, list(files.urls))
+        writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
+        writer.commit_reference(
+            urls=files.urls,
+            rows=files.rows,
+            sizes=files.sizes,
+            checksums=files.checksums,
+            select=select,
+            extra={"kind": node.kind, "validated": self.options.validate and model is not None},
+        )
+        self.finish(name)
+        return True
+
+    def check_dataset(self, name: str, node: Node, stats: NodeStats, files: list[str]) -> None:
         """Row counts, uniqueness across chunks and SQL assertions over the whole output."""
         expected = node.expectations
         unique: list[tuple[str, ...]] = []
@@ -575,7 +657,6 @@ class _Run:
             return
         from etlkit.validation import dataset_problems
 
-        files = writer.part_urls() if writer is not None else []
         con = self.duckdb() if files and (unique or expected.sql) else None
         try:
             problems = dataset_problems(
@@ -731,6 +812,8 @@ class _Run:
         con = self.duckdb()
         try:
             for upstream, files in self.input_files(name).items():
+                manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
+                select = manifest.reference_select if manifest is not None else None
                 if not files:
                     raise NodeError(
                         f"Input '{upstream}' of SQL node '{name}' produced no rows and declares "
@@ -740,17 +823,39 @@ class _Run:
                         run_id=self.ctx.run_id,
                     )
                 listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                con.execute(f'CREATE VIEW "{upstream}" AS SELECT * FROM read_parquet([{listed}])')
+                columns = "*"
+                if select is not None:
+                    columns = ", ".join(
+                        f'CAST("{c}" AS {t}) AS "{c}"' if t else f'"{c}"' for c, t in select
+                    )
+                con.execute(
+                    f'CREATE VIEW "{upstream}" AS SELECT {columns} FROM read_parquet([{listed}])'
+                )
             sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
             yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
         finally:
             con.close()
 
+    def polars_options(self, files: list[str]) -> dict[str, str] | None:
+        """polars' storage options for staged files (None for local ones)."""
+        if all("://" not in f for f in files):
+            return None
+        return self.staging.polars_storage_options()
+
     def run_lazy(self, name: str, node: Lazy[Any], ctx: Context) -> Iterator[pl.DataFrame]:
         frames = []
         for upstream, files in self.input_files(name).items():
             if files:
-                frames.append(pl.scan_parquet(files))
+                frame = pl.scan_parquet(files, storage_options=self.polars_options(files))
+                manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
+                if manifest is not None and manifest.reference_select is not None:
+                    model = self.graph.nodes[upstream].output_model
+                    columns = [c for c, _ in manifest.reference_select]
+                    frame = frame.select(columns)
+                    if model is not None:
+                        wanted = polars_schema(model)
+                        frame = frame.with_columns(pl.col(c).cast(wanted[c]) for c in columns)
+                frames.append(frame)
             else:
                 model = self.graph.nodes[upstream].output_model
                 frames.append(pl.LazyFrame(schema=polars_schema(model) if model else None))

@@ -360,6 +360,23 @@ def _as_model(arg: Any) -> Model | None:
     return arg if isinstance(arg, type) and hasattr(arg, "to_schema") else None
 
 
+@dataclass(frozen=True)
+class SourceFiles:
+    """Immutable Parquet files a source would read, which consumers may read in place.
+
+    A source that can describe its input this way (`Source.files`) is not copied into staging
+    when only `Sql` and `Lazy` nodes read it: the staged output is a reference (these files,
+    their sizes and footer checksums, which a resume verifies), validated in one pass.
+    """
+
+    urls: tuple[str, ...]
+    columns: tuple[str, ...]
+    rows: int
+    sizes: tuple[int, ...]
+    checksums: tuple[str, ...]
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Source(Node):
     """Produces record batches from the outside world.
 
@@ -376,6 +393,13 @@ class Source(Node):
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         """Yield the source's data, one record batch at a time."""
         raise NotImplementedError(f"{type(self).__name__} must implement read(ctx)")
+
+    def files(self, ctx: Context) -> SourceFiles | None:
+        """The immutable Parquet files `read` would read, if it reads such files as they are.
+
+        Optional: None (the default) means the source's output is always streamed and staged.
+        """
+        return None
 
 
 class Transform(Node, Generic[InT, OutT]):

@@ -192,8 +192,7 @@ def _outputs(
         manifest = staging.manifest(pipeline, run_id, name)
         if manifest is None:  # removed since it was listed (gc)
             continue
-        directory = staging.node_dir(pipeline, run_id, name)
-        files = tuple(staging.url(f"{directory}/{f.name}") for f in manifest.files)
+        files = tuple(staging.manifest_urls(pipeline, run_id, name, manifest))
         found[name] = _Output(run_id, files, tuple(column for column, _ in manifest.schema))
     return found
 

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,6 +25,8 @@ from etlkit.errors import StagingError
 
 MANIFEST: str = "_manifest.json"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# fsspec protocols without real directories, whose makedirs would create a missing bucket
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
 
 
 def check_path_part(kind: str, value: str) -> str:
@@ -96,6 +98,14 @@ class Manifest:
         data["format_version"] = 1
         return json.dumps(data, indent=2, sort_keys=True)
 
+    @property
+    def reference_select(self) -> list[tuple[str, str | None]] | None:
+        """For a reference to a source's own files: the columns read and their SQL casts."""
+        reference = self.extra.get("reference")
+        if not isinstance(reference, Mapping):
+            return None
+        return [(str(c), t) for c, t in reference.get("select", [])]
+
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse a manifest written by `to_json`."""
@@ -107,13 +117,48 @@ class Manifest:
 
 
 class Staging:
-    """The staging area under one root URL (a local directory, `s3://bucket/prefix`, ...)."""
+    """The staging area under one root URL (a local directory, `s3://bucket/prefix`, ...).
+
+    On S3 the credentials and endpoint are `storage_options` (s3fs's: key, secret,
+    endpoint_url, ...) or, without them, s3fs's defaults: the AWS_* environment variables
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), ~/.aws, instance roles. The
+    bucket must exist: staging never creates one.
+    """
 
     def __init__(self, root: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root_url = root
         self.fs, self.root = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
+        protocol = self.fs.protocol
+        self.protocols: tuple[str, ...] = (protocol,) if isinstance(protocol, str) else protocol
+        self.object_store = bool(_OBJECT_STORES.intersection(self.protocols))
+
+    def polars_storage_options(self) -> dict[str, str] | None:
+        """Options for polars' own S3 reader (`pl.scan_parquet(urls, storage_options=...)`)
+        reaching the same root as `self.fs`; None where polars needs none (local, memory).
+
+        Credentials and endpoint given as `storage_options` are translated to polars' names;
+        otherwise polars reads the same AWS_* variables as s3fs, and only `aws_allow_http` is
+        added when the endpoint s3fs resolved is plain http (polars refuses http otherwise).
+        """
+        if "s3" not in self.protocols:
+            return None
+        given = dict(self.fs.storage_options)
+        names = {
+            "key": "aws_access_key_id",
+            "secret": "aws_secret_access_key",
+            "token": "aws_session_token",
+            "endpoint_url": "aws_endpoint_url",
+        }
+        options = {theirs: str(given[ours]) for ours, theirs in names.items() if given.get(ours)}
+        region = (given.get("client_kwargs") or {}).get("region_name")
+        if region:
+            options["aws_region"] = str(region)
+        endpoint = options.get("aws_endpoint_url") or self.fs.connect().meta.endpoint_url
+        if str(endpoint).startswith("http://"):
+            options["aws_allow_http"] = "true"
+        return options
 
     def node_dir(self, pipeline: str, run_id: str, node: str) -> str:
         """Where a node's staged output lives (a path on `self.fs`)."""
@@ -148,7 +193,14 @@ class Staging:
         try:
             if self.fs.exists(directory):
                 self.fs.rm(directory, recursive=True)
-            self.fs.makedirs(directory, exist_ok=True)
+            if not self.object_store:
+                self.fs.makedirs(directory, exist_ok=True)
+            elif not self.fs.exists(self.root.split("/", 1)[0]):
+                raise StagingError(
+                    f"Cannot stage under {self.root_url}: its bucket does not exist, or these "
+                    "credentials cannot see it (staging never creates buckets); create it, or "
+                    "check AWS_ENDPOINT_URL and the credentials"
+                )
         except OSError as exc:
             raise StagingError(f"Cannot prepare staging directory {directory}: {exc}") from exc
         return NodeWriter(self, pipeline, run_id, node, directory, part_rows)
@@ -175,6 +227,12 @@ class Staging:
             raise StagingError(
                 f"Node '{node}' of pipeline '{pipeline}' has no committed output in run {run_id}"
             )
+        return self.manifest_urls(pipeline, run_id, node, manifest)
+
+    def manifest_urls(self, pipeline: str, run_id: str, node: str, manifest: Manifest) -> list[str]:
+        """The URLs of a manifest's parts (a reference lists its source's own files)."""
+        if manifest.reference_select is not None:
+            return [f.name for f in manifest.files]
         directory = self.node_dir(pipeline, run_id, node)
         return [self.url(f"{directory}/{f.name}") for f in manifest.files]
 
@@ -186,6 +244,16 @@ class Staging:
         manifest = self.manifest(pipeline, run_id, node)
         if manifest is None:
             raise StagingError(f"Node '{node}' has no committed output in run {run_id}")
+        select = manifest.reference_select
+        if select is not None:
+            columns = [c for c, _ in select]
+            for staged in manifest.files:
+                fs, path = fsspec.core.url_to_fs(staged.name)
+                with fs.open(path, "rb") as fh:
+                    yield from pq.ParquetFile(fh).iter_batches(
+                        batch_size=batch_size, columns=columns
+                    )
+            return
         for staged in manifest.files:
             with self.fs.open(f"{directory}/{staged.name}", "rb") as fh:
                 yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size)
@@ -197,16 +265,21 @@ class Staging:
             return [f"node '{node}' has no committed output in run {run_id}"]
         directory = self.node_dir(pipeline, run_id, node)
         problems = []
+        reference = manifest.reference_select is not None
         for staged in manifest.files:
-            path = f"{directory}/{staged.name}"
+            path = staged.name if reference else f"{directory}/{staged.name}"
             try:
-                size, checksum = footer_checksum(self.fs, path)
+                if reference:
+                    fs, local = fsspec.core.url_to_fs(path)
+                    size, checksum = footer_checksum(fs, local)
+                else:
+                    size, checksum = footer_checksum(self.fs, path)
             except (OSError, StagingError) as exc:
-                problems.append(f"{self.url(path)}: {exc}")
+                problems.append(f"{path if reference else self.url(path)}: {exc}")
                 continue
             if size != staged.bytes or (staged.checksum and checksum != staged.checksum):
                 problems.append(
-                    f"{self.url(path)} changed since it was committed "
+                    f"{path if reference else self.url(path)} changed since it was committed "
                     f"({staged.bytes} bytes, checksum {staged.checksum}; now {size} bytes, "
                     f"checksum {checksum})"
                 )
@@ -370,16 +443,26 @@ class NodeWriter:
             self._writer = self._open_part(empty_schema)
         self._close_part()
         schema = self.schema or empty_schema
+        columns = tuple((f.name, str(f.type)) for f in schema) if schema is not None else ()
+        return self._write_manifest(columns, dict(extra or {}))
+
+    def _write_manifest(
+        self,
+        columns: tuple[tuple[str, str], ...],
+        extra: dict[str, Any],
+        *,
+        total_bytes: int | None = None,
+    ) -> Manifest:
         manifest = Manifest(
             pipeline=self.pipeline,
             run_id=self.run_id,
             node=self.node,
             rows=self.rows,
-            bytes=sum(f.bytes for f in self._files),
+            bytes=sum(f.bytes for f in self._files) if total_bytes is None else total_bytes,
             files=tuple(self._files),
-            schema=tuple((f.name, str(f.type)) for f in schema) if schema is not None else (),
+            schema=columns,
             committed_at=datetime.now(UTC).isoformat(),
-            extra=dict(extra or {}),
+            extra=extra,
         )
         fs = self.staging.fs
         tmp = f"{self.directory}/.{MANIFEST}.{uuid.uuid4().hex}"
@@ -388,6 +471,38 @@ class NodeWriter:
         fs.mv(tmp, f"{self.directory}/{MANIFEST}")
         self._state = "committed"
         return manifest
+
+    def commit_reference(
+        self,
+        *,
+        urls: Sequence[str],
+        rows: int,
+        sizes: Sequence[int],
+        checksums: Sequence[str],
+        select: Sequence[tuple[str, str | None]],
+        extra: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Commit a reference to immutable source files instead of a copy of their data.
+
+        `select` lists the columns read and the SQL type each is cast to (None: as stored).
+        The files' sizes and footer checksums let a resume verify they did not change.
+
+        Raises:
+            StagingError: the writer already wrote parts, or is committed or aborted.
+        """
+        self._check_open("commit")
+        if self._files:
+            raise StagingError(f"Node '{self.node}' wrote parts; it cannot also be a reference")
+        self.rows = rows
+        self._files = [
+            StagedFile(url, 0, size, checksum)
+            for url, size, checksum in zip(urls, sizes, checksums, strict=True)
+        ]
+        details = {"reference": {"select": [list(pair) for pair in select]}, **dict(extra or {})}
+        self.schema = None
+        return self._write_manifest(
+            tuple((c, t or "as stored") for c, t in select), details, total_bytes=0
+        )
 
     def abort(self) -> None:
         """Discard everything written; safe to call more than once."""

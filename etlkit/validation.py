@@ -326,6 +326,35 @@ class ChunkValidator:
         invalid = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
         return ChunkReport(data=data, invalid=invalid, failures=failures)
 
+    def scan_clean(self, frame: pl.LazyFrame) -> bool | None:
+        """Whether a whole lazy frame passes every check, computed in one streaming pass.
+
+        This is how immutable inputs are validated in place: polars reads only the model's
+        columns and aggregates each check's failures, with no Python per chunk. Returns None
+        when the model has checks only Pandera itself can run; the caller then validates chunk
+        by chunk (as it does after False, to report the failing rows exactly).
+        """
+        if self._whole or self._frame_checks:
+            return None
+        if any(rule.fallback for rule in self._rules.values()):
+            return None
+        plan = self._plan(frame.collect_schema())
+        if plan.problems or plan.drop:
+            return False
+        if plan.raw:
+            frame = frame.with_columns(pl.col(c).alias(_RAW + c) for c in plan.raw)
+        if plan.casts:
+            frame = frame.with_columns(plan.casts)
+        if not plan.checks:
+            return True
+        try:
+            counts = frame.select(
+                c.fail.cast(pl.UInt32).sum().alias(str(i)) for i, c in enumerate(plan.checks)
+            ).collect(engine="streaming")
+        except pl.exceptions.PolarsError:
+            return False  # a cast or check cannot run on this data: let the chunks say why
+        return not any(counts.row(0))
+
     def schema_problems(self, df: pl.DataFrame) -> list[str]:
         """Missing columns, wrong dtypes (after coercion) and, when strict, extra columns."""
         return list(self._plan(df.schema).problems)
