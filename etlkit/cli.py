@@ -333,6 +333,41 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connections(args: argparse.Namespace) -> int:
+    from etlkit import connections
+
+    known = connections.active_connections()
+    if args.action == "list":
+        rows = connections.list_rows(known)
+        if not rows:
+            print("no connections defined (ETLKIT_CONN_<NAME>=uri or [connections] in etlkit.toml)")
+            return 0
+        _print_table(("name", "kind", "uri", "source"), rows)
+        return 0
+    if not args.name:
+        raise ConfigError("etlkit connections test needs a connection NAME")
+    conn = connections.resolve(args.name, connections=known)
+    ok, message = connections.test_connection(conn, timeout=args.timeout)
+    print(f"{conn.name}: {'ok' if ok else 'FAILED'}: {message}")
+    return 0 if ok else 5
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _store(settings) as store:
+        if args.action == "show":
+            states = store.states(args.pipeline)
+            if not states:
+                print(f"no state stored for pipeline '{args.pipeline}'")
+            for name, value in sorted(states.items()):
+                print(f"{name} = {value}")
+            return 0
+        removed = store.delete_state(args.pipeline, f"cursor.{args.node}" if args.node else None)
+        what = f"node '{args.node}'" if args.node else "every node"
+        print(f"reset {removed} value(s) of pipeline '{args.pipeline}' ({what})")
+    return 0
+
+
 def _age(text: str) -> timedelta:
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
@@ -505,10 +540,35 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--shell", action="store_true", help="interactive prompt over the views")
     query.set_defaults(func=cmd_query)
 
+    conns = sub.add_parser("connections", help="named connections: list them, test one")
+    conns.add_argument("action", choices=["list", "test"])
+    conns.add_argument("name", nargs="?", help="the connection to test")
+    conns.add_argument("--timeout", type=float, default=5.0)
+    conns.set_defaults(func=cmd_connections)
+
+    state = sub.add_parser("state", help="incremental cursors of a pipeline: show or reset")
+    state.add_argument("action", choices=["show", "reset"])
+    state.add_argument("pipeline")
+    state.add_argument("node", nargs="?", help="reset only this node's cursor")
+    state.set_defaults(func=cmd_state)
+
     validate = sub.add_parser("validate", help="load every pipeline and report every problem")
     validate.add_argument("--pipelines", help="pipelines folder")
     validate.set_defaults(func=cmd_validate)
     return parser
+
+
+def _activate_connections(args: argparse.Namespace) -> None:
+    """Load the named connections once, make them resolvable, mask their secrets in logs."""
+    from etlkit import connections
+
+    loaded = connections.load_connections(
+        _project(args), config_file=Path(args.config) if args.config else None
+    )
+    connections.activate(loaded)
+    masking = connections.install_log_masking(loaded)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(masking)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -518,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_level, args.log_format)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "connections", True):
+            _activate_connections(args)
         return func(args)
     except EtlkitError as exc:
         if args.debug:

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "runs": {
         *("errors", "execution", "nodes", "staging", "runlog", "config", "pipeline", "store"),
-        *("graph", "notifications"),
+        *("graph", "notifications", "connections"),
     },
     "pipeline": {
         *("errors", "nodes", "graph", "execution", "staging", "config", "schema", "runs"),

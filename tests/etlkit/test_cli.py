@@ -84,3 +84,37 @@ def test_settings_file_is_read_from_the_project(
     (project / "etlkit.toml").write_text("[run]\nchunk_rowz = 5\n")
     assert main(["run", "tiny"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_connections_list_masks_secrets_and_test_reports_failure(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETLKIT_CONN_WAREHOUSE", "postgresql://etl:hunter2@127.0.0.1:9/dw")
+    assert main(["connections", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "warehouse" in out
+    assert "postgresql://etl:***@127.0.0.1:9/dw" in out
+    assert "hunter2" not in out
+
+    assert main(["connections", "test", "warehouse", "--timeout", "1"]) == 5
+    captured = capsys.readouterr()
+    assert "warehouse: FAILED" in captured.out
+    assert "hunter2" not in captured.out + captured.err
+
+    assert main(["connections", "test", "warehouse_x"]) == 2
+    assert "Did you mean 'warehouse'" in capsys.readouterr().err
+
+
+def test_state_show_and_reset_incremental_cursors(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from etlkit.store import RunStore
+
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        store.set_state("tiny", "cursor.numbers", "42")
+    assert main(["state", "show", "tiny"]) == 0
+    assert "cursor.numbers = 42" in capsys.readouterr().out
+    assert main(["state", "reset", "tiny", "numbers"]) == 0
+    assert "reset 1 value(s)" in capsys.readouterr().out
+    assert main(["state", "show", "tiny"]) == 0
+    assert "no state stored" in capsys.readouterr().out
