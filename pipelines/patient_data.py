@@ -1,10 +1,18 @@
 """Patient data: extract the patients CSV, validate, clean, load into a DuckDB table.
 
     etlkit run patient_data --param data_dir=data/demo
+    etlkit run patient_data_postgres --param data_dir=data/demo
 
 Replaces the users' Airflow DAG (extract -> validate -> transform -> load). Patients without an id
 or an empty extract stop the run before anything is loaded; the load replaces the table
 atomically, so a failed run leaves yesterday's table intact.
+
+`PatientDataPostgres` is the same pipeline loading the PostgreSQL table `patients` of the named
+connection `hospital_db` (the DAG's `postgres_conn_id`), configured in etlkit.toml or as
+`ETLKIT_CONN_HOSPITAL_DB=postgresql://user:password@host:5432/hospital`. The connection is only
+resolved when the load runs, so `etlkit validate` needs no database. To load another server (a
+test's, say), subclass it with a fresh sink:
+`load = PostgresSink("cleaned", dsn="postgresql://...", table="patients", mode="replace")`.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import polars as pl
 import etlkit as ek
 from connectors.duckdb import DuckDBTableSink
 from connectors.files import CsvSource
+from connectors.postgres import PostgresSink
 
 
 class RawPatient(pdp.DataFrameModel):
@@ -83,4 +92,15 @@ class PatientData(ek.Pipeline):
 
     patients = CsvSource("{data_dir}/patients.csv", schema=RawPatient).expect(min_rows=1)
     cleaned = CleanPatients(patients)
-    load = DuckDBTableSink("{warehouse}", "patients", cleaned, mode="replace")
+    load: ek.Sink = DuckDBTableSink("{warehouse}", "patients", cleaned, mode="replace")
+
+
+class PatientDataPostgres(PatientData):
+    """Patients CSV -> validated, cleaned -> PostgreSQL table `patients` of `hospital_db`.
+
+    Define the connection (`ETLKIT_CONN_HOSPITAL_DB=postgresql://user:pass@host/db`) and set a
+    schedule to run it daily, as the Airflow DAG it replaces did.
+    """
+
+    schedule = None  # not scheduled until `hospital_db` is defined on the machine
+    load = PostgresSink(PatientData.cleaned, conn="hospital_db", table="patients", mode="replace")
