@@ -31,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, get_args
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import polars as pl
@@ -640,6 +640,13 @@ class PostgresSource(Source):
         self.partition_column = partition_column
         self.partitions = partitions
         self.incremental_column = incremental_column
+        if incremental_column is not None:
+            self.incremental(incremental_column)  # the run keeps the cursor between runs
+
+    def incremental(self, cursor: str) -> Self:
+        """Load only rows above the last run's cursor; the predicate runs in PostgreSQL."""
+        self.incremental_column = cursor
+        return super().incremental(cursor)
 
     def __repr__(self) -> str:
         where = self._dsn.masked if self._dsn is not None else f"conn={self.conn!r}"
@@ -654,7 +661,8 @@ class PostgresSource(Source):
                 the model's, the query fails, or the server cannot be reached.
             PostgresTransientError: the server refused or dropped the connection.
         """
-        yield from self.read_since(ctx, None)
+        pushed = ctx.cursor if self.cursor_column is not None else None
+        yield from self.read_since(ctx, pushed)
 
     def read_since(self, ctx: Context, last_value: str | None) -> Iterator[pa.RecordBatch]:
         """Like `read`, only rows whose `incremental_column` is greater than `last_value`.

@@ -850,3 +850,35 @@ def socket_closed_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+def test_three_incremental_runs_load_each_row_exactly_once(
+    postgres_dsn: str, postgres_db: Connection, tmp_path: Path
+) -> None:
+    from etlkit.store import RunStore
+    from etlkit.testing import MemorySink
+
+    put(postgres_db, "visits", patients(10))
+
+    class Visits(ek.Pipeline):
+        visits = PostgresSource(dsn=postgres_dsn, table="visits", schema=Patient).incremental(
+            "seen_at"
+        )
+        out = MemorySink(visits)
+
+    settings = ek.load_settings(tmp_path, env={}, cli={"paths.state_dir": str(tmp_path)})
+    loaded: list[int] = []
+    with RunStore(tmp_path / "store.sqlite") as store:
+        for appended in (0, 5, 3):
+            if appended:
+                start = len(loaded)
+                with postgres_db.cursor() as cur:
+                    cur.adbc_ingest("visits", patients(appended, offset=start), mode="append")
+            result = Visits.run(settings=settings, store=store)
+            assert result.state == "success", result.error
+            ids = Visits.out.table().column("id").to_pylist()
+            assert result.nodes["visits"].rows_in == len(ids)  # filtered in PostgreSQL
+            loaded.extend(ids)
+        assert store.get_state("visits", "cursor.visits") == "2025-01-01 17:00:00.000000"
+    assert sorted(loaded) == list(range(18))
+    assert len(loaded) == len(set(loaded))
