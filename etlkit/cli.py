@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import (
     ConfigError,
@@ -151,6 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings=settings,
             listeners=listeners,
             store=store,
+            notifiers=_notifiers(args),
+            pools=_pools(args),
         )
     result.raise_for_error()
     return 0
@@ -168,6 +170,19 @@ def _listeners(mode: str) -> list[Listener]:
     if mode == "plain":
         return [PlainProgress(sys.stdout)]
     return []
+
+
+def _notifiers(args: argparse.Namespace) -> dict[str, Any]:
+    from etlkit.notifications import load_notifiers
+
+    config = Path(args.config) if args.config else None
+    return dict(load_notifiers(_project(args), config_file=config))
+
+
+def _pools(args: argparse.Namespace) -> dict[str, int]:
+    from etlkit.scheduling.pools import load_pools
+
+    return load_pools(_project(args), Path(args.config) if args.config else None)
 
 
 def _store(settings: Settings) -> RunStore:
@@ -202,6 +217,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
             store=store,
             settings=_settings(args, cls),
             listeners=_listeners(args.progress),
+            pools=_pools(args),
+            notifiers=_notifiers(args),
         )
     result.raise_for_error()
     return 0

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import polars as pl
 import pyarrow as pa
 
 from etlkit import runlog
 from etlkit.errors import (
+    ConfigError,
     DataValidationError,
     EtlkitError,
     NodeError,
@@ -93,6 +95,44 @@ class RunOptions:
     run_timeout: float | None = None
     cancel_grace: float = 10.0
     reference_sources: bool = True
+    pools: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    slots: SlotProvider | None = None
+    max_active_nodes: int = 0
+
+
+class SlotProvider(Protocol):
+    """Leases of pool slots shared across runs and processes (the run store implements it)."""
+
+    def acquire_slot(self, pool: str, slots: int, run_id: str, node: str, pid: int) -> bool: ...
+
+    def release_slot(self, pool: str, run_id: str, node: str) -> bool: ...
+
+
+class _LocalSlots:
+    """Pool slots within this process only: used when a run has no store."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[str, set[tuple[str, str]]] = {}
+
+    def acquire_slot(self, pool: str, slots: int, run_id: str, node: str, pid: int) -> bool:
+        with self.lock:
+            holders = self.held.setdefault(pool, set())
+            if (run_id, node) in holders or len(holders) < slots:
+                holders.add((run_id, node))
+                return True
+            return False
+
+    def release_slot(self, pool: str, run_id: str, node: str) -> bool:
+        with self.lock:
+            holders = self.held.get(pool, set())
+            found = (run_id, node) in holders
+            holders.discard((run_id, node))
+            return found
+
+
+_LOCAL_SLOTS = _LocalSlots()
+ALL_NODES_POOL: Final = "__all_nodes__"
 
 
 @dataclass
@@ -258,6 +298,7 @@ class _Run:
         self.lock = threading.Lock()
         self.committed = {name: threading.Event() for name in graph.order}
         self.skipped = False  # a soft-failing sensor skips the run
+        self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
         idle = options.reuse | options.skip
         self.inboxes = {
             name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
@@ -393,6 +434,7 @@ class _Run:
         ctx = self.ctx.for_node(name)
         writer: NodeWriter | None = None
         guard: OutputGuard | None = None
+        held: list[str] = []
         extra = {"pipeline": self.graph.pipeline, "run_id": self.ctx.run_id, "node": name}
         runlog.bind(self.graph.pipeline, self.ctx.run_id, name)
         try:
@@ -400,6 +442,7 @@ class _Run:
                 stats.state = "skipped"
                 return
             self.wait_for_inputs(name)
+            held = self.take_slots(name, node, held)
             stats.state = "running"
             stats.started = time.perf_counter()
             self.emit("node_started", name)
@@ -448,6 +491,8 @@ class _Run:
         except Exception as exc:  # the node boundary: user and library code of any kind
             self.node_failed(stats, self.wrap(name, stats, exc, f"{type(exc).__name__}: {exc}"))
         finally:
+            for pool in held:
+                self.slots.release_slot(pool, self.ctx.run_id, name)
             if stats.state != "done":
                 if writer is not None:
                     writer.abort()
@@ -506,6 +551,37 @@ class _Run:
         )
         error.__cause__ = exc
         return error
+
+    def take_slots(self, name: str, node: Node, held: list[str]) -> list[str]:
+        """Wait for a slot of the node's pool (and of the global node limit), as leases."""
+        wanted: list[tuple[str, int]] = []
+        if self.options.max_active_nodes and node.kind != "sensor":
+            wanted.append((ALL_NODES_POOL, self.options.max_active_nodes))
+        pool = node.run_options.pool
+        if pool is not None:
+            if pool not in self.options.pools:
+                raise ConfigError(
+                    f"Node '{name}' uses pool '{pool}', which is not defined; pools are "
+                    f"{sorted(self.options.pools) or 'none'} (add `{pool} = N` under [pools] "
+                    "in etlkit.toml)"
+                )
+            wanted.append((pool, self.options.pools[pool]))
+        for pool_name, size in wanted:
+            waited = False
+            while not self.slots.acquire_slot(pool_name, size, self.ctx.run_id, name, os.getpid()):
+                if not waited:
+                    logger.info(
+                        "node %s waits for a slot of pool %s (%d slots)",
+                        name,
+                        pool_name,
+                        size,
+                        extra={"run_id": self.ctx.run_id, "node": name},
+                    )
+                    waited = True
+                if self.cancel.wait(0.2):
+                    raise RunCancelledError("run cancelled")
+            held.append(pool_name)
+        return held
 
     def sense(self, name: str, node: Sensor, ctx: Context, stats: NodeStats) -> None:
         from etlkit.sensors import wait

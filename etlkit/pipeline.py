@@ -162,6 +162,7 @@ class Pipeline:
         trigger: str = "manual",
         notifiers: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] | None = None,
+        pools: Mapping[str, int] | None = None,
     ) -> RunResult:
         """Run the pipeline once, now, in this process; return the result (check `.error`).
 
@@ -179,6 +180,7 @@ class Pipeline:
             trigger: why the run happens: manual, schedule, backfill.
             notifiers: configured notifiers by name, for `on_failure` & co.
             sleep: waits between node retries (tests pass a fake).
+            pools: pool sizes by name (`[pools]` in etlkit.toml).
 
         Raises:
             PipelineDefinitionError: the graph is invalid (nothing has run).
@@ -202,6 +204,7 @@ class Pipeline:
             trigger=trigger,
             notifiers=notifiers,
             sleep=sleep or time.sleep,
+            pools=pools,
         )
 
     @classmethod
@@ -212,6 +215,8 @@ class Pipeline:
         store: RunStore,
         settings: Settings | None = None,
         listeners: Sequence[Listener] = (),
+        pools: Mapping[str, int] | None = None,
+        notifiers: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Resume a failed run under its run id: only what did not commit runs again.
 
@@ -224,7 +229,13 @@ class Pipeline:
         if settings is None:
             settings = load_settings(Path.cwd(), env={})
         return retry_run(
-            cls, run_id, settings=cls.layered(settings), store=store, listeners=listeners
+            cls,
+            run_id,
+            settings=cls.layered(settings),
+            store=store,
+            listeners=listeners,
+            pools=pools,
+            notifiers=notifiers,
         )
 
     @classmethod

@@ -76,9 +76,19 @@ class _Recorder:
             )
 
 
-def run_options(settings: Settings, reuse: Collection[str], skip: Collection[str]) -> RunOptions:
-    """The executor's options from resolved settings."""
+def run_options(
+    settings: Settings,
+    reuse: Collection[str],
+    skip: Collection[str],
+    *,
+    pools: Mapping[str, int] | None = None,
+    store: RunStore | None = None,
+) -> RunOptions:
+    """The executor's options from resolved settings (pools lease their slots in `store`)."""
     return RunOptions(
+        pools=dict(pools or {}),
+        slots=store,
+        max_active_nodes=settings.scheduler.max_active_nodes,
         chunk_rows=settings.run.chunk_rows,
         chunk_bytes=settings.run.chunk_bytes,
         channel_depth=settings.run.channel_depth,
@@ -112,6 +122,7 @@ def run_pipeline(
     data_interval: tuple[datetime, datetime] | None = None,
     notifiers: Mapping[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    pools: Mapping[str, int] | None = None,
 ) -> RunResult:
     """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc.
 
@@ -155,7 +166,7 @@ def run_pipeline(
         all_listeners = list(listeners)
         if store is not None:
             all_listeners.insert(0, _Recorder(store, run_id, attempt))
-        options = run_options(settings, reuse, skip)
+        options = run_options(settings, reuse, skip, pools=pools, store=store)
         result = _execute(graph, ctx, staging, options, all_listeners, settings.paths.logs_dir)
         delay = _retry_delay(pipeline, settings, result, retries)
         if delay is None:
@@ -320,6 +331,8 @@ def retry_run(
     settings: Settings,
     store: RunStore,
     listeners: Sequence[Listener] = (),
+    pools: Mapping[str, int] | None = None,
+    notifiers: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Resume a run that did not succeed, under the same run id, reusing what committed.
 
@@ -370,6 +383,8 @@ def retry_run(
         store=store,
         resumed=True,
         staging_root=record.staging_root,
+        pools=pools,
+        notifiers=notifiers,
     )
 
 

@@ -4,7 +4,9 @@ Threads share a `RunStore` (one lock around its connection); processes share the
 and every write is one `BEGIN IMMEDIATE` transaction). Datetimes are timezone-aware UTC in Python
 and ISO-8601 text (`2025-03-01T02:00:00.000000+00:00`) in the file, so they sort as text. The
 schema version is `PRAGMA user_version`; `_MIGRATIONS` upgrades older files in order, and a file
-from a newer etlkit is refused. `_SCHEMA_V1` below is the schema.
+from a newer etlkit is refused. `_SCHEMA_V1` below is the schema; `_SCHEMA_V2` adds what the
+scheduler needs: each run's data interval, paused pipelines, pool slot leases and scheduler
+heartbeats.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -27,13 +31,19 @@ logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 
-RunState = Literal["queued", "running", "success", "failed", "cancelled", "interrupted"]
+RunState = Literal["queued", "running", "success", "failed", "cancelled", "interrupted", "skipped"]
 NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
 
 RUN_STATES: Final[tuple[str, ...]] = get_args(RunState)
 NODE_STATES: Final[tuple[str, ...]] = get_args(NodeState)
 ACTIVE_STATES: Final[tuple[RunState, ...]] = ("queued", "running")
-FINAL_STATES: Final[tuple[RunState, ...]] = ("success", "failed", "cancelled", "interrupted")
+FINAL_STATES: Final[tuple[RunState, ...]] = (
+    "success",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "skipped",  # a sensor timed out with soft_fail: the run had nothing to do
+)
 RETRYABLE_STATES: Final[tuple[RunState, ...]] = ("failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_MS: Final = 10_000
 
@@ -68,6 +78,8 @@ class RunRecord:
     heartbeat_at: datetime | None
     pid: int | None
     attempt: int
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
 
     @property
     def duration(self) -> float | None:
@@ -106,6 +118,29 @@ class EventRecord:
     kind: str
     at: datetime
     payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SlotLease:
+    """One slot of a named pool held by one node of one run, in process `pid` on `host`."""
+
+    pool: str
+    run_id: str
+    node: str
+    pid: int
+    host: str
+    acquired_at: datetime
+
+
+@dataclass(frozen=True)
+class SchedulerRecord:
+    """A scheduler process working on this store, as of its last heartbeat."""
+
+    scheduler_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
 
 
 def _columns(record: type[Any], alias: str = "") -> str:
@@ -153,8 +188,28 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_SCHEMA_V2: Final = (
+    # The data interval [start, end) a scheduled run covers (NULL for runs without one).
+    "ALTER TABLE runs ADD COLUMN data_interval_start TEXT",
+    "ALTER TABLE runs ADD COLUMN data_interval_end TEXT",
+    "CREATE TABLE paused_pipelines (pipeline TEXT PRIMARY KEY, paused_at TEXT NOT NULL)",
+    # Slots of named pools held by running nodes, across processes (see `acquire_slot`).
+    """CREATE TABLE pool_slots (
+        pool TEXT NOT NULL, run_id TEXT NOT NULL, node TEXT NOT NULL, pid INTEGER NOT NULL,
+        host TEXT NOT NULL, acquired_at TEXT NOT NULL, PRIMARY KEY (pool, run_id, node))""",
+    """CREATE TABLE schedulers (
+        scheduler_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL, heartbeat_at TEXT NOT NULL)""",
+)
+
+
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2:
+        conn.execute(statement)
+
+
 # _MIGRATIONS[i] takes a file from version i to i + 1. Append; never edit a released one.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2]
 
 
 class RunStore:
@@ -220,21 +275,25 @@ class RunStore:
         staging_root: str,
         state: RunState = "queued",
         at: datetime | None = None,
+        data_interval_start: datetime | None = None,
+        data_interval_end: datetime | None = None,
     ) -> RunRecord:
-        """Record a new run (attempt 1) and return it.
+        """Record a new run (attempt 1) and return it; a scheduled run has a data interval.
 
         Raises:
             RunExistsError: the run id is taken, or `trigger` is 'schedule' or 'backfill' and
                 the pipeline already has such a run for `logical_date` (manual runs may repeat).
         """
         _check(state, RUN_STATES, "run state")
-        values = [run_id, pipeline, _ts(logical_date), json.dumps(dict(params), sort_keys=True)]
-        values += [trigger, state, _ts(at or _now()), staging_root]
+        values: list[str | None] = [run_id, pipeline, _ts(logical_date), trigger, state]
+        values += [json.dumps(dict(params), sort_keys=True), _ts(at or _now()), staging_root]
+        values += [_opt_ts(data_interval_start), _opt_ts(data_interval_end)]
         with self._transaction() as conn:
             try:
                 conn.execute(
-                    "INSERT INTO runs (run_id, pipeline, logical_date, params, trigger, state,"
-                    " created_at, staging_root) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (run_id, pipeline, logical_date, trigger, state, params,"
+                    " created_at, staging_root, data_interval_start, data_interval_end)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
             except sqlite3.IntegrityError as exc:
@@ -467,6 +526,266 @@ class RunStore:
         with self._guard() as conn:
             return {str(r[0]): str(r[1]) for r in conn.execute(sql, (pipeline,))}
 
+    # -- scheduling: planned runs, claims, requeues --------------------------------------------
+
+    def scheduled_runs(
+        self, pipeline: str, *, start: datetime, end: datetime
+    ) -> dict[datetime, RunRecord]:
+        """`pipeline`'s scheduled and backfilled runs with a logical date in [start, end]."""
+        sql = (
+            _RUNS + " WHERE pipeline = ? AND trigger IN ('schedule', 'backfill')"
+            " AND logical_date >= ? AND logical_date <= ?"
+        )
+        found = self._runs(sql, (pipeline, _ts(start), _ts(end)))
+        return {record.logical_date: record for record in found}
+
+    def last_logical_date(
+        self, pipeline: str, *, triggers: Collection[str] = ("schedule",)
+    ) -> datetime | None:
+        """The latest logical date among `pipeline`'s runs with one of `triggers`, or None."""
+        sql = (
+            f"SELECT MAX(logical_date) FROM runs WHERE pipeline = ?"
+            f" AND trigger IN ({', '.join('?' * len(triggers))})"
+        )
+        with self._guard() as conn:
+            row = conn.execute(sql, (pipeline, *triggers)).fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0]).astimezone(UTC)
+
+    def claim_run(
+        self,
+        run_id: str,
+        *,
+        pipeline_limit: int | None = None,
+        global_limit: int | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Mark a queued run as running before its process starts, if the limits allow it.
+
+        One transaction checks that the run is still queued and that fewer than
+        `pipeline_limit` runs of its pipeline (and fewer than `global_limit` runs in all) are
+        running, then claims it: of two schedulers sharing the store, one wins. The process
+        launched for it then calls `start_run` with its pid.
+
+        Returns:
+            True if this caller claimed the run; False if it is no longer queued or a limit
+            is reached (it stays queued).
+        """
+        now = _ts(at or _now())
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT pipeline, state FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"No run {run_id!r} in the run store at {self.path}.")
+            if row[1] != "queued":
+                return False
+            count = "SELECT COUNT(*) FROM runs WHERE state = 'running'"
+            if pipeline_limit is not None:
+                running = conn.execute(count + " AND pipeline = ?", (row[0],)).fetchone()[0]
+                if running >= pipeline_limit:
+                    return False
+            if global_limit is not None and conn.execute(count).fetchone()[0] >= global_limit:
+                return False
+            conn.execute(
+                "UPDATE runs SET state = 'running', started_at = ?, heartbeat_at = ?, pid = NULL"
+                " WHERE run_id = ?",
+                (now, now, run_id),
+            )
+            return True
+
+    def unclaim_run(self, run_id: str) -> bool:
+        """Put a claimed run whose process never started (no pid yet) back in the queue.
+
+        Returns:
+            True if the run is queued again; False if its process started (or it ended).
+        """
+        sql = (
+            "UPDATE runs SET state = 'queued', started_at = NULL, heartbeat_at = NULL"
+            " WHERE run_id = ? AND state = 'running' AND pid IS NULL"
+        )
+        with self._transaction() as conn:
+            return conn.execute(sql, (run_id,)).rowcount == 1
+
+    def finish_active_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        error: str | None = None,
+        attempt: int | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """`finish_run`, but only while the run is queued or running (at `attempt`, if given).
+
+        Returns:
+            True if this call finished the run; False if it had already ended (or moved on to
+            another attempt), so that two processes noticing the same dead run record it once.
+        """
+        _check(state, FINAL_STATES, "final run state")
+        sql = (
+            "UPDATE runs SET state = ?, finished_at = ?, error = ? WHERE run_id = ?"
+            " AND state IN ('queued', 'running') AND (? IS NULL OR attempt = ?)"
+        )
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            args = (state, _ts(at or _now()), error, run_id, attempt, attempt)
+            return conn.execute(sql, args).rowcount == 1
+
+    def requeue_run(
+        self,
+        run_id: str,
+        *,
+        from_states: Collection[RunState],
+        reason: str,
+        resume: bool,
+        attempt: int | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Queue a run again under its id (attempt + 1) if it is in `from_states` (at `attempt`).
+
+        Its start, end, heartbeat, error and pid are cleared, and a `requeued` event records
+        `reason` and `resume`: whether the next attempt reuses what the last one committed
+        (`python -m etlkit.worker` reads it) or recomputes everything.
+
+        Returns:
+            True if the run was queued again.
+        """
+        for state in from_states:
+            _check(state, RUN_STATES, "run state")
+        now = _ts(at or _now())
+        sql = (
+            "UPDATE runs SET state = 'queued', attempt = attempt + 1, started_at = NULL,"
+            " finished_at = NULL, heartbeat_at = NULL, error = NULL, pid = NULL"
+            f" WHERE run_id = ? AND state IN ({', '.join('?' * len(from_states))})"
+            " AND (? IS NULL OR attempt = ?)"
+        )
+        payload = json.dumps({"reason": reason, "resume": resume}, sort_keys=True)
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            if conn.execute(sql, (run_id, *from_states, attempt, attempt)).rowcount == 0:
+                return False
+            conn.execute(
+                "INSERT INTO events (run_id, node, kind, at, payload)"
+                " VALUES (?, '', 'requeued', ?, ?)",
+                (run_id, now, payload),
+            )
+            return True
+
+    # -- scheduling: paused pipelines and scheduler heartbeats -----------------------------------
+
+    def pause_pipeline(self, pipeline: str, *, at: datetime | None = None) -> bool:
+        """Stop the scheduler from planning and launching `pipeline`'s runs; False if it was."""
+        sql = "INSERT OR IGNORE INTO paused_pipelines (pipeline, paused_at) VALUES (?, ?)"
+        with self._transaction() as conn:
+            return conn.execute(sql, (pipeline, _ts(at or _now()))).rowcount == 1
+
+    def unpause_pipeline(self, pipeline: str) -> bool:
+        """Let the scheduler run `pipeline` again; False if it was not paused."""
+        with self._transaction() as conn:
+            sql = "DELETE FROM paused_pipelines WHERE pipeline = ?"
+            return conn.execute(sql, (pipeline,)).rowcount == 1
+
+    def paused_pipelines(self) -> dict[str, datetime]:
+        """Paused pipelines and since when."""
+        with self._guard() as conn:
+            rows = conn.execute("SELECT pipeline, paused_at FROM paused_pipelines ORDER BY 1")
+            return {str(r[0]): datetime.fromisoformat(r[1]).astimezone(UTC) for r in rows}
+
+    def scheduler_heartbeat(
+        self, scheduler_id: str, *, pid: int, started_at: datetime, at: datetime | None = None
+    ) -> None:
+        """Record that scheduler `scheduler_id` (process `pid` on this host) is alive."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO schedulers (scheduler_id, host, pid, started_at, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (scheduler_id) DO UPDATE SET"
+                " heartbeat_at = excluded.heartbeat_at",
+                (scheduler_id, socket.gethostname(), pid, _ts(started_at), _ts(at or _now())),
+            )
+
+    def remove_scheduler(self, scheduler_id: str) -> None:
+        """Forget a scheduler that stopped."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM schedulers WHERE scheduler_id = ?", (scheduler_id,))
+
+    def schedulers(self, *, since: datetime | None = None) -> list[SchedulerRecord]:
+        """Schedulers whose last heartbeat is at or after `since` (all if None), oldest first."""
+        sql = f"SELECT {_columns(SchedulerRecord)} FROM schedulers WHERE heartbeat_at >= ?"
+        with self._guard() as conn:
+            rows = conn.execute(sql + " ORDER BY started_at", (_opt_ts(since) or "",))
+            return [_record(SchedulerRecord, row) for row in rows]
+
+    # -- pools: slots leased by running nodes across processes -----------------------------------
+
+    def acquire_slot(
+        self, pool: str, slots: int, run_id: str, node: str, pid: int, *, at: datetime | None = None
+    ) -> bool:
+        """Take one of the `slots` slots of `pool` for `node` of `run_id`, held by process `pid`.
+
+        One transaction first reclaims the pool's leases held by processes of this host that
+        are gone, then counts the rest. Acquiring a slot this node already holds succeeds.
+
+        Returns:
+            True if the node holds a slot now; False if all slots are taken (try again later).
+
+        Raises:
+            StoreError: `slots` is below 1.
+        """
+        if slots < 1:
+            raise StoreError(f"Pool '{pool}' has {slots} slots; a pool needs at least 1.")
+        host = socket.gethostname()
+        with self._transaction() as conn:
+            leases = conn.execute(
+                "SELECT run_id, node, pid FROM pool_slots WHERE pool = ? AND host = ?",
+                (pool, host),
+            ).fetchall()
+            for lease in leases:
+                if not _pid_alive(int(lease[2])):
+                    logger.info(
+                        "pool %s: reclaimed the slot of node %s (run %s): process %d is gone",
+                        pool,
+                        lease[1],
+                        lease[0],
+                        lease[2],
+                    )
+                    conn.execute(
+                        "DELETE FROM pool_slots WHERE pool = ? AND run_id = ? AND node = ?",
+                        (pool, lease[0], lease[1]),
+                    )
+            held = conn.execute(
+                "SELECT 1 FROM pool_slots WHERE pool = ? AND run_id = ? AND node = ?",
+                (pool, run_id, node),
+            ).fetchone()
+            if held is not None:
+                return True
+            taken = conn.execute("SELECT COUNT(*) FROM pool_slots WHERE pool = ?", (pool,))
+            if int(taken.fetchone()[0]) >= slots:
+                return False
+            conn.execute(
+                "INSERT INTO pool_slots (pool, run_id, node, pid, host, acquired_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (pool, run_id, node, pid, host, _ts(at or _now())),
+            )
+            return True
+
+    def release_slot(self, pool: str, run_id: str, node: str) -> bool:
+        """Give back the slot `node` of `run_id` holds in `pool`; False if it held none."""
+        sql = "DELETE FROM pool_slots WHERE pool = ? AND run_id = ? AND node = ?"
+        with self._transaction() as conn:
+            return conn.execute(sql, (pool, run_id, node)).rowcount == 1
+
+    def release_run_slots(self, run_id: str) -> int:
+        """Give back every slot the nodes of `run_id` hold (its process ended); returns how many."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM pool_slots WHERE run_id = ?", (run_id,)).rowcount
+
+    def slot_leases(self, pool: str | None = None) -> list[SlotLease]:
+        """Slots held now, in `pool` or in every pool, oldest first."""
+        sql = f"SELECT {_columns(SlotLease)} FROM pool_slots WHERE ? IS NULL OR pool = ?"
+        with self._guard() as conn:
+            rows = conn.execute(sql + " ORDER BY acquired_at, pool, run_id, node", (pool, pool))
+            return [_record(SlotLease, row) for row in rows]
+
     # -- internals -------------------------------------------------------------------------------
 
     @contextmanager
@@ -577,9 +896,14 @@ def _record(record: type[_R], row: sqlite3.Row) -> _R:
     for name, value in values.items():
         if name in ("params", "payload"):
             values[name] = json.loads(value)
-        elif value is not None and (name.endswith("_at") or name in ("at", "logical_date")):
+        elif value is not None and (name.endswith("_at") or name in _DATETIME_COLUMNS):
             values[name] = datetime.fromisoformat(value).astimezone(UTC)
     return record(**values)
+
+
+_DATETIME_COLUMNS: Final = frozenset(
+    {"at", "logical_date", "data_interval_start", "data_interval_end"}
+)
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
@@ -604,3 +928,14 @@ def _filters(pipeline: str | None, states: Collection[str] | None) -> tuple[str,
         clauses.append(f"state IN ({', '.join('?' * len(states))})")
         args.extend(states)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (it may belong to someone else)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -212,3 +212,41 @@ def test_incremental_source_loads_each_row_exactly_once(
     Incremental.run(settings=settings, store=store)
     assert Incremental.out.table().column("id").to_pylist() == [7]
     assert first.state == "success"
+
+
+def test_a_pool_bounds_how_many_nodes_run_at_once(settings: ek.Settings, store: RunStore) -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    entered = threading.Event()
+
+    class Guarded(ek.Transform[Row, Row]):
+        def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            entered.set()
+            entered.wait(0.05)  # give the other branch every chance to overlap
+            with lock:
+                running -= 1
+            return batch
+
+    class Pooled(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row, chunk_rows=1)
+        first = Guarded(rows).options(pool="warehouse")
+        second = Guarded(rows).options(pool="warehouse")
+        third = Guarded(rows).options(pool="warehouse")
+
+    result = Pooled.run(settings=settings, store=store, pools={"warehouse": 1})
+
+    assert result.state == "success", result.error
+    assert peak == 1
+    assert store.slot_leases("warehouse") == []  # every slot given back
+
+    class Undefined(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        first = Guarded(rows).options(pool="nowhere")
+
+    failed = Undefined.run(settings=settings, pools={"warehouse": 1})
+    assert "uses pool 'nowhere', which is not defined; pools are ['warehouse']" in str(failed.error)

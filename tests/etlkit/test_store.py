@@ -528,15 +528,16 @@ def test_an_older_file_is_migrated_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "runs.db"
-    with RunStore(path) as v1:
-        new_run(v1, "r1")
-    assert raw(path, "PRAGMA user_version") == [(1,)]
+    current = RunStore.SCHEMA_VERSION
+    with RunStore(path) as older:
+        new_run(older, "r1")
+    assert raw(path, "PRAGMA user_version") == [(current,)]
 
     monkeypatch.setattr(store_module, "_MIGRATIONS", [*store_module._MIGRATIONS, _add_runs_note])
-    monkeypatch.setattr(RunStore, "SCHEMA_VERSION", 2)
-    with RunStore(path) as v2:
-        assert v2.get_run("r1").pipeline == "report"
-    assert raw(path, "PRAGMA user_version") == [(2,)]
+    monkeypatch.setattr(RunStore, "SCHEMA_VERSION", current + 1)
+    with RunStore(path) as newer:
+        assert newer.get_run("r1").pipeline == "report"
+    assert raw(path, "PRAGMA user_version") == [(current + 1,)]
     assert raw(path, "SELECT run_id, note FROM runs") == [("r1", "migrated")]
 
 
@@ -546,11 +547,12 @@ def test_a_failed_migration_leaves_the_file_untouched(
     path = tmp_path / "runs.db"
     with RunStore(path):
         pass
+    current = RunStore.SCHEMA_VERSION
     monkeypatch.setattr(store_module, "_MIGRATIONS", [*store_module._MIGRATIONS, _broken])
-    monkeypatch.setattr(RunStore, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(RunStore, "SCHEMA_VERSION", current + 1)
     with pytest.raises(StoreError, match="syntax error"):
         RunStore(path)
-    assert raw(path, "PRAGMA user_version") == [(1,)]
+    assert raw(path, "PRAGMA user_version") == [(current,)]
     assert raw(path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
