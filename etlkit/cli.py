@@ -385,6 +385,109 @@ def cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from etlkit.scheduling import serve
+
+    settings = _settings(args)
+    serve(
+        _project(args),
+        settings=settings,
+        config_file=Path(args.config) if args.config else None,
+        pipelines_dir=Path(args.pipelines) if args.pipelines else None,
+        log_level=args.log_level.upper() if args.log_level != "warning" else "INFO",
+    )
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from etlkit.scheduling import trigger
+
+    cls = _load(args)
+    settings = _settings(args, cls)
+    with _store(settings) as store:
+        record = trigger(
+            cls, store=store, settings=settings, date=args.date, params=_parse_params(args.param)
+        )
+    print(
+        f"queued run {record.run_id} of {record.pipeline} for {record.logical_date:%Y-%m-%d}; "
+        "the scheduler starts it on its next round (`etlkit scheduler`)"
+    )
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from etlkit.scheduling import pause, unpause
+
+    cls = _load(args)
+    with _store(_settings(args)) as store:
+        changed = pause(store, cls.name) if args.command == "pause" else unpause(store, cls.name)
+    state = "paused" if args.command == "pause" else "unpaused"
+    print(f"{cls.name} {state}" + ("" if changed else f" (it was already {state})"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from etlkit.scheduling import status
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        rows = status(store, _pipelines_dir(args))
+    table = []
+    for row in rows:
+        last = row.last_run
+        table.append(
+            (
+                row.name,
+                row.schedule or "manual",
+                "paused" if row.paused else "active",
+                _when(row.next_due) if row.error is None else "ERROR",
+                ", ".join(row.running) or "-",
+                f"{last.state} {last.logical_date:%Y-%m-%d}" if last else "-",
+            )
+        )
+    _print_table(("pipeline", "schedule", "state", "next due", "running", "last run"), table)
+    for row in rows:
+        if row.error:
+            print(f"\n{row.name}: {row.error}")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from etlkit.pipeline import parse_logical_date
+    from etlkit.scheduling import backfill
+
+    cls = _load(args)
+    settings = _settings(args, cls)
+    with _store(settings) as store:
+        summary = backfill(
+            cls,
+            start=parse_logical_date(args.start),
+            end=parse_logical_date(args.end),
+            store=store,
+            settings=settings,
+            project_dir=_project(args),
+            config_file=Path(args.config) if args.config else None,
+            pipelines_dir=_pipelines_dir(args),
+            reprocess=args.reprocess,
+            max_active=args.max_active,
+            reverse=args.reverse,
+        )
+    counts = ", ".join(
+        f"{summary.count(state)} {state}"
+        for state in ("success", "failed", "skipped", "cancelled", "interrupted")
+        if summary.count(state)
+    )
+    print(
+        f"backfill of {summary.pipeline}: {len(summary.logical_dates)} interval(s); "
+        f"{counts or 'nothing run'}; {len(summary.kept)} kept, "
+        f"{len(summary.elsewhere)} running elsewhere"
+    )
+    if summary.interrupted:
+        print("interrupted: run the same command again to resume")
+        return 130
+    return 0 if summary.ok else 1
+
+
 def _age(text: str) -> timedelta:
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
@@ -556,6 +659,43 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, default=100, help="rows shown as a table (0: all)")
     query.add_argument("--shell", action="store_true", help="interactive prompt over the views")
     query.set_defaults(func=cmd_query)
+
+    scheduler = sub.add_parser("scheduler", help="run pipelines on their schedules until stopped")
+    scheduler.add_argument("--pipelines", help="pipelines folder")
+    scheduler.set_defaults(func=cmd_scheduler)
+
+    trigger = sub.add_parser("trigger", help="queue a run for the scheduler to start")
+    trigger.add_argument("pipeline")
+    trigger.add_argument("--date", help="logical date (default: today)")
+    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    trigger.add_argument("--pipelines", help="pipelines folder")
+    trigger.set_defaults(func=cmd_trigger)
+
+    for name, text in (("pause", "stop scheduling a pipeline"), ("unpause", "schedule it again")):
+        toggle = sub.add_parser(name, help=text)
+        toggle.add_argument("pipeline")
+        toggle.add_argument("--pipelines", help="pipelines folder")
+        toggle.set_defaults(func=cmd_pause)
+
+    status = sub.add_parser("status", help="per pipeline: next due time, running runs, last run")
+    status.add_argument("--pipelines", help="pipelines folder")
+    status.set_defaults(func=cmd_status)
+
+    backfill = sub.add_parser("backfill", help="run every interval of a date range")
+    backfill.add_argument("pipeline")
+    backfill.add_argument("--start", required=True, help="first logical date (YYYY-MM-DD)")
+    backfill.add_argument("--end", required=True, help="last logical date (YYYY-MM-DD)")
+    backfill.add_argument(
+        "--reprocess",
+        choices=["missing", "failed", "all"],
+        default="missing",
+        help="missing: only dates without a successful run (default); failed: also rerun "
+        "failed ones; all: rerun everything",
+    )
+    backfill.add_argument("--max-active", type=int, default=1, help="runs at once")
+    backfill.add_argument("--reverse", action="store_true", help="newest dates first")
+    backfill.add_argument("--pipelines", help="pipelines folder")
+    backfill.set_defaults(func=cmd_backfill)
 
     conns = sub.add_parser("connections", help="named connections: list them, test one")
     conns.add_argument("action", choices=["list", "test"])

@@ -302,8 +302,8 @@ class _Run:
         idle = options.reuse | options.skip
         self.inboxes = {
             name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
-            for name, node in graph.nodes.items()
-            if node.streaming and name not in idle
+            for name in graph.order
+            if graph.streams_into(name) and name not in idle
         }
         self.result = RunResult(
             pipeline=graph.pipeline,
@@ -440,6 +440,7 @@ class _Run:
         try:
             if name in self.options.skip:
                 stats.state = "skipped"
+                self.committed[name].set()  # nothing waits on it (see Graph.resume_plan)
                 return
             self.wait_for_inputs(name)
             held = self.take_slots(name, node, held)
@@ -602,8 +603,8 @@ class _Run:
             stats.state = "done"
 
     def wait_for_inputs(self, name: str) -> None:
-        if self.graph.nodes[name].streaming and name not in self.options.reuse:
-            return
+        if name in self.inboxes or name in self.options.reuse:
+            return  # inputs arrive through the channel, or the node's own output is reused
         for upstream in self.graph.inputs[name]:
             while not self.committed[upstream].wait(_POLL_SECONDS):
                 if self.cancel.is_set():
@@ -845,13 +846,23 @@ class _Run:
     def arrivals(self, name: str, node: Node, stats: NodeStats) -> Iterator[pa.RecordBatch]:
         """The chunks arriving at a streaming node, checked against its input model if needed."""
         guard = self.input_guard(name, node)
-        for batch in self.inboxes[name]:
+        for batch in self.inboxes[name] if name in self.inboxes else self.staged_inputs(name):
             stats.rows_in += batch.num_rows
             stats.chunks_in += 1
             if guard is None:
                 yield batch
             else:
                 yield from guard.check(batch, stats.chunks_in)
+
+    def staged_inputs(self, name: str) -> Iterator[pa.RecordBatch]:
+        """A node's inputs read back from their committed staged outputs, one after another."""
+        for upstream in self.graph.inputs[name]:
+            for batch in self.staging.iter_batches(
+                self.graph.pipeline, self.ctx.run_id, upstream, batch_size=self.options.chunk_rows
+            ):
+                if self.cancel.is_set():
+                    raise RunCancelledError("run cancelled")
+                yield batch
 
     def transform(
         self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats

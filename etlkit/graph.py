@@ -76,7 +76,18 @@ class Graph:
             return True
         if node.output_model is not None and unique_sets(node.output_model):
             return True  # uniqueness across chunks is checked over the staged output
-        return any(self.nodes[c].kind in ("sql", "lazy") for c in self.consumers[name])
+        return any(
+            not self.streams_into(c) and self.nodes[c].kind != "task" for c in self.consumers[name]
+        )
+
+    def streams_into(self, name: str) -> bool:
+        """Whether the node consumes its inputs through channels as they are produced.
+
+        Transforms and sinks do, except those in a pool: a node waiting for a pool slot must not
+        hold up the producers its siblings need, so it reads its inputs' staged outputs instead.
+        """
+        node = self.nodes[name]
+        return node.streaming and node.run_options.pool is None
 
 
 def _did_you_mean(name: str, choices: Collection[str]) -> str:

@@ -351,22 +351,7 @@ def retry_run(
                 "wait for it or stop it first"
             )
         store.finish_run(record.run_id, "interrupted", error="the process running it vanished")
-    graph = pipeline.graph()
-    staging = Staging(record.staging_root)
-    committed = set()
-    for name in graph.order:
-        if staging.manifest(record.pipeline, record.run_id, name) is None:
-            continue
-        problems = staging.verify(record.pipeline, record.run_id, name)
-        if problems:
-            logger.warning("staged output of %s is damaged, recomputing: %s", name, problems[0])
-            staging.discard(record.pipeline, record.run_id, name)
-        else:
-            committed.add(name)
-    done_sinks = {
-        n.node for n in store.node_runs(record.run_id) if n.kind == "sink" and n.state == "done"
-    }
-    reuse, skip = graph.resume_plan(committed, done_sinks)
+    reuse, skip = _resume_plan(pipeline, record.run_id, record.staging_root, store)
     store.retry_run(record.run_id, pid=os.getpid())
     store.add_event(
         record.run_id, "retry", payload={"reused": sorted(reuse), "skipped": sorted(skip)}
@@ -396,6 +381,8 @@ def run_recorded(
     store: RunStore,
     listeners: Sequence[Listener] = (),
     resume: bool = False,
+    pools: Mapping[str, int] | None = None,
+    notifiers: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Execute, in this process, a run already recorded in the store (queued or claimed).
 
@@ -449,6 +436,8 @@ def run_recorded(
         resumed=True,
         staging_root=record.staging_root,
         data_interval=interval,
+        pools=pools,
+        notifiers=notifiers,
     )
 
 

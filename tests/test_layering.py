@@ -40,7 +40,10 @@ ALLOWED: dict[str, set[str]] = {
         "store",
     },
     "progress": {"execution"},
-    "worker": {"errors", "config", "pipeline", "runs", "store", "scheduling", "runlog"},
+    "worker": {
+        *("errors", "config", "pipeline", "runs", "store", "scheduling", "runlog"),
+        *("connections", "notifications"),
+    },
     "scheduling": {
         *("errors", "config", "nodes", "pipeline", "runs", "store", "execution", "graph"),
         *("sensors", "notifications", "connections", "runlog"),

@@ -1,0 +1,265 @@
+"""CSV files: `CsvSource` and `CsvSink`."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from connectors.files.columns import Conformer, missing_columns, read_schema, short
+from connectors.files.paths import display, resolve_files, write_file
+from etlkit.errors import ConnectorError
+from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.schema import Model, column_names, model_name
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE_BYTES: Final = 65_536
+_MIN_BLOCK_BYTES: Final = 1_024
+_MAX_BLOCK_BYTES: Final = 1 << 30
+_ROW_NUMBER: Final = re.compile(r"Row #(\d+): ")
+_CSV_CONVERSION: Final = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error")
+_QUOTED: Final = re.compile(r"'(.*)'\s*$", re.DOTALL)
+
+
+def _utf8_error(fs: Any, path: str, limit_line: int | None = None) -> tuple[int, int, bytes] | None:
+    """The first line of a file that is not UTF-8: (line, byte offset, bad bytes), or None."""
+    offset = 0
+    with fs.open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                codecs.decode(line, "utf-8")
+            except UnicodeDecodeError as exc:
+                return number, offset + exc.start, line[exc.start : exc.end]
+            offset += len(line)
+            if limit_line is not None and number > limit_line:
+                return None
+    return None
+
+
+class CsvSource(Source):
+    """Reads CSV files matching a path or glob on any fsspec filesystem, one chunk at a time.
+
+    The model is the projection: only its columns are read, converted to its types (timestamps
+    as ISO 8601, with a `T` or a space). A zero-byte file is an error (a CSV file has at least a
+    header); a header without rows yields no rows. Empty fields are nulls, except in string
+    columns, where they are empty strings.
+
+    `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
+    the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
+    count one line per row, so a quoted field spanning lines shifts them.
+
+        billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling)
+
+    Raises:
+        ConnectorError: no file matches, a file is empty or not UTF-8, a declared column is
+            missing from the header, a row has the wrong number of fields or a value does not
+            parse as its column's type. The message names the file, line and column.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        delimiter: str = ",",
+        header: bool = True,
+        encoding: str = "utf8",
+        conn: str | None = None,
+    ) -> None:
+        super().__init__(schema=schema)
+        self.path = path
+        self.conn = conn
+        self.model = schema
+        self.chunk_rows = chunk_rows
+        self.delimiter = delimiter
+        self.header = header
+        self.encoding = encoding
+
+    def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
+        files = resolve_files(self._where(), self.path, ctx, self.conn)
+        for path, size in zip(files.paths, files.sizes, strict=True):
+            logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
+            yield from self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows)
+
+    def _where(self) -> str:
+        return f"CsvSource '{self.name or '(unnamed)'}'"
+
+    def _options(self, block_size: int) -> tuple[Any, Any, Any]:
+        schema = read_schema(self.model)
+        read = pacsv.ReadOptions(
+            use_threads=False,  # errors then carry row numbers; the reader streams anyway
+            block_size=block_size,
+            encoding=self.encoding,
+            column_names=None if self.header else schema.names,
+        )
+        parse = pacsv.ParseOptions(delimiter=self.delimiter)
+        convert = pacsv.ConvertOptions(
+            column_types={f.name: f.type for f in schema}, include_columns=schema.names
+        )
+        return read, parse, convert
+
+    def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        with fs.open(path, "rb") as handle:
+            sample = handle.read(_SAMPLE_BYTES)
+            if not sample:
+                raise ConnectorError(
+                    f"{self._where()}: file {display(fs, path)!r} is empty (0 bytes); a CSV "
+                    "file needs at least a header line."
+                )
+            lines = sample.split(b"\n")
+            per_row = len(sample) / max(len(lines) - 1, 1)
+            longest = max(len(line) for line in lines)
+            block = int(min(max(per_row * chunk_rows, 4 * longest, _MIN_BLOCK_BYTES), 2**28))
+            yielded = 0
+            while True:  # a row longer than a block: read again with larger blocks
+                handle.seek(0)
+                skip = yielded  # rows already yielded
+                try:
+                    for batch in self._batches(fs, path, handle, block):
+                        if skip >= batch.num_rows:
+                            skip -= batch.num_rows
+                            continue
+                        if skip:
+                            batch, skip = batch.slice(skip), 0
+                        yielded += batch.num_rows
+                        yield batch
+                    return
+                except _BlockTooSmallError as exc:
+                    if block >= _MAX_BLOCK_BYTES:
+                        raise ConnectorError(
+                            f"{self._where()}: file {display(fs, path)!r} has a row longer "
+                            f"than {_MAX_BLOCK_BYTES} bytes; check the quoting."
+                        ) from exc
+                    block = min(block * 4, _MAX_BLOCK_BYTES)
+
+    def _batches(self, fs: Any, path: str, handle: Any, block: int) -> Iterator[pa.RecordBatch]:
+        read, parse, convert = self._options(block)
+        try:
+            yield from pacsv.open_csv(handle, read, parse, convert)
+        except pa.ArrowKeyError as exc:  # a declared column is not in the header
+            raise missing_columns(
+                self._where(), repr(display(fs, path)), self.model, self._header(fs, path)
+            ) from exc
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc):
+                raise _BlockTooSmallError(str(exc)) from exc
+            raise self._explain(fs, path, exc) from exc
+        except UnicodeDecodeError as exc:  # transcoding from a non-UTF-8 `encoding`
+            raise ConnectorError(
+                f"{self._where()}: file {display(fs, path)!r} is not valid {self.encoding} "
+                f"({exc}); pass the file's encoding as encoding=."
+            ) from exc
+        except pa.ArrowNotImplementedError as exc:
+            raise ConnectorError(
+                f"{self._where()}: cannot read {model_name(self.model)}'s column types from "
+                f"CSV ({exc}); declare the column as str and convert it in a transform."
+            ) from exc
+
+    def _header(self, fs: Any, path: str) -> list[str]:
+        if not self.header:
+            return column_names(self.model)
+        with fs.open(path, "rb") as handle:
+            utf8 = self.encoding.replace("-", "").lower() == "utf8"
+            encoding = "utf-8-sig" if utf8 else self.encoding  # pyarrow skips a BOM too
+            text = io.TextIOWrapper(handle, encoding=encoding, errors="replace", newline="")
+            return next(csv.reader(text, delimiter=self.delimiter), [])
+
+    def _explain(self, fs: Any, path: str, exc: pa.ArrowInvalid) -> ConnectorError:
+        """Turn pyarrow's CSV error into one naming the file, line, column and value."""
+        message = str(exc)
+        shown = repr(display(fs, path))
+        row = _ROW_NUMBER.search(message)
+        line = int(row.group(1)) if row else None
+        at = f", line {line}" if line is not None else ""
+        if "invalid UTF8" in message and self.encoding.replace("-", "").lower() == "utf8":
+            bad = _utf8_error(fs, path)
+            if bad is not None:
+                line, offset, data = bad
+                at = f", line {line} (byte offset {offset})"
+            return ConnectorError(
+                f"{self._where()}: file {shown}{at} is not valid UTF-8"
+                f"{f' (bytes {data!r})' if bad else ''}; pass encoding= with the file's "
+                "encoding (for example encoding='latin1')."
+            )
+        if "Expected" in message and "columns, got" in message:
+            detail = message.split(": ", 1)[-1]
+            detail = _ROW_NUMBER.sub("", detail)
+            detail = detail if len(detail) <= 200 else detail[:200] + "..."
+            return ConnectorError(
+                f"{self._where()}: file {shown}{at}: wrong number of fields ({detail}). "
+                f"Check the delimiter ({self.delimiter!r}) and the quoting of that line."
+            )
+        conversion = _CSV_CONVERSION.search(message)
+        if conversion is not None:
+            index = int(conversion.group(1))
+            header = self._header(fs, path)
+            column = header[index] if index < len(header) else f"#{index}"
+            value = _QUOTED.search(message)
+            expected = read_schema(self.model).field(column).type if column in header else "?"
+            return ConnectorError(
+                f"{self._where()}: file {shown}{at}, column '{column}': cannot parse "
+                f"{short(value.group(1)) if value else 'a value'} as {expected} "
+                f"(declared by {model_name(self.model)}; pyarrow says: "
+                f"{message.split(': ')[-1]}). Fix the value, or declare the column as str "
+                "and parse it in a transform."
+            )
+        return ConnectorError(f"{self._where()}: cannot read file {shown}{at}: {message}")
+
+
+class _BlockTooSmallError(Exception):
+    """A CSV row straddles two blocks: the file is read again with a larger block size."""
+
+
+class CsvSink(Sink):
+    """Writes its input to one CSV file with a header, atomically.
+
+    Columns are the model's, in its order, when one is given, else the first batch's. An empty
+    input writes just the header, or a zero-byte file when no model gives the columns.
+
+        export = CsvSink("exports/{ds}/billing.csv", billing, schema=Billing)
+
+    Raises:
+        ConnectorError: a batch lacks a column or cannot be cast to the file's types.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        input: Node | str,
+        *,
+        schema: Model | None = None,
+        conn: str | None = None,
+    ) -> None:
+        super().__init__(input, schema=schema)
+        self.path = path
+        self.conn = conn
+
+    def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
+        where = f"CsvSink '{self.name or '(unnamed)'}'"
+        conform = Conformer(where, self.input_model)
+
+        def write(handle: Any) -> int:
+            rows, writer = 0, None
+            try:
+                for batch in batches:
+                    batch = conform(batch)
+                    writer = writer or pacsv.CSVWriter(handle, batch.schema)
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                if writer is None and conform.schema is not None:
+                    writer = pacsv.CSVWriter(handle, conform.schema)
+            finally:
+                if writer is not None:
+                    writer.close()
+            return rows
+
+        return write_file(where, self.path, ctx, write, self.conn)

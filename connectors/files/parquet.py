@@ -1,0 +1,250 @@
+"""Parquet files: `ParquetSource` (files, globs and hive-partitioned datasets) and
+`ParquetSink`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, Final
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
+from connectors.files.paths import display, resolve_files, write_file
+from etlkit.errors import ConnectorError, StagingError
+from etlkit.nodes import Context, Node, Sink, Source, SourceFiles, WriteResult
+from etlkit.schema import Model, model_name
+from etlkit.staging import footer_checksum
+
+logger = logging.getLogger(__name__)
+
+_HIVE_NULL: Final = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _castable(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type `found` may be cast to `expected` (values are still checked)."""
+    t = pa.types
+    if found == expected or t.is_null(found):
+        return True
+    if t.is_dictionary(found):
+        return _castable(found.value_type, expected)
+    stringy = (t.is_string, t.is_large_string, t.is_string_view)
+    binary = (t.is_binary, t.is_large_binary, t.is_binary_view)
+    for family in (
+        stringy,
+        binary,
+        (t.is_integer, t.is_floating, t.is_decimal),
+        (t.is_date,),
+        (t.is_boolean,),
+    ):
+        if any(f(found) for f in family) and any(f(expected) for f in family):
+            return not (t.is_floating(found) and t.is_integer(expected))
+    if t.is_timestamp(found) and t.is_timestamp(expected):
+        return (found.tz is None) == (expected.tz is None)
+    return t.is_date(found) and t.is_timestamp(expected) and expected.tz is None
+
+
+def _partition_values(path: str) -> dict[str, str | None]:
+    """`col=value` directory names in a path (hive partitioning), URL-decoded."""
+    values: dict[str, str | None] = {}
+    for part in path.split("/")[:-1]:
+        name, sep, value = part.partition("=")
+        if sep and name:
+            values[name] = None if value == _HIVE_NULL else unquote(value)
+    return values
+
+
+class ParquetSource(Source):
+    """Reads Parquet files matching a path, glob or directory, one row batch at a time.
+
+    Only the model's columns are read. A column stored with another type is cast to the model's
+    when the cast is safe (wider integers, integers to floats, string sizes, timestamp units,
+    dictionaries); each value is checked. A declared column absent from a file but named in its
+    directories (`month=2025-01/part-0.parquet`, as `ParquetDatasetSink` writes) is filled from
+    the directory name. An existing directory without files yields no rows.
+
+        billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
+
+    Raises:
+        ConnectorError: no file matches, a file is empty or not Parquet, a declared column is
+            missing, or a column's type cannot be cast; the message names file and column.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        conn: str | None = None,
+    ) -> None:
+        super().__init__(schema=schema)
+        self.path = path
+        self.conn = conn
+        self.model = schema
+        self.chunk_rows = chunk_rows
+
+    def _where(self) -> str:
+        return f"ParquetSource '{self.name or '(unnamed)'}'"
+
+    def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
+        files = resolve_files(self._where(), self.path, ctx, self.conn)
+        for path, size in zip(files.paths, files.sizes, strict=True):
+            shown = repr(display(files.fs, path))
+            if size == 0:
+                raise ConnectorError(f"{self._where()}: file {shown} is empty (0 bytes).")
+            logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
+            with files.fs.open(path, "rb") as handle:
+                try:
+                    parquet = pq.ParquetFile(handle)
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise ConnectorError(
+                        f"{self._where()}: file {shown} is not a Parquet file ({exc})."
+                    ) from exc
+                yield from self._read_file(parquet, path, shown, self.chunk_rows or ctx.chunk_rows)
+
+    def files(self, ctx: Context) -> SourceFiles | None:
+        """The local files `read` would read, for consumers that read them in place.
+
+        None (stream as usual) for remote files, empty or unreadable files, files lacking a
+        declared column (partition directories) or with a column no safe cast reaches: the
+        streaming read reports those cases precisely.
+        """
+        found = resolve_files(self._where(), self.path, ctx, self.conn)
+        if not found.paths or not isinstance(found.fs, LocalFileSystem):
+            return None
+        expected = read_schema(self.model)
+        rows, sizes, checksums = 0, [], []
+        for path, size in zip(found.paths, found.sizes, strict=True):
+            if size == 0:
+                return None
+            try:
+                with found.fs.open(path, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    stored, count = parquet.schema_arrow, parquet.metadata.num_rows
+                length, checksum = footer_checksum(found.fs, path)
+            except (pa.ArrowInvalid, OSError, StagingError):
+                return None
+            for target in expected:
+                if target.name not in stored.names:
+                    return None
+                if not _castable(stored.field(target.name).type, target.type):
+                    return None
+            rows += count
+            sizes.append(length)
+            checksums.append(checksum)
+        return SourceFiles(
+            urls=tuple(found.paths),
+            columns=tuple(expected.names),
+            rows=rows,
+            sizes=tuple(sizes),
+            checksums=tuple(checksums),
+        )
+
+    def _read_file(
+        self, parquet: Any, path: str, shown: str, chunk_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        expected = read_schema(self.model)
+        stored = parquet.schema_arrow
+        partitions = _partition_values(path)
+        present = [n for n in expected.names if n in stored.names]
+        absent = [n for n in expected.names if n not in stored.names and n not in partitions]
+        if absent:
+            raise missing_columns(self._where(), shown, self.model, stored.names)
+        for name in present:
+            found, wanted = stored.field(name).type, expected.field(name).type
+            if not _castable(found, wanted):
+                raise ConnectorError(
+                    f"{self._where()}: file {shown}, column '{name}' is {found} but "
+                    f"{model_name(self.model)} declares {wanted}, and there is no safe cast; "
+                    "change the model or convert the column in a transform."
+                )
+        rows = 0
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
+            arrays = []
+            for target in expected:
+                if target.name in present:
+                    column = batch.column(target.name)
+                    arrays.append(self._cast(column, target, shown, rows))
+                else:
+                    value = partitions[target.name]
+                    arrays.append(self._cast(pa.repeat(value, batch.num_rows), target, shown, rows))
+            rows += batch.num_rows
+            yield pa.RecordBatch.from_arrays(arrays, schema=expected)
+
+    def _cast(self, column: pa.Array, target: pa.Field, shown: str, rows: int) -> pa.Array:
+        if column.type == target.type:
+            return column
+        try:
+            return pc.cast(column, target.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+
+            def fails(count: int) -> bool:
+                try:
+                    pc.cast(column.slice(0, count), target.type, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    return True
+                return False
+
+            index = first_failing(len(column), fails)
+            value = column[index].as_py() if index >= 0 else None
+            raise ConnectorError(
+                f"{self._where()}: file {shown}, row {rows + index + 1}, column "
+                f"'{target.name}': cannot cast {short(value)} from {column.type} to "
+                f"{target.type} ({exc}); change the model or fix the data."
+            ) from exc
+
+
+class ParquetSink(Sink):
+    """Writes its input to one Parquet file (zstd by default), atomically.
+
+    Strings are written as `string` whatever the batches carry. An empty input writes a file
+    with no rows and the model's schema (or no columns when there is no model).
+
+        report = ParquetSink("reports/{ds}/totals.parquet", totals)
+
+    Raises:
+        ConnectorError: a batch lacks a column or cannot be cast to the file's types.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        input: Node | str,
+        *,
+        schema: Model | None = None,
+        compression: str = "zstd",
+        conn: str | None = None,
+    ) -> None:
+        super().__init__(input, schema=schema)
+        self.path = path
+        self.conn = conn
+        self.compression = compression
+
+    def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
+        where = f"ParquetSink '{self.name or '(unnamed)'}'"
+        conform = Conformer(where, self.input_model)
+
+        def write(handle: Any) -> int:
+            rows, writer = 0, None
+            try:
+                for batch in batches:
+                    batch = conform(batch)
+                    writer = writer or pq.ParquetWriter(
+                        handle, batch.schema, compression=self.compression
+                    )
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                if writer is None:
+                    schema = conform.schema if conform.schema is not None else pa.schema([])
+                    writer = pq.ParquetWriter(handle, schema, compression=self.compression)
+            finally:
+                if writer is not None:
+                    writer.close()
+            return rows
+
+        return write_file(where, self.path, ctx, write, self.conn)

@@ -1,0 +1,425 @@
+"""`PostgresSink`: staged bulk loads, appended, replaced or upserted in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Final, Literal, get_args
+
+import pyarrow as pa
+
+from connectors.postgres.connection import (
+    Dsn,
+    check_target,
+    close,
+    connect,
+    driver_errors,
+    failure,
+    fetch_rows,
+    reason,
+    resolve_conn,
+)
+from connectors.postgres.tables import (
+    Found,
+    Table,
+    check_name,
+    closest_name,
+    find_relation,
+    listing,
+    missing_table,
+    node_name,
+    parse_table,
+    quote_ident,
+)
+from etlkit.errors import ConfigError, ConnectorError
+from etlkit.nodes import Context, Node, Sink, WriteResult
+from etlkit.schema import arrow_schema
+
+if TYPE_CHECKING:
+    from adbc_driver_manager.dbapi import Cursor
+
+    from etlkit.nodes import Model
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["append", "replace", "upsert"]
+
+
+class PostgresSink(Sink):
+    """Loads its input into a PostgreSQL table, all of it or nothing, in one transaction.
+
+    Chunks are bulk-loaded with ADBC ingest (binary COPY), never row by row, into a staging
+    table `<table>__etlkit_<hex>`; the modes then differ in what happens to the target:
+
+    - `append` inserts the staged rows (`INSERT ... SELECT`, so PostgreSQL converts types and
+      the chunks' columns are matched to the table's by name, in any order; table columns the
+      chunks lack get their defaults). A missing table is created from the chunks' columns.
+    - `replace` loads into a new table and, at the end, drops the old one and renames the new
+      one in its place. Until the commit, and forever if the load fails, the old table stays as
+      it was. The new table has the chunks' columns: indexes, grants and comments of the old
+      one are not carried over, and views or foreign keys depending on it make the swap fail.
+    - `upsert` inserts the staged rows with `INSERT ... ON CONFLICT (key) DO UPDATE`: rows whose
+      key exists are updated, the others inserted. The table needs a primary key or unique index
+      on exactly the `key` columns; a table this sink creates gets a primary key on them.
+
+    Any failure, including `RunCancelledError` raised by the input after some chunks, rolls the
+    transaction back: the target is unchanged and the staging table is gone. With no chunks at
+    all, a missing table is created empty from the model (when one is given) and `replace`
+    empties an existing table. `table` is a template filled from the context (`{ds}`, params).
+
+        load = PostgresSink(cleaned, conn="hospital_db", table="clinic.patients",
+                            mode="upsert", key=["patient_id"])
+
+    Args:
+        input: the node (or node name) whose chunks are loaded.
+        dsn: `postgresql://user:password@host:port/database`; give this or `conn`.
+        conn: the name of a connection (etlkit.toml or `ETLKIT_CONN_<NAME>`), resolved when
+            the node runs.
+        table: `table` or `schema.table` to load; a missing schema is created with the table.
+        mode: `append`, `replace` or `upsert`.
+        key: the columns identifying a row: the conflict target of `upsert`, and the primary
+            key of a table this sink creates (in any mode).
+        schema: the model the input must satisfy; gives the columns of an empty table.
+        create: create the table when it is missing (else a missing table is an error).
+
+    Raises:
+        ConfigError: an unknown mode, `upsert` without `key`, a malformed table name or DSN, or
+            neither or both of `dsn` and `conn`.
+    """
+
+    def __init__(
+        self,
+        input: Node | str,
+        *,
+        dsn: str | None = None,
+        conn: str | None = None,
+        table: str,
+        mode: Mode = "append",
+        key: Sequence[str] = (),
+        schema: Model | None = None,
+        create: bool = True,
+    ) -> None:
+        super().__init__(input, schema=schema)
+        owner = type(self).__name__
+        if mode not in get_args(Mode):
+            raise ConfigError(f"{owner}: mode must be one of {list(get_args(Mode))}, got {mode!r}.")
+        self._dsn = check_target(dsn, conn, owner)
+        check_name(table, owner)
+        if "{" not in table:
+            parse_table(table, owner)
+        if isinstance(key, str):
+            raise ConfigError(f"{owner}: key is a list of column names: write key=[{key!r}].")
+        if mode == "upsert" and not key:
+            raise ConfigError(
+                f"{owner}: mode='upsert' needs key=[...], the columns identifying a row."
+            )
+        if len(set(key)) != len(key):
+            raise ConfigError(f"{owner}: key {list(key)} names a column twice.")
+        self.conn = conn
+        self.table = table
+        self.mode: Mode = mode
+        self.key: tuple[str, ...] = tuple(key)
+        self.create = create
+
+    def __repr__(self) -> str:
+        where = self._dsn.location(self.table) if self._dsn else f"conn={self.conn!r}"
+        return f"<{type(self).__name__} {self.name or '(unnamed)'} {self.mode} {where}>"
+
+    def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
+        """Load every chunk, then commit; on any failure roll back and re-raise.
+
+        Exceptions raised by `batches` (such as `RunCancelledError`) propagate unchanged after
+        the rollback.
+
+        Raises:
+            ConnectorError: the table is missing (with `create=False`), is not a table, lacks
+                a unique index on `key` (upsert), a chunk's columns do not match it, or
+                PostgreSQL rejects the data; nothing was written.
+            PostgresTransientError: the server refused or dropped the connection, or a
+                deadlock or lock timeout; nothing was written, a retry may succeed.
+        """
+        owner = node_name(self, ctx)
+        table = parse_table(ctx.render(self.table), owner)
+        dsn = self._dsn or resolve_conn(str(self.conn), owner)
+        con = connect(dsn, owner)
+        try:
+            cur = con.cursor()
+            try:
+                rows = self._load(cur, batches, table, dsn, owner)
+                con.commit()
+            except driver_errors() as exc:
+                raise failure(
+                    exc,
+                    f"{owner}: loading table '{table.display}' into PostgreSQL {dsn.masked} "
+                    f"failed: {reason(exc, dsn)}. Nothing was written.",
+                ) from exc
+        finally:
+            close(con)  # rolls back whatever did not commit
+        uri = dsn.location(table.display)
+        logger.debug("%s: %s %d rows into %s", owner, self.mode, rows, uri)
+        return WriteResult(rows=rows, uri=uri, extra={"mode": self.mode})
+
+    def _load(
+        self,
+        cur: Cursor,
+        batches: Iterator[pa.RecordBatch],
+        table: Table,
+        dsn: Dsn,
+        owner: str,
+    ) -> int:
+        """Stage every chunk and apply the mode, inside the open transaction; rows loaded."""
+        cur.execute("SET TIME ZONE 'UTC'")
+        where = f"table '{table.display}' in PostgreSQL {dsn.masked}"
+        found = find_relation(cur, table)
+        existing: list[str] | None = None
+        if found is None:
+            if not self.create:
+                hint = " Create it first, or pass create=True."
+                raise ConnectorError(missing_table(cur, owner, table, dsn, hint))
+            if table.schema is not None:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            schema = table.schema or fetch_rows(cur, "SELECT current_schema()::text")[0][0]
+            if schema is None:
+                raise ConnectorError(
+                    f"{owner}: cannot create {where}: the search_path names no existing schema. "
+                    "Qualify the table ('schema.table') or fix the search_path."
+                )
+        else:
+            _check_kind(found, self.mode, owner, where)
+            schema, existing = found.schema, _column_names(cur, found.table)
+            if self.mode == "upsert":
+                _check_unique_key(cur, found, existing, self.key, owner, where)
+        target = Table(schema, table.name)
+        replace = self.mode == "replace"
+        name = f"{table.name[:40]}__etlkit_{secrets.token_hex(4)}"
+        stage = Table(schema, name) if replace else Table("pg_temp", name)
+
+        def ingest(data: pa.RecordBatch | pa.Table, mode: Literal["create", "append"]) -> None:
+            cur.adbc_ingest(
+                name, data, mode, db_schema_name=schema if replace else None, temporary=not replace
+            )
+
+        first: pa.Schema | None = None
+        rows = 0
+        for index, batch in enumerate(batches, start=1):
+            if first is None:
+                first = pa.schema(field.with_nullable(True) for field in batch.schema)
+                self._check_columns(first, existing, owner, where, index)
+                ingest(first.empty_table(), "create")
+            try:
+                ingest(_align(batch, first, owner, where, index), "append")
+            except driver_errors() as exc:
+                described = ", ".join(f"{f.name}: {f.type}" for f in batch.schema)
+                raise failure(
+                    exc,
+                    f"{owner}: PostgreSQL rejected chunk {index} ({described}) for {where}: "
+                    f"{reason(exc, dsn)}. Nothing was written.",
+                ) from exc
+            rows += batch.num_rows
+            logger.debug("%s: chunk %d, %d rows staged", owner, index, batch.num_rows)
+        if first is None:  # no chunks at all
+            if self.input_model is not None:
+                first = arrow_schema(self.input_model)
+                self._check_columns(first, existing, owner, where, 0)
+                ingest(first.empty_table(), "create")
+            elif replace and found is not None:
+                cur.execute(f"CREATE TABLE {stage.sql} (LIKE {found.table.sql})")
+            else:
+                return 0  # nothing to change, and no columns to create a table from
+        if replace:
+            if self.key:
+                _add_primary_key(cur, stage, self.key)
+            if found is not None:
+                cur.execute(f"DROP TABLE {found.table.sql}")
+            cur.execute(f"ALTER TABLE {stage.sql} RENAME TO {quote_ident(table.name)}")
+            if self.key:
+                cur.execute(
+                    f"ALTER TABLE {target.sql} RENAME CONSTRAINT {quote_ident(_pkey(stage.name))} "
+                    f"TO {quote_ident(_pkey(table.name))}"
+                )
+            return rows
+        assert first is not None
+        if existing is None:
+            cur.execute(f"CREATE TABLE {target.sql} (LIKE {stage.sql})")
+            if self.key:
+                _add_primary_key(cur, target, self.key)
+            existing = list(first.names)
+        self._insert(cur, stage, target, list(first.names), existing, owner, where, dsn)
+        cur.execute(f"DROP TABLE {stage.sql}")
+        return rows
+
+    def _check_columns(
+        self, schema: pa.Schema, existing: list[str] | None, owner: str, where: str, index: int
+    ) -> None:
+        """Refuse chunks lacking a key column, or (append, upsert) holding unknown columns."""
+        chunk = f"chunk {index}" if index else "the model"
+        missing_key = [k for k in self.key if k not in schema.names]
+        if missing_key:
+            raise ConnectorError(
+                f"{owner}: {chunk} for {where} has no key column(s) {missing_key}; its columns "
+                f"are {listing(schema.names)}. Nothing was written."
+            )
+        if existing is None or self.mode == "replace":
+            return
+        extra = [c for c in schema.names if _match(c, existing) is None]
+        if extra:
+            hints = "".join(
+                f" Did you mean '{closest}' for '{column}'?"
+                for column in extra
+                if (closest := closest_name(column, existing))
+            )
+            raise ConnectorError(
+                f"{owner}: {chunk} does not match {where}: extra column(s) {extra}; the table "
+                f"has {listing(existing)}.{hints} Nothing was written. Select the table's "
+                "columns upstream, or use mode='replace' to rebuild the table."
+            )
+
+    def _insert(
+        self,
+        cur: Cursor,
+        stage: Table,
+        target: Table,
+        names: list[str],
+        existing: list[str],
+        owner: str,
+        where: str,
+        dsn: Dsn,
+    ) -> None:
+        """`INSERT` the staged rows into the target (`ON CONFLICT ... DO UPDATE` to upsert)."""
+        into = [str(_match(name, existing)) for name in names]
+        sql = (
+            f"INSERT INTO {target.sql} ({', '.join(map(quote_ident, into))}) "
+            f"SELECT {', '.join(map(quote_ident, names))} FROM {stage.sql}"
+        )
+        if self.mode == "upsert":
+            keys = [str(_match(k, existing)) for k in self.key]
+            updates = [
+                f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in into if c not in keys
+            ]
+            sql += f" ON CONFLICT ({', '.join(map(quote_ident, keys))}) DO " + (
+                f"UPDATE SET {', '.join(updates)}" if updates else "NOTHING"
+            )
+        try:
+            cur.execute(sql)
+        except driver_errors() as exc:
+            hint = (
+                f" The input holds some key {list(self.key)} more than once: make it unique "
+                "upstream (for example with .expect(unique=[...]) on the input)."
+                if getattr(exc, "sqlstate", None) == "21000"
+                else ""
+            )
+            raise failure(
+                exc,
+                f"{owner}: {self.mode} into {where} failed: {reason(exc, dsn)}.{hint} "
+                "Nothing was written.",
+            ) from exc
+
+
+def _match(name: str, candidates: Sequence[str]) -> str | None:
+    """The candidate named `name`, else the only one equal ignoring case, else None."""
+    if name in candidates:
+        return name
+    same = [c for c in candidates if c.lower() == name.lower()]
+    return same[0] if len(same) == 1 else None
+
+
+def _pkey(table: str) -> str:
+    return f"{table[:58]}_pkey"
+
+
+def _add_primary_key(cur: Cursor, table: Table, key: Sequence[str]) -> None:
+    cur.execute(
+        f"ALTER TABLE {table.sql} ADD CONSTRAINT {quote_ident(_pkey(table.name))} "
+        f"PRIMARY KEY ({', '.join(map(quote_ident, key))})"
+    )
+
+
+def _column_names(cur: Cursor, table: Table) -> list[str]:
+    rows = fetch_rows(
+        cur,
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [table.sql],
+    )
+    return [str(name) for (name,) in rows]
+
+
+_KINDS: Final = {
+    "r": "table",
+    "p": "partitioned table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+}
+
+
+def _check_kind(found: Found, mode: Mode, owner: str, where: str) -> None:
+    """Refuse to load a view (any mode) or to replace a partitioned table."""
+    allowed = ("r",) if mode == "replace" else ("r", "p")
+    if found.kind not in allowed:
+        kind = _KINDS.get(found.kind, f"relation of kind {found.kind!r}")
+        raise ConnectorError(
+            f"{owner}: {where} is a {kind}; mode={mode!r} loads "
+            + ("ordinary tables only." if mode == "replace" else "tables only.")
+        )
+
+
+def _check_unique_key(
+    cur: Cursor, found: Found, existing: list[str], key: Sequence[str], owner: str, where: str
+) -> None:
+    """Refuse an upsert into a table without a primary key or unique index on `key`."""
+    missing = [k for k in key if _match(k, existing) is None]
+    if missing:
+        raise ConnectorError(
+            f"{owner}: {where} has no key column(s) {missing}; its columns are "
+            f"{listing(existing)}. Nothing was written."
+        )
+    rows = fetch_rows(
+        cur,
+        "SELECT i.indexrelid::regclass::text, a.attname::text FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = to_regclass($1) AND i.indisunique "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL",
+        [found.table.sql],
+    )
+    indexes: dict[str, set[str]] = {}
+    for index, column in rows:
+        indexes.setdefault(str(index), set()).add(str(column))
+    wanted = {str(_match(k, existing)) for k in key}
+    if wanted not in indexes.values():
+        described = "; its unique indexes are on " + ", ".join(
+            str(sorted(cols)) for cols in indexes.values()
+        )
+        raise ConnectorError(
+            f"{owner}: mode='upsert' into {where} needs a primary key or unique index on "
+            f"exactly {sorted(wanted)} (for ON CONFLICT), but the table has none"
+            + (described if indexes else "")
+            + f". Add one (ALTER TABLE {found.table.sql} ADD PRIMARY KEY "
+            f"({', '.join(map(quote_ident, sorted(wanted)))})), or change key=. "
+            "Nothing was written."
+        )
+
+
+def _align(
+    batch: pa.RecordBatch, first: pa.Schema, owner: str, where: str, index: int
+) -> pa.RecordBatch:
+    """`batch` with the first chunk's columns, in its order and with its types.
+
+    Raises:
+        ConnectorError: the columns differ from the first chunk's, or a type does not cast.
+    """
+    if batch.schema.names == first.names and batch.schema.types == first.types:
+        return batch
+    if sorted(batch.schema.names) != sorted(first.names):
+        raise ConnectorError(
+            f"{owner}: chunk {index} for {where} has columns {listing(batch.schema.names)}, "
+            f"but the first chunk had {listing(first.names)}. Nothing was written."
+        )
+    try:
+        return batch.select(first.names).cast(first)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ConnectorError(
+            f"{owner}: chunk {index} for {where} does not cast to the first chunk's types "
+            f"({', '.join(f'{f.name}: {f.type}' for f in first)}): {exc}. Nothing was written."
+        ) from exc

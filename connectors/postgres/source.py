@@ -1,0 +1,368 @@
+"""`PostgresSource`: a table, view or query read in one snapshot, optionally range by range."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
+from typing import TYPE_CHECKING, Final, Self
+
+import pyarrow as pa
+
+from connectors.postgres.columns import (
+    conform,
+    pg_type,
+    projection_sql,
+    readable_types,
+    relation_columns,
+    type_family,
+)
+from connectors.postgres.connection import (
+    Dsn,
+    check_target,
+    close,
+    connect,
+    driver_errors,
+    failure,
+    reason,
+    resolve_conn,
+)
+from connectors.postgres.tables import (
+    check_name,
+    closest_name,
+    find_relation,
+    listing,
+    missing_table,
+    node_name,
+    parse_table,
+    quote_ident,
+)
+from etlkit.errors import ConfigError, ConnectorError
+from etlkit.nodes import Context, Source
+from etlkit.schema import arrow_schema, columns
+
+if TYPE_CHECKING:
+    from adbc_driver_manager.dbapi import Cursor
+
+    from etlkit.nodes import Model
+
+logger = logging.getLogger(__name__)
+
+#: The alias of the relation a source reads (a table, or the user's query as a subquery).
+_ALIAS: Final = '"_etlkit_rel"'
+#: Families a partition column may have: its values are split into ranges.
+_PARTITIONABLE: Final = ("integer", "float", "numeric", "date", "timestamp", "timestamptz")
+
+
+def _literal(value: str) -> str:
+    """`value` as an SQL string literal (standard_conforming_strings: only quotes double)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _check_positive(value: int | None, what: str, owner: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{owner}: {what} must be at least 1, got {value}.")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a source reads: the projecting SELECT, its filters and the relation's columns."""
+
+    select: str
+    relation: str
+    what: str
+    columns: pa.Schema
+    filters: tuple[str, ...]
+
+    def sql(self, *extra: str) -> str:
+        where = [*self.filters, *extra]
+        return self.select + (" WHERE " + " AND ".join(f"({w})" for w in where) if where else "")
+
+
+class PostgresSource(Source):
+    """Streams a PostgreSQL table, view or query, one chunk at a time, through ADBC.
+
+    Only the model's columns are read, cast in SQL to the model's types (every field nullable:
+    nulls are reported by validation, not here). `numeric` reads as integers (when it has no
+    fractional scale; PostgreSQL rounds an unconstrained one), floats, decimals or text; json,
+    jsonb, uuid and enums as text; `timestamptz` as naive UTC for a `pl.Datetime` without a time
+    zone. A column whose type does not map raises `ConnectorError` naming it: cast it in a query
+    instead. Model columns match the relation's exactly, else case-insensitively. `table` and
+    `query` are templates filled from the context (`{ds}`, params); write literal braces in a
+    query as `{{` and `}}`.
+
+        patients = PostgresSource(conn="hospital_db", table="clinic.patients", schema=Patient,
+                                  partition_column="patient_id", partitions=4)
+
+    Everything is read in one read-only REPEATABLE READ transaction, so a partitioned read sees
+    one snapshot. With `partition_column` and `partitions=N`, the column's minimum and maximum
+    are queried, split into N ranges (plus one for its nulls) and the ranges are read **one after
+    another, in order, on the same connection**: this bounds each query and keeps the snapshot,
+    but it is not parallel. Parallelism comes from the engine running nodes side by side.
+
+    Args:
+        dsn: `postgresql://user:password@host:port/database`; give this or `conn`.
+        conn: the name of a connection (etlkit.toml or `ETLKIT_CONN_<NAME>`), resolved when
+            the node runs.
+        table: `table` or `schema.table` to read; give this or `query`.
+        query: a SELECT whose result is read (as a subquery); give this or `table`.
+        schema: the model to read: its columns and types.
+        chunk_rows: at most this many rows per batch (default: the context's `chunk_rows`).
+            ADBC's batches are sliced (no copy), so some batches are shorter.
+        partition_column: a numeric, date or timestamp column of the relation to split reads on.
+        partitions: how many ranges to read (1: no partitioning).
+        incremental_column: the column `read_since` filters on (`column > last value`).
+
+    Raises:
+        ConfigError: neither or both of `table` and `query` (or `dsn` and `conn`), a malformed
+            table name or DSN, or `partitions > 1` without a `partition_column`.
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        conn: str | None = None,
+        table: str | None = None,
+        query: str | None = None,
+        schema: Model,
+        chunk_rows: int | None = None,
+        partition_column: str | None = None,
+        partitions: int = 1,
+        incremental_column: str | None = None,
+    ) -> None:
+        super().__init__(schema=schema)
+        owner = type(self).__name__
+        if (table is None) == (query is None):
+            got = "both" if table is not None else "neither"
+            raise ConfigError(f"{owner} takes exactly one of table= or query=; got {got}.")
+        self._dsn = check_target(dsn, conn, owner)
+        if table is not None:
+            check_name(table, owner)
+            if "{" not in table:
+                parse_table(table, owner)
+        _check_positive(chunk_rows, "chunk_rows", owner)
+        _check_positive(partitions, "partitions", owner)
+        if partitions > 1 and partition_column is None:
+            raise ConfigError(f"{owner}: partitions={partitions} needs a partition_column.")
+        self.conn = conn
+        self.table = table
+        self.query = query
+        self.model: Model = schema
+        self.chunk_rows = chunk_rows
+        self.partition_column = partition_column
+        self.partitions = partitions
+        self.incremental_column = incremental_column
+        if incremental_column is not None:
+            self.incremental(incremental_column)  # the run keeps the cursor between runs
+
+    def incremental(self, cursor: str) -> Self:
+        """Load only rows above the last run's cursor; the predicate runs in PostgreSQL."""
+        self.incremental_column = cursor
+        return super().incremental(cursor)
+
+    def __repr__(self) -> str:
+        where = self._dsn.masked if self._dsn is not None else f"conn={self.conn!r}"
+        read = f"table={self.table!r}" if self.table is not None else "query=..."
+        return f"<{type(self).__name__} {self.name or '(unnamed)'} {where} {read}>"
+
+    def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
+        """Yield the model's columns, at most `chunk_rows` rows at a time.
+
+        Raises:
+            ConnectorError: the table or a column is missing, a column's type does not map to
+                the model's, the query fails, or the server cannot be reached.
+            PostgresTransientError: the server refused or dropped the connection.
+        """
+        pushed = ctx.cursor if self.cursor_column is not None else None
+        yield from self.read_since(ctx, pushed)
+
+    def read_since(self, ctx: Context, last_value: str | None) -> Iterator[pa.RecordBatch]:
+        """Like `read`, only rows whose `incremental_column` is greater than `last_value`.
+
+        The filter is pushed down (`WHERE column > 'last_value'`, the literal taking the
+        column's type); `None` reads everything. Storing the high-water mark between runs is
+        the caller's business.
+
+        Raises:
+            ConfigError: `last_value` is given but the source has no `incremental_column`.
+            ConnectorError: as for `read`, or the incremental column is missing.
+        """
+        owner = node_name(self, ctx)
+        if last_value is not None and self.incremental_column is None:
+            raise ConfigError(f"{owner}: read_since(last_value=...) needs incremental_column=.")
+        dsn = self._dsn or resolve_conn(str(self.conn), owner)
+        yield from self._read(ctx, owner, dsn, last_value)
+
+    def _read(
+        self, ctx: Context, owner: str, dsn: Dsn, last_value: str | None
+    ) -> Iterator[pa.RecordBatch]:
+        target = pa.schema(f.with_nullable(True) for f in arrow_schema(self.model))
+        chunk_rows = self.chunk_rows or ctx.chunk_rows
+        con = connect(dsn, owner)
+        reader: pa.RecordBatchReader | None = None
+        what, chunks = "the source", 0
+        try:
+            cur = con.cursor()
+            try:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SET TIME ZONE 'UTC'")
+                plan = self._plan(cur, ctx, owner, dsn, last_value)
+                what = plan.what
+                for extra in self._ranges(cur, plan, owner):
+                    cur.execute(plan.sql(*extra))
+                    reader = cur.fetch_record_batch()
+                    for batch in reader:
+                        for start in range(0, max(batch.num_rows, 1), chunk_rows):
+                            chunks += 1
+                            piece = batch.slice(start, chunk_rows)
+                            logger.debug("%s: chunk %d, %d rows", owner, chunks, piece.num_rows)
+                            yield conform(piece, target, owner, what)
+                    reader.close()
+                    reader = None
+            except driver_errors() as exc:
+                raise failure(
+                    exc,
+                    f"{owner}: reading {what} from PostgreSQL {dsn.masked} failed"
+                    + (f" after {chunks} chunk(s)" if chunks else "")
+                    + f": {reason(exc, dsn)}",
+                ) from exc
+        finally:
+            if reader is not None:
+                with suppress(*driver_errors()):
+                    reader.close()
+            close(con)
+
+    def _plan(
+        self, cur: Cursor, ctx: Context, owner: str, dsn: Dsn, last_value: str | None
+    ) -> _Plan:
+        """The projecting SELECT, after checking the relation, its columns and their types."""
+        if self.table is not None:
+            table = parse_table(ctx.render(self.table), owner)
+            what = f"table '{table.display}'"
+            found = find_relation(cur, table)
+            if found is None:
+                raise ConnectorError(missing_table(cur, owner, table, dsn))
+            relation = f"{found.table.sql} AS {_ALIAS}"
+        else:
+            assert self.query is not None
+            text = ctx.render(self.query).strip().rstrip(";").strip()
+            relation, what = f"({text}) AS {_ALIAS}", "the query"
+        try:
+            available = relation_columns(cur, relation)
+        except driver_errors() as exc:
+            raise ConnectorError(
+                f"{owner}: {what} in PostgreSQL {dsn.masked} cannot be read: {reason(exc, dsn)}"
+            ) from exc
+        fields = {field.name: field for field in available}
+        by_lower: dict[str, str] = {}
+        for name in fields:
+            by_lower.setdefault(name.lower(), name)
+
+        def actual(column: str) -> str | None:
+            return column if column in fields else by_lower.get(column.lower())
+
+        wanted = columns(self.model)
+        extra = [c for c in (self.partition_column, self.incremental_column) if c is not None]
+        missing = [c for c in [s.name for s in wanted] + extra if actual(c) is None]
+        if missing:
+            names = list(fields)
+            hints = "".join(
+                f" Did you mean '{closest}'" + (f" for '{column}'?" if len(missing) > 1 else "?")
+                for column in missing
+                if (closest := closest_name(column, names))
+            )
+            raise ConnectorError(
+                f"{owner}: {what} in PostgreSQL {dsn.masked} has no column(s) {missing} "
+                f"that {self.model.__name__} declares or the source reads; its columns are "
+                f"{listing(names)}." + hints
+            )
+        projection = []
+        for spec in wanted:
+            name = str(actual(spec.name))
+            expression = projection_sql(name, fields[name], spec)
+            if expression is None:
+                raise ConnectorError(
+                    f"{owner}: column '{name}' of {what} is PostgreSQL type "
+                    f"{pg_type(fields[name])}, which cannot be read as {spec.dtype}, the type "
+                    f"{self.model.__name__} declares; {spec.dtype} reads from "
+                    f"{readable_types(spec.dtype)}. Cast it in a query (query='SELECT "
+                    f"{name}::text AS {name}, ... FROM ...') or change the model."
+                )
+            projection.append(f"{expression} AS {quote_ident(spec.name)}")
+        filters = []
+        if last_value is not None and self.incremental_column is not None:
+            column = quote_ident(str(actual(self.incremental_column)))
+            filters.append(f"{column} > {_literal(last_value)}")
+        select = f"SELECT {', '.join(projection)} FROM {relation}"
+        return _Plan(select, relation, what, available, tuple(filters))
+
+    def _ranges(self, cur: Cursor, plan: _Plan, owner: str) -> list[tuple[str, ...]]:
+        """The extra WHERE conditions of each read: one empty tuple when not partitioned."""
+        if self.partition_column is None or self.partitions == 1:
+            return [()]
+        by_lower = {f.name.lower(): f for f in plan.columns}
+        field = next((f for f in plan.columns if f.name == self.partition_column), None)
+        field = field or by_lower[self.partition_column.lower()]
+        family = type_family(field)
+        if family not in _PARTITIONABLE:
+            raise ConnectorError(
+                f"{owner}: partition_column '{field.name}' of {plan.what} is PostgreSQL type "
+                f"{pg_type(field)}; partitioned reads need a numeric, date or timestamp column."
+            )
+        column = quote_ident(field.name)
+        cast = {"integer": "::bigint", "numeric": "::double precision"}.get(family, "")
+        where = " WHERE " + " AND ".join(plan.filters) if plan.filters else ""
+        cur.execute(f"SELECT min({column}){cast}, max({column}){cast} FROM {plan.relation}{where}")
+        low, high = cur.fetchall()[0]
+        cuts = _cuts(low, high, self.partitions)
+        if not cuts:
+            return [()]
+        literals = [_literal(_text(cut)) for cut in cuts]
+        ranges: list[tuple[str, ...]] = [(f"{column} < {literals[0]}",)]
+        ranges += [(f"{column} >= {a}", f"{column} < {b}") for a, b in pairwise(literals)]
+        ranges += [(f"{column} >= {literals[-1]}",), (f"{column} IS NULL",)]
+        logger.debug("%s: %d ranges of %s: cuts %s", owner, len(ranges), field.name, literals)
+        return ranges
+
+
+_EPOCH: Final = datetime(1970, 1, 1)
+
+
+def _cuts(low: object, high: object, parts: int) -> list[object]:
+    """Up to `parts - 1` increasing values splitting [low, high] evenly; none when they can't."""
+    if low is None or high is None or low == high:
+        return []
+    if isinstance(low, int) and isinstance(high, int):
+        return list(_int_cuts(low, high, parts))
+    if isinstance(low, float | int) and isinstance(high, float | int):
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return []  # NaN or infinity: one range
+        values = dict.fromkeys(low + (high - low) * i / parts for i in range(1, parts))
+        return [value for value in values if low < value <= high]
+    if isinstance(low, datetime) and isinstance(high, datetime):
+        base = _EPOCH if low.tzinfo is None else _EPOCH.replace(tzinfo=UTC)
+        step = timedelta(microseconds=1)
+        micros = _int_cuts((low - base) // step, (high - base) // step, parts)
+        return [base + m * step for m in micros]
+    if isinstance(low, date) and isinstance(high, date):
+        return [date.fromordinal(d) for d in _int_cuts(low.toordinal(), high.toordinal(), parts)]
+    return []
+
+
+def _int_cuts(low: int, high: int, parts: int) -> list[int]:
+    values = dict.fromkeys(low + (high - low + 1) * i // parts for i in range(1, parts))
+    return [value for value in values if low < value <= high]
+
+
+def _text(value: object) -> str:
+    """A partition cut as the text of an SQL literal of the column's type."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return repr(value)

@@ -1,0 +1,92 @@
+"""The scheduler's commands through `etlkit`: status, pause/unpause, trigger, backfill."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etlkit.store import RunStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+DAILY = '''
+import pyarrow as pa
+import etlkit as ek
+from connectors.files import ParquetSink
+from etlkit.testing import MemorySource
+
+
+class Daily(ek.Pipeline):
+    """A daily pipeline for scheduler tests."""
+
+    schedule = "@daily"
+    start_date = "2025-01-01"
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    out = ParquetSink("out/{ds}.parquet", numbers)
+'''
+
+
+def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "etlkit", *args],
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "daily.py").write_text(DAILY)
+    return tmp_path
+
+
+def test_status_pause_unpause_trigger_and_backfill(project: Path) -> None:
+    status = etlkit("status", cwd=project)
+    assert status.returncode == 0, status.stderr
+    line = next(x for x in status.stdout.splitlines() if x.startswith("daily"))
+    assert "@daily" in line
+    assert "active" in line
+
+    assert "daily paused" in etlkit("pause", "daily", cwd=project).stdout
+    assert "paused" in next(
+        x for x in etlkit("status", cwd=project).stdout.splitlines() if x.startswith("daily")
+    )
+    assert "daily unpaused" in etlkit("unpause", "daily", cwd=project).stdout
+
+    backfill = etlkit(
+        "backfill", "daily", "--start", "2025-01-01", "--end", "2025-01-03", cwd=project
+    )
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    assert "3 interval(s); 3 success" in backfill.stdout
+    assert sorted(p.name for p in (project / "out").iterdir()) == [
+        "2025-01-01.parquet",
+        "2025-01-02.parquet",
+        "2025-01-03.parquet",
+    ]
+
+    again = etlkit("backfill", "daily", "--start", "2025-01-01", "--end", "2025-01-03", cwd=project)
+    assert again.returncode == 0, again.stderr
+    assert "nothing run; 3 kept" in again.stdout  # resumable: succeeded runs are not redone
+
+    triggered = etlkit("trigger", "daily", "--date", "2025-02-01", cwd=project)
+    assert triggered.returncode == 0, triggered.stderr
+    assert "queued run" in triggered.stdout
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        runs = store.runs("daily", limit=10)
+    assert sorted(r.trigger for r in runs) == ["backfill", "backfill", "backfill", "triggered"]
+    assert {r.state for r in runs if r.trigger == "backfill"} == {"success"}
+
+    unknown = etlkit("pause", "dialy", cwd=project)
+    assert unknown.returncode == 3
+    assert "Did you mean 'daily'?" in unknown.stderr
