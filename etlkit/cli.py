@@ -739,9 +739,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _activate_connections(args)
         return func(args)
     except EtlkitError as exc:
+        from etlkit.connections import active_connections, mask
+
         if args.debug:
             traceback.print_exception(exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc), active_connections())}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

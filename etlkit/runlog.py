@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,14 +62,21 @@ def log_path(logs_dir: str, pipeline: str, run_id: str) -> Path:
 
 
 @contextmanager
-def capture(logs_dir: str, pipeline: str, run_id: str) -> Iterator[Path]:
-    """Append the run's INFO-and-above records to its JSON-lines log while the block runs."""
+def capture(
+    logs_dir: str, pipeline: str, run_id: str, *, filters: Sequence[logging.Filter] = ()
+) -> Iterator[Path]:
+    """Append the run's INFO-and-above records to its JSON-lines log while the block runs.
+
+    `filters` run after the run filter (the secrets' masking, say).
+    """
     path = log_path(logs_dir, pipeline, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(_JsonLines())
     handler.addFilter(_RunFilter(run_id))
+    for extra in filters:
+        handler.addFilter(extra)
     root = logging.getLogger()
     package = logging.getLogger("etlkit")
     previous = package.level

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from etlkit import runlog
+from etlkit import connections, runlog
 from etlkit.errors import (
     ConfigError,
     DataValidationError,
@@ -68,12 +68,19 @@ class _Recorder:
             invalid_rows=stats.invalid_rows,
             bytes_staged=stats.bytes_staged,
             chunks=max(stats.chunks_in, stats.chunks_out),
-            error=stats.error,
+            error=_masked(stats.error),
         )
         if stats.state == "failed":
             self.store.add_event(
-                self.run_id, "node_failed", node=event.node, payload={"error": stats.error}
+                self.run_id, "node_failed", node=event.node, payload={"error": _masked(stats.error)}
             )
+
+
+def _masked(text: str | None) -> str | None:
+    """`text` with every active connection's secrets replaced by `***`."""
+    if text is None:
+        return None
+    return connections.mask(text, connections.active_connections())
 
 
 def run_options(
@@ -199,7 +206,7 @@ def run_pipeline(
         reuse, skip = graph.resume_plan(committed, done | set(skip))
         attempt += 1
     if store is not None:
-        error = str(result.error) if result.error is not None else None
+        error = _masked(str(result.error)) if result.error is not None else None
         store.finish_run(run_id, cast("Any", result.state), error=error)
         if result.state == "success":
             for name, stats in result.nodes.items():
@@ -221,7 +228,8 @@ def _execute(
 ) -> RunResult:
     if "://" in logs_dir:  # run logs are local files; remote state dirs keep none
         return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
-    with runlog.capture(logs_dir, graph.pipeline, ctx.run_id):
+    masking = connections.install_log_masking(connections.active_connections())
+    with runlog.capture(logs_dir, graph.pipeline, ctx.run_id, filters=[masking]):
         return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
 
 
@@ -294,17 +302,16 @@ def _notify(
     }[event]
     if not callbacks:
         return
-    from etlkit.connections import active_connections, mask
     from etlkit.notifications import NotificationContext, NotificationEvent, dispatch
 
-    error = str(result.error) if result.error is not None else None
+    error = _masked(str(result.error)) if result.error is not None else None
     context = NotificationContext(
         event=cast("NotificationEvent", event),
         pipeline=pipeline.name,
         run_id=result.run_id,
         logical_date=ctx.logical_date,
         node=_failed_node(result),
-        error=mask(error, active_connections()) if error is not None else None,
+        error=error,
         attempt=attempt,
         log_path=str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
         state=result.state,

@@ -161,7 +161,12 @@ def _execute(
         result = None
     except EtlkitError as exc:
         logger.error("run %s of %s failed: %s", record.run_id, record.pipeline, exc)
-        store.finish_active_run(record.run_id, "failed", error=str(exc), attempt=record.attempt)
+        store.finish_active_run(
+            record.run_id,
+            "failed",
+            error=connections.mask(str(exc), connections.active_connections()),
+            attempt=record.attempt,
+        )
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
