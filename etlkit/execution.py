@@ -303,7 +303,7 @@ class _Run:
         self.inboxes = {
             name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
             for name in graph.order
-            if graph.streams_into(name) and name not in idle
+            if graph.streams_into(name) and self.pool_of(name) is None and name not in idle
         }
         self.result = RunResult(
             pipeline=graph.pipeline,
@@ -466,7 +466,7 @@ class _Run:
             else:
                 if self.options.validate and node.output_model is not None:
                     guard = self.guard(name, node)
-                if self.graph.needs_staging(name):
+                if self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
                 self.stream(name, node, ctx, stats, writer, guard)
                 stats.state = "done"
@@ -553,12 +553,36 @@ class _Run:
         error.__cause__ = exc
         return error
 
+    def pool_of(self, name: str) -> str | None:
+        """The node's pool: its own `options(pool=...)`, else its connection's, if one is sized.
+
+        A connection with `pool_slots` (or a `[pools]` entry named like it) bounds how many
+        nodes using that connection run at once, so parallel nodes cannot exhaust a database.
+        """
+        node = self.graph.nodes[name]
+        if node.run_options.pool is not None:
+            return node.run_options.pool
+        conn = getattr(node, "conn", None)
+        return conn if isinstance(conn, str) and conn in self.options.pools else None
+
+    def must_stage(self, name: str) -> bool:
+        """Whether a node's output must be staged: the graph says so, or a pooled consumer
+        reads it back from staging instead of a channel."""
+        if self.graph.needs_staging(name):
+            return True
+        return any(
+            self.graph.nodes[c].streaming
+            and c not in self.inboxes
+            and c not in self.options.reuse | self.options.skip
+            for c in self.graph.consumers[name]
+        )
+
     def take_slots(self, name: str, node: Node, held: list[str]) -> list[str]:
         """Wait for a slot of the node's pool (and of the global node limit), as leases."""
         wanted: list[tuple[str, int]] = []
         if self.options.max_active_nodes and node.kind != "sensor":
             wanted.append((ALL_NODES_POOL, self.options.max_active_nodes))
-        pool = node.run_options.pool
+        pool = self.pool_of(name)
         if pool is not None:
             if pool not in self.options.pools:
                 raise ConfigError(

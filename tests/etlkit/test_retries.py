@@ -250,3 +250,34 @@ def test_a_pool_bounds_how_many_nodes_run_at_once(settings: ek.Settings, store: 
 
     failed = Undefined.run(settings=settings, pools={"warehouse": 1})
     assert "uses pool 'nowhere', which is not defined; pools are ['warehouse']" in str(failed.error)
+
+
+def test_nodes_using_a_sized_connection_share_its_pool(settings: ek.Settings) -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    class Warehouse(ek.Sink):
+        conn = "warehouse"  # like PostgresSink(conn="warehouse")
+
+        def write(self, batches, ctx):  # type: ignore[no-untyped-def]
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            rows = sum(b.num_rows for b in batches)
+            threading.Event().wait(0.05)
+            with lock:
+                running -= 1
+            return ek.WriteResult(rows, "warehouse")
+
+    class TwoLoads(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row, chunk_rows=1)
+        first = Warehouse(rows)
+        second = Warehouse(rows)
+
+    result = TwoLoads.run(settings=settings, pools={"warehouse": 1})
+
+    assert result.state == "success", result.error
+    assert peak == 1
+    assert result.nodes["first"].write == result.nodes["second"].write
