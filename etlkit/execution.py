@@ -12,6 +12,7 @@ worker stops at its next chunk boundary and uncommitted staging is discarded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -46,6 +47,7 @@ from etlkit.nodes import (
     Sensor,
     Sink,
     Source,
+    SourceFiles,
     Sql,
     Task,
     Transform,
@@ -64,6 +66,7 @@ RunState = Literal["running", "success", "failed", "cancelled", "skipped"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
 _END: Any = object()
+_WAKE: Any = object()
 _POLL_SECONDS = 0.05
 
 
@@ -216,14 +219,16 @@ class _Inbox:
                 if self.cancel.is_set():
                     raise RunCancelledError("run cancelled") from None
 
+    def wake(self) -> None:
+        """Wake a consumer blocked on an empty channel (the run is being cancelled)."""
+        with contextlib.suppress(queue.Full):  # a full channel has no consumer blocked on it
+            self.queue.put_nowait(_WAKE)
+
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while self.open:
-            try:
-                item = self.queue.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                if self.cancel.is_set():
-                    raise RunCancelledError("run cancelled") from None
-                continue
+            item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
+            if item is _WAKE or self.cancel.is_set():
+                raise RunCancelledError("run cancelled")
             if item is _END:
                 self.open -= 1
             else:
@@ -325,7 +330,13 @@ class _Run:
         with self.lock:
             if self.result.error is None:
                 self.result.error = exc
-        self.cancel.set()
+            first = not self.cancel.is_set()
+            self.cancel.set()
+        if first:  # wake every worker blocked on a channel or on an input's commit
+            for inbox in self.inboxes.values():
+                inbox.wake()
+            for event in self.committed.values():
+                event.set()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -466,9 +477,16 @@ class _Run:
             else:
                 if self.options.validate and node.output_model is not None:
                     guard = self.guard(name, node)
-                if self.must_stage(name):
+                referenced = None
+                if (
+                    isinstance(node, Source)
+                    and (guard is None or guard.policy == "fail")
+                    and not node.expectations.dataset_checks
+                ):
+                    referenced = self.reference(name, node, ctx)  # the files are the copy
+                if referenced is None and self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
-                self.stream(name, node, ctx, stats, writer, guard)
+                self.stream(name, node, ctx, stats, writer, guard, referenced)
                 stats.state = "done"
             stats.finished = time.perf_counter()
             logger.info(
@@ -630,9 +648,9 @@ class _Run:
         if name in self.inboxes or name in self.options.reuse:
             return  # inputs arrive through the channel, or the node's own output is reused
         for upstream in self.graph.inputs[name]:
-            while not self.committed[upstream].wait(_POLL_SECONDS):
-                if self.cancel.is_set():
-                    raise RunCancelledError("run cancelled")
+            self.committed[upstream].wait()  # set on commit, or on cancellation
+            if self.cancel.is_set():
+                raise RunCancelledError("run cancelled")
 
     def finish(self, name: str) -> None:
         self.committed[name].set()
@@ -650,6 +668,7 @@ class _Run:
         stats: NodeStats,
         writer: NodeWriter | None,
         guard: OutputGuard | None,
+        referenced: tuple[SourceFiles, list[tuple[str, str | None]], pl.LazyFrame] | None = None,
     ) -> None:
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
@@ -689,51 +708,44 @@ class _Run:
                 },
             )
             stats.bytes_staged = manifest.bytes
+        elif referenced is not None and isinstance(node, Source):
+            self.commit_reference(name, node, referenced[0], referenced[1], stats)
         self.finish(name)
 
-    def refer(self, name: str, node: Source, ctx: Context, stats: NodeStats) -> bool:
-        """Stage a reference to the immutable files a source reads, validated in one pass.
-
-        Only when nothing streams from the source (its consumers are Sql and Lazy nodes, which
-        read files anyway): the data is then not copied. False means: stream it as usual (also
-        when validation finds failures, so the chunks report them exactly).
-        """
+    def reference(
+        self, name: str, node: Source, ctx: Context
+    ) -> tuple[SourceFiles, list[tuple[str, str | None]], pl.LazyFrame] | None:
+        """The files a source reads as they are, the SQL casts to its model, and a lazy frame
+        over them as the source would yield them; None when the source cannot be referenced."""
         if not self.options.reference_sources or node.cursor_column is not None:
-            return False
-        if any(c in self.inboxes for c in self.graph.consumers[name]):
-            return False
+            return None
         files = node.files(ctx)
         if files is None:
-            return False
-        model = node.output_model
+            return None
         frame = pl.scan_parquet(
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
-        found = frame.collect_schema()
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
+        model = node.output_model
         if model is not None:
+            found = frame.collect_schema()
             wanted = polars_schema(model)
             casts = {c: t for c, t in wanted.items() if c in found and found[c] != t}
             sql_types = {c: _sql_type(t) for c, t in casts.items()}
             if any(t is None for t in sql_types.values()):
-                return False
+                return None
             frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
             select = [(c, sql_types.get(c)) for c in files.columns]
-            if self.options.validate:
-                from etlkit.validation import ChunkValidator
+        return files, select, frame
 
-                verdict = ChunkValidator(model).scan_clean(frame)
-                if verdict is not True:
-                    logger.info(
-                        "node %s: %s; validating chunk by chunk",
-                        name,
-                        "the files break the model" if verdict is False else "custom checks",
-                        extra={"run_id": self.ctx.run_id, "node": name},
-                    )
-                    return False
-        stats.rows_in = stats.rows_out = files.rows
-        stats.chunks_out = len(files.urls)
-        self.check_dataset(name, node, stats, list(files.urls))
+    def commit_reference(
+        self,
+        name: str,
+        node: Source,
+        files: SourceFiles,
+        select: list[tuple[str, str | None]],
+        stats: NodeStats,
+    ) -> None:
         writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
         writer.commit_reference(
             urls=files.urls,
@@ -741,8 +753,42 @@ class _Run:
             sizes=files.sizes,
             checksums=files.checksums,
             select=select,
-            extra={"kind": node.kind, "validated": self.options.validate and model is not None},
+            extra={
+                "kind": node.kind,
+                "validated": self.options.validate and node.output_model is not None,
+            },
         )
+
+    def refer(self, name: str, node: Source, ctx: Context, stats: NodeStats) -> bool:
+        """Stage a reference to the immutable files a source reads, validated in one pass.
+
+        Only when nothing streams from the source (its consumers are Sql and Lazy nodes, which
+        read files anyway): the data is then not read here at all. False means: stream it as
+        usual (also when validation finds failures, so the chunks report them exactly).
+        """
+        if any(c in self.inboxes for c in self.graph.consumers[name]):
+            return False
+        found = self.reference(name, node, ctx)
+        if found is None:
+            return False
+        files, select, frame = found
+        model = node.output_model
+        if self.options.validate and model is not None:
+            from etlkit.validation import ChunkValidator
+
+            verdict = ChunkValidator(model).scan_clean(frame)
+            if verdict is not True:
+                logger.info(
+                    "node %s: %s; validating chunk by chunk",
+                    name,
+                    "the files break the model" if verdict is False else "custom checks",
+                    extra={"run_id": self.ctx.run_id, "node": name},
+                )
+                return False
+        stats.rows_in = stats.rows_out = files.rows
+        stats.chunks_out = len(files.urls)
+        self.check_dataset(name, node, stats, list(files.urls))
+        self.commit_reference(name, node, files, select, stats)
         self.finish(name)
         return True
 

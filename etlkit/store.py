@@ -243,6 +243,9 @@ class RunStore:
             with self._guard():
                 self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
                 self._conn.execute("PRAGMA journal_mode = WAL")
+                # WAL with NORMAL sync stays consistent on a crash; it may lose the last commits
+                # on power loss, which the heartbeat and resume machinery tolerate.
+                self._conn.execute("PRAGMA synchronous = NORMAL")
                 self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except BaseException:

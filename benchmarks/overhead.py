@@ -1,0 +1,219 @@
+"""Orchestration overhead: graphs of trivial nodes, and the cold start of the `etlkit` command.
+
+Run from the repository root: `python -m benchmarks.overhead [--repeat 5] [--json PATH]`.
+
+Graphs are built programmatically (a `Pipeline` subclass made with `type(...)`), from a
+`MemorySource` of three rows, pass-through transforms and a `MemorySink`:
+
+- a chain of 100 nodes and a chain of 1,000 nodes,
+- a fan-out/fan-in: one source, 1,000 transforms reading it, one sink reading them all.
+
+Each graph runs in this process with the defaults (every node's output staged), without staging
+(`stage=False` on every node, to separate staging from threads and channels), and with the run
+store `etlkit run` records into. Reported: building the class and checking its graph, the run,
+and the per-node overhead (run time / nodes, and the marginal cost between the 100- and
+1,000-node chains). Cold starts are subprocess wall times of `etlkit --help` and of
+`etlkit run` on a one-node pipeline, with `python -c pass` for reference; all are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import polars as pl
+import pyarrow as pa
+
+import etlkit as ek
+from benchmarks import environment
+from etlkit.store import RunStore
+from etlkit.testing import MemorySink, MemorySource
+
+TABLE: Final = pa.table({"x": [1, 2, 3]})
+
+ONE_NODE: Final = '''
+"""One node: the smallest pipeline `etlkit run` can run."""
+
+import pyarrow as pa
+
+import etlkit as ek
+from etlkit.testing import MemorySource
+
+
+class OneNode(ek.Pipeline):
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+'''
+
+
+class PassThrough(ek.Transform[Any, Any]):
+    """Returns each chunk unchanged."""
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch
+
+
+def chain(nodes: int, *, stage: bool = True) -> type[ek.Pipeline]:
+    """A pipeline of `nodes` nodes in a line: a source, pass-through transforms, a sink."""
+    source = MemorySource(TABLE, stage=stage)
+    attrs: dict[str, object] = {"source": source}
+    previous: ek.Source | PassThrough = source
+    for i in range(1, nodes - 1):
+        previous = attrs[f"t{i:04d}"] = PassThrough(previous, stage=stage)
+    attrs["sink"] = MemorySink(previous)
+    return type(f"Chain{nodes}", (ek.Pipeline,), attrs)
+
+
+def fan(width: int, *, stage: bool = True) -> type[ek.Pipeline]:
+    """A source read by `width` pass-through transforms, all read by one sink."""
+    source = MemorySource(TABLE, stage=stage)
+    attrs: dict[str, object] = {"source": source}
+    middle = [PassThrough(source, stage=stage) for _ in range(width)]
+    attrs.update({f"t{i:04d}": node for i, node in enumerate(middle)})
+    attrs["sink"] = MemorySink(*middle)
+    return type(f"Fan{width}", (ek.Pipeline,), attrs)
+
+
+def time_graph(
+    make: Callable[[bool], type[ek.Pipeline]], state_dir: Path, *, stage: bool, store: bool
+) -> tuple[float, float, int]:
+    """Build and run one pipeline; return (build seconds, run seconds, nodes)."""
+    began = time.perf_counter()
+    cls = make(stage)
+    graph = cls.graph()
+    built = time.perf_counter()
+    settings = ek.load_settings(state_dir, env={}, cli={"paths.state_dir": str(state_dir)})
+    if store:
+        with RunStore(settings.paths.store) as runs:
+            result = cls.run(date="2025-03-01", settings=settings, store=runs)
+    else:
+        result = cls.run(date="2025-03-01", settings=settings)
+    done = time.perf_counter()
+    result.raise_for_error()
+    return built - began, done - built, len(graph.nodes)
+
+
+def cold_start(command: Sequence[str], cwd: Path, repeat: int) -> float:
+    """The median wall time of running `command` to completion in a fresh process."""
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _etlkit() -> list[str]:
+    script = Path(sys.executable).parent / "etlkit"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "etlkit"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the overhead benchmark and print its table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (default: 5)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    print(environment.describe(), flush=True)
+
+    graphs: dict[str, Callable[[bool], type[ek.Pipeline]]] = {
+        "chain of 100": lambda stage: chain(100, stage=stage),
+        "chain of 1,000": lambda stage: chain(1_000, stage=stage),
+        "fan 1 -> 1,000 -> 1": lambda stage: fan(1_000, stage=stage),
+    }
+    modes = {"defaults": (True, False), "no staging": (False, False), "with store": (True, True)}
+    rows: list[dict[str, Any]] = []
+    root = Path(tempfile.mkdtemp(prefix="etlkit-overhead-"))
+    try:
+        for mode, (stage, store) in modes.items():
+            for name, make in graphs.items():
+                builds, runs, nodes = [], [], 0
+                for i in range(args.repeat):
+                    state = root / f"{mode}-{name}-{i}".replace(" ", "_")
+                    build, run, nodes = time_graph(make, state, stage=stage, store=store)
+                    builds.append(build)
+                    runs.append(run)
+                    shutil.rmtree(state, ignore_errors=True)
+                run_seconds = statistics.median(runs)
+                row: dict[str, Any] = {
+                    "graph": name,
+                    "mode": mode,
+                    "nodes": nodes,
+                    "build_seconds": statistics.median(builds),
+                    "run_seconds": run_seconds,
+                    "ms_per_node": run_seconds / nodes * 1e3,
+                }
+                rows.append(row)
+                print(
+                    f"  {mode:10} {name:20} build {row['build_seconds']:6.3f}s  "
+                    f"run {row['run_seconds']:6.3f}s  {row['ms_per_node']:6.2f} ms/node",
+                    flush=True,
+                )
+        project = root / "project"
+        (project / "pipelines").mkdir(parents=True)
+        (project / "pipelines" / "one_node.py").write_text(textwrap.dedent(ONE_NODE))
+        etlkit = _etlkit()
+        repeat = max(args.repeat, 10)
+        starts = {
+            "python -c pass": cold_start([sys.executable, "-c", "pass"], project, repeat),
+            "etlkit --help": cold_start([*etlkit, "--help"], project, repeat),
+            "etlkit run one_node": cold_start(
+                [*etlkit, "run", "one_node", "--progress", "none"], project, repeat
+            ),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    by = {(r["mode"], r["graph"]): r for r in rows}
+    marginal = {
+        mode: (
+            by[(mode, "chain of 1,000")]["run_seconds"] - by[(mode, "chain of 100")]["run_seconds"]
+        )
+        / 900
+        * 1e3
+        for mode in modes
+    }
+    print(f"\nmedians of {args.repeat} runs\n")
+    print("| graph | mode | nodes | build s | run s | ms/node |")
+    print("|---|---|--:|--:|--:|--:|")
+    for r in rows:
+        print(
+            f"| {r['graph']} | {r['mode']} | {r['nodes']:,} | {r['build_seconds']:.3f} "
+            f"| {r['run_seconds']:.3f} | {r['ms_per_node']:.2f} |"
+        )
+    print()
+    for mode, ms in marginal.items():
+        print(f"marginal cost of a chain node ({mode}): {ms:.2f} ms")
+    print(f"\n| command (median of {repeat}, cold process) | wall s |")
+    print("|---|--:|")
+    for command, seconds in starts.items():
+        print(f"| `{command}` | {seconds:.3f} |")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": environment.machine(),
+                    "versions": environment.versions(),
+                    "graphs": rows,
+                    "marginal_ms_per_chain_node": marginal,
+                    "cold_start_seconds": starts,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The benchmark workloads, where their inputs live, and how results are compared.
+
+A workload is one query over one input format: TPC-H Q1 (Parquet and CSV), Q3, Q5 and Q6 over
+`tpchgen-cli` output, and the monthly financial report (Parquet and CSV) over
+`python -m data.generate` output. Each has an etlkit pipeline (a `load_pipeline` reference) and
+hand-written DuckDB, polars and pandas equivalents in `benchmarks.engines`.
+
+Results are compared to DuckDB's after sorting, floats to a tolerance: every engine adds floats
+in its own order, and DuckDB sums the Parquet files' decimals exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    import polars as pl
+
+REPO: Final = Path(__file__).resolve().parent.parent
+
+Fmt = Literal["parquet", "csv"]
+Dataset = Literal["tpch", "report"]
+
+#: The ways each workload runs, in the order they take turns.
+VARIANTS: Final = ("etlkit", "etlkit-novalidate", "duckdb", "polars", "pandas")
+#: The variant every other one is checked against.
+REFERENCE: Final = "duckdb"
+#: The logical date of every etlkit run (the report writes under `{out_dir}/{ds}/`).
+RUN_DATE: Final = "2025-03-01"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One query over one input format.
+
+    Attributes:
+        name: what the command line and the report call it (`q1-parquet`).
+        query: the query it runs (`q1`), shared by its formats.
+        fmt: the input format.
+        dataset: `tpch` (a scale factor's tables) or `report` (the sample billing data).
+        tables: the input tables, for the row count.
+        pipeline: the etlkit pipeline, as `etlkit run` accepts it (file[:Class] or module).
+        output: where the pipeline writes its result, relative to its `out_dir`.
+        atol: absolute tolerance of float comparisons (the report rounds to cents).
+    """
+
+    name: str
+    query: str
+    fmt: Fmt
+    dataset: Dataset
+    tables: tuple[str, ...]
+    pipeline: str
+    output: str
+    atol: float = 1e-6
+
+
+def _tpch(name: str, query: str, tables: tuple[str, ...], *, csv: bool = False) -> Workload:
+    """A TPC-H workload; its pipeline is `pipelines/tpch_{query}.py` (`TpchQ1Csv` for CSV)."""
+    path = str(REPO / "pipelines" / f"tpch_{query}.py")
+    pipeline = f"{path}:Tpch{query.upper()}Csv" if csv else path
+    fmt: Fmt = "csv" if csv else "parquet"
+    return Workload(name, query, fmt, "tpch", tables, pipeline, f"tpch_{query}.parquet")
+
+
+def _report(fmt: Fmt) -> Workload:
+    """The monthly report; `pipelines/monthly_report.py` reads CSV, its subclass Parquet."""
+    pipeline = (
+        "benchmarks.monthly_report_parquet"
+        if fmt == "parquet"
+        else str(REPO / "pipelines" / "monthly_report.py")
+    )
+    output = f"{RUN_DATE}/monthly_report.parquet"
+    tables = ("billing", "insurance")
+    return Workload(f"report-{fmt}", "report", fmt, "report", tables, pipeline, output, atol=0.011)
+
+
+_Q3_TABLES: Final = ("customer", "orders", "lineitem")
+_Q5_TABLES: Final = ("region", "nation", "supplier", "customer", "orders", "lineitem")
+
+WORKLOADS: Final[dict[str, Workload]] = {
+    w.name: w
+    for w in (
+        _tpch("q1-parquet", "q1", ("lineitem",)),
+        _tpch("q1-csv", "q1", ("lineitem",), csv=True),
+        _tpch("q3", "q3", _Q3_TABLES),
+        _tpch("q5", "q5", _Q5_TABLES),
+        _tpch("q6", "q6", ("lineitem",)),
+        _report("parquet"),
+        _report("csv"),
+    )
+}
+
+
+def table_path(data_dir: Path, dataset: Dataset, table: str, fmt: Fmt) -> str:
+    """The file (or glob) holding `table` in `fmt` under a data directory."""
+    if dataset == "tpch":
+        return str(data_dir / fmt / f"{table}.{fmt}")
+    if table == "billing":
+        return str(data_dir / "billing" / "*" / f"billing.{fmt}")
+    return str(data_dir / f"{table}.{fmt}")
+
+
+def table_files(data_dir: Path, dataset: Dataset, table: str, fmt: Fmt) -> list[Path]:
+    """The files holding `table` in `fmt` under a data directory, sorted."""
+    if dataset == "report" and table == "billing":
+        return sorted((data_dir / "billing").glob(f"*/billing.{fmt}"))
+    return [Path(table_path(data_dir, dataset, table, fmt))]
+
+
+def input_rows(workload: Workload, data_dir: Path) -> int:
+    """Rows of every input table of the workload (read from the Parquet copies' footers)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for table in workload.tables:
+        for path in table_files(data_dir, workload.dataset, table, "parquet"):
+            rows += pq.ParquetFile(path).metadata.num_rows
+    return rows
+
+
+# ---------------------------------------------------------------- comparing results
+
+
+def _normalized(frame: pl.DataFrame, like: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `like`'s column order and comparable types: numbers as Int64 or Float64."""
+    import polars as pl
+
+    columns = []
+    for name in like.columns:
+        ours, theirs = frame.schema[name], like.schema[name]
+        column = pl.col(name)
+        if ours.is_numeric() and theirs.is_numeric():
+            exact = ours.is_integer() and theirs.is_integer()
+            columns.append(column.cast(pl.Int64 if exact else pl.Float64))
+        elif theirs == pl.Date and ours != pl.Date:
+            columns.append(column.cast(pl.Date))
+        else:
+            columns.append(column.cast(theirs))
+    return frame.select(columns)
+
+
+def differences(expected: pl.DataFrame, got: pl.DataFrame, *, atol: float = 1e-6) -> list[str]:
+    """How `got` differs from `expected`, sorted and with floats to a tolerance; [] if equal.
+
+    Floats compare equal within `atol` plus a relative 1e-9.
+    """
+    import polars as pl
+
+    if sorted(got.columns) != sorted(expected.columns):
+        return [f"columns {sorted(got.columns)} instead of {sorted(expected.columns)}"]
+    if got.height != expected.height:
+        return [f"{got.height} rows instead of {expected.height}"]
+    got = _normalized(got, expected)
+    expected = _normalized(expected, expected)
+    keys = [name for name, dtype in got.schema.items() if dtype != pl.Float64]
+    order = keys + [name for name in got.columns if name not in keys]
+    got, expected = got.sort(order), expected.sort(order)
+    problems = []
+    for name in expected.columns:
+        for row, (want, have) in enumerate(
+            zip(expected[name].to_list(), got[name].to_list(), strict=True)
+        ):
+            if isinstance(want, float) and isinstance(have, float):
+                same = math.isclose(want, have, rel_tol=1e-9, abs_tol=atol)
+            else:
+                same = want == have
+            if not same:
+                problems.append(f"row {row}, column {name!r}: {have!r} instead of {want!r}")
+                break
+    return problems
