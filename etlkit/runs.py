@@ -28,6 +28,7 @@ from etlkit.errors import (
 from etlkit.execution import Event, Listener, RunOptions, RunResult, execute, new_run_id
 from etlkit.nodes import Context, Policy
 from etlkit.staging import Staging
+from etlkit.store import pid_alive
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -319,18 +320,6 @@ def _notify(
     dispatch(callbacks, context, notifiers or {})
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def retry_run(
     pipeline: type[Pipeline],
     run_id: str,
@@ -352,7 +341,7 @@ def retry_run(
     if record.state == "success":
         raise StoreError(f"Run {record.run_id} of '{record.pipeline}' already succeeded")
     if record.state in ("queued", "running"):
-        if _alive(record.pid) and record.pid != os.getpid():
+        if pid_alive(record.pid) and record.pid != os.getpid():
             raise StoreError(
                 f"Run {record.run_id} is still running (pid {record.pid}); "
                 "wait for it or stop it first"

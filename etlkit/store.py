@@ -743,7 +743,7 @@ class RunStore:
                 (pool, host),
             ).fetchall()
             for lease in leases:
-                if not _pid_alive(int(lease[2])):
+                if not pid_alive(int(lease[2])):
                     logger.info(
                         "pool %s: reclaimed the slot of node %s (run %s): process %d is gone",
                         pool,
@@ -933,8 +933,10 @@ def _filters(pipeline: str | None, states: Collection[str] | None) -> tuple[str,
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
     """Whether a process with this pid exists on this host (it may belong to someone else)."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -34,7 +34,7 @@ from etlkit.notifications import load_notifiers
 from etlkit.pipeline import load_pipeline
 from etlkit.runs import run_recorded
 from etlkit.scheduling.pools import load_pools
-from etlkit.store import ACTIVE_STATES, RunRecord, RunStore
+from etlkit.store import ACTIVE_STATES, RunRecord, RunStore, pid_alive
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -123,7 +123,7 @@ def _claimable(store: RunStore, run_id: str) -> RunRecord:
             f"Run {record.run_id} of '{record.pipeline}' is already {record.state}; "
             f"use `etlkit retry {record.run_id}` to run it again."
         )
-    if record.pid is not None and record.pid != os.getpid() and _alive(record.pid):
+    if record.pid is not None and record.pid != os.getpid() and pid_alive(record.pid):
         raise StoreError(
             f"Run {record.run_id} of '{record.pipeline}' is already running in process"
             f" {record.pid}."
@@ -188,16 +188,6 @@ def _resume(store: RunStore, record: RunRecord) -> bool:
     for event in reversed(store.events(record.run_id)):
         if event.kind == "requeued":
             return bool(event.payload.get("resume", True))
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from etlkit.scheduling.clock import Clock
-from etlkit.store import RunRecord, RunState, RunStore
+from etlkit.store import RunRecord, RunState, RunStore, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -236,19 +235,6 @@ class Children:
 def _quietly(action: Callable[[], None]) -> None:
     with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
         action()
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether process `pid` exists on this host."""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_stale(
