@@ -205,12 +205,23 @@ Listener = Callable[[Event], None]
 class _Inbox:
     """The bounded channel into one streaming node, fed by one or more producers."""
 
-    def __init__(self, producers: int, depth: int, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        producers: int,
+        depth: int,
+        cancel: threading.Event,
+        on_first: Callable[[], None] = lambda: None,
+    ) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.open = producers
         self.cancel = cancel
+        self.on_first = on_first  # the consumer gets a worker when its first item arrives
+        self.triggered = False
 
     def put(self, item: Any) -> None:
+        if not self.triggered:
+            self.triggered = True
+            self.on_first()
         while True:
             try:
                 self.queue.put(item, timeout=_POLL_SECONDS)
@@ -235,6 +246,64 @@ class _Inbox:
                 if self.cancel.is_set():
                     raise RunCancelledError("run cancelled")
                 yield item
+
+
+class _Workers:
+    """Daemon threads reused across a run's nodes: a node gets one once it is ready to run.
+
+    A node's thread is taken from the idle ones, or started when none is idle, so a node never
+    waits for a thread (no deadlock whatever blocks), while a long chain of quick nodes reuses a
+    few threads instead of starting one per node.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: queue.SimpleQueue[tuple[Callable[[str], None], str] | None] = (
+            queue.SimpleQueue()
+        )
+        self.lock = threading.Lock()
+        self.idle = 0
+        self.started = 0
+        self.closed = False
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, work: Callable[[str], None], name: str) -> None:
+        with self.lock:
+            self.tasks.put((work, name))
+            if self.idle:
+                self.idle -= 1
+                return
+            self.started += 1
+            thread = threading.Thread(
+                target=self.loop, name=f"etlkit-worker-{self.started}", daemon=True
+            )
+            self.threads.append(thread)
+        thread.start()
+
+    def loop(self) -> None:
+        thread = threading.current_thread()
+        while (task := self.tasks.get()) is not None:
+            work, name = task
+            thread.name = f"etlkit-{name}"
+            try:
+                work(name)  # catches everything at the node boundary
+            finally:
+                thread.name = "etlkit-idle"
+            with self.lock:
+                if self.closed:
+                    return
+                self.idle += 1
+
+    def close(self) -> None:
+        """Let idle threads end; busy ones (abandoned nodes) end when their node returns."""
+        with self.lock:
+            self.closed = True
+            idle, self.idle = self.idle, 0
+            threads = list(self.threads)
+        for _ in range(idle):
+            self.tasks.put(None)
+        deadline = time.perf_counter() + 1.0
+        for thread in threads:  # an abandoned node keeps its thread: do not wait on it long
+            thread.join(max(0.0, deadline - time.perf_counter()))
 
 
 def _split(batch: pa.RecordBatch, rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -305,8 +374,17 @@ class _Run:
         self.skipped = False  # a soft-failing sensor skips the run
         self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
         idle = options.reuse | options.skip
+        self.workers = _Workers()
+        self.phase: set[str] = set()
+        self.submitted: set[str] = set()
+        self.done = {name: threading.Event() for name in graph.order}
         self.inboxes = {
-            name: _Inbox(len(graph.inputs[name]), options.channel_depth, self.cancel)
+            name: _Inbox(
+                len(graph.inputs[name]),
+                options.channel_depth,
+                self.cancel,
+                on_first=lambda name=name: self.ready(name),  # type: ignore[misc]
+            )
             for name in graph.order
             if graph.streams_into(name) and self.pool_of(name) is None and name not in idle
         }
@@ -351,6 +429,8 @@ class _Run:
                 self.supervise(others)
         except KeyboardInterrupt:
             self.fail(RunCancelledError(f"Run {self.ctx.run_id} interrupted (Ctrl-C)"))
+        finally:
+            self.workers.close()
         result = self.result
         result.finished = time.perf_counter()
         if result.error is None and self.skipped:
@@ -374,43 +454,89 @@ class _Run:
         self.emit("run_finished")
         return result
 
+    def ready(self, name: str) -> None:
+        """Give the node a worker, once: it has data waiting, or its inputs are committed."""
+        with self.lock:
+            if name in self.submitted or name not in self.phase:
+                return
+            self.submitted.add(name)
+        self.workers.submit(self.run_node, name)
+
+    def run_node(self, name: str) -> None:
+        try:
+            self.work(name)
+        finally:
+            self.done[name].set()
+
+    def startable(self, name: str) -> bool:
+        """Whether a node can start now without waiting for anything."""
+        if name in self.inboxes:
+            return False  # started by its first item (or its producers' END)
+        return all(self.committed[i].is_set() for i in self.graph.inputs[name]) or (
+            name in self.options.reuse or name in self.options.skip
+        )
+
+    def mark_committed(self, name: str) -> None:
+        """The node's output is visible: start the consumers that were waiting for it."""
+        self.committed[name].set()
+        for consumer in self.graph.consumers[name]:
+            if self.startable(consumer):
+                self.ready(consumer)
+
     def supervise(self, names: Sequence[str]) -> None:
-        """Run these nodes' workers to the end, enforcing node and run timeouts.
+        """Run these nodes to the end, enforcing node and run timeouts.
 
         A node past its timeout fails the run; workers stop at their next chunk boundary. One
         that does not yield within the grace period is abandoned (its thread is a daemon).
+        Nodes never started because the run was cancelled first end as cancelled.
         """
-        threads = {
-            name: threading.Thread(
-                target=self.work, args=(name,), name=f"etlkit-{name}", daemon=True
-            )
-            for name in names
-        }
-        for thread in threads.values():
-            thread.start()
+        with self.lock:
+            self.phase = set(names)
+        for name in names:
+            if self.startable(name):
+                self.ready(name)
         deadline: float | None = None
-        while any(t.is_alive() for t in threads.values()):
-            for thread in threads.values():
-                thread.join(0.05)
-                if thread.is_alive():
+        while True:
+            with self.lock:
+                running = [n for n in names if n in self.submitted and not self.done[n].is_set()]
+                waiting = [n for n in names if n not in self.submitted]
+            if not running:
+                if not waiting or self.cancel.is_set():
                     break
+                stuck = [n for n in waiting if self.startable(n)]
+                if not stuck:  # cannot happen in a checked DAG; never hang on it
+                    logger.error("nodes %s cannot start; cancelling the run", waiting)
+                    self.fail(RunCancelledError(f"nodes {waiting} could not start"))
+                    break
+                for name in stuck:
+                    self.ready(name)
+                continue
+            self.done[running[0]].wait(0.05)
             self.check_timeouts()
             if self.cancel.is_set():
                 deadline = deadline or time.perf_counter() + self.options.cancel_grace
                 if time.perf_counter() > deadline:
-                    for name, thread in threads.items():
-                        if thread.is_alive():
-                            stats = self.result.nodes[name]
-                            if stats.state != "failed":
-                                stats.state = "cancelled"
-                            stats.finished = time.perf_counter()
-                            logger.warning(
-                                "node %s did not stop within %.1fs of the run's cancellation; "
-                                "abandoning it",
-                                name,
-                                self.options.cancel_grace,
-                            )
-                    return
+                    for name in running:
+                        if self.done[name].is_set():
+                            continue
+                        stats = self.result.nodes[name]
+                        if stats.state != "failed":
+                            stats.state = "cancelled"
+                        stats.finished = time.perf_counter()
+                        logger.warning(
+                            "node %s did not stop within %.1fs of the run's cancellation; "
+                            "abandoning it",
+                            name,
+                            self.options.cancel_grace,
+                        )
+                    break
+        with self.lock:
+            never = [n for n in names if n not in self.submitted]
+            self.submitted.update(never)
+        for name in never:
+            stats = self.result.nodes[name]
+            stats.state = "cancelled"
+            self.emit("node_finished", name)
 
     def check_timeouts(self) -> None:
         now = time.perf_counter()
@@ -451,7 +577,7 @@ class _Run:
         try:
             if name in self.options.skip:
                 stats.state = "skipped"
-                self.committed[name].set()  # nothing waits on it (see Graph.resume_plan)
+                self.mark_committed(name)  # nothing waits on it (see Graph.resume_plan)
                 return
             self.wait_for_inputs(name)
             held = self.take_slots(name, node, held)
@@ -465,13 +591,13 @@ class _Run:
             elif isinstance(node, Sink):
                 stats.write = node.write(self.sink_batches(name, node, stats), ctx)
                 stats.state = "done"
-                self.committed[name].set()
+                self.mark_committed(name)
             elif isinstance(node, Sensor):
                 self.sense(name, node, ctx, stats)
             elif isinstance(node, Task):
                 node.run(ctx)
                 stats.state = "done"
-                self.committed[name].set()
+                self.mark_committed(name)
             elif isinstance(node, Source) and self.refer(name, node, ctx, stats):
                 stats.state = "done"
             else:
@@ -653,7 +779,7 @@ class _Run:
                 raise RunCancelledError("run cancelled")
 
     def finish(self, name: str) -> None:
-        self.committed[name].set()
+        self.mark_committed(name)
         for consumer in self.graph.consumers[name]:
             if consumer in self.inboxes:
                 self.inboxes[consumer].put(_END)
