@@ -900,9 +900,13 @@ class _Run:
         files, select, frame = found
         model = node.output_model
         if self.options.validate and model is not None:
-            from etlkit.validation import ChunkValidator
+            from etlkit.validation import ChunkValidator, parquet_statistics
 
-            verdict = ChunkValidator(model).scan_clean(frame)
+            validator = ChunkValidator(model)
+            proven = frozenset[tuple[str, str]]()
+            if all("://" not in url for url in files.urls):
+                proven = validator.proven_checks(parquet_statistics(files.urls, files.columns))
+            verdict = validator.scan_clean(frame, proven)
             if verdict is not True:
                 logger.info(
                     "node %s: %s; validating chunk by chunk",

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
@@ -157,6 +157,99 @@ _BUILTINS: Final[dict[str, Callable[..., pl.Expr]]] = {
     "str_endswith": lambda col, *, string: col.str.ends_with(string),
     "str_length": _str_length,
 }
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """A column's statistics over whole files: extremes (None when unknown) and null count."""
+
+    minimum: Any
+    maximum: Any
+    null_count: int | None
+    floating: bool
+
+
+def parquet_statistics(paths: Sequence[str], columns: Sequence[str]) -> dict[str, ColumnStats]:
+    """Every row group's statistics of `columns` in these Parquet files, combined per column.
+
+    A column missing statistics in any row group gets unknown extremes or null count.
+    """
+    import pyarrow.parquet as pq
+
+    merged: dict[str, ColumnStats] = {}
+    for path in paths:
+        metadata = pq.ParquetFile(path).metadata
+        schema = metadata.schema.to_arrow_schema()
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for index in range(row_group.num_columns):
+                chunk = row_group.column(index)
+                name = chunk.path_in_schema
+                if name not in columns:
+                    continue
+                stats = chunk.statistics
+                floating = str(schema.field(name).type) in ("float", "double", "halffloat")
+                has = stats is not None and stats.has_min_max
+                nulls = stats.null_count if stats is not None and stats.has_null_count else None
+                here = ColumnStats(
+                    stats.min if has else None, stats.max if has else None, nulls, floating
+                )
+                merged[name] = _merge(merged[name], here) if name in merged else here
+    return merged
+
+
+def _merge(a: ColumnStats, b: ColumnStats) -> ColumnStats:
+    known = a.minimum is not None and b.minimum is not None
+    try:
+        low = min(a.minimum, b.minimum) if known else None
+        high = max(a.maximum, b.maximum) if known else None
+    except TypeError:
+        low = high = None
+    nulls = (
+        a.null_count + b.null_count
+        if a.null_count is not None and b.null_count is not None
+        else None
+    )
+    return ColumnStats(low, high, nulls, a.floating or b.floating)
+
+
+def _number(value: Any) -> Any:
+    import decimal
+
+    return float(value) if isinstance(value, decimal.Decimal) else value
+
+
+def _within(check: Check, minimum: Any, maximum: Any) -> bool:
+    """Whether every value in [minimum, maximum] passes a built-in range check."""
+    stats = check.statistics or {}
+    low, high = _number(minimum), _number(maximum)
+    try:
+        match check.name:
+            case "greater_than_or_equal_to":
+                return bool(low >= stats["min_value"])
+            case "greater_than":
+                return bool(low > stats["min_value"])
+            case "less_than_or_equal_to":
+                return bool(high <= stats["max_value"])
+            case "less_than":
+                return bool(high < stats["max_value"])
+            case "in_range":
+                above = (
+                    low >= stats["min_value"]
+                    if stats.get("include_min", True)
+                    else (low > stats["min_value"])
+                )
+                below = (
+                    high <= stats["max_value"]
+                    if stats.get("include_max", True)
+                    else (high < stats["max_value"])
+                )
+                return bool(above and below)
+            case "equal_to":
+                return bool(low == high == stats["value"])
+    except (KeyError, TypeError):
+        return False
+    return False
 
 
 def _check_name(check: Check) -> str:
@@ -326,7 +419,30 @@ class ChunkValidator:
         invalid = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
         return ChunkReport(data=data, invalid=invalid, failures=failures)
 
-    def scan_clean(self, frame: pl.LazyFrame) -> bool | None:
+    def proven_checks(self, stats: Mapping[str, ColumnStats]) -> frozenset[tuple[str, str]]:
+        """Checks that column statistics alone prove every row passes: `(column, check)`.
+
+        Null checks need a null count of zero; range checks (`ge`, `gt`, `le`, `lt`,
+        `in_range`, `eq`) need the minimum and maximum inside the range. Floating-point columns
+        prove only null checks, since Parquet statistics leave NaN out.
+        """
+        proven: set[tuple[str, str]] = set()
+        for rule in self._rules.values():
+            found = stats.get(rule.name)
+            if found is None:
+                continue
+            if not rule.component.nullable and found.null_count == 0:
+                proven.add((rule.name, "not_nullable"))
+            if found.floating or found.minimum is None or found.maximum is None:
+                continue
+            for check in rule.component.checks:
+                if _within(check, found.minimum, found.maximum):
+                    proven.add((rule.name, _check_name(check)))
+        return frozenset(proven)
+
+    def scan_clean(
+        self, frame: pl.LazyFrame, proven: frozenset[tuple[str, str]] = frozenset()
+    ) -> bool | None:
         """Whether a whole lazy frame passes every check, computed in one streaming pass.
 
         This is how immutable inputs are validated in place: polars reads only the model's
@@ -345,11 +461,12 @@ class ChunkValidator:
             frame = frame.with_columns(pl.col(c).alias(_RAW + c) for c in plan.raw)
         if plan.casts:
             frame = frame.with_columns(plan.casts)
-        if not plan.checks:
-            return True
+        checks = [c for c in plan.checks if (c.column, c.check) not in proven]
+        if not checks:
+            return True  # the statistics prove it: nothing to read
         try:
             counts = frame.select(
-                c.fail.cast(pl.UInt32).sum().alias(str(i)) for i, c in enumerate(plan.checks)
+                c.fail.cast(pl.UInt32).sum().alias(str(i)) for i, c in enumerate(checks)
             ).collect(engine="streaming")
         except pl.exceptions.PolarsError:
             return False  # a cast or check cannot run on this data: let the chunks say why

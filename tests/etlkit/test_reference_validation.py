@@ -1,0 +1,105 @@
+"""Parquet sources read in place: validated from footer statistics where they prove enough."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import ClassVar
+
+import pandera.polars as pdp
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import etlkit as ek
+from connectors.files import ParquetSource
+from etlkit.staging import Staging
+from etlkit.testing import MemorySink
+from etlkit.validation import ChunkValidator, parquet_statistics
+
+
+class Reading(pdp.DataFrameModel):
+    id: int = pdp.Field(nullable=False, ge=1)
+    value: float = pdp.Field(le=100.0)
+    level: int = pdp.Field(in_range={"min_value": 0, "max_value": 9})
+
+
+def write(path: Path, groups: list[dict[str, list[object]]]) -> Path:
+    schema = pa.schema([("id", pa.int64()), ("value", pa.float64()), ("level", pa.int64())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for group in groups:
+            writer.write_table(pa.table(group, schema=schema))
+    return path
+
+
+CLEAN = [
+    {"id": [1, 2], "value": [1.0, 2.0], "level": [0, 5]},
+    {"id": [3, 4], "value": [3.0, 4.0], "level": [9, 1]},
+]
+
+
+def test_statistics_prove_range_and_null_checks_but_not_on_floats(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.parquet", CLEAN)
+    stats = parquet_statistics([str(path)], ["id", "value", "level"])
+    assert stats["id"].minimum == 1
+    assert stats["id"].maximum == 4
+    assert stats["level"].null_count == 0
+
+    proven = ChunkValidator(Reading).proven_checks(stats)
+
+    assert ("id", "not_nullable") in proven
+    assert ("id", "greater_than_or_equal_to(1)") in proven
+    assert ("level", "in_range(0, 9)") in proven
+    assert ("value", "less_than_or_equal_to(100.0)") not in proven  # NaN escapes statistics
+
+
+def test_a_violation_in_a_later_row_group_is_still_caught(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.parquet", [CLEAN[0], {"id": [3], "value": [3.0], "level": [12]}])
+    stats = parquet_statistics([str(path)], ["id", "value", "level"])
+    assert ("level", "in_range(0, 9)") not in ChunkValidator(Reading).proven_checks(stats)
+
+
+class Pipe(ek.Pipeline):
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    readings = ParquetSource("{path}", schema=Reading)
+    total = ek.Sql("select count(*) as n, sum(value) as s from {readings}")
+    out = MemorySink(total)
+
+
+def run(settings: ek.Settings, path: Path) -> ek.RunResult:
+    return Pipe.run(settings=settings, params={"path": str(path)})
+
+
+def test_a_clean_file_is_staged_as_a_reference_without_a_copy(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "r.parquet", CLEAN)
+
+    result = run(settings, path)
+
+    assert result.state == "success", result.error
+    assert Pipe.out.table().to_pylist() == [{"n": 4, "s": 10.0}]
+    manifest = Staging(settings.paths.staging_root).manifest("pipe", result.run_id, "readings")
+    assert manifest is not None
+    assert manifest.reference_select is not None
+    assert [f.name for f in manifest.files] == [str(path)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "check"),
+    [
+        ({"id": [3], "value": [3.0], "level": [12]}, "in_range(0, 9)"),
+        ({"id": [0], "value": [3.0], "level": [1]}, "greater_than_or_equal_to(1)"),
+        ({"id": [3], "value": [math.nan], "level": [1]}, "less_than_or_equal_to(100.0)"),
+    ],
+)
+def test_bad_rows_in_a_referenced_file_fail_the_run_with_the_exact_check(
+    settings: ek.Settings, tmp_path: Path, bad: dict[str, list[object]], check: str
+) -> None:
+    path = write(tmp_path / "r.parquet", [CLEAN[0], bad])
+
+    result = run(settings, path)
+
+    assert isinstance(result.error, ek.DataValidationError)
+    assert check in str(result.error)
+    assert result.nodes["out"].state == "cancelled"
