@@ -74,14 +74,14 @@ def project(tmp_path: Path) -> Path:
 
 
 class SchedulerProcess:
-    """`python -m etlkit.scheduling` in the project, its output in a file."""
+    """`etlkit scheduler` in the project, its output in a file."""
 
     def __init__(self, project: Path, name: str) -> None:
         self.log = project / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "etlkit.scheduling", "--project", str(project)],
+                [sys.executable, "-m", "etlkit", "--log-level", "info", "scheduler"],
                 cwd=project,
                 env={**env, "PYTHONPATH": str(REPO)},
                 stdout=out,
