@@ -272,16 +272,29 @@ def build_graph(
 
 
 def render_text(graph: Graph) -> str:
-    """A readable text rendering of the DAG: one line per node, in order, with its inputs."""
-    width = max((len(n) for n in graph.order), default=0)
-    lines = [f"{graph.pipeline} ({len(graph.order)} nodes)"]
+    """A readable text rendering of the DAG: one line per node, in order, with its edges.
+
+    monthly_report (7 nodes)
+      billing        source  CsvSource  RawBilling  <- (none)   -> billing_clean
+      ...
+    """
+    rows = []
     for name in graph.order:
         node = graph.nodes[name]
         model = model_name(node.output_model if node.kind != "sink" else node.input_model)
-        source = ", ".join(graph.inputs[name]) if graph.inputs[name] else "-"
-        consumers = ", ".join(graph.consumers[name]) or "-"
-        lines.append(
-            f"  {name:<{width}}  {node.kind:<9} {type(node).__name__:<20} "
-            f"[{model}]  <- {source}  -> {consumers}"
+        rows.append(
+            (
+                name,
+                node.kind,
+                type(node).__name__,
+                model,
+                "<- " + (", ".join(graph.inputs[name]) or "(none)"),
+                "-> " + (", ".join(graph.consumers[name]) or "(none)"),
+            )
         )
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(5)]
+    lines = [f"{graph.pipeline} ({len(graph.order)} nodes)"]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  " + "  ".join([*cells, row[5]]).rstrip())
     return "\n".join(lines)
