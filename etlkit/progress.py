@@ -25,7 +25,8 @@ def _rate(stats: NodeStats) -> str:
 
 
 def summary_rows(result: RunResult) -> list[tuple[str, ...]]:
-    """One row of text cells per node: node, kind, state, rows in, rows out, chunks, rows/s, s."""
+    """One row of text cells per node: node, kind, state, rows in, rows out, seconds, rows/s,
+    chunks (the order of `HEADERS`: what matters most comes first in a narrow terminal)."""
     return [
         (
             stats.name,
@@ -33,15 +34,15 @@ def summary_rows(result: RunResult) -> list[tuple[str, ...]]:
             stats.state,
             f"{stats.rows_in:,}",
             f"{stats.rows_out:,}",
-            f"{max(stats.chunks_out, stats.chunks_in):,}",
-            _rate(stats),
             f"{stats.seconds:.2f}",
+            _rate(stats),
+            f"{max(stats.chunks_out, stats.chunks_in):,}",
         )
         for stats in result.nodes.values()
     ]
 
 
-HEADERS = ("node", "kind", "state", "rows in", "rows out", "chunks", "rows/s", "seconds")
+HEADERS = ("node", "kind", "state", "rows in", "rows out", "seconds", "rows/s", "chunks")
 
 _STYLES = {
     "done": "green",
@@ -54,12 +55,21 @@ _STYLES = {
 
 
 def _table(result: RunResult, title: str) -> Table:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for header in HEADERS:
-        table.add_column(header, justify="left" if header in ("node", "kind", "state") else "right")
-    for row in summary_rows(result):
+    rows = summary_rows(result)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for index, header in enumerate(HEADERS):
+        # cells never wrap or shrink below their content: the kind column goes first
+        widest = max([len(header), *(len(row[index]) for row in rows)])
+        table.add_column(
+            header,
+            justify="left" if header in ("node", "kind", "state") else "right",
+            no_wrap=True,
+            min_width=widest if header != "kind" else None,
+        )
+    for row in rows:
         style = _STYLES.get(row[2], "")
         table.add_row(*row[:2], f"[{style}]{row[2]}[/]" if style else row[2], *row[3:])
     return table
