@@ -18,6 +18,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -240,17 +241,36 @@ class RunStore:
             raise StoreError(f"Cannot open the run store at {self.path}: {exc}") from exc
         try:
             self._conn.row_factory = sqlite3.Row
-            with self._guard():
-                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                # WAL with NORMAL sync stays consistent on a crash; it may lose the last commits
-                # on power loss, which the heartbeat and resume machinery tolerate.
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            self._open()
         except BaseException:
             self._conn.close()
             raise
+
+    def _open(self) -> None:
+        """Switch to WAL and migrate, retrying while another process creates the same file.
+
+        Changing the journal mode of a file another connection is setting up can fail at once
+        with "database is locked" (SQLite's busy timeout does not cover it): two `etlkit run`s
+        starting together on a new store would otherwise race.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.01
+        while True:
+            try:
+                with self._guard():
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                    # WAL with NORMAL sync stays consistent on a crash; it may lose the last
+                    # commits on power loss, which the heartbeat and resume machinery tolerate.
+                    self._conn.execute("PRAGMA synchronous = NORMAL")
+                    self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+                return
+            except StoreError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def close(self) -> None:
         """Close the connection; later calls raise StoreError. Closing twice is harmless."""

@@ -562,3 +562,41 @@ def test_a_file_from_a_newer_etlkit_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match=r"schema version 99.*Upgrade etlkit"):
         RunStore(path)
+
+
+OPENER = """
+import os, sys
+from datetime import UTC, datetime
+from etlkit.store import RunStore
+
+with RunStore(sys.argv[1]) as store:
+    for i in range(10):
+        run_id = f"r{sys.argv[2]}-{i}"
+        store.create_run(run_id=run_id, pipeline="p", logical_date=datetime(2025, 1, 1, tzinfo=UTC),
+                         params={}, trigger="manual", staging_root="x")
+        store.start_run(run_id, pid=os.getpid())
+        store.finish_run(run_id, "success")
+"""
+
+
+@pytest.mark.slow
+def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two `etlkit run`s starting together on a new store once failed with 'database is
+    locked' (switching to WAL is not covered by SQLite's busy timeout)."""
+    import subprocess
+    import sys
+
+    for attempt in range(3):
+        path = tmp_path / f"store{attempt}.sqlite"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(path), str(k)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(4)
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        with RunStore(path) as store:
+            assert len(store.runs(limit=100)) == 40
