@@ -1,12 +1,16 @@
-"""One run of a pipeline: a worker thread per node, bounded channels, staging, cancellation.
+"""One run of a pipeline: worker threads, bounded channels, staging, cancellation.
 
+Each node runs on a worker thread it gets when it is ready (its first chunk arrived, or its
+inputs committed); idle threads are reused, so a long chain of quick nodes needs few threads.
 Streaming nodes (sources, transforms, sinks) pass `pyarrow.RecordBatch` chunks through bounded
 queues, so memory is bounded by channel depth times chunk size, whatever the input size. Blocking
 nodes (`Sql`, `Lazy`) wait for their inputs' staged outputs to commit and run DuckDB or polars'
 streaming engine over those Parquet files, out of core, streaming their result out in chunks.
 
 Every chunk leaving a node is validated against the node's output model, appended to the node's
-staged Parquet and sent to its streaming consumers. The first failure cancels the run: every
+staged Parquet and sent to its streaming consumers. A Parquet source whose output is its files
+as they are is staged as a reference to them instead of a copy (validated in one pass, or from
+footer statistics, when nothing streams from it). The first failure cancels the run: every
 worker stops at its next chunk boundary and uncommitted staging is discarded.
 """
 
