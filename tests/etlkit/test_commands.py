@@ -110,10 +110,11 @@ def test_a_missing_program_cannot_start() -> None:
 @pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(caplog: pytest.LogCaptureFixture) -> None:
     code = (
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "import subprocess, sys, threading\n"
+        "block = 'import threading; threading.Event().wait(30)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', block])\n"
         "print(child.pid, flush=True)\n"
-        "time.sleep(30)"
+        "threading.Event().wait(30)"
     )
     started = time.monotonic()
     with pytest.raises(CommandTimeoutError, match=r"timed out after 1 s; its process group"):
@@ -145,7 +146,8 @@ def test_processes_left_holding_the_output_are_terminated(
     monkeypatch.setattr("etlkit.commands._ORPHAN_GRACE_S", 0.2)
     code = (
         "import subprocess, sys\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "block = 'import threading; threading.Event().wait(30)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', block])\n"
         "print(child.pid, flush=True)"
     )
     started = time.monotonic()
@@ -159,7 +161,7 @@ def test_processes_left_holding_the_output_are_terminated(
 def test_a_cancelled_run_terminates_the_command() -> None:
     started = time.monotonic()
     with pytest.raises(RunCancelledError, match="terminated: run cancelled"):
-        Command(py("import time; time.sleep(30)")).run(make_ctx(cancel_after=3))
+        Command(py("import threading; threading.Event().wait(30)")).run(make_ctx(cancel_after=3))
     assert time.monotonic() - started < 8
 
 
