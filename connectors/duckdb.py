@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import pyarrow as pa
 
+from connectors.tables import Table, check_name, parse_table, quote_ident
 from etlkit.errors import ConfigError, ConnectorError, TransientError
 from etlkit.nodes import Context, Node, Sink, Source, WriteResult
 from etlkit.schema import arrow_schema, column_names
@@ -42,59 +41,12 @@ Mode = Literal["append", "replace"]
 #: The name a chunk is registered under while it is loaded.
 _CHUNK: Final = "__etlkit_chunk"
 #: Characters no table name may hold: quotes, semicolons and control characters.
-_FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
 #: How many table or column names an error message lists before it says "and N more".
 _LISTED: Final = 20
 
 
 class DatabaseLockedError(ConnectorError, TransientError):
     """Another connection holds the DuckDB database file; retrying later may succeed."""
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A table name, optionally qualified by its schema (`analytics.patients`)."""
-
-    schema: str | None
-    name: str
-
-    @property
-    def sql(self) -> str:
-        parts = [self.name] if self.schema is None else [self.schema, self.name]
-        return ".".join(_quote(part) for part in parts)
-
-    @property
-    def display(self) -> str:
-        return self.name if self.schema is None else f"{self.schema}.{self.name}"
-
-
-def _quote(identifier: str) -> str:
-    """`identifier` as a quoted SQL identifier (embedded double quotes doubled)."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _check_name(name: str, owner: str) -> None:
-    bad = _FORBIDDEN.search(name)
-    if bad:
-        raise ConfigError(
-            f"{owner}: table name {name!r} contains {bad.group()!r}; table names may not hold "
-            "quotes, semicolons or control characters. Write 'table' or 'schema.table'."
-        )
-
-
-def _parse_table(name: str, owner: str) -> _Table:
-    """Split `table` or `schema.table`, refusing anything that could not be quoted safely.
-
-    Raises:
-        ConfigError: the name is empty, has more than two parts or holds a forbidden character.
-    """
-    _check_name(name, owner)
-    parts = name.split(".")
-    if len(parts) > 2 or not all(part.strip() for part in parts):
-        raise ConfigError(
-            f"{owner}: table name {name!r} is not of the form 'table' or 'schema.table'."
-        )
-    return _Table(None, parts[0]) if len(parts) == 1 else _Table(parts[0], parts[1])
 
 
 def _check_database(database: str, owner: str) -> None:
@@ -170,7 +122,7 @@ def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
     return sorted(str(name) if schema == "main" else f"{schema}.{name}" for schema, name in rows)
 
 
-def _table_columns(con: duckdb.DuckDBPyConnection, table: _Table) -> list[str] | None:
+def _table_columns(con: duckdb.DuckDBPyConnection, table: Table) -> list[str] | None:
     """The columns of a table or view, None when it does not exist.
 
     Binding a SELECT costs well under a millisecond, while the first read of the catalog
@@ -234,9 +186,9 @@ class DuckDBTableSource(Source):
             raise ConfigError(f"{owner} takes exactly one of table= or query=; got {got}.")
         _check_database(database, owner)
         if table is not None:
-            _check_name(table, owner)
+            check_name(table, owner)
             if "{" not in table:
-                _parse_table(table, owner)
+                parse_table(table, owner)
         _check_positive(chunk_rows, "chunk_rows", owner)
         _check_positive(threads, "threads", owner)
         self.database = database
@@ -300,7 +252,7 @@ class DuckDBTableSource(Source):
 
         try:
             if self.table is not None:
-                table = _parse_table(ctx.render(self.table), owner)
+                table = parse_table(ctx.render(self.table), owner)
                 relation, what = table.sql, f"table '{table.display}'"
                 available = _table_columns(con, table)
                 if available is None:
@@ -335,7 +287,7 @@ class DuckDBTableSource(Source):
                 + hints
             )
         projection = ", ".join(
-            f"{_quote(by_lower[c.lower()])} AS {_quote(c)}" for c in wanted_columns
+            f"{quote_ident(by_lower[c.lower()])} AS {quote_ident(c)}" for c in wanted_columns
         )
         return f"SELECT {projection} FROM {relation}", what
 
@@ -407,9 +359,9 @@ class DuckDBTableSink(Sink):
         if mode not in get_args(Mode):
             raise ConfigError(f"{owner}: mode must be 'append' or 'replace', got {mode!r}.")
         _check_database(database, owner)
-        _check_name(table, owner)
+        check_name(table, owner)
         if "{" not in table:
-            _parse_table(table, owner)
+            parse_table(table, owner)
         _check_positive(threads, "threads", owner)
         self.database = database
         self.table = table
@@ -430,7 +382,7 @@ class DuckDBTableSink(Sink):
         import duckdb
 
         owner = _node_name(self, ctx)
-        table = _parse_table(ctx.render(self.table), owner)
+        table = parse_table(ctx.render(self.table), owner)
         path = Path(ctx.render(self.database))
         created = not path.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,14 +416,14 @@ class DuckDBTableSink(Sink):
         self,
         con: duckdb.DuckDBPyConnection,
         batches: Iterator[pa.RecordBatch],
-        table: _Table,
+        table: Table,
         path: Path,
         owner: str,
     ) -> int:
         """Insert every chunk inside the open transaction; the number of rows inserted."""
         existing = _table_columns(con, table)  # a failed lookup leaves the transaction usable
         if table.schema is not None and existing is None:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(table.schema)}")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
         # The table's columns once it exists in the transaction; None until the first chunk
         # creates it (always so in replace mode).
         columns = existing if self.mode == "append" else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 import polars as pl
 import pyarrow as pa
 
-from connectors.postgres.tables import quote_ident
+from connectors.tables import quote_ident
 from etlkit.errors import ConnectorError
 from etlkit.schema import ColumnSpec
 

@@ -22,16 +22,13 @@ from connectors.postgres.connection import (
 )
 from connectors.postgres.tables import (
     Found,
-    Table,
-    check_name,
     closest_name,
     find_relation,
     listing,
     missing_table,
     node_name,
-    parse_table,
-    quote_ident,
 )
+from connectors.tables import Table, check_name, parse_table, quote_ident
 from etlkit.errors import ConfigError, ConnectorError
 from etlkit.nodes import Context, Node, Sink, WriteResult
 from etlkit.schema import arrow_schema
