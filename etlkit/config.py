@@ -312,16 +312,25 @@ def _check_values(values: Mapping[str, object], sources: Mapping[str, str]) -> N
         )
 
 
-def _read_toml(path: Path, source: str, specs: Mapping[str, _Field]) -> dict[str, object]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file (etlkit.toml); the other sections' readers use it too.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not valid TOML (the message names it).
+    """
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"Config file {path} not found.") from exc
     except OSError as exc:
         raise ConfigError(f"Config file {path} could not be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+
+
+def _read_toml(path: Path, source: str, specs: Mapping[str, _Field]) -> dict[str, object]:
+    data = read_toml(path)
     found: dict[str, object] = {}
     where = f" in {source}"
     for section, table in data.items():

@@ -46,13 +46,13 @@ import logging
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
+from etlkit.config import read_toml
 from etlkit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -368,15 +368,7 @@ def load_connections(
 
 
 def _read_table(path: Path, source: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"Config file {path} not found.") from exc
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} could not be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     table = data.get("connections", {})
     if not isinstance(table, dict):
         raise ConfigError(

@@ -31,7 +31,6 @@ import logging
 import os
 import smtplib
 import ssl
-import tomllib
 import traceback
 import urllib.error
 import urllib.request
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
+from etlkit.config import read_toml
 from etlkit.errors import ConfigError, EtlkitError
 
 logger = logging.getLogger(__name__)
@@ -403,13 +403,7 @@ def load_notifiers(
             return {}
         config_file = default
     path = Path(config_file).resolve()
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} could not be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     tables = data.get("notifiers", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"'notifiers' in {path} must hold tables: [notifiers.<name>].")

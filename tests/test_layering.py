@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "querying": {"errors", "staging"},
     "sensors": {"errors", "nodes", "store", "connections"},
     "commands": {"errors", "nodes", "connections"},
-    "notifications": {"errors", "connections"},
+    "notifications": {"errors", "connections", "config"},
     "graph": {"errors", "nodes", "schema"},
     "execution": {
         *("errors", "nodes", "schema", "staging", "validation", "graph", "guard", "runlog"),

@@ -15,9 +15,9 @@ store (`RunStore.acquire_slot` / `release_slot`), so every process sharing the s
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+from etlkit.config import read_toml
 from etlkit.errors import ConfigError
 
 
@@ -33,17 +33,9 @@ def load_pools(project_dir: Path, config_file: Path | None = None) -> dict[str, 
             names the key and the file).
     """
     path = config_file if config_file is not None else Path(project_dir) / "etlkit.toml"
-    if not path.is_file():
-        if config_file is not None:
-            raise ConfigError(f"Config file {path} not found.")
+    if config_file is None and not path.is_file():
         return {}
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} could not be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     pools: dict[str, int] = {}
     connections = data.get("connections", {})
     if isinstance(connections, dict):
