@@ -825,7 +825,13 @@ class _Run:
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
             first_schema = arrow_schema(model)
-        self.check_dataset(name, node, stats, writer.part_urls() if writer is not None else [])
+        if writer is not None:
+            staged = writer.part_urls()
+        elif referenced is not None:
+            staged = list(referenced[0].urls)  # the source's own files are its staged output
+        else:
+            staged = []
+        self.check_dataset(name, node, stats, staged)
         if writer is not None:
             manifest = writer.commit(
                 empty_schema=first_schema,

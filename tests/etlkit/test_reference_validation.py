@@ -103,3 +103,27 @@ def test_bad_rows_in_a_referenced_file_fail_the_run_with_the_exact_check(
     assert isinstance(result.error, ek.DataValidationError)
     assert check in str(result.error)
     assert result.nodes["out"].state == "cancelled"
+
+
+class UniqueReading(pdp.DataFrameModel):
+    id: int = pdp.Field(unique=True)
+
+
+class Streamed(ek.Pipeline):
+    """The source streams to a sink, so it is staged as a reference while it streams."""
+
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    readings = ParquetSource("{path}", schema=UniqueReading, chunk_rows=2)
+    out = MemorySink(readings)
+
+
+def test_duplicates_across_chunks_of_a_streamed_reference_are_caught(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 1]}), path)
+
+    result = Streamed.run(settings=settings, params={"path": str(path)})
+
+    assert isinstance(result.error, ek.DataValidationError)
+    assert "column 'id' must be unique across all chunks" in str(result.error)
