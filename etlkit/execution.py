@@ -915,7 +915,10 @@ class _Run:
             validator = ChunkValidator(model)
             proven = frozenset[tuple[str, str]]()
             if all("://" not in url for url in files.urls):
-                proven = validator.proven_checks(parquet_statistics(files.urls, files.columns))
+                statistics = parquet_statistics(
+                    files.urls, files.columns, values_of=validator.text_columns()
+                )
+                proven = validator.proven_checks(statistics)
             verdict = validator.scan_clean(frame, proven)
             if verdict is not True:
                 logger.info(

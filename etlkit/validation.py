@@ -52,7 +52,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
@@ -161,22 +161,34 @@ _BUILTINS: Final[dict[str, Callable[..., pl.Expr]]] = {
 
 @dataclass(frozen=True)
 class ColumnStats:
-    """A column's statistics over whole files: extremes (None when unknown) and null count."""
+    """A column's statistics over whole files: extremes (None when unknown), null count, and for
+    dictionary-encoded text columns every value the dictionaries hold (None when not read)."""
 
     minimum: Any
     maximum: Any
     null_count: int | None
     floating: bool
+    values: frozenset[str] | None = None
 
 
-def parquet_statistics(paths: Sequence[str], columns: Sequence[str]) -> dict[str, ColumnStats]:
+#: Past this many distinct values a column's dictionaries are not worth collecting.
+_MAX_DICTIONARY_VALUES: Final = 4096
+
+
+def parquet_statistics(
+    paths: Sequence[str], columns: Sequence[str], *, values_of: Sequence[str] = ()
+) -> dict[str, ColumnStats]:
     """Every row group's statistics of `columns` in these Parquet files, combined per column.
 
-    A column missing statistics in any row group gets unknown extremes or null count.
+    A column missing statistics in any row group gets unknown extremes or null count. For the
+    text columns in `values_of` that are dictionary-encoded in every row group, `values` is
+    the union of the dictionaries: a superset of the values present, read from the dictionary
+    indices without materializing any string (a fraction of a full scan).
     """
     import pyarrow.parquet as pq
 
     merged: dict[str, ColumnStats] = {}
+    dictionary_coded = set(values_of)
     for path in paths:
         metadata = pq.ParquetFile(path).metadata
         schema = metadata.schema.to_arrow_schema()
@@ -187,6 +199,12 @@ def parquet_statistics(paths: Sequence[str], columns: Sequence[str]) -> dict[str
                 name = chunk.path_in_schema
                 if name not in columns:
                     continue
+                if not chunk.has_dictionary_page or str(schema.field(name).type) not in (
+                    "string",
+                    "large_string",
+                    "string_view",
+                ):
+                    dictionary_coded.discard(name)
                 stats = chunk.statistics
                 floating = str(schema.field(name).type) in ("float", "double", "halffloat")
                 has = stats is not None and stats.has_min_max
@@ -195,7 +213,32 @@ def parquet_statistics(paths: Sequence[str], columns: Sequence[str]) -> dict[str
                     stats.min if has else None, stats.max if has else None, nulls, floating
                 )
                 merged[name] = _merge(merged[name], here) if name in merged else here
+    wanted = [c for c in values_of if c in dictionary_coded and c in merged]
+    for name, values in _dictionary_values(paths, wanted).items():
+        merged[name] = replace(merged[name], values=values)
     return merged
+
+
+def _dictionary_values(paths: Sequence[str], columns: list[str]) -> dict[str, frozenset[str]]:
+    """The union of each column's dictionaries; a column with too many values is left out."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, set[str | None]] = {c: set() for c in columns}
+    for path in paths:
+        if not found:
+            break
+        names = list(found)
+        batches = pq.ParquetFile(path, read_dictionary=names).iter_batches(
+            batch_size=1 << 20, columns=names
+        )
+        for batch in batches:
+            for name in list(found):
+                found[name].update(batch.column(name).dictionary.to_pylist())
+                if len(found[name]) > _MAX_DICTIONARY_VALUES:
+                    del found[name]
+            if not found:
+                break
+    return {name: frozenset(v for v in values if v is not None) for name, values in found.items()}
 
 
 def _merge(a: ColumnStats, b: ColumnStats) -> ColumnStats:
@@ -419,12 +462,22 @@ class ChunkValidator:
         invalid = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
         return ChunkReport(data=data, invalid=invalid, failures=failures)
 
+    def text_columns(self) -> list[str]:
+        """Text columns with built-in checks that a column's distinct values could prove."""
+        return [
+            rule.name
+            for rule in self._rules.values()
+            if rule.checks and (rule.target is None or rule.target == pl.String)
+        ]
+
     def proven_checks(self, stats: Mapping[str, ColumnStats]) -> frozenset[tuple[str, str]]:
         """Checks that column statistics alone prove every row passes: `(column, check)`.
 
         Null checks need a null count of zero; range checks (`ge`, `gt`, `le`, `lt`,
         `in_range`, `eq`) need the minimum and maximum inside the range. Floating-point columns
-        prove only null checks, since Parquet statistics leave NaN out.
+        prove only null checks, since Parquet statistics leave NaN out. With a text column's
+        dictionary values (`ColumnStats.values`), any built-in check (`isin`, `notin`,
+        `str_matches`, ...) is proven when every value in the dictionaries passes it.
         """
         proven: set[tuple[str, str]] = set()
         for rule in self._rules.values():
@@ -433,6 +486,14 @@ class ChunkValidator:
                 continue
             if not rule.component.nullable and found.null_count == 0:
                 proven.add((rule.name, "not_nullable"))
+            if found.values is not None and (rule.target is None or rule.target == pl.String):
+                values = pl.DataFrame(
+                    {rule.name: sorted(found.values)}, schema={rule.name: pl.String}
+                )
+                for value_check in rule.checks:
+                    passes = values.select(value_check.passed.fill_null(True).all()).item()
+                    if passes and (value_check.ignore_na or found.null_count == 0):
+                        proven.add((rule.name, value_check.name))
             if found.floating or found.minimum is None or found.maximum is None:
                 continue
             for check in rule.component.checks:

@@ -59,6 +59,76 @@ def test_a_violation_in_a_later_row_group_is_still_caught(tmp_path: Path) -> Non
     assert ("level", "in_range(0, 9)") not in ChunkValidator(Reading).proven_checks(stats)
 
 
+class Flagged(pdp.DataFrameModel):
+    flag: str = pdp.Field(isin=["A", "N", "R"])
+    code: str = pdp.Field(str_matches=r"^[A-Z]{2}$")
+
+
+def write_flags(path: Path, groups: list[dict[str, list[object]]], **options: object) -> Path:
+    schema = pa.schema([("flag", pa.string()), ("code", pa.string())])
+    with pq.ParquetWriter(path, schema, **options) as writer:  # type: ignore[arg-type]
+        for group in groups:
+            writer.write_table(pa.table(group, schema=schema))
+    return path
+
+
+def test_dictionaries_prove_value_checks_on_text_columns(tmp_path: Path) -> None:
+    path = write_flags(
+        tmp_path / "f.parquet",
+        [{"flag": ["A", "N"], "code": ["AB", "CD"]}, {"flag": ["R", None], "code": ["EF", "GH"]}],
+    )
+    stats = parquet_statistics([str(path)], ["flag", "code"], values_of=["flag", "code"])
+    assert stats["flag"].values == {"A", "N", "R"}
+
+    proven = ChunkValidator(Flagged).proven_checks(stats)
+
+    assert ("flag", "isin(['A', 'N', 'R'])") in proven
+    assert ("code", "str_matches('^[A-Z]{2}$')") in proven
+    assert ("flag", "not_nullable") not in proven  # a null is there: the scan must report it
+
+
+def test_a_value_outside_the_set_in_a_later_row_group_is_not_proven(tmp_path: Path) -> None:
+    path = write_flags(
+        tmp_path / "f.parquet",
+        [{"flag": ["A"], "code": ["AB"]}, {"flag": ["X"], "code": ["abc"]}],
+    )
+    stats = parquet_statistics([str(path)], ["flag", "code"], values_of=["flag", "code"])
+
+    proven = ChunkValidator(Flagged).proven_checks(stats)
+
+    assert proven == {("flag", "not_nullable"), ("code", "not_nullable")}
+
+
+def test_plain_encoded_text_is_not_read_for_values(tmp_path: Path) -> None:
+    path = write_flags(
+        tmp_path / "f.parquet", [{"flag": ["A"], "code": ["AB"]}], use_dictionary=False
+    )
+    stats = parquet_statistics([str(path)], ["flag", "code"], values_of=["flag", "code"])
+
+    assert stats["flag"].values is None
+    assert ("flag", "isin(['A', 'N', 'R'])") not in ChunkValidator(Flagged).proven_checks(stats)
+
+
+class FlagPipe(ek.Pipeline):
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    flags = ParquetSource("{path}", schema=Flagged)
+    total = ek.Sql("select count(*) as n from {flags}")
+    out = MemorySink(total)
+
+
+def test_a_flag_outside_the_set_fails_a_referenced_source(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    path = write_flags(
+        tmp_path / "f.parquet", [{"flag": ["A"], "code": ["AB"]}, {"flag": ["Z"], "code": ["CD"]}]
+    )
+
+    result = FlagPipe.run(settings=settings, params={"path": str(path)})
+
+    assert isinstance(result.error, ek.DataValidationError)
+    assert "column 'flag' failed isin(['A', 'N', 'R']) on 1 row (examples: Z)" in str(result.error)
+
+
 class Pipe(ek.Pipeline):
     params: ClassVar[dict[str, str]] = {"path": ""}
     readings = ParquetSource("{path}", schema=Reading)
