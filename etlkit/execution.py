@@ -62,6 +62,7 @@ from etlkit.staging import NodeWriter, Staging
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
+    from etlkit.validation import ChunkValidator
 
 logger = logging.getLogger(__name__)
 
@@ -358,6 +359,38 @@ def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
     return batches
 
 
+def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[str, str]]:
+    """The checks local Parquet files' footer statistics and dictionaries prove for all rows."""
+    from etlkit.validation import parquet_statistics
+
+    if any("://" in url for url in files.urls):
+        return frozenset()
+    found = parquet_statistics(files.urls, files.columns, values_of=validator.text_columns())
+    return validator.proven_checks(found)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A source read in place: its files, their SQL casts and a lazy frame over them."""
+
+    files: SourceFiles
+    select: list[tuple[str, str | None]]
+    frame: pl.LazyFrame
+    lossless: bool  # every cast to the model always succeeds: polars may read the files
+
+
+def _never_fails(found: pl.DataType, wanted: pl.DataType) -> bool:
+    """Whether every value of `found` casts to `wanted` (a widening the source would do)."""
+    if isinstance(found, pl.Decimal):
+        return wanted == pl.Float64
+    if found == pl.Float32:
+        return wanted == pl.Float64
+    small_ints = (pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt16, pl.UInt32)
+    if found in small_ints:
+        return wanted in (pl.Int64, pl.Float64)
+    return False
+
+
 class _Run:
     def __init__(
         self,
@@ -614,6 +647,9 @@ class _Run:
                     and not node.expectations.dataset_checks
                 ):
                     referenced = self.reference(name, node, ctx)  # the files are the copy
+                    if referenced is not None and guard is not None:
+                        # what the files' statistics prove is not checked again per chunk
+                        guard.validator.assume(_proven(guard.validator, referenced.files))
                 if referenced is None and self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
                 self.stream(name, node, ctx, stats, writer, guard, referenced)
@@ -798,11 +834,16 @@ class _Run:
         stats: NodeStats,
         writer: NodeWriter | None,
         guard: OutputGuard | None,
-        referenced: tuple[SourceFiles, list[tuple[str, str | None]], pl.LazyFrame] | None = None,
+        referenced: _Reference | None = None,
     ) -> None:
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
-        for item in self.produce(name, node, ctx, stats):
+        items = (
+            self.read_reference(referenced, ctx, stats)
+            if referenced is not None and referenced.lossless
+            else self.produce(name, node, ctx, stats)
+        )
+        for item in items:
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
             chunk = stats.chunks_in if node.streaming else stats.chunks_out + 1
@@ -828,7 +869,7 @@ class _Run:
         if writer is not None:
             staged = writer.part_urls()
         elif referenced is not None:
-            staged = list(referenced[0].urls)  # the source's own files are its staged output
+            staged = list(referenced.files.urls)  # the source's own files are its staged output
         else:
             staged = []
         self.check_dataset(name, node, stats, staged)
@@ -845,12 +886,10 @@ class _Run:
             )
             stats.bytes_staged = manifest.bytes
         elif referenced is not None and isinstance(node, Source):
-            self.commit_reference(name, node, referenced[0], referenced[1], stats)
+            self.commit_reference(name, node, referenced.files, referenced.select, stats)
         self.finish(name)
 
-    def reference(
-        self, name: str, node: Source, ctx: Context
-    ) -> tuple[SourceFiles, list[tuple[str, str | None]], pl.LazyFrame] | None:
+    def reference(self, name: str, node: Source, ctx: Context) -> _Reference | None:
         """The files a source reads as they are, the SQL casts to its model, and a lazy frame
         over them as the source would yield them; None when the source cannot be referenced."""
         if not self.options.reference_sources or node.cursor_column is not None:
@@ -862,6 +901,7 @@ class _Run:
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
+        lossless = True
         model = node.output_model
         if model is not None:
             found = frame.collect_schema()
@@ -872,7 +912,22 @@ class _Run:
                 return None
             frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
             select = [(c, sql_types.get(c)) for c in files.columns]
-        return files, select, frame
+            lossless = all(_never_fails(found[c], t) for c, t in casts.items())
+        return _Reference(files, select, frame, lossless)
+
+    def read_reference(
+        self, referenced: _Reference, ctx: Context, stats: NodeStats
+    ) -> Iterator[pl.DataFrame]:
+        """A referenced source's rows read by polars' parallel Parquet reader, in chunks.
+
+        The same rows, columns and types as the source's own `read` (its casts cannot fail
+        here), without the Arrow-to-polars conversion per chunk.
+        """
+        chunk_rows = referenced.files.chunk_rows or ctx.chunk_rows
+        for frame in referenced.frame.collect_batches(chunk_size=chunk_rows, maintain_order=True):
+            stats.rows_in += frame.height
+            stats.chunks_in += 1
+            yield frame
 
     def commit_reference(
         self,
@@ -907,19 +962,13 @@ class _Run:
         found = self.reference(name, node, ctx)
         if found is None:
             return False
-        files, select, frame = found
+        files, select, frame = found.files, found.select, found.frame
         model = node.output_model
         if self.options.validate and model is not None:
-            from etlkit.validation import ChunkValidator, parquet_statistics
+            from etlkit.validation import ChunkValidator
 
             validator = ChunkValidator(model)
-            proven = frozenset[tuple[str, str]]()
-            if all("://" not in url for url in files.urls):
-                statistics = parquet_statistics(
-                    files.urls, files.columns, values_of=validator.text_columns()
-                )
-                proven = validator.proven_checks(statistics)
-            verdict = validator.scan_clean(frame, proven)
+            verdict = validator.scan_clean(frame, _proven(validator, files))
             if verdict is not True:
                 logger.info(
                     "node %s: %s; validating chunk by chunk",

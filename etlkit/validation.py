@@ -396,6 +396,7 @@ class ChunkValidator:
         self._plans: dict[tuple[tuple[str, pl.DataType], ...], _Plan] = {}
         self._uncastable: set[tuple[str, pl.DataType]] = set()
         self._rules: dict[str, _ColumnRule] = {}
+        self._assumed: frozenset[tuple[str, str]] = frozenset()
         unique = schema.unique or []
         if isinstance(unique, str) or all(isinstance(u, str) for u in unique):
             unique = [unique]
@@ -475,8 +476,8 @@ class ChunkValidator:
 
         Null checks need a null count of zero; range checks (`ge`, `gt`, `le`, `lt`,
         `in_range`, `eq`) need the minimum and maximum inside the range. Floating-point columns
-        prove only null checks, since Parquet statistics leave NaN out. With a text column's
-        dictionary values (`ColumnStats.values`), any built-in check (`isin`, `notin`,
+        prove nothing, since Parquet statistics leave NaN out (and NaN counts as null). With a
+        text column's dictionary values (`ColumnStats.values`), any built-in check (`isin`, `notin`,
         `str_matches`, ...) is proven when every value in the dictionaries passes it.
         """
         proven: set[tuple[str, str]] = set()
@@ -484,8 +485,8 @@ class ChunkValidator:
             found = stats.get(rule.name)
             if found is None:
                 continue
-            if not rule.component.nullable and found.null_count == 0:
-                proven.add((rule.name, "not_nullable"))
+            if not rule.component.nullable and found.null_count == 0 and not found.floating:
+                proven.add((rule.name, "not_nullable"))  # (a float's NaN counts as null)
             if found.values is not None and (rule.target is None or rule.target == pl.String):
                 values = pl.DataFrame(
                     {rule.name: sorted(found.values)}, schema={rule.name: pl.String}
@@ -500,6 +501,12 @@ class ChunkValidator:
                 if _within(check, found.minimum, found.maximum):
                     proven.add((rule.name, _check_name(check)))
         return frozenset(proven)
+
+    def assume(self, proven: frozenset[tuple[str, str]]) -> None:
+        """Skip these `(column, check)` checks in every chunk from now on: the caller proved
+        them for all the data (see `proven_checks`), so no chunk can fail them."""
+        self._assumed = proven
+        self._plans.clear()
 
     def scan_clean(
         self, frame: pl.LazyFrame, proven: frozenset[tuple[str, str]] = frozenset()
@@ -627,6 +634,8 @@ class ChunkValidator:
                 checks.append(_RowCheck(name, vc.name, fail, text, vc.limit))
             if rule.fallback:
                 fallback_columns[name] = _fallback_column(name, rule.fallback, limits)
+        if self._assumed:
+            checks = [c for c in checks if (c.column, c.check) not in self._assumed]
         output = [c for c in schema if c not in drop]
         for subset in self._unique_sets:
             if present := [c for c in subset if c in output]:

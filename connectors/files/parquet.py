@@ -143,6 +143,7 @@ class ParquetSource(Source):
             rows=rows,
             sizes=tuple(sizes),
             checksums=tuple(checksums),
+            chunk_rows=self.chunk_rows,
         )
 
     def _read_file(

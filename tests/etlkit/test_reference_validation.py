@@ -51,6 +51,7 @@ def test_statistics_prove_range_and_null_checks_but_not_on_floats(tmp_path: Path
     assert ("id", "greater_than_or_equal_to(1)") in proven
     assert ("level", "in_range(0, 9)") in proven
     assert ("value", "less_than_or_equal_to(100.0)") not in proven  # NaN escapes statistics
+    assert ("value", "not_nullable") not in proven  # and counts as null
 
 
 def test_a_violation_in_a_later_row_group_is_still_caught(tmp_path: Path) -> None:
@@ -197,3 +198,37 @@ def test_duplicates_across_chunks_of_a_streamed_reference_are_caught(
 
     assert isinstance(result.error, ek.DataValidationError)
     assert "column 'id' must be unique across all chunks" in str(result.error)
+
+
+class StreamedReadings(ek.Pipeline):
+    """The source streams to a sink: proven checks are skipped per chunk, the others run."""
+
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    readings = ParquetSource("{path}", schema=Reading, chunk_rows=2)
+    out = MemorySink(readings)
+
+
+def test_a_streamed_reference_still_fails_on_what_statistics_cannot_prove(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "r.parquet", [CLEAN[0], {"id": [3], "value": [math.nan], "level": [1]}])
+
+    result = StreamedReadings.run(settings=settings, params={"path": str(path)})
+
+    assert isinstance(result.error, ek.DataValidationError)
+    assert "less_than_or_equal_to(100.0)" in str(result.error)
+    assert "chunk 2" in str(result.error)
+
+
+def test_assumed_checks_are_skipped_in_chunks() -> None:
+    import polars as pl
+
+    validator = ChunkValidator(Reading)
+    bad = pl.DataFrame({"id": [0], "value": [1.0], "level": [12]})
+    assert not validator.check(bad).ok
+
+    validator.assume(
+        frozenset({("id", "greater_than_or_equal_to(1)"), ("level", "in_range(0, 9)")})
+    )
+
+    assert validator.check(bad).ok
