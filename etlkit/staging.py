@@ -58,6 +58,29 @@ class StagedFile:
     checksum: str = ""
 
 
+#: Row groups are read in windows of about this many batches: one `iter_batches` over a whole
+#: large file holds on to memory it has finished with until the end (RSS grew to 750 MiB over
+#: the 60M-row TPC-H SF10 lineitem), while a window's reader frees all of it when done.
+_WINDOW_BATCHES = 16
+
+
+def parquet_batches(
+    parquet: pq.ParquetFile, *, batch_size: int, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's record batches in order, read in bounded memory whatever its size."""
+    metadata = parquet.metadata
+    window: list[int] = []
+    held = 0
+    for group in range(metadata.num_row_groups):
+        window.append(group)
+        held += metadata.row_group(group).num_rows
+        if held >= batch_size * _WINDOW_BATCHES or group == metadata.num_row_groups - 1:
+            yield from parquet.iter_batches(
+                batch_size=batch_size, row_groups=window, columns=columns
+            )
+            window, held = [], 0
+
+
 def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
     """The byte size of a Parquet file and the CRC-32 of its footer, as hex.
 
@@ -250,13 +273,13 @@ class Staging:
             for staged in manifest.files:
                 fs, path = fsspec.core.url_to_fs(staged.name)
                 with fs.open(path, "rb") as fh:
-                    yield from pq.ParquetFile(fh).iter_batches(
-                        batch_size=batch_size, columns=columns
+                    yield from parquet_batches(
+                        pq.ParquetFile(fh), batch_size=batch_size, columns=columns
                     )
             return
         for staged in manifest.files:
             with self.fs.open(f"{directory}/{staged.name}", "rb") as fh:
-                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size)
+                yield from parquet_batches(pq.ParquetFile(fh), batch_size=batch_size)
 
     def verify(self, pipeline: str, run_id: str, node: str) -> list[str]:
         """Problems with a committed output's parts (missing, resized, rewritten); [] if intact."""

@@ -18,7 +18,7 @@ from connectors.files.paths import display, resolve_files, write_file
 from etlkit.errors import ConnectorError, StagingError
 from etlkit.nodes import Context, Node, Sink, Source, SourceFiles, WriteResult
 from etlkit.schema import Model, model_name
-from etlkit.staging import footer_checksum
+from etlkit.staging import footer_checksum, parquet_batches
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,6 @@ class ParquetSource(Source):
             rows=rows,
             sizes=tuple(sizes),
             checksums=tuple(checksums),
-            chunk_rows=self.chunk_rows,
         )
 
     def _read_file(
@@ -165,17 +164,28 @@ class ParquetSource(Source):
                     "change the model or convert the column in a transform."
                 )
         rows = 0
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
-            arrays = []
-            for target in expected:
-                if target.name in present:
-                    column = batch.column(target.name)
-                    arrays.append(self._cast(column, target, shown, rows))
-                else:
-                    value = partitions[target.name]
-                    arrays.append(self._cast(pa.repeat(value, batch.num_rows), target, shown, rows))
+        for batch in parquet_batches(parquet, batch_size=chunk_rows, columns=present):
+            yield self._conform(batch, expected, present, partitions, shown, rows)
             rows += batch.num_rows
-            yield pa.RecordBatch.from_arrays(arrays, schema=expected)
+
+    def _conform(
+        self,
+        batch: pa.RecordBatch,
+        expected: pa.Schema,
+        present: list[str],
+        partitions: dict[str, str | None],
+        shown: str,
+        rows: int,
+    ) -> pa.RecordBatch:
+        """A batch as the model wants it: its columns cast, partition columns filled in."""
+        arrays = []
+        for target in expected:
+            if target.name in present:
+                arrays.append(self._cast(batch.column(target.name), target, shown, rows))
+            else:
+                value = partitions[target.name]
+                arrays.append(self._cast(pa.repeat(value, batch.num_rows), target, shown, rows))
+        return pa.RecordBatch.from_arrays(arrays, schema=expected)
 
     def _cast(self, column: pa.Array, target: pa.Field, shown: str, rows: int) -> pa.Array:
         if column.type == target.type:

@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from etlkit.errors import StagingError
-from etlkit.staging import MANIFEST, Manifest, StagedFile, Staging, check_path_part
+from etlkit.staging import (
+    MANIFEST,
+    Manifest,
+    StagedFile,
+    Staging,
+    check_path_part,
+    parquet_batches,
+)
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
@@ -424,3 +431,23 @@ def test_verify_detects_a_rewritten_or_missing_part(tmp_path: Path) -> None:
     part.unlink()
     (problem,) = staging.verify("report", "r1", "bills")
     assert "part-00000.parquet" in problem
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 100])
+def test_parquet_batches_reads_a_many_group_file_in_order(tmp_path: Path, batch_size: int) -> None:
+    path = tmp_path / "groups.parquet"
+    table = pa.table({"n": list(range(250)), "s": [str(i) for i in range(250)]})
+    pq.write_table(table, path, row_group_size=4)  # 63 row groups: several windows
+
+    batches = list(parquet_batches(pq.ParquetFile(path), batch_size=batch_size, columns=["n"]))
+
+    assert all(b.num_rows <= batch_size for b in batches)
+    assert pa.Table.from_batches(batches).column("n").to_pylist() == list(range(250))
+    assert batches[0].schema.names == ["n"]
+
+
+def test_parquet_batches_of_a_file_without_rows(tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"n": pa.array([], pa.int64())}), path)
+
+    assert list(parquet_batches(pq.ParquetFile(path), batch_size=10)) == []
