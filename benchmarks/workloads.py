@@ -1,6 +1,7 @@
 """The benchmark workloads, where their inputs live, and how results are compared.
 
-A workload is one query over one input format: TPC-H Q1 (Parquet and CSV), Q3, Q5 and Q6 over
+A workload is one query over one input format: TPC-H Q1 (Parquet and CSV), Q3, Q5 and Q6 (with
+its filter as a polars lazy node, and as a streaming transform: `q6-streaming`) over
 `tpchgen-cli` output, and the monthly financial report (Parquet and CSV) over
 `python -m data.generate` output. Each has an etlkit pipeline (a `load_pipeline` reference) and
 hand-written DuckDB, polars and pandas equivalents in `benchmarks.engines`.
@@ -57,10 +58,14 @@ class Workload:
     atol: float = 1e-6
 
 
-def _tpch(name: str, query: str, tables: tuple[str, ...], *, csv: bool = False) -> Workload:
-    """A TPC-H workload; its pipeline is `pipelines/tpch_{query}.py` (`TpchQ1Csv` for CSV)."""
+def _tpch(
+    name: str, query: str, tables: tuple[str, ...], *, csv: bool = False, suffix: str = ""
+) -> Workload:
+    """A TPC-H workload; its pipeline is `pipelines/tpch_{query}.py` (`TpchQ1Csv` for CSV,
+    `TpchQ6Streaming` for the suffix `Streaming`)."""
     path = str(REPO / "pipelines" / f"tpch_{query}.py")
-    pipeline = f"{path}:Tpch{query.upper()}Csv" if csv else path
+    suffix = "Csv" if csv else suffix
+    pipeline = f"{path}:Tpch{query.upper()}{suffix}" if suffix else path
     fmt: Fmt = "csv" if csv else "parquet"
     return Workload(name, query, fmt, "tpch", tables, pipeline, f"tpch_{query}.parquet")
 
@@ -88,6 +93,7 @@ WORKLOADS: Final[dict[str, Workload]] = {
         _tpch("q3", "q3", _Q3_TABLES),
         _tpch("q5", "q5", _Q5_TABLES),
         _tpch("q6", "q6", ("lineitem",)),
+        _tpch("q6-streaming", "q6", ("lineitem",), suffix="Streaming"),
         _report("parquet"),
         _report("csv"),
     )

@@ -369,6 +369,22 @@ def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[st
     return validator.proven_checks(found)
 
 
+def _coalesce(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of about `rows` rows in one piece each: the streaming engine emits a selective
+    query's output as frames of hundreds of small pieces, each of which would otherwise cross
+    the channels and staging as a chunk of its own."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for frame in frames:
+        pending.append(frame)
+        held += frame.height
+        if held >= rows:
+            yield pl.concat(pending).rechunk()
+            pending, held = [], 0
+    if pending:
+        yield pl.concat(pending).rechunk()
+
+
 @dataclass(frozen=True)
 class _Reference:
     """A source read in place: its files, their SQL casts and a lazy frame over them."""
@@ -376,19 +392,6 @@ class _Reference:
     files: SourceFiles
     select: list[tuple[str, str | None]]
     frame: pl.LazyFrame
-    lossless: bool  # every cast to the model always succeeds: polars may read the files
-
-
-def _never_fails(found: pl.DataType, wanted: pl.DataType) -> bool:
-    """Whether every value of `found` casts to `wanted` (a widening the source would do)."""
-    if isinstance(found, pl.Decimal):
-        return wanted == pl.Float64
-    if found == pl.Float32:
-        return wanted == pl.Float64
-    small_ints = (pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt16, pl.UInt32)
-    if found in small_ints:
-        return wanted in (pl.Int64, pl.Float64)
-    return False
 
 
 class _Run:
@@ -838,12 +841,7 @@ class _Run:
     ) -> None:
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
-        items = (
-            self.read_reference(referenced, ctx, stats)
-            if referenced is not None and referenced.lossless
-            else self.produce(name, node, ctx, stats)
-        )
-        for item in items:
+        for item in self.produce(name, node, ctx, stats):
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
             chunk = stats.chunks_in if node.streaming else stats.chunks_out + 1
@@ -901,7 +899,6 @@ class _Run:
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
-        lossless = True
         model = node.output_model
         if model is not None:
             found = frame.collect_schema()
@@ -912,22 +909,7 @@ class _Run:
                 return None
             frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
             select = [(c, sql_types.get(c)) for c in files.columns]
-            lossless = all(_never_fails(found[c], t) for c, t in casts.items())
-        return _Reference(files, select, frame, lossless)
-
-    def read_reference(
-        self, referenced: _Reference, ctx: Context, stats: NodeStats
-    ) -> Iterator[pl.DataFrame]:
-        """A referenced source's rows read by polars' parallel Parquet reader, in chunks.
-
-        The same rows, columns and types as the source's own `read` (its casts cannot fail
-        here), without the Arrow-to-polars conversion per chunk.
-        """
-        chunk_rows = referenced.files.chunk_rows or ctx.chunk_rows
-        for frame in referenced.frame.collect_batches(chunk_size=chunk_rows, maintain_order=True):
-            stats.rows_in += frame.height
-            stats.chunks_in += 1
-            yield frame
+        return _Reference(files, select, frame)
 
     def commit_reference(
         self,
@@ -1214,7 +1196,10 @@ class _Run:
                 f"{type(node).__name__}.query returned {type(query).__name__}; "
                 "lazy nodes return a polars LazyFrame"
             )
-        yield from query.collect_batches(chunk_size=self.options.chunk_rows, engine="streaming")
+        yield from _coalesce(
+            query.collect_batches(chunk_size=self.options.chunk_rows, engine="streaming"),
+            self.options.chunk_rows,
+        )
 
     def replay(self, name: str, stats: NodeStats) -> None:
         """Resume: send a committed output of this run downstream again, without recomputing."""

@@ -375,7 +375,6 @@ class SourceFiles:
     sizes: tuple[int, ...]
     checksums: tuple[str, ...]
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    chunk_rows: int | None = None  # the rows per chunk when streamed; None: the run's default
 
 
 class Source(Node):
