@@ -208,7 +208,11 @@ Listener = Callable[[Event], None]
 
 
 class _Inbox:
-    """The bounded channel into one streaming node, fed by one or more producers."""
+    """The bounded channel into one streaming node, fed by one or more producers.
+
+    It holds up to `depth` chunks per producer (the bound is per edge), so producers of a wide
+    fan-in do not queue up behind each other's chunks.
+    """
 
     def __init__(
         self,
@@ -217,7 +221,7 @@ class _Inbox:
         cancel: threading.Event,
         on_first: Callable[[], None] = lambda: None,
     ) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth * max(1, producers))
         self.open = producers
         self.cancel = cancel
         self.on_first = on_first  # the consumer gets a worker when its first item arrives
@@ -417,6 +421,8 @@ class _Run:
         self.workers = _Workers()
         self.phase: set[str] = set()
         self.submitted: set[str] = set()
+        self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
+        self.changed = threading.Condition(self.lock)  # a node returned, or the run failed
         self.done = {name: threading.Event() for name in graph.order}
         self.inboxes = {
             name: _Inbox(
@@ -450,6 +456,7 @@ class _Run:
                 self.result.error = exc
             first = not self.cancel.is_set()
             self.cancel.set()
+            self.changed.notify_all()
         if first:  # wake every worker blocked on a channel or on an input's commit
             for inbox in self.inboxes.values():
                 inbox.wake()
@@ -500,6 +507,7 @@ class _Run:
             if name in self.submitted or name not in self.phase:
                 return
             self.submitted.add(name)
+            self.running.add(name)
         self.workers.submit(self.run_node, name)
 
     def run_node(self, name: str) -> None:
@@ -507,6 +515,9 @@ class _Run:
             self.work(name)
         finally:
             self.done[name].set()
+            with self.lock:
+                self.running.discard(name)
+                self.changed.notify_all()
 
     def startable(self, name: str) -> bool:
         """Whether a node can start now without waiting for anything."""
@@ -535,12 +546,21 @@ class _Run:
         for name in names:
             if self.startable(name):
                 self.ready(name)
+        # Woken when a node returns or the run fails, not per chunk or per poll: with a
+        # thousand quick nodes, rescanning them all at each return made the run quadratic.
+        # Timeouts are checked every 50 ms, only when some are set.
+        timed = self.options.run_timeout is not None or any(
+            self.graph.nodes[n].run_options.timeout is not None for n in names
+        )
         deadline: float | None = None
         while True:
             with self.lock:
-                running = [n for n in names if n in self.submitted and not self.done[n].is_set()]
-                waiting = [n for n in names if n not in self.submitted]
-            if not running:
+                if self.running and not self.cancel.is_set():
+                    self.changed.wait(0.05 if timed else None)
+                active = bool(self.running)
+            if not active:
+                with self.lock:
+                    waiting = [n for n in names if n not in self.submitted]
                 if not waiting or self.cancel.is_set():
                     break
                 stuck = [n for n in waiting if self.startable(n)]
@@ -551,25 +571,18 @@ class _Run:
                 for name in stuck:
                     self.ready(name)
                 continue
-            self.done[running[0]].wait(0.05)
-            self.check_timeouts()
+            if timed:
+                self.check_timeouts()
             if self.cancel.is_set():
                 deadline = deadline or time.perf_counter() + self.options.cancel_grace
                 if time.perf_counter() > deadline:
-                    for name in running:
-                        if self.done[name].is_set():
-                            continue
-                        stats = self.result.nodes[name]
-                        if stats.state != "failed":
-                            stats.state = "cancelled"
-                        stats.finished = time.perf_counter()
-                        logger.warning(
-                            "node %s did not stop within %.1fs of the run's cancellation; "
-                            "abandoning it",
-                            name,
-                            self.options.cancel_grace,
-                        )
+                    with self.lock:
+                        running = sorted(self.running)
+                    self.abandon(running)
                     break
+                with self.lock:  # wait for the running nodes to notice, up to the grace
+                    if self.running:
+                        self.changed.wait(max(0.0, deadline - time.perf_counter()))
         with self.lock:
             never = [n for n in names if n not in self.submitted]
             self.submitted.update(never)
@@ -577,6 +590,23 @@ class _Run:
             stats = self.result.nodes[name]
             stats.state = "cancelled"
             self.emit("node_finished", name)
+
+    def abandon(self, running: Sequence[str]) -> None:
+        """Give up on nodes that did not stop within the grace after the run's cancellation."""
+        for name in running:
+            if self.done[name].is_set():
+                continue
+            with self.lock:
+                self.running.discard(name)
+            stats = self.result.nodes[name]
+            if stats.state != "failed":
+                stats.state = "cancelled"
+            stats.finished = time.perf_counter()
+            logger.warning(
+                "node %s did not stop within %.1fs of the run's cancellation; abandoning it",
+                name,
+                self.options.cancel_grace,
+            )
 
     def check_timeouts(self) -> None:
         now = time.perf_counter()

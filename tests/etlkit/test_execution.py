@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.execution import RunOptions, _split, execute, new_run_id
+from etlkit.execution import RunOptions, _Inbox, _split, execute, new_run_id
 from etlkit.nodes import Context
 from etlkit.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
@@ -453,3 +454,33 @@ def test_memory_is_bounded_by_channels_not_by_input_size(tmp_path: Path) -> None
     assert small_pool < bound
     assert large_pool < bound  # 8x the input, the same bound: memory is set by the channels
     assert large_rss - small_rss < 64 * 2**20  # nor does the process's resident memory
+
+
+def test_a_fan_in_channel_holds_its_depth_per_producer() -> None:
+    inbox = _Inbox(producers=3, depth=2, cancel=threading.Event())
+
+    for i in range(6):  # would block at the third put if the bound were per channel
+        inbox.put(i)
+
+    assert inbox.queue.full()
+
+
+def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None:
+    import logging
+
+    from etlkit import runlog
+
+    log = logging.getLogger("etlkit.test_runlog")
+    with runlog.capture(str(tmp_path), "pipe", "run-1") as path:
+        for i in range(3):
+            log.info("step %d", i, extra={"run_id": "run-1"})
+        log.warning("careful", extra={"run_id": "run-1"})
+
+        lines = path.read_text().splitlines()  # read while the run is still going
+
+    assert [json.loads(line)["message"] for line in lines] == [
+        "step 0",
+        "step 1",
+        "step 2",
+        "careful",
+    ]
