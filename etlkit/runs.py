@@ -9,12 +9,14 @@ already wrote are skipped, and only the rest runs again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from etlkit import connections, runlog
 from etlkit.errors import (
@@ -28,7 +30,7 @@ from etlkit.errors import (
 from etlkit.execution import Event, Listener, RunOptions, RunResult, execute, new_run_id
 from etlkit.nodes import Context, Policy
 from etlkit.staging import Staging
-from etlkit.store import pid_alive
+from etlkit.store import NodeUpdate, pid_alive
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -40,12 +42,20 @@ logger = logging.getLogger(__name__)
 
 
 class _Recorder:
-    """A listener writing node runs and run events to the store as they happen."""
+    """A listener writing node runs and run events to the store as they happen.
+
+    Node updates are written together at most every `_RECORD_SECONDS` (a timer flushes what
+    waits), at once when a node fails, and by `flush` at the end of the run: one SQLite
+    transaction per node start and finish cost more than a trivial node itself.
+    """
 
     def __init__(self, store: RunStore, run_id: str, attempt: int) -> None:
         self.store = store
         self.run_id = run_id
         self.attempt = attempt
+        self.lock = threading.Lock()
+        self.pending: dict[str, NodeUpdate] = {}
+        self.timer: threading.Timer | None = None
 
     @staticmethod
     def _wall(perf: float | None, now_perf: float, now: datetime) -> datetime | None:
@@ -56,8 +66,7 @@ class _Recorder:
             return
         stats = event.result.nodes[event.node]
         now_perf, now = time.perf_counter(), datetime.now(UTC)
-        self.store.record_node(
-            self.run_id,
+        update = NodeUpdate(
             event.node,
             kind=stats.kind,
             attempt=self.attempt,
@@ -71,10 +80,34 @@ class _Recorder:
             chunks=max(stats.chunks_in, stats.chunks_out),
             error=_masked(stats.error),
         )
+        with self.lock:
+            earlier = self.pending.get(event.node)
+            if earlier is not None and update.started_at is None:  # keep the start time
+                update = dataclasses.replace(update, started_at=earlier.started_at)
+            self.pending[event.node] = update
+            if self.timer is None and stats.state != "failed":
+                self.timer = threading.Timer(_RECORD_SECONDS, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
         if stats.state == "failed":
+            self.flush()
             self.store.add_event(
                 self.run_id, "node_failed", node=event.node, payload={"error": _masked(stats.error)}
             )
+
+    def flush(self) -> None:
+        """Write the node updates waiting, in one transaction."""
+        with self.lock:
+            updates, self.pending = list(self.pending.values()), {}
+            timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+        if updates:
+            self.store.record_nodes(self.run_id, updates)
+
+
+#: How long node updates may wait before they reach the store.
+_RECORD_SECONDS: Final = 0.2
 
 
 def _masked(text: str | None) -> str | None:
@@ -172,10 +205,15 @@ def run_pipeline(
     retries: dict[str, int] = {}
     while True:
         all_listeners = list(listeners)
-        if store is not None:
-            all_listeners.insert(0, _Recorder(store, run_id, attempt))
+        recorder = None if store is None else _Recorder(store, run_id, attempt)
+        if recorder is not None:
+            all_listeners.insert(0, recorder)
         options = run_options(settings, reuse, skip, pools=pools, store=store)
-        result = _execute(graph, ctx, staging, options, all_listeners, settings.paths.logs_dir)
+        try:
+            result = _execute(graph, ctx, staging, options, all_listeners, settings.paths.logs_dir)
+        finally:
+            if recorder is not None:
+                recorder.flush()
         delay = _retry_delay(pipeline, settings, result, retries)
         if delay is None:
             break

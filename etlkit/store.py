@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -88,6 +88,24 @@ class RunRecord:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    """What `RunStore.record_nodes` writes about one node attempt (see `record_node`)."""
+
+    node: str
+    kind: str
+    attempt: int
+    state: NodeState
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rows_in: int = 0
+    rows_out: int = 0
+    invalid_rows: int = 0
+    bytes_staged: int = 0
+    chunks: int = 0
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -463,12 +481,51 @@ class RunStore:
 
         An update replaces every value, except that None keeps an earlier start or finish time.
         """
-        _check(state, NODE_STATES, "node state")
-        values = (run_id, node, kind, attempt, state, _opt_ts(started_at), _opt_ts(finished_at))
-        counts = (rows_in, rows_out, invalid_rows, bytes_staged, chunks, error)
+        self.record_nodes(
+            run_id,
+            [
+                NodeUpdate(
+                    node,
+                    kind,
+                    attempt,
+                    state,
+                    started_at,
+                    finished_at,
+                    rows_in,
+                    rows_out,
+                    invalid_rows,
+                    bytes_staged,
+                    chunks,
+                    error,
+                )
+            ],
+        )
+
+    def record_nodes(self, run_id: str, updates: Sequence[NodeUpdate]) -> None:
+        """`record_node` for several node attempts of one run, in one transaction."""
+        for update in updates:
+            _check(update.state, NODE_STATES, "node state")
+        rows = [
+            (
+                run_id,
+                u.node,
+                u.kind,
+                u.attempt,
+                u.state,
+                _opt_ts(u.started_at),
+                _opt_ts(u.finished_at),
+                u.rows_in,
+                u.rows_out,
+                u.invalid_rows,
+                u.bytes_staged,
+                u.chunks,
+                u.error,
+            )
+            for u in updates
+        ]
         with self._transaction() as conn:
             self._state_of(conn, run_id)
-            conn.execute(
+            conn.executemany(
                 f"INSERT INTO node_runs ({_NODES}) VALUES ({', '.join('?' * 13)})"
                 " ON CONFLICT (run_id, node, attempt) DO UPDATE SET kind = excluded.kind,"
                 " state = excluded.state,"
@@ -477,7 +534,7 @@ class RunStore:
                 " rows_in = excluded.rows_in, rows_out = excluded.rows_out,"
                 " invalid_rows = excluded.invalid_rows, bytes_staged = excluded.bytes_staged,"
                 " chunks = excluded.chunks, error = excluded.error",
-                values + counts,
+                rows,
             )
 
     def node_runs(self, run_id: str, *, latest_attempt_only: bool = True) -> list[NodeRunRecord]:

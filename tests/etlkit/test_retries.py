@@ -281,3 +281,52 @@ def test_nodes_using_a_sized_connection_share_its_pool(settings: ek.Settings) ->
     assert result.state == "success", result.error
     assert peak == 1
     assert result.nodes["first"].write == result.nodes["second"].write
+
+
+class Gate(ek.Transform[Row, Row]):
+    """Holds its first chunk until `opened` is set, telling `entered` it got there."""
+
+    def __init__(self, *inputs: ek.Source) -> None:
+        super().__init__(*inputs)
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        self.entered.set()
+        self.opened.wait(30)
+        return batch
+
+
+def test_the_store_shows_a_running_node_while_it_runs_and_every_node_at_the_end(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    source = MemorySource(TABLE, schema=Row)
+    gate = Gate(source)
+
+    class Held(ek.Pipeline):
+        rows = source
+        held = gate
+        out = MemorySink(held)
+
+    results: list[ek.RunResult] = []
+    runner = threading.Thread(
+        target=lambda: results.append(Held.run(settings=settings, store=store))
+    )
+    runner.start()
+    try:
+        assert gate.entered.wait(30)
+        [run] = store.runs("held")
+        states: dict[str, str] = {}
+        for _ in range(300):  # node updates reach the store within a fraction of a second
+            states = {n.node: n.state for n in store.node_runs(run.run_id)}
+            if states.get("held") == "running":
+                break
+            threading.Event().wait(0.05)
+        assert states.get("held") == "running"
+    finally:
+        gate.opened.set()
+        runner.join(30)
+
+    assert results[0].state == "success"
+    final = {n.node: n.state for n in store.node_runs(results[0].run_id)}
+    assert final == {"rows": "done", "held": "done", "out": "done"}

@@ -15,7 +15,7 @@ import pytest
 
 from etlkit import store as store_module
 from etlkit.errors import StoreError
-from etlkit.store import RunExistsError, RunRecord, RunStore
+from etlkit.store import NodeUpdate, RunExistsError, RunRecord, RunStore
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -600,3 +600,31 @@ def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path: Path) -> N
         assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
         with RunStore(path) as store:
             assert len(store.runs(limit=100)) == 40
+
+
+def test_record_nodes_writes_several_attempts_in_one_call(store: RunStore) -> None:
+    new_run(store, "r1")
+
+    store.record_nodes(
+        "r1",
+        [
+            NodeUpdate("billing", "source", 1, "done", started_at=t(1), rows_out=5),
+            NodeUpdate("monthly", "transform", 1, "running", started_at=t(2)),
+        ],
+    )
+
+    assert [(r.node, r.state, r.rows_out) for r in store.node_runs("r1")] == [
+        ("billing", "done", 5),
+        ("monthly", "running", 0),
+    ]
+
+
+def test_record_nodes_refuses_an_unknown_state_and_writes_nothing(store: RunStore) -> None:
+    new_run(store, "r1")
+    good = NodeUpdate("a", "source", 1, "done")
+    bad = NodeUpdate("b", "source", 1, "ok")  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError):
+        store.record_nodes("r1", [good, bad])
+
+    assert store.node_runs("r1") == []
