@@ -7,9 +7,12 @@ import csv
 import io
 import logging
 import re
+from collections import deque
 from collections.abc import Iterator
-from typing import Any, Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final, cast
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -24,9 +27,12 @@ logger = logging.getLogger(__name__)
 _SAMPLE_BYTES: Final = 65_536
 _MIN_BLOCK_BYTES: Final = 1_024
 _MAX_BLOCK_BYTES: Final = 1 << 30
+_MAX_WORKERS: Final = 8  # blocks parsed at once: memory holds about one more than that
 _ROW_NUMBER: Final = re.compile(r"Row #(\d+): ")
 _CSV_CONVERSION: Final = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error")
 _QUOTED: Final = re.compile(r"'(.*)'\s*$", re.DOTALL)
+_QUOTE_CHAR: Final = ord('"')  # pyarrow's default quote character, which CsvSource keeps
+_LINE_END: Final = re.compile(rb"[\r\n]")
 
 
 def _utf8_error(fs: Any, path: str, limit_line: int | None = None) -> tuple[int, int, bytes] | None:
@@ -44,6 +50,83 @@ def _utf8_error(fs: Any, path: str, limit_line: int | None = None) -> tuple[int,
     return None
 
 
+def _block_size(sample: bytes, chunk_rows: int) -> int:
+    """A reader block holding about `chunk_rows` rows, judging by a file's first bytes."""
+    lines = sample.split(b"\n")
+    per_row = len(sample) / max(len(lines) - 1, 1)
+    longest = max(len(line) for line in lines)
+    return int(min(max(per_row * chunk_rows, 4 * longest, _MIN_BLOCK_BYTES), 2**28))
+
+
+def _workers() -> int:
+    """How many blocks of a file are parsed at once: Arrow's CPU count, at most 8; 1 CPU
+    reads serially."""
+    return min(int(pa.cpu_count()), _MAX_WORKERS)
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").lower() == "utf8"
+
+
+def _first_line(sample: bytes) -> bytes | None:
+    """The first line of a file's first bytes, without its line end; None without one."""
+    end = _LINE_END.search(sample)
+    return sample[: end.start()] if end else None
+
+
+def _read_up_to(handle: Any, size: int) -> bytes:
+    """`size` bytes from the handle, fewer only at the end of the file."""
+    data = handle.read(size)
+    while 0 < len(data) < size and (more := handle.read(size - len(data))):
+        data += more
+    return bytes(data)
+
+
+def _odd_quotes(data: pa.Buffer) -> bool:
+    """Whether a block holds an odd number of quote characters: its last line end may then be
+    inside a quoted value (or a stray quote makes it look so), which only the serial reader,
+    cutting after the last complete row, reads right."""
+    codes = pa.Array.from_buffers(pa.uint8(), data.size, [None, data])
+    series = cast("pl.Series", pl.from_arrow(codes))
+    return bool((series == _QUOTE_CHAR).sum() % 2)
+
+
+def _blocks(handle: Any, block: int) -> Iterator[tuple[pa.Buffer, bool]]:
+    """A file cut where pyarrow's serial reader cuts it, as (bytes, is the last block).
+
+    That reader reads `block` bytes at a time and parses up to the last complete row: block k
+    ends after the last line end before byte (k+1) * block, so its rows are the serial
+    reader's k-th batch. Quoted line ends are left to `_odd_quotes`; a block without a line
+    end (a row longer than a block) is left to the serial reader.
+    """
+    start, end = 0, block
+    while True:
+        handle.seek(start)
+        data = _read_up_to(handle, end - start)
+        if len(data) < end - start:
+            if data:
+                yield pa.py_buffer(data), True
+            return
+        newline = data.rfind(b"\n")
+        cut = max(newline, data.rfind(b"\r", newline + 1)) + 1  # a lone CR ends a line too
+        if not cut:
+            raise _ReadSeriallyError(f"no line end in {len(data)} bytes from byte {start}")
+        yield pa.py_buffer(data)[:cut], False
+        start, end = start + cut, end + block
+
+
+def _parse_block(
+    data: pa.Buffer, last: bool, options: tuple[Any, Any, Any]
+) -> list[pa.RecordBatch]:
+    """One block's batch (none when it has no rows); runs on a pool thread."""
+    if not last and _odd_quotes(data):
+        raise _ReadSeriallyError("a quoted value may span two blocks")
+    try:
+        return list(pacsv.open_csv(pa.BufferReader(data), *options))
+    except pa.ArrowException as exc:  # the serial reader names the line and column
+        raise _ReadSeriallyError(str(exc).split("\n", 1)[0]) from exc
+
+
 class CsvSource(Source):
     """Reads CSV files matching a path or glob on any fsspec filesystem, one chunk at a time.
 
@@ -55,6 +138,11 @@ class CsvSource(Source):
     `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
     the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
     count one line per row, so a quoted field spanning lines shifts them.
+
+    UTF-8 files are cut into those blocks and parsed on a pool of threads (one per CPU, up to
+    8), in order: the chunks are those of a serial read. When a block fails to parse, or a
+    quoted value may span two blocks, the file is read again serially, skipping the rows
+    already yielded, so errors name the same line and column as a serial read does.
 
         billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling)
 
@@ -95,17 +183,21 @@ class CsvSource(Source):
 
     def _options(self, block_size: int) -> tuple[Any, Any, Any]:
         schema = read_schema(self.model)
-        read = pacsv.ReadOptions(
-            use_threads=False,  # errors then carry row numbers; the reader streams anyway
-            block_size=block_size,
-            encoding=self.encoding,
-            column_names=None if self.header else schema.names,
-        )
+        read = self._read_options(block_size, None if self.header else schema.names)
         parse = pacsv.ParseOptions(delimiter=self.delimiter)
         convert = pacsv.ConvertOptions(
             column_types={f.name: f.type for f in schema}, include_columns=schema.names
         )
         return read, parse, convert
+
+    def _read_options(self, block_size: int, column_names: list[str] | None) -> Any:
+        """Column names None: the first line is the header."""
+        return pacsv.ReadOptions(
+            use_threads=False,  # errors then carry row numbers; blocks are parsed in parallel
+            block_size=block_size,
+            encoding=self.encoding,
+            column_names=column_names,
+        )
 
     def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         with fs.open(path, "rb") as handle:
@@ -115,31 +207,87 @@ class CsvSource(Source):
                     f"{self._where()}: file {display(fs, path)!r} is empty (0 bytes); a CSV "
                     "file needs at least a header line."
                 )
-            lines = sample.split(b"\n")
-            per_row = len(sample) / max(len(lines) - 1, 1)
-            longest = max(len(line) for line in lines)
-            block = int(min(max(per_row * chunk_rows, 4 * longest, _MIN_BLOCK_BYTES), 2**28))
+            block = _block_size(sample, chunk_rows)
             yielded = 0
-            while True:  # a row longer than a block: read again with larger blocks
-                handle.seek(0)
-                skip = yielded  # rows already yielded
+            if self._parallel(sample):
                 try:
-                    for batch in self._batches(fs, path, handle, block):
-                        if skip >= batch.num_rows:
-                            skip -= batch.num_rows
-                            continue
-                        if skip:
-                            batch, skip = batch.slice(skip), 0
+                    for batch in self._parallel_batches(handle, sample, block):
                         yielded += batch.num_rows
                         yield batch
                     return
-                except _BlockTooSmallError as exc:
-                    if block >= _MAX_BLOCK_BYTES:
-                        raise ConnectorError(
-                            f"{self._where()}: file {display(fs, path)!r} has a row longer "
-                            f"than {_MAX_BLOCK_BYTES} bytes; check the quoting."
-                        ) from exc
-                    block = min(block * 4, _MAX_BLOCK_BYTES)
+                except _ReadSeriallyError as exc:
+                    logger.debug("%s: reading %s serially (%s)", self._where(), path, exc)
+            yield from self._serial_batches(fs, path, handle, block, yielded)
+
+    def _parallel(self, sample: bytes) -> bool:
+        """Whether blocks can be parsed in parallel: UTF-8 (other encodings are transcoded as
+        a stream), several CPUs, and a header line read whole, without a quoted line end."""
+        if not _is_utf8(self.encoding) or _workers() < 2:
+            return False
+        header = _first_line(sample) if self.header else b""
+        return header is not None and header.count(b'"') % 2 == 0
+
+    def _parallel_batches(self, handle: Any, sample: bytes, block: int) -> Iterator[pa.RecordBatch]:
+        """The serial reader's batches, its blocks parsed on a pool of threads, in order.
+
+        At most one block more than the pool has threads is in flight, so memory stays a few
+        blocks. Raises `_ReadSeriallyError` when a block cannot be vouched for or fails to
+        parse: the serial reader then gives the rows, or the exact error.
+        """
+        _, parse, convert = self._options(block)
+        names = self._column_names(sample, parse)
+        workers = _workers()
+        pending: deque[Future[list[pa.RecordBatch]]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="etlkit-csv") as pool:
+            try:
+                for index, (data, last) in enumerate(_blocks(handle, block)):
+                    header = index == 0 and self.header  # the first block holds the header
+                    read = self._read_options(data.size + 1, None if header else names)
+                    pending.append(pool.submit(_parse_block, data, last, (read, parse, convert)))
+                    if len(pending) > workers:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def _column_names(self, sample: bytes, parse: Any) -> list[str]:
+        """The file's column names, as pyarrow reads them from its header line."""
+        line = _first_line(sample) if self.header else None
+        if line is None:
+            return column_names(self.model)
+        read = pacsv.ReadOptions(use_threads=False, block_size=len(line) + 2)
+        try:
+            header = pacsv.read_csv(pa.py_buffer(line + b"\n"), read, parse)
+        except pa.ArrowException as exc:
+            raise _ReadSeriallyError(f"cannot read the header: {exc}") from exc
+        return list(header.column_names)
+
+    def _serial_batches(
+        self, fs: Any, path: str, handle: Any, block: int, yielded: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The file read serially, with its exact errors; the first `yielded` rows skipped."""
+        while True:  # a row longer than a block: read again with larger blocks
+            handle.seek(0)
+            skip = yielded  # rows already yielded
+            try:
+                for batch in self._batches(fs, path, handle, block):
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    if skip:
+                        batch, skip = batch.slice(skip), 0
+                    yielded += batch.num_rows
+                    yield batch
+                return
+            except _BlockTooSmallError as exc:
+                if block >= _MAX_BLOCK_BYTES:
+                    raise ConnectorError(
+                        f"{self._where()}: file {display(fs, path)!r} has a row longer "
+                        f"than {_MAX_BLOCK_BYTES} bytes; check the quoting."
+                    ) from exc
+                block = min(block * 4, _MAX_BLOCK_BYTES)
 
     def _batches(self, fs: Any, path: str, handle: Any, block: int) -> Iterator[pa.RecordBatch]:
         read, parse, convert = self._options(block)
@@ -168,8 +316,8 @@ class CsvSource(Source):
         if not self.header:
             return column_names(self.model)
         with fs.open(path, "rb") as handle:
-            utf8 = self.encoding.replace("-", "").lower() == "utf8"
-            encoding = "utf-8-sig" if utf8 else self.encoding  # pyarrow skips a BOM too
+            # pyarrow skips a BOM too
+            encoding = "utf-8-sig" if _is_utf8(self.encoding) else self.encoding
             text = io.TextIOWrapper(handle, encoding=encoding, errors="replace", newline="")
             return next(csv.reader(text, delimiter=self.delimiter), [])
 
@@ -180,7 +328,7 @@ class CsvSource(Source):
         row = _ROW_NUMBER.search(message)
         line = int(row.group(1)) if row else None
         at = f", line {line}" if line is not None else ""
-        if "invalid UTF8" in message and self.encoding.replace("-", "").lower() == "utf8":
+        if "invalid UTF8" in message and _is_utf8(self.encoding):
             bad = _utf8_error(fs, path)
             if bad is not None:
                 line, offset, data = bad
@@ -217,6 +365,10 @@ class CsvSource(Source):
 
 class _BlockTooSmallError(Exception):
     """A CSV row straddles two blocks: the file is read again with a larger block size."""
+
+
+class _ReadSeriallyError(Exception):
+    """The parallel reader cannot vouch for a block: the file is read serially instead."""
 
 
 class CsvSink(Sink):

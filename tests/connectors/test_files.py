@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pandera.polars as pdp
 import polars as pl
@@ -25,6 +27,7 @@ from connectors.files import (
     ParquetDatasetSink,
     ParquetSink,
     ParquetSource,
+    delimited,
 )
 from etlkit.errors import ConnectorError, RunCancelledError
 from etlkit.nodes import Sink, Source
@@ -333,6 +336,167 @@ def test_csv_row_longer_than_the_block_is_read(tmp_path: Path) -> None:
     table = rows_of(CsvSource(str(tmp_path / "long.csv"), schema=Named, chunk_rows=100))
     assert table.column("id").to_pylist() == list(range(2_000))
     assert len(table.column("name")[1_500].as_py()) == 100_000
+
+
+# CsvSource parses a file's blocks on a pool of threads; on any doubt (a parse error, a quoted
+# value that may span two blocks) it reads the file again serially, as pyarrow alone would.
+
+
+class Billed(pdp.DataFrameModel):
+    id: int
+    name: str
+    amount: float = pdp.Field(nullable=True)
+    billed_at: pl.Datetime
+
+
+def billed_csv(rows: int, newline: str = "\n", spanning: range = range(0)) -> str:
+    """A CSV of `Billed` rows with quoting, escaped quotes, empty strings, nulls and Unicode;
+    the rows in `spanning` have a name spanning three lines."""
+    lines = ["id,name,amount,billed_at,extra"]
+    for i in range(rows):
+        name = ["plain", '"with, comma"', '"say ""hi"""', "", "café ☕"][i % 5]
+        name = f'"multi{newline}line {i}{newline}value"' if i in spanning else name
+        amount = "" if i % 7 == 3 else f"{i * 1.25}"
+        lines.append(f"{i},{name},{amount},2025-01-03 10:{i % 60:02d}:00,x{i}")
+    return newline.join(lines) + newline
+
+
+def serial_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delimited, "_workers", lambda: 1)
+
+
+def threaded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Parse blocks on 3 threads whatever the machine; returns the sizes of the blocks parsed."""
+    sizes: list[int] = []
+    parse_block = delimited._parse_block
+
+    def counted(data: pa.Buffer, *args: Any) -> list[pa.RecordBatch]:
+        sizes.append(data.size)
+        return parse_block(data, *args)
+
+    monkeypatch.setattr(delimited, "_workers", lambda: 3)
+    monkeypatch.setattr(delimited, "_parse_block", counted)
+    return sizes
+
+
+def parallel_only(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """As `threaded`, and a serial read fails the test."""
+
+    def refused(*args: Any) -> NoReturn:
+        raise AssertionError("the file was read serially")
+
+    monkeypatch.setattr(CsvSource, "_serial_batches", refused)
+    return threaded(monkeypatch)
+
+
+def outcome(source: CsvSource) -> list[pa.RecordBatch] | str:
+    """The batches a source yields, or the message of the error it raises."""
+    try:
+        return read_all(source)
+    except ConnectorError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_csv_parallel_blocks_are_the_serial_batches_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
+) -> None:
+    (tmp_path / "b.csv").write_bytes(billed_csv(5_000, newline).encode())
+    with monkeypatch.context() as serial:
+        serial_only(serial)
+        expected = read_all(CsvSource(str(tmp_path / "b.csv"), schema=Billed, chunk_rows=100))
+    blocks = parallel_only(monkeypatch)
+    batches = read_all(CsvSource(str(tmp_path / "b.csv"), schema=Billed, chunk_rows=100))
+    assert len(blocks) > 20
+    assert [b.num_rows for b in batches] == [b.num_rows for b in expected]
+    assert all(got.equals(want) for got, want in zip(batches, expected, strict=True))
+    assert pa.Table.from_batches(batches).column("id").to_pylist() == list(range(5_000))
+
+
+def test_csv_parallel_reader_stops_when_the_consumer_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "b.csv").write_text(billed_csv(5_000))
+    parallel_only(monkeypatch)
+    source = CsvSource(str(tmp_path / "b.csv"), schema=Billed, chunk_rows=100)
+    source.name = "src"
+    batches = source.read(CTX)
+    assert next(batches).column("id")[0].as_py() == 0
+    batches.close()  # cancels the blocks in flight and joins the pool's threads
+
+
+@pytest.mark.parametrize(
+    "spanning",
+    [range(0, 40, 3), range(199, 239, 3), range(2_500, 2_540, 3), range(0, 5_000, 7)],
+    ids=["in-first-blocks", "across-a-block-end", "within-blocks", "serial-reader-fails"],
+)
+def test_csv_quoted_line_ends_read_as_serially_wherever_they_fall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spanning: range
+) -> None:
+    (tmp_path / "q.csv").write_text(billed_csv(5_000, spanning=spanning))
+    source = CsvSource(str(tmp_path / "q.csv"), schema=Billed, chunk_rows=100)
+    with monkeypatch.context() as serial:
+        serial_only(serial)
+        expected = outcome(source)
+    threaded(monkeypatch)
+    got = outcome(source)
+    if isinstance(expected, str):  # pyarrow's serial reader fails: the same message
+        assert got == expected
+        assert "out of sync" in expected
+    else:
+        assert not isinstance(got, str), got
+        assert len(got) == len(expected)
+        assert all(a.equals(b) for a, b in zip(got, expected, strict=True))
+
+
+def test_csv_parallel_ragged_row_deep_in_the_file_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = billed_csv(20_000).splitlines(keepends=True)
+    lines[15_000] = lines[15_000].replace(",x", ",oops,x", 1)  # file line 15001
+    (tmp_path / "r.csv").write_text("".join(lines))
+    source = CsvSource(str(tmp_path / "r.csv"), schema=Billed, chunk_rows=500)
+    with monkeypatch.context() as serial:
+        serial_only(serial)
+        expected = outcome(source)
+    blocks = threaded(monkeypatch)
+    seen: list[int] = []
+
+    def drain() -> None:
+        for batch in source.read(CTX):
+            seen.extend(batch.column("id").to_pylist())
+
+    with pytest.raises(ConnectorError) as raised:
+        drain()
+    assert str(raised.value) == expected
+    assert re.search(
+        r"CsvSource 'src': file '.*r\.csv', line 15001: wrong number of fields \(Expected 5 "
+        r"columns, got 6: 14999,.*,oops,x14999\)\. Check the delimiter",
+        expected,
+    )
+    assert len(blocks) > 20  # parsed in parallel up to the bad block, then read serially
+    assert 10_000 < len(seen) < 15_000
+    assert seen == list(range(len(seen)))  # the blocks before the bad one, each once, in order
+
+
+def test_csv_parallel_bad_value_deep_in_the_file_names_row_and_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = billed_csv(20_000).splitlines(keepends=True)
+    lines[17_321] = lines[17_321].replace(",2025-01-03 ", ",2025-13-03 ", 1)  # file line 17322
+    (tmp_path / "v.csv").write_text("".join(lines))
+    source = CsvSource(str(tmp_path / "v.csv"), schema=Billed, chunk_rows=500)
+    with monkeypatch.context() as serial:
+        serial_only(serial)
+        expected = outcome(source)
+    blocks = threaded(monkeypatch)
+    assert outcome(source) == expected
+    assert len(blocks) > 20
+    assert re.search(
+        r"CsvSource 'src': file '.*v\.csv', line 17322, column 'billed_at': cannot parse "
+        r"'2025-13-03 10:40:00' as timestamp\[us\]",
+        expected,
+    )
 
 
 # ---------------------------------------------------------------- Parquet
