@@ -389,6 +389,20 @@ def parallel_only(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return threaded(monkeypatch)
 
 
+def broken_at(
+    path: Path, line: int, old: str, new: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[CsvSource, list[pa.RecordBatch] | str]:
+    """A 20,000-row CSV with `old` replaced by `new` on file line `line`, its source, and what
+    the serial reader makes of it."""
+    lines = billed_csv(20_000).splitlines(keepends=True)
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    path.write_text("".join(lines))
+    source = CsvSource(str(path), schema=Billed, chunk_rows=500)
+    with monkeypatch.context() as serial:
+        serial_only(serial)
+        return source, outcome(source)
+
+
 def outcome(source: CsvSource) -> list[pa.RecordBatch] | str:
     """The batches a source yields, or the message of the error it raises."""
     try:
@@ -452,13 +466,7 @@ def test_csv_quoted_line_ends_read_as_serially_wherever_they_fall(
 def test_csv_parallel_ragged_row_deep_in_the_file_names_its_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lines = billed_csv(20_000).splitlines(keepends=True)
-    lines[15_000] = lines[15_000].replace(",x", ",oops,x", 1)  # file line 15001
-    (tmp_path / "r.csv").write_text("".join(lines))
-    source = CsvSource(str(tmp_path / "r.csv"), schema=Billed, chunk_rows=500)
-    with monkeypatch.context() as serial:
-        serial_only(serial)
-        expected = outcome(source)
+    source, expected = broken_at(tmp_path / "r.csv", 15_001, ",x", ",oops,x", monkeypatch)
     blocks = threaded(monkeypatch)
     seen: list[int] = []
 
@@ -482,13 +490,9 @@ def test_csv_parallel_ragged_row_deep_in_the_file_names_its_line(
 def test_csv_parallel_bad_value_deep_in_the_file_names_row_and_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lines = billed_csv(20_000).splitlines(keepends=True)
-    lines[17_321] = lines[17_321].replace(",2025-01-03 ", ",2025-13-03 ", 1)  # file line 17322
-    (tmp_path / "v.csv").write_text("".join(lines))
-    source = CsvSource(str(tmp_path / "v.csv"), schema=Billed, chunk_rows=500)
-    with monkeypatch.context() as serial:
-        serial_only(serial)
-        expected = outcome(source)
+    source, expected = broken_at(
+        tmp_path / "v.csv", 17_322, ",2025-01-03 ", ",2025-13-03 ", monkeypatch
+    )
     blocks = threaded(monkeypatch)
     assert outcome(source) == expected
     assert len(blocks) > 20
