@@ -11,6 +11,7 @@ import pyarrow.dataset as pads
 
 from connectors.files.columns import Conformer, did_you_mean
 from connectors.files.paths import (
+    FileSink,
     display,
     filesystem,
     object_store,
@@ -19,13 +20,13 @@ from connectors.files.paths import (
     temp_path,
 )
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Node, Sink, WriteResult
+from etlkit.nodes import Context, Node, WriteResult
 from etlkit.schema import Model
 
 logger = logging.getLogger(__name__)
 
 
-class ParquetDatasetSink(Sink):
+class ParquetDatasetSink(FileSink):
     """Writes its input as a hive-partitioned Parquet dataset: `path/col=value/part-0.parquet`.
 
     The dataset is written to a hidden temporary directory next to `path` and renamed into
@@ -55,7 +56,7 @@ class ParquetDatasetSink(Sink):
         max_partitions: int = 1024,
         conn: str | None = None,
     ) -> None:
-        super().__init__(input, schema=schema)
+        super().__init__(path, input, schema=schema, conn=conn)
         if isinstance(partition_by, str):
             raise ConnectorError(
                 f"ParquetDatasetSink for {path!r}: partition_by takes a list of column names; "
@@ -67,13 +68,11 @@ class ParquetDatasetSink(Sink):
                 f"ParquetDatasetSink for {path!r}: partition columns {list(partition_by)} "
                 "must be non-empty names without '/', '=' or a leading '.'."
             )
-        self.path = path
-        self.conn = conn
         self.partition_by = list(partition_by)
         self.max_partitions = max_partitions
 
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
-        where = f"ParquetDatasetSink '{self.name or '(unnamed)'}'"
+        where = self._where()
         conform = Conformer(where, self.input_model)
         counter = {"rows": 0}
 

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
-from connectors.files.paths import display, resolve_files, write_file
+from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.nodes import Context, WriteResult
 from etlkit.schema import Model, column_names, model_name
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _parse_block(
         raise _ReadSeriallyError(str(exc).split("\n", 1)[0]) from exc
 
 
-class CsvSource(Source):
+class CsvSource(FileSource):
     """Reads CSV files matching a path or glob on any fsspec filesystem, one chunk at a time.
 
     The model is the projection: only its columns are read, converted to its types (timestamps
@@ -163,11 +163,7 @@ class CsvSource(Source):
         encoding: str = "utf8",
         conn: str | None = None,
     ) -> None:
-        super().__init__(schema=schema)
-        self.path = path
-        self.conn = conn
-        self.model = schema
-        self.chunk_rows = chunk_rows
+        super().__init__(path, schema=schema, chunk_rows=chunk_rows, conn=conn)
         self.delimiter = delimiter
         self.header = header
         self.encoding = encoding
@@ -177,9 +173,6 @@ class CsvSource(Source):
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
             yield from self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows)
-
-    def _where(self) -> str:
-        return f"CsvSource '{self.name or '(unnamed)'}'"
 
     def _options(self, block_size: int) -> tuple[Any, Any, Any]:
         schema = read_schema(self.model)
@@ -371,7 +364,7 @@ class _ReadSeriallyError(Exception):
     """The parallel reader cannot vouch for a block: the file is read serially instead."""
 
 
-class CsvSink(Sink):
+class CsvSink(FileSink):
     """Writes its input to one CSV file with a header, atomically.
 
     Columns are the model's, in its order, when one is given, else the first batch's. An empty
@@ -383,20 +376,8 @@ class CsvSink(Sink):
         ConnectorError: a batch lacks a column or cannot be cast to the file's types.
     """
 
-    def __init__(
-        self,
-        path: str,
-        input: Node | str,
-        *,
-        schema: Model | None = None,
-        conn: str | None = None,
-    ) -> None:
-        super().__init__(input, schema=schema)
-        self.path = path
-        self.conn = conn
-
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
-        where = f"CsvSink '{self.name or '(unnamed)'}'"
+        where = self._where()
         conform = Conformer(where, self.input_model)
 
         def write(handle: Any) -> int:

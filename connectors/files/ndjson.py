@@ -14,15 +14,15 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from connectors.files.columns import Conformer, first_failing, read_schema, short
-from connectors.files.paths import display, resolve_files, write_file
+from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
-from etlkit.schema import Model, model_name
+from etlkit.nodes import Context, WriteResult
+from etlkit.schema import model_name
 
 logger = logging.getLogger(__name__)
 
 
-class NdjsonSource(Source):
+class NdjsonSource(FileSource):
     """Reads newline-delimited JSON files (one object per line), `chunk_rows` lines at a time.
 
     Only the model's columns are read, with its types; other keys are ignored, and a key missing
@@ -35,23 +35,6 @@ class NdjsonSource(Source):
         ConnectorError: no file matches, a line is not JSON or not UTF-8, or a value does not
             convert to its column's type; the message names the file, line and column.
     """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        schema: Model,
-        chunk_rows: int | None = None,
-        conn: str | None = None,
-    ) -> None:
-        super().__init__(schema=schema)
-        self.path = path
-        self.conn = conn
-        self.model = schema
-        self.chunk_rows = chunk_rows
-
-    def _where(self) -> str:
-        return f"NdjsonSource '{self.name or '(unnamed)'}'"
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = resolve_files(self._where(), self.path, ctx, self.conn)
@@ -151,7 +134,7 @@ class NdjsonSource(Source):
         return ConnectorError(f"{self._where()}: {at}: {exc}")
 
 
-class NdjsonSink(Sink):
+class NdjsonSink(FileSink):
     """Writes its input as newline-delimited JSON, one object per row, atomically.
 
     Timestamps are written as ISO 8601 strings. An empty input writes a zero-byte file.
@@ -162,20 +145,8 @@ class NdjsonSink(Sink):
         ConnectorError: a batch lacks a column or cannot be cast to the file's types.
     """
 
-    def __init__(
-        self,
-        path: str,
-        input: Node | str,
-        *,
-        schema: Model | None = None,
-        conn: str | None = None,
-    ) -> None:
-        super().__init__(input, schema=schema)
-        self.path = path
-        self.conn = conn
-
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
-        where = f"NdjsonSink '{self.name or '(unnamed)'}'"
+        where = self._where()
         conform = Conformer(where, self.input_model)
 
         def write(handle: Any) -> int:

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
-from connectors.files.paths import display, resolve_files, write_file
+from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
 from etlkit.errors import ConnectorError, StagingError
-from etlkit.nodes import Context, Node, Sink, Source, SourceFiles, WriteResult
+from etlkit.nodes import Context, Node, SourceFiles, WriteResult
 from etlkit.schema import Model, model_name
 from etlkit.staging import footer_checksum, parquet_batches
 
@@ -58,7 +58,7 @@ def _partition_values(path: str) -> dict[str, str | None]:
     return values
 
 
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """Reads Parquet files matching a path, glob or directory, one row batch at a time.
 
     Only the model's columns are read. A column stored with another type is cast to the model's
@@ -73,23 +73,6 @@ class ParquetSource(Source):
         ConnectorError: no file matches, a file is empty or not Parquet, a declared column is
             missing, or a column's type cannot be cast; the message names file and column.
     """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        schema: Model,
-        chunk_rows: int | None = None,
-        conn: str | None = None,
-    ) -> None:
-        super().__init__(schema=schema)
-        self.path = path
-        self.conn = conn
-        self.model = schema
-        self.chunk_rows = chunk_rows
-
-    def _where(self) -> str:
-        return f"ParquetSource '{self.name or '(unnamed)'}'"
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = resolve_files(self._where(), self.path, ctx, self.conn)
@@ -210,7 +193,7 @@ class ParquetSource(Source):
             ) from exc
 
 
-class ParquetSink(Sink):
+class ParquetSink(FileSink):
     """Writes its input to one Parquet file (zstd by default), atomically.
 
     Strings are written as `string` whatever the batches carry. An empty input writes a file
@@ -231,13 +214,11 @@ class ParquetSink(Sink):
         compression: str = "zstd",
         conn: str | None = None,
     ) -> None:
-        super().__init__(input, schema=schema)
-        self.path = path
-        self.conn = conn
+        super().__init__(path, input, schema=schema, conn=conn)
         self.compression = compression
 
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
-        where = f"ParquetSink '{self.name or '(unnamed)'}'"
+        where = self._where()
         conform = Conformer(where, self.input_model)
 
         def write(handle: Any) -> int:

@@ -1,6 +1,7 @@
 """Paths and files on fsspec filesystems, shared by every file source and sink.
 
-A path template resolves to the files it names (`resolve_files`: globs, directories, hidden
+`FileSource` and `FileSink` hold what every file connector takes (path, model, connection). A
+path template resolves to the files it names (`resolve_files`: globs, directories, hidden
 files skipped) on the filesystem its URL names, with a named connection's storage options. Sinks
 write through `write_file`: a hidden temporary object next to the target, moved into place only
 once complete.
@@ -21,9 +22,48 @@ from fsspec.core import url_to_fs
 
 from etlkit.connections import resolve
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, WriteResult
+from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.schema import Model
 
 logger = logging.getLogger(__name__)
+
+
+class FileSource(Source):
+    """What every file source holds: its path template, model, chunk size and connection."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        conn: str | None = None,
+    ) -> None:
+        super().__init__(schema=schema)
+        self.path = path
+        self.conn = conn
+        self.model = schema
+        self.chunk_rows = chunk_rows
+
+    def _where(self) -> str:
+        """The source as error messages name it: `CsvSource 'billing'`."""
+        return f"{type(self).__name__} '{self.name or '(unnamed)'}'"
+
+
+class FileSink(Sink):
+    """What every file sink holds: its path template, input, model and connection."""
+
+    def __init__(
+        self, path: str, input: Node | str, *, schema: Model | None = None, conn: str | None = None
+    ) -> None:
+        super().__init__(input, schema=schema)
+        self.path = path
+        self.conn = conn
+
+    def _where(self) -> str:
+        """The sink as error messages name it: `ParquetSink 'report'`."""
+        return f"{type(self).__name__} '{self.name or '(unnamed)'}'"
+
 
 _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 # fsspec protocols without real directories, whose makedirs would create a missing bucket
