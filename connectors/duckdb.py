@@ -15,16 +15,23 @@ Neither class installs or autoloads DuckDB extensions, so nothing is written und
 
 from __future__ import annotations
 
-import difflib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import pyarrow as pa
 
-from connectors.tables import Table, check_name, parse_table, quote_ident
+from connectors.tables import (
+    Table,
+    check_name,
+    closest_name,
+    listing,
+    node_name,
+    parse_table,
+    quote_ident,
+)
 from etlkit.errors import ConfigError, ConnectorError, TransientError
 from etlkit.nodes import Context, Node, Sink, Source, WriteResult
 from etlkit.schema import arrow_schema, column_names
@@ -40,9 +47,6 @@ Mode = Literal["append", "replace"]
 
 #: The name a chunk is registered under while it is loaded.
 _CHUNK: Final = "__etlkit_chunk"
-#: Characters no table name may hold: quotes, semicolons and control characters.
-#: How many table or column names an error message lists before it says "and N more".
-_LISTED: Final = 20
 
 
 class DatabaseLockedError(ConnectorError, TransientError):
@@ -55,23 +59,6 @@ def _check_database(database: str, owner: str) -> None:
             f"{owner}: database {database!r} is not a file; an in-memory DuckDB database "
             "vanishes when its connection closes. Give the path of a database file."
         )
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = list(names[:_LISTED])
-    more = len(names) - len(shown)
-    return f"{shown}" + (f" and {more} more" if more else "")
-
-
-def _closest(wanted: str, candidates: Sequence[str]) -> str | None:
-    """The candidate `wanted` most likely meant: the same table in another schema, or a typo."""
-    last = wanted.lower().rsplit(".", 1)[-1]
-    same = [c for c in candidates if c.lower().rsplit(".", 1)[-1] == last]
-    if same:
-        return same[0]
-    by_lower = {candidate.lower(): candidate for candidate in candidates}
-    close = difflib.get_close_matches(wanted.lower(), list(by_lower), n=1, cutoff=0.6)
-    return by_lower[close[0]] if close else None
 
 
 def _connect(path: Path, *, read_only: bool, threads: int, owner: str) -> duckdb.DuckDBPyConnection:
@@ -134,10 +121,6 @@ def _table_columns(con: duckdb.DuckDBPyConnection, table: Table) -> list[str] | 
         return list(con.sql(f"SELECT * FROM {table.sql}").columns)
     except duckdb.CatalogException:
         return None
-
-
-def _node_name(node: Node, ctx: Context) -> str:
-    return f"{type(node).__name__} '{ctx.node or node.name or '(unnamed)'}'"
 
 
 def _check_positive(value: int | None, what: str, owner: str) -> None:
@@ -208,7 +191,7 @@ class DuckDBTableSource(Source):
         """
         import duckdb
 
-        owner = _node_name(self, ctx)
+        owner = node_name(self, ctx)
         rendered = ctx.render(self.database)
         path = Path(rendered)
         if not path.is_file():
@@ -257,10 +240,10 @@ class DuckDBTableSource(Source):
                 available = _table_columns(con, table)
                 if available is None:
                     names = _table_names(con)
-                    closest = _closest(table.display, names)
+                    closest = closest_name(table.display, names)
                     raise ConnectorError(
                         f"{owner}: {what} not found in DuckDB database '{path}'; "
-                        + (f"tables are {_listing(names)}." if names else "it has no tables.")
+                        + (f"tables are {listing(names)}." if names else "it has no tables.")
                         + (f" Did you mean '{closest}'?" if closest else "")
                     )
             else:
@@ -279,11 +262,11 @@ class DuckDBTableSource(Source):
             hints = "".join(
                 f" Did you mean '{closest}'" + (f" for '{column}'?" if len(missing) > 1 else "?")
                 for column in missing
-                if (closest := _closest(column, available))
+                if (closest := closest_name(column, available))
             )
             raise ConnectorError(
                 f"{owner}: {what} in DuckDB database '{path}' has no column(s) {missing} "
-                f"that {self.model.__name__} declares; its columns are {_listing(available)}."
+                f"that {self.model.__name__} declares; its columns are {listing(available)}."
                 + hints
             )
         projection = ", ".join(
@@ -381,7 +364,7 @@ class DuckDBTableSink(Sink):
         """
         import duckdb
 
-        owner = _node_name(self, ctx)
+        owner = node_name(self, ctx)
         table = parse_table(ctx.render(self.table), owner)
         path = Path(ctx.render(self.database))
         created = not path.exists()
@@ -462,7 +445,7 @@ def _check_columns(
         ]
         raise ConnectorError(
             f"{owner}: chunk {index} does not match {where}: {' and '.join(found)}; "
-            f"the table has {_listing(columns)}. "
+            f"the table has {listing(columns)}. "
             "Nothing was written. Select the table's columns upstream, or use mode='replace' "
             "to rebuild the table."
         )

@@ -1,16 +1,20 @@
 """SQL table names as users write them (`table` or `schema.table`), checked and quoted.
 
 Shared by the database connectors (DuckDB, PostgreSQL): a name that could not be quoted safely
-is refused before any SQL is built.
+is refused before any SQL is built; `listing`, `closest_name` and `node_name` phrase their
+messages.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from etlkit.errors import ConfigError
+from etlkit.nodes import Context, Node
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
 
@@ -59,3 +63,30 @@ def parse_table(name: str, owner: str) -> Table:
             f"{owner}: table name {name!r} is not of the form 'table' or 'schema.table'."
         )
     return Table(None, parts[0]) if len(parts) == 1 else Table(parts[0], parts[1])
+
+
+#: How many table or column names an error message lists before it says "and N more".
+_LISTED: Final = 20
+
+
+def listing(names: Sequence[str]) -> str:
+    """Names for a message: the first 20, then how many more."""
+    shown = list(names[:_LISTED])
+    more = len(names) - len(shown)
+    return f"{shown}" + (f" and {more} more" if more else "")
+
+
+def closest_name(wanted: str, candidates: Sequence[str]) -> str | None:
+    """The candidate `wanted` most likely meant: other case, another schema, or a typo."""
+    last = wanted.lower().rsplit(".", 1)[-1]
+    same = [c for c in candidates if c.lower().rsplit(".", 1)[-1] == last]
+    if same:
+        return same[0]
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(wanted.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
+
+
+def node_name(node: Node, ctx: Context) -> str:
+    """The node as messages name it: `DuckDBSource 'patients'`."""
+    return f"{type(node).__name__} '{ctx.node or node.name or '(unnamed)'}'"

@@ -20,15 +20,16 @@ from connectors.postgres.connection import (
     reason,
     resolve_conn,
 )
-from connectors.postgres.tables import (
-    Found,
+from connectors.postgres.tables import Found, find_relation, missing_table
+from connectors.tables import (
+    Table,
+    check_name,
     closest_name,
-    find_relation,
     listing,
-    missing_table,
     node_name,
+    parse_table,
+    quote_ident,
 )
-from connectors.tables import Table, check_name, parse_table, quote_ident
 from etlkit.errors import ConfigError, ConnectorError
 from etlkit.nodes import Context, Node, Sink, WriteResult
 from etlkit.schema import arrow_schema

@@ -31,14 +31,15 @@ from connectors.postgres.connection import (
     reason,
     resolve_conn,
 )
-from connectors.postgres.tables import (
+from connectors.postgres.tables import find_relation, missing_table
+from connectors.tables import (
+    check_name,
     closest_name,
-    find_relation,
     listing,
-    missing_table,
     node_name,
+    parse_table,
+    quote_ident,
 )
-from connectors.tables import check_name, parse_table, quote_ident
 from etlkit.errors import ConfigError, ConnectorError
 from etlkit.nodes import Context, Source
 from etlkit.schema import arrow_schema, columns

@@ -1,43 +1,15 @@
-"""Table names (parsed, quoted, listed and matched in messages) and relations in the catalog."""
+"""PostgreSQL relations in the catalog, and the message for a table that is not there."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from connectors.postgres.connection import Dsn, fetch_rows
-from connectors.tables import Table
-from etlkit.nodes import Context, Node
+from connectors.tables import Table, closest_name, listing
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor
-
-#: Characters no table name may hold: quotes, semicolons and control characters.
-#: How many table or column names an error message lists before it says "and N more".
-_LISTED: Final = 20
-
-
-def listing(names: Sequence[str]) -> str:
-    shown = list(names[:_LISTED])
-    more = len(names) - len(shown)
-    return f"{shown}" + (f" and {more} more" if more else "")
-
-
-def closest_name(wanted: str, candidates: Sequence[str]) -> str | None:
-    """The candidate `wanted` most likely meant: other case, another schema, or a typo."""
-    last = wanted.lower().rsplit(".", 1)[-1]
-    same = [c for c in candidates if c.lower().rsplit(".", 1)[-1] == last]
-    if same:
-        return same[0]
-    by_lower = {candidate.lower(): candidate for candidate in candidates}
-    close = difflib.get_close_matches(wanted.lower(), list(by_lower), n=1, cutoff=0.6)
-    return by_lower[close[0]] if close else None
-
-
-def node_name(node: Node, ctx: Context) -> str:
-    return f"{type(node).__name__} '{ctx.node or node.name or '(unnamed)'}'"
 
 
 @dataclass(frozen=True)
