@@ -27,6 +27,7 @@ from connectors.tables import (
     Table,
     check_name,
     closest_name,
+    conform_batch,
     listing,
     node_name,
     parse_table,
@@ -221,7 +222,7 @@ class DuckDBTableSource(Source):
                     ) from exc
                 chunks += 1
                 logger.debug("%s: chunk %d, %d rows", owner, chunks, batch.num_rows)
-                yield _conform(batch, target, owner, what)
+                yield conform_batch(batch, target, owner, what)
         finally:
             if reader is not None:
                 reader.close()  # before the connection: reading after close hangs in DuckDB 2.0
@@ -273,28 +274,6 @@ class DuckDBTableSource(Source):
             f"{quote_ident(by_lower[c.lower()])} AS {quote_ident(c)}" for c in wanted_columns
         )
         return f"SELECT {projection} FROM {relation}", what
-
-
-def _conform(batch: pa.RecordBatch, target: pa.Schema, owner: str, what: str) -> pa.RecordBatch:
-    """`batch` with the target's types, casting only the columns that differ.
-
-    Raises:
-        ConnectorError: a column's values cannot be cast (the message names the column).
-    """
-    if batch.schema.equals(target):
-        return batch
-    arrays = []
-    for column, field in zip(batch.columns, target, strict=True):
-        if column.type != field.type:
-            try:
-                column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise ConnectorError(
-                    f"{owner}: column '{field.name}' of {what} is {column.type} in DuckDB and "
-                    f"cannot be cast to the model's {field.type}: {exc}"
-                ) from exc
-        arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=target)
 
 
 class DuckDBTableSink(Sink):

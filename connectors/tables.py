@@ -2,7 +2,7 @@
 
 Shared by the database connectors (DuckDB, PostgreSQL): a name that could not be quoted safely
 is refused before any SQL is built; `listing`, `closest_name` and `node_name` phrase their
-messages.
+messages; `conform_batch` casts what a database returns to the model's types.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from etlkit.errors import ConfigError
+import pyarrow as pa
+
+from etlkit.errors import ConfigError, ConnectorError
 from etlkit.nodes import Context, Node
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
@@ -90,3 +92,27 @@ def closest_name(wanted: str, candidates: Sequence[str]) -> str | None:
 def node_name(node: Node, ctx: Context) -> str:
     """The node as messages name it: `DuckDBSource 'patients'`."""
     return f"{type(node).__name__} '{ctx.node or node.name or '(unnamed)'}'"
+
+
+def conform_batch(
+    batch: pa.RecordBatch, target: pa.Schema, owner: str, what: str
+) -> pa.RecordBatch:
+    """`batch` with the target's types (and no driver metadata), casting only what differs.
+
+    Raises:
+        ConnectorError: a column's values cannot be cast (the message names the column).
+    """
+    if batch.schema.equals(target, check_metadata=True):
+        return batch
+    arrays = []
+    for column, field in zip(batch.columns, target, strict=True):
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise ConnectorError(
+                    f"{owner}: column '{field.name}' of {what} arrives as {column.type} and "
+                    f"cannot be cast to the model's {field.type}: {exc}"
+                ) from exc
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=target)

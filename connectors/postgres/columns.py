@@ -9,7 +9,6 @@ import polars as pl
 import pyarrow as pa
 
 from connectors.tables import quote_ident
-from etlkit.errors import ConnectorError
 from etlkit.schema import ColumnSpec
 
 if TYPE_CHECKING:
@@ -122,23 +121,3 @@ def projection_sql(column: str, field: pa.Field, spec: ColumnSpec) -> str | None
     else:
         return col  # nested and other types: left to the Arrow cast, which names the column
     return None
-
-
-def conform(batch: pa.RecordBatch, target: pa.Schema, owner: str, what: str) -> pa.RecordBatch:
-    """`batch` with the target's types and no ADBC metadata, casting only what differs.
-
-    Raises:
-        ConnectorError: a column's values cannot be cast (the message names the column).
-    """
-    arrays = []
-    for column, field in zip(batch.columns, target, strict=True):
-        if column.type != field.type:
-            try:
-                column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise ConnectorError(
-                    f"{owner}: column '{field.name}' of {what} arrives as {column.type} and "
-                    f"cannot be cast to the model's {field.type}: {exc}"
-                ) from exc
-        arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=target)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final, Self
 import pyarrow as pa
 
 from connectors.postgres.columns import (
-    conform,
     pg_type,
     projection_sql,
     readable_types,
@@ -35,6 +34,7 @@ from connectors.postgres.tables import find_relation, missing_table
 from connectors.tables import (
     check_name,
     closest_name,
+    conform_batch,
     listing,
     node_name,
     parse_table,
@@ -220,7 +220,7 @@ class PostgresSource(Source):
                             chunks += 1
                             piece = batch.slice(start, chunk_rows)
                             logger.debug("%s: chunk %d, %d rows", owner, chunks, piece.num_rows)
-                            yield conform(piece, target, owner, what)
+                            yield conform_batch(piece, target, owner, what)
                     reader.close()
                     reader = None
             except driver_errors() as exc:
