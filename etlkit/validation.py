@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 
 from etlkit.errors import DataValidationError
+from etlkit.staging import parquet_batches
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -228,10 +229,8 @@ def _dictionary_values(paths: Sequence[str], columns: list[str]) -> dict[str, fr
         if not found:
             break
         names = list(found)
-        batches = pq.ParquetFile(path, read_dictionary=names).iter_batches(
-            batch_size=1 << 20, columns=names
-        )
-        for batch in batches:
+        parquet = pq.ParquetFile(path, read_dictionary=names)
+        for batch in parquet_batches(parquet, batch_size=1 << 20, columns=names):
             for name in list(found):
                 found[name].update(batch.column(name).dictionary.to_pylist())
                 if len(found[name]) > _MAX_DICTIONARY_VALUES:

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "staging": {"errors"},
     "store": {"errors"},
     "connections": {"errors", "config"},
-    "validation": {"errors", "schema"},
+    "validation": {"errors", "schema", "staging"},
     "testing": {"errors", "nodes", "schema"},
     "guard": {"errors", "nodes", "staging", "validation"},
     "querying": {"errors", "staging"},
