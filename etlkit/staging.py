@@ -7,14 +7,17 @@ parts without a manifest, which readers ignore and the next writer of that node 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import re
+import threading
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import fsspec
 import pyarrow as pa
@@ -343,8 +346,18 @@ def _describe(schema: pa.Schema) -> str:
     return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
 
 
+#: Batches a node may have queued for its staging thread before `append` waits for it.
+_QUEUED_BATCHES: Final = 4
+
+
 class NodeWriter:
-    """Appends record batches as Parquet parts; `commit` writes the manifest, `abort` cleans up."""
+    """Appends record batches as Parquet parts; `commit` writes the manifest, `abort` cleans up.
+
+    The first batch is written at once. From the second on, batches are handed to a thread of
+    the writer's own (at most `_QUEUED_BATCHES` waiting), so encoding and compressing Parquet
+    overlaps with the node producing its next chunk; a single-chunk output never starts one.
+    A write that fails there is raised by the next `append`, by `part_urls` or by `commit`.
+    """
 
     def __init__(
         self,
@@ -366,6 +379,9 @@ class NodeWriter:
         self._handle: Any = None
         self._part_rows = 0
         self._state: Literal["open", "committed", "aborted"] = "open"
+        self._queue: queue.Queue[pa.RecordBatch | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def _check_open(self, action: str) -> None:
         if self._state != "open":
@@ -410,8 +426,37 @@ class NodeWriter:
         self._files[-1] = StagedFile(last.name, self._part_rows, size, checksum)
         self._part_rows = 0
 
+    def _write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            assert self.schema is not None
+            self._writer = self._open_part(self.schema)
+        self._writer.write_batch(batch)
+        self._part_rows += batch.num_rows
+        if self._part_rows >= self.part_rows:
+            self._close_part()
+
+    def _drain(self, batches: queue.Queue[pa.RecordBatch | None]) -> None:
+        """The staging thread: write queued batches until None; after a failure, only drain."""
+        while (batch := batches.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._write(batch)
+                except BaseException as exc:  # raised to the node by its next call
+                    self._failure = exc
+
+    def _settle(self) -> None:
+        """Wait until every queued batch is written; raise what the staging thread hit."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = self._queue = None
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
     def part_urls(self) -> list[str]:
         """Close the open part and return the URLs of every part written so far (uncommitted)."""
+        self._settle()
         self._close_part()
         return [self.staging.url(f"{self.directory}/{f.name}") for f in self._files]
 
@@ -437,13 +482,22 @@ class NodeWriter:
                     f"{_describe(self.schema)}; every chunk of a node must have the same "
                     f"columns, of the same types or types that cast losslessly ({exc})"
                 ) from exc
-        if self._writer is None:
-            self._writer = self._open_part(self.schema)
-        self._writer.write_batch(batch)
-        self._part_rows += batch.num_rows
         self.rows += batch.num_rows
-        if self._part_rows >= self.part_rows:
-            self._close_part()
+        if self._queue is None and self._writer is None and not self._files:
+            self._write(batch)  # the first batch: many outputs have no other
+            return
+        if self._failure is not None:
+            self._settle()
+        if self._queue is None:
+            self._queue = queue.Queue(_QUEUED_BATCHES)
+            self._thread = threading.Thread(
+                target=self._drain,
+                args=(self._queue,),
+                name=f"etlkit-stage-{self.node}",
+                daemon=True,  # never holds up interpreter exit; `abort` or `commit` joins it
+            )
+            self._thread.start()
+        self._queue.put(batch)
 
     def append_many(self, batches: Iterable[pa.RecordBatch]) -> None:
         """Stage several batches (see `append`)."""
@@ -461,6 +515,7 @@ class NodeWriter:
             StagingError: the writer is already committed or aborted.
         """
         self._check_open("commit")
+        self._settle()
         if self._writer is None and not self._files and empty_schema is not None:
             self.schema = empty_schema
             self._writer = self._open_part(empty_schema)
@@ -529,6 +584,8 @@ class NodeWriter:
 
     def abort(self) -> None:
         """Discard everything written; safe to call more than once."""
+        with contextlib.suppress(Exception):
+            self._settle()  # the failure that led here is already being raised
         try:
             if self._writer is not None:
                 self._writer.close()

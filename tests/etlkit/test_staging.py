@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,7 +127,8 @@ def test_abort_after_commit_keeps_the_committed_output(staging: Staging) -> None
 def test_second_writer_for_an_uncommitted_node_clears_leftovers(staging: Staging) -> None:
     interrupted = staging.writer("report", "r1", "bills", part_rows=1)
     interrupted.append(batch(1))
-    interrupted.append(batch(2))  # two closed parts, never committed: the process "died"
+    interrupted.append(batch(2))
+    interrupted.part_urls()  # two closed parts on disk, never committed: the process "died"
     directory = node_path(staging)
     (directory / f".{MANIFEST}.deadbeef").write_text("{", encoding="utf-8")
     assert len(list(directory.iterdir())) == 3
@@ -331,6 +333,51 @@ def test_part_closing_exactly_at_the_end_leaves_no_empty_part(staging: Staging) 
     writer.append(batch(1, 2))
     manifest = writer.commit()
     assert [(f.name, f.rows) for f in manifest.files] == [("part-00000.parquet", 2)]
+
+
+def test_batches_after_the_first_are_written_in_order_by_the_staging_thread(
+    staging: Staging,
+) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=7)
+    for i in range(100):  # more than the queue holds: append waits for the thread
+        writer.append(batch(2 * i, 2 * i + 1))
+    assert writer._thread is not None
+    assert writer._thread.name == "etlkit-stage-bills"
+    manifest = writer.commit()
+
+    assert writer._thread is None  # joined by the commit
+    assert manifest.rows == 200
+    assert [f.rows for f in manifest.files] == [8] * 25
+    read = pa.Table.from_batches(staging.iter_batches("report", "r1", "bills", batch_size=64))
+    assert read.column("id").to_pylist() == list(range(200))
+
+
+def test_a_single_batch_is_written_without_a_staging_thread(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1, 2, 3))
+    assert writer._thread is None
+    assert writer.commit().rows == 3
+
+
+def test_a_write_failing_in_the_staging_thread_is_raised_by_commit(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=1)
+    writer.append(batch(1))  # written at once, and its part closed
+    shutil.rmtree(node_path(staging))  # the next part cannot be created
+    writer.append(batch(2))
+
+    with pytest.raises(OSError, match=r"part-00001\.parquet"):
+        writer.commit()
+    writer.abort()
+    assert staging.manifest("report", "r1", "bills") is None
+
+
+def test_abort_stops_the_staging_thread_and_removes_the_parts(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=1)
+    for i in range(10):
+        writer.append(batch(i))
+    writer.abort()
+    assert writer._thread is None
+    assert not node_path(staging).exists()
 
 
 RUNS = [("r1", 100), ("r2", 200)]
