@@ -871,6 +871,9 @@ class _Run:
     ) -> None:
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
+        from etlkit.validation import IncreasingKey
+
+        keys = [IncreasingKey(k[0]) for k in self.unique_keys(node) if len(k) == 1]
         for item in self.produce(name, node, ctx, stats):
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
@@ -881,6 +884,8 @@ class _Run:
             for batch in batches:
                 if first_schema is None:
                     first_schema = batch.schema
+                for key in keys:
+                    key.update(batch)
                 for piece in _split(batch, self.options.chunk_rows, self.options.chunk_bytes):
                     if writer is not None:
                         writer.append(piece)
@@ -900,7 +905,8 @@ class _Run:
             staged = list(referenced.files.urls)  # the source's own files are its staged output
         else:
             staged = []
-        self.check_dataset(name, node, stats, staged)
+        proven = [(key.column,) for key in keys if key.holds]
+        self.check_dataset(name, node, stats, staged, proven)
         if writer is not None:
             manifest = writer.commit(
                 empty_schema=first_schema,
@@ -996,14 +1002,34 @@ class _Run:
         self.finish(name)
         return True
 
-    def check_dataset(self, name: str, node: Node, stats: NodeStats, files: list[str]) -> None:
-        """Row counts, uniqueness across chunks and SQL assertions over the whole output."""
+    def unique_keys(self, node: Node) -> list[tuple[str, ...]]:
+        """The column sets the node's output must hold unique across all its chunks."""
+        keys: list[tuple[str, ...]] = []
+        if self.options.validate and node.output_model is not None:
+            keys.extend(unique_sets(node.output_model))
+        if node.expectations.unique:
+            keys.append(node.expectations.unique)
+        return keys
+
+    def check_dataset(
+        self,
+        name: str,
+        node: Node,
+        stats: NodeStats,
+        files: list[str],
+        proven: Sequence[tuple[str, ...]] = (),
+    ) -> None:
+        """Row counts, uniqueness across chunks and SQL assertions over the whole output.
+
+        `proven`: key sets already known unique (seen strictly increasing as they streamed).
+        """
         expected = node.expectations
         unique: list[tuple[str, ...]] = []
         if self.options.validate and node.output_model is not None and stats.chunks_out > 1:
-            unique.extend(unique_sets(node.output_model))
+            unique.extend(unique_sets(node.output_model))  # one chunk was checked on its own
         if expected.unique:
             unique.append(expected.unique)
+        unique = [k for k in unique if k not in proven]
         if expected.min_rows is None and expected.max_rows is None and not (unique or expected.sql):
             return
         from etlkit.validation import dataset_problems

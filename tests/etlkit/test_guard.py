@@ -141,6 +141,31 @@ def test_duplicates_split_across_chunks_are_caught(settings: ek.Settings) -> Non
     assert not Duplicates.out.committed or Duplicates.out.table().num_rows == 5
 
 
+@pytest.mark.parametrize(
+    ("ids", "repeat"),
+    [
+        ([1, 2, 2, 3, 4], "1 value(s) repeat (examples: 2)"),  # each chunk increases, not across
+        ([1, 3, 2, 4, 5], None),  # out of order but unique: the full check says so
+        ([1, 2, 3, 4, 5], None),  # in order: proven as the chunks stream
+    ],
+)
+def test_keys_in_order_chunk_by_chunk_are_checked_across_chunks_too(
+    settings: ek.Settings, ids: list[int], repeat: str | None
+) -> None:
+    class Ordered(ek.Pipeline):
+        src = MemorySource(bills([1.0] * len(ids), ids=ids), schema=UniqueBill, chunk_rows=2)
+        out = MemorySink(src)
+
+    result = Ordered.run(settings=settings)
+
+    if repeat is None:
+        assert result.state == "success", result.error
+        assert Ordered.out.table().column("invoice_id").to_pylist() == ids
+    else:
+        assert isinstance(result.error, ek.DataValidationError)
+        assert repeat in str(result.error)
+
+
 def test_declared_key_and_sql_assertions_run_over_the_whole_output(
     settings: ek.Settings,
 ) -> None:

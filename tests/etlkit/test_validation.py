@@ -11,12 +11,19 @@ from typing import Any
 import pandera.errors
 import pandera.polars as pdp
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
 from etlkit.errors import DataValidationError
 from etlkit.schema import polars_schema
-from etlkit.validation import ChunkValidator, summarize, validation_error
+from etlkit.validation import (
+    ChunkValidator,
+    IncreasingKey,
+    strictly_increasing,
+    summarize,
+    validation_error,
+)
 
 NAN = math.nan
 Failure = tuple[str | None, str, int | None]
@@ -528,3 +535,68 @@ def test_error_lists_several_checks_one_per_line() -> None:
     assert message.startswith("Output of node 'n' in pipeline 'p' (run r) broke schema M: ")
     assert "84 failures in 12 checks:\n  - column 'col0' failed check0 on 7 rows" in message
     assert "  - ... and 2 more checks\n" in message
+
+
+# -- keys seen in increasing order --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([1, 2, 5], pl.Int64, True),
+        ([1, None, 2, None], pl.Int64, True),  # nulls are left out
+        ([1, 2, 2], pl.Int64, False),
+        ([2, 1], pl.Int64, False),
+        (["a", "b", "ba"], pl.String, True),
+        (["b", "a"], pl.String, False),
+        ([1.0, 2.0, NAN], pl.Float64, True),  # NaN sorts last and occurs once
+        ([1.0, NAN, NAN], pl.Float64, False),
+        ([dt.date(2025, 1, 1), dt.date(2025, 1, 2)], pl.Date, True),
+        ([], pl.Int64, True),
+        ([{"a": 1}, {"a": 2}], pl.Struct({"a": pl.Int64}), False),  # no order: not proven
+    ],
+)
+def test_strictly_increasing(values: list[Any], dtype: pl.DataType, expected: bool) -> None:
+    assert strictly_increasing(pl.Series(values, dtype=dtype)) is expected
+
+
+def test_increasing_key_holds_across_chunks_only_while_each_exceeds_the_last() -> None:
+    def chunk(*ids: int | None) -> pa.RecordBatch:
+        return pa.record_batch({"id": pa.array(ids, pa.int64())})
+
+    key = IncreasingKey("id")
+    for ids in [(1, 2), (None,), (3, None, 7), ()]:
+        key.update(chunk(*ids))
+    assert key.holds
+
+    key.update(chunk(7, 8))  # 7 again, across the chunk boundary
+    assert not key.holds
+    key.update(chunk(9))
+    assert not key.holds  # for good
+
+    missing = IncreasingKey("other")
+    missing.update(chunk(1))
+    assert not missing.holds
+
+
+def test_a_unique_column_increasing_in_a_chunk_passes_and_repeats_still_fail() -> None:
+    validator = ChunkValidator(Keys)
+    ok = validator.check(
+        pl.DataFrame(
+            {"id": [1, 2, 3], "tag": ["a", "b", "c"], "score": [1.0] * 3, "label": ["x"] * 3}
+        )
+    )
+    assert ok.ok
+    repeated = validator.check(
+        pl.DataFrame(
+            {"id": [1, 2, 2], "tag": ["a", "b", "c"], "score": [1.0] * 3, "label": ["x"] * 3}
+        )
+    )
+    assert not repeated.ok
+    assert repeated.failures.filter(pl.col("check") == "field_uniqueness").height == 2
+    nulls = validator.check(
+        pl.DataFrame(
+            {"id": [1, None, None], "tag": ["a", "b", "c"], "score": [1.0] * 3, "label": ["x"] * 3}
+        )
+    )
+    assert nulls.failures.filter(pl.col("check") == "field_uniqueness").height == 2
