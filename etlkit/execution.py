@@ -876,10 +876,10 @@ class _Run:
         guard: OutputGuard | None,
         referenced: _Reference | None = None,
     ) -> None:
-        consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
-        first_schema: pa.Schema | None = None
         from etlkit.validation import IncreasingKey
 
+        consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
+        first_schema: pa.Schema | None = None
         keys = [IncreasingKey(k[0]) for k in self.unique_keys(node) if len(k) == 1]
         for item in self.produce(name, node, ctx, stats):
             if self.cancel.is_set():
