@@ -472,9 +472,11 @@ class _Run:
         self.emit("run_started")
         sensors = [n for n in self.graph.order if self.graph.nodes[n].kind == "sensor"]
         others = [n for n in self.graph.order if n not in sensors]
+        opener = None
         if any(isinstance(n, Sql) or n.expectations.sql for n in self.graph.nodes.values()):
             # opened while the sources read, not when the first SQL node is waited for
-            threading.Thread(target=self.open_database, name="etlkit-duckdb", daemon=True).start()
+            opener = threading.Thread(target=self.prepare_database, name="etlkit-duckdb")
+            opener.start()
         try:
             self.supervise(sensors)  # every sensor passes before anything else starts
             if self.result.error is None and not self.skipped:
@@ -483,6 +485,8 @@ class _Run:
             self.fail(RunCancelledError(f"Run {self.ctx.run_id} interrupted (Ctrl-C)"))
         finally:
             self.workers.close()
+            if opener is not None:
+                opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
             if self.database is not None:
                 self.database.close()  # after the nodes: it closes their connections too
         result = self.result
@@ -1079,6 +1083,11 @@ class _Run:
             con = self.open_database().cursor()
         con.execute("SET enable_progress_bar = false")  # it would draw over the run's progress
         return con
+
+    def prepare_database(self) -> None:
+        """Open the run's database ahead of need; a failure is raised to the node needing it."""
+        with contextlib.suppress(Exception):
+            self.open_database()
 
     def open_database(self) -> Any:
         """The run's DuckDB database, opened on first call."""
