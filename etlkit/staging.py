@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import re
 import threading
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import fsspec
@@ -93,48 +91,17 @@ def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
         StagingError: the file is not a complete Parquet file.
     """
     with fs.open(path, "rb") as fh:
-        return _file_checksum(fh, int(fs.size(path)), path)
-
-
-def parquet_checksum(data: bytes | memoryview, path: str) -> tuple[int, str]:
-    """`footer_checksum` of Parquet bytes still in memory (`path`: where they go, for errors).
-
-    Raises:
-        StagingError: the bytes are not a complete Parquet file.
-    """
-    view = memoryview(data)
-    size = len(view)
-    length = _footer_length(path, size, bytes(view[-8:]))
-    return size, f"{zlib.crc32(view[size - 8 - length : size - 8]):08x}"
-
-
-def _file_checksum(fh: Any, size: int, path: str) -> tuple[int, str]:
-    """`footer_checksum` of an open binary file of `size` bytes."""
-    tail = b""
-    if size >= 12:
+        size = int(fs.size(path))
+        if size < 12:
+            raise StagingError(f"{path} is not a Parquet file ({size} bytes)")
         fh.seek(size - 8)
         tail = fh.read(8)
-    length = _footer_length(path, size, tail)
-    fh.seek(size - 8 - length)
-    return size, f"{zlib.crc32(fh.read(length)):08x}"
-
-
-def _footer_length(path: str, size: int, tail: bytes) -> int:
-    """The footer's length from a Parquet file's last 8 bytes: 4 of length, then `PAR1`."""
-    if size < 12:
-        raise StagingError(f"{path} is not a Parquet file ({size} bytes)")
-    if tail[4:] != b"PAR1":
-        raise StagingError(f"{path} is not a complete Parquet file (no footer)")
-    return int.from_bytes(tail[:4], "little")
-
-
-def _plain(value: object) -> object:
-    """What `asdict` made of values in a manifest's `extra` that JSON does not know."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        if tail[4:] != b"PAR1":
+            raise StagingError(f"{path} is not a complete Parquet file (no footer)")
+        length = int.from_bytes(tail[:4], "little")
+        fh.seek(size - 8 - length)
+        footer = fh.read(length)
+    return size, f"{zlib.crc32(footer):08x}"
 
 
 @dataclass(frozen=True)
@@ -152,24 +119,10 @@ class Manifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The manifest as JSON text: `dataclasses.asdict` of it plus `format_version`, built
-        by hand because `asdict`'s deep copy cost as much as the rest of a commit."""
-        data = {
-            "pipeline": self.pipeline,
-            "run_id": self.run_id,
-            "node": self.node,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "files": [
-                {"name": f.name, "rows": f.rows, "bytes": f.bytes, "checksum": f.checksum}
-                for f in self.files
-            ],
-            "schema": self.schema,
-            "committed_at": self.committed_at,
-            "extra": self.extra,
-            "format_version": 1,
-        }
-        return json.dumps(data, indent=2, sort_keys=True, default=_plain)
+        """The manifest as JSON text."""
+        data = asdict(self)
+        data["format_version"] = 1
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @property
     def reference_select(self) -> list[tuple[str, str | None]] | None:
@@ -258,15 +211,6 @@ class Staging:
             StagingError: the node is already committed in this run, or the root is unusable.
         """
         directory = self.node_dir(pipeline, run_id, node)
-        if self.local:  # one mkdir when nothing is there, which is nearly always the case
-            try:
-                with _local_steps:
-                    Path(directory).mkdir(parents=True)
-                return NodeWriter(self, pipeline, run_id, node, directory, part_rows)
-            except FileExistsError:
-                pass  # committed, or left over by an interrupted attempt: see below
-            except OSError as exc:
-                raise StagingError(f"Cannot prepare staging directory {directory}: {exc}") from exc
         if self.fs.exists(f"{directory}/{MANIFEST}"):
             raise StagingError(
                 f"Node '{node}' of run {run_id} is already committed in {self.url(directory)}; "
@@ -405,75 +349,14 @@ def _describe(schema: pa.Schema) -> str:
 #: Batches a node may have queued for its staging thread before `append` waits for it.
 _QUEUED_BATCHES: Final = 4
 
-#: A part whose first batch is at most this large waits in memory for a second batch: alone
-#: (most outputs are one small chunk), it is encoded in memory when the part closes, written
-#: with one write, and its checksum taken from those bytes. Opening a Parquet writer on the
-#: file and reading the footer back cost more than a trivial node itself. A local part's file
-#: is still created with its first batch: creating a file (an inode) is the costliest step
-#: left on some filesystems, and in a chain of streaming nodes it then happens while data
-#: flows down the chain, not in the wave of commits that follows its end.
-_SMALL_PART_BYTES: Final = 4 * 1024 * 1024
-
-
-def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Staging is scratch space read back soon: fast snappy, dictionaries only where they pay
-    (strings), since dictionary-encoding unique numbers costs ~4x the write time."""
-    return {
-        "compression": "snappy",
-        "use_dictionary": [
-            f.name
-            for f in schema
-            if pa.types.is_string(f.type)
-            or pa.types.is_large_string(f.type)
-            or pa.types.is_string_view(f.type)
-            or pa.types.is_dictionary(f.type)
-        ],
-    }
-
-
-#: Staging's short local steps (make a node's directory, create, encode and write a small
-#: part, write and rename a manifest) are taken by at most this many threads at once. Each
-#: step lets go of the GIL a few times, and in a run of hundreds of concurrent nodes a thread
-#: coming back from that joins hundreds of others waiting for the GIL, each waking every
-#: switch interval (5 ms) to demand it: on 2 cores, a fan of 1,000 trivial nodes spent 2-5x
-#: the CPU time of the same fan with this limit, and took 1.5-2.5x as long. Threads waiting
-#: here sleep until let in. One per core, and at least two, so that the two waves of a chain
-#: of nodes (first chunks going down it, commits following) do not wait for each other.
-_LOCAL_STEPS: Final = max(2, os.cpu_count() or 1)
-_local_steps = threading.BoundedSemaphore(_LOCAL_STEPS)
-
-#: `os.open` flags of `_write_local` (O_BINARY exists, and matters, on Windows only).
-_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-
-
-def _encode(schema: pa.Schema, batches: list[pa.RecordBatch]) -> memoryview:
-    """A Parquet file of these batches, in memory."""
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, schema, **_parquet_options(schema)) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return memoryview(sink.getvalue())
-
-
-def _write_local(path: str, data: memoryview) -> None:
-    """Create (or truncate) a local file holding `data`: open, write, close and nothing else."""
-    fd = os.open(path, _CREATE, 0o666)
-    try:
-        while data:
-            data = data[os.write(fd, data) :]
-    finally:
-        os.close(fd)
-
 
 class NodeWriter:
     """Appends record batches as Parquet parts; `commit` writes the manifest, `abort` cleans up.
 
-    The first batch is taken at once: a small one is held until its part closes or another
-    batch joins it (see `_SMALL_PART_BYTES`), a large one is written. From the second on,
-    batches are handed to a thread of the writer's own (at most `_QUEUED_BATCHES` waiting), so
-    encoding and compressing Parquet overlaps with the node producing its next chunk; a
-    single-chunk output never starts one. A write that fails there is raised by the next
-    `append`, by `part_urls` or by `commit`.
+    The first batch is written at once. From the second on, batches are handed to a thread of
+    the writer's own (at most `_QUEUED_BATCHES` waiting), so encoding and compressing Parquet
+    overlaps with the node producing its next chunk; a single-chunk output never starts one.
+    A write that fails there is raised by the next `append`, by `part_urls` or by `commit`.
     """
 
     def __init__(
@@ -494,7 +377,6 @@ class NodeWriter:
         self._files: list[StagedFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._handle: Any = None
-        self._held: pa.RecordBatch | None = None  # the open part's only batch, not yet encoded
         self._part_rows = 0
         self._state: Literal["open", "committed", "aborted"] = "open"
         self._queue: queue.Queue[pa.RecordBatch | None] | None = None
@@ -508,23 +390,29 @@ class NodeWriter:
                 f"(run {self.run_id}): its writer is already {self._state}"
             )
 
-    def _new_part(self) -> None:
-        self._files.append(StagedFile(f"part-{len(self._files):05d}.parquet", 0, 0, ""))
-
     def _open_part(self, schema: pa.Schema) -> pq.ParquetWriter:
-        """A Parquet writer on the newest part's file."""
-        path = f"{self.directory}/{self._files[-1].name}"
+        name = f"part-{len(self._files):05d}.parquet"
+        path = f"{self.directory}/{name}"
+        self._files.append(StagedFile(name, 0, 0, ""))
+        # Staging is scratch space read back soon: fast snappy, dictionaries only where they pay
+        # (strings), since dictionary-encoding unique numbers costs ~4x the write time.
+        options: dict[str, Any] = {
+            "compression": "snappy",
+            "use_dictionary": [
+                f.name
+                for f in schema
+                if pa.types.is_string(f.type)
+                or pa.types.is_large_string(f.type)
+                or pa.types.is_string_view(f.type)
+                or pa.types.is_dictionary(f.type)
+            ],
+        }
         if self.staging.local:
-            return pq.ParquetWriter(path, schema, **_parquet_options(schema))
+            return pq.ParquetWriter(path, schema, **options)
         self._handle = self.staging.fs.open(path, "wb")
-        return pq.ParquetWriter(self._handle, schema, **_parquet_options(schema))
+        return pq.ParquetWriter(self._handle, schema, **options)
 
     def _close_part(self) -> None:
-        if self._held is not None:
-            assert self.schema is not None
-            held, self._held = self._held, None
-            self._write_small_part(self.schema, [held])
-            return
         if self._writer is None:
             return
         self._writer.close()
@@ -534,50 +422,15 @@ class NodeWriter:
             self._handle = None
         last = self._files[-1]
         path = f"{self.directory}/{last.name}"
-        if self.staging.local:
-            with Path(path).open("rb") as fh:
-                size, checksum = _file_checksum(fh, os.fstat(fh.fileno()).st_size, path)
-        else:
-            size, checksum = footer_checksum(self.staging.fs, path)
-        self._files[-1] = StagedFile(last.name, self._part_rows, size, checksum)
-        self._part_rows = 0
-
-    def _write_small_part(self, schema: pa.Schema, batches: list[pa.RecordBatch]) -> None:
-        """Encode the newest part in memory and write it in one go (see `_SMALL_PART_BYTES`)."""
-        last = self._files[-1]
-        path = f"{self.directory}/{last.name}"
-        if self.staging.local:
-            with _local_steps:
-                data = _encode(schema, batches)
-                _write_local(path, data)
-        else:
-            data = _encode(schema, batches)
-            with self.staging.fs.open(path, "wb") as fh:
-                fh.write(data)
-        size, checksum = parquet_checksum(data, path)
+        size, checksum = footer_checksum(self.staging.fs, path)
         self._files[-1] = StagedFile(last.name, self._part_rows, size, checksum)
         self._part_rows = 0
 
     def _write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
-            if self._held is None:  # the part's first batch
-                self._new_part()
-                if batch.nbytes <= _SMALL_PART_BYTES:
-                    self._held = batch
-                    if self.staging.local:  # the file now, its bytes later: see the constant
-                        path = f"{self.directory}/{self._files[-1].name}"
-                        with _local_steps:
-                            _write_local(path, memoryview(b""))
-                else:
-                    assert self.schema is not None
-                    self._writer = self._open_part(self.schema)
-            else:  # a second batch: the part is written to its file as it grows after all
-                assert self.schema is not None
-                self._writer = self._open_part(self.schema)
-                held, self._held = self._held, None
-                self._writer.write_batch(held)
-        if self._writer is not None:
-            self._writer.write_batch(batch)
+            assert self.schema is not None
+            self._writer = self._open_part(self.schema)
+        self._writer.write_batch(batch)
         self._part_rows += batch.num_rows
         if self._part_rows >= self.part_rows:
             self._close_part()
@@ -665,8 +518,7 @@ class NodeWriter:
         self._settle()
         if self._writer is None and not self._files and empty_schema is not None:
             self.schema = empty_schema
-            self._new_part()
-            self._write_small_part(empty_schema, [])
+            self._writer = self._open_part(empty_schema)
         self._close_part()
         schema = self.schema or empty_schema
         columns = tuple((f.name, str(f.type)) for f in schema) if schema is not None else ()
@@ -690,16 +542,11 @@ class NodeWriter:
             committed_at=datetime.now(UTC).isoformat(),
             extra=extra,
         )
-        text = manifest.to_json()
+        fs = self.staging.fs
         tmp = f"{self.directory}/.{MANIFEST}.{uuid.uuid4().hex}"
-        if self.staging.local:
-            with _local_steps:
-                _write_local(tmp, memoryview(text.encode()))
-                Path(tmp).replace(f"{self.directory}/{MANIFEST}")
-        else:
-            with self.staging.fs.open(tmp, "w") as fh:
-                fh.write(text)
-            self.staging.fs.mv(tmp, f"{self.directory}/{MANIFEST}")
+        with fs.open(tmp, "w") as fh:
+            fh.write(manifest.to_json())
+        fs.mv(tmp, f"{self.directory}/{MANIFEST}")
         self._state = "committed"
         return manifest
 
@@ -748,7 +595,6 @@ class NodeWriter:
             pass
         self._writer = None
         self._handle = None
-        self._held = None
         if self._state == "open":
             self._state = "aborted"
         fs = self.staging.fs

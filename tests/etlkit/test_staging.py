@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etlkit import staging as staging_module
 from etlkit.errors import StagingError
 from etlkit.staging import (
     MANIFEST,
@@ -25,9 +19,7 @@ from etlkit.staging import (
     StagedFile,
     Staging,
     check_path_part,
-    footer_checksum,
     parquet_batches,
-    parquet_checksum,
 )
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
@@ -42,31 +34,6 @@ def batch(*ids: int) -> pa.RecordBatch:
 @pytest.fixture
 def staging(tmp_path: Path) -> Staging:
     return Staging(str(tmp_path / "staging"))
-
-
-@pytest.fixture(params=["local", "memory"])
-def any_staging(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Staging]:
-    """Staging on a local directory (plain os calls) or on fsspec's memory:// (fsspec calls)."""
-    if request.param == "local":
-        yield Staging(str(tmp_path / "staging"))
-        return
-    staging = Staging(f"memory://etlkit-test-{uuid.uuid4().hex}/staging")
-    yield staging
-    if staging.fs.exists(staging.root):
-        staging.fs.rm(staging.root, recursive=True)
-
-
-@pytest.fixture(params=["small parts in memory", "every part on its file"])
-def part_route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Small parts are encoded in memory and written at once; others through a file writer."""
-    if request.param == "every part on its file":
-        monkeypatch.setattr(staging_module, "_SMALL_PART_BYTES", -1)
-    return str(request.param)
-
-
-def listing(staging: Staging, node: str = "bills", run_id: str = "r1") -> list[str]:
-    directory = staging.node_dir("report", run_id, node)
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in staging.fs.ls(directory, detail=False))
 
 
 def node_path(staging: Staging, node: str = "bills", run_id: str = "r1") -> Path:
@@ -102,27 +69,6 @@ def test_commit_writes_a_manifest_with_rows_files_bytes_and_schema(staging: Stag
     assert manifest.extra == {"kind": "source"}
     assert staging.manifest("report", "r1", "bills") == manifest
     assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "part-00000.parquet"]
-
-
-@dataclass(frozen=True)
-class _Note:
-    text: str
-
-
-def test_manifest_json_is_asdict_of_the_manifest_with_a_format_version() -> None:
-    manifest = Manifest(
-        pipeline="report",
-        run_id="r1",
-        node="bills",
-        rows=3,
-        bytes=100,
-        files=(StagedFile("part-00000.parquet", 2, 60, "0badf00d"), StagedFile("p1", 1, 40)),
-        schema=(("id", "int64"), ("name", "string")),
-        committed_at="2025-03-01T02:00:00+00:00",
-        extra={"chunks": 2, "policy": None, "select": [["id", None]], "note": _Note("x")},
-    )
-    expected = json.dumps({**asdict(manifest), "format_version": 1}, indent=2, sort_keys=True)
-    assert manifest.to_json() == expected
 
 
 def test_manifest_json_round_trips() -> None:
@@ -224,154 +170,6 @@ def test_a_committed_node_gets_no_new_writer(staging: Staging) -> None:
         StagingError, match=r"Node 'bills' of run r1 is already committed in .*immutable"
     ):
         staging.writer("report", "r1", "bills")
-
-
-def test_a_local_root_that_is_a_file_cannot_stage(tmp_path: Path) -> None:
-    (tmp_path / "staging").write_text("", encoding="utf-8")
-    with pytest.raises(
-        StagingError, match=r"Cannot prepare staging directory .*/staging/report/r1/bills: "
-    ):
-        Staging(str(tmp_path / "staging")).writer("report", "r1", "bills")
-
-
-# -- how parts reach the filesystem: local or fsspec, in memory or through a file writer ------
-
-
-@pytest.mark.parametrize(
-    ("chunks", "part_rows"),
-    [
-        ([(1, 2, 3)], [3]),
-        ([(1,), (2, 3), (4,), (5, 6)], [3, 3]),
-        ([(1, 2), (3,), (4,)], [3, 1]),
-        ([], [0]),
-    ],
-    ids=["one chunk", "chunks filling parts", "a last part of one chunk", "no chunk"],
-)
-def test_parts_are_committed_with_the_checksums_verify_recomputes(
-    any_staging: Staging, part_route: str, chunks: list[tuple[int, ...]], part_rows: list[int]
-) -> None:
-    writer = any_staging.writer("report", "r1", "bills", part_rows=3)
-    for ids in chunks:
-        writer.append(batch(*ids))
-    manifest = writer.commit(empty_schema=SCHEMA)
-
-    directory = any_staging.node_dir("report", "r1", "bills")
-    for staged in manifest.files:
-        path = f"{directory}/{staged.name}"
-        assert footer_checksum(any_staging.fs, path) == (staged.bytes, staged.checksum)
-        with any_staging.fs.open(path, "rb") as fh:
-            assert pq.ParquetFile(fh).metadata.num_rows == staged.rows
-    assert [f.rows for f in manifest.files] == part_rows
-    assert any_staging.verify("report", "r1", "bills") == []
-    assert listing(any_staging) == sorted([MANIFEST, *(f.name for f in manifest.files)])
-    read = pa.Table.from_batches(
-        list(any_staging.iter_batches("report", "r1", "bills", batch_size=10)), schema=SCHEMA
-    )
-    assert read.column("id").to_pylist() == [i for ids in chunks for i in ids]
-
-
-def test_a_small_chunk_is_written_when_its_part_closes(any_staging: Staging) -> None:
-    writer = any_staging.writer("report", "r1", "bills")
-    writer.append(batch(1, 2))
-
-    path = f"{any_staging.node_dir('report', 'r1', 'bills')}/part-00000.parquet"
-    if any_staging.local:  # the file is created with the chunk, written when the part closes
-        assert Path(path).stat().st_size == 0
-    else:  # written once, when the part closes
-        assert not any_staging.fs.exists(path)
-    assert writer.part_urls() == [any_staging.url(path)]
-    with any_staging.fs.open(path, "rb") as fh:
-        assert pq.read_table(fh).column("id").to_pylist() == [1, 2]
-    writer.commit()
-
-
-def test_a_large_first_chunk_is_written_at_once(
-    any_staging: Staging, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = batch(1, 2)
-    monkeypatch.setattr(staging_module, "_SMALL_PART_BYTES", first.nbytes - 1)
-    writer = any_staging.writer("report", "r1", "bills")
-    writer.append(first)
-    assert writer._held is None
-    assert writer._writer is not None  # on the part's file already
-    assert writer.commit().rows == 2
-
-
-def test_a_new_writer_clears_an_interrupted_attempt_on_any_filesystem(
-    any_staging: Staging, part_route: str
-) -> None:
-    interrupted = any_staging.writer("report", "r1", "bills", part_rows=1)
-    interrupted.append(batch(1))
-    interrupted.append(batch(2))
-    interrupted.part_urls()  # two parts, never committed: the process "died"
-    assert listing(any_staging) == ["part-00000.parquet", "part-00001.parquet"]
-
-    commit_rows(any_staging, 7)
-
-    assert listing(any_staging) == [MANIFEST, "part-00000.parquet"]
-    read = pa.Table.from_batches(any_staging.iter_batches("report", "r1", "bills", batch_size=4))
-    assert read.column("id").to_pylist() == [7]
-    with pytest.raises(StagingError, match=r"Node 'bills' of run r1 is already committed"):
-        any_staging.writer("report", "r1", "bills")
-
-
-class _Slots:
-    """Stands in for the semaphore of local steps, counting them."""
-
-    def __init__(self) -> None:
-        self.taken = 0
-        self.held = 0
-
-    def __enter__(self) -> None:
-        self.taken += 1
-        self.held += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.held -= 1
-
-
-def test_local_steps_take_a_slot_and_give_it_back(
-    any_staging: Staging, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slots = _Slots()
-    monkeypatch.setattr(staging_module, "_local_steps", slots)
-
-    commit_rows(any_staging, 1, 2)
-
-    # the directory, the part's file, its bytes, the manifest; fsspec's calls take no slot
-    assert slots.taken == (4 if any_staging.local else 0)
-    assert slots.held == 0
-
-
-def test_a_failing_local_step_gives_its_slot_back(
-    staging: Staging, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slots = _Slots()
-    monkeypatch.setattr(staging_module, "_local_steps", slots)
-    writer = staging.writer("report", "r1", "bills", part_rows=1)
-    writer.append(batch(1))
-    shutil.rmtree(node_path(staging))
-    writer.append(batch(2))  # its part cannot be created
-
-    with pytest.raises(OSError, match=r"part-00001\.parquet"):
-        writer.commit()
-    writer.abort()
-    assert slots.taken == 4  # the directory; the first part's file and bytes; the second's file
-    assert slots.held == 0
-
-
-def test_parquet_checksum_of_bytes_is_footer_checksum_of_their_file(tmp_path: Path) -> None:
-    path = tmp_path / "table.parquet"
-    pq.write_table(pa.table({"x": [1, 2, 3]}), path)
-    data = path.read_bytes()
-
-    size, checksum = parquet_checksum(data, str(path))
-    assert (size, checksum) == footer_checksum(fsspec.filesystem("file"), str(path))
-    assert size == len(data)
-    with pytest.raises(StagingError, match=r"table\.parquet is not a complete Parquet file"):
-        parquet_checksum(data[:-1], str(path))
-    with pytest.raises(StagingError, match=r"table\.parquet is not a Parquet file \(5 bytes\)"):
-        parquet_checksum(data[:5], str(path))
 
 
 # -- reading back ----------------------------------------------------------------------------
