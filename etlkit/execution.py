@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import polars as pl
@@ -910,12 +911,11 @@ class _Run:
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
             first_schema = arrow_schema(model)
+        staged: Callable[[], list[str]] = list
         if writer is not None:
-            staged = writer.part_urls()
+            staged = writer.part_urls  # closes the part being written: only called if needed
         elif referenced is not None:
-            staged = list(referenced.files.urls)  # the source's own files are its staged output
-        else:
-            staged = []
+            staged = partial(list, referenced.files.urls)  # the source's own files are staged
         proven = [(key.column,) for key in keys if key.holds]
         self.check_dataset(name, node, stats, staged, proven)
         if writer is not None:
@@ -1008,7 +1008,7 @@ class _Run:
                 return False
         stats.rows_in = stats.rows_out = files.rows
         stats.chunks_out = len(files.urls)
-        self.check_dataset(name, node, stats, list(files.urls))
+        self.check_dataset(name, node, stats, partial(list, files.urls))
         self.commit_reference(name, node, files, select, stats)
         self.finish(name)
         return True
@@ -1027,11 +1027,12 @@ class _Run:
         name: str,
         node: Node,
         stats: NodeStats,
-        files: list[str],
+        staged: Callable[[], list[str]],
         proven: Sequence[tuple[str, ...]] = (),
     ) -> None:
         """Row counts, uniqueness across chunks and SQL assertions over the whole output.
 
+        `staged` gives the output's Parquet files, asked for only when a check reads them.
         `proven`: key sets already known unique (seen strictly increasing as they streamed).
         """
         expected = node.expectations
@@ -1045,7 +1046,8 @@ class _Run:
             return
         from etlkit.validation import dataset_problems
 
-        con = self.duckdb() if files and (unique or expected.sql) else None
+        files = staged() if unique or expected.sql else []
+        con = self.duckdb() if files else None
         try:
             problems = dataset_problems(
                 con,

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO, overload
 import pyarrow as pa
 
 from etlkit.errors import QueryError, StagingError
-from etlkit.staging import MANIFEST, Staging, check_path_part
+from etlkit.staging import Staging, check_path_part
 
 if TYPE_CHECKING:
     import duckdb
@@ -71,25 +71,13 @@ _SHELL_HELP: Final = (
 
 
 def committed_nodes(staging: Staging, pipeline: str, run_id: str) -> list[str]:
-    """Staged names with a manifest in a run, sorted; companions such as `x.rejects` included.
+    """Staged names with a committed output in a run, sorted; companions such as `x.rejects`
+    included.
 
     Raises:
         StagingError: the pipeline name or run id is not path-safe.
     """
-    run_dir = f"{staging.root}/{check_path_part('pipeline name', pipeline)}/"
-    run_dir += check_path_part("run id", run_id)
-    fs = staging.fs
-    if not fs.exists(run_dir):
-        return []
-    names = []
-    for entry in fs.ls(run_dir, detail=True):
-        if entry.get("type") != "directory":
-            continue
-        path = str(entry["name"]).rstrip("/")
-        name = path.rsplit("/", 1)[-1]
-        if _safe(name) and fs.exists(f"{path}/{MANIFEST}"):
-            names.append(name)
-    return sorted(names)
+    return staging.committed(pipeline, run_id)
 
 
 def _safe(name: str) -> bool:
@@ -210,18 +198,15 @@ def _file_list(files: Sequence[str]) -> str:
 
 
 def _across_runs_sql(outputs: Sequence[_Output]) -> str:
-    """One scan over every run's parts: the run id is the part's grandparent directory."""
-    columns = {c for o in outputs for c in o.columns}
-    source = "_etlkit_file"
-    while source in columns:
-        source = f"_{source}"
-    files = [f for o in outputs for f in o.files]
-    exclude = ", ".join(_ident(c) for c in (source, "run_id") if c == source or c in columns)
-    return (
-        f"SELECT split_part({_ident(source)}, '/', -3) AS run_id, * EXCLUDE ({exclude}) "
-        f"FROM read_parquet({_file_list(files)}, union_by_name = true, "
-        f"filename = {_literal(source)})"
-    )
+    """Every run's output under one another, by column name, after a leading `run_id`."""
+    scans = []
+    for output in outputs:
+        exclude = ' EXCLUDE ("run_id")' if "run_id" in output.columns else ""
+        scans.append(
+            f"SELECT {_literal(output.run_id)} AS run_id, *{exclude} "
+            f"FROM read_parquet({_file_list(output.files)}, union_by_name = true)"
+        )
+    return "\nUNION ALL BY NAME\n".join(scans)
 
 
 def _view_sql(

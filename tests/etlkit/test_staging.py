@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -14,7 +15,8 @@ import pytest
 
 from etlkit.errors import StagingError
 from etlkit.staging import (
-    MANIFEST,
+    LEGACY_MANIFEST,
+    MANIFEST_KEY,
     Manifest,
     StagedFile,
     Staging,
@@ -36,8 +38,14 @@ def staging(tmp_path: Path) -> Staging:
     return Staging(str(tmp_path / "staging"))
 
 
-def node_path(staging: Staging, node: str = "bills", run_id: str = "r1") -> Path:
-    return Path(staging.node_dir("report", run_id, node))
+def run_path(staging: Staging, run_id: str = "r1") -> Path:
+    return Path(staging.run_dir("report", run_id))
+
+
+def listing(staging: Staging, run_id: str = "r1") -> list[str]:
+    """What a run's staging directory holds, parts directories' contents included."""
+    root = run_path(staging, run_id)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def commit_rows(staging: Staging, *ids: int, run_id: str = "r1", node: str = "bills") -> Manifest:
@@ -55,20 +63,23 @@ def test_commit_writes_a_manifest_with_rows_files_bytes_and_schema(staging: Stag
     writer.append(batch(3))
     manifest = writer.commit(extra={"kind": "source"})
 
-    directory = node_path(staging)
-    part = directory / "part-00000.parquet"
+    output = run_path(staging) / "bills.parquet"
     assert manifest.pipeline == "report"
     assert manifest.run_id == "r1"
     assert manifest.node == "bills"
     assert manifest.rows == 3
     (staged,) = manifest.files
-    assert staged == StagedFile("part-00000.parquet", 3, part.stat().st_size, staged.checksum)
-    assert len(staged.checksum) == 8
-    assert manifest.bytes == part.stat().st_size > 0
+    assert staged == StagedFile("bills.parquet", 3, output.stat().st_size, "")
+    assert manifest.bytes == output.stat().st_size > 0
     assert manifest.schema == (("id", "int64"), ("name", "string"))
     assert manifest.extra == {"kind": "source"}
     assert staging.manifest("report", "r1", "bills") == manifest
-    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "part-00000.parquet"]
+    assert listing(staging) == ["bills.parquet"]  # one file: the data, its manifest in the footer
+    footer = pq.read_metadata(output).metadata[MANIFEST_KEY.encode()]
+    assert Manifest.from_json(footer.decode()).with_marker_size("bills.parquet", 0) == (
+        manifest.with_marker_size("bills.parquet", 0)
+    )
+    assert pq.read_table(output).to_pydict() == {"id": [1, 2, 3], "name": ["n1", "n2", "n3"]}
 
 
 def test_manifest_json_round_trips() -> None:
@@ -97,7 +108,7 @@ def test_files_are_listed_only_after_commit(staging: Staging) -> None:
 
     writer.commit()
     files = staging.files("report", "r1", "bills")
-    assert files == [str(node_path(staging) / "part-00000.parquet")]
+    assert files == [str(run_path(staging) / "bills.parquet")]
     assert pq.read_table(files[0]).num_rows == 1
 
 
@@ -108,7 +119,7 @@ def test_aborted_writer_leaves_nothing(staging: Staging) -> None:
     writer.abort()
     writer.abort()  # safe twice
 
-    assert not node_path(staging).exists()
+    assert listing(staging) == []
     assert staging.manifest("report", "r1", "bills") is None
     with pytest.raises(StagingError, match="has no committed output"):
         staging.files("report", "r1", "bills")
@@ -129,14 +140,13 @@ def test_second_writer_for_an_uncommitted_node_clears_leftovers(staging: Staging
     interrupted.append(batch(1))
     interrupted.append(batch(2))
     interrupted.part_urls()  # two closed parts on disk, never committed: the process "died"
-    directory = node_path(staging)
-    (directory / f".{MANIFEST}.deadbeef").write_text("{", encoding="utf-8")
-    assert len(list(directory.iterdir())) == 3
+    (run_path(staging) / ".bills.partial.parquet").write_bytes(b"PAR1 half a part")
+    assert len(listing(staging)) == 3
 
     manifest = commit_rows(staging, 7)
 
     assert manifest.rows == 1
-    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "part-00000.parquet"]
+    assert listing(staging) == ["bills.parquet"]
     table = pa.Table.from_batches(
         list(staging.iter_batches("report", "r1", "bills", batch_size=10))
     )
@@ -161,7 +171,7 @@ def test_commit_after_abort_is_refused(staging: Staging) -> None:
     writer.abort()
     with pytest.raises(StagingError, match=r"Cannot commit node 'bills'.*already aborted"):
         writer.commit()
-    assert not node_path(staging).exists()
+    assert listing(staging) == []
 
 
 def test_a_committed_node_gets_no_new_writer(staging: Staging) -> None:
@@ -197,10 +207,22 @@ def test_iter_batches_of_an_uncommitted_node_is_refused(staging: Staging) -> Non
         list(staging.iter_batches("report", "r1", "bills", batch_size=2))
 
 
-def test_corrupt_manifest_is_reported(staging: Staging) -> None:
+def test_damaged_or_foreign_committed_files_are_reported(staging: Staging) -> None:
     commit_rows(staging, 1)
-    (node_path(staging) / MANIFEST).write_text("{not json", encoding="utf-8")
-    with pytest.raises(StagingError, match=r"Manifest .*_manifest\.json is corrupt"):
+    output = run_path(staging) / "bills.parquet"
+    output.write_bytes(output.read_bytes()[:-100])  # truncated
+    with pytest.raises(StagingError, match=r"bills\.parquet is damaged \(not a complete Parquet"):
+        staging.manifest("report", "r1", "bills")
+
+    pq.write_table(pa.table({"x": [1]}), output)  # some other Parquet file
+    with pytest.raises(StagingError, match=r"bills\.parquet is not a staged etlkit output"):
+        staging.manifest("report", "r1", "bills")
+    (problem,) = staging.verify("report", "r1", "bills")
+    assert "not a staged etlkit output" in problem
+
+    table = pa.table({"x": [1]}).replace_schema_metadata({MANIFEST_KEY: "{not json"})
+    pq.write_table(table, output)
+    with pytest.raises(StagingError, match=r"Manifest in .*bills\.parquet is corrupt"):
         staging.manifest("report", "r1", "bills")
 
 
@@ -212,7 +234,7 @@ def test_empty_output_with_empty_schema_writes_one_empty_part(staging: Staging) 
     manifest = writer.commit(empty_schema=SCHEMA)
 
     assert manifest.rows == 0
-    assert [f.name for f in manifest.files] == ["part-00000.parquet"]
+    assert [f.name for f in manifest.files] == ["bills.parquet"]
     assert manifest.files[0].rows == 0
     assert manifest.schema == (("id", "int64"), ("name", "string"))
     (path,) = staging.files("report", "r1", "bills")
@@ -227,6 +249,8 @@ def test_empty_output_without_a_schema_commits_no_files(staging: Staging) -> Non
     assert manifest.files == ()
     assert manifest.schema == ()
     assert staging.files("report", "r1", "bills") == []
+    assert staging.committed("report", "r1") == ["bills"]  # committed, with nothing to read
+    assert staging.manifest("report", "r1", "bills") == manifest
 
 
 def test_empty_schema_is_ignored_once_rows_were_written(staging: Staging) -> None:
@@ -316,10 +340,11 @@ def test_parts_roll_over_when_part_rows_is_reached(staging: Staging) -> None:
     manifest = writer.commit()
 
     assert [(f.name, f.rows) for f in manifest.files] == [
-        ("part-00000.parquet", 2),
-        ("part-00001.parquet", 2),
-        ("part-00002.parquet", 1),
+        ("bills.parts/part-00000.parquet", 2),
+        ("bills.parts/part-00001.parquet", 2),
+        ("bills.parquet", 1),
     ]
+    assert [len(f.checksum) for f in manifest.files] == [8, 8, 0]  # the last holds the manifest
     assert manifest.rows == 5
     assert manifest.bytes == sum(f.bytes for f in manifest.files)
     files = staging.files("report", "r1", "bills")
@@ -328,11 +353,28 @@ def test_parts_roll_over_when_part_rows_is_reached(staging: Staging) -> None:
     assert sum(rows) == 5
 
 
-def test_part_closing_exactly_at_the_end_leaves_no_empty_part(staging: Staging) -> None:
+def test_an_output_of_exactly_part_rows_is_one_file(staging: Staging) -> None:
     writer = staging.writer("report", "r1", "bills", part_rows=2)
-    writer.append(batch(1, 2))
+    writer.append(batch(1))
+    writer.append(batch(2))
     manifest = writer.commit()
-    assert [(f.name, f.rows) for f in manifest.files] == [("part-00000.parquet", 2)]
+    assert [(f.name, f.rows) for f in manifest.files] == [("bills.parquet", 2)]
+    assert listing(staging) == ["bills.parquet"]
+
+
+def test_parts_read_before_the_commit_stay_where_they_were_read(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1, 2))
+    urls = writer.part_urls()  # e.g. for whole-output checks in DuckDB, before the commit
+    assert urls == [str(run_path(staging) / "bills.parts/part-00000.parquet")]
+    assert staging.manifest("report", "r1", "bills") is None
+    manifest = writer.commit()
+
+    assert [(f.name, f.rows) for f in manifest.files] == [("bills.parts/part-00000.parquet", 2)]
+    assert listing(staging) == ["bills.parquet", "bills.parts/part-00000.parquet"]
+    assert staging.files("report", "r1", "bills") == urls
+    assert pq.read_metadata(run_path(staging) / "bills.parquet").num_rows == 0
+    assert staging.verify("report", "r1", "bills") == []
 
 
 def test_batches_after_the_first_are_written_in_order_by_the_staging_thread(
@@ -361,14 +403,16 @@ def test_a_single_batch_is_written_without_a_staging_thread(staging: Staging) ->
 
 def test_a_write_failing_in_the_staging_thread_is_raised_by_commit(staging: Staging) -> None:
     writer = staging.writer("report", "r1", "bills", part_rows=1)
-    writer.append(batch(1))  # written at once, and its part closed
-    shutil.rmtree(node_path(staging))  # the next part cannot be created
-    writer.append(batch(2))
+    writer.append(batch(1))  # held in memory
+    writer.append(batch(2))  # too many rows to hold: both written at once
+    shutil.rmtree(run_path(staging))  # the full part cannot be moved to bills.parts/
+    writer.append(batch(3))
 
-    with pytest.raises(OSError, match=r"part-00001\.parquet"):
+    with pytest.raises(OSError, match=r"\.bills\.partial\.parquet"):
         writer.commit()
     writer.abort()
     assert staging.manifest("report", "r1", "bills") is None
+    assert listing(staging) == []
 
 
 def test_abort_stops_the_staging_thread_and_removes_the_parts(staging: Staging) -> None:
@@ -377,7 +421,7 @@ def test_abort_stops_the_staging_thread_and_removes_the_parts(staging: Staging) 
         writer.append(batch(i))
     writer.abort()
     assert writer._thread is None
-    assert not node_path(staging).exists()
+    assert listing(staging) == []
 
 
 RUNS = [("r1", 100), ("r2", 200)]
@@ -443,9 +487,9 @@ def test_runs_of_an_unknown_pipeline_is_empty(staging: Staging) -> None:
 
 def test_local_urls_are_plain_paths(staging: Staging, tmp_path: Path) -> None:
     assert staging.local
-    directory = staging.node_dir("report", "r1", "bills")
-    assert directory == f"{tmp_path}/staging/report/r1/bills"
-    assert staging.url(directory) == directory
+    path = staging.output_path("report", "r1", "bills")
+    assert path == f"{tmp_path}/staging/report/r1/bills.parquet"
+    assert staging.url(path) == path
 
 
 def test_memory_filesystem_urls_carry_the_protocol() -> None:
@@ -465,12 +509,13 @@ def test_memory_filesystem_urls_carry_the_protocol() -> None:
 
 def test_verify_detects_a_rewritten_or_missing_part(tmp_path: Path) -> None:
     staging = Staging(str(tmp_path / "staging"))
-    writer = staging.writer("report", "r1", "bills")
+    writer = staging.writer("report", "r1", "bills", part_rows=3)
     writer.append(pa.record_batch({"x": [1, 2, 3]}))
+    writer.append(pa.record_batch({"x": [4]}))
     writer.commit()
     assert staging.verify("report", "r1", "bills") == []
 
-    part = tmp_path / "staging/report/r1/bills/part-00000.parquet"
+    part = tmp_path / "staging/report/r1/bills.parts/part-00000.parquet"
     pq.write_table(pa.table({"x": [9, 9, 9]}), part)
     (problem,) = staging.verify("report", "r1", "bills")
     assert "changed since it was committed" in problem
@@ -478,6 +523,110 @@ def test_verify_detects_a_rewritten_or_missing_part(tmp_path: Path) -> None:
     part.unlink()
     (problem,) = staging.verify("report", "r1", "bills")
     assert "part-00000.parquet" in problem
+
+    (tmp_path / "staging/report/r1/bills.parquet").unlink()
+    (problem,) = staging.verify("report", "r1", "bills")
+    assert "no committed output" in problem
+
+
+def test_verify_refuses_an_output_committed_for_another_node_or_run(staging: Staging) -> None:
+    commit_rows(staging, 1, run_id="r1")
+    run_path(staging, "r2").mkdir()
+    shutil.copy(run_path(staging, "r1") / "bills.parquet", run_path(staging, "r2"))
+    (problem,) = staging.verify("report", "r2", "bills")
+    assert "was committed for node 'bills' of run r1" in problem
+
+
+def test_a_node_named_like_another_nodes_file_does_not_touch_it(staging: Staging) -> None:
+    commit_rows(staging, 1, node="bills")
+    commit_rows(staging, 2, node="bills.parquet")  # its leftovers' cleanup spares bills.parquet
+    commit_rows(staging, 3, node="bills.parts")
+    assert staging.committed("report", "r1") == ["bills", "bills.parquet", "bills.parts"]
+    for node, ids in [("bills", [1]), ("bills.parquet", [2]), ("bills.parts", [3])]:
+        read = staging.iter_batches("report", "r1", node, batch_size=8)
+        assert pa.Table.from_batches(read).column("id").to_pylist() == ids
+    staging.discard("report", "r1", "bills.parquet")
+    assert staging.committed("report", "r1") == ["bills", "bills.parts"]
+
+
+def test_discard_and_delete_run_remove_committed_outputs_and_leftovers(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills", part_rows=1)
+    writer.append_many([batch(1), batch(2)])
+    writer.commit()
+    commit_rows(staging, 3, node="claims")
+    left = staging.writer("report", "r1", "left", part_rows=1)  # never committed nor aborted
+    left.append_many([batch(4), batch(5), batch(6)])
+    left._settle()
+
+    staging.discard("report", "r1", "bills")
+    assert staging.committed("report", "r1") == ["claims"]
+    assert listing(staging) == [
+        ".left.partial.parquet",
+        "claims.parquet",
+        "left.parts/part-00000.parquet",
+        "left.parts/part-00001.parquet",
+    ]
+    staging.discard("report", "r1", "left")
+    assert listing(staging) == ["claims.parquet"]
+
+    staging.delete_run("report", "r1")
+    assert not run_path(staging).exists()
+    assert staging.runs("report") == []
+    staging.delete_run("report", "r1")  # nothing left: no error
+
+
+def write_legacy_output(staging: Staging, node: str = "bills") -> Path:
+    """A committed output as etlkit staged it before markers: a directory per node."""
+    directory = run_path(staging) / node
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_batches([batch(1, 2)]), directory / "part-00000.parquet")
+    size = (directory / "part-00000.parquet").stat().st_size
+    manifest = {
+        "bytes": size,
+        "committed_at": "2026-11-01T00:00:00+00:00",
+        "extra": {"kind": "source"},
+        "files": [{"bytes": size, "checksum": "", "name": "part-00000.parquet", "rows": 2}],
+        "format_version": 1,
+        "node": node,
+        "pipeline": "report",
+        "rows": 2,
+        "run_id": "r1",
+        "schema": [["id", "int64"], ["name", "string"]],
+    }
+    (directory / LEGACY_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return directory
+
+
+def test_outputs_of_the_directory_layout_are_still_read_resumed_and_deleted(
+    staging: Staging,
+) -> None:
+    directory = write_legacy_output(staging)
+    commit_rows(staging, 3, node="claims")
+
+    manifest = staging.manifest("report", "r1", "bills")
+    assert manifest is not None
+    assert [f.name for f in manifest.files] == ["bills/part-00000.parquet"]
+    assert staging.files("report", "r1", "bills") == [str(directory / "part-00000.parquet")]
+    read = staging.iter_batches("report", "r1", "bills", batch_size=8)
+    assert pa.Table.from_batches(read).column("id").to_pylist() == [1, 2]
+    assert staging.verify("report", "r1", "bills") == []
+    assert staging.committed("report", "r1") == ["bills", "claims"]
+    with pytest.raises(StagingError, match=r"already committed in .*_manifest\.json"):
+        staging.writer("report", "r1", "bills")
+
+    staging.discard("report", "r1", "bills")
+    assert not directory.exists()
+    write_legacy_output(staging)
+    staging.delete_run("report", "r1")
+    assert not run_path(staging).exists()
+
+
+def test_uncommitted_leftovers_of_the_directory_layout_are_cleared(staging: Staging) -> None:
+    directory = write_legacy_output(staging)
+    (directory / LEGACY_MANIFEST).unlink()  # it never committed
+    assert staging.manifest("report", "r1", "bills") is None
+    commit_rows(staging, 5)
+    assert listing(staging) == ["bills.parquet"]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 100])
@@ -498,3 +647,56 @@ def test_parquet_batches_of_a_file_without_rows(tmp_path: Path) -> None:
     pq.write_table(pa.table({"n": pa.array([], pa.int64())}), path)
 
     assert list(parquet_batches(pq.ParquetFile(path), batch_size=10)) == []
+
+
+# -- small outputs, and a run directory's first writers --------------------------------------
+
+
+def test_a_small_output_is_held_in_memory_and_written_by_the_commit(staging: Staging) -> None:
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1, 2))
+    writer.append(batch(3))
+    assert listing(staging) == []  # nothing written yet
+    assert writer._thread is None
+    manifest = writer.commit()
+    assert listing(staging) == ["bills.parquet"]
+    assert [(f.name, f.rows) for f in manifest.files] == [("bills.parquet", 3)]
+    assert pq.ParquetFile(run_path(staging) / "bills.parquet").metadata.num_row_groups == 2
+
+
+def test_an_output_outgrowing_memory_is_written_to_a_file_at_once(
+    staging: Staging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("etlkit.staging._HELD_BYTES", batch(1, 2).nbytes)
+    writer = staging.writer("report", "r1", "bills")
+    writer.append(batch(1, 2))
+    assert listing(staging) == []
+    writer.append(batch(3, 4))  # the held batch and this one go to the part being written
+    assert listing(staging) == [".bills.partial.parquet"]
+    writer.append(batch(5))  # through the staging thread
+    assert writer._thread is not None
+    manifest = writer.commit()
+    assert listing(staging) == ["bills.parquet"]
+    assert manifest.rows == 5
+    read = pa.Table.from_batches(staging.iter_batches("report", "r1", "bills", batch_size=8))
+    assert read.column("id").to_pylist() == [1, 2, 3, 4, 5]
+
+
+def test_a_run_directory_made_elsewhere_is_checked_for_leftovers(staging: Staging) -> None:
+    crashed = Staging(staging.root_url).writer("report", "r1", "bills", part_rows=1)
+    crashed.append_many([batch(1), batch(2), batch(3)])
+    crashed._settle()  # a process that died here left two parts and a partial file
+    assert len(listing(staging)) == 3
+
+    commit_rows(staging, 7)  # another Staging: the directory is not its own
+    assert listing(staging) == ["bills.parquet"]
+    with pytest.raises(StagingError, match="already committed"):
+        Staging(staging.root_url).writer("report", "r1", "bills")
+
+
+def test_a_deleted_run_directory_is_made_again(staging: Staging) -> None:
+    commit_rows(staging, 1)
+    staging.delete_run("report", "r1")
+    commit_rows(staging, 2)
+    read = pa.Table.from_batches(staging.iter_batches("report", "r1", "bills", batch_size=8))
+    assert read.column("id").to_pylist() == [2]

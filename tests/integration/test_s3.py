@@ -197,13 +197,16 @@ def test_staging_on_s3_commits_and_polars_reads_it_with_or_without_aws_env(
     s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = f"s3://{s3_bucket}/staging"
-    writer = Staging(root).writer("p", CTX.run_id, "n")
+    writer = Staging(root).writer("p", CTX.run_id, "n", part_rows=20)
     writer.append_many(rows(30).to_batches(max_chunksize=10))
     writer.commit()
     staging = Staging(root)
     files = staging.files("p", CTX.run_id, "n")
-    assert files[0].startswith(f"s3://{s3_bucket}/staging/p/{CTX.run_id}/n/part-")
+    run = f"s3://{s3_bucket}/staging/p/{CTX.run_id}"
+    assert files == [f"{run}/n.parts/part-00000.parquet", f"{run}/n.parquet"]
+    assert sorted(staging.fs.find(run)) == sorted(f[len("s3://") :] for f in files)  # no more
     assert staging.verify("p", CTX.run_id, "n") == []
+    assert staging.committed("p", CTX.run_id) == ["n"]
 
     # from the AWS variables, polars needs only permission to speak plain http
     monkeypatch.delenv("AWS_ALLOW_HTTP")
