@@ -53,7 +53,7 @@ class RunSettings:
     validate: bool = True  # validation of every edge on/off
     on_invalid: str = "fail"  # default policy for invalid rows: fail, drop or quarantine
     max_invalid_fraction: float | None = None  # above it even drop/quarantine fail the run
-    max_workers: int = 0  # 0 means one thread per node
+    max_workers: int = 0  # nodes running at once, blocked ones not counted; 0: max(8, 2 x cores)
     cancel_grace: float = 10.0  # seconds a cancelled node may take to stop before it is abandoned
 
 

@@ -16,6 +16,7 @@ worker stops at its next chunk boundary and uncommitted staging is discarded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -107,6 +108,7 @@ class RunOptions:
     pools: Mapping[str, int] = dataclasses.field(default_factory=dict)
     slots: SlotProvider | None = None
     max_active_nodes: int = 0
+    max_workers: int = 0  # nodes running at once (blocked ones do not count); 0: automatic
 
 
 class SlotProvider(Protocol):
@@ -221,10 +223,12 @@ class _Inbox:
         depth: int,
         cancel: threading.Event,
         on_first: Callable[[], None] = lambda: None,
+        workers: _Workers | None = None,
     ) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth * max(1, producers))
         self.open = producers
         self.cancel = cancel
+        self.workers = workers
         self.on_first = on_first  # the consumer gets a worker when its first item arrives
         self.triggered = False
 
@@ -232,13 +236,19 @@ class _Inbox:
         if not self.triggered:
             self.triggered = True
             self.on_first()
-        while True:
-            try:
-                self.queue.put(item, timeout=_POLL_SECONDS)
-                return
-            except queue.Full:
-                if self.cancel.is_set():
-                    raise RunCancelledError("run cancelled") from None
+        try:
+            self.queue.put_nowait(item)
+            return
+        except queue.Full:
+            pass
+        with self.workers.blocked() if self.workers else contextlib.nullcontext():
+            while True:
+                try:
+                    self.queue.put(item, timeout=_POLL_SECONDS)
+                    return
+                except queue.Full:
+                    if self.cancel.is_set():
+                        raise RunCancelledError("run cancelled") from None
 
     def wake(self) -> None:
         """Wake a consumer blocked on an empty channel (the run is being cancelled)."""
@@ -247,7 +257,11 @@ class _Inbox:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while self.open:
-            item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                with self.workers.blocked() if self.workers else contextlib.nullcontext():
+                    item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
             if item is _WAKE or self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
             if item is _END:
@@ -258,30 +272,54 @@ class _Inbox:
                 yield item
 
 
-class _Workers:
-    """Daemon threads reused across a run's nodes: a node gets one once it is ready to run.
+def default_workers() -> int:
+    """Nodes a run runs at once by default: twice the CPU cores, at least 8 (nodes waiting on
+    a network or a database count as running; nodes blocked on a channel do not)."""
+    return max(8, 2 * (os.cpu_count() or 1))
 
-    A node's thread is taken from the idle ones, or started when none is idle, so a node never
-    waits for a thread (no deadlock whatever blocks), while a long chain of quick nodes reuses a
-    few threads instead of starting one per node.
+
+class _Workers:
+    """Daemon threads reused across a run's nodes, at most `size` running nodes at once.
+
+    A ready node is queued; a thread takes it when fewer than `size` nodes are running (0: no
+    limit), reusing an idle thread or starting one. A node that blocks on a channel, or waits
+    as a sensor, steps out (`blocked`): it stops counting, and a queued node gets a thread, so
+    whatever blocks, no node waits for a thread forever (no deadlock).
+
+    Why a limit: a wide graph readies hundreds of nodes at once, and as many threads taking
+    turns at the GIL spend more time switching than working (a 1,000-wide fan of trivial
+    nodes took ~4 s, mostly in the kernel, with a thread per node).
     """
 
-    def __init__(self) -> None:
-        self.tasks: queue.SimpleQueue[tuple[Callable[[str], None], str] | None] = (
-            queue.SimpleQueue()
-        )
+    def __init__(self, size: int = 0) -> None:
+        self.size = size
+        self.tasks: collections.deque[tuple[Callable[[str], None], str]] = collections.deque()
         self.lock = threading.Lock()
-        self.idle = 0
+        self.wakeup = threading.Condition(self.lock)
+        self.idle = 0  # threads waiting for a task
+        self.woken = 0  # of those, notified and not yet awake
+        self.running = 0  # threads running a node and not blocked
         self.started = 0
         self.closed = False
         self.threads: list[threading.Thread] = []
+        self.local = threading.local()
 
-    def submit(self, work: Callable[[str], None], name: str) -> None:
+    def room(self) -> bool:
+        return self.size <= 0 or self.running < self.size
+
+    def dispatch(self) -> bool:
+        """Under the lock: wake an idle thread for a queued node if there is room; True when
+        a new thread must be started instead (outside the lock: `start`)."""
+        if not self.tasks or not self.room():
+            return False
+        if self.idle > self.woken:
+            self.woken += 1
+            self.wakeup.notify()
+            return False
+        return not self.closed
+
+    def start(self) -> None:
         with self.lock:
-            self.tasks.put((work, name))
-            if self.idle:
-                self.idle -= 1
-                return
             self.started += 1
             thread = threading.Thread(
                 target=self.loop, name=f"etlkit-worker-{self.started}", daemon=True
@@ -289,28 +327,64 @@ class _Workers:
             self.threads.append(thread)
         thread.start()
 
+    def submit(self, work: Callable[[str], None], name: str) -> None:
+        with self.lock:
+            self.tasks.append((work, name))
+            new = self.dispatch()
+        if new:
+            self.start()
+
+    def next_task(self, *, finished: bool) -> tuple[Callable[[str], None], str] | None:
+        with self.lock:
+            if finished:
+                self.running -= 1
+            while not (self.tasks and self.room()):
+                if self.closed:
+                    return None
+                self.idle += 1
+                self.wakeup.wait()
+                self.idle -= 1
+                self.woken = max(0, self.woken - 1)
+            self.running += 1
+            return self.tasks.popleft()
+
     def loop(self) -> None:
         thread = threading.current_thread()
-        while (task := self.tasks.get()) is not None:
+        task = self.next_task(finished=False)
+        while task is not None:
             work, name = task
             thread.name = f"etlkit-{name}"
+            self.local.running = True
             try:
                 work(name)  # catches everything at the node boundary
             finally:
+                self.local.running = False
                 thread.name = "etlkit-idle"
+            task = self.next_task(finished=True)
+
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        """Around a blocking wait of a running node: it does not count while it waits."""
+        if not getattr(self.local, "running", False):
+            yield
+            return
+        with self.lock:
+            self.running -= 1
+            new = self.dispatch()
+        if new:
+            self.start()
+        try:
+            yield
+        finally:
             with self.lock:
-                if self.closed:
-                    return
-                self.idle += 1
+                self.running += 1
 
     def close(self) -> None:
         """Let idle threads end; busy ones (abandoned nodes) end when their node returns."""
         with self.lock:
             self.closed = True
-            idle, self.idle = self.idle, 0
+            self.wakeup.notify_all()
             threads = list(self.threads)
-        for _ in range(idle):
-            self.tasks.put(None)
         deadline = time.perf_counter() + 1.0
         for thread in threads:  # an abandoned node keeps its thread: do not wait on it long
             thread.join(max(0.0, deadline - time.perf_counter()))
@@ -419,7 +493,7 @@ class _Run:
         self.skipped = False  # a soft-failing sensor skips the run
         self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
         idle = options.reuse | options.skip
-        self.workers = _Workers()
+        self.workers = _Workers(options.max_workers or default_workers())
         self.database: Any = None  # the run's DuckDB database, opened by the first node needing it
         self.database_lock = threading.RLock()
         self.phase: set[str] = set()
@@ -433,6 +507,7 @@ class _Run:
                 options.channel_depth,
                 self.cancel,
                 on_first=lambda name=name: self.ready(name),  # type: ignore[misc]
+                workers=self.workers,
             )
             for name in graph.order
             if graph.streams_into(name) and self.pool_of(name) is None and name not in idle
@@ -661,8 +736,9 @@ class _Run:
                 stats.state = "skipped"
                 self.mark_committed(name)  # nothing waits on it (see Graph.resume_plan)
                 return
-            self.wait_for_inputs(name)
-            held = self.take_slots(name, node, held)
+            with self.workers.blocked():  # waiting for inputs or a pool slot is not running
+                self.wait_for_inputs(name)
+                held = self.take_slots(name, node, held)
             stats.state = "running"
             stats.started = time.perf_counter()
             self.emit("node_started", name)
@@ -840,7 +916,8 @@ class _Run:
     def sense(self, name: str, node: Sensor, ctx: Context, stats: NodeStats) -> None:
         from etlkit.sensors import wait
 
-        outcome = wait(node, ctx, cancel=self.cancel)
+        with self.workers.blocked():
+            outcome = wait(node, ctx, cancel=self.cancel)
         if self.cancel.is_set():
             raise RunCancelledError("run cancelled")
         if outcome == "skipped":

@@ -39,6 +39,7 @@ RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
     "chunk_rows",
     "chunk_bytes",
     "channel_depth",
+    "max_workers",
     "retries",
     "retry_delay",
     "retry_exponential_backoff",

@@ -133,6 +133,7 @@ def run_options(
         chunk_rows=settings.run.chunk_rows,
         chunk_bytes=settings.run.chunk_bytes,
         channel_depth=settings.run.channel_depth,
+        max_workers=settings.run.max_workers,
         validate=settings.run.validate,
         on_invalid=cast("Policy", settings.run.on_invalid),
         max_invalid_fraction=settings.run.max_invalid_fraction,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.execution import RunOptions, _Inbox, _split, execute, new_run_id
+from etlkit.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
 from etlkit.nodes import Context
 from etlkit.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
@@ -484,3 +484,88 @@ def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None
         "step 2",
         "careful",
     ]
+
+
+# -- the run's workers -----------------------------------------------------------------------
+
+
+class Busy(ek.Transform[Bill, Bill]):
+    """Records how many of its kind are inside `process` at once."""
+
+    lock = threading.Lock()
+    inside = 0
+    most = 0
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        with Busy.lock:
+            Busy.inside += 1
+            Busy.most = max(Busy.most, Busy.inside)
+        threading.Event().wait(0.02)  # long enough for the others to come in if they could
+        with Busy.lock:
+            Busy.inside -= 1
+        return batch
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_at_most_max_workers_nodes_run_at_once(
+    settings: ek.Settings, billing_table: pa.Table, workers: int
+) -> None:
+    Busy.most = 0
+    attrs: dict[str, object] = {"max_workers": workers}
+    for i in range(8):
+        source = attrs[f"s{i}"] = MemorySource(billing_table, schema=Bill, stage=False)
+        attrs[f"t{i}"] = Busy(source, stage=False)  # type: ignore[arg-type]
+    Wide = type("Wide", (ek.Pipeline,), attrs)
+
+    result = run(Wide, settings)
+
+    assert result.state == "success", result.error
+    assert Busy.most == workers  # as many as allowed, and no more
+
+
+def test_a_node_blocked_on_its_channel_gives_its_place_to_the_producer() -> None:
+    workers = _Workers(1)
+    inbox = _Inbox(producers=1, depth=1, cancel=threading.Event(), workers=workers)
+    received: list[int] = []
+    done = threading.Event()
+
+    def consume(name: str) -> None:
+        received.extend(inbox)  # blocks on the empty channel, holding the only place
+        done.set()
+
+    def produce(name: str) -> None:
+        for i in range(5):  # blocks on the full channel too
+            inbox.put(i)
+        inbox.put(_END)
+
+    workers.submit(consume, "consumer")
+    workers.submit(produce, "producer")  # queued: no room until the consumer steps out
+    try:
+        assert done.wait(10), "deadlock: the producer never got a thread"
+    finally:
+        workers.close()
+    assert received == [0, 1, 2, 3, 4]
+    assert workers.started == 2
+
+
+def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.Settings) -> None:
+    poked = threading.Event()
+
+    class Pokes(ek.Sensor):
+        def poke(self, ctx: ek.Context) -> bool:
+            poked.set()
+            return True
+
+    class WaitsForTheOther(ek.Sensor):
+        def poke(self, ctx: ek.Context) -> bool:
+            return poked.is_set()
+
+    class Waits(ek.Pipeline):
+        max_workers = 1  # were a waiting sensor to hold it, the other would never poke
+        first = WaitsForTheOther(poke_interval=0.02, timeout=10)
+        second = Pokes(poke_interval=0.02, timeout=10)
+
+    result = run(Waits, settings)
+
+    assert result.state == "success", result.error
+    assert result.nodes["first"].state == "done"
