@@ -297,7 +297,8 @@ class _Workers:
         self.lock = threading.Lock()
         self.wakeup = threading.Condition(self.lock)
         self.idle = 0  # threads waiting for a task
-        self.woken = 0  # of those, notified and not yet awake
+        self.woken = 0  # of those, notified and not yet awake (each has a place kept)
+        self.starting = 0  # threads started and not yet asking for a task (each has a place)
         self.running = 0  # threads running a node and not blocked
         self.started = 0
         self.closed = False
@@ -305,7 +306,7 @@ class _Workers:
         self.local = threading.local()
 
     def room(self) -> bool:
-        return self.size <= 0 or self.running < self.size
+        return self.size <= 0 or self.running + self.woken + self.starting < self.size
 
     def dispatch(self) -> bool:
         """Under the lock: wake an idle thread for a queued node if there is room; True when
@@ -316,7 +317,10 @@ class _Workers:
             self.woken += 1
             self.wakeup.notify()
             return False
-        return not self.closed
+        if self.closed:
+            return False
+        self.starting += 1
+        return True
 
     def start(self) -> None:
         with self.lock:
@@ -325,7 +329,13 @@ class _Workers:
                 target=self.loop, name=f"etlkit-worker-{self.started}", daemon=True
             )
             self.threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread after all (e.g. the system's limit): its place is free
+            with self.lock:
+                self.starting -= 1
+                self.threads.remove(thread)
+            raise
 
     def submit(self, work: Callable[[str], None], name: str) -> None:
         with self.lock:
@@ -334,9 +344,11 @@ class _Workers:
         if new:
             self.start()
 
-    def next_task(self, *, finished: bool) -> tuple[Callable[[str], None], str] | None:
+    def next_task(self, *, first: bool) -> tuple[Callable[[str], None], str] | None:
         with self.lock:
-            if finished:
+            if first:
+                self.starting -= 1
+            else:
                 self.running -= 1
             while not (self.tasks and self.room()):
                 if self.closed:
@@ -350,7 +362,7 @@ class _Workers:
 
     def loop(self) -> None:
         thread = threading.current_thread()
-        task = self.next_task(finished=False)
+        task = self.next_task(first=True)
         while task is not None:
             work, name = task
             thread.name = f"etlkit-{name}"
@@ -360,7 +372,7 @@ class _Workers:
             finally:
                 self.local.running = False
                 thread.name = "etlkit-idle"
-            task = self.next_task(finished=True)
+            task = self.next_task(first=False)
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:

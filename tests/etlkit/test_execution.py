@@ -548,6 +548,30 @@ def test_a_node_blocked_on_its_channel_gives_its_place_to_the_producer() -> None
     assert workers.started == 2
 
 
+def test_a_burst_of_ready_nodes_starts_no_more_threads_than_places() -> None:
+    workers = _Workers(2)
+    ran: list[str] = []
+    done = threading.Event()
+
+    def node(name: str) -> None:
+        ran.append(name)
+        if len(ran) == 51:
+            done.set()
+
+    def source(name: str) -> None:  # like a source feeding 50 consumers at once
+        for i in range(50):
+            workers.submit(node, f"n{i}")
+        node(name)
+
+    workers.submit(source, "source")
+    try:
+        assert done.wait(10)
+    finally:
+        workers.close()
+    assert sorted(ran) == sorted(["source", *(f"n{i}" for i in range(50))])
+    assert workers.started == 2  # not one per ready node
+
+
 def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.Settings) -> None:
     poked = threading.Event()
 
