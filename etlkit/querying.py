@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO, overload
 
 import pyarrow as pa
 
-from etlkit.errors import QueryError, StagingError
-from etlkit.staging import Staging, check_path_part
+from etlkit.errors import QueryError
+from etlkit.staging import Staging, is_safe_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -80,14 +80,6 @@ def committed_nodes(staging: Staging, pipeline: str, run_id: str) -> list[str]:
     return staging.committed(pipeline, run_id)
 
 
-def _safe(name: str) -> bool:
-    try:
-        check_path_part("staged name", name)
-    except StagingError:
-        return False
-    return True
-
-
 def latest_run(staging: Staging, pipeline: str) -> str | None:
     """The newest run id with at least one committed output, or None.
 
@@ -95,7 +87,7 @@ def latest_run(staging: Staging, pipeline: str) -> str | None:
         StagingError: the pipeline name is not path-safe.
     """
     for run_id in reversed(staging.runs(pipeline)):
-        if _safe(run_id) and committed_nodes(staging, pipeline, run_id):
+        if is_safe_name(run_id) and committed_nodes(staging, pipeline, run_id):
             return run_id
     return None
 
@@ -104,7 +96,7 @@ def _committed(staging: Staging, pipeline: str) -> dict[str, list[str]]:
     """The committed staged names of each run that has any, oldest run first."""
     found = {}
     for run_id in staging.runs(pipeline):
-        names = committed_nodes(staging, pipeline, run_id) if _safe(run_id) else []
+        names = committed_nodes(staging, pipeline, run_id) if is_safe_name(run_id) else []
         if names:
             found[run_id] = names
     return found

@@ -307,6 +307,8 @@ class Staging:
                     os.makedirs(run_dir)  # noqa: PTH103
                 except FileExistsError:
                     self._created[run_dir] = None  # not ours: always look
+                except OSError:
+                    return False  # `writer` reports it, with what it was doing
                 else:
                     self._created[run_dir] = set()
             names = self._created[run_dir]
@@ -414,9 +416,9 @@ class Staging:
         for entry in self.fs.ls(run_dir, detail=True):
             base = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
             if entry.get("type") == "directory":  # the directory layout
-                if _safe(base) and self._exists(f"{run_dir}/{base}/{LEGACY_MANIFEST}"):
+                if is_safe_name(base) and self._exists(f"{run_dir}/{base}/{LEGACY_MANIFEST}"):
                     names.append(base)
-            elif base.endswith(".parquet") and _safe(base.removesuffix(".parquet")):
+            elif base.endswith(".parquet") and is_safe_name(base.removesuffix(".parquet")):
                 names.append(base.removesuffix(".parquet"))
         return sorted(names)
 
@@ -536,7 +538,8 @@ class Staging:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
 
 
-def _safe(name: str) -> bool:
+def is_safe_name(name: str) -> bool:
+    """Whether `check_path_part` accepts `name` (directory listings may hold other entries)."""
     try:
         check_path_part("staged name", name)
     except StagingError:
@@ -565,9 +568,8 @@ def _describe(schema: pa.Schema) -> str:
 #: Batches a node may have queued for its staging thread before `append` waits for it.
 _QUEUED_BATCHES: Final = 4
 #: An output up to this size is held in memory and written in one go by `commit`: most nodes of
-#: an orchestration graph are small, and each step of writing a file is a system call that
-#: hands the GIL to another node's thread (a 3-row output cost ~0.5 ms written step by step,
-#: ~0.06 ms in one go).
+#: an orchestration graph are small, and each step of writing a file is a system call that can
+#: hand the GIL to another node's thread.
 _HELD_BYTES: Final = 1 << 20
 
 
@@ -579,12 +581,11 @@ class NodeWriter:
     up (`part_rows`) or is read before the commit (`part_urls`) moves to `<node>.parts/`.
 
     Batches are held in memory while they add up to at most `_HELD_BYTES` (and `part_rows`
-    rows); a small output is
-    encoded and written by `commit` in one go. Past that, the held batches and the batch that
-    overflowed are written at once, and later batches are handed to a thread of the writer's
-    own (at most `_QUEUED_BATCHES` waiting), so encoding and compressing Parquet overlaps with
-    the node producing its next chunk. A write that fails there is raised by the next `append`,
-    by `part_urls` or by `commit`.
+    rows): a small output is encoded and written by `commit` in one go. Past that, the held
+    batches and the batch that overflowed are written at once, and later batches are handed to
+    a thread of the writer's own (at most `_QUEUED_BATCHES` waiting), so encoding and
+    compressing Parquet overlaps with the node producing its next chunk. A write that fails
+    there is raised by the next `append`, by `part_urls` or by `commit`.
     """
 
     def __init__(

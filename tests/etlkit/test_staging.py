@@ -700,3 +700,10 @@ def test_a_deleted_run_directory_is_made_again(staging: Staging) -> None:
     commit_rows(staging, 2)
     read = pa.Table.from_batches(staging.iter_batches("report", "r1", "bills", batch_size=8))
     assert read.column("id").to_pylist() == [2]
+
+
+def test_an_unwritable_staging_root_is_a_staging_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory", encoding="utf-8")
+    staging = Staging(str(tmp_path / "file" / "staging"))
+    with pytest.raises(StagingError, match=r"Cannot prepare staging directory .*file/staging"):
+        staging.writer("report", "r1", "bills")
