@@ -500,7 +500,7 @@ class Busy(ek.Transform[Bill, Bill]):
         with Busy.lock:
             Busy.inside += 1
             Busy.most = max(Busy.most, Busy.inside)
-        threading.Event().wait(0.02)  # long enough for the others to come in if they could
+        threading.Event().wait(0.05)  # long enough for the others to come in if they could
         with Busy.lock:
             Busy.inside -= 1
         return batch
