@@ -228,7 +228,7 @@ class _Inbox:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth * max(1, producers))
         self.open = producers
         self.cancel = cancel
-        self.workers = workers
+        self.workers = workers or _Workers()  # a run's pool; without one, blocking costs nothing
         self.on_first = on_first  # the consumer gets a worker when its first item arrives
         self.triggered = False
 
@@ -241,7 +241,7 @@ class _Inbox:
             return
         except queue.Full:
             pass
-        with self.workers.blocked() if self.workers else contextlib.nullcontext():
+        with self.workers.blocked():
             while True:
                 try:
                     self.queue.put(item, timeout=_POLL_SECONDS)
@@ -260,7 +260,7 @@ class _Inbox:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                with self.workers.blocked() if self.workers else contextlib.nullcontext():
+                with self.workers.blocked():
                     item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
             if item is _WAKE or self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
@@ -1321,7 +1321,6 @@ class _Run:
         try:
             for upstream, files in self.input_files(name).items():
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
-                select = manifest.reference_select if manifest is not None else None
                 if not files:
                     raise NodeError(
                         f"Input '{upstream}' of SQL node '{name}' produced no rows and declares "
@@ -1331,11 +1330,7 @@ class _Run:
                         run_id=self.ctx.run_id,
                     )
                 listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                columns = "*"
-                if select is not None:
-                    columns = ", ".join(
-                        f'CAST("{c}" AS {t}) AS "{c}"' if t else f'"{c}"' for c, t in select
-                    )
+                columns = manifest.select_sql() if manifest is not None else "*"
                 con.execute(
                     f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} '
                     f"FROM read_parquet([{listed}])"

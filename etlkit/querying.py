@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO, overload
 import pyarrow as pa
 
 from etlkit.errors import QueryError
-from etlkit.staging import Staging, is_safe_name
+from etlkit.staging import Manifest, Staging, is_safe_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -157,11 +157,15 @@ def _resolve(staging: Staging, pipeline: str, run: str, runs: Sequence[str]) -> 
 
 @dataclass(frozen=True)
 class _Output:
-    """One committed output of one run: the URLs of its parts and its column names."""
+    """One committed output of one run: the URLs of its parts, and its manifest."""
 
     run_id: str
     files: tuple[str, ...]
-    columns: tuple[str, ...]
+    manifest: Manifest
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.manifest.schema)
 
 
 def _outputs(
@@ -173,7 +177,7 @@ def _outputs(
         if manifest is None:  # removed since it was listed (gc)
             continue
         files = tuple(staging.manifest_urls(pipeline, run_id, name, manifest))
-        found[name] = _Output(run_id, files, tuple(column for column, _ in manifest.schema))
+        found[name] = _Output(run_id, files, manifest)
     return found
 
 
@@ -193,9 +197,9 @@ def _across_runs_sql(outputs: Sequence[_Output]) -> str:
     """Every run's output under one another, by column name, after a leading `run_id`."""
     scans = []
     for output in outputs:
-        exclude = ' EXCLUDE ("run_id")' if "run_id" in output.columns else ""
         scans.append(
-            f"SELECT {_literal(output.run_id)} AS run_id, *{exclude} "
+            f"SELECT {_literal(output.run_id)} AS run_id, "
+            f"{output.manifest.select_sql(omit='run_id')} "
             f"FROM read_parquet({_file_list(output.files)}, union_by_name = true)"
         )
     return "\nUNION ALL BY NAME\n".join(scans)
@@ -210,7 +214,10 @@ def _view_sql(
     for name in staged_names:
         output = current.get(name)
         if output is not None and output.files:
-            sql = f"SELECT * FROM read_parquet({_file_list(output.files)})"
+            sql = (
+                f"SELECT {output.manifest.select_sql()} "
+                f"FROM read_parquet({_file_list(output.files)})"
+            )
             planned.append((name.replace(".", "_"), sql))
     for name in staged_names:
         outputs = [o for o in history[name] if o.files]

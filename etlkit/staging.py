@@ -167,6 +167,22 @@ class Manifest:
             return None
         return [(str(c), t) for c, t in reference.get("select", [])]
 
+    def select_sql(self, *, omit: str | None = None) -> str:
+        """The SELECT list that reads this output's files as its node yields it: `*` for staged
+        parts; for a reference to a source's own files, only the columns it reads, cast to its
+        model's types. `omit`: a column left out, if the output has it.
+        """
+        select = self.reference_select
+        if select is None:
+            if omit is not None and omit in (c for c, _ in self.schema):
+                return f"* EXCLUDE ({_quote(omit)})"
+            return "*"
+        return ", ".join(
+            f"CAST({_quote(c)} AS {t}) AS {_quote(c)}" if t else _quote(c)
+            for c, t in select
+            if c != omit
+        )
+
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse a manifest written by `to_json` (or by the older, directory layout)."""
@@ -559,6 +575,10 @@ def _parquet_writer(where: Any, schema: pa.Schema) -> pq.ParquetWriter:
         or pa.types.is_dictionary(f.type)
     ]
     return pq.ParquetWriter(where, schema, compression="snappy", use_dictionary=dictionary)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _describe(schema: pa.Schema) -> str:

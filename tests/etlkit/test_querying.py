@@ -398,3 +398,35 @@ def test_public_query_and_connect_take_a_staging_root_url(tmp_path: Path) -> Non
         assert con.sql("select count(*) from all_numbers").fetchall() == [(3,)]
     finally:
         con.close()
+
+
+def test_views_read_a_referenced_source_as_its_node_yields_it(tmp_path: Path) -> None:
+    source = tmp_path / "export.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([1, 2], pa.int32()),
+                "amount": [1.5, 2.5],
+                "undeclared": ["x", "y"],
+                "run_id": ["not", "ours"],
+            }
+        ),
+        source,
+    )
+    staging = Staging(str(tmp_path / "staging"))
+    for run_id in (R1, R2):
+        staging.writer(PIPELINE, run_id, "bills").commit_reference(
+            urls=[str(source)],
+            rows=2,
+            sizes=[source.stat().st_size],
+            checksums=[""],
+            select=[("id", "BIGINT"), ("amount", None), ("run_id", None)],
+        )
+
+    with connect(staging, PIPELINE) as con:
+        bills = con.sql("select * from bills")
+        assert bills.columns == ["id", "amount", "run_id"]  # the source's projection
+        assert [str(t) for t in bills.types] == ["BIGINT", "DOUBLE", "VARCHAR"]
+        every = con.sql("select * from all_bills order by run_id, id")
+        assert every.columns == ["run_id", "id", "amount"]
+        assert every.fetchall() == [(R1, 1, 1.5), (R1, 2, 2.5), (R2, 1, 1.5), (R2, 2, 2.5)]
