@@ -215,6 +215,11 @@ class _Inbox:
 
     It holds up to `depth` chunks per producer (the bound is per edge), so producers of a wide
     fan-in do not queue up behind each other's chunks.
+
+    The consumer is started (`start`) when the channel fills, or when every producer has ended:
+    a small output reaches its consumer whole, which then runs on the thread its last producer
+    frees (no hand-over between threads per node), while a large one streams with the consumer
+    running beside its producers from the first full channel on.
     """
 
     def __init__(
@@ -222,33 +227,43 @@ class _Inbox:
         producers: int,
         depth: int,
         cancel: threading.Event,
-        on_first: Callable[[], None] = lambda: None,
+        start: Callable[[bool], None] = lambda last: None,
         workers: _Workers | None = None,
     ) -> None:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth * max(1, producers))
-        self.open = producers
+        self.producers = producers
+        self.open = producers  # producers the consumer has not seen end yet
         self.cancel = cancel
         self.workers = workers or _Workers()  # a run's pool; without one, blocking costs nothing
-        self.on_first = on_first  # the consumer gets a worker when its first item arrives
-        self.triggered = False
+        self.start = start  # gives the consumer a worker; True: from a producer about to return
+        self.started = False
+        self.lock = threading.Lock()
+        self.ended = 0  # producers that put their end
 
     def put(self, item: Any) -> None:
-        if not self.triggered:
-            self.triggered = True
-            self.on_first()
         try:
             self.queue.put_nowait(item)
-            return
         except queue.Full:
-            pass
-        with self.workers.blocked():
-            while True:
-                try:
-                    self.queue.put(item, timeout=_POLL_SECONDS)
-                    return
-                except queue.Full:
-                    if self.cancel.is_set():
-                        raise RunCancelledError("run cancelled") from None
+            self.begin(last=False)  # the consumer must drain the channel: it starts now
+            with self.workers.blocked():
+                while True:
+                    try:
+                        self.queue.put(item, timeout=_POLL_SECONDS)
+                        break
+                    except queue.Full:
+                        if self.cancel.is_set():
+                            raise RunCancelledError("run cancelled") from None
+        if item is _END:
+            with self.lock:
+                self.ended += 1
+                last = self.ended >= self.producers
+            if last:
+                self.begin(last=True)
+
+    def begin(self, *, last: bool) -> None:
+        if not self.started:
+            self.started = True
+            self.start(last)
 
     def wake(self) -> None:
         """Wake a consumer blocked on an empty channel (the run is being cancelled)."""
@@ -278,17 +293,26 @@ def default_workers() -> int:
     return max(8, 2 * (os.cpu_count() or 1))
 
 
+#: While threads keep taking queued nodes, another thread is sent for the queue only when none
+#: has taken one for this long: nodes quicker than that run one after another on the threads
+#: already busy, instead of spreading over threads that take turns at the GIL.
+_SPREAD_SECONDS: Final = 0.02
+
+
 class _Workers:
     """Daemon threads reused across a run's nodes, at most `size` running nodes at once.
 
-    A ready node is queued; a thread takes it when fewer than `size` nodes are running (0: no
-    limit), reusing an idle thread or starting one. A node that blocks on a channel, or waits
-    as a sensor, steps out (`blocked`): it stops counting, and a queued node gets a thread, so
-    whatever blocks, no node waits for a thread forever (no deadlock).
+    A ready node is queued. A thread that finishes a node takes the next queued one; a queued
+    node gets another thread (an idle one, or a new one) when none is running, or when no
+    thread has taken a queued node for `_SPREAD_SECONDS` (the threads are busy with long nodes),
+    and only while fewer than `size` nodes run (0: no limit). A node that blocks on a channel,
+    or waits as a sensor, steps out (`blocked`): it stops counting, and a queued node gets a
+    thread, so whatever blocks, no node waits for a thread forever (no deadlock).
 
-    Why a limit: a wide graph readies hundreds of nodes at once, and as many threads taking
-    turns at the GIL spend more time switching than working (a 1,000-wide fan of trivial
-    nodes took ~4 s, mostly in the kernel, with a thread per node).
+    Why: a wide graph readies hundreds of nodes at once. On threads taking turns at the GIL,
+    nodes that take a millisecond spend more time handing the GIL over than working (a
+    1,000-wide fan of trivial nodes: ~4 s with a thread per node, ~2.4 s on 8 threads, ~1 s
+    on one), while nodes that wait on a database or run native code want threads of their own.
     """
 
     def __init__(self, size: int = 0) -> None:
@@ -304,15 +328,26 @@ class _Workers:
         self.closed = False
         self.threads: list[threading.Thread] = []
         self.local = threading.local()
+        self.served = 0.0  # when a thread last took a queued node, or was sent for one
+        self.spreading = threading.Condition(self.lock)
+        self.spreader: threading.Thread | None = None  # sends threads for a queue left waiting
 
     def room(self) -> bool:
         return self.size <= 0 or self.running + self.woken + self.starting < self.size
 
-    def dispatch(self) -> bool:
-        """Under the lock: wake an idle thread for a queued node if there is room; True when
-        a new thread must be started instead (outside the lock: `start`)."""
+    def dispatch(self, *, served: bool = False) -> bool:
+        """Under the lock: wake an idle thread for a queued node if there is room and the queue
+        is not being served already (`served`: the calling thread serves it next); True when a
+        new thread must be started instead (outside the lock: `start`)."""
         if not self.tasks or not self.room():
             return False
+        if self.running + self.woken + self.starting:
+            if served:
+                self.served = time.monotonic()  # the caller takes queued nodes in a moment
+            if time.monotonic() - self.served < _SPREAD_SECONDS:
+                self.spread_later()
+                return False
+        self.served = time.monotonic()
         if self.idle > self.woken:
             self.woken += 1
             self.wakeup.notify()
@@ -321,6 +356,31 @@ class _Workers:
             return False
         self.starting += 1
         return True
+
+    def spread_later(self) -> None:
+        """Under the lock: have the spreader look at the queue again when it has waited."""
+        if self.spreader is not None:
+            self.spreading.notify()
+        elif not self.closed:
+            self.spreader = threading.Thread(target=self.spread, name="etlkit-spread", daemon=True)
+            self.spreader.start()
+
+    def spread(self) -> None:
+        """The spreader: sends a thread for queued nodes no thread has taken in a while."""
+        with self.lock:
+            while not self.closed:
+                wait = None
+                if self.tasks and self.room():
+                    wait = self.served + _SPREAD_SECONDS - time.monotonic()
+                    if wait <= 0:
+                        if self.dispatch():
+                            self.lock.release()
+                            try:
+                                self.start()
+                            finally:
+                                self.lock.acquire()
+                        continue
+                self.spreading.wait(wait)
 
     def start(self) -> None:
         with self.lock:
@@ -337,10 +397,17 @@ class _Workers:
                 self.threads.remove(thread)
             raise
 
-    def submit(self, work: Callable[[str], None], name: str) -> None:
+    def submit(self, work: Callable[[str], None], name: str, *, handoff: bool = False) -> None:
+        """Queue a node. `handoff`: the calling node is about to return; its thread runs this
+        one next (the first such node), then serves the queue (other threads come for it only
+        if that takes a while)."""
+        handoff = handoff and getattr(self.local, "running", False)
+        if handoff and self.local.next is None:
+            self.local.next = (work, name)
+            return
         with self.lock:
             self.tasks.append((work, name))
-            new = self.dispatch()
+            new = self.dispatch(served=handoff)
         if new:
             self.start()
 
@@ -358,10 +425,12 @@ class _Workers:
                 self.idle -= 1
                 self.woken = max(0, self.woken - 1)
             self.running += 1
+            self.served = time.monotonic()
             return self.tasks.popleft()
 
     def loop(self) -> None:
         thread = threading.current_thread()
+        self.local.next = None
         task = self.next_task(first=True)
         while task is not None:
             work, name = task
@@ -372,7 +441,11 @@ class _Workers:
             finally:
                 self.local.running = False
                 thread.name = "etlkit-idle"
-            task = self.next_task(first=False)
+            task, self.local.next = self.local.next, None  # handed over: keeps its place
+            if task is not None:
+                self.served = time.monotonic()
+            else:
+                task = self.next_task(first=False)
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
@@ -396,7 +469,10 @@ class _Workers:
         with self.lock:
             self.closed = True
             self.wakeup.notify_all()
+            self.spreading.notify_all()
             threads = list(self.threads)
+            if self.spreader is not None:
+                threads.append(self.spreader)
         deadline = time.perf_counter() + 1.0
         for thread in threads:  # an abandoned node keeps its thread: do not wait on it long
             thread.join(max(0.0, deadline - time.perf_counter()))
@@ -518,7 +594,7 @@ class _Run:
                 len(graph.inputs[name]),
                 options.channel_depth,
                 self.cancel,
-                on_first=lambda name=name: self.ready(name),  # type: ignore[misc]
+                start=lambda last, name=name: self.ready(name, handoff=last),  # type: ignore[misc]
                 workers=self.workers,
             )
             for name in graph.order
@@ -600,14 +676,17 @@ class _Run:
         self.emit("run_finished")
         return result
 
-    def ready(self, name: str) -> None:
-        """Give the node a worker, once: it has data waiting, or its inputs are committed."""
+    def ready(self, name: str, *, handoff: bool = False) -> None:
+        """Give the node a worker, once: it has data waiting, or its inputs are committed.
+
+        `handoff`: called by a node about to return, whose thread may run this one next.
+        """
         with self.lock:
             if name in self.submitted or name not in self.phase:
                 return
             self.submitted.add(name)
             self.running.add(name)
-        self.workers.submit(self.run_node, name)
+        self.workers.submit(self.run_node, name, handoff=handoff)
 
     def run_node(self, name: str) -> None:
         try:
@@ -616,7 +695,8 @@ class _Run:
             self.done[name].set()
             with self.lock:
                 self.running.discard(name)
-                self.changed.notify_all()
+                if not self.running:  # what `supervise` waits for (a failure notifies too)
+                    self.changed.notify_all()
 
     def startable(self, name: str) -> bool:
         """Whether a node can start now without waiting for anything."""
@@ -627,11 +707,12 @@ class _Run:
         )
 
     def mark_committed(self, name: str) -> None:
-        """The node's output is visible: start the consumers that were waiting for it."""
+        """The node's output is visible: start the consumers that were waiting for it (the
+        node is about to return: its thread may run one of them next)."""
         self.committed[name].set()
         for consumer in self.graph.consumers[name]:
             if self.startable(consumer):
-                self.ready(consumer)
+                self.ready(consumer, handoff=True)
 
     def supervise(self, names: Sequence[str]) -> None:
         """Run these nodes to the end, enforcing node and run timeouts.
@@ -748,9 +829,8 @@ class _Run:
                 stats.state = "skipped"
                 self.mark_committed(name)  # nothing waits on it (see Graph.resume_plan)
                 return
-            with self.workers.blocked():  # waiting for inputs or a pool slot is not running
-                self.wait_for_inputs(name)
-                held = self.take_slots(name, node, held)
+            self.wait_for_inputs(name)  # waiting for inputs or a pool slot is not running
+            held = self.take_slots(name, node, held)
             stats.state = "running"
             stats.started = time.perf_counter()
             self.emit("node_started", name)
@@ -920,8 +1000,9 @@ class _Run:
                         extra={"run_id": self.ctx.run_id, "node": name},
                     )
                     waited = True
-                if self.cancel.wait(0.2):
-                    raise RunCancelledError("run cancelled")
+                with self.workers.blocked():
+                    if self.cancel.wait(0.2):
+                        raise RunCancelledError("run cancelled")
             held.append(pool_name)
         return held
 
@@ -948,7 +1029,10 @@ class _Run:
         if name in self.inboxes or name in self.options.reuse:
             return  # inputs arrive through the channel, or the node's own output is reused
         for upstream in self.graph.inputs[name]:
-            self.committed[upstream].wait()  # set on commit, or on cancellation
+            committed = self.committed[upstream]  # set on commit, or on cancellation
+            if not committed.is_set():
+                with self.workers.blocked():
+                    committed.wait()
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
 

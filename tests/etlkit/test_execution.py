@@ -548,7 +548,7 @@ def test_a_node_blocked_on_its_channel_gives_its_place_to_the_producer() -> None
     assert workers.started == 2
 
 
-def test_a_burst_of_ready_nodes_starts_no_more_threads_than_places() -> None:
+def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick() -> None:
     workers = _Workers(2)
     ran: list[str] = []
     done = threading.Event()
@@ -558,10 +558,11 @@ def test_a_burst_of_ready_nodes_starts_no_more_threads_than_places() -> None:
         if len(ran) == 51:
             done.set()
 
-    def source(name: str) -> None:  # like a source feeding 50 consumers at once
-        for i in range(50):
-            workers.submit(node, f"n{i}")
+    def source(name: str) -> None:  # like a source ending, readying its 50 consumers at once
         node(name)
+        threading.Event().wait(0.05)  # long enough that an idle queue would get a thread at once
+        for i in range(50):
+            workers.submit(node, f"n{i}", handoff=True)
 
     workers.submit(source, "source")
     try:
@@ -569,7 +570,86 @@ def test_a_burst_of_ready_nodes_starts_no_more_threads_than_places() -> None:
     finally:
         workers.close()
     assert sorted(ran) == sorted(["source", *(f"n{i}" for i in range(50))])
-    assert workers.started == 2  # not one per ready node
+    assert workers.started == 1  # no thread per ready node, nor a second one for quick nodes
+
+
+def test_queued_nodes_get_threads_of_their_own_while_the_busy_ones_are_slow() -> None:
+    workers = _Workers(4)
+    ran: list[str] = []
+    done = threading.Event()
+
+    def node(name: str) -> None:
+        ran.append(name)
+        if len(ran) == 3:
+            done.set()
+
+    def slow(name: str) -> None:
+        for i in range(3):
+            workers.submit(node, f"n{i}")
+        done.wait(10)  # would wait in vain if the queued nodes had to wait for this thread
+
+    workers.submit(slow, "slow")
+    try:
+        assert done.wait(10)
+    finally:
+        workers.close()
+    assert sorted(ran) == ["n0", "n1", "n2"]
+    assert workers.started == 2
+
+
+def test_a_consumer_starts_when_its_channel_fills_or_all_its_producers_end() -> None:
+    starts: list[bool] = []
+    inbox = _Inbox(producers=2, depth=2, cancel=threading.Event(), start=starts.append)
+
+    inbox.put(1)
+    inbox.put(_END)  # the other producer may still send
+    assert starts == []
+    inbox.put(_END)
+    assert starts == [True]  # by the last producer, about to return: its thread may run it
+
+    received: list[int] = []
+    inbox = _Inbox(producers=1, depth=2, cancel=threading.Event())
+    inbox.start = lambda last: (  # type: ignore[method-assign]
+        starts.append(last),
+        threading.Thread(target=lambda: received.extend(inbox), daemon=True).start(),
+    )
+    starts.clear()
+    inbox.put(1)
+    inbox.put(2)
+    assert starts == []
+    inbox.put(3)  # the channel is full: the consumer starts, and drains it
+    inbox.put(_END)
+    assert starts == [False]  # once
+    for _ in range(100):
+        if len(received) == 3:
+            break
+        threading.Event().wait(0.05)
+    assert received == [1, 2, 3]
+
+
+def test_a_chain_of_small_nodes_runs_on_one_thread(
+    settings: ek.Settings, billing_table: pa.Table
+) -> None:
+    threads: set[int] = set()
+
+    class Where(ek.Transform[Bill, Bill]):
+        def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+            threads.add(threading.get_ident())
+            return batch
+
+    class Chain(ek.Pipeline):
+        bills = MemorySource(billing_table, schema=Bill)
+        a = Where(bills)
+        b = Where(a)
+        c = Where(b)
+        d = Where(c)
+        out = MemorySink(d)
+
+    result = run(Chain, settings)
+
+    assert result.state == "success", result.error
+    assert Chain.out.table().num_rows == billing_table.num_rows
+    assert len(threads) == 1  # each node ran on the thread its producer freed
 
 
 def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.Settings) -> None:
