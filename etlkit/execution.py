@@ -484,7 +484,9 @@ def _split(batch: pa.RecordBatch, rows: int, max_bytes: int) -> Iterator[pa.Reco
     if n == 0:
         return
     step = rows
-    if n > 1 and batch.nbytes > max_bytes:
+    # the buffers' total size bounds the batch's (a slice shares its parent's): exact sizes
+    # are only worth their cost (microseconds, per chunk) when the bound is over the limit
+    if n > 1 and batch.get_total_buffer_size() > max_bytes and batch.nbytes > max_bytes:
         step = min(step, max(1, n * max_bytes // batch.nbytes))
     if n <= step:
         yield batch
@@ -822,7 +824,6 @@ class _Run:
         writer: NodeWriter | None = None
         guard: OutputGuard | None = None
         held: list[str] = []
-        extra = {"pipeline": self.graph.pipeline, "run_id": self.ctx.run_id, "node": name}
         runlog.bind(self.graph.pipeline, self.ctx.run_id, name)
         try:
             if name in self.options.skip:
@@ -834,7 +835,7 @@ class _Run:
             stats.state = "running"
             stats.started = time.perf_counter()
             self.emit("node_started", name)
-            logger.info("node %s started", name, extra=extra)
+            runlog.note(self.ctx.run_id, name, f"node {name} started", logger=logger)
             if name in self.options.reuse:
                 self.replay(name, stats)
                 stats.state = "reused"
@@ -868,16 +869,13 @@ class _Run:
                 self.stream(name, node, ctx, stats, writer, guard, referenced)
                 stats.state = "done"
             stats.finished = time.perf_counter()
-            logger.info(
-                "node %s %s: %d rows in, %d rows out, %d invalid, %d chunks, %.2fs",
+            runlog.note(
+                self.ctx.run_id,
                 name,
-                stats.state,
-                stats.rows_in,
-                stats.rows_out,
-                stats.invalid_rows,
-                max(stats.chunks_out, stats.chunks_in),
-                stats.seconds,
-                extra=extra,
+                f"node {name} {stats.state}: {stats.rows_in} rows in, {stats.rows_out} rows out, "
+                f"{stats.invalid_rows} invalid, {max(stats.chunks_out, stats.chunks_in)} chunks, "
+                f"{stats.seconds:.2f}s",
+                logger=logger,
             )
         except RunCancelledError:
             if stats.state != "failed":  # a timed-out node stays failed
@@ -897,6 +895,7 @@ class _Run:
                 if guard is not None:
                     guard.abort()
             if stats.state == "failed":
+                extra = {"pipeline": self.graph.pipeline, "run_id": self.ctx.run_id, "node": name}
                 logger.error("node %s failed: %s", name, stats.error, extra=extra)
             if stats.finished is None:
                 stats.finished = time.perf_counter()

@@ -194,8 +194,21 @@ class Manifest:
 
     def with_marker_size(self, marker: str, size: int) -> Manifest:
         """This manifest with the committed file `marker`'s byte size filled in."""
-        files = tuple(replace(f, bytes=size) if f.name == marker else f for f in self.files)
-        return replace(self, files=files, bytes=sum(f.bytes for f in files))
+        files = tuple(
+            StagedFile(f.name, f.rows, size, f.checksum) if f.name == marker else f
+            for f in self.files
+        )
+        return Manifest(  # not `replace`: on a thousand-node graph it showed in profiles
+            pipeline=self.pipeline,
+            run_id=self.run_id,
+            node=self.node,
+            rows=self.rows,
+            bytes=sum(f.bytes for f in files),
+            files=files,
+            schema=self.schema,
+            committed_at=self.committed_at,
+            extra=self.extra,
+        )
 
 
 class Staging:
@@ -305,9 +318,14 @@ class Staging:
         return os.path.getsize(path) if self.local else int(self.fs.size(path))  # noqa: PTH202
 
     def _write_bytes(self, path: str, data: pa.Buffer) -> None:
-        if self.local:
-            with open(path, "wb") as fh:  # noqa: PTH123
-                fh.write(data)
+        if self.local:  # plain system calls: a file object's set-up costs more than the write
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
         else:
             with self.fs.open(path, "wb") as fh:
                 fh.write(data.to_pybytes())
@@ -740,9 +758,10 @@ class NodeWriter:
                 ) from exc
         self.rows += batch.num_rows
         if self._queue is None and self._writer is None and not self._files:
-            if self._held_bytes + batch.nbytes <= _HELD_BYTES and self.rows <= self.part_rows:
+            size = batch.get_total_buffer_size()  # a slice's parent's, at most: held or not
+            if self._held_bytes + size <= _HELD_BYTES and self.rows <= self.part_rows:
                 self._held.append(batch)
-                self._held_bytes += batch.nbytes
+                self._held_bytes += size
                 return
             self._write_held()
             self._write(batch)  # the output outgrew memory: to a file, from now on

@@ -486,6 +486,31 @@ def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None
     ]
 
 
+def test_node_lifecycle_lines_go_to_the_run_log_and_to_logging_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from etlkit import runlog
+
+    log = logging.getLogger("etlkit.test_lifecycle")
+    with caplog.at_level(logging.DEBUG, logger="etlkit.test_lifecycle"):
+        with runlog.capture(str(tmp_path), "pipe", "run-1") as path:
+            runlog.note("run-1", "numbers", "node numbers started", logger=log)
+            runlog.note("run-2", "numbers", "node numbers started", logger=log)  # not captured
+        runlog.note("run-1", "numbers", "node numbers done", logger=log)  # capture is over
+
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(x["level"], x["logger"], x["node"], x["message"]) for x in lines] == [
+        ("INFO", "etlkit.test_lifecycle", "numbers", "node numbers started")
+    ]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "node numbers started"),
+        ("DEBUG", "node numbers started"),
+        ("DEBUG", "node numbers done"),
+    ]
+
+
 # -- the run's workers -----------------------------------------------------------------------
 
 
