@@ -15,6 +15,7 @@ from typing import Any, Final, cast
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
 from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
@@ -74,12 +75,36 @@ def _first_line(sample: bytes) -> bytes | None:
     return sample[: end.start()] if end else None
 
 
-def _read_up_to(handle: Any, size: int) -> bytes:
+def _read_up_to(handle: Any, size: int) -> pa.Buffer:
     """`size` bytes from the handle, fewer only at the end of the file."""
+    if isinstance(handle, pa.NativeFile):
+        return handle.read_buffer(size)
     data = handle.read(size)
     while 0 < len(data) < size and (more := handle.read(size - len(data))):
         data += more
-    return bytes(data)
+    return pa.py_buffer(bytes(data))
+
+
+def _open(fs: Any, path: str) -> Any:
+    """A file to read: a local one as an Arrow file, read into buffers without the GIL and
+    without Python bytes (not memory-mapped: a file truncated meanwhile would crash the run)."""
+    if isinstance(fs, LocalFileSystem):
+        return pa.OSFile(path)
+    return fs.open(path, "rb")
+
+
+def _line_ends_at(data: pa.Buffer) -> int:
+    """Where the last line of `data` ends (after an LF, or a lone CR); 0 without a line end.
+    Looks at the end first: blocks are large and their rows short."""
+    window = _SAMPLE_BYTES
+    while True:
+        start = max(0, data.size - window)
+        tail = data[start:].to_pybytes()
+        newline = tail.rfind(b"\n")
+        cut = max(newline, tail.rfind(b"\r", newline + 1)) + 1  # a lone CR ends a line too
+        if cut or not start:
+            return start + cut if cut else 0
+        window *= 4
 
 
 def _odd_quotes(data: pa.Buffer) -> bool:
@@ -103,15 +128,14 @@ def _blocks(handle: Any, block: int) -> Iterator[tuple[pa.Buffer, bool]]:
     while True:
         handle.seek(start)
         data = _read_up_to(handle, end - start)
-        if len(data) < end - start:
-            if data:
-                yield pa.py_buffer(data), True
+        if data.size < end - start:
+            if data.size:
+                yield data, True
             return
-        newline = data.rfind(b"\n")
-        cut = max(newline, data.rfind(b"\r", newline + 1)) + 1  # a lone CR ends a line too
+        cut = _line_ends_at(data)
         if not cut:
-            raise _ReadSeriallyError(f"no line end in {len(data)} bytes from byte {start}")
-        yield pa.py_buffer(data)[:cut], False
+            raise _ReadSeriallyError(f"no line end in {data.size} bytes from byte {start}")
+        yield data[:cut], False
         start, end = start + cut, end + block
 
 
@@ -193,7 +217,7 @@ class CsvSource(FileSource):
         )
 
     def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-        with fs.open(path, "rb") as handle:
+        with _open(fs, path) as handle:
             sample = handle.read(_SAMPLE_BYTES)
             if not sample:
                 raise ConnectorError(

@@ -411,6 +411,22 @@ def outcome(source: CsvSource) -> list[pa.RecordBatch] | str:
         return str(exc)
 
 
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"a\nb\nc", 4),
+        (b"a\r\nb\r\n", 6),
+        (b"a\rb\rc", 4),  # a lone CR ends a line too
+        (b"a\n" + b"x" * 300_000, 2),  # a last row longer than the first look at the end
+        (b"x" * 300_000 + b"\n" + b"y" * 100_000, 300_001),
+        (b"no line end", 0),
+        (b"", 0),
+    ],
+)
+def test_csv_blocks_end_after_their_last_line_end(data: bytes, end: int) -> None:
+    assert delimited._line_ends_at(pa.py_buffer(data)) == end
+
+
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_csv_parallel_blocks_are_the_serial_batches_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
