@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 import polars as pl
 import pyarrow as pa
@@ -1372,7 +1372,7 @@ class _Run:
         self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats
     ) -> Iterator[pl.DataFrame]:
         for batch in self.arrivals(name, node, stats):
-            out = node.process(pl.DataFrame(pl.from_arrow(batch)), ctx)
+            out = node.process(cast("pl.DataFrame", pl.from_arrow(batch)), ctx)
             if not isinstance(out, pl.DataFrame):
                 raise TypeError(
                     f"{type(node).__name__}.process returned {type(out).__name__}; "

@@ -15,7 +15,7 @@ resolved when the pipeline's graph is built).
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import re
 import string
 import typing
@@ -143,7 +143,9 @@ class Context:
 
     def for_node(self, node: str) -> Context:
         """This context, for the named node."""
-        return dataclasses.replace(self, node=node)
+        ctx = copy.copy(self)  # not `replace`, which re-runs __init__: one per node adds up
+        object.__setattr__(ctx, "node", node)
+        return ctx
 
 
 Policy = Literal["fail", "drop", "quarantine"]

@@ -231,6 +231,7 @@ class Staging:
         # run directories this object created, with the nodes it gave a writer there: a node's
         # first writer in such a directory has no leftovers or commit to look for
         self._created: dict[str, set[str] | None] = {}
+        self._run_dirs: dict[tuple[str, str], str] = {}  # checked names, joined
         self._lock = threading.Lock()
 
     def polars_storage_options(self) -> dict[str, str] | None:
@@ -265,8 +266,11 @@ class Staging:
 
     def run_dir(self, pipeline: str, run_id: str) -> str:
         """The directory of a run's staged outputs (a path on `self.fs`)."""
-        parts = [check_path_part("pipeline name", pipeline), check_path_part("run id", run_id)]
-        return "/".join([self.root, *parts])
+        run_dir = self._run_dirs.get((pipeline, run_id))
+        if run_dir is None:
+            parts = [check_path_part("pipeline name", pipeline), check_path_part("run id", run_id)]
+            run_dir = self._run_dirs[pipeline, run_id] = "/".join([self.root, *parts])
+        return run_dir
 
     def output_path(self, pipeline: str, run_id: str, node: str) -> str:
         """The committed file of a node's output, `<run dir>/<node>.parquet` (a path on `fs`)."""
