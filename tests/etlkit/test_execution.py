@@ -677,6 +677,33 @@ def test_a_chain_of_small_nodes_runs_on_one_thread(
     assert len(threads) == 1  # each node ran on the thread its producer freed
 
 
+def test_one_worker_streams_a_chain_through_full_channels(
+    tmp_path: Path, billing_table: pa.Table
+) -> None:
+    settings = ek.load_settings(
+        tmp_path,
+        env={},
+        cli={
+            "paths.state_dir": str(tmp_path),
+            "run.channel_depth": 1,
+            "run.max_workers": 1,
+            "run.timeout": 30,  # a deadlock fails the run instead of hanging the test
+        },
+    )
+
+    class Narrow(ek.Pipeline):
+        bills = MemorySource(billing_table, schema=Bill, chunk_rows=1)  # ten chunks
+        taxed = AddTax(bills)
+        again = AddTax(taxed)
+        out = MemorySink(again)
+
+    result = run(Narrow, settings)
+
+    assert result.state == "success", result.error
+    assert Narrow.out.table().num_rows == 10
+    assert result.nodes["again"].chunks_in == 10  # streamed: every channel filled on the way
+
+
 def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.Settings) -> None:
     poked = threading.Event()
 
