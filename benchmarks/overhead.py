@@ -10,7 +10,8 @@ Graphs are built programmatically (a `Pipeline` subclass made with `type(...)`),
 
 Each graph runs in this process with the defaults (every node's output staged), without staging
 (`stage=False` on every node, to separate staging from threads and channels), and with the run
-store `etlkit run` records into. Reported: building the class and checking its graph, the run,
+store `etlkit run` records into, the modes and graphs taking turns round after round. Reported:
+building the class and checking its graph, the run,
 and the per-node overhead (run time / nodes, and the marginal cost between the 100- and
 1,000-node chains). Cold starts are subprocess wall times of `etlkit --help` and of
 `etlkit run` on a one-node pipeline, with `python -c pass` for reference; all are medians.
@@ -145,17 +146,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="etlkit-overhead-"))
     try:
-        for mode, (stage, store) in modes.items():
-            for name, make in graphs.items():
-                builds, runs, nodes = [], [], 0
-                for i in range(args.repeat):
+        # modes and graphs take turns, round after round: the machine's drift (this VM's file
+        # system, above all) then weighs on every figure alike, not on whichever runs last
+        measured: dict[tuple[str, str], tuple[list[float], list[float], int]] = {}
+        for i in range(args.repeat):
+            for mode, (stage, store) in modes.items():
+                for name, make in graphs.items():
                     state = root / f"{mode}-{name}-{i}".replace(" ", "_")
                     build, run, nodes = time_graph(make, state, stage=stage, store=store)
+                    builds, runs, _ = measured.setdefault((mode, name), ([], [], nodes))
                     builds.append(build)
                     runs.append(run)
                     shutil.rmtree(state, ignore_errors=True)
-                run_seconds = statistics.median(runs)
-                row: dict[str, Any] = {
+                    print(
+                        f"  round {i + 1} {mode:10} {name:20} build {build:6.3f}s  "
+                        f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node",
+                        flush=True,
+                    )
+        for (mode, name), (builds, runs, nodes) in measured.items():
+            run_seconds = statistics.median(runs)
+            rows.append(
+                {
                     "graph": name,
                     "mode": mode,
                     "nodes": nodes,
@@ -163,12 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "run_seconds": run_seconds,
                     "ms_per_node": run_seconds / nodes * 1e3,
                 }
-                rows.append(row)
-                print(
-                    f"  {mode:10} {name:20} build {row['build_seconds']:6.3f}s  "
-                    f"run {row['run_seconds']:6.3f}s  {row['ms_per_node']:6.2f} ms/node",
-                    flush=True,
-                )
+            )
         project = root / "project"
         (project / "pipelines").mkdir(parents=True)
         (project / "pipelines" / "one_node.py").write_text(textwrap.dedent(ONE_NODE))
