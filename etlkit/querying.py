@@ -70,16 +70,6 @@ _SHELL_HELP: Final = (
 # -- runs and committed outputs --------------------------------------------------------------
 
 
-def committed_nodes(staging: Staging, pipeline: str, run_id: str) -> list[str]:
-    """Staged names with a committed output in a run, sorted; companions such as `x.rejects`
-    included.
-
-    Raises:
-        StagingError: the pipeline name or run id is not path-safe.
-    """
-    return staging.committed(pipeline, run_id)
-
-
 def latest_run(staging: Staging, pipeline: str) -> str | None:
     """The newest run id with at least one committed output, or None.
 
@@ -87,7 +77,7 @@ def latest_run(staging: Staging, pipeline: str) -> str | None:
         StagingError: the pipeline name is not path-safe.
     """
     for run_id in reversed(staging.runs(pipeline)):
-        if is_safe_name(run_id) and committed_nodes(staging, pipeline, run_id):
+        if is_safe_name(run_id) and staging.committed(pipeline, run_id):
             return run_id
     return None
 
@@ -96,7 +86,7 @@ def _committed(staging: Staging, pipeline: str) -> dict[str, list[str]]:
     """The committed staged names of each run that has any, oldest run first."""
     found = {}
     for run_id in staging.runs(pipeline):
-        names = committed_nodes(staging, pipeline, run_id) if is_safe_name(run_id) else []
+        names = staging.committed(pipeline, run_id) if is_safe_name(run_id) else []
         if names:
             found[run_id] = names
     return found

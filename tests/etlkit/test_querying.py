@@ -18,7 +18,6 @@ import pytest
 
 from etlkit.errors import QueryError
 from etlkit.querying import (
-    committed_nodes,
     connect,
     latest_run,
     query,
@@ -82,15 +81,15 @@ def con(staging: Staging) -> Iterator[duckdb.DuckDBPyConnection]:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def test_committed_nodes_lists_committed_outputs_and_companions_only(staging: Staging) -> None:
-    assert committed_nodes(staging, PIPELINE, R2) == [
+def test_committed_lists_committed_outputs_and_companions_only(staging: Staging) -> None:
+    assert staging.committed(PIPELINE, R2) == [
         "empty",
         "orders",
         "orders.failures",
         "orders.rejects",
     ]
-    assert committed_nodes(staging, PIPELINE, R3) == []
-    assert committed_nodes(staging, PIPELINE, "20990101T000000Z-ffffff") == []
+    assert staging.committed(PIPELINE, R3) == []
+    assert staging.committed(PIPELINE, "20990101T000000Z-ffffff") == []
 
 
 def test_latest_run_is_the_newest_run_with_a_committed_output(staging: Staging) -> None:
