@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -548,6 +548,21 @@ def test_at_most_max_workers_nodes_run_at_once(
     assert Busy.most == workers  # as many as allowed, and no more
 
 
+def counting(
+    expected: int,
+) -> tuple[list[str], threading.Event, Callable[[str], None]]:
+    """A trivial node recording its name, the names so far, and an event set at `expected`."""
+    ran: list[str] = []
+    done = threading.Event()
+
+    def node(name: str) -> None:
+        ran.append(name)
+        if len(ran) == expected:
+            done.set()
+
+    return ran, done, node
+
+
 def test_a_node_blocked_on_its_channel_gives_its_place_to_the_producer() -> None:
     workers = _Workers(1)
     inbox = _Inbox(producers=1, depth=1, cancel=threading.Event(), workers=workers)
@@ -579,13 +594,7 @@ def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick(
     # a hiccup of a loaded machine must not pass for a queue left waiting
     monkeypatch.setattr("etlkit.execution._SPREAD_SECONDS", 0.2)
     workers = _Workers(2)
-    ran: list[str] = []
-    done = threading.Event()
-
-    def node(name: str) -> None:
-        ran.append(name)
-        if len(ran) == 51:
-            done.set()
+    ran, done, node = counting(51)
 
     def source(name: str) -> None:  # like a source ending, readying its 50 consumers at once
         node(name)
@@ -604,13 +613,7 @@ def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick(
 
 def test_queued_nodes_get_threads_of_their_own_while_the_busy_ones_are_slow() -> None:
     workers = _Workers(4)
-    ran: list[str] = []
-    done = threading.Event()
-
-    def node(name: str) -> None:
-        ran.append(name)
-        if len(ran) == 3:
-            done.set()
+    ran, done, node = counting(3)
 
     def slow(name: str) -> None:
         for i in range(3):
