@@ -50,8 +50,10 @@ Pandera (~0.85 s to import) is imported when a `ChunkValidator` is built, not wi
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
@@ -118,6 +120,18 @@ def _in_range(
 ) -> pl.Expr:
     low = col.ge(min_value) if include_min else col.gt(min_value)
     return low.and_(col.le(max_value) if include_max else col.lt(max_value))
+
+
+#: Up to this many allowed strings, `isin` compares with each: ~4x faster than hashing.
+_COMPARED_VALUES: Final = 8
+
+
+def _is_in(col: pl.Expr, values: Collection[Any]) -> pl.Expr:
+    """`col` is one of `values` (null where `col` is null, like `is_in`)."""
+    values = list(values)
+    if 0 < len(values) <= _COMPARED_VALUES and all(type(v) is str for v in values):
+        return functools.reduce(operator.or_, [col.eq(v) for v in values])
+    return col.is_in(values)
 
 
 def _pattern(pattern: str | re.Pattern[str]) -> str:

@@ -86,6 +86,8 @@ NUMBERS = {
 
 class Strings(pdp.DataFrameModel):
     flag: str = pdp.Field(isin=["A", "N", "R"], nullable=True)
+    many: str = pdp.Field(isin=[f"v{i}" for i in range(12)], nullable=True)  # hashed, not compared
+    kind: pl.Categorical = pdp.Field(isin=["a", "b"], notin=["c"], nullable=True)
     mode: str = pdp.Field(notin=["CAMEL"], nullable=True)
     code: str = pdp.Field(str_matches=r"[A-Z]{2}\d", nullable=True)
     note: str = pdp.Field(str_contains="ok", nullable=True)
@@ -98,6 +100,8 @@ class Strings(pdp.DataFrameModel):
 
 STRINGS = {
     "flag": ["A", "N", "X", None],
+    "many": ["v0", "v11", "v12", None],
+    "kind": ["a", "b", "c", "d", None],
     "mode": ["AIR", "CAMEL", None],
     "code": ["AB1", "ab1", "XAB1", "AB12", None],
     "note": ["ok", "not ok", "nope", None],
