@@ -5,7 +5,9 @@ inputs committed); idle threads are reused, so a long chain of quick nodes needs
 Streaming nodes (sources, transforms, sinks) pass `pyarrow.RecordBatch` chunks through bounded
 queues, so memory is bounded by channel depth times chunk size, whatever the input size. Blocking
 nodes (`Sql`, `Lazy`) wait for their inputs' staged outputs to commit and run DuckDB or polars'
-streaming engine over those Parquet files, out of core, streaming their result out in chunks.
+streaming engine over those Parquet files, out of core, streaming their result out in chunks;
+a `Sql` node over one streamed input scans that input's chunks as they come instead (DuckDB
+consumes them as an Arrow stream while they are staged), unless its query reads it twice.
 
 Every chunk leaving a node is validated against the node's output model, appended to the node's
 staged Parquet and sent to its streaming consumers. A Parquet source whose output is its files
@@ -43,6 +45,7 @@ from etlkit.errors import (
     NodeTimeoutError,
     RunCancelledError,
     RunTimeoutError,
+    StagingError,
 )
 from etlkit.guard import OutputGuard
 from etlkit.nodes import (
@@ -60,7 +63,7 @@ from etlkit.nodes import (
     WriteResult,
 )
 from etlkit.schema import arrow_schema, polars_schema, unique_sets
-from etlkit.staging import NodeWriter, Staging
+from etlkit.staging import NodeWriter, Staging, describe_schema
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -239,6 +242,7 @@ class _Inbox:
         self.started = False
         self.lock = threading.Lock()
         self.ended = 0  # producers that put their end
+        self.foreign = False  # read by threads not the pool's, for a running node (DuckDB's)
 
     def put(self, item: Any) -> None:
         try:
@@ -275,7 +279,7 @@ class _Inbox:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                with self.workers.blocked():
+                with self.workers.blocked(force=self.foreign):
                     item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
             if item is _WAKE or self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
@@ -285,6 +289,109 @@ class _Inbox:
                 if self.cancel.is_set():
                     raise RunCancelledError("run cancelled")
                 yield item
+
+
+def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
+    """Whether a SQL node scans its input's chunks as they come (an Arrow stream) instead of
+    its staged output: one input, which streams (not reused from an earlier attempt, not a
+    source whose files may be referenced in place: DuckDB reads those better itself)."""
+    node = graph.nodes[name]
+    if not isinstance(node, Sql) or len(graph.inputs[name]) != 1:
+        return False
+    upstream = graph.inputs[name][0]
+    producer = graph.nodes[upstream]
+    if upstream in options.reuse or upstream in options.skip:
+        return False
+    if producer.kind in ("sink", "sensor", "task"):
+        return False
+    return not (
+        isinstance(producer, Source)
+        and options.reference_sources
+        and producer.cursor_column is None
+        and type(producer).files is not Source.files
+    )
+
+
+def _arrow_scans(con: Any, sql: str) -> int:
+    """How many times the query's plan scans a registered Arrow stream (-1: no plan)."""
+    import json
+
+    import duckdb
+
+    try:
+        rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
+    except duckdb.Error:  # the query fails: let it fail where it runs, as it always does
+        return -1
+    found = 0
+    plans: list[Any] = [json.loads(row[1]) for row in rows]
+    while plans:
+        plan = plans.pop()
+        if isinstance(plan, list):
+            plans.extend(plan)
+        elif isinstance(plan, dict):
+            found += plan.get("name") == "PYTHON_ARROW_SCAN"
+            plans.extend(plan.get("children", []))
+    return found
+
+
+class _SqlStream:
+    """A SQL node's arriving chunks as a record batch reader, for DuckDB to scan once.
+
+    DuckDB's threads call `__next__` (one at a time: a lock, as a Python generator cannot be
+    resumed by one thread while another waits in it). Chunks are cast to the first chunk's
+    types, as staging casts them. What stops the input (cancellation, an input check) is kept
+    in `failure`, for the node to raise instead of DuckDB's rewording of it.
+    """
+
+    def __init__(self, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch], where: str) -> None:
+        self.schema = first.schema
+        self.where = where
+        self.failure: BaseException | None = None
+        self._first: pa.RecordBatch | None = first
+        self._rest = rest
+        self._lock = threading.Lock()
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        with self._lock:
+            if self._first is not None:
+                batch, self._first = self._first, None
+                return batch
+            try:
+                batch = next(self._rest)
+                if batch.schema != self.schema:
+                    batch = self._conform(batch)
+            except StopIteration:
+                raise
+            except BaseException as exc:
+                self.failure = exc
+                raise
+            return batch
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        try:
+            if sorted(batch.schema.names) != sorted(self.schema.names):
+                raise ValueError("the column names differ")
+            return batch.select(self.schema.names).cast(self.schema)
+        except (KeyError, ValueError, pa.ArrowException) as exc:
+            found, expected = describe_schema(batch.schema), describe_schema(self.schema)
+            raise StagingError(  # as the input's staging writer says it
+                f"The {self.where} sent a chunk with columns {found} after chunks with "
+                f"{expected}; every chunk of a node must have the same "
+                f"columns, of the same types or types that cast losslessly ({exc})"
+            ) from exc
+
+    def drain(self) -> None:
+        """Read what DuckDB left, to the input's end (its commit)."""
+        for _ in self:
+            pass
+        if self.failure is not None:
+            raise self.failure
 
 
 def default_workers() -> int:
@@ -448,9 +555,12 @@ class _Workers:
                 task = self.next_task(first=False)
 
     @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
-        """Around a blocking wait of a running node: it does not count while it waits."""
-        if not getattr(self.local, "running", False):
+    def blocked(self, *, force: bool = False) -> Iterator[None]:
+        """Around a blocking wait of a running node: it does not count while it waits.
+
+        `force`: the wait is a running node's even though this thread is not a worker (a
+        DuckDB thread reading a SQL node's streamed input)."""
+        if not (force or getattr(self.local, "running", False)):
             yield
             return
         with self.lock:
@@ -591,6 +701,7 @@ class _Run:
         self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
         self.changed = threading.Condition(self.lock)  # a node returned, or the run failed
         self.done = {name: threading.Event() for name in graph.order}
+        self.streamed_sql = {name for name in graph.order if _streams_sql(graph, options, name)}
         self.inboxes = {
             name: _Inbox(
                 len(graph.inputs[name]),
@@ -600,7 +711,9 @@ class _Run:
                 workers=self.workers,
             )
             for name in graph.order
-            if graph.streams_into(name) and self.pool_of(name) is None and name not in idle
+            if (graph.streams_into(name) or name in self.streamed_sql)
+            and self.pool_of(name) is None
+            and name not in idle
         }
         self.result = RunResult(
             pipeline=graph.pipeline,
@@ -1292,7 +1405,7 @@ class _Run:
         if isinstance(node, Transform):
             return self.transform(name, node, ctx, stats)
         if isinstance(node, Sql):
-            return self.run_sql(name, node, ctx)
+            return self.run_sql(name, node, ctx, stats)
         if isinstance(node, Lazy):
             return self.run_lazy(name, node, ctx)
         raise TypeError(f"node '{name}' has an unknown role {type(node).__name__}")
@@ -1393,16 +1506,24 @@ class _Run:
             model = upstream[0] if upstream else None
         return pl.DataFrame(schema=polars_schema(model)) if model is not None else None
 
-    def input_files(self, name: str) -> dict[str, list[str]]:
+    def input_files(self, name: str, *, but: str | None = None) -> dict[str, list[str]]:
         files = {}
         for upstream in self.graph.inputs[name]:
-            files[upstream] = self.staging.files(self.graph.pipeline, self.ctx.run_id, upstream)
+            if upstream != but:
+                files[upstream] = self.staging.files(self.graph.pipeline, self.ctx.run_id, upstream)
         return files
 
-    def run_sql(self, name: str, node: Sql, ctx: Context) -> Iterator[pa.RecordBatch]:
+    def run_sql(
+        self, name: str, node: Sql, ctx: Context, stats: NodeStats
+    ) -> Iterator[pa.RecordBatch]:
         con = self.duckdb()
+        stream: _SqlStream | None = None
         try:
-            for upstream, files in self.input_files(name).items():
+            sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
+            if name in self.inboxes:
+                stream = self.sql_stream(name, node, con, sql, stats)
+            but = self.graph.inputs[name][0] if stream is not None else None
+            for upstream, files in self.input_files(name, but=but).items():
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
                 if not files:
                     raise NodeError(
@@ -1418,10 +1539,48 @@ class _Run:
                     f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} '
                     f"FROM read_parquet([{listed}])"
                 )
-            sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
-            yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
+            try:
+                yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
+            except Exception:
+                if stream is not None and stream.failure is not None:
+                    raise stream.failure from None  # what stopped the input, not DuckDB's words
+                raise
+            if stream is not None:
+                stream.drain()  # a query may stop early (LIMIT): the input still commits first
         finally:
             con.close()
+
+    def sql_stream(
+        self, name: str, node: Sql, con: Any, sql: str, stats: NodeStats
+    ) -> _SqlStream | None:
+        """Register the SQL node's one input as the Arrow stream of its arriving chunks.
+
+        None when the input is read from staging instead, after it commits: it had no rows (its
+        staged output knows its columns), or the query's plan scans it more than once (or not
+        at all), which a stream cannot serve.
+        """
+        upstream = self.graph.inputs[name][0]
+        chunks = self.arrivals(name, node, stats)
+        first = next(chunks, None)
+        if first is None:
+            return None
+        inbox = self.inboxes[name]
+        inbox.foreign = True  # DuckDB's threads read the rest
+        stream = _SqlStream(first, chunks, f"input '{upstream}' of SQL node '{name}'")
+        con.register(upstream, stream.reader())
+        scans = _arrow_scans(con, sql)
+        if scans in (1, -1):  # -1: the query is wrong; running it says how, before the input ends
+            return stream
+        logger.info(
+            "node %s: its query scans input %s %d times: reading it from staging",
+            name,
+            upstream,
+            scans,
+            extra={"run_id": self.ctx.run_id, "node": name},
+        )
+        con.unregister(upstream)
+        stream.drain()
+        return None
 
     def polars_options(self, files: list[str]) -> dict[str, str] | None:
         """polars' storage options for staged files (None for local ones)."""

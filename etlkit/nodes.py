@@ -459,6 +459,8 @@ class Sql(Node):
 
     Other brace fields (`{ds}`, params) are filled from the context. DuckDB runs out-of-core
     (memory limit and spill directory come from the settings) and the result streams out in chunks.
+    A query over one input that streams (not a Parquet source read in place) scans its chunks as
+    they arrive, while they are staged, unless its plan reads that input more than once.
     """
 
     kind = "sql"

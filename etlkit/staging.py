@@ -603,7 +603,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _describe(schema: pa.Schema) -> str:
+def describe_schema(schema: pa.Schema) -> str:
     return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
 
 
@@ -754,10 +754,11 @@ class NodeWriter:
                     raise ValueError("the column names differ")  # select() would drop columns
                 batch = batch.select(self.schema.names).cast(self.schema)
             except (KeyError, ValueError, pa.ArrowException) as exc:
+                found, expected = describe_schema(batch.schema), describe_schema(self.schema)
                 raise StagingError(
                     f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id}) "
-                    f"produced a chunk with columns {_describe(batch.schema)} after chunks with "
-                    f"{_describe(self.schema)}; every chunk of a node must have the same "
+                    f"produced a chunk with columns {found} after chunks with "
+                    f"{expected}; every chunk of a node must have the same "
                     f"columns, of the same types or types that cast losslessly ({exc})"
                 ) from exc
         self.rows += batch.num_rows
