@@ -701,7 +701,7 @@ class _Run:
         self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
         self.changed = threading.Condition(self.lock)  # a node returned, or the run failed
         self.done = {name: threading.Event() for name in graph.order}
-        self.streamed_sql = {name for name in graph.order if _streams_sql(graph, options, name)}
+        streamed_sql = {name for name in graph.order if _streams_sql(graph, options, name)}
         self.inboxes = {
             name: _Inbox(
                 len(graph.inputs[name]),
@@ -711,7 +711,7 @@ class _Run:
                 workers=self.workers,
             )
             for name in graph.order
-            if (graph.streams_into(name) or name in self.streamed_sql)
+            if (graph.streams_into(name) or name in streamed_sql)
             and self.pool_of(name) is None
             and name not in idle
         }
