@@ -604,6 +604,7 @@ def _quote(name: str) -> str:
 
 
 def describe_schema(schema: pa.Schema) -> str:
+    """A schema for messages: `[name: type, ...]`."""
     return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
 
 

@@ -50,12 +50,11 @@ Pandera (~0.85 s to import) is imported when a `ChunkValidator` is built, not wi
 from __future__ import annotations
 
 import copy
-import functools
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, reduce
 from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
@@ -130,7 +129,7 @@ def _is_in(col: pl.Expr, values: Collection[Any]) -> pl.Expr:
     """`col` is one of `values` (null where `col` is null, like `is_in`)."""
     values = list(values)
     if 0 < len(values) <= _COMPARED_VALUES and all(type(v) is str for v in values):
-        return functools.reduce(operator.or_, [col.eq(v) for v in values])
+        return reduce(operator.or_, [col.eq(v) for v in values])
     return col.is_in(values)
 
 
