@@ -45,7 +45,6 @@ from etlkit.errors import (
     NodeTimeoutError,
     RunCancelledError,
     RunTimeoutError,
-    StagingError,
 )
 from etlkit.guard import OutputGuard
 from etlkit.nodes import (
@@ -63,7 +62,7 @@ from etlkit.nodes import (
     WriteResult,
 )
 from etlkit.schema import arrow_schema, polars_schema, unique_sets
-from etlkit.staging import NodeWriter, Staging, describe_schema
+from etlkit.staging import NodeWriter, Staging, conform_chunk
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -343,9 +342,11 @@ class _SqlStream:
     in `failure`, for the node to raise instead of DuckDB's rewording of it.
     """
 
-    def __init__(self, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch], where: str) -> None:
+    def __init__(
+        self, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch], producer: str
+    ) -> None:
         self.schema = first.schema
-        self.where = where
+        self.producer = producer  # names the input in errors
         self.failure: BaseException | None = None
         self._first: pa.RecordBatch | None = first
         self._rest = rest
@@ -363,28 +364,13 @@ class _SqlStream:
                 batch, self._first = self._first, None
                 return batch
             try:
-                batch = next(self._rest)
-                if batch.schema != self.schema:
-                    batch = self._conform(batch)
+                batch = conform_chunk(next(self._rest), self.schema, self.producer)
             except StopIteration:
                 raise
             except BaseException as exc:
                 self.failure = exc
                 raise
             return batch
-
-    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        try:
-            if sorted(batch.schema.names) != sorted(self.schema.names):
-                raise ValueError("the column names differ")
-            return batch.select(self.schema.names).cast(self.schema)
-        except (KeyError, ValueError, pa.ArrowException) as exc:
-            found, expected = describe_schema(batch.schema), describe_schema(self.schema)
-            raise StagingError(  # as the input's staging writer says it
-                f"The {self.where} sent a chunk with columns {found} after chunks with "
-                f"{expected}; every chunk of a node must have the same "
-                f"columns, of the same types or types that cast losslessly ({exc})"
-            ) from exc
 
     def drain(self) -> None:
         """Read what DuckDB left, to the input's end (its commit)."""
@@ -1506,11 +1492,10 @@ class _Run:
             model = upstream[0] if upstream else None
         return pl.DataFrame(schema=polars_schema(model)) if model is not None else None
 
-    def input_files(self, name: str, *, but: str | None = None) -> dict[str, list[str]]:
+    def input_files(self, name: str) -> dict[str, list[str]]:
         files = {}
         for upstream in self.graph.inputs[name]:
-            if upstream != but:
-                files[upstream] = self.staging.files(self.graph.pipeline, self.ctx.run_id, upstream)
+            files[upstream] = self.staging.files(self.graph.pipeline, self.ctx.run_id, upstream)
         return files
 
     def run_sql(
@@ -1522,8 +1507,8 @@ class _Run:
             sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
             if name in self.inboxes:
                 stream = self.sql_stream(name, node, con, sql, stats)
-            but = self.graph.inputs[name][0] if stream is not None else None
-            for upstream, files in self.input_files(name, but=but).items():
+            staged = self.input_files(name) if stream is None else {}  # a stream is the one input
+            for upstream, files in staged.items():
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
                 if not files:
                     raise NodeError(
@@ -1566,7 +1551,8 @@ class _Run:
             return None
         inbox = self.inboxes[name]
         inbox.foreign = True  # DuckDB's threads read the rest
-        stream = _SqlStream(first, chunks, f"input '{upstream}' of SQL node '{name}'")
+        producer = f"Input '{upstream}' of SQL node '{name}' (run {self.ctx.run_id})"
+        stream = _SqlStream(first, chunks, producer)
         con.register(upstream, stream.reader())
         scans = _arrow_scans(con, sql)
         if scans in (1, -1):  # -1: the query is wrong; running it says how, before the input ends

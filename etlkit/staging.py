@@ -603,9 +603,29 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def describe_schema(schema: pa.Schema) -> str:
-    """A schema for messages: `[name: type, ...]`."""
+def _describe(schema: pa.Schema) -> str:
     return "[" + ", ".join(f"{f.name}: {f.type}" for f in schema) + "]"
+
+
+def conform_chunk(batch: pa.RecordBatch, schema: pa.Schema, producer: str) -> pa.RecordBatch:
+    """A node's later chunk cast to the types of its first (`schema`), columns in its order.
+
+    Raises:
+        StagingError: the columns differ, or a type does not cast losslessly; the message
+            begins with `producer` ("Node 'x' of pipeline 'p' (run r)").
+    """
+    if batch.schema == schema:
+        return batch
+    try:
+        if sorted(batch.schema.names) != sorted(schema.names):
+            raise ValueError("the column names differ")  # select() would drop columns
+        return batch.select(schema.names).cast(schema)
+    except (KeyError, ValueError, pa.ArrowException) as exc:
+        raise StagingError(
+            f"{producer} produced a chunk with columns {_describe(batch.schema)} after chunks "
+            f"with {_describe(schema)}; every chunk of a node must have the same columns, of "
+            f"the same types or types that cast losslessly ({exc})"
+        ) from exc
 
 
 #: Batches a node may have queued for its staging thread before `append` waits for it.
@@ -749,19 +769,9 @@ class NodeWriter:
         self._check_open("append to")
         if self.schema is None:
             self.schema = batch.schema
-        elif batch.schema != self.schema:
-            try:
-                if sorted(batch.schema.names) != sorted(self.schema.names):
-                    raise ValueError("the column names differ")  # select() would drop columns
-                batch = batch.select(self.schema.names).cast(self.schema)
-            except (KeyError, ValueError, pa.ArrowException) as exc:
-                found, expected = describe_schema(batch.schema), describe_schema(self.schema)
-                raise StagingError(
-                    f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id}) "
-                    f"produced a chunk with columns {found} after chunks with "
-                    f"{expected}; every chunk of a node must have the same "
-                    f"columns, of the same types or types that cast losslessly ({exc})"
-                ) from exc
+        else:
+            producer = f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id})"
+            batch = conform_chunk(batch, self.schema, producer)
         self.rows += batch.num_rows
         if self._queue is None and self._writer is None and not self._files:
             size = batch.get_total_buffer_size()  # a slice's parent's, at most: held or not
