@@ -62,7 +62,7 @@ from etlkit.nodes import (
     WriteResult,
 )
 from etlkit.schema import arrow_schema, polars_schema, unique_sets
-from etlkit.staging import NodeWriter, Staging, conform_chunk
+from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -293,7 +293,7 @@ class _Inbox:
 def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
     """Whether a SQL node scans its input's chunks as they come (an Arrow stream) instead of
     its staged output: one input, which streams (not reused from an earlier attempt, not a
-    source whose files may be referenced in place: DuckDB reads those better itself)."""
+    source whose Parquet files may be read in place: DuckDB reads those better itself)."""
     node = graph.nodes[name]
     if not isinstance(node, Sql) or len(graph.inputs[name]) != 1:
         return False
@@ -308,6 +308,7 @@ def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
         and options.reference_sources
         and producer.cursor_column is None
         and type(producer).files is not Source.files
+        and producer.files_in_place
     )
 
 
@@ -628,7 +629,7 @@ def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[st
     """The checks local Parquet files' footer statistics and dictionaries prove for all rows."""
     from etlkit.validation import parquet_statistics
 
-    if any("://" in url for url in files.urls):
+    if files.csv is not None or any("://" in url for url in files.urls):
         return frozenset()
     found = parquet_statistics(files.urls, files.columns, values_of=validator.text_columns())
     return validator.proven_checks(found)
@@ -652,11 +653,14 @@ def _coalesce(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFram
 
 @dataclass(frozen=True)
 class _Reference:
-    """A source read in place: its files, their SQL casts and a lazy frame over them."""
+    """A source staged as a reference to its files: the files, their SQL casts to its model
+    and, for Parquet files, a lazy frame over them as the source would yield them (for CSV
+    files, how they are parsed)."""
 
     files: SourceFiles
     select: list[tuple[str, str | None]]
-    frame: pl.LazyFrame
+    frame: pl.LazyFrame | None
+    csv: CsvLayout | None = None
 
 
 class _Run:
@@ -1202,17 +1206,30 @@ class _Run:
             )
             stats.bytes_staged = manifest.bytes
         elif referenced is not None and isinstance(node, Source):
-            self.commit_reference(name, node, referenced.files, referenced.select, stats)
+            self.commit_reference(
+                name, node, referenced.files, referenced.select, stats, referenced.csv
+            )
         self.finish(name)
 
     def reference(self, name: str, node: Source, ctx: Context) -> _Reference | None:
-        """The files a source reads as they are, the SQL casts to its model, and a lazy frame
-        over them as the source would yield them; None when the source cannot be referenced."""
+        """The files a source reads, the SQL casts to its model, and (Parquet) a lazy frame
+        over them as the source would yield them; None when the source cannot be referenced.
+
+        CSV files are referenced only when every consumer takes the source's chunks from a
+        channel and no check reads the staged output back: nothing of this run parses them
+        again, and a copy would cost as much as the parse it saves a resume.
+        """
         if not self.options.reference_sources or node.cursor_column is not None:
+            return None
+        if not node.files_in_place and (
+            self.unique_keys(node) or not all(c in self.inboxes for c in self.graph.consumers[name])
+        ):
             return None
         files = node.files(ctx)
         if files is None:
             return None
+        if files.csv is not None:
+            return self.csv_reference(node, files, CsvLayout.from_json(files.csv))
         frame = pl.scan_parquet(
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
@@ -1229,6 +1246,22 @@ class _Run:
             select = [(c, sql_types.get(c)) for c in files.columns]
         return _Reference(files, select, frame)
 
+    @staticmethod
+    def csv_reference(node: Source, files: SourceFiles, csv: CsvLayout) -> _Reference | None:
+        """A reference to CSV files: the columns as parsed, cast to the model's types in SQL;
+        None when a cast has no SQL spelling."""
+        select: list[tuple[str, str | None]] = [(c, None) for c in csv.schema.names]
+        model = node.output_model
+        if model is not None:
+            parsed = cast("pl.DataFrame", pl.from_arrow(csv.schema.empty_table())).schema
+            wanted = polars_schema(model)
+            casts = {c: t for c, t in wanted.items() if c in parsed and parsed[c] != t}
+            sql_types = {c: _sql_type(t) for c, t in casts.items()}
+            if any(t is None for t in sql_types.values()):
+                return None
+            select = [(c, sql_types.get(c)) for c in csv.schema.names]
+        return _Reference(files, select, None, csv)
+
     def commit_reference(
         self,
         name: str,
@@ -1236,11 +1269,12 @@ class _Run:
         files: SourceFiles,
         select: list[tuple[str, str | None]],
         stats: NodeStats,
+        csv: CsvLayout | None = None,
     ) -> None:
         writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
         writer.commit_reference(
             urls=files.urls,
-            rows=files.rows,
+            rows=files.rows if csv is None else stats.rows_out,
             sizes=files.sizes,
             checksums=files.checksums,
             select=select,
@@ -1248,6 +1282,7 @@ class _Run:
                 "kind": node.kind,
                 "validated": self.options.validate and node.output_model is not None,
             },
+            csv=csv,
         )
 
     def refer(self, name: str, node: Source, ctx: Context, stats: NodeStats) -> bool:
@@ -1257,10 +1292,10 @@ class _Run:
         read files anyway): the data is then not read here at all. False means: stream it as
         usual (also when validation finds failures, so the chunks report them exactly).
         """
-        if any(c in self.inboxes for c in self.graph.consumers[name]):
+        if not node.files_in_place or any(c in self.inboxes for c in self.graph.consumers[name]):
             return False
         found = self.reference(name, node, ctx)
-        if found is None:
+        if found is None or found.frame is None:
             return False
         files, select, frame = found.files, found.select, found.frame
         model = node.output_model
@@ -1519,11 +1554,13 @@ class _Run:
                         run_id=self.ctx.run_id,
                     )
                 listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                scan = f"read_parquet([{listed}])"
+                csv = manifest.reference_csv if manifest is not None else None
+                if csv is not None:  # parsed again as its source did
+                    scan = f'"__etlkit_csv_{upstream}"'
+                    con.register(f"__etlkit_csv_{upstream}", csv.dataset(files))
                 columns = manifest.select_sql() if manifest is not None else "*"
-                con.execute(
-                    f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} '
-                    f"FROM read_parquet([{listed}])"
-                )
+                con.execute(f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} FROM {scan}')
             try:
                 yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
             except Exception:
@@ -1578,8 +1615,12 @@ class _Run:
         frames = []
         for upstream, files in self.input_files(name).items():
             if files:
-                frame = pl.scan_parquet(files, storage_options=self.polars_options(files))
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
+                csv = manifest.reference_csv if manifest is not None else None
+                if csv is not None:  # parsed again as its source did
+                    frame = pl.scan_pyarrow_dataset(csv.dataset(files))
+                else:
+                    frame = pl.scan_parquet(files, storage_options=self.polars_options(files))
                 if manifest is not None and manifest.reference_select is not None:
                     model = self.graph.nodes[upstream].output_model
                     columns = [c for c, _ in manifest.reference_select]

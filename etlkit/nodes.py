@@ -364,11 +364,19 @@ def _as_model(arg: Any) -> Model | None:
 
 @dataclass(frozen=True)
 class SourceFiles:
-    """Immutable Parquet files a source would read, which consumers may read in place.
+    """Immutable files a source would read, which staging may reference instead of copying.
 
-    A source that can describe its input this way (`Source.files`) is not copied into staging
-    when only `Sql` and `Lazy` nodes read it: the staged output is a reference (these files,
-    their sizes and footer checksums, which a resume verifies), validated in one pass.
+    Parquet files (`csv` None): a source that can describe its input this way (`Source.files`)
+    is not copied into staging when only `Sql` and `Lazy` nodes read it: the staged output is a
+    reference (these files, their sizes and footer checksums, which a resume verifies),
+    validated in one pass; when it streams to other nodes it is validated chunk by chunk and
+    still staged as the reference.
+
+    CSV files (`csv`: how they are parsed, as `staging.CsvLayout.to_json` gives it): when
+    every consumer takes the source's chunks as they are read, the staged output is a reference
+    to the files (sizes and `staging.file_fingerprint`s, which a resume verifies); whoever
+    reads it later (a resumed run, `etlkit query`) parses them again as the source did.
+    `rows` is unknown then (0).
     """
 
     urls: tuple[str, ...]
@@ -377,6 +385,7 @@ class SourceFiles:
     sizes: tuple[int, ...]
     checksums: tuple[str, ...]
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    csv: Mapping[str, Any] | None = None
 
 
 class Source(Node):
@@ -387,6 +396,10 @@ class Source(Node):
     """
 
     kind = "source"
+    #: Whether the files `files` describes are best read in place by `Sql` and `Lazy` consumers
+    #: (Parquet, which DuckDB and polars read themselves), rather than the chunks `read` yields
+    #: (CSV: a `Sql` node then scans the parsed chunks as they come).
+    files_in_place: ClassVar[bool] = True
 
     def __init__(self, *, schema: Model | None = None, stage: bool = True) -> None:
         super().__init__(stage=stage)
@@ -397,7 +410,8 @@ class Source(Node):
         raise NotImplementedError(f"{type(self).__name__} must implement read(ctx)")
 
     def files(self, ctx: Context) -> SourceFiles | None:
-        """The immutable Parquet files `read` would read, if it reads such files as they are.
+        """The immutable files `read` would read, if its output is those files as they are
+        (Parquet), or parsed from them by fixed rules (CSV: `SourceFiles.csv`).
 
         Optional: None (the default) means the source's output is always streamed and staged.
         """

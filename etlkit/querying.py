@@ -157,6 +157,19 @@ class _Output:
     def columns(self) -> tuple[str, ...]:
         return tuple(column for column, _ in self.manifest.schema)
 
+    @property
+    def registered(self) -> str:
+        """The name a reference to CSV files is registered under (see `scan`)."""
+        return f"__etlkit_csv_{self.run_id}_{self.manifest.node}"
+
+    def scan(self, *, union_by_name: bool = False) -> str:
+        """What a view reads: the Parquet parts, or the Arrow dataset registered for a
+        reference to CSV files (`registered`), which parses them as their source did."""
+        if self.manifest.reference_csv is not None:
+            return _ident(self.registered)
+        by_name = ", union_by_name = true" if union_by_name else ""
+        return f"read_parquet({_file_list(self.files)}{by_name})"
+
 
 def _outputs(
     staging: Staging, pipeline: str, run_id: str, names: Sequence[str]
@@ -190,7 +203,7 @@ def _across_runs_sql(outputs: Sequence[_Output]) -> str:
         scans.append(
             f"SELECT {_literal(output.run_id)} AS run_id, "
             f"{output.manifest.select_sql(omit='run_id')} "
-            f"FROM read_parquet({_file_list(output.files)}, union_by_name = true)"
+            f"FROM {output.scan(union_by_name=True)}"
         )
     return "\nUNION ALL BY NAME\n".join(scans)
 
@@ -204,10 +217,7 @@ def _view_sql(
     for name in staged_names:
         output = current.get(name)
         if output is not None and output.files:
-            sql = (
-                f"SELECT {output.manifest.select_sql()} "
-                f"FROM read_parquet({_file_list(output.files)})"
-            )
+            sql = f"SELECT {output.manifest.select_sql()} FROM {output.scan()}"
             planned.append((name.replace(".", "_"), sql))
     for name in staged_names:
         outputs = [o for o in history[name] if o.files]
@@ -268,7 +278,15 @@ def connect(
         if each_run == run_id:
             current = outputs
     views = _view_sql(current, history)
-    allowed = sorted({f for outputs in history.values() for o in outputs for f in o.files})
+    allowed = sorted(  # CSV files are parsed by pyarrow: DuckDB opens none of them
+        {
+            f
+            for outputs in history.values()
+            for o in outputs
+            if o.manifest.reference_csv is None
+            for f in o.files
+        }
+    )
 
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
@@ -290,6 +308,11 @@ def connect(
         con.execute("SET enable_progress_bar = false")  # a session option: not in config
         if not staging.local:
             con.register_filesystem(staging.fs)
+        for runs in history.values():
+            for each in runs:
+                csv = each.manifest.reference_csv
+                if csv is not None and each.files:
+                    con.register(each.registered, csv.dataset(each.files))
         for view, sql in views:
             con.execute(f"CREATE VIEW {_ident(view)} AS {sql}")
         con.execute("SET allowed_paths = ?", [allowed])

@@ -19,6 +19,7 @@ are still read, resumed and deleted.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any, Final, Literal
 
 import fsspec
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -120,6 +122,103 @@ def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
     return size, f"{zlib.crc32(footer):08x}"
 
 
+#: Bytes at each end of a file that `file_fingerprint` covers.
+_FINGERPRINT_BYTES: Final = 65_536
+
+
+def file_fingerprint(fs: Any, path: str) -> tuple[int, str]:
+    """The byte size of a file (CSV, say) and a fingerprint of it, as hex: the CRC-32 of its
+    modification time and its first and last 64 KiB.
+
+    Hashing a large CSV file whole would cost a good share of parsing it; this detects a file
+    replaced, truncated, appended to or touched, but not a rewrite in place that keeps its
+    size, both ends and its modification time.
+    """
+    info = fs.info(path)
+    size = int(info["size"])
+    crc = zlib.crc32(str(info.get("mtime", info.get("LastModified", ""))).encode())
+    with fs.open(path, "rb") as fh:
+        crc = zlib.crc32(fh.read(_FINGERPRINT_BYTES), crc)
+        if size > 2 * _FINGERPRINT_BYTES:
+            fh.seek(size - _FINGERPRINT_BYTES)
+        crc = zlib.crc32(fh.read(_FINGERPRINT_BYTES), crc)
+    return size, f"{crc:08x}"
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """How a source parses its CSV files: enough for any reader of a staged reference to them
+    to parse them again exactly as the source did (pyarrow's CSV reader, these options).
+
+    `schema` holds the columns read, in order, with their types; `column_names` all of a
+    file's columns when it has no header line.
+    """
+
+    schema: pa.Schema
+    delimiter: str = ","
+    header: bool = True
+    encoding: str = "utf8"
+    column_names: tuple[str, ...] | None = None
+
+    def options(self, block_size: int = 1 << 22) -> tuple[Any, Any, Any]:
+        """pyarrow's (read, parse, convert) options; read one block at a time, serially, so
+        errors carry row numbers."""
+        read = pacsv.ReadOptions(
+            use_threads=False,
+            block_size=block_size,
+            encoding=self.encoding,
+            column_names=list(self.column_names) if self.column_names is not None else None,
+        )
+        parse = pacsv.ParseOptions(delimiter=self.delimiter)
+        convert = pacsv.ConvertOptions(
+            column_types={f.name: f.type for f in self.schema}, include_columns=self.schema.names
+        )
+        return read, parse, convert
+
+    def dataset(self, paths: Sequence[str]) -> Any:
+        """A `pyarrow.dataset.Dataset` over local files, which DuckDB and polars scan (more
+        than once, with projections) and parse as `options` do."""
+        import pyarrow.dataset as ds
+
+        read, parse, convert = self.options()
+        convert = pacsv.ConvertOptions(column_types=convert.column_types)  # the dataset projects
+        layout = ds.CsvFileFormat(read_options=read, parse_options=parse, convert_options=convert)
+        return ds.dataset(list(paths), format=layout, schema=self.schema)
+
+    def batches(self, paths: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The files' record batches in order, parsed as `options` do, about `batch_size`
+        rows each (judged from the first file's first bytes)."""
+        for path in paths:
+            with pa.OSFile(path) as handle:
+                sample = handle.read(_FINGERPRINT_BYTES)
+                lines = max(sample.count(b"\n"), 1)
+                block = max(int(len(sample) / lines * batch_size), 1 << 16)
+                handle.seek(0)
+                yield from pacsv.open_csv(handle, *self.options(min(block, 1 << 28)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The layout as JSON values (the schema as base64 of its Arrow IPC form)."""
+        return {
+            "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode(),
+            "delimiter": self.delimiter,
+            "header": self.header,
+            "encoding": self.encoding,
+            "column_names": list(self.column_names) if self.column_names is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CsvLayout:
+        """The layout `to_json` wrote."""
+        names = data.get("column_names")
+        return cls(
+            schema=pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["schema"]))),
+            delimiter=str(data["delimiter"]),
+            header=bool(data["header"]),
+            encoding=str(data["encoding"]),
+            column_names=tuple(names) if names is not None else None,
+        )
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a node's committed output holds and how it was made.
@@ -166,6 +265,14 @@ class Manifest:
         if not isinstance(reference, Mapping):
             return None
         return [(str(c), t) for c, t in reference.get("select", [])]
+
+    @property
+    def reference_csv(self) -> CsvLayout | None:
+        """For a reference to a source's own CSV files: how to parse them (None otherwise)."""
+        reference = self.extra.get("reference")
+        if not isinstance(reference, Mapping) or reference.get("csv") is None:
+            return None
+        return CsvLayout.from_json(reference["csv"])
 
     def select_sql(self, *, omit: str | None = None) -> str:
         """The SELECT list that reads this output's files as its node yields it: `*` for staged
@@ -488,6 +595,10 @@ class Staging:
         if manifest is None:
             raise StagingError(f"Node '{node}' has no committed output in run {run_id}")
         select = manifest.reference_select
+        csv = manifest.reference_csv
+        if csv is not None:
+            yield from csv.batches([f.name for f in manifest.files], batch_size=batch_size)
+            return
         if select is not None:
             columns = [c for c, _ in select]
             for staged in manifest.files:
@@ -526,7 +637,10 @@ class Staging:
             try:
                 if reference:
                     fs, local = fsspec.core.url_to_fs(path)
-                    size, checksum = footer_checksum(fs, local)
+                    if manifest.reference_csv is not None:
+                        size, checksum = file_fingerprint(fs, local)
+                    else:
+                        size, checksum = footer_checksum(fs, local)
                 else:
                     size, checksum = footer_checksum(self.fs, path)
             except (OSError, StagingError) as exc:
@@ -878,12 +992,14 @@ class NodeWriter:
         checksums: Sequence[str],
         select: Sequence[tuple[str, str | None]],
         extra: Mapping[str, Any] | None = None,
+        csv: CsvLayout | None = None,
     ) -> Manifest:
         """Commit a reference to immutable source files instead of a copy of their data.
 
-        `select` lists the columns read and the SQL type each is cast to (None: as stored).
-        The files' sizes and footer checksums let a resume verify they did not change; the
-        committed file holds no data, only the manifest.
+        `select` lists the columns read and the SQL type each is cast to (None: as stored, or
+        as `csv` parses it). The files' sizes and checksums (Parquet footers', or
+        `file_fingerprint`s of CSV files) let a resume verify they did not change; the
+        committed file holds no data, only the manifest. `csv`: the files are CSV, parsed so.
 
         Raises:
             StagingError: the writer already wrote parts, or is committed or aborted.
@@ -896,10 +1012,15 @@ class NodeWriter:
             StagedFile(url, 0, size, checksum)
             for url, size, checksum in zip(urls, sizes, checksums, strict=True)
         ]
-        details = {"reference": {"select": [list(pair) for pair in select]}, **dict(extra or {})}
+        reference: dict[str, Any] = {"select": [list(pair) for pair in select]}
+        stored = {c: "as stored" for c, _ in select}
+        if csv is not None:
+            reference["csv"] = csv.to_json()
+            stored = {f.name: str(f.type) for f in csv.schema}
+        details = {"reference": reference, **dict(extra or {})}
         self.schema = None
         return self._commit_marker(
-            files, tuple((c, t or "as stored") for c, t in select), details, total_bytes=0
+            files, tuple((c, t or stored[c]) for c, t in select), details, total_bytes=0
         )
 
     def abort(self) -> None:

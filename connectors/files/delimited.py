@@ -20,8 +20,9 @@ from fsspec.implementations.local import LocalFileSystem
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
 from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, WriteResult
+from etlkit.nodes import Context, SourceFiles, WriteResult
 from etlkit.schema import Model, column_names, model_name
+from etlkit.staging import CsvLayout, file_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ class CsvSource(FileSource):
 
     The model is the projection: only its columns are read, converted to its types (timestamps
     as ISO 8601, with a `T` or a space). A zero-byte file is an error (a CSV file has at least a
-    header); a header without rows yields no rows. Empty fields are nulls, except in string
-    columns, where they are empty strings.
+    header); a header without rows yields no rows. Empty fields and pyarrow's null markers
+    (`NA`, `NULL`, `NaN`, `N/A`, ...) are nulls, except in string columns, where they are text.
 
     `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
     the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
@@ -167,6 +168,10 @@ class CsvSource(FileSource):
     8), in order: the chunks are those of a serial read. When a block fails to parse, or a
     quoted value may span two blocks, the file is read again serially, skipping the rows
     already yielded, so errors name the same line and column as a serial read does.
+
+    Local files whose rows all stream to their consumers are staged as a reference to the files
+    (see `etlkit.nodes.SourceFiles`), not a copy: keep them in place, unchanged, while their
+    runs may be resumed or queried.
 
         billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling)
 
@@ -192,23 +197,45 @@ class CsvSource(FileSource):
         self.header = header
         self.encoding = encoding
 
+    files_in_place = False  # parsing is the work: consumers take the parsed chunks
+
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = resolve_files(self._where(), self.path, ctx, self.conn)
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
             yield from self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows)
 
-    def _options(self, block_size: int) -> tuple[Any, Any, Any]:
-        schema = read_schema(self.model)
-        read = self._read_options(block_size, None if self.header else schema.names)
-        parse = pacsv.ParseOptions(delimiter=self.delimiter)
-        convert = pacsv.ConvertOptions(
-            column_types={f.name: f.type for f in schema}, include_columns=schema.names
+    def files(self, ctx: Context) -> SourceFiles | None:
+        """The local files `read` would read and how it parses them, so that staging may
+        reference them instead of a copy of their rows (see `SourceFiles`).
+
+        None (copy as usual) for remote or empty files.
+        """
+        found = resolve_files(self._where(), self.path, ctx, self.conn)
+        if not found.paths or not isinstance(found.fs, LocalFileSystem) or 0 in found.sizes:
+            return None
+        fingerprints = [file_fingerprint(found.fs, path) for path in found.paths]
+        layout = self._layout()
+        return SourceFiles(
+            urls=tuple(found.paths),
+            columns=tuple(layout.schema.names),
+            rows=0,
+            sizes=tuple(size for size, _ in fingerprints),
+            checksums=tuple(checksum for _, checksum in fingerprints),
+            csv=layout.to_json(),
         )
-        return read, parse, convert
+
+    def _layout(self) -> CsvLayout:
+        schema = read_schema(self.model)
+        names = None if self.header else tuple(schema.names)
+        return CsvLayout(schema, self.delimiter, self.header, self.encoding, names)
+
+    def _options(self, block_size: int) -> tuple[Any, Any, Any]:
+        return self._layout().options(block_size)
 
     def _read_options(self, block_size: int, column_names: list[str] | None) -> Any:
-        """Column names None: the first line is the header."""
+        """`CsvLayout.options`' read options, with the given column names (None: the first
+        line is the header)."""
         return pacsv.ReadOptions(
             use_threads=False,  # errors then carry row numbers; blocks are parsed in parallel
             block_size=block_size,
