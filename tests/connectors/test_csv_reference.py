@@ -315,3 +315,45 @@ def test_a_fingerprint_changes_with_the_content_or_the_modification_time(tmp_pat
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert file_fingerprint(fs, str(path)) == (size, file_fingerprint(fs, str(path))[1])
     assert file_fingerprint(fs, str(path))[1] != first
+
+
+def test_a_file_with_only_a_header_is_referenced_and_reads_back_empty(
+    settings: ek.Settings, csv_file: Path
+) -> None:
+    csv_file.write_text("id,amount,note,day,extra\n")
+
+    result = CsvPipe.run(settings=settings, params={"path": str(csv_file)})
+
+    assert result.state == "success", result.error
+    assert CsvPipe.total_out.table().to_pylist() == [{"n": 0, "s": None, "notes": 0}]
+    staging = Staging(settings.paths.staging_root)
+    manifest = staging.manifest("csv_pipe", result.run_id, "rows")
+    assert manifest is not None
+    assert manifest.reference_csv is not None
+    assert manifest.rows == 0
+    con = connect(staging, "csv_pipe", result.run_id)
+    try:
+        assert con.sql("select count(*) from rows").fetchall() == [(0,)]
+    finally:
+        con.close()
+
+
+def test_a_glob_of_files_is_referenced_in_the_order_the_source_reads_them(
+    settings: ek.Settings, csv_file: Path
+) -> None:
+    second = csv_file.with_name("rows2.csv")
+    second.write_text("id,amount,note,day,extra\n5,1.5,fifth,2024-02-01,u\n")
+
+    result = CsvPipe.run(settings=settings, params={"path": str(csv_file.parent / "*.csv")})
+
+    assert result.state == "success", result.error
+    staging = Staging(settings.paths.staging_root)
+    manifest = staging.manifest("csv_pipe", result.run_id, "rows")
+    assert manifest is not None
+    assert [f.name for f in manifest.files] == [str(csv_file), str(second)]
+    assert manifest.rows == 5
+    back = pa.Table.from_batches(
+        staging.iter_batches("csv_pipe", result.run_id, "rows", batch_size=2)
+    )
+    assert back.column("id").to_pylist() == [1, 2, 3, 4, 5]
+    assert staging.verify("csv_pipe", result.run_id, "rows") == []
