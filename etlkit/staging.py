@@ -124,6 +124,8 @@ def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
 
 #: Bytes at each end of a file that `file_fingerprint` covers.
 _FINGERPRINT_BYTES: Final = 65_536
+#: Bytes of a CSV file that tell its typical row length.
+_CSV_SAMPLE_BYTES: Final = 65_536
 
 
 def file_fingerprint(fs: Any, path: str) -> tuple[int, str]:
@@ -180,21 +182,36 @@ class CsvLayout:
         than once, with projections) and parse as `options` do."""
         import pyarrow.dataset as ds
 
-        read, parse, convert = self.options()
+        read, parse, convert = self.options(1 << 24)  # rows of up to 16 MiB
         convert = pacsv.ConvertOptions(column_types=convert.column_types)  # the dataset projects
         layout = ds.CsvFileFormat(read_options=read, parse_options=parse, convert_options=convert)
         return ds.dataset(list(paths), format=layout, schema=self.schema)
 
     def batches(self, paths: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
         """The files' record batches in order, parsed as `options` do, about `batch_size`
-        rows each (judged from the first file's first bytes)."""
+        rows each (judged from each file's first 64 KiB)."""
         for path in paths:
             with pa.OSFile(path) as handle:
-                sample = handle.read(_FINGERPRINT_BYTES)
+                sample = handle.read(_CSV_SAMPLE_BYTES)
                 lines = max(sample.count(b"\n"), 1)
-                block = max(int(len(sample) / lines * batch_size), 1 << 16)
-                handle.seek(0)
-                yield from pacsv.open_csv(handle, *self.options(min(block, 1 << 28)))
+                block = min(max(int(len(sample) / lines * batch_size), 1 << 16), 1 << 28)
+                yielded = 0
+                while True:  # a row longer than a block: read again, with larger blocks
+                    handle.seek(0)
+                    skip = yielded
+                    try:
+                        for batch in pacsv.open_csv(handle, *self.options(block)):
+                            if skip >= batch.num_rows:
+                                skip -= batch.num_rows
+                                continue
+                            batch, skip = batch.slice(skip), 0
+                            yielded += batch.num_rows
+                            yield batch
+                        break
+                    except pa.ArrowInvalid as exc:
+                        if "straddl" not in str(exc) or block >= 1 << 30:
+                            raise
+                        block *= 4
 
     def to_json(self) -> dict[str, Any]:
         """The layout as JSON values (the schema as base64 of its Arrow IPC form)."""

@@ -357,3 +357,16 @@ def test_a_glob_of_files_is_referenced_in_the_order_the_source_reads_them(
     )
     assert back.column("id").to_pylist() == [1, 2, 3, 4, 5]
     assert staging.verify("csv_pipe", result.run_id, "rows") == []
+
+
+def test_rows_longer_than_a_block_read_back_whole(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    long = "y" * 200_000
+    path.write_text("n,w\n1,a\n" + f"2,{long}\n" + "3,c\n" * 10)
+    layout = CsvLayout(pa.schema([("n", pa.int64()), ("w", pa.string())]))
+
+    batches = list(layout.batches([str(path)], batch_size=1))
+
+    table = pa.Table.from_batches(batches)
+    assert table.column("n").to_pylist() == [1, 2, *[3] * 10]
+    assert table.column("w")[1].as_py() == long
