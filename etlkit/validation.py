@@ -162,8 +162,8 @@ _BUILTINS: Final[dict[str, Callable[..., pl.Expr]]] = {
     "less_than": lambda col, *, max_value: col.lt(max_value),
     "less_than_or_equal_to": lambda col, *, max_value: col.le(max_value),
     "in_range": _in_range,
-    "isin": lambda col, *, allowed_values: col.is_in(allowed_values),
-    "notin": lambda col, *, forbidden_values: col.is_in(forbidden_values).not_(),
+    "isin": lambda col, *, allowed_values: _is_in(col, allowed_values),
+    "notin": lambda col, *, forbidden_values: _is_in(col, forbidden_values).not_(),
     "str_matches": lambda col, *, pattern: col.str.contains(
         _pattern(pattern) if _pattern(pattern).startswith("^") else f"^{_pattern(pattern)}"
     ),
