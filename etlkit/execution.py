@@ -61,7 +61,7 @@ from etlkit.nodes import (
     Transform,
     WriteResult,
 )
-from etlkit.schema import arrow_schema, polars_schema, unique_sets
+from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk
 
 if TYPE_CHECKING:
@@ -1506,7 +1506,7 @@ class _Run:
         self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats
     ) -> Iterator[pl.DataFrame]:
         for batch in self.arrivals(name, node, stats):
-            out = node.process(cast("pl.DataFrame", pl.from_arrow(batch)), ctx)
+            out = node.process(to_polars(batch), ctx)
             if not isinstance(out, pl.DataFrame):
                 raise TypeError(
                     f"{type(node).__name__}.process returned {type(out).__name__}; "

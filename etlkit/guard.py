@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from etlkit.errors import DataValidationError, StagingError
 from etlkit.nodes import Node, Policy
+from etlkit.schema import to_polars
 from etlkit.staging import NodeWriter, Staging
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class OutputGuard:
         Raises:
             DataValidationError: under `fail`, or when the model's columns or types are wrong.
         """
-        frame = item if isinstance(item, pl.DataFrame) else pl.DataFrame(pl.from_arrow(item))
+        frame = item if isinstance(item, pl.DataFrame) else to_polars(item)
         self.checked_rows += frame.height
         report = self.validator.check(frame)
         if report.ok:

@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "connections": {"errors", "config"},
     "validation": {"errors", "schema", "staging"},
     "testing": {"errors", "nodes", "schema"},
-    "guard": {"errors", "nodes", "staging", "validation"},
+    "guard": {"errors", "nodes", "schema", "staging", "validation"},
     "querying": {"errors", "staging"},
     "sensors": {"errors", "nodes", "store", "connections"},
     "commands": {"errors", "nodes", "connections"},

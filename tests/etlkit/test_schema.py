@@ -18,6 +18,7 @@ from etlkit.schema import (
     edge_problems,
     model_name,
     polars_schema,
+    to_polars,
 )
 
 
@@ -199,3 +200,21 @@ def test_coerce_does_not_turn_text_into_numbers() -> None:
     assert edge_problems(Visit, CoercedIntWard) == [
         "column 'ward' is String in Visit but CoercedIntWard expects Int64"
     ]
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_to_polars_gives_the_frame_polars_would_build(kind: pa.DataType) -> None:
+    values = ["", None, "a", "é" * 20, "x" * 12, "y" * 13]
+    batch = pa.record_batch(
+        {
+            "s": pa.array(values * 3, kind),
+            "n": pa.array(range(18), pa.int64()),
+            "d": pa.array([None, 1.5] * 9, pa.float64()),
+        }
+    ).slice(2, 13)
+
+    frame = to_polars(batch)
+
+    assert frame.equals(pl.DataFrame(pl.from_arrow(batch)))
+    assert frame.schema == pl.Schema({"s": pl.String, "n": pl.Int64, "d": pl.Float64})
+    assert to_polars(batch.select(["n"])).equals(pl.DataFrame({"n": list(range(2, 15))}))
