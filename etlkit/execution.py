@@ -45,6 +45,7 @@ from etlkit.errors import (
     NodeTimeoutError,
     RunCancelledError,
     RunTimeoutError,
+    StagingError,
 )
 from etlkit.guard import OutputGuard
 from etlkit.nodes import (
@@ -1206,10 +1207,32 @@ class _Run:
             )
             stats.bytes_staged = manifest.bytes
         elif referenced is not None and isinstance(node, Source):
+            if referenced.csv is not None:
+                self.check_unchanged(name, node, ctx, referenced.files)
             self.commit_reference(
                 name, node, referenced.files, referenced.select, stats, referenced.csv
             )
         self.finish(name)
+
+    def check_unchanged(self, name: str, node: Source, ctx: Context, files: SourceFiles) -> None:
+        """Fail when a source's CSV files changed while it read them: a reference to them
+        would not hold what it read (a copy would have half-written data)."""
+
+        def state(found: SourceFiles) -> dict[str, tuple[int, str]]:
+            return dict(
+                zip(found.urls, zip(found.sizes, found.checksums, strict=True), strict=True)
+            )
+
+        again = node.files(ctx)
+        before, after = state(files), {} if again is None else state(again)
+        changed = sorted(u for u in before.keys() | after.keys() if before.get(u) != after.get(u))
+        if changed:
+            raise StagingError(
+                f"Source '{name}' of pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}): "
+                f"its files changed while it read them ({', '.join(changed[:5])}"
+                f"{', ...' if len(changed) > 5 else ''}); nothing of it was staged. Run again "
+                "once the files are complete (a sensor can wait for them)."
+            )
 
     def reference(self, name: str, node: Source, ctx: Context) -> _Reference | None:
         """The files a source reads, the SQL casts to its model, and (Parquet) a lazy frame

@@ -18,7 +18,14 @@ import pyarrow.csv as pacsv
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
-from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
+from connectors.files.paths import (
+    FileSink,
+    FileSource,
+    display,
+    filesystem,
+    resolve_files,
+    write_file,
+)
 from etlkit.errors import ConnectorError
 from etlkit.nodes import Context, SourceFiles, WriteResult
 from etlkit.schema import Model, column_names, model_name
@@ -211,8 +218,11 @@ class CsvSource(FileSource):
 
         None (copy as usual) for remote or empty files.
         """
+        fs, _ = filesystem(self._where(), ctx.render(self.path), self.conn)
+        if not isinstance(fs, LocalFileSystem):
+            return None  # not even listed: a remote listing costs a round trip
         found = resolve_files(self._where(), self.path, ctx, self.conn)
-        if not found.paths or not isinstance(found.fs, LocalFileSystem) or 0 in found.sizes:
+        if not found.paths or 0 in found.sizes:
             return None
         fingerprints = [file_fingerprint(found.fs, path) for path in found.paths]
         layout = self._layout()

@@ -370,3 +370,30 @@ def test_rows_longer_than_a_block_read_back_whole(tmp_path: Path) -> None:
     table = pa.Table.from_batches(batches)
     assert table.column("n").to_pylist() == [1, 2, *[3] * 10]
     assert table.column("w")[1].as_py() == long
+
+
+class Growing(CsvSource):
+    """A file still being written: a row lands after the source has read it."""
+
+    def read(self, ctx: ek.Context) -> Iterator[pa.RecordBatch]:
+        yield from super().read(ctx)
+        with open(ctx.render(self.path), "a") as handle:  # noqa: PTH123
+            handle.write("9,1.0,late,2024-01-09,z\n")
+
+
+class GrowingPipe(ek.Pipeline):
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    rows = Growing("{path}", schema=Row, chunk_rows=2)
+    out = MemorySink(rows)
+
+
+def test_a_file_that_changes_while_it_is_read_fails_the_run_and_stages_nothing(
+    settings: ek.Settings, csv_file: Path
+) -> None:
+    result = GrowingPipe.run(settings=settings, params={"path": str(csv_file)})
+
+    assert result.state == "failed"
+    assert "its files changed while it read them" in str(result.error)
+    assert str(csv_file) in str(result.error)
+    staging = Staging(settings.paths.staging_root)
+    assert staging.manifest("growing_pipe", result.run_id, "rows") is None
