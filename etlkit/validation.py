@@ -55,7 +55,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, reduce
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import polars as pl
 
@@ -410,6 +410,7 @@ class ChunkValidator:
         self._uncastable: set[tuple[str, pl.DataType]] = set()
         self._rules: dict[str, _ColumnRule] = {}
         self._assumed: frozenset[tuple[str, str]] = frozenset()
+        self._trivial: dict[pa.Schema, bool] = {}  # by batch schema: `nothing_to_check`
         unique = schema.unique or []
         if isinstance(unique, str) or all(isinstance(u, str) for u in unique):
             unique = [unique]
@@ -521,6 +522,7 @@ class ChunkValidator:
         them for all the data (see `proven_checks`), so no chunk can fail them."""
         self._assumed = proven
         self._plans.clear()
+        self._trivial.clear()
 
     def scan_clean(
         self, frame: pl.LazyFrame, proven: frozenset[tuple[str, str]] = frozenset()
@@ -553,6 +555,27 @@ class ChunkValidator:
         except pl.exceptions.PolarsError:
             return False  # a cast or check cannot run on this data: let the chunks say why
         return not any(counts.row(0))
+
+    def nothing_to_check(self, schema: pa.Schema) -> bool:
+        """Whether record batches of `schema` pass without a look at their values: every row
+        check is assumed (`assume`), nothing is cast or dropped, the columns and types are
+        right. Then they need no conversion to polars either."""
+        known = self._trivial.get(schema)
+        if known is None:
+            if self._whole:
+                known = False
+            else:
+                empty = cast("pl.DataFrame", pl.from_arrow(schema.empty_table()))
+                plan = self._plan(empty.schema)
+                known = not (
+                    plan.checks
+                    or plan.casts
+                    or plan.drop
+                    or plan.fallback is not None
+                    or plan.schema_failures.height
+                )
+            self._trivial[schema] = known
+        return known
 
     def schema_problems(self, df: pl.DataFrame) -> list[str]:
         """Missing columns, wrong dtypes (after coercion) and, when strict, extra columns."""

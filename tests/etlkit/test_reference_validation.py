@@ -232,3 +232,62 @@ def test_assumed_checks_are_skipped_in_chunks() -> None:
     )
 
     assert validator.check(bad).ok
+
+
+class Level(pdp.DataFrameModel):
+    id: int = pdp.Field(ge=1)
+    level: int = pdp.Field(in_range={"min_value": 0, "max_value": 9}, nullable=True)
+
+
+def test_batches_with_every_check_proven_pass_without_a_look_at_their_values() -> None:
+    every = frozenset(
+        {("id", "not_nullable"), ("id", "greater_than_or_equal_to(1)"), ("level", "in_range(0, 9)")}
+    )
+    right = pa.schema([("id", pa.int64()), ("level", pa.int64())])
+    validator = ChunkValidator(Level)
+    assert not validator.nothing_to_check(right)  # checks to run
+
+    validator.assume(every)
+
+    assert validator.nothing_to_check(right)
+    assert not validator.nothing_to_check(pa.schema([("id", pa.int64())]))  # missing column
+    assert not validator.nothing_to_check(  # a wrong type
+        pa.schema([("id", pa.int64()), ("level", pa.string())])
+    )
+    validator.assume(every - {("id", "not_nullable")})
+    assert not validator.nothing_to_check(right)  # the cache follows what is assumed
+
+
+def test_a_guard_passes_a_proven_batch_through_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etlkit.guard import OutputGuard
+    from etlkit.testing import MemorySource
+
+    def no_conversion(batch: pa.RecordBatch) -> None:
+        raise AssertionError("converted to polars")
+
+    node = MemorySource(pa.table({"id": [1], "level": [2]}), schema=Level)
+    guard = OutputGuard(
+        pipeline="p",
+        run_id="r",
+        name="n",
+        node=node,
+        staging=Staging(str(tmp_path)),
+        default_policy="fail",
+        default_max_fraction=None,
+    )
+    guard.validator.assume(
+        frozenset(
+            {
+                ("id", "not_nullable"),
+                ("id", "greater_than_or_equal_to(1)"),
+                ("level", "in_range(0, 9)"),
+            }
+        )
+    )
+    batch = pa.record_batch({"id": [0, 5], "level": [None, 12]})  # breaks what was "proven"
+    monkeypatch.setattr("etlkit.guard.to_polars", no_conversion)
+
+    assert guard.check(batch, 1)[0] is batch
+    assert guard.checked_rows == 2
