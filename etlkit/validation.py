@@ -369,6 +369,15 @@ class _RowCheck:
     value: pl.Expr  # the failure case, as text
     limit: int | None = None
     group: str | None = None  # of a group, only the first failing check is reported
+    by_value: bool = False  # a function of the column's value alone: see `_passes_by_value`
+
+
+#: Pattern checks, costly per row, that a chunk's distinct values may prove instead.
+_BY_VALUE_CHECKS: Final = ("str_matches", "str_contains")
+#: Chunks of fewer rows run every check row by row.
+_BY_VALUE_MIN_ROWS: Final = 4096
+#: A column with more distinct values than its rows over this runs its checks row by row.
+_BY_VALUE_RATIO: Final = 16
 
 
 @dataclass(frozen=True)
@@ -411,6 +420,7 @@ class ChunkValidator:
         self._rules: dict[str, _ColumnRule] = {}
         self._assumed: frozenset[tuple[str, str]] = frozenset()
         self._trivial: dict[pa.Schema, bool] = {}  # by batch schema: `nothing_to_check`
+        self._row_by_row: set[tuple[str, str]] = set()  # see `_passes_by_value`
         unique = schema.unique or []
         if isinstance(unique, str) or all(isinstance(u, str) for u in unique):
             unique = [unique]
@@ -462,7 +472,11 @@ class ChunkValidator:
                 data = data.with_columns(plan.casts)
         parts = [plan.schema_failures]
         masks: list[pl.Series] = []
-        checks = [c for c in plan.checks if not _increasing_key(c, data)]
+        checks = [
+            c
+            for c in plan.checks
+            if not _increasing_key(c, data) and not self._passes_by_value(c, data)
+        ]
         if checks:
             raw = [df.get_column(c).alias(_RAW + c) for c in plan.raw]
             found, mask = _run_row_checks(checks, data.hstack(raw) if raw else data)
@@ -477,6 +491,23 @@ class ChunkValidator:
         failures = pl.concat([p for p in parts if p.height] or [parts[0]])
         invalid = None if not masks else masks[0] if len(masks) == 1 else masks[0] | masks[1]
         return ChunkReport(data=data, invalid=invalid, failures=failures)
+
+    def _passes_by_value(self, check: _RowCheck, data: pl.DataFrame) -> bool:
+        """Whether a pattern check passes on every distinct value of its column, checked on
+        those values alone: a fraction of matching every row where values repeat (a month,
+        a code). False (check every row, reporting the failing ones) when some value fails,
+        or the column has too many distinct values, after which this check always runs row by
+        row in this validator."""
+        if not check.by_value or check.column is None or data.height < _BY_VALUE_MIN_ROWS:
+            return False
+        key = (check.column, check.check)
+        if key in self._row_by_row:
+            return False
+        values = data.get_column(check.column).unique()
+        if len(values) * _BY_VALUE_RATIO > data.height:
+            self._row_by_row.add(key)
+            return False
+        return not values.to_frame().select(check.fail.any()).item()
 
     def text_columns(self) -> list[str]:
         """Text columns with built-in checks that a column's distinct values could prove."""
@@ -666,9 +697,14 @@ class ChunkValidator:
                 checks.append(_RowCheck(name, "field_uniqueness", dup.is_duplicated(), text))
             for vc in rule.checks:
                 fail = vc.passed.eq_missing(False) if vc.ignore_na else vc.passed.ne_missing(True)
+                by_value = (
+                    cast_failed is None
+                    and after == pl.String
+                    and vc.name.startswith(_BY_VALUE_CHECKS)
+                )
                 if cast_failed is not None:
                     fail = fail & cast_failed.not_()
-                checks.append(_RowCheck(name, vc.name, fail, text, vc.limit))
+                checks.append(_RowCheck(name, vc.name, fail, text, vc.limit, by_value=by_value))
             if rule.fallback:
                 fallback_columns[name] = _fallback_column(name, rule.fallback, limits)
         if self._assumed:

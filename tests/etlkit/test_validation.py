@@ -179,6 +179,47 @@ def test_random_chunks_fail_the_same_checks_on_the_same_rows_as_pandera(
     assert etlkit_failures(model, df) == expected
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_pattern_checks_over_repeated_values_fail_the_same_rows_as_pandera(seed: int) -> None:
+    """Chunks this large run pattern checks on their distinct values first."""
+    df = random_frame(STRINGS, seed, rows=5_000).cast(dict(polars_schema(Strings)))
+    assert etlkit_failures(Strings, df) == pandera_failures(Strings, df)
+
+
+class Month(pdp.DataFrameModel):
+    month: str = pdp.Field(str_matches=r"^\d{4}-\d{2}$", nullable=True)
+
+
+def test_a_pattern_check_proven_on_distinct_values_keeps_checking_them() -> None:
+    months = [f"2025-{m:02d}" for m in range(1, 13)] + [None]
+    validator = ChunkValidator(Month)
+    clean = pl.DataFrame({"month": [months[i % 13] for i in range(6_000)]})
+    assert validator.check(clean).ok
+
+    bad = clean.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4_321)
+        .then(pl.lit("2025-1"))
+        .otherwise(pl.col("month"))
+        .alias("month")
+    )
+    report = validator.check(bad)
+
+    assert report.failures.select("check", "failure_case", "index").to_dicts() == [
+        {"check": "str_matches('^\\d{4}-\\d{2}$')", "failure_case": "2025-1", "index": 4321}
+    ]
+    assert validator._row_by_row == set()
+
+
+def test_a_pattern_check_over_distinct_values_goes_row_by_row() -> None:
+    validator = ChunkValidator(Month)
+    unique = pl.DataFrame({"month": [f"{1000 + i % 9000}-{i % 100:02d}" for i in range(6_000)]})
+    assert validator.check(unique).ok
+    assert validator._row_by_row == {("month", "str_matches('^\\d{4}-\\d{2}$')")}
+
+    bad = pl.DataFrame({"month": ["x", *unique["month"][1:]]})
+    assert validator.check(bad).failures["index"].to_list() == [0]
+
+
 # --- schema-level parity --------------------------------------------------------------------
 
 
