@@ -397,3 +397,14 @@ def test_a_file_that_changes_while_it_is_read_fails_the_run_and_stages_nothing(
     assert str(csv_file) in str(result.error)
     staging = Staging(settings.paths.staging_root)
     assert staging.manifest("growing_pipe", result.run_id, "rows") is None
+
+
+def test_deleting_a_run_keeps_the_referenced_files(settings: ek.Settings, csv_file: Path) -> None:
+    result = CsvPipe.run(settings=settings, params={"path": str(csv_file)})
+    assert result.state == "success", result.error
+    staging = Staging(settings.paths.staging_root)
+
+    staging.delete_run("csv_pipe", result.run_id)
+
+    assert staging.committed("csv_pipe", result.run_id) == []
+    assert csv_file.read_text() == CSV
