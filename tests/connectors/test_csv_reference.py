@@ -150,17 +150,24 @@ def test_a_streamed_csv_source_is_staged_as_a_reference_to_its_files(
     assert back.schema.field("day").type == pa.date32()
 
 
-def test_a_resumed_run_parses_the_referenced_files_for_its_sql_and_python_consumers(
-    settings: ek.Settings, csv_file: Path
-) -> None:
+def failed_attempt(settings: ek.Settings, csv_file: Path) -> ek.RunResult:
+    """A run of `CsvPipe` whose transform failed after the source committed its reference,
+    with the SQL node's output discarded (if it committed), so a resume runs it again."""
     FAIL["on"] = True
     first = CsvPipe.run(settings=settings, params={"path": str(csv_file)})
+    FAIL["on"] = False
     assert first.state == "failed"
     staging = Staging(settings.paths.staging_root)
     assert staging.manifest("csv_pipe", first.run_id, "rows") is not None
-    staging.discard("csv_pipe", first.run_id, "total")  # if it committed: it runs again
+    staging.discard("csv_pipe", first.run_id, "total")
+    return first
 
-    FAIL["on"] = False
+
+def test_a_resumed_run_parses_the_referenced_files_for_its_sql_and_python_consumers(
+    settings: ek.Settings, csv_file: Path
+) -> None:
+    first = failed_attempt(settings, csv_file)
+
     again = CsvPipe.run(
         settings=settings, params={"path": str(csv_file)}, run_id=first.run_id, reuse={"rows"}
     )
@@ -188,12 +195,8 @@ def test_a_lazy_consumer_reads_the_source_from_staging_so_it_is_copied(
 def test_a_lazy_node_of_a_resumed_run_scans_a_reference_parsed_again(
     settings: ek.Settings, csv_file: Path
 ) -> None:
-    FAIL["on"] = True
-    first = CsvPipe.run(settings=settings, params={"path": str(csv_file)})
-    assert first.state == "failed"
-    Staging(settings.paths.staging_root).discard("csv_pipe", first.run_id, "total")
+    first = failed_attempt(settings, csv_file)
 
-    FAIL["on"] = False
     again = GrownPipe.run(
         settings=settings, params={"path": str(csv_file)}, run_id=first.run_id, reuse={"rows"}
     )
