@@ -1193,7 +1193,9 @@ class _Run:
         elif referenced is not None:
             staged = partial(list, referenced.files.urls)  # the source's own files are staged
         proven = [(key.column,) for key in keys if key.holds]
-        self.check_dataset(name, node, stats, staged, proven)
+        self.check_dataset(
+            name, node, stats, staged, proven, referenced.csv if referenced is not None else None
+        )
         if writer is not None:
             manifest = writer.commit(
                 empty_schema=first_schema,
@@ -1239,13 +1241,13 @@ class _Run:
         over them as the source would yield them; None when the source cannot be referenced.
 
         CSV files are referenced only when every consumer takes the source's chunks from a
-        channel and no check reads the staged output back: nothing of this run parses them
-        again, and a copy would cost as much as the parse it saves a resume.
+        channel: nothing of this run parses them again (unless a unique key is not seen
+        increasing as it streams), and a copy would cost as much as the parse it saves.
         """
         if not self.options.reference_sources or node.cursor_column is not None:
             return None
-        if not node.files_in_place and (
-            self.unique_keys(node) or not all(c in self.inboxes for c in self.graph.consumers[name])
+        if not node.files_in_place and not all(
+            c in self.inboxes for c in self.graph.consumers[name]
         ):
             return None
         files = node.files(ctx)
@@ -1358,11 +1360,13 @@ class _Run:
         stats: NodeStats,
         staged: Callable[[], list[str]],
         proven: Sequence[tuple[str, ...]] = (),
+        csv: CsvLayout | None = None,
     ) -> None:
         """Row counts, uniqueness across chunks and SQL assertions over the whole output.
 
-        `staged` gives the output's Parquet files, asked for only when a check reads them.
-        `proven`: key sets already known unique (seen strictly increasing as they streamed).
+        `staged` gives the output's Parquet files (`csv`: the CSV files a reference names, and
+        how to parse them), asked for only when a check reads them. `proven`: key sets
+        already known unique (seen strictly increasing as they streamed).
         """
         expected = node.expectations
         unique: list[tuple[str, ...]] = []
@@ -1386,6 +1390,7 @@ class _Run:
                 max_rows=expected.max_rows,
                 unique=unique,
                 sql=expected.sql,
+                csv=csv,
             )
         finally:
             if con is not None:

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import polars as pl
 
 from etlkit.errors import DataValidationError
-from etlkit.staging import parquet_batches
+from etlkit.staging import CsvLayout, parquet_batches
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -1084,11 +1084,13 @@ def dataset_problems(
     max_rows: int | None = None,
     unique: Sequence[Sequence[str]] = (),
     sql: Sequence[str] = (),
+    csv: CsvLayout | None = None,
 ) -> list[str]:
     """Checks a single chunk cannot decide, over a node's whole staged output.
 
-    `con` is a DuckDB connection able to read `files` (the node's Parquet parts). Returns one
-    problem per failed check, with counts and up to 5 examples; an empty list means all passed.
+    `con` is a DuckDB connection able to read `files` (the node's Parquet parts, or with `csv`
+    the CSV files a reference names, parsed as it says). Returns one problem per failed check,
+    with counts and up to 5 examples; an empty list means all passed.
     """
     import duckdb
 
@@ -1101,7 +1103,11 @@ def dataset_problems(
     if not files or not (unique or sql):
         return problems
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW __output AS SELECT * FROM read_parquet([{listed}])")
+    scan = f"read_parquet([{listed}])"
+    if csv is not None:
+        con.register("__output_csv", csv.dataset(files))
+        scan = "__output_csv"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW __output AS SELECT * FROM {scan}")
     for columns in unique:
         keys = ", ".join(_quote(c) for c in columns)
         duplicated = con.execute(

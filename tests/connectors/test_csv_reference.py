@@ -262,15 +262,35 @@ def test_query_views_parse_the_referenced_files_and_open_nothing_else(
         con.close()
 
 
-def test_a_source_with_a_unique_key_is_copied_for_the_check_across_chunks(
-    settings: ek.Settings, csv_file: Path
+@pytest.mark.parametrize(
+    "ids", [list(range(1, 400)), [*range(200, 400), *range(1, 200)]], ids=["increasing", "shuffled"]
+)
+def test_a_unique_key_is_checked_across_chunks_of_a_reference(
+    settings: ek.Settings, csv_file: Path, ids: list[int]
 ) -> None:
+    csv_file.write_text("id,amount,note,day,extra\n" + "".join(f"{i},1.0,n,,x\n" for i in ids))
+
     result = UniquePipe.run(settings=settings, params={"path": str(csv_file)})
 
     assert result.state == "success", result.error
     manifest = Staging(settings.paths.staging_root).manifest("unique_pipe", result.run_id, "rows")
     assert manifest is not None
-    assert manifest.reference_csv is None
+    assert manifest.reference_csv is not None
+
+
+def test_a_key_repeated_in_a_later_chunk_of_a_reference_fails_the_run(
+    settings: ek.Settings, csv_file: Path
+) -> None:
+    rows = "".join(f"{i},1.0,n,,x\n" for i in [*range(2, 400), 2])  # blocks of >= 1 KiB
+    csv_file.write_text("id,amount,note,day,extra\n" + rows)
+
+    result = UniquePipe.run(settings=settings, params={"path": str(csv_file)})
+
+    assert isinstance(result.error, ek.DataValidationError)
+    assert "column 'id' must be unique across all chunks; 1 value(s) repeat" in str(result.error)
+    assert result.nodes["rows"].chunks_out > 1
+    staging = Staging(settings.paths.staging_root)
+    assert staging.manifest("unique_pipe", result.run_id, "rows") is None
 
 
 def test_bad_rows_in_a_referenced_csv_fail_the_run_and_commit_nothing(
