@@ -5,7 +5,11 @@ in one whole-frame validation. `Model.validate(df, lazy=True)` costs ~20 ms per 
 the chunk; `ChunkValidator` reads `model.to_schema()` once, turns the columns and built-in checks
 into polars expressions, plans each distinct input schema once (missing and extra columns,
 casts, dtypes), and then checks a chunk in one `select` of boolean masks, one per check. Only
-the failing rows of failing checks are turned into the report.
+the failing rows of failing checks are turned into the report. Shortcuts that change no
+verdict: a unique column whose values increase within the chunk is not hashed; a pattern check
+(`str_matches`, `str_contains`) over a column of few distinct values runs on those values, and
+row by row only when one fails; checks proven for whole files by Parquet statistics are skipped
+(`assume`), and a batch left with nothing to check is not converted to polars at all.
 
 Translated, under the `check` names Pandera's `failure_cases` uses:
 
