@@ -14,9 +14,10 @@ all_<node>         the node's output of every committed run, with a leading `run
 ```
 
 A staged name's dots become underscores. Outputs whose manifest lists no files (nothing staged
-and no schema known) get no view. `all_*` views read every run's parts with
-`read_parquet(..., union_by_name=true)`, so a column added in a later run reads as NULL in older
-runs and a widened type is widened everywhere.
+and no schema known) get no view; nor, with a warning, does a reference to CSV files that
+are gone or changed since (a CSV reference's view parses the files as its source did).
+`all_*` views read every run's parts with `read_parquet(..., union_by_name=true)`, so a column
+added in a later run reads as NULL in older runs and a widened type is widened everywhere.
 
 Read-only, as far as DuckDB 2.0 allows: once the views exist the connection is restricted with
 `allowed_paths` = exactly the committed Parquet parts behind the views, then
@@ -179,6 +180,16 @@ def _outputs(
         manifest = staging.manifest(pipeline, run_id, name)
         if manifest is None:  # removed since it was listed (gc)
             continue
+        if manifest.reference_csv is not None:  # the source's own files: still as they were?
+            problems = staging.verify(pipeline, run_id, name)
+            if problems:
+                logger.warning(
+                    "no view of %s in run %s: it is a reference to CSV files, and %s",
+                    name,
+                    run_id,
+                    problems[0],
+                )
+                continue
         files = tuple(staging.manifest_urls(pipeline, run_id, name, manifest))
         found[name] = _Output(run_id, files, manifest)
     return found

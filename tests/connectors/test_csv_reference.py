@@ -431,3 +431,22 @@ def test_deleting_a_run_keeps_the_referenced_files(settings: ek.Settings, csv_fi
 
     assert staging.committed("csv_pipe", result.run_id) == []
     assert csv_file.read_text() == CSV
+
+
+def test_query_leaves_out_a_reference_whose_files_changed_or_went_away(
+    settings: ek.Settings, csv_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = CsvPipe.run(settings=settings, params={"path": str(csv_file)})
+    assert result.state == "success", result.error
+    staging = Staging(settings.paths.staging_root)
+
+    csv_file.rename(csv_file.with_suffix(".gone"))
+    con = connect(staging, "csv_pipe", result.run_id)
+    try:
+        views = {row[0] for row in con.sql("select view_name from duckdb_views()").fetchall()}
+        assert "rows" not in views
+        assert "total" in views  # the other outputs are still there
+    finally:
+        con.close()
+    assert "no view of rows" in caplog.text
+    assert str(csv_file) in caplog.text
