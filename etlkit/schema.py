@@ -97,23 +97,12 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
         if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
     ]
     if strings:
-        columns = list(batch.columns)
+        columns, schema = list(batch.columns), batch.schema  # fields keep their metadata
         for i in strings:
             columns[i] = columns[i].cast(pa.string_view())
-        batch = pa.RecordBatch.from_arrays(columns, schema=_with_string_views(batch.schema))
+            schema = schema.set(i, schema.field(i).with_type(pa.string_view()))
+        batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     return cast("pl.DataFrame", pl.from_arrow(batch))
-
-
-def _with_string_views(schema: pa.Schema) -> pa.Schema:
-    return pa.schema(
-        [
-            f.with_type(pa.string_view())
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-            else f
-            for f in schema
-        ],
-        metadata=schema.metadata,
-    )
 
 
 def model_name(model: Model | None) -> str:
