@@ -63,7 +63,7 @@ from etlkit.nodes import (
     WriteResult,
 )
 from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
-from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk
+from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -1581,12 +1581,8 @@ class _Run:
                         node=name,
                         run_id=self.ctx.run_id,
                     )
-                listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                scan = f"read_parquet([{listed}])"
                 csv = manifest.reference_csv if manifest is not None else None
-                if csv is not None:  # parsed again as its source did
-                    scan = f'"__etlkit_csv_{upstream}"'
-                    con.register(f"__etlkit_csv_{upstream}", csv.dataset(files))
+                scan = duckdb_scan(con, files, csv, f"__etlkit_csv_{upstream}")
                 columns = manifest.select_sql() if manifest is not None else "*"
                 con.execute(f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} FROM {scan}')
             try:

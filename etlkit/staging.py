@@ -236,6 +236,16 @@ class CsvLayout:
         )
 
 
+def duckdb_scan(con: Any, files: Sequence[str], csv: CsvLayout | None, name: str) -> str:
+    """What DuckDB reads a staged output from, for a FROM clause: its Parquet files, or for a
+    reference to CSV files (`csv`) a dataset registered on `con` as `name`, which parses them
+    as their source did."""
+    if csv is not None:
+        con.register(name, csv.dataset(files))
+        return _quote(name)
+    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a node's committed output holds and how it was made.

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import polars as pl
 
 from etlkit.errors import DataValidationError
-from etlkit.staging import CsvLayout, parquet_batches
+from etlkit.staging import CsvLayout, duckdb_scan, parquet_batches
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -1106,11 +1106,7 @@ def dataset_problems(
         problems.append(f"has {rows} rows; expected at most {max_rows}")
     if not files or not (unique or sql):
         return problems
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    scan = f"read_parquet([{listed}])"
-    if csv is not None:
-        con.register("__output_csv", csv.dataset(files))
-        scan = "__output_csv"
+    scan = duckdb_scan(con, files, csv, "__output_csv")
     con.execute(f"CREATE OR REPLACE TEMP VIEW __output AS SELECT * FROM {scan}")
     for columns in unique:
         keys = ", ".join(_quote(c) for c in columns)
