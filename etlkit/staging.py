@@ -126,6 +126,16 @@ def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
 _FINGERPRINT_BYTES: Final = 65_536
 #: Bytes of a CSV file that tell its typical row length.
 _CSV_SAMPLE_BYTES: Final = 65_536
+#: The largest block a CSV file is parsed in: a row must fit in one.
+MAX_CSV_BLOCK: Final = 1 << 30
+
+
+def csv_block_size(sample: bytes, rows: int) -> int:
+    """A CSV reader block holding about `rows` rows, judging by a file's first bytes."""
+    lines = sample.split(b"\n")
+    per_row = len(sample) / max(len(lines) - 1, 1)
+    longest = max(len(line) for line in lines)
+    return int(min(max(per_row * rows, 4 * longest, 1_024), 2**28))
 
 
 def file_fingerprint(fs: Any, path: str) -> tuple[int, str]:
@@ -188,30 +198,35 @@ class CsvLayout:
         return ds.dataset(list(paths), format=layout, schema=self.schema)
 
     def batches(self, paths: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The files' record batches in order, parsed as `options` do, about `batch_size`
+        """Local files' record batches in order, parsed as `options` do, about `batch_size`
         rows each (judged from each file's first 64 KiB)."""
         for path in paths:
             with pa.OSFile(path) as handle:
-                sample = handle.read(_CSV_SAMPLE_BYTES)
-                lines = max(sample.count(b"\n"), 1)
-                block = min(max(int(len(sample) / lines * batch_size), 1 << 16), 1 << 28)
-                yielded = 0
-                while True:  # a row longer than a block: read again, with larger blocks
-                    handle.seek(0)
-                    skip = yielded
-                    try:
-                        for batch in pacsv.open_csv(handle, *self.options(block)):
-                            if skip >= batch.num_rows:
-                                skip -= batch.num_rows
-                                continue
-                            batch, skip = batch.slice(skip), 0
-                            yielded += batch.num_rows
-                            yield batch
-                        break
-                    except pa.ArrowInvalid as exc:
-                        if "straddl" not in str(exc) or block >= 1 << 30:
-                            raise
-                        block *= 4
+                block = csv_block_size(handle.read(_CSV_SAMPLE_BYTES), batch_size)
+                yield from self.read(handle, block)
+
+    def read(self, handle: Any, block: int, *, skip: int = 0) -> Iterator[pa.RecordBatch]:
+        """An open file's batches from its start, parsed serially as `options` do, its first
+        `skip` rows left out. A row longer than a block is read again with blocks four times
+        larger, up to 1 GiB (past it pyarrow's "straddling" error is raised)."""
+        yielded = skip
+        while True:
+            handle.seek(0)
+            left = yielded  # rows already yielded
+            try:
+                for batch in pacsv.open_csv(handle, *self.options(block)):
+                    if left >= batch.num_rows:
+                        left -= batch.num_rows
+                        continue
+                    if left:
+                        batch, left = batch.slice(left), 0
+                    yielded += batch.num_rows
+                    yield batch
+                return
+            except pa.ArrowInvalid as exc:
+                if "straddl" not in str(exc) or block >= MAX_CSV_BLOCK:
+                    raise
+                block = min(block * 4, MAX_CSV_BLOCK)
 
     def to_json(self) -> dict[str, Any]:
         """The layout as JSON values (the schema as base64 of its Arrow IPC form)."""

@@ -29,13 +29,11 @@ from connectors.files.paths import (
 from etlkit.errors import ConnectorError
 from etlkit.nodes import Context, SourceFiles, WriteResult
 from etlkit.schema import Model, column_names, model_name
-from etlkit.staging import CsvLayout, file_fingerprint
+from etlkit.staging import MAX_CSV_BLOCK, CsvLayout, csv_block_size, file_fingerprint
 
 logger = logging.getLogger(__name__)
 
 _SAMPLE_BYTES: Final = 65_536
-_MIN_BLOCK_BYTES: Final = 1_024
-_MAX_BLOCK_BYTES: Final = 1 << 30
 _MAX_WORKERS: Final = 8  # blocks parsed at once: memory holds about one more than that
 _ROW_NUMBER: Final = re.compile(r"Row #(\d+): ")
 _CSV_CONVERSION: Final = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error")
@@ -57,14 +55,6 @@ def _utf8_error(fs: Any, path: str, limit_line: int | None = None) -> tuple[int,
             if limit_line is not None and number > limit_line:
                 return None
     return None
-
-
-def _block_size(sample: bytes, chunk_rows: int) -> int:
-    """A reader block holding about `chunk_rows` rows, judging by a file's first bytes."""
-    lines = sample.split(b"\n")
-    per_row = len(sample) / max(len(lines) - 1, 1)
-    longest = max(len(line) for line in lines)
-    return int(min(max(per_row * chunk_rows, 4 * longest, _MIN_BLOCK_BYTES), 2**28))
 
 
 def _workers() -> int:
@@ -261,7 +251,7 @@ class CsvSource(FileSource):
                     f"{self._where()}: file {display(fs, path)!r} is empty (0 bytes); a CSV "
                     "file needs at least a header line."
                 )
-            block = _block_size(sample, chunk_rows)
+            block = csv_block_size(sample, chunk_rows)
             yielded = 0
             if self._parallel(sample):
                 try:
@@ -322,38 +312,18 @@ class CsvSource(FileSource):
         self, fs: Any, path: str, handle: Any, block: int, yielded: int
     ) -> Iterator[pa.RecordBatch]:
         """The file read serially, with its exact errors; the first `yielded` rows skipped."""
-        while True:  # a row longer than a block: read again with larger blocks
-            handle.seek(0)
-            skip = yielded  # rows already yielded
-            try:
-                for batch in self._batches(fs, path, handle, block):
-                    if skip >= batch.num_rows:
-                        skip -= batch.num_rows
-                        continue
-                    if skip:
-                        batch, skip = batch.slice(skip), 0
-                    yielded += batch.num_rows
-                    yield batch
-                return
-            except _BlockTooSmallError as exc:
-                if block >= _MAX_BLOCK_BYTES:
-                    raise ConnectorError(
-                        f"{self._where()}: file {display(fs, path)!r} has a row longer "
-                        f"than {_MAX_BLOCK_BYTES} bytes; check the quoting."
-                    ) from exc
-                block = min(block * 4, _MAX_BLOCK_BYTES)
-
-    def _batches(self, fs: Any, path: str, handle: Any, block: int) -> Iterator[pa.RecordBatch]:
-        read, parse, convert = self._options(block)
         try:
-            yield from pacsv.open_csv(handle, read, parse, convert)
+            yield from self._layout().read(handle, block, skip=yielded)
         except pa.ArrowKeyError as exc:  # a declared column is not in the header
             raise missing_columns(
                 self._where(), repr(display(fs, path)), self.model, self._header(fs, path)
             ) from exc
         except pa.ArrowInvalid as exc:
             if "straddl" in str(exc):
-                raise _BlockTooSmallError(str(exc)) from exc
+                raise ConnectorError(
+                    f"{self._where()}: file {display(fs, path)!r} has a row longer "
+                    f"than {MAX_CSV_BLOCK} bytes; check the quoting."
+                ) from exc
             raise self._explain(fs, path, exc) from exc
         except UnicodeDecodeError as exc:  # transcoding from a non-UTF-8 `encoding`
             raise ConnectorError(
@@ -415,10 +385,6 @@ class CsvSource(FileSource):
                 "and parse it in a transform."
             )
         return ConnectorError(f"{self._where()}: cannot read file {shown}{at}: {message}")
-
-
-class _BlockTooSmallError(Exception):
-    """A CSV row straddles two blocks: the file is read again with a larger block size."""
 
 
 class _ReadSeriallyError(Exception):

@@ -384,7 +384,7 @@ def test_a_glob_of_files_is_referenced_in_the_order_the_source_reads_them(
 
 def test_rows_longer_than_a_block_read_back_whole(tmp_path: Path) -> None:
     path = tmp_path / "long.csv"
-    long = "y" * 200_000
+    long = "y" * 1_000_000  # past four times the 64 KiB sample: the first block is too small
     path.write_text("n,w\n1,a\n" + f"2,{long}\n" + "3,c\n" * 10)
     layout = CsvLayout(pa.schema([("n", pa.int64()), ("w", pa.string())]))
 
