@@ -479,6 +479,9 @@ class _Workers:
 
     def start(self) -> None:
         with self.lock:
+            if self.closed:  # closed since `dispatch` asked for it: it would only end at once
+                self.starting -= 1
+                return
             self.started += 1
             thread = threading.Thread(
                 target=self.loop, name=f"etlkit-worker-{self.started}", daemon=True
@@ -573,6 +576,8 @@ class _Workers:
                 threads.append(self.spreader)
         deadline = time.perf_counter() + 1.0
         for thread in threads:  # an abandoned node keeps its thread: do not wait on it long
+            if thread.ident is None:
+                continue  # `start` has yet to start it: it will find the pool closed and end
             thread.join(max(0.0, deadline - time.perf_counter()))
 
 

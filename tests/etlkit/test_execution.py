@@ -732,3 +732,20 @@ def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.S
 
     assert result.state == "success", result.error
     assert result.nodes["first"].state == "done"
+
+
+def test_closing_the_pool_while_a_thread_is_being_started_does_not_fail() -> None:
+    """`start` adds a thread to the pool under its lock and starts it after releasing it: a
+    run ending in between (a DuckDB thread stepping out of the pool, say) used to make
+    `close` join a thread not started yet ("cannot join thread before it is started")."""
+    workers = _Workers(2)
+    with workers.lock:
+        workers.starting += 1  # as `dispatch` does before `start`
+    listed = threading.Thread(target=lambda: None)
+    workers.threads.append(listed)  # listed by `start`, not started yet
+
+    workers.close()
+
+    workers.start()  # asked for before the pool closed: starts nothing now
+    assert workers.starting == 0
+    assert workers.threads == [listed]
