@@ -10,7 +10,14 @@ Graphs are built programmatically (a `Pipeline` subclass made with `type(...)`),
 
 Each graph runs in this process with the defaults (every node's output staged), without staging
 (`stage=False` on every node, to separate staging from threads and channels), and with the run
-store `etlkit run` records into, the modes and graphs taking turns round after round. Reported:
+store `etlkit run` records into, the modes and graphs taking turns round after round. Every run
+stages into a state directory of its own under `--dir` (default: beside the benchmark data,
+`~/.cache/etlkit-bench/overhead-*`, as a project's `.etlkit/` would be, not `/tmp`), and the
+directories are deleted only at the end: on an ext4 file system without a journal (this VM's),
+creating a file costs ~0.02 ms, but 0.2-0.5 ms for minutes after thousands of files were
+deleted nearby (the kernel skips recently deleted inodes one by one, `recently_deleted` in
+`perf`), and deleting each round's 1,000 files before the next round measured that instead of
+etlkit. Reported:
 building the class and checking its graph, the run,
 and the per-node overhead (run time / nodes, and the marginal cost between the 100- and
 1,000-node chains). Cold starts are subprocess wall times of `etlkit --help` and of
@@ -36,7 +43,7 @@ import polars as pl
 import pyarrow as pa
 
 import etlkit as ek
-from benchmarks import environment
+from benchmarks import datasets, environment
 from etlkit.store import RunStore
 from etlkit.testing import MemorySink, MemorySource
 
@@ -112,6 +119,20 @@ def time_graph(
     return built - began, done - built, len(graph.nodes)
 
 
+def file_creation_ms(directory: Path, files: int = 200) -> float:
+    """The mean cost of creating an empty file in a new subdirectory of `directory`, in ms.
+
+    Staging a small output is one file created and renamed; on this VM's ext4 (no journal) a
+    file costs ~0.02 ms to create, or 0.2-0.5 ms for minutes after many files were deleted
+    nearby, which moves every staged figure. The files are left for the caller to delete.
+    """
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
+    began = time.perf_counter()
+    for i in range(files):
+        (probe / f"f{i}").touch(exist_ok=False)
+    return (time.perf_counter() - began) / files * 1e3
+
+
 def cold_start(command: Sequence[str], cwd: Path, repeat: int) -> float:
     """The median wall time of running `command` to completion in a fresh process."""
     times = []
@@ -134,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (default: 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=datasets.DEFAULT_ROOT,
+        help=f"where the runs' state directories go (default: {datasets.DEFAULT_ROOT})",
+    )
     args = parser.parse_args(argv)
     print(environment.describe(), flush=True)
 
@@ -144,11 +171,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     modes = {"defaults": (True, False), "no staging": (False, False), "with store": (True, True)}
     rows: list[dict[str, Any]] = []
-    root = Path(tempfile.mkdtemp(prefix="etlkit-overhead-"))
+    args.dir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="overhead-", dir=args.dir))
+    print(f"state directories under {root}", flush=True)
     try:
         # modes and graphs take turns, round after round: the machine's drift (this VM's file
         # system, above all) then weighs on every figure alike, not on whichever runs last
         measured: dict[tuple[str, str], tuple[list[float], list[float], int]] = {}
+        creation = [file_creation_ms(root)]
+        print(f"  creating a file there: {creation[0]:.3f} ms", flush=True)
         for i in range(args.repeat):
             for mode, (stage, store) in modes.items():
                 for name, make in graphs.items():
@@ -157,12 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     builds, runs, _ = measured.setdefault((mode, name), ([], [], nodes))
                     builds.append(build)
                     runs.append(run)
-                    shutil.rmtree(state, ignore_errors=True)
                     print(
                         f"  round {i + 1} {mode:10} {name:20} build {build:6.3f}s  "
                         f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node",
                         flush=True,
                     )
+        creation.append(file_creation_ms(root))
+        print(f"  creating a file there, after the rounds: {creation[1]:.3f} ms", flush=True)
         for (mode, name), (builds, runs, nodes) in measured.items():
             run_seconds = statistics.median(runs)
             rows.append(
@@ -214,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for mode, ms in marginal.items():
         print(f"marginal cost of a chain node ({mode}): {ms:.2f} ms")
+    print(
+        f"creating an empty file in the state directory: {creation[0]:.3f} ms before the "
+        f"rounds, {creation[1]:.3f} ms after"
+    )
     print(f"\n| command (median of {repeat}, cold process) | wall s |")
     print("|---|--:|")
     for command, seconds in starts.items():
@@ -226,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "versions": environment.versions(),
                     "graphs": rows,
                     "marginal_ms_per_chain_node": marginal,
+                    "file_creation_ms": {"before": creation[0], "after": creation[1]},
                     "cold_start_seconds": starts,
                 },
                 indent=2,

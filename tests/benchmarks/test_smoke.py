@@ -7,13 +7,16 @@ Everything is written under tmp_path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from benchmarks import datasets, engines, tpch
+import etlkit as ek
+from benchmarks import datasets, engines, overhead, tpch
 from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, differences
+from etlkit.testing import MemorySink
 
 SF = 0.01
 REPORT_ROWS = 20_000
@@ -90,3 +93,43 @@ def test_the_harness_runs_and_reports(
     assert "every result reported equals DuckDB's" in capsys.readouterr().out
     summary = out.read_text()
     assert all(f'"variant": "{v}"' in summary for v in ("etlkit", "pandas", REFERENCE))
+
+
+@pytest.mark.parametrize(("stage", "store"), [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("make", [overhead.chain, overhead.fan])
+def test_overhead_graphs_pass_their_rows_through(
+    make: Callable[..., type[ek.Pipeline]], stage: bool, store: bool, tmp_path: Path
+) -> None:
+    made: list[type[ek.Pipeline]] = []
+
+    def build(stage: bool) -> type[ek.Pipeline]:
+        made.append(make(6, stage=stage))
+        return made[-1]
+
+    build_seconds, run_seconds, nodes = overhead.time_graph(
+        build, tmp_path, stage=stage, store=store
+    )
+    assert (build_seconds >= 0, run_seconds > 0) == (True, True)
+    graph = made[0].graph()
+    assert nodes == len(graph.nodes) == (6 if make is overhead.chain else 8)
+    sink = graph.nodes["sink"]
+    assert isinstance(sink, MemorySink)
+    expected = 1 if make is overhead.chain else 6  # the fan's sink reads each transform
+    assert sink.table().num_rows == 3 * expected
+    staged = list((tmp_path / "staging").rglob("*.parquet"))
+    assert len(staged) == (nodes - 1 if stage else 0)  # every node but the sink
+    assert (tmp_path / "etlkit.sqlite").exists() == store
+
+
+def test_overhead_graphs_are_wired_as_named() -> None:
+    chain = overhead.chain(4).graph()
+    assert [list(chain.inputs[n]) for n in chain.order] == [[], ["source"], ["t0001"], ["t0002"]]
+    fan = overhead.fan(3).graph()
+    assert sorted(fan.inputs["sink"]) == ["t0000", "t0001", "t0002"]
+    assert all(list(fan.inputs[f"t000{i}"]) == ["source"] for i in range(3))
+
+
+def test_file_creation_probe_measures_and_leaves_its_files(tmp_path: Path) -> None:
+    assert overhead.file_creation_ms(tmp_path, files=20) > 0
+    (probe,) = tmp_path.iterdir()
+    assert len(list(probe.iterdir())) == 20
