@@ -62,7 +62,7 @@ from etlkit.nodes import (
     Transform,
     WriteResult,
 )
-from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
+from etlkit.schema import arrow_schema, cast_array, polars_schema, to_polars, unique_sets
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
@@ -613,6 +613,25 @@ _SQL_TYPES: dict[type[pl.DataType], str] = {
     pl.Boolean: "BOOLEAN",
     pl.Date: "DATE",
 }
+
+
+def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
+    """`batch` with each of its columns the model declares cast to the declared type (text
+    stays in the layout it has: string, large string or view, polars takes each alike)."""
+    columns, schema = list(batch.columns), batch.schema
+    for i, field in enumerate(schema):
+        index = wanted.get_field_index(field.name)
+        target = wanted.field(index).type if index >= 0 else field.type
+        if field.type != target and not (_is_text(field.type) and _is_text(target)):
+            columns[i] = cast_array(columns[i], target)
+            schema = schema.set(i, field.with_type(target))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )
 
 
 def _sql_type(dtype: pl.DataType) -> str | None:
@@ -1528,12 +1547,23 @@ class _Run:
     def staged_inputs(self, name: str) -> Iterator[pa.RecordBatch]:
         """A node's inputs read back from their committed staged outputs, one after another."""
         for upstream in self.graph.inputs[name]:
-            for batch in self.staging.iter_batches(
-                self.graph.pipeline, self.ctx.run_id, upstream, batch_size=self.options.chunk_rows
-            ):
+            for batch in self.read_back(upstream):
                 if self.cancel.is_set():
                     raise RunCancelledError("run cancelled")
                 yield batch
+
+    def read_back(self, name: str) -> Iterator[pa.RecordBatch]:
+        """A node's committed output of this run, chunk by chunk, typed as the node yields it:
+        a reference holds the source's files, whose columns keep their stored types (decimals,
+        say, where the model wants floats) until cast to the model's, as the source casts them."""
+        model = self.graph.nodes[name].output_model
+        wanted = arrow_schema(model) if model is not None else None
+        for batch in self.staging.iter_batches(
+            self.graph.pipeline, self.ctx.run_id, name, batch_size=self.options.chunk_rows
+        ):
+            if wanted is not None and batch.schema.types != wanted.types:
+                batch = _typed(batch, wanted)
+            yield batch
 
     def transform(
         self, name: str, node: Transform[Any, Any], ctx: Context, stats: NodeStats
@@ -1676,9 +1706,7 @@ class _Run:
         """Resume: send a committed output of this run downstream again, without recomputing."""
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         if consumers:
-            for batch in self.staging.iter_batches(
-                self.graph.pipeline, self.ctx.run_id, name, batch_size=self.options.chunk_rows
-            ):
+            for batch in self.read_back(name):
                 for inbox in consumers:
                     inbox.put(batch)
                 stats.rows_out += batch.num_rows
