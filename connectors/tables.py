@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from etlkit.errors import ConfigError, ConnectorError
 from etlkit.nodes import Context, Node
-from etlkit.schema import cast_array
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
 
@@ -109,7 +108,7 @@ def conform_batch(
     for column, field in zip(batch.columns, target, strict=True):
         if column.type != field.type:
             try:
-                column = cast_array(column, field.type)
+                column = column.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
                 raise ConnectorError(
                     f"{owner}: column '{field.name}' of {what} arrives as {column.type} and "

@@ -7,14 +7,12 @@ these columns, so the model is its projection) and the checks of one edge of the
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -105,36 +103,6 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
             schema = schema.set(i, schema.field(i).with_type(pa.string_view()))
         batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     return cast("pl.DataFrame", pl.from_arrow(batch))
-
-
-def cast_array(array: pa.Array, target: pa.DataType, *, safe: bool = True) -> pa.Array:
-    """`array` cast to `target` as `pyarrow.compute.cast` does, except decimals to float64:
-    those are rounded correctly, as DuckDB and polars round them.
-
-    pyarrow multiplies a decimal's integer by 10**-scale, so 32986.52 as decimal(15, 2) becomes
-    32986.520000000004; DuckDB and polars divide by 10**scale and give 32986.52. The same
-    Parquet file must give the same floats whether a source streams it through pyarrow or DuckDB
-    reads it in place, so decimals of up to 15 digits (whose integers float64 holds exactly)
-    are divided here, which also costs less than pyarrow's cast (~2.0 against ~2.5 ns a value).
-    """
-    kind = array.type
-    if (
-        target != pa.float64()
-        or not pa.types.is_decimal128(kind)
-        or kind.precision > 15
-        or not 0 <= kind.scale <= 22  # 10**scale is exact as a float64
-        or sys.byteorder != "little"
-    ):
-        return pc.cast(array, target, safe=safe)
-    # a decimal128 is two little-endian int64 words; up to 15 digits, the low word is the value
-    words = pa.Array.from_buffers(
-        pa.int64(), 2 * (array.offset + len(array)), [None, array.buffers()[1]]
-    )
-    integers = pc.list_element(pa.FixedSizeListArray.from_arrays(words, 2), 0)
-    values = pc.divide(integers.slice(array.offset, len(array)), pa.scalar(10.0**kind.scale))
-    if array.null_count:
-        values = pc.if_else(pc.is_valid(array), values, pa.scalar(None, pa.float64()))
-    return values
 
 
 def model_name(model: Model | None) -> str:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import decimal
-import random
 from typing import Annotated
 
-import duckdb
 import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from etlkit.schema import (
     ColumnSpec,
     arrow_schema,
-    cast_array,
     column_names,
     columns,
     edge_problems,
@@ -223,53 +218,3 @@ def test_to_polars_gives_the_frame_polars_would_build(kind: pa.DataType) -> None
     assert frame.equals(pl.DataFrame(pl.from_arrow(batch)))
     assert frame.schema == pl.Schema({"s": pl.String, "n": pl.Int64, "d": pl.Float64})
     assert to_polars(batch.select(["n"])).equals(pl.DataFrame({"n": list(range(2, 15))}))
-
-
-def _decimals(precision: int, scale: int, count: int, *, nulls: bool) -> pa.Array:
-    rng = random.Random(precision * 100 + scale)
-    top = 10**precision - 1
-    values = [decimal.Decimal(rng.randint(-top, top)).scaleb(-scale) for _ in range(count)]
-    values += [decimal.Decimal(top).scaleb(-scale), -decimal.Decimal(top).scaleb(-scale)]
-    values += [decimal.Decimal(0), decimal.Decimal(1).scaleb(-scale)]
-    return pa.array(
-        [None if nulls and i % 7 == 3 else v for i, v in enumerate(values)],
-        pa.decimal128(precision, scale),
-    )
-
-
-@pytest.mark.parametrize(("precision", "scale"), [(15, 2), (15, 0), (12, 4), (15, 15), (3, 1)])
-@pytest.mark.parametrize("nulls", [False, True])
-def test_decimals_become_the_floats_duckdb_and_polars_make(
-    precision: int, scale: int, nulls: bool
-) -> None:
-    array = _decimals(precision, scale, 2_000, nulls=nulls)
-    for part in (array, array.slice(13, 1_500)):  # a slice starts inside the buffers
-        got = cast_array(part, pa.float64())
-        with duckdb.connect() as con:
-            con.register("decimals", pa.table({"d": part}))
-            by_duckdb = con.sql("select cast(d as double) as f from decimals").to_arrow_table()
-        assert got.equals(by_duckdb.column("f").combine_chunks())
-        assert got.equals(pl.from_arrow(part).cast(pl.Float64).to_arrow())  # type: ignore[union-attr]
-        assert got.null_count == part.null_count
-    # pyarrow's own cast is off by an ulp on values like this one: the reason for the helper
-    one = pa.array([decimal.Decimal("32986.52")], pa.decimal128(15, 2))
-    assert cast_array(one, pa.float64()).to_pylist() == [32986.52]
-    assert pc.cast(one, pa.float64()).to_pylist() != [32986.52]
-
-
-@pytest.mark.parametrize(
-    ("array", "target"),
-    [
-        (pa.array([decimal.Decimal("1.5")], pa.decimal128(20, 1)), pa.float64()),  # > 15 digits
-        (pa.array([decimal.Decimal("1.5")], pa.decimal128(5, 1)), pa.float32()),
-        (pa.array([decimal.Decimal("2")], pa.decimal128(5, 0)), pa.int64()),
-        (pa.array([1, None, 3], pa.int32()), pa.float64()),
-    ],
-)
-def test_other_casts_are_pyarrows(array: pa.Array, target: pa.DataType) -> None:
-    assert cast_array(array, target).equals(pc.cast(array, target))
-
-
-def test_unsafe_casts_still_fail() -> None:
-    with pytest.raises(pa.ArrowInvalid):
-        cast_array(pa.array([decimal.Decimal("1.5")], pa.decimal128(5, 1)), pa.int64())
