@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etlkit import runlog
 from etlkit.errors import (
@@ -62,7 +63,7 @@ from etlkit.nodes import (
     Transform,
     WriteResult,
 )
-from etlkit.schema import arrow_schema, cast_array, polars_schema, to_polars, unique_sets
+from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
@@ -623,7 +624,7 @@ def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
         index = wanted.get_field_index(field.name)
         target = wanted.field(index).type if index >= 0 else field.type
         if field.type != target and not (_is_text(field.type) and _is_text(target)):
-            columns[i] = cast_array(columns[i], target)
+            columns[i] = pc.cast(columns[i], target)  # as the source cast it
             schema = schema.set(i, field.with_type(target))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
