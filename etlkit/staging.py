@@ -28,7 +28,7 @@ import re
 import shutil
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -83,23 +83,119 @@ class StagedFile:
 #: large file holds on to memory it has finished with until the end (RSS grew to 750 MiB over
 #: the 60M-row TPC-H SF10 lineitem), while a window's reader frees all of it when done.
 _WINDOW_BATCHES = 16
+#: With a second reader, windows are this many batches: it decodes the next window whole while
+#: the consumer takes the current one, each reader holding at most this many batches.
+_PARALLEL_WINDOW_BATCHES = 4
+
+
+def _windows(metadata: pq.FileMetaData, rows: int) -> list[list[int]]:
+    """Consecutive row groups in windows of at least `rows` rows (the last may hold fewer)."""
+    windows: list[list[int]] = [[]]
+    held = 0
+    for group in range(metadata.num_row_groups):
+        windows[-1].append(group)
+        held += metadata.row_group(group).num_rows
+        if held >= rows and group < metadata.num_row_groups - 1:
+            windows.append([])
+            held = 0
+    return [w for w in windows if w]
 
 
 def parquet_batches(
-    parquet: pq.ParquetFile, *, batch_size: int, columns: Sequence[str] | None = None
+    parquet: pq.ParquetFile,
+    *,
+    batch_size: int,
+    columns: Sequence[str] | None = None,
+    reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
+    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """A Parquet file's record batches in order, read in bounded memory whatever its size."""
+    """A Parquet file's record batches in order, read in bounded memory whatever its size.
+
+    `convert(batch, first_row)`: applied to each batch (`first_row` counts from the file's
+    start), by whichever reader read it. `reopen`: opens the same file again; then a second
+    reader, on a thread of its own, reads (and converts) every other window of row groups
+    ahead of the consumer: pyarrow decodes one window's columns on several threads but not the
+    next window, and a cast, a validation or a transform of the chunk meanwhile leaves a core
+    idle. The batches are the same, in the same order.
+    """
     metadata = parquet.metadata
-    window: list[int] = []
-    held = 0
-    for group in range(metadata.num_row_groups):
-        window.append(group)
-        held += metadata.row_group(group).num_rows
-        if held >= batch_size * _WINDOW_BATCHES or group == metadata.num_row_groups - 1:
-            yield from parquet.iter_batches(
-                batch_size=batch_size, row_groups=window, columns=columns
-            )
-            window, held = [], 0
+    if reopen is not None and (os.cpu_count() or 1) > 1:
+        windows = _windows(metadata, batch_size * _PARALLEL_WINDOW_BATCHES)
+        if len(windows) > 1:
+            yield from _read_alternately(parquet, reopen, windows, batch_size, columns, convert)
+            return
+    row = 0
+    for window in _windows(metadata, batch_size * _WINDOW_BATCHES):
+        for batch in parquet.iter_batches(
+            batch_size=batch_size, row_groups=window, columns=columns
+        ):
+            yield batch if convert is None else convert(batch, row)
+            row += batch.num_rows
+
+
+def _read_alternately(
+    parquet: pq.ParquetFile,
+    reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]],
+    windows: list[list[int]],
+    batch_size: int,
+    columns: Sequence[str] | None,
+    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None,
+) -> Iterator[pa.RecordBatch]:
+    """Windows 0, 2, 4, ... read here, 1, 3, 5, ... by a helper thread into a bounded queue."""
+    metadata = parquet.metadata
+    firsts, row = [], 0  # each window's first row in the file
+    for window in windows:
+        firsts.append(row)
+        row += sum(metadata.row_group(g).num_rows for g in window)
+
+    def read(pf: pq.ParquetFile, index: int) -> Iterator[pa.RecordBatch]:
+        row = firsts[index]
+        for batch in pf.iter_batches(
+            batch_size=batch_size, row_groups=windows[index], columns=columns
+        ):
+            yield batch if convert is None else convert(batch, row)
+            row += batch.num_rows
+
+    ahead: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(
+        _PARALLEL_WINDOW_BATCHES
+    )
+    stop = threading.Event()
+
+    def put(item: pa.RecordBatch | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def helper() -> None:
+        try:
+            with reopen() as again:
+                for index in range(1, len(windows), 2):
+                    for batch in read(again, index):
+                        if not put(batch):
+                            return
+                    if not put(None):  # the window's end
+                        return
+        except BaseException as exc:  # raised by the consumer where the window comes
+            put(exc)
+
+    thread = threading.Thread(target=helper, name="etlkit-parquet-reader", daemon=True)
+    thread.start()
+    try:
+        for index in range(len(windows)):
+            if index % 2 == 0:
+                yield from read(parquet, index)
+                continue
+            while (item := ahead.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def footer_checksum(fs: Any, path: str) -> tuple[int, str]:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -88,7 +90,13 @@ class ParquetSource(FileSource):
                     raise ConnectorError(
                         f"{self._where()}: file {shown} is not a Parquet file ({exc})."
                     ) from exc
-                yield from self._read_file(parquet, path, shown, self.chunk_rows or ctx.chunk_rows)
+                yield from self._read_file(
+                    parquet,
+                    path,
+                    shown,
+                    self.chunk_rows or ctx.chunk_rows,
+                    reopen=functools.partial(_open_parquet, files.fs, path),
+                )
 
     def files(self, ctx: Context) -> SourceFiles | None:
         """The local files `read` would read, for consumers that read them in place.
@@ -129,7 +137,13 @@ class ParquetSource(FileSource):
         )
 
     def _read_file(
-        self, parquet: Any, path: str, shown: str, chunk_rows: int
+        self,
+        parquet: Any,
+        path: str,
+        shown: str,
+        chunk_rows: int,
+        *,
+        reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         expected = read_schema(self.model)
         stored = parquet.schema_arrow
@@ -146,10 +160,15 @@ class ParquetSource(FileSource):
                     f"{model_name(self.model)} declares {wanted}, and there is no safe cast; "
                     "change the model or convert the column in a transform."
                 )
-        rows = 0
-        for batch in parquet_batches(parquet, batch_size=chunk_rows, columns=present):
-            yield self._conform(batch, expected, present, partitions, shown, rows)
-            rows += batch.num_rows
+        yield from parquet_batches(
+            parquet,
+            batch_size=chunk_rows,
+            columns=present,
+            reopen=reopen,
+            convert=lambda batch, row: self._conform(
+                batch, expected, present, partitions, shown, row
+            ),
+        )
 
     def _conform(
         self,
@@ -191,6 +210,13 @@ class ParquetSource(FileSource):
                 f"'{target.name}': cannot cast {short(value)} from {column.type} to "
                 f"{target.type} ({exc}); change the model or fix the data."
             ) from exc
+
+
+@contextlib.contextmanager
+def _open_parquet(fs: Any, path: str) -> Iterator[pq.ParquetFile]:
+    """The file opened again, for a second reader of its row groups."""
+    with fs.open(path, "rb") as handle:
+        yield pq.ParquetFile(handle)
 
 
 class ParquetSink(FileSink):

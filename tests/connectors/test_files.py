@@ -560,6 +560,29 @@ def test_parquet_safe_casts_apply_and_bad_values_are_named(tmp_path: Path) -> No
         read_all(ParquetSource(str(tmp_path / "b.parquet"), schema=Narrow))
 
 
+def test_a_large_parquet_file_reads_in_order_and_names_a_bad_row_of_a_later_window(
+    tmp_path: Path,
+) -> None:
+    # 300 rows in row groups of 10, chunks of 10: windows of 40 rows, every other one read
+    # (and cast) by a second reader on a thread of its own
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(300), pa.int64())}), path, row_group_size=10)
+    source = ParquetSource(str(path), schema=Narrow, chunk_rows=10)
+    batches = read_all(source)
+    assert [b.num_rows for b in batches] == [10] * 30
+    assert pa.Table.from_batches(batches).column("id").to_pylist() == list(range(300))
+    assert batches[0].schema.field("id").type == pa.int32()
+
+    ids = list(range(300))
+    ids[215] = 2**40  # in rows 200-239: the second reader's
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64())}), path, row_group_size=10)
+    with pytest.raises(
+        ConnectorError,
+        match=r"file '.*big\.parquet', row 216, column 'id': cannot cast 1099511627776",
+    ):
+        read_all(ParquetSource(str(path), schema=Narrow, chunk_rows=10))
+
+
 def test_parquet_empty_or_corrupt_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "e.parquet").write_bytes(b"")
     with pytest.raises(ConnectorError, match=r"file '.*e\.parquet' is empty"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -640,6 +642,90 @@ def test_parquet_batches_reads_a_many_group_file_in_order(tmp_path: Path, batch_
     assert all(b.num_rows <= batch_size for b in batches)
     assert pa.Table.from_batches(batches).column("n").to_pylist() == list(range(250))
     assert batches[0].schema.names == ["n"]
+
+
+def _reopen(path: Path, opened: list[str] | None = None) -> Callable[[], Iterator[pq.ParquetFile]]:
+    @contextlib.contextmanager
+    def reopen() -> Iterator[pq.ParquetFile]:
+        if opened is not None:
+            opened.append(threading.current_thread().name)
+        with path.open("rb") as handle:
+            yield pq.ParquetFile(handle)
+
+    return reopen  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 100])
+def test_a_second_reader_gives_the_same_batches_in_the_same_order(
+    tmp_path: Path, batch_size: int
+) -> None:
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"n": list(range(250))}), path, row_group_size=4)
+    opened: list[str] = []
+    firsts: list[int] = []
+
+    def convert(batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        firsts.append(first_row)
+        return batch
+
+    alone = list(parquet_batches(pq.ParquetFile(path), batch_size=batch_size))
+    helped = list(
+        parquet_batches(
+            pq.ParquetFile(path),
+            batch_size=batch_size,
+            reopen=_reopen(path, opened),
+            convert=convert,
+        )
+    )
+
+    assert [b.num_rows for b in helped] == [b.num_rows for b in alone]
+    assert pa.Table.from_batches(helped).equals(pa.Table.from_batches(alone))
+    assert sorted(firsts) == [b.column("n")[0].as_py() for b in helped]  # rows from the start
+    assert opened == (["etlkit-parquet-reader"] if batch_size < 100 else [])  # one window: alone
+
+
+def test_a_failure_in_a_window_read_by_the_second_reader_reaches_the_consumer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"n": list(range(250))}), path, row_group_size=4)
+
+    def convert(batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        if first_row <= 220 < first_row + batch.num_rows:  # a window of the second reader
+            raise ValueError(
+                f"bad value at row {220 - first_row + 1} of the batch from {first_row}"
+            )
+        return batch
+
+    batches = parquet_batches(
+        pq.ParquetFile(path), batch_size=5, reopen=_reopen(path), convert=convert
+    )
+    seen: list[pa.RecordBatch] = []
+    with pytest.raises(ValueError, match="bad value at row 1 of the batch from 220"):
+        seen.extend(batches)  # keeps what came before the failure
+    assert sum(b.num_rows for b in seen) == 220  # every row before it, nothing after
+    assert not [t for t in threading.enumerate() if t.name == "etlkit-parquet-reader"]
+
+
+def test_a_consumer_stopping_early_stops_the_second_reader(tmp_path: Path) -> None:
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"n": list(range(2_000))}), path, row_group_size=10)
+    batches = parquet_batches(pq.ParquetFile(path), batch_size=5, reopen=_reopen(path))
+
+    first = [next(batches) for _ in range(30)]  # into the second reader's first window
+    batches.close()
+
+    assert [b.column("n")[0].as_py() for b in first] == list(range(0, 150, 5))
+    assert not [t for t in threading.enumerate() if t.name == "etlkit-parquet-reader"]
+
+
+def test_a_second_reader_that_cannot_open_the_file_fails_the_read(tmp_path: Path) -> None:
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"n": list(range(250))}), path, row_group_size=4)
+    gone = tmp_path / "gone.parquet"
+
+    with pytest.raises(FileNotFoundError):
+        list(parquet_batches(pq.ParquetFile(path), batch_size=5, reopen=_reopen(gone)))
 
 
 def test_parquet_batches_of_a_file_without_rows(tmp_path: Path) -> None:
