@@ -133,3 +133,19 @@ def test_file_creation_probe_measures_and_leaves_its_files(tmp_path: Path) -> No
     assert overhead.file_creation_ms(tmp_path, files=20) > 0
     (probe,) = tmp_path.iterdir()
     assert len(list(probe.iterdir())) == 20
+
+
+def test_settle_probes_until_creating_a_file_is_cheap_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    costs = iter([0.3, 0.2, 0.02, 0.02])
+    probed: list[Path] = []
+
+    def probe(directory: Path, files: int = 200) -> float:
+        probed.append(directory)
+        return next(costs)
+
+    monkeypatch.setattr(overhead, "file_creation_ms", probe)
+    assert overhead.settle(tmp_path, 0) == 0.3  # no time to wait: one probe
+    assert overhead.settle(tmp_path, 60, pause=0) == 0.02  # waited until it settled
+    assert probed == [tmp_path] * 3
