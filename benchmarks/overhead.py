@@ -135,7 +135,7 @@ def file_creation_ms(directory: Path, files: int = 200) -> float:
 
 
 #: Creating a file costs ~0.02 ms on a settled file system here; above this, it is not settled.
-SETTLED_MS: Final = 0.05
+SETTLED_MS: Final = 0.03
 
 
 def settle(directory: Path, seconds: float, pause: float = 20.0) -> float:
