@@ -34,6 +34,7 @@ from connectors.files import (
     ParquetSink,
     ParquetSource,
 )
+from connectors.files import parquet as parquet_module
 from etlkit import connections
 from etlkit.errors import ConnectorError, RunCancelledError, StagingError
 from etlkit.nodes import Context, Source
@@ -118,6 +119,36 @@ def test_file_sink_and_source_round_trip_on_s3(
     assert result.uri == f"s3://{s3_bucket}/out/2025-03-01/data.file"
     back = read_back(source_class(f"s3://{s3_bucket}/out/*/data.file", schema=Row, conn=conn))
     assert back.to_pylist() == rows(500).to_pylist()
+
+
+def test_a_parquet_file_of_many_windows_is_read_by_two_readers_on_s3(
+    s3_endpoint: str,
+    s3_bucket: str,
+    lake: connections.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 600 rows in row groups of 20, chunks of 25: windows of 100 rows, every other one read by
+    # a second reader that opens the object again through s3fs on a thread of its own
+    fs = s3(s3_endpoint)
+    with fs.open(f"{s3_bucket}/big/rows.parquet", "wb") as handle:
+        pq.write_table(rows(600), handle, row_group_size=20)
+    source = ParquetSource(f"s3://{s3_bucket}/big/rows.parquet", schema=Row, conn="lake")
+    source.chunk_rows = 25
+    source.name = "src"
+    reopened: list[str] = []
+    reopen = parquet_module._open_parquet
+
+    def spy(fs: Any, path: str) -> Any:
+        reopened.append(path)
+        return reopen(fs, path)
+
+    monkeypatch.setattr(parquet_module, "_open_parquet", spy)
+
+    batches = list(source.read(CTX))
+
+    assert reopened == [f"{s3_bucket}/big/rows.parquet"]  # the second reader's own handle
+    assert [b.num_rows for b in batches] == [25] * 24
+    assert pa.Table.from_batches(batches).to_pylist() == rows(600).to_pylist()  # in order
 
 
 @pytest.mark.parametrize("sink_class", [CsvSink, ParquetSink, NdjsonSink])
