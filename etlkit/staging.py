@@ -124,13 +124,33 @@ def parquet_batches(
         if len(windows) > 1:
             yield from _read_alternately(parquet, reopen, windows, batch_size, columns, convert)
             return
-    row = 0
-    for window in _windows(metadata, batch_size * _WINDOW_BATCHES):
-        for batch in parquet.iter_batches(
-            batch_size=batch_size, row_groups=window, columns=columns
-        ):
-            yield batch if convert is None else convert(batch, row)
-            row += batch.num_rows
+    windows = _windows(metadata, batch_size * _WINDOW_BATCHES)
+    for window, first in zip(windows, _first_rows(metadata, windows), strict=True):
+        yield from _read_window(parquet, window, first, batch_size, columns, convert)
+
+
+def _first_rows(metadata: pq.FileMetaData, windows: list[list[int]]) -> list[int]:
+    """Each window's first row, counted from the file's start."""
+    firsts, row = [], 0
+    for window in windows:
+        firsts.append(row)
+        row += sum(metadata.row_group(g).num_rows for g in window)
+    return firsts
+
+
+def _read_window(
+    parquet: pq.ParquetFile,
+    window: list[int],
+    first_row: int,
+    batch_size: int,
+    columns: Sequence[str] | None,
+    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None,
+) -> Iterator[pa.RecordBatch]:
+    """One window of row groups' batches, converted (see `parquet_batches`)."""
+    row = first_row
+    for batch in parquet.iter_batches(batch_size=batch_size, row_groups=window, columns=columns):
+        yield batch if convert is None else convert(batch, row)
+        row += batch.num_rows
 
 
 def _read_alternately(
@@ -142,19 +162,10 @@ def _read_alternately(
     convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None,
 ) -> Iterator[pa.RecordBatch]:
     """Windows 0, 2, 4, ... read here, 1, 3, 5, ... by a helper thread into a bounded queue."""
-    metadata = parquet.metadata
-    firsts, row = [], 0  # each window's first row in the file
-    for window in windows:
-        firsts.append(row)
-        row += sum(metadata.row_group(g).num_rows for g in window)
+    firsts = _first_rows(parquet.metadata, windows)
 
     def read(pf: pq.ParquetFile, index: int) -> Iterator[pa.RecordBatch]:
-        row = firsts[index]
-        for batch in pf.iter_batches(
-            batch_size=batch_size, row_groups=windows[index], columns=columns
-        ):
-            yield batch if convert is None else convert(batch, row)
-            row += batch.num_rows
+        return _read_window(pf, windows[index], firsts[index], batch_size, columns, convert)
 
     ahead: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(
         _PARALLEL_WINDOW_BATCHES
