@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import queue
 import secrets
 import threading
 import time
@@ -77,8 +76,6 @@ RunState = Literal["running", "success", "failed", "cancelled", "skipped"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
 _END: Any = object()
-_WAKE: Any = object()
-_POLL_SECONDS = 0.05
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -224,6 +221,10 @@ class _Inbox:
     a small output reaches its consumer whole, which then runs on the thread its last producer
     frees (no hand-over between threads per node), while a large one streams with the consumer
     running beside its producers from the first full channel on.
+
+    A deque under a lock, with a condition made only when a thread must wait: most channels
+    of a graph of quick nodes never block, and a `queue.Queue` (three conditions, a lock and
+    their bound methods) per edge was most of a run's set-up and of its garbage collection.
     """
 
     def __init__(
@@ -234,7 +235,8 @@ class _Inbox:
         start: Callable[[bool], None] = lambda last: None,
         workers: _Workers | None = None,
     ) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth * max(1, producers))
+        self.items: collections.deque[Any] = collections.deque()
+        self.limit = depth * max(1, producers)
         self.producers = producers
         self.open = producers  # producers the consumer has not seen end yet
         self.cancel = cancel
@@ -242,22 +244,33 @@ class _Inbox:
         self.start = start  # gives the consumer a worker; True: from a producer about to return
         self.started = False
         self.lock = threading.Lock()
+        self.changed: threading.Condition | None = None  # made by the first thread to wait
         self.ended = 0  # producers that put their end
         self.foreign = False  # read by threads not the pool's, for a running node (DuckDB's)
 
+    def _waiting(self) -> threading.Condition:
+        """Under the lock: the condition threads wait on (items taken or added, cancellation)."""
+        if self.changed is None:
+            self.changed = threading.Condition(self.lock)
+        return self.changed
+
     def put(self, item: Any) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
+        with self.lock:
+            full = len(self.items) >= self.limit
+            if not full:
+                self.items.append(item)
+                if self.changed is not None:
+                    self.changed.notify_all()
+        if full:
             self.begin(last=False)  # the consumer must drain the channel: it starts now
-            with self.workers.blocked():
-                while True:
-                    try:
-                        self.queue.put(item, timeout=_POLL_SECONDS)
-                        break
-                    except queue.Full:
-                        if self.cancel.is_set():
-                            raise RunCancelledError("run cancelled") from None
+            with self.workers.blocked(), self.lock:
+                changed = self._waiting()
+                while len(self.items) >= self.limit:
+                    if self.cancel.is_set():
+                        raise RunCancelledError("run cancelled")
+                    changed.wait()  # cancellation wakes it (`wake`)
+                self.items.append(item)
+                changed.notify_all()
         if item is _END:
             with self.lock:
                 self.ended += 1
@@ -271,24 +284,36 @@ class _Inbox:
             self.start(last)
 
     def wake(self) -> None:
-        """Wake a consumer blocked on an empty channel (the run is being cancelled)."""
-        with contextlib.suppress(queue.Full):  # a full channel has no consumer blocked on it
-            self.queue.put_nowait(_WAKE)
+        """Wake the threads waiting on the channel (the run is being cancelled)."""
+        with self.lock:
+            if self.changed is not None:
+                self.changed.notify_all()
+
+    def _take(self) -> Any:
+        with self.lock:
+            if self.items:
+                item = self.items.popleft()
+                if self.changed is not None:
+                    self.changed.notify_all()
+                return item
+        with self.workers.blocked(force=self.foreign), self.lock:
+            changed = self._waiting()
+            while not self.items:
+                if self.cancel.is_set():
+                    raise RunCancelledError("run cancelled")
+                changed.wait()  # cancellation wakes it (`wake`)
+            item = self.items.popleft()
+            changed.notify_all()
+            return item
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while self.open:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                with self.workers.blocked(force=self.foreign):
-                    item = self.queue.get()  # blocks without polling; cancellation sends _WAKE
-            if item is _WAKE or self.cancel.is_set():
+            item = self._take()
+            if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
             if item is _END:
                 self.open -= 1
             else:
-                if self.cancel.is_set():
-                    raise RunCancelledError("run cancelled")
                 yield item
 
 
@@ -705,7 +730,11 @@ class _Run:
         self.options = options
         self.listeners = list(listeners)
         self.lock = threading.Lock()
-        self.committed = {name: threading.Event() for name in graph.order}
+        # Sets and conditions on the run's lock rather than events per node: a thousand nodes'
+        # events, queues and their locks were ~40 ms of set-up and kept the collector busy.
+        self.committed: set[str] = set()  # nodes whose output is visible
+        self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
+        self.returned: set[str] = set()  # nodes whose work returned (see `abandon`)
         self.skipped = False  # a soft-failing sensor skips the run
         self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
         idle = options.reuse | options.skip
@@ -716,7 +745,6 @@ class _Run:
         self.submitted: set[str] = set()
         self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
         self.changed = threading.Condition(self.lock)  # a node returned, or the run failed
-        self.done = {name: threading.Event() for name in graph.order}
         streamed_sql = {name for name in graph.order if _streams_sql(graph, options, name)}
         self.inboxes = {
             name: _Inbox(
@@ -754,11 +782,10 @@ class _Run:
             first = not self.cancel.is_set()
             self.cancel.set()
             self.changed.notify_all()
-        if first:  # wake every worker blocked on a channel or on an input's commit
+            self.commits.notify_all()  # nodes waiting for an input's commit
+        if first:  # wake every worker blocked on a channel
             for inbox in self.inboxes.values():
                 inbox.wake()
-            for event in self.committed.values():
-                event.set()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -823,8 +850,8 @@ class _Run:
         try:
             self.work(name)
         finally:
-            self.done[name].set()
             with self.lock:
+                self.returned.add(name)
                 self.running.discard(name)
                 if not self.running:  # what `supervise` waits for (a failure notifies too)
                     self.changed.notify_all()
@@ -833,14 +860,16 @@ class _Run:
         """Whether a node can start now without waiting for anything."""
         if name in self.inboxes:
             return False  # started by its first item (or its producers' END)
-        return all(self.committed[i].is_set() for i in self.graph.inputs[name]) or (
+        return all(i in self.committed for i in self.graph.inputs[name]) or (
             name in self.options.reuse or name in self.options.skip
         )
 
     def mark_committed(self, name: str) -> None:
         """The node's output is visible: start the consumers that were waiting for it (the
         node is about to return: its thread may run one of them next)."""
-        self.committed[name].set()
+        with self.lock:
+            self.committed.add(name)
+            self.commits.notify_all()
         for consumer in self.graph.consumers[name]:
             if self.startable(consumer):
                 self.ready(consumer, handoff=True)
@@ -905,9 +934,9 @@ class _Run:
     def abandon(self, running: Sequence[str]) -> None:
         """Give up on nodes that did not stop within the grace after the run's cancellation."""
         for name in running:
-            if self.done[name].is_set():
-                continue
             with self.lock:
+                if name in self.returned:
+                    continue
                 self.running.discard(name)
             stats = self.result.nodes[name]
             if stats.state != "failed":
@@ -1157,10 +1186,10 @@ class _Run:
         if name in self.inboxes or name in self.options.reuse:
             return  # inputs arrive through the channel, or the node's own output is reused
         for upstream in self.graph.inputs[name]:
-            committed = self.committed[upstream]  # set on commit, or on cancellation
-            if not committed.is_set():
-                with self.workers.blocked():
-                    committed.wait()
+            if upstream not in self.committed:
+                with self.workers.blocked(), self.lock:
+                    while upstream not in self.committed and not self.cancel.is_set():
+                        self.commits.wait()
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _quoted
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,16 @@ def _line(at: float, level: str, logger: str, node: str, message: str) -> dict[s
         "node": node,
         "message": message,
     }
+
+
+def _info_line(at: float, logger: str, node: str, message: str) -> str:
+    """`json.dumps(_line(at, "INFO", ...))`, the same text, at half the cost: two lines per
+    node are written this way, and the encoder `json.dumps` sets up per call was most of it."""
+    stamp = datetime.fromtimestamp(at, UTC).isoformat()
+    return (
+        f'{{"at": "{stamp}", "level": "INFO", "logger": {_quoted(logger)}, '
+        f'"node": {_quoted(node)}, "message": {_quoted(message)}}}'
+    )
 
 
 class _JsonLines(logging.Formatter):
@@ -93,7 +104,7 @@ class _RunLogHandler(logging.FileHandler):
 
     def append(self, logger: str, node: str, message: str) -> None:
         """Append an INFO line without a log record (see `note`)."""
-        line = json.dumps(_line(time.time(), "INFO", logger, node, message))
+        line = _info_line(time.time(), logger, node, message)
         with self.lock:  # type: ignore[union-attr]  # a Handler's lock, made by its __init__
             try:
                 self._append(line, urgent=False)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
+from etlkit.errors import RunCancelledError
 from etlkit.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
 from etlkit.nodes import Context
 from etlkit.staging import Staging
@@ -462,7 +463,44 @@ def test_a_fan_in_channel_holds_its_depth_per_producer() -> None:
     for i in range(6):  # would block at the third put if the bound were per channel
         inbox.put(i)
 
-    assert inbox.queue.full()
+    assert list(inbox.items) == [0, 1, 2, 3, 4, 5]
+    seventh = threading.Thread(target=inbox.put, args=(6,), daemon=True)
+    seventh.start()
+    seventh.join(0.2)
+    assert seventh.is_alive()  # full: the producer waits for the consumer
+    assert next(iter(inbox)) == 0
+    seventh.join(5)
+    assert not seventh.is_alive()
+    assert list(inbox.items) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("side", ["producer", "consumer"])
+def test_a_thread_waiting_on_a_channel_is_released_by_cancellation(side: str) -> None:
+    cancel = threading.Event()
+    inbox = _Inbox(producers=1, depth=1, cancel=cancel)
+    if side == "producer":
+        inbox.put(0)  # full: the next put waits
+    errors: list[Exception] = []
+
+    def waiter() -> None:
+        try:
+            if side == "producer":
+                inbox.put(1)
+            else:
+                next(iter(inbox))  # empty: waits
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    thread.join(0.2)
+    assert thread.is_alive()  # blocked, not polling its way out
+    cancel.set()
+    inbox.wake()
+    thread.join(5)
+
+    assert not thread.is_alive()
+    assert [type(e) for e in errors] == [RunCancelledError]
 
 
 def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None:
@@ -749,3 +787,22 @@ def test_closing_the_pool_while_a_thread_is_being_started_does_not_fail() -> Non
     workers.start()  # asked for before the pool closed: starts nothing now
     assert workers.starting == 0
     assert workers.threads == [listed]
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("load", "done: 3 rows in, 3 out, 0.001s"),
+        ("naïve-node", 'said "hi"\\ and\nleft\ttabs, é, 日本, \x00, \U0001f600'),
+        ("", ""),
+    ],
+)
+def test_a_node_line_in_the_run_log_is_what_json_would_write(node: str, message: str) -> None:
+    from etlkit import runlog
+
+    at = 1_700_000_000.123456
+
+    line = runlog._info_line(at, "etlkit.execution", node, message)
+
+    assert line == json.dumps(runlog._line(at, "INFO", "etlkit.execution", node, message))
+    assert json.loads(line)["message"] == message
