@@ -19,9 +19,11 @@ deleted nearby (the kernel skips recently deleted inodes one by one, `recently_d
 `perf`), and deleting each round's 1,000 files before the next round measured that instead of
 etlkit; so before the rounds it waits (up to `--settle` seconds) for creating a file there to
 cost its usual ~0.02 ms again. Reported:
-building the class and checking its graph, the run,
-and the per-node overhead (run time / nodes, and the marginal cost between the 100- and
-1,000-node chains). Cold starts are subprocess wall times of `etlkit --help` and of
+building the class and checking its graph, the run (wall time, and the process's CPU time over
+all threads, which moves less when the VM is slowed by its neighbours), and the per-node
+overhead (run time / nodes, and the marginal cost between the 100- and 1,000-node chains),
+with an empty 10^7-iteration Python loop timed before and after the rounds: this VM runs it in
+1.0-2.2 s depending on the hour, and per-node figures move with it. Cold starts are subprocess wall times of `etlkit --help` and of
 `etlkit run` on a one-node pipeline, with `python -c pass` for reference; all are medians.
 """
 
@@ -103,21 +105,23 @@ def fan(width: int, *, stage: bool = True) -> type[ek.Pipeline]:
 
 def time_graph(
     make: Callable[[bool], type[ek.Pipeline]], state_dir: Path, *, stage: bool, store: bool
-) -> tuple[float, float, int]:
-    """Build and run one pipeline; return (build seconds, run seconds, nodes)."""
+) -> tuple[float, float, float, int]:
+    """Build and run one pipeline; return (build seconds, run seconds, run CPU seconds of the
+    process, all threads, nodes)."""
     began = time.perf_counter()
     cls = make(stage)
     graph = cls.graph()
     built = time.perf_counter()
     settings = ek.load_settings(state_dir, env={}, cli={"paths.state_dir": str(state_dir)})
+    cpu = time.process_time()
     if store:
         with RunStore(settings.paths.store) as runs:
             result = cls.run(date="2025-03-01", settings=settings, store=runs)
     else:
         result = cls.run(date="2025-03-01", settings=settings)
-    done = time.perf_counter()
+    done, cpu = time.perf_counter(), time.process_time() - cpu
     result.raise_for_error()
-    return built - began, done - built, len(graph.nodes)
+    return built - began, done - built, cpu, len(graph.nodes)
 
 
 def file_creation_ms(directory: Path, files: int = 200) -> float:
@@ -149,6 +153,15 @@ def settle(directory: Path, seconds: float, pause: float = 20.0) -> float:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         cost = file_creation_ms(directory)
     return cost
+
+
+def python_loop_seconds(iterations: int = 10_000_000) -> float:
+    """Wall seconds of an empty Python loop: how fast this machine runs the interpreter just
+    now (this VM's speed moves by up to 1.6x over a day; per-node figures move with it)."""
+    began = time.perf_counter()
+    for _ in range(iterations):
+        pass
+    return time.perf_counter() - began
 
 
 def cold_start(command: Sequence[str], cwd: Path, repeat: int) -> float:
@@ -202,25 +215,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # modes and graphs take turns, round after round: the machine's drift (this VM's file
         # system, above all) then weighs on every figure alike, not on whichever runs last
-        measured: dict[tuple[str, str], tuple[list[float], list[float], int]] = {}
+        measured: dict[tuple[str, str], tuple[list[float], list[float], list[float], int]] = {}
         creation = [settle(root, args.settle)]
         print(f"  creating a file there: {creation[0]:.3f} ms", flush=True)
+        loop = [python_loop_seconds()]
+        print(f"  a loop of 10^7 empty iterations: {loop[0]:.2f} s", flush=True)
         for i in range(args.repeat):
             for mode, (stage, store) in modes.items():
                 for name, make in graphs.items():
                     state = root / f"{mode}-{name}-{i}".replace(" ", "_")
-                    build, run, nodes = time_graph(make, state, stage=stage, store=store)
-                    builds, runs, _ = measured.setdefault((mode, name), ([], [], nodes))
+                    build, run, cpu, nodes = time_graph(make, state, stage=stage, store=store)
+                    builds, runs, cpus, _ = measured.setdefault((mode, name), ([], [], [], nodes))
                     builds.append(build)
                     runs.append(run)
+                    cpus.append(cpu)
                     print(
                         f"  round {i + 1} {mode:10} {name:20} build {build:6.3f}s  "
-                        f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node",
+                        f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node  "
+                        f"CPU {cpu / nodes * 1e3:6.2f} ms/node",
                         flush=True,
                     )
         creation.append(file_creation_ms(root))
         print(f"  creating a file there, after the rounds: {creation[1]:.3f} ms", flush=True)
-        for (mode, name), (builds, runs, nodes) in measured.items():
+        loop.append(python_loop_seconds())
+        print(f"  a loop of 10^7 empty iterations, after the rounds: {loop[1]:.2f} s", flush=True)
+        for (mode, name), (builds, runs, cpus, nodes) in measured.items():
             run_seconds = statistics.median(runs)
             rows.append(
                 {
@@ -230,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "build_seconds": statistics.median(builds),
                     "run_seconds": run_seconds,
                     "ms_per_node": run_seconds / nodes * 1e3,
+                    "cpu_seconds": statistics.median(cpus),
+                    "cpu_ms_per_node": statistics.median(cpus) / nodes * 1e3,
                 }
             )
         project = root / "project"
@@ -261,12 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in modes
     }
     print(f"\nmedians of {args.repeat} runs\n")
-    print("| graph | mode | nodes | build s | run s | ms/node |")
-    print("|---|---|--:|--:|--:|--:|")
+    print("| graph | mode | nodes | build s | run s | ms/node | CPU s | CPU ms/node |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(
             f"| {r['graph']} | {r['mode']} | {r['nodes']:,} | {r['build_seconds']:.3f} "
-            f"| {r['run_seconds']:.3f} | {r['ms_per_node']:.2f} |"
+            f"| {r['run_seconds']:.3f} | {r['ms_per_node']:.2f} "
+            f"| {r['cpu_seconds']:.3f} | {r['cpu_ms_per_node']:.2f} |"
         )
     print()
     for mode, ms in marginal.items():
@@ -274,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"creating an empty file in the state directory: {creation[0]:.3f} ms before the "
         f"rounds, {creation[1]:.3f} ms after"
+    )
+    print(
+        f"a loop of 10^7 empty iterations (this machine's speed at the time): {loop[0]:.2f} s "
+        f"before the rounds, {loop[1]:.2f} s after"
     )
     print(f"\n| command (median of {repeat}, cold process) | wall s |")
     print("|---|--:|")
@@ -288,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "graphs": rows,
                     "marginal_ms_per_chain_node": marginal,
                     "file_creation_ms": {"before": creation[0], "after": creation[1]},
+                    "python_loop_seconds": {"before": loop[0], "after": loop[1]},
                     "cold_start_seconds": starts,
                 },
                 indent=2,

@@ -106,10 +106,10 @@ def test_overhead_graphs_pass_their_rows_through(
         made.append(make(6, stage=stage))
         return made[-1]
 
-    build_seconds, run_seconds, nodes = overhead.time_graph(
+    build_seconds, run_seconds, cpu_seconds, nodes = overhead.time_graph(
         build, tmp_path, stage=stage, store=store
     )
-    assert (build_seconds >= 0, run_seconds > 0) == (True, True)
+    assert (build_seconds >= 0, run_seconds > 0, cpu_seconds > 0) == (True, True, True)
     graph = made[0].graph()
     assert nodes == len(graph.nodes) == (6 if make is overhead.chain else 8)
     sink = graph.nodes["sink"]
@@ -127,6 +127,10 @@ def test_overhead_graphs_are_wired_as_named() -> None:
     fan = overhead.fan(3).graph()
     assert sorted(fan.inputs["sink"]) == ["t0000", "t0001", "t0002"]
     assert all(list(fan.inputs[f"t000{i}"]) == ["source"] for i in range(3))
+
+
+def test_the_python_loop_calibration_times_its_loop() -> None:
+    assert 0 < overhead.python_loop_seconds(1_000) < overhead.python_loop_seconds(3_000_000)
 
 
 def test_file_creation_probe_measures_and_leaves_its_files(tmp_path: Path) -> None:
