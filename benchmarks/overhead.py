@@ -23,8 +23,9 @@ building the class and checking its graph, the run (wall time, and the process's
 all threads, which moves less when the VM is slowed by its neighbours), and the per-node
 overhead (run time / nodes, and the marginal cost between the 100- and 1,000-node chains),
 with an empty 10^7-iteration Python loop timed before and after the rounds: this VM's speed
-moves by up to 1.6x over a day, and per-node figures move with it. Cold starts are subprocess wall times of `etlkit --help` and of
-`etlkit run` on a one-node pipeline, with `python -c pass` for reference; all are medians.
+moves by up to 1.6x over a day, and per-node figures move with it. Cold starts are subprocess
+wall times of `etlkit --help` and of `etlkit run` on a one-node pipeline, with `python -c pass`
+for reference; all are medians.
 """
 
 from __future__ import annotations
