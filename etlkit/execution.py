@@ -222,9 +222,9 @@ class _Inbox:
     frees (no hand-over between threads per node), while a large one streams with the consumer
     running beside its producers from the first full channel on.
 
-    A deque under a lock, with a condition made only when a thread must wait: most channels
-    of a graph of quick nodes never block, and a `queue.Queue` (three conditions, a lock and
-    their bound methods) per edge was most of a run's set-up and of its garbage collection.
+    A deque under a lock, with conditions made only when a thread must wait: most channels of
+    a graph of quick nodes never block, and a `queue.Queue` (three conditions, a lock and their
+    bound methods) per edge was most of a run's set-up and of its garbage collection.
     """
 
     def __init__(
@@ -244,33 +244,37 @@ class _Inbox:
         self.start = start  # gives the consumer a worker; True: from a producer about to return
         self.started = False
         self.lock = threading.Lock()
-        self.changed: threading.Condition | None = None  # made by the first thread to wait
+        # made by the first thread that must wait, on `lock`: an item arrived (the consumer
+        # waits for one), an item was taken (producers wait for room)
+        self.arrived: threading.Condition | None = None
+        self.taken: threading.Condition | None = None
         self.ended = 0  # producers that put their end
         self.foreign = False  # read by threads not the pool's, for a running node (DuckDB's)
 
-    def _waiting(self) -> threading.Condition:
-        """Under the lock: the condition threads wait on (items taken or added, cancellation)."""
-        if self.changed is None:
-            self.changed = threading.Condition(self.lock)
-        return self.changed
+    def _conditions(self) -> tuple[threading.Condition, threading.Condition]:
+        """Under the lock: (arrived, taken), made on first use."""
+        if self.arrived is None or self.taken is None:
+            self.arrived = threading.Condition(self.lock)
+            self.taken = threading.Condition(self.lock)
+        return self.arrived, self.taken
 
     def put(self, item: Any) -> None:
         with self.lock:
             full = len(self.items) >= self.limit
             if not full:
                 self.items.append(item)
-                if self.changed is not None:
-                    self.changed.notify_all()
+                if self.arrived is not None:
+                    self.arrived.notify()
         if full:
             self.begin(last=False)  # the consumer must drain the channel: it starts now
             with self.workers.blocked(), self.lock:
-                changed = self._waiting()
+                arrived, taken = self._conditions()
                 while len(self.items) >= self.limit:
                     if self.cancel.is_set():
                         raise RunCancelledError("run cancelled")
-                    changed.wait()  # cancellation wakes it (`wake`)
+                    taken.wait()  # cancellation wakes it (`wake`)
                 self.items.append(item)
-                changed.notify_all()
+                arrived.notify()
         if item is _END:
             with self.lock:
                 self.ended += 1
@@ -286,24 +290,25 @@ class _Inbox:
     def wake(self) -> None:
         """Wake the threads waiting on the channel (the run is being cancelled)."""
         with self.lock:
-            if self.changed is not None:
-                self.changed.notify_all()
+            if self.arrived is not None and self.taken is not None:
+                self.arrived.notify_all()
+                self.taken.notify_all()
 
     def _take(self) -> Any:
         with self.lock:
             if self.items:
                 item = self.items.popleft()
-                if self.changed is not None:
-                    self.changed.notify_all()
+                if self.taken is not None:
+                    self.taken.notify()  # one item out: room for one waiting producer
                 return item
         with self.workers.blocked(force=self.foreign), self.lock:
-            changed = self._waiting()
+            arrived, taken = self._conditions()
             while not self.items:
                 if self.cancel.is_set():
                     raise RunCancelledError("run cancelled")
-                changed.wait()  # cancellation wakes it (`wake`)
+                arrived.wait()  # cancellation wakes it (`wake`)
             item = self.items.popleft()
-            changed.notify_all()
+            taken.notify()
             return item
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
