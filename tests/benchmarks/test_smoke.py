@@ -16,6 +16,7 @@ import pytest
 import etlkit as ek
 from benchmarks import datasets, engines, overhead, tpch
 from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, differences
+from etlkit.store import RunStore
 from etlkit.testing import MemorySink
 
 SF = 0.01
@@ -119,6 +120,24 @@ def test_overhead_graphs_pass_their_rows_through(
     staged = list((tmp_path / "staging").rglob("*.parquet"))
     assert len(staged) == (nodes - 1 if stage else 0)  # every node but the sink
     assert (tmp_path / "etlkit.sqlite").exists() == store
+
+
+def test_overhead_store_runs_can_share_one_store_file(tmp_path: Path) -> None:
+    shared = tmp_path / "etlkit.sqlite"
+    for i in range(2):
+        overhead.time_graph(
+            lambda stage: overhead.chain(4, stage=stage),
+            tmp_path / f"run-{i}",
+            stage=True,
+            store=True,
+            store_file=shared,
+        )
+
+    with RunStore(shared) as store:
+        runs = store.runs()
+    assert len(runs) == 2
+    assert {r.state for r in runs} == {"success"}
+    assert not list(tmp_path.glob("run-*/etlkit.sqlite"))
 
 
 def test_overhead_graphs_are_wired_as_named() -> None:
