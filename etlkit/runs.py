@@ -65,6 +65,9 @@ class _Recorder:
         self.lock = threading.Lock()
         self.pending: dict[str, NodeStats] = {}  # nodes started or finished since the last flush
         self.timer: threading.Timer | None = None
+        # one flush at a time: the run's last flush waits for the timer's, if one is writing,
+        # so no update is written after the run ends (or into a closed store) or lost
+        self.flushing = threading.Lock()
 
     def __call__(self, event: Event) -> None:
         if event.kind not in ("node_started", "node_finished"):
@@ -74,7 +77,7 @@ class _Recorder:
         with self.lock:
             self.pending[event.node] = stats
             if self.timer is None and not failed:
-                self.timer = threading.Timer(_RECORD_SECONDS, self.flush)
+                self.timer = threading.Timer(_RECORD_SECONDS, self._flush_later)
                 self.timer.daemon = True
                 self.timer.start()
         if failed:
@@ -84,15 +87,42 @@ class _Recorder:
             )
 
     def flush(self) -> None:
-        """Write the marked nodes' current state, in one transaction."""
-        with self.lock:
-            marked, self.pending = list(self.pending.values()), {}
-            timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
-        if marked:
+        """Write the marked nodes' current state, in one transaction.
+
+        Raises:
+            StoreError: the store could not be written; the nodes stay marked for the next
+                flush.
+        """
+        with self.flushing:
+            with self.lock:
+                marked, self.pending = list(self.pending.values()), {}
+                timer, self.timer = self.timer, None
+            if timer is not None:
+                timer.cancel()
+            if not marked:
+                return
             now_perf, now = time.perf_counter(), datetime.now(UTC)
-            self.store.record_nodes(self.run_id, [self._update(s, now_perf, now) for s in marked])
+            try:
+                self.store.record_nodes(
+                    self.run_id, [self._update(s, now_perf, now) for s in marked]
+                )
+            except BaseException:
+                with self.lock:  # written by the next flush (the run's last, at the latest)
+                    for stats in marked:
+                        self.pending.setdefault(stats.name, stats)
+                raise
+
+    def _flush_later(self) -> None:
+        """The timer's flush: a failure is logged, and the run's last flush tries again."""
+        try:
+            self.flush()
+        except Exception as exc:  # a timer thread has nobody to raise to
+            logger.warning(
+                "run %s: recording node states failed (%s); retrying",
+                self.run_id,
+                exc,
+                extra={"run_id": self.run_id},
+            )
 
     def _update(self, stats: NodeStats, now_perf: float, now: datetime) -> NodeUpdate:
         def wall(perf: float | None) -> datetime | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandera.polars as pdp
@@ -11,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.store import RunStore
+from etlkit.errors import StoreError
+from etlkit.store import NodeUpdate, RunStore
 from etlkit.testing import MemorySink, MemorySource
 
 
@@ -330,3 +333,87 @@ def test_the_store_shows_a_running_node_while_it_runs_and_every_node_at_the_end(
     assert results[0].state == "success"
     final = {n.node: n.state for n in store.node_runs(results[0].run_id)}
     assert final == {"rows": "done", "held": "done", "out": "done"}
+
+
+class _SlowTimerStore(RunStore):
+    """A run store whose writes from threads other than the main one (the recorder's timer)
+    wait for `release`."""
+
+    def __init__(self, path: Path, release: threading.Event) -> None:
+        super().__init__(path)
+        self.release = release
+        self.timer_writes = 0
+        self.timer_done = threading.Event()
+
+    def record_nodes(self, run_id: str, updates: Sequence[NodeUpdate]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            super().record_nodes(run_id, updates)
+            return
+        self.timer_writes += 1
+        self.release.wait(10)
+        try:
+            super().record_nodes(run_id, updates)
+        finally:
+            self.timer_done.set()
+
+
+class _Slow(ek.Transform[Row, Row]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        time.sleep(0.5)  # longer than the recorder's timer (0.2 s)
+        return batch
+
+
+def test_node_states_written_by_the_timer_as_the_run_ends_do_not_overwrite_the_final_ones(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    class Slowly(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        slow = _Slow(rows)
+        out = MemorySink(slow)
+
+    release = threading.Event()
+    releaser = threading.Timer(1.0, release.set)  # the timer's write waits past the run's end
+    releaser.start()
+    with _SlowTimerStore(tmp_path / "slow.sqlite", release) as store:
+        result = Slowly.run(settings=settings, store=store)
+        assert store.timer_done.wait(10)
+        states = {n.node: n.state for n in store.node_runs(result.run_id)}
+    releaser.join()
+
+    assert result.state == "success", result.error
+    assert store.timer_writes >= 1  # the timer wrote "slow: running" while the run went on
+    assert states == {"rows": "done", "slow": "done", "out": "done"}
+
+
+class _FailingTimerStore(RunStore):
+    """A run store whose first write from a thread other than the main one fails."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failed = 0
+
+    def record_nodes(self, run_id: str, updates: Sequence[NodeUpdate]) -> None:
+        if threading.current_thread() is not threading.main_thread() and not self.failed:
+            self.failed += 1
+            raise StoreError("database is locked (test)")
+        super().record_nodes(run_id, updates)
+
+
+def test_node_states_the_timer_could_not_write_are_written_by_the_last_flush(
+    settings: ek.Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Slowly(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        slow = _Slow(rows)
+        out = MemorySink(slow)
+
+    with _FailingTimerStore(tmp_path / "failing.sqlite") as store:
+        result = Slowly.run(settings=settings, store=store)
+        nodes = {
+            n.node: (n.state, n.started_at is not None) for n in store.node_runs(result.run_id)
+        }
+
+    assert result.state == "success", result.error
+    assert store.failed == 1
+    assert nodes == {"rows": ("done", True), "slow": ("done", True), "out": ("done", True)}
+    assert "recording node states failed (database is locked (test)); retrying" in caplog.text
