@@ -363,19 +363,25 @@ class _Slow(ek.Transform[Row, Row]):
         return batch
 
 
-def test_node_states_written_by_the_timer_as_the_run_ends_do_not_overwrite_the_final_ones(
-    settings: ek.Settings, tmp_path: Path
-) -> None:
+def _slowly() -> type[ek.Pipeline]:
+    """rows -> slow (0.5 s) -> out: the recorder's timer flushes while `slow` runs."""
+
     class Slowly(ek.Pipeline):
         rows = MemorySource(TABLE, schema=Row)
         slow = _Slow(rows)
         out = MemorySink(slow)
 
+    return Slowly
+
+
+def test_node_states_written_by_the_timer_as_the_run_ends_do_not_overwrite_the_final_ones(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
     release = threading.Event()
     releaser = threading.Timer(1.0, release.set)  # the timer's write waits past the run's end
     releaser.start()
     with _SlowTimerStore(tmp_path / "slow.sqlite", release) as store:
-        result = Slowly.run(settings=settings, store=store)
+        result = _slowly().run(settings=settings, store=store)
         assert store.timer_done.wait(10)
         states = {n.node: n.state for n in store.node_runs(result.run_id)}
     releaser.join()
@@ -402,13 +408,8 @@ class _FailingTimerStore(RunStore):
 def test_node_states_the_timer_could_not_write_are_written_by_the_last_flush(
     settings: ek.Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Slowly(ek.Pipeline):
-        rows = MemorySource(TABLE, schema=Row)
-        slow = _Slow(rows)
-        out = MemorySink(slow)
-
     with _FailingTimerStore(tmp_path / "failing.sqlite") as store:
-        result = Slowly.run(settings=settings, store=store)
+        result = _slowly().run(settings=settings, store=store)
         nodes = {
             n.node: (n.state, n.started_at is not None) for n in store.node_runs(result.run_id)
         }
