@@ -119,12 +119,11 @@ def time_graph(
     began = time.perf_counter()
     cls = make(stage)
     graph = cls.graph()
-    built = time.perf_counter()
+    built, cpu = time.perf_counter(), time.process_time()  # the run's figures start here
     cli = {"paths.state_dir": str(state_dir)}
     if store_file is not None:
         cli["paths.store"] = str(store_file)
     settings = ek.load_settings(state_dir, env={}, cli=cli)
-    cpu = time.process_time()
     if store:
         with RunStore(settings.paths.store) as runs:
             result = cls.run(date="2025-03-01", settings=settings, store=runs)
