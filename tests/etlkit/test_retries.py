@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandera.polars as pdp
 import polars as pl
@@ -14,6 +14,7 @@ import pytest
 
 import etlkit as ek
 from etlkit.errors import StoreError
+from etlkit.execution import RunState
 from etlkit.store import NodeUpdate, RunStore
 from etlkit.testing import MemorySink, MemorySource
 
@@ -335,72 +336,73 @@ def test_the_store_shows_a_running_node_while_it_runs_and_every_node_at_the_end(
     assert final == {"rows": "done", "held": "done", "out": "done"}
 
 
-class _SlowTimerStore(RunStore):
+class _HeldTimerStore(RunStore):
     """A run store whose writes from threads other than the main one (the recorder's timer)
-    wait for `release`."""
+    set `entered`, then wait until the run is finished in the store (or `hold` seconds)."""
 
-    def __init__(self, path: Path, release: threading.Event) -> None:
+    def __init__(self, path: Path, entered: threading.Event, *, hold: float) -> None:
         super().__init__(path)
-        self.release = release
-        self.timer_writes = 0
+        self.entered = entered
+        self.hold = hold
+        self.finished = threading.Event()
         self.timer_done = threading.Event()
 
     def record_nodes(self, run_id: str, updates: Sequence[NodeUpdate]) -> None:
         if threading.current_thread() is threading.main_thread():
             super().record_nodes(run_id, updates)
             return
-        self.timer_writes += 1
-        self.release.wait(10)
+        self.entered.set()
+        self.finished.wait(self.hold)  # a last flush that waits for this one waits `hold`
         try:
             super().record_nodes(run_id, updates)
         finally:
             self.timer_done.set()
 
-
-class _Slow(ek.Transform[Row, Row]):
-    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
-        time.sleep(0.5)  # longer than the recorder's timer (0.2 s)
-        return batch
+    def finish_run(self, run_id: str, state: RunState, **kwargs: Any) -> None:
+        super().finish_run(run_id, state, **kwargs)
+        self.finished.set()
 
 
-def _slowly() -> type[ek.Pipeline]:
-    """rows -> slow (0.5 s) -> out: the recorder's timer flushes while `slow` runs."""
+def _gated() -> tuple[type[ek.Pipeline], Gate]:
+    """rows -> held (a `Gate`) -> out, and the gate."""
+    source = MemorySource(TABLE, schema=Row)
+    gate = Gate(source)
 
-    class Slowly(ek.Pipeline):
-        rows = MemorySource(TABLE, schema=Row)
-        slow = _Slow(rows)
-        out = MemorySink(slow)
+    class Gated(ek.Pipeline):
+        rows = source
+        held = gate
+        out = MemorySink(held)
 
-    return Slowly
+    return Gated, gate
 
 
 def test_node_states_written_by_the_timer_as_the_run_ends_do_not_overwrite_the_final_ones(
     settings: ek.Settings, tmp_path: Path
 ) -> None:
-    release = threading.Event()
-    releaser = threading.Timer(1.0, release.set)  # the timer's write waits past the run's end
-    releaser.start()
-    with _SlowTimerStore(tmp_path / "slow.sqlite", release) as store:
-        result = _slowly().run(settings=settings, store=store)
+    pipeline, gate = _gated()
+    # the node runs until the recorder's timer is writing "held: running"; that write then
+    # waits for the run to be finished in the store: without serialized flushes it lands
+    # after the final states
+    with _HeldTimerStore(tmp_path / "held.sqlite", gate.opened, hold=1.0) as store:
+        result = pipeline.run(settings=settings, store=store)
         assert store.timer_done.wait(10)
         states = {n.node: n.state for n in store.node_runs(result.run_id)}
-    releaser.join()
 
     assert result.state == "success", result.error
-    assert store.timer_writes >= 1  # the timer wrote "slow: running" while the run went on
-    assert states == {"rows": "done", "slow": "done", "out": "done"}
+    assert states == {"rows": "done", "held": "done", "out": "done"}
 
 
 class _FailingTimerStore(RunStore):
-    """A run store whose first write from a thread other than the main one fails."""
+    """A run store whose first write from a thread other than the main one fails, setting
+    `failed`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, failed: threading.Event) -> None:
         super().__init__(path)
-        self.failed = 0
+        self.failed = failed
 
     def record_nodes(self, run_id: str, updates: Sequence[NodeUpdate]) -> None:
-        if threading.current_thread() is not threading.main_thread() and not self.failed:
-            self.failed += 1
+        if threading.current_thread() is not threading.main_thread() and not self.failed.is_set():
+            self.failed.set()
             raise StoreError("database is locked (test)")
         super().record_nodes(run_id, updates)
 
@@ -408,13 +410,14 @@ class _FailingTimerStore(RunStore):
 def test_node_states_the_timer_could_not_write_are_written_by_the_last_flush(
     settings: ek.Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with _FailingTimerStore(tmp_path / "failing.sqlite") as store:
-        result = _slowly().run(settings=settings, store=store)
+    pipeline, gate = _gated()  # `held` runs until the timer's write has failed
+    with _FailingTimerStore(tmp_path / "failing.sqlite", gate.opened) as store:
+        result = pipeline.run(settings=settings, store=store)
         nodes = {
             n.node: (n.state, n.started_at is not None) for n in store.node_runs(result.run_id)
         }
 
     assert result.state == "success", result.error
-    assert store.failed == 1
-    assert nodes == {"rows": ("done", True), "slow": ("done", True), "out": ("done", True)}
+    assert gate.opened.is_set()
+    assert nodes == {"rows": ("done", True), "held": ("done", True), "out": ("done", True)}
     assert "recording node states failed (database is locked (test)); retrying" in caplog.text
