@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "after files were deleted nearby (default: 360; 0: do not wait)",
     )
     args = parser.parse_args(argv)
+    environment.compile_sources()  # children read bytecode, as from an installed package
     print(environment.describe(), flush=True)
 
     graphs: dict[str, Callable[[bool], type[ek.Pipeline]]] = {

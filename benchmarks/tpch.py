@@ -410,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.generate_only:
         return 0
 
+    environment.compile_sources()  # children read bytecode, as from an installed package
     print(environment.describe(), flush=True)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="etlkit-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import etlkit as ek
-from benchmarks import datasets, engines, overhead, tpch
+from benchmarks import datasets, engines, environment, overhead, tpch
 from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, differences
 from etlkit.store import RunStore
 from etlkit.testing import MemorySink
@@ -172,3 +172,18 @@ def test_settle_probes_until_creating_a_file_is_cheap_again(
     assert overhead.settle(tmp_path, 0) == 0.3  # no time to wait: one probe
     assert overhead.settle(tmp_path, 60, pause=0) == 0.02  # waited until it settled
     assert probed == [tmp_path] * 3
+
+
+def test_sources_are_compiled_even_where_bytecode_is_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", True)  # PYTHONDONTWRITEBYTECODE=1
+    (tmp_path / "etlkit").mkdir()
+    (tmp_path / "etlkit" / "good.py").write_text("VALUE = 1\n")
+    (tmp_path / "etlkit" / "broken.py").write_text("def (\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "other.py").write_text("VALUE = 2\n")
+    environment.compile_sources(tmp_path)  # a module that does not compile is only reported
+    compiled = sorted(p.name.split(".")[0] for p in (tmp_path / "etlkit").glob("__pycache__/*"))
+    assert compiled == ["good"]
+    assert not (tmp_path / "elsewhere" / "__pycache__").exists()  # not one of the packages
