@@ -190,6 +190,8 @@ class ColumnStats:
     values: frozenset[str] | None = None
 
 
+#: Arrow's text types, as `str(type)` spells them.
+_TEXT_TYPES: Final = ("string", "large_string", "string_view")
 #: Past this many distinct values a column's dictionaries are not worth collecting.
 _MAX_DICTIONARY_VALUES: Final = 4096
 
@@ -211,21 +213,23 @@ def parquet_statistics(
     for path in paths:
         metadata = pq.ParquetFile(path).metadata
         schema = metadata.schema.to_arrow_schema()
+        # (index, name, floating, text) of the wanted columns: a wide file's other columns are
+        # never looked at (lineitem's 16 columns in 500 row groups: ~4x the objects)
+        types = {field.name: str(field.type) for field in schema}
+        picked: list[tuple[int, str, bool, bool]] = []
+        for index in range(metadata.num_columns):
+            name = metadata.schema.column(index).path
+            if name in columns:
+                kind = types.get(name, "")
+                floating = kind in ("float", "double", "halffloat")
+                picked.append((index, name, floating, kind in _TEXT_TYPES))
         for group in range(metadata.num_row_groups):
             row_group = metadata.row_group(group)
-            for index in range(row_group.num_columns):
+            for index, name, floating, text in picked:
                 chunk = row_group.column(index)
-                name = chunk.path_in_schema
-                if name not in columns:
-                    continue
-                if not chunk.has_dictionary_page or str(schema.field(name).type) not in (
-                    "string",
-                    "large_string",
-                    "string_view",
-                ):
+                if not (text and chunk.has_dictionary_page):
                     dictionary_coded.discard(name)
                 stats = chunk.statistics
-                floating = str(schema.field(name).type) in ("float", "double", "halffloat")
                 has = stats is not None and stats.has_min_max
                 nulls = stats.null_count if stats is not None and stats.has_null_count else None
                 here = ColumnStats(
