@@ -764,6 +764,7 @@ class _Run:
             and self.pool_of(name) is None
             and name not in idle
         }
+        self.queries: dict[str, Any] = {}  # running SQL nodes' connections (`fail` interrupts)
         self.result = RunResult(
             pipeline=graph.pipeline,
             run_id=ctx.run_id,
@@ -788,9 +789,14 @@ class _Run:
             self.cancel.set()
             self.changed.notify_all()
             self.commits.notify_all()  # nodes waiting for an input's commit
-        if first:  # wake every worker blocked on a channel
+        if first:  # wake every worker blocked on a channel, stop every running query
             for inbox in self.inboxes.values():
                 inbox.wake()
+            with self.lock:
+                queries = list(self.queries.values())
+            for con in queries:
+                with contextlib.suppress(Exception):  # closed meanwhile: its query has ended
+                    con.interrupt()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -1636,7 +1642,11 @@ class _Run:
     ) -> Iterator[pa.RecordBatch]:
         con = self.duckdb()
         stream: _SqlStream | None = None
+        with self.lock:
+            self.queries[name] = con  # a failing run interrupts the query (`fail`)
         try:
+            if self.cancel.is_set():  # failed before the query could be interrupted
+                raise RunCancelledError("run cancelled")
             sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
             if name in self.inboxes:
                 stream = self.sql_stream(name, node, con, sql, stats)
@@ -1660,10 +1670,14 @@ class _Run:
             except Exception:
                 if stream is not None and stream.failure is not None:
                     raise stream.failure from None  # what stopped the input, not DuckDB's words
+                if self.cancel.is_set():
+                    raise RunCancelledError("run cancelled") from None  # an interrupted query
                 raise
             if stream is not None:
                 stream.drain()  # a query may stop early (LIMIT): the input still commits first
         finally:
+            with self.lock:
+                del self.queries[name]
             con.close()
 
     def sql_stream(

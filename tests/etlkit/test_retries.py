@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,6 +136,25 @@ def test_a_node_past_its_timeout_fails_the_run_naming_the_limit(settings: ek.Set
     assert "timed out after 0.2s (its timeout)" in str(result.error)
     assert result.nodes["stuck"].state == "failed"
     assert not TimesOut.out.committed
+
+
+def test_a_sql_node_past_its_timeout_has_its_query_interrupted(
+    settings: ek.Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    class LongQuery(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row)
+        # minutes of DuckDB's time: unless interrupted, it runs past the grace period
+        counted = ek.Sql(
+            "select count(*) as n from {rows}, range(20000000000) t(x) where x % 7 = 3"
+        ).options(timeout=0.2)
+
+    with caplog.at_level(logging.WARNING, logger="etlkit"):
+        result = LongQuery.run(settings=settings.with_overrides({"run.cancel_grace": 5.0}, "test"))
+
+    assert isinstance(result.error, ek.NodeTimeoutError)
+    assert "Node 'counted'" in str(result.error)
+    assert result.nodes["counted"].state == "failed"
+    assert "abandoning" not in caplog.text  # the query stopped, and the node returned
 
 
 def test_a_run_past_the_pipeline_timeout_is_cancelled(settings: ek.Settings) -> None:
