@@ -52,6 +52,30 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(stolen, all) clock ticks of every CPU since boot, from /proc/stat (None elsewhere).
+
+    Steal is time a virtual machine's CPUs were ready to run but the hypervisor ran someone
+    else: a share of it during a measurement tells a slowed machine from a slow program.
+    """
+    try:
+        with open("/proc/stat") as stat:  # noqa: PTH123
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user .. steal (guest time is inside user)
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of all CPU time the hypervisor stole between two `cpu_ticks` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def compile_sources(root: Path | None = None) -> None:
     """Byte-compile the repository's packages into their `__pycache__`, as installing them
     does (a module that does not compile is printed, and imported from source as before).

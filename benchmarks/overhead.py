@@ -189,6 +189,10 @@ def _etlkit() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "etlkit"]
 
 
+def _percent(label: str, share: float | None) -> str:
+    return "" if share is None else f"{label} {share * 100:.0f}%"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the overhead benchmark and print its table."""
     parser = argparse.ArgumentParser(
@@ -235,13 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  creating a file there: {creation[0]:.3f} ms", flush=True)
         loop = [python_loop_seconds()]
         print(f"  a loop of 10^7 empty iterations: {loop[0]:.2f} s", flush=True)
+        rounds_began = environment.cpu_ticks()
         for i in range(args.repeat):
             for mode, (stage, store) in modes.items():
                 for name, make in graphs.items():
                     state = root / f"{mode}-{name}-{i}".replace(" ", "_")
+                    began = environment.cpu_ticks()
                     build, run, cpu, nodes = time_graph(
                         make, state, stage=stage, store=store, store_file=store_file
                     )
+                    stolen = environment.steal_share(began, environment.cpu_ticks())
                     builds, runs, cpus, _ = measured.setdefault((mode, name), ([], [], [], nodes))
                     builds.append(build)
                     runs.append(run)
@@ -249,9 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"  round {i + 1} {mode:10} {name:20} build {build:6.3f}s  "
                         f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node  "
-                        f"CPU {cpu / nodes * 1e3:6.2f} ms/node",
+                        f"CPU {cpu / nodes * 1e3:6.2f} ms/node{_percent(' steal', stolen)}",
                         flush=True,
                     )
+        steal = environment.steal_share(rounds_began, environment.cpu_ticks())
         creation.append(file_creation_ms(root))
         print(f"  creating a file there, after the rounds: {creation[1]:.3f} ms", flush=True)
         loop.append(python_loop_seconds())
@@ -318,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"a loop of 10^7 empty iterations (this machine's speed at the time): {loop[0]:.2f} s "
         f"before the rounds, {loop[1]:.2f} s after"
     )
+    if steal is not None:
+        print(f"CPU time the hypervisor stole during the rounds (steal):{_percent('', steal)}")
     print(f"\n| command (median of {repeat}, cold process) | wall s |")
     print("|---|--:|")
     for command, seconds in starts.items():
@@ -332,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "marginal_ms_per_chain_node": marginal,
                     "file_creation_ms": {"before": creation[0], "after": creation[1]},
                     "python_loop_seconds": {"before": loop[0], "after": loop[1]},
+                    "steal_share": steal,
                     "cold_start_seconds": starts,
                 },
                 indent=2,

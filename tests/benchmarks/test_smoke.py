@@ -187,3 +187,13 @@ def test_sources_are_compiled_even_where_bytecode_is_not_written(
     compiled = sorted(p.name.split(".")[0] for p in (tmp_path / "etlkit").glob("__pycache__/*"))
     assert compiled == ["good"]
     assert not (tmp_path / "elsewhere" / "__pycache__").exists()  # not one of the packages
+
+
+def test_steal_share_is_the_stolen_part_of_all_cpu_time_between_readings() -> None:
+    assert environment.steal_share((10, 1_000), (15, 1_100)) == 0.05
+    assert environment.steal_share((10, 1_000), (10, 1_000)) is None  # no time passed
+    assert environment.steal_share(None, (10, 1_000)) is None  # no /proc/stat
+    ticks = environment.cpu_ticks()
+    if ticks is not None:  # Linux
+        stolen, total = ticks
+        assert 0 <= stolen <= total
