@@ -764,7 +764,7 @@ class _Run:
             and self.pool_of(name) is None
             and name not in idle
         }
-        self.queries: dict[str, Any] = {}  # running SQL nodes' connections (`fail` interrupts)
+        self.queries: dict[int, Any] = {}  # connections running queries (`interruptible`)
         self.result = RunResult(
             pipeline=graph.pipeline,
             run_id=ctx.run_id,
@@ -1447,16 +1447,17 @@ class _Run:
         files = staged() if unique or expected.sql else []
         con = self.duckdb() if files else None
         try:
-            problems = dataset_problems(
-                con,
-                files,
-                rows=stats.rows_out,
-                min_rows=expected.min_rows,
-                max_rows=expected.max_rows,
-                unique=unique,
-                sql=expected.sql,
-                csv=csv,
-            )
+            with self.interruptible(con):
+                problems = dataset_problems(
+                    con,
+                    files,
+                    rows=stats.rows_out,
+                    min_rows=expected.min_rows,
+                    max_rows=expected.max_rows,
+                    unique=unique,
+                    sql=expected.sql,
+                    csv=csv,
+                )
         finally:
             if con is not None:
                 con.close()
@@ -1471,6 +1472,30 @@ class _Run:
                 pipeline=self.graph.pipeline, node=name, run_id=self.ctx.run_id, chunk=None
             )
             raise error
+
+    @contextlib.contextmanager
+    def interruptible(self, con: Any) -> Iterator[None]:
+        """While a node runs DuckDB queries on `con`: a failing run interrupts them (`fail`),
+        and the error an interrupted query raises becomes the run's cancellation. `con` None:
+        the node runs no query."""
+        if con is None:
+            yield
+            return
+        with self.lock:
+            self.queries[id(con)] = con
+        try:
+            if self.cancel.is_set():  # failed before its queries could be interrupted
+                raise RunCancelledError("run cancelled")
+            yield
+        except Exception as exc:
+            import duckdb
+
+            if isinstance(exc, duckdb.Error) and self.cancel.is_set():
+                raise RunCancelledError("run cancelled") from None  # an interrupted query
+            raise
+        finally:
+            with self.lock:
+                del self.queries[id(con)]
 
     def duckdb(self) -> Any:
         """A connection of its own to the run's DuckDB database; close it after use.
@@ -1642,11 +1667,7 @@ class _Run:
     ) -> Iterator[pa.RecordBatch]:
         con = self.duckdb()
         stream: _SqlStream | None = None
-        with self.lock:
-            self.queries[name] = con  # a failing run interrupts the query (`fail`)
-        try:
-            if self.cancel.is_set():  # failed before the query could be interrupted
-                raise RunCancelledError("run cancelled")
+        with contextlib.closing(con), self.interruptible(con):
             sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
             if name in self.inboxes:
                 stream = self.sql_stream(name, node, con, sql, stats)
@@ -1670,15 +1691,9 @@ class _Run:
             except Exception:
                 if stream is not None and stream.failure is not None:
                     raise stream.failure from None  # what stopped the input, not DuckDB's words
-                if self.cancel.is_set():
-                    raise RunCancelledError("run cancelled") from None  # an interrupted query
                 raise
             if stream is not None:
                 stream.drain()  # a query may stop early (LIMIT): the input still commits first
-        finally:
-            with self.lock:
-                del self.queries[name]
-            con.close()
 
     def sql_stream(
         self, name: str, node: Sql, con: Any, sql: str, stats: NodeStats

@@ -157,6 +157,22 @@ def test_a_sql_node_past_its_timeout_has_its_query_interrupted(
     assert "abandoning" not in caplog.text  # the query stopped, and the node returned
 
 
+def test_a_dataset_check_of_a_node_past_its_timeout_is_interrupted(
+    settings: ek.Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    endless = "select id from {output}, range(20000000000) t(x) where x % 7 = 3 and x < 0"
+
+    class LongCheck(ek.Pipeline):
+        rows = MemorySource(TABLE, schema=Row).expect(sql=[endless]).options(timeout=0.2)
+
+    with caplog.at_level(logging.WARNING, logger="etlkit"):
+        result = LongCheck.run(settings=settings.with_overrides({"run.cancel_grace": 5.0}, "test"))
+
+    assert isinstance(result.error, ek.NodeTimeoutError)
+    assert result.nodes["rows"].state == "failed"
+    assert "abandoning" not in caplog.text
+
+
 def test_a_run_past_the_pipeline_timeout_is_cancelled(settings: ek.Settings) -> None:
     release = threading.Event()
 
