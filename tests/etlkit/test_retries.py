@@ -340,22 +340,15 @@ class Gate(ek.Transform[Row, Row]):
 def test_the_store_shows_a_running_node_while_it_runs_and_every_node_at_the_end(
     settings: ek.Settings, store: RunStore
 ) -> None:
-    source = MemorySource(TABLE, schema=Row)
-    gate = Gate(source)
-
-    class Held(ek.Pipeline):
-        rows = source
-        held = gate
-        out = MemorySink(held)
-
+    held, gate = _gated()
     results: list[ek.RunResult] = []
     runner = threading.Thread(
-        target=lambda: results.append(Held.run(settings=settings, store=store))
+        target=lambda: results.append(held.run(settings=settings, store=store))
     )
     runner.start()
     try:
         assert gate.entered.wait(30)
-        [run] = store.runs("held")
+        [run] = store.runs("gated")
         states: dict[str, str] = {}
         for _ in range(300):  # node updates reach the store within a fraction of a second
             states = {n.node: n.state for n in store.node_runs(run.run_id)}
