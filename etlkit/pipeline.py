@@ -186,6 +186,8 @@ class Pipeline:
         Raises:
             PipelineDefinitionError: the graph is invalid (nothing has run).
             ConfigError: a bad date or an undeclared param.
+            StagingError: `run_id` already committed a node that is neither in `reuse` nor in
+                `skip` (nothing has run).
         """
         from etlkit.config import load_settings
         from etlkit.runs import run_pipeline

@@ -24,6 +24,7 @@ from etlkit.errors import (
     PermanentError,
     RunCancelledError,
     RunTimeoutError,
+    StagingError,
     StoreError,
 )
 from etlkit.execution import (
@@ -211,8 +212,11 @@ def run_pipeline(
     staged outputs. `resumed=True` means the store already has the run's record.
     """
     graph = pipeline.graph()
-    run_id = run_id or new_run_id()
     staging = Staging(staging_root or settings.paths.staging_root)
+    if run_id is None:
+        run_id = new_run_id()
+    elif not resumed:
+        _refuse_recompute(pipeline, graph, staging, run_id, set(reuse) | set(skip))
     ctx = Context(
         pipeline=pipeline.name,
         run_id=run_id,
@@ -294,6 +298,28 @@ def run_pipeline(
     if result.state in ("success", "failed"):
         _notify(pipeline, event, result, ctx, notifiers, attempt, settings)
     return result
+
+
+def _refuse_recompute(
+    pipeline: type[Pipeline], graph: Graph, staging: Staging, run_id: str, kept: set[str]
+) -> None:
+    """Fail before anything runs if `run_id` committed a node that is neither reused nor skipped.
+
+    Raises:
+        StagingError: such a node exists (its output is immutable, so running it would fail).
+    """
+    committed = [
+        name
+        for name in graph.order
+        if name not in kept and staging.manifest(pipeline.name, run_id, name) is not None
+    ]
+    if committed:
+        raise StagingError(
+            f"Run {run_id} of pipeline '{pipeline.name}' already committed "
+            f"{', '.join(repr(n) for n in committed)}, and committed outputs are immutable: "
+            "name them in `reuse` (sinks in `skip`), retry the run (`Pipeline.retry`, "
+            f"`etlkit retry {run_id}`: they reuse every committed output), or use a new run id"
+        )
 
 
 def _execute(

@@ -56,6 +56,13 @@ class Prices(ek.Pipeline):
     summed_out = MemorySink(summed)
 
 
+class Streamed(ek.Pipeline):
+    params: ClassVar[dict[str, str]] = {"path": ""}
+    lines = ParquetSource("{path}", schema=Line, chunk_rows=3)
+    passed = Flaky(lines)
+    out = MemorySink(passed)
+
+
 class Listed(ek.Lazy[Any]):
     def query(self, ctx: ek.Context, lines: pl.LazyFrame) -> pl.LazyFrame:
         return lines.sort("id").select(pl.col("price"))
@@ -104,15 +111,15 @@ def test_a_resumed_run_replays_the_reference_with_the_models_types(
 ) -> None:
     FAIL["on"] = True
     params = {"path": str(decimal_file)}
-    first = Prices.run(settings=settings, params=params)
+    first = Streamed.run(settings=settings, params=params)
     assert first.state == "failed"
     FAIL["on"] = False
 
-    again = Prices.run(settings=settings, params=params, run_id=first.run_id, reuse={"lines"})
+    again = Streamed.run(settings=settings, params=params, run_id=first.run_id, reuse={"lines"})
 
     assert again.state == "success", again.error
     assert again.nodes["lines"].state == "reused"
-    out = Prices.out.table()
+    out = Streamed.out.table()
     assert out.schema.field("price").type == pa.float64()
     assert out.column("price").to_pylist() == STREAMED  # as the first attempt streamed them
 

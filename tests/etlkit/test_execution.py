@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.errors import RunCancelledError
+from etlkit.errors import RunCancelledError, StagingError
 from etlkit.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
 from etlkit.nodes import Context
 from etlkit.staging import Staging
@@ -345,6 +345,30 @@ def test_resume_reuses_committed_outputs_without_reading_the_source_again(
     assert Resumable.out.table().num_rows == 10
     assert Resumable.raw_out.table().num_rows == 10  # replayed from staging
     assert Resumable.total_out.table().to_pylist() == [{"total": 550.0}]
+
+
+def test_rerunning_a_run_id_without_reusing_its_committed_outputs_fails_before_running(
+    settings: ek.Settings, billing_table: pa.Table
+) -> None:
+    class Twice(ek.Pipeline):
+        bills = MemorySource(billing_table, schema=Bill, chunk_rows=4)
+        taxed = AddTax(bills)
+        out = MemorySink(taxed)
+
+    first = run(Twice, settings)
+    assert first.state == "success", first.error
+
+    with pytest.raises(
+        StagingError,
+        match=rf"Run {first.run_id} of pipeline 'twice' already "
+        r"committed 'taxed'.*immutable.*`reuse`.*etlkit retry",
+    ):
+        run(Twice, settings, run_id=first.run_id, reuse={"bills"})
+    assert Twice.bills.reads == 1  # nothing ran
+
+    again = run(Twice, settings, run_id=first.run_id, reuse={"bills", "taxed"})
+    assert again.state == "success", again.error
+    assert Twice.out.table().num_rows == 10
 
 
 def test_chunks_are_split_by_rows_and_by_bytes() -> None:
