@@ -687,7 +687,9 @@ def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[st
 
     if files.csv is not None or any("://" in url for url in files.urls):
         return frozenset()
-    found = parquet_statistics(files.urls, files.columns, values_of=validator.text_columns())
+    found = parquet_statistics(
+        files.urls, files.columns, values_of=validator.text_columns(), metadata=files.metadata
+    )
     return validator.proven_checks(found)
 
 

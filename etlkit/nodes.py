@@ -378,6 +378,9 @@ class SourceFiles:
     to the files (sizes and `staging.file_fingerprint`s, which a resume verifies); whoever
     reads it later (a resumed run, `etlkit query`) parses them again as the source did.
     `rows` is unknown then (0).
+
+    `metadata`: the Parquet files' parsed footers (`pyarrow.parquet.FileMetaData`, in `urls`
+    order) when the source read them anyway, so validation does not parse them again.
     """
 
     urls: tuple[str, ...]
@@ -387,6 +390,7 @@ class SourceFiles:
     checksums: tuple[str, ...]
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     csv: Mapping[str, Any] | None = None
+    metadata: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
 
 class Source(Node):

@@ -109,7 +109,7 @@ class ParquetSource(FileSource):
         if not found.paths or not isinstance(found.fs, LocalFileSystem):
             return None
         expected = read_schema(self.model)
-        rows, sizes, checksums = 0, [], []
+        rows, sizes, checksums, footers = 0, [], [], []
         for path, size in zip(found.paths, found.sizes, strict=True):
             if size == 0:
                 return None
@@ -117,6 +117,7 @@ class ParquetSource(FileSource):
                 with found.fs.open(path, "rb") as handle:
                     parquet = pq.ParquetFile(handle)
                     stored, count = parquet.schema_arrow, parquet.metadata.num_rows
+                    footers.append(parquet.metadata)
                 length, checksum = footer_checksum(found.fs, path)
             except (pa.ArrowInvalid, OSError, StagingError):
                 return None
@@ -134,6 +135,7 @@ class ParquetSource(FileSource):
             rows=rows,
             sizes=tuple(sizes),
             checksums=tuple(checksums),
+            metadata=tuple(footers),
         )
 
     def _read_file(

@@ -60,6 +60,28 @@ def test_a_violation_in_a_later_row_group_is_still_caught(tmp_path: Path) -> Non
     assert ("level", "in_range(0, 9)") not in ChunkValidator(Reading).proven_checks(stats)
 
 
+def test_a_file_without_statistics_leaves_extremes_and_null_counts_unknown(
+    tmp_path: Path,
+) -> None:
+    with_stats = write(tmp_path / "a.parquet", CLEAN)
+    without = tmp_path / "b.parquet"
+    pq.write_table(pa.table(CLEAN[1]), without, write_statistics=["id"])
+    paths = [str(with_stats), str(without)]
+
+    stats = parquet_statistics(paths, ["id", "value", "level"])
+
+    assert (stats["id"].minimum, stats["id"].maximum, stats["id"].null_count) == (1, 4, 0)
+    assert (stats["level"].minimum, stats["level"].maximum) == (None, None)
+    assert stats["level"].null_count is None
+    assert ChunkValidator(Reading).proven_checks(stats) == {
+        ("id", "not_nullable"),
+        ("id", "greater_than_or_equal_to(1)"),
+    }
+    # the footers a source parsed already give the same
+    footers = [pq.read_metadata(path) for path in paths]
+    assert parquet_statistics(paths, ["id", "value", "level"], metadata=footers) == stats
+
+
 class Flagged(pdp.DataFrameModel):
     flag: str = pdp.Field(isin=["A", "N", "R"])
     code: str = pdp.Field(str_matches=r"^[A-Z]{2}$")
