@@ -193,7 +193,7 @@ def _notifiers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pools(args: argparse.Namespace) -> dict[str, int]:
-    from etlkit.scheduling.pools import load_pools
+    from etlkit.pools import load_pools
 
     return load_pools(_project(args), Path(args.config) if args.config else None)
 

@@ -29,21 +29,19 @@ import difflib
 import json
 import logging
 import os
-import smtplib
-import ssl
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 from etlkit.config import read_toml
 from etlkit.errors import ConfigError, EtlkitError
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +187,9 @@ class WebhookNotifier:
         Raises:
             NotificationError: the server answered with an error status or could not be reached.
         """
+        import urllib.error  # the mail and HTTP modules load when a notifier sends (~12 ms)
+        import urllib.request
+
         body = json.dumps(self.payload(ctx)).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": "etlkit", **self.headers}
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
@@ -271,6 +272,8 @@ class EmailNotifier:
 
     def message(self, ctx: NotificationContext) -> EmailMessage:
         """The email sent for `ctx`."""
+        from email.message import EmailMessage
+
         msg = EmailMessage()
         msg["Subject"] = f"[etlkit] {ctx.title} (run {ctx.run_id})"
         msg["From"] = self.sender
@@ -285,6 +288,9 @@ class EmailNotifier:
             NotificationError: the server could not be reached, refused the login, the sender
                 or a recipient.
         """
+        import smtplib
+        import ssl
+
         where = f"SMTP server {self.host}:{self.port}"
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
@@ -521,6 +527,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _smtp_reply(exc: Exception) -> str:
+    import smtplib
+
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)

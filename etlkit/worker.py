@@ -32,8 +32,8 @@ from etlkit.config import load_settings
 from etlkit.errors import EtlkitError, StoreError
 from etlkit.notifications import load_notifiers
 from etlkit.pipeline import load_pipeline
+from etlkit.pools import load_pools
 from etlkit.runs import run_recorded
-from etlkit.scheduling.pools import load_pools
 from etlkit.store import ACTIVE_STATES, RunRecord, RunStore, pid_alive
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "nodes": {"errors", "schema"},
     "staging": {"errors"},
     "store": {"errors"},
+    "pools": {"errors", "config"},
     "connections": {"errors", "config"},
     "validation": {"errors", "schema", "staging"},
     "testing": {"errors", "nodes", "schema"},
@@ -42,15 +43,16 @@ ALLOWED: dict[str, set[str]] = {
     "progress": {"execution"},
     "worker": {
         *("errors", "config", "pipeline", "runs", "store", "scheduling", "runlog"),
-        *("connections", "notifications"),
+        *("connections", "notifications", "pools"),
     },
     "scheduling": {
         *("errors", "config", "nodes", "pipeline", "runs", "store", "execution", "graph"),
-        *("sensors", "notifications", "connections", "runlog"),
+        *("sensors", "notifications", "connections", "runlog", "pools"),
     },
     "cli": {
         *("errors", "config", "pipeline", "graph", "execution", "progress", "nodes", "staging"),
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
+        "pools",
     },
     "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
     "__main__": {"cli"},

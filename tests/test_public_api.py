@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import etlkit as ek
 
@@ -35,3 +36,28 @@ def test_importing_etlkit_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_etlkit_run_loads_neither_the_scheduler_nor_the_mail_and_http_clients(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "one.py").write_text(
+        "import etlkit as ek\n\n"
+        "class Touch(ek.Task):\n"
+        "    def run(self, ctx):\n"
+        "        open(ctx.params['out'], 'w').close()\n\n"
+        "class One(ek.Pipeline):\n"
+        "    params = {'out': ''}\n"
+        "    touch = Touch()\n"
+    )
+    out = tmp_path / "touched"
+    code = (
+        "import sys; from etlkit import cli; "
+        f"code = cli.main(['--project', {str(tmp_path)!r}, 'run', {str(tmp_path / 'one.py')!r}, "
+        f"'--progress', 'none', '--param', 'out={out}']); "
+        "print(code, sorted(m for m in sys.modules if m in ('croniter', 'smtplib', "
+        "'urllib.request') or m.startswith('etlkit.scheduling')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+    assert out.exists()

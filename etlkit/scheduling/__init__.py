@@ -7,17 +7,17 @@
 - `sensing`: sensors poked from the scheduler loop, holding no process.
 - `control`: `trigger`, `pause`, `unpause`, `status`.
 - `backfill`: `backfill` over a range of logical dates.
-- `pools`: `load_pools`, pool sizes from etlkit.toml.
+- `load_pools` (from `etlkit.pools`, which `etlkit run` needs without the scheduler).
 
 `python -m etlkit.scheduling --project DIR` runs the scheduler.
 """
 
 from __future__ import annotations
 
+from etlkit.pools import load_pools
 from etlkit.scheduling.backfill import BackfillSummary, Reprocess, backfill
 from etlkit.scheduling.clock import Clock, FakeClock, SystemClock
 from etlkit.scheduling.control import PipelineStatus, pause, status, trigger, unpause
-from etlkit.scheduling.pools import load_pools
 from etlkit.scheduling.processes import Handle, Launcher, SubprocessLauncher
 from etlkit.scheduling.scheduler import Scheduler, TickReport, serve
 from etlkit.scheduling.schedules import PRESETS, DataInterval, Schedule

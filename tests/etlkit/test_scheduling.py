@@ -604,7 +604,10 @@ def test_a_bad_pool_size_names_the_key(project: Path) -> None:
         load_pools(project)
 
 
-ALLOWED = {"errors", "config", "nodes", "pipeline", "sensors", "staging", "store", "scheduling"}
+ALLOWED = {
+    *("errors", "config", "nodes", "pipeline", "sensors", "staging", "store", "scheduling"),
+    "pools",
+}
 
 
 @pytest.mark.parametrize(
