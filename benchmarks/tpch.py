@@ -15,10 +15,12 @@ streaming engine, and pandas in chunks.
 Every run is a fresh child process (`benchmarks.child`), the variants taking turns within each
 repetition. Per run: the wall time of the work inside the child (after imports), the wall time of
 the whole child (interpreter start and imports included), the child's CPU time (user + sys, from
-`os.wait4`) and its peak RSS (its own high-water mark, VmHWM, and that of any process it
-started). Each variant's result is checked against DuckDB's of the same repetition before
-anything is reported: a variant that fails or differs is listed as such, without timings, and
-the command exits with 1. Measurements are saved to `--json` after every workload.
+`os.wait4`), its peak RSS (its own high-water mark, VmHWM, and that of any process it started),
+and the hypervisor's steal over the run (from `/proc/stat`: on a shared VM a run with 25% steal
+is ~1.3x slower in wall time, whatever the variant). Each variant's result is checked against
+DuckDB's of the same repetition before anything is reported: a variant that fails or differs is
+listed as such, without timings, and the command exits with 1. Measurements are saved to
+`--json` after every workload.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Measurement:
     cpu_seconds: float  # user + sys of the whole child
     work_cpu_seconds: float
     peak_rss_bytes: int
+    steal: float | None = None  # the hypervisor's share of all CPU time during the child
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Summary:
     vs_pandas: float | None  # work wall
     process_vs_duckdb: float | None  # process wall
     cpu_vs_duckdb: float | None  # work CPU: steadier than wall on a busy machine
+    steal: float | None = None  # median over the runs: wall times are slower by about that
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,9 @@ def run_workload(
                 continue
             run_dir = work_dir / f"{label.replace(' ', '-')}-{variant}-{repetition}"
             try:
+                ticks = environment.cpu_ticks()
                 stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
+                steal = environment.steal_share(ticks, environment.cpu_ticks())
                 results[variant] = _read_result(Path(stats["result"]))
             except RuntimeError as exc:
                 print(f"  {label} run {repetition}/{repeat} {variant:18} FAILED", flush=True)
@@ -196,12 +202,13 @@ def run_workload(
                 cpu_seconds=usage.ru_utime + usage.ru_stime,
                 work_cpu_seconds=stats["work_cpu_seconds"],
                 peak_rss_bytes=max(stats["peak_rss_bytes"], stats["children_maxrss_kib"] * 1024),
+                steal=steal,
             )
             measurements.append(m)
             print(
                 f"  {label} run {repetition}/{repeat} {variant:18} work {m.work_seconds:7.2f}s  "
                 f"process {m.process_seconds:7.2f}s  cpu {m.cpu_seconds:7.2f}s  "
-                f"peak {m.peak_rss_bytes / 2**20:7.0f} MiB",
+                f"peak {m.peak_rss_bytes / 2**20:7.0f} MiB  steal {_share(m.steal)}",
                 flush=True,
             )
         reference = results.get(REFERENCE)
@@ -243,6 +250,7 @@ def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
         duckdb_process = median((sf, workload, "duckdb"), "process_seconds")
         duckdb_cpu = median((sf, workload, "duckdb"), "work_cpu_seconds")
         pandas = median((sf, workload, "pandas"), "work_seconds")
+        stolen = [m.steal for m in runs if m.steal is not None]
         summaries.append(
             Summary(
                 sf=sf,
@@ -261,6 +269,7 @@ def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
                 vs_pandas=work / pandas if pandas else None,
                 process_vs_duckdb=process / duckdb_process if duckdb_process else None,
                 cpu_vs_duckdb=work_cpu / duckdb_cpu if duckdb_cpu else None,
+                steal=statistics.median(stolen) if stolen else None,
             )
         )
     return summaries
@@ -270,12 +279,16 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
+def _share(value: float | None) -> str:
+    return f"{value * 100:.0f}%" if value is not None else "-"
+
+
 def format_table(summaries: Sequence[Summary]) -> str:
     """The summaries as a Markdown table, one row per variant of each workload."""
     lines = [
         "| workload | variant | work s | process s | CPU s | peak RSS MiB | Mrows/s "
-        "| / DuckDB | / pandas | process / DuckDB | work CPU / DuckDB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| / DuckDB | / pandas | process / DuckDB | work CPU / DuckDB | steal |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
         name = f"SF{s.sf:g} {s.workload}" if s.sf is not None else f"{s.workload}"
@@ -283,7 +296,7 @@ def format_table(summaries: Sequence[Summary]) -> str:
             f"| {name} | {s.variant} | {s.work_seconds:.2f} | {s.process_seconds:.2f} "
             f"| {s.cpu_seconds:.2f} | {s.peak_rss_bytes / 2**20:.0f} "
             f"| {s.rows_per_second / 1e6:.2f} | {_ratio(s.vs_duckdb)} | {_ratio(s.vs_pandas)} "
-            f"| {_ratio(s.process_vs_duckdb)} | {_ratio(s.cpu_vs_duckdb)} |"
+            f"| {_ratio(s.process_vs_duckdb)} | {_ratio(s.cpu_vs_duckdb)} | {_share(s.steal)} |"
         )
     return "\n".join(lines)
 

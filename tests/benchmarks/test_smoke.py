@@ -7,6 +7,7 @@ Everything is written under tmp_path.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,9 +92,13 @@ def test_the_harness_runs_and_reports(
         ]
     )
     assert code == 0
-    assert "every result reported equals DuckDB's" in capsys.readouterr().out
-    summary = out.read_text()
-    assert all(f'"variant": "{v}"' in summary for v in ("etlkit", "pandas", REFERENCE))
+    printed = capsys.readouterr().out
+    assert "every result reported equals DuckDB's" in printed
+    assert "| work CPU / DuckDB | steal |" in printed
+    summary = json.loads(out.read_text())
+    assert {s["variant"] for s in summary["summaries"]} == {"etlkit", "pandas", REFERENCE}
+    if environment.cpu_ticks() is not None:  # Linux: every run knows its steal
+        assert all(0 <= run["steal"] <= 1 for run in summary["runs"])
 
 
 @pytest.mark.parametrize(("stage", "store"), [(True, False), (False, False), (True, True)])
