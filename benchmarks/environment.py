@@ -76,6 +76,11 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
+def percent(share: float | None) -> str:
+    """A share as a whole percentage (`12%`), `-` when unknown."""
+    return f"{share * 100:.0f}%" if share is not None else "-"
+
+
 def compile_sources(root: Path | None = None) -> None:
     """Byte-compile the repository's packages into their `__pycache__`, as installing them
     does (a module that does not compile is printed, and imported from source as before).

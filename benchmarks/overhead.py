@@ -189,10 +189,6 @@ def _etlkit() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "etlkit"]
 
 
-def _percent(label: str, share: float | None) -> str:
-    return "" if share is None else f"{label} {share * 100:.0f}%"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the overhead benchmark and print its table."""
     parser = argparse.ArgumentParser(
@@ -256,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"  round {i + 1} {mode:10} {name:20} build {build:6.3f}s  "
                         f"run {run:6.3f}s  {run / nodes * 1e3:6.2f} ms/node  "
-                        f"CPU {cpu / nodes * 1e3:6.2f} ms/node{_percent(' steal', stolen)}",
+                        f"CPU {cpu / nodes * 1e3:6.2f} ms/node steal {environment.percent(stolen)}",
                         flush=True,
                     )
         steal = environment.steal_share(rounds_began, environment.cpu_ticks())
@@ -327,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"before the rounds, {loop[1]:.2f} s after"
     )
     if steal is not None:
-        print(f"CPU time the hypervisor stole during the rounds (steal):{_percent('', steal)}")
+        stolen_share = environment.percent(steal)
+        print(f"CPU time the hypervisor stole during the rounds (steal): {stolen_share}")
     print(f"\n| command (median of {repeat}, cold process) | wall s |")
     print("|---|--:|")
     for command, seconds in starts.items():

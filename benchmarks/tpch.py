@@ -208,7 +208,7 @@ def run_workload(
             print(
                 f"  {label} run {repetition}/{repeat} {variant:18} work {m.work_seconds:7.2f}s  "
                 f"process {m.process_seconds:7.2f}s  cpu {m.cpu_seconds:7.2f}s  "
-                f"peak {m.peak_rss_bytes / 2**20:7.0f} MiB  steal {_share(m.steal)}",
+                f"peak {m.peak_rss_bytes / 2**20:7.0f} MiB  steal {environment.percent(m.steal)}",
                 flush=True,
             )
         reference = results.get(REFERENCE)
@@ -279,10 +279,6 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def _share(value: float | None) -> str:
-    return f"{value * 100:.0f}%" if value is not None else "-"
-
-
 def format_table(summaries: Sequence[Summary]) -> str:
     """The summaries as a Markdown table, one row per variant of each workload."""
     lines = [
@@ -296,7 +292,8 @@ def format_table(summaries: Sequence[Summary]) -> str:
             f"| {name} | {s.variant} | {s.work_seconds:.2f} | {s.process_seconds:.2f} "
             f"| {s.cpu_seconds:.2f} | {s.peak_rss_bytes / 2**20:.0f} "
             f"| {s.rows_per_second / 1e6:.2f} | {_ratio(s.vs_duckdb)} | {_ratio(s.vs_pandas)} "
-            f"| {_ratio(s.process_vs_duckdb)} | {_ratio(s.cpu_vs_duckdb)} | {_share(s.steal)} |"
+            f"| {_ratio(s.process_vs_duckdb)} | {_ratio(s.cpu_vs_duckdb)} "
+            f"| {environment.percent(s.steal)} |"
         )
     return "\n".join(lines)
 

@@ -198,6 +198,7 @@ def test_steal_share_is_the_stolen_part_of_all_cpu_time_between_readings() -> No
     assert environment.steal_share((10, 1_000), (15, 1_100)) == 0.05
     assert environment.steal_share((10, 1_000), (10, 1_000)) is None  # no time passed
     assert environment.steal_share(None, (10, 1_000)) is None  # no /proc/stat
+    assert (environment.percent(0.05), environment.percent(None)) == ("5%", "-")
     ticks = environment.cpu_ticks()
     if ticks is not None:  # Linux
         stolen, total = ticks
