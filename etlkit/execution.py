@@ -1194,6 +1194,7 @@ class _Run:
             )
         else:
             stats.state = "done"
+            self.mark_committed(name)  # a Task with `after=[sensor]` waits for this
 
     def wait_for_inputs(self, name: str) -> None:
         if name in self.inboxes or name in self.options.reuse:

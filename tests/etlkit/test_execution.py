@@ -796,6 +796,30 @@ def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.S
     assert result.nodes["first"].state == "done"
 
 
+def test_a_task_after_a_file_sensor_runs_once_the_file_exists(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    from etlkit.sensors import FileSensor
+
+    (tmp_path / "ready.flag").write_text("ok")
+    ran: list[str] = []
+
+    class Record(ek.Task):
+        def run(self, ctx: ek.Context) -> None:
+            ran.append(ctx.node)
+
+    class AfterSensor(ek.Pipeline):
+        ready = FileSensor(str(tmp_path / "ready.flag"), poke_interval=0.01, timeout=10)
+        rec = Record(after=[ready])
+
+    result = run(AfterSensor, settings)
+
+    assert result.state == "success", result.error
+    assert result.nodes["ready"].state == "done"
+    assert result.nodes["rec"].state == "done"
+    assert ran == ["rec"]
+
+
 def test_closing_the_pool_while_a_thread_is_being_started_does_not_fail() -> None:
     """`start` adds a thread to the pool under its lock and starts it after releasing it: a
     run ending in between (a DuckDB thread stepping out of the pool, say) used to make
