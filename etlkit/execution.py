@@ -110,6 +110,8 @@ class RunOptions:
     slots: SlotProvider | None = None
     max_active_nodes: int = 0
     max_workers: int = 0  # nodes running at once (blocked ones do not count); 0: automatic
+    # per incremental source, the hashes of the rows loaded at its stored cursor value
+    cursor_seen: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
 
 class SlotProvider(Protocol):
@@ -162,6 +164,7 @@ class NodeStats:
     bytes_staged: int = 0
     cursor: str | None = None  # an incremental source's largest cursor value, as text
     cursor_value: Any = None
+    cursor_seen: set[str] = dataclasses.field(default_factory=set)  # rows read at that value
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -320,6 +323,42 @@ class _Inbox:
                 self.open -= 1
             else:
                 yield item
+
+
+def row_hashes(batch: pa.RecordBatch, key: Sequence[str]) -> list[str]:
+    """A stable hash per row of `key`'s columns (of every column when `key` is empty).
+
+    Stable across runs and processes (SHA-256 of the values as JSON text), unlike polars' and
+    Python's hashes: it identifies rows an incremental source already loaded.
+    """
+    import hashlib
+    import json
+
+    columns = list(key) or batch.schema.names
+    rows = zip(*(batch.column(c).to_pylist() for c in columns), strict=True)
+    return [
+        hashlib.sha256(
+            json.dumps(list(row), default=str, separators=(",", ":")).encode()
+        ).hexdigest()[:32]
+        for row in rows
+    ]
+
+
+def _track_cursor(stats: NodeStats, batch: pa.RecordBatch, column: str, key: Sequence[str]) -> None:
+    """Move an incremental source's high-water mark to the batch's largest cursor value and
+    collect the hashes of the rows read at the mark (every one, loaded or already loaded)."""
+    top = pc.max(batch.column(column))
+    if not top.is_valid:
+        return
+    value = top.as_py()
+    if stats.cursor is not None and value < stats.cursor_value:
+        return
+    if stats.cursor is None or value > stats.cursor_value:
+        stats.cursor_value = value
+        stats.cursor = str(top.cast(pa.string()).as_py())
+        stats.cursor_seen = set()
+    at_top = batch.filter(pc.equal(batch.column(column), top))
+    stats.cursor_seen.update(row_hashes(at_top, key))
 
 
 def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
@@ -1273,6 +1312,7 @@ class _Run:
                     "invalid_rows": stats.invalid_rows,
                     "policy": guard.policy if guard is not None else None,
                     "validated": guard is not None,
+                    **self.cursor_extra(node, ctx, stats),
                 },
             )
             stats.bytes_staged = manifest.bytes
@@ -1560,11 +1600,11 @@ class _Run:
     def incremental(
         self, node: Source, ctx: Context, stats: NodeStats, batches: Iterator[pa.RecordBatch]
     ) -> Iterator[pa.RecordBatch]:
-        """Keep rows above the last cursor value; remember the largest value seen."""
-        import pyarrow.compute as pc
-
+        """Keep the rows not loaded yet: at or above the last cursor value, less those loaded
+        at that value (by row hash); remember the largest value seen and its rows' hashes."""
         column = node.cursor_column
         assert column is not None
+        seen = self.options.cursor_seen.get(ctx.node, frozenset())
         last: pa.Scalar | None = None
         for batch in batches:
             if column not in batch.schema.names:
@@ -1576,14 +1616,32 @@ class _Run:
             if ctx.cursor is not None:
                 if last is None:
                     last = pa.scalar(ctx.cursor).cast(values.type)
-                batch = batch.filter(pc.greater(values, last))
-                values = batch.column(column)
-            if batch.num_rows:
-                top = pc.max(values)
-                if top.is_valid and (stats.cursor is None or top.as_py() > stats.cursor_value):
-                    stats.cursor_value = top.as_py()
-                    stats.cursor = str(top.cast(pa.string()).as_py())
+                batch = batch.filter(pc.greater_equal(values, last))
+            if not batch.num_rows:
+                yield batch
+                continue
+            _track_cursor(stats, batch, column, node.cursor_key)
+            if last is not None and seen:
+                at_last = pc.equal(batch.column(column), last)
+                if pc.any(at_last).as_py():
+                    hashes = row_hashes(batch.filter(at_last), node.cursor_key)
+                    loaded = pa.array([h in seen for h in hashes], pa.bool_())
+                    # in place of each row at the last value: whether it was loaded before
+                    batch = batch.filter(pc.invert(pc.replace_with_mask(at_last, at_last, loaded)))
             yield batch
+
+    def cursor_extra(self, node: Node, ctx: Context, stats: NodeStats) -> dict[str, Any]:
+        """What an incremental source's committed output records of its cursor: the value it
+        read from, the largest value it read and the hashes of its rows at that value."""
+        if node.cursor_column is None:
+            return {}
+        return {
+            "cursor": {
+                "since": ctx.cursor,
+                "value": stats.cursor,
+                "seen": sorted(stats.cursor_seen),
+            }
+        }
 
     def read_all(self, node: Source, ctx: Context, stats: NodeStats) -> Iterator[pa.RecordBatch]:
         reader = node.read(ctx)

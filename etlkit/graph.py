@@ -72,8 +72,8 @@ class Graph:
         node = self.nodes[name]
         if node.kind in ("sink", "sensor", "task"):
             return False
-        if node.stage or node.expectations.dataset_checks:
-            return True
+        if node.stage or node.expectations.dataset_checks or node.cursor_column is not None:
+            return True  # an incremental source's cursor is kept with its committed output
         if node.output_model is not None and unique_sets(node.output_model):
             return True  # uniqueness across chunks is checked over the staged output
         return any(

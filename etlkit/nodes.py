@@ -223,19 +223,28 @@ class Node:
         self.expectations = Expectations()
         self.run_options = NodeOptions()
         self.cursor_column: str | None = None
+        self.cursor_key: tuple[str, ...] = ()
 
-    def incremental(self, cursor: str) -> Self:
-        """Load only rows whose `cursor` column is above the last successful run's maximum.
+    def incremental(self, cursor: str, *, primary_key: Sequence[str] = ()) -> Self:
+        """Load only rows not loaded yet: those whose `cursor` column is at or above the
+        largest value an earlier successful run loaded, less the rows it loaded at that value.
 
             visits = PostgresSource(conn="hospital_db", table="visits", schema=Visit)
-            visits = visits.incremental("updated_at")
+            visits = visits.incremental("updated_at", primary_key=["visit_id"])
 
-        The cursor is stored per pipeline and node after a successful run only (a failed run
-        does not advance it); `etlkit state show/reset PIPELINE` inspects or resets it.
-        Connectors that can push the predicate down read `ctx.cursor`; every other source is
-        filtered as it streams.
+        The boundary is inclusive, as dlt's `incremental` is: rows arriving late with the
+        same cursor value as the last loaded row are loaded, not skipped. The rows loaded at
+        the largest value are remembered by a hash of their `primary_key` columns (of the
+        whole row when none is given) and not loaded twice.
+
+        The cursor is taken from the source's committed output, whichever attempt of the run
+        committed it (an in-run retry, `etlkit retry RUN`), and stored per pipeline and node
+        once the run succeeds: a failed run does not advance it. `etlkit state show/reset
+        PIPELINE` inspects or resets it. Connectors that can push the predicate down read
+        `ctx.cursor` (`column >= value`); every source is also filtered as it streams.
         """
         self.cursor_column = cursor
+        self.cursor_key = tuple(primary_key)
         return self
 
     def options(

@@ -9,6 +9,8 @@ already wrote are skipped, and only the rest runs again.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import threading
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     from etlkit.store import RunStore
 
 logger = logging.getLogger(__name__)
+
+_BOUNDARY: Final = "boundary."  # state key prefix: rows an incremental source loaded at its cursor
 
 
 class _Recorder:
@@ -252,6 +256,8 @@ def run_pipeline(
         if recorder is not None:
             all_listeners.insert(0, recorder)
         options = run_options(settings, reuse, skip, pools=pools, store=store)
+        if store is not None:
+            options = dataclasses.replace(options, cursor_seen=_cursor_seen(store, pipeline))
         try:
             result = _execute(graph, ctx, staging, options, all_listeners, settings.paths.logs_dir)
         finally:
@@ -291,9 +297,7 @@ def run_pipeline(
         error = _masked(str(result.error)) if result.error is not None else None
         store.finish_run(run_id, cast("Any", result.state), error=error)
         if result.state == "success":
-            for name, stats in result.nodes.items():
-                if stats.cursor is not None:
-                    store.set_state(pipeline.name, f"cursor.{name}", stats.cursor)
+            _store_cursors(store, pipeline, graph, staging, run_id)
     event = "success" if result.state == "success" else "failure"
     if result.state in ("success", "failed"):
         _notify(pipeline, event, result, ctx, notifiers, attempt, settings)
@@ -343,6 +347,59 @@ def _cursors(store: RunStore, pipeline: type[Pipeline]) -> dict[str, str]:
         for key, value in store.states(pipeline.name).items()
         if key.startswith("cursor.")
     }
+
+
+def _cursor_seen(store: RunStore, pipeline: type[Pipeline]) -> dict[str, frozenset[str]]:
+    """Per incremental source, the hashes of the rows it loaded at its stored cursor value
+    (none when the stored boundary belongs to another value: the cursor was reset or set)."""
+    states = store.states(pipeline.name)
+    seen: dict[str, frozenset[str]] = {}
+    for key, value in states.items():
+        if not key.startswith(_BOUNDARY):
+            continue
+        node = key.removeprefix(_BOUNDARY)
+        boundary = json.loads(value)
+        if boundary.get("cursor") == states.get(f"cursor.{node}"):
+            seen[node] = frozenset(boundary.get("seen", ()))
+    return seen
+
+
+def _store_cursors(
+    store: RunStore, pipeline: type[Pipeline], graph: Graph, staging: Staging, run_id: str
+) -> None:
+    """Advance each incremental source's cursor to what its committed output read.
+
+    The committed output says it, whichever attempt committed it (this one, an in-run retry
+    reusing it, or the attempt `etlkit retry` resumes). A cursor another run moved since
+    this one's source read is left alone: storing an older value would load rows twice.
+    """
+    for name in graph.order:
+        if graph.nodes[name].cursor_column is None:
+            continue
+        manifest = staging.manifest(pipeline.name, run_id, name)
+        cursor = manifest.extra.get("cursor") if manifest is not None else None
+        if not isinstance(cursor, dict) or cursor.get("value") is None:
+            continue  # nothing new was read: the stored cursor stays
+        stored = store.get_state(pipeline.name, f"cursor.{name}")
+        if stored != cursor.get("since"):
+            logger.warning(
+                "run %s: node %s read from cursor %s, but the stored cursor is now %s (another"
+                " run or a reset moved it); the stored cursor is kept",
+                run_id,
+                name,
+                cursor.get("since"),
+                stored,
+                extra={"run_id": run_id, "node": name},
+            )
+            continue
+        boundary = {"cursor": cursor["value"], "seen": cursor.get("seen", [])}
+        store.set_states(
+            pipeline.name,
+            {
+                f"cursor.{name}": str(cursor["value"]),
+                _BOUNDARY + name: json.dumps(boundary, separators=(",", ":")),
+            },
+        )
 
 
 def _failed_node(result: RunResult) -> str:

@@ -592,6 +592,19 @@ class RunStore:
                 (pipeline, key, value, _ts(at or _now())),
             )
 
+    def set_states(
+        self, pipeline: str, values: Mapping[str, str], *, at: datetime | None = None
+    ) -> None:
+        """Store several values of `pipeline` in one transaction: all of them, or none."""
+        when = _ts(at or _now())
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO state (pipeline, key, value, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (pipeline, key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                [(pipeline, key, value, when) for key, value in values.items()],
+            )
+
     def delete_state(self, pipeline: str, key: str | None = None) -> int:
         """Delete one key, or every key of `pipeline` when `key` is None; returns how many."""
         with self._transaction() as conn:

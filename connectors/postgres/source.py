@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -114,7 +114,8 @@ class PostgresSource(Source):
             ADBC's batches are sliced (no copy), so some batches are shorter.
         partition_column: a numeric, date or timestamp column of the relation to split reads on.
         partitions: how many ranges to read (1: no partitioning).
-        incremental_column: the column `read_since` filters on (`column > last value`).
+        incremental_column: the column `read_since` filters on (`column > last value`; the
+            run's incremental reads take `column >= last value`, see `Node.incremental`).
 
     Raises:
         ConfigError: neither or both of `table` and `query` (or `dsn` and `conn`), a malformed
@@ -159,10 +160,11 @@ class PostgresSource(Source):
         if incremental_column is not None:
             self.incremental(incremental_column)  # the run keeps the cursor between runs
 
-    def incremental(self, cursor: str) -> Self:
-        """Load only rows above the last run's cursor; the predicate runs in PostgreSQL."""
+    def incremental(self, cursor: str, *, primary_key: Sequence[str] = ()) -> Self:
+        """Load only rows not loaded yet (see `Node.incremental`); `column >= cursor` runs in
+        PostgreSQL, the rows already loaded at the cursor's value are dropped as they stream."""
         self.incremental_column = cursor
-        return super().incremental(cursor)
+        return super().incremental(cursor, primary_key=primary_key)
 
     def __repr__(self) -> str:
         where = self._dsn.masked if self._dsn is not None else f"conn={self.conn!r}"
@@ -178,10 +180,15 @@ class PostgresSource(Source):
             PostgresTransientError: the server refused or dropped the connection.
         """
         pushed = ctx.cursor if self.cursor_column is not None else None
-        yield from self.read_since(ctx, pushed)
+        # inclusive: rows that arrived late at the stored value are loaded; the run drops
+        # the ones already loaded (`Node.incremental`)
+        yield from self.read_since(ctx, pushed, inclusive=True)
 
-    def read_since(self, ctx: Context, last_value: str | None) -> Iterator[pa.RecordBatch]:
-        """Like `read`, only rows whose `incremental_column` is greater than `last_value`.
+    def read_since(
+        self, ctx: Context, last_value: str | None, *, inclusive: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        """Like `read`, only rows whose `incremental_column` is greater than `last_value` (or
+        equal to it, with `inclusive`).
 
         The filter is pushed down (`WHERE column > 'last_value'`, the literal taking the
         column's type); `None` reads everything. Storing the high-water mark between runs is
@@ -195,10 +202,10 @@ class PostgresSource(Source):
         if last_value is not None and self.incremental_column is None:
             raise ConfigError(f"{owner}: read_since(last_value=...) needs incremental_column=.")
         dsn = self._dsn or resolve_conn(str(self.conn), owner)
-        yield from self._read(ctx, owner, dsn, last_value)
+        yield from self._read(ctx, owner, dsn, last_value, inclusive)
 
     def _read(
-        self, ctx: Context, owner: str, dsn: Dsn, last_value: str | None
+        self, ctx: Context, owner: str, dsn: Dsn, last_value: str | None, inclusive: bool
     ) -> Iterator[pa.RecordBatch]:
         target = pa.schema(f.with_nullable(True) for f in arrow_schema(self.model))
         chunk_rows = self.chunk_rows or ctx.chunk_rows
@@ -210,7 +217,7 @@ class PostgresSource(Source):
             try:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur.execute("SET TIME ZONE 'UTC'")
-                plan = self._plan(cur, ctx, owner, dsn, last_value)
+                plan = self._plan(cur, ctx, owner, dsn, last_value, inclusive)
                 what = plan.what
                 for extra in self._ranges(cur, plan, owner):
                     cur.execute(plan.sql(*extra))
@@ -237,7 +244,13 @@ class PostgresSource(Source):
             close(con)
 
     def _plan(
-        self, cur: Cursor, ctx: Context, owner: str, dsn: Dsn, last_value: str | None
+        self,
+        cur: Cursor,
+        ctx: Context,
+        owner: str,
+        dsn: Dsn,
+        last_value: str | None,
+        inclusive: bool = False,
     ) -> _Plan:
         """The projecting SELECT, after checking the relation, its columns and their types."""
         if self.table is not None:
@@ -296,7 +309,8 @@ class PostgresSource(Source):
         filters = []
         if last_value is not None and self.incremental_column is not None:
             column = quote_ident(str(actual(self.incremental_column)))
-            filters.append(f"{column} > {_literal(last_value)}")
+            operator = ">=" if inclusive else ">"
+            filters.append(f"{column} {operator} {_literal(last_value)}")
         select = f"SELECT {', '.join(projection)} FROM {relation}"
         return _Plan(select, relation, what, available, tuple(filters))
 

@@ -877,8 +877,77 @@ def test_three_incremental_runs_load_each_row_exactly_once(
             result = Visits.run(settings=settings, store=store)
             assert result.state == "success", result.error
             ids = Visits.out.table().column("id").to_pylist()
-            assert result.nodes["visits"].rows_in == len(ids)  # filtered in PostgreSQL
+            # filtered in PostgreSQL (`>=`: the row at the stored cursor is read, not loaded)
+            assert result.nodes["visits"].rows_in == len(ids) + (1 if appended else 0)
             loaded.extend(ids)
         assert store.get_state("visits", "cursor.visits") == "2025-01-01 17:00:00.000000"
     assert sorted(loaded) == list(range(18))
     assert len(loaded) == len(set(loaded))
+
+
+class FailsWhenTold(ek.Transform[Patient, Patient]):
+    """Fails while `failures` is above zero, one failure per call."""
+
+    def __init__(self, *inputs: ek.Source) -> None:
+        super().__init__(*inputs)
+        self.failures = 0
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("warehouse busy")
+        return batch
+
+
+def test_incremental_cursor_survives_retries_and_late_rows_load_once(
+    postgres_dsn: str, postgres_db: Connection, tmp_path: Path
+) -> None:
+    """The cursor comes from the committed source output whichever attempt committed it (an
+    in-run retry, `Pipeline.retry` after a failed run), and a row committed late with the
+    stored cursor's timestamp is loaded once."""
+    from etlkit.store import RunStore
+    from etlkit.testing import MemorySink
+
+    put(postgres_db, "visits", patients(4))  # seen_at 00:00 .. 03:00
+
+    class Visits(ek.Pipeline):
+        visits = PostgresSource(dsn=postgres_dsn, table="visits", schema=Patient).incremental(
+            "seen_at", primary_key=["id"]
+        )
+        flaky = FailsWhenTold(visits).options(retries=1)
+        out = MemorySink(flaky)
+
+    def late(ids: list[int], hour: int) -> pa.Table:
+        table = patients(len(ids), offset=ids[0])
+        return table.set_column(3, "seen_at", pa.array([datetime(2025, 1, 1, hour)] * len(ids)))
+
+    settings = ek.load_settings(tmp_path, env={}, cli={"paths.state_dir": str(tmp_path)})
+    loaded: list[int] = []
+    with RunStore(tmp_path / "store.sqlite") as store:
+        Visits.flaky.failures = 1  # fails once, the in-run retry reuses `visits`
+        result = Visits.run(settings=settings, store=store, sleep=lambda _: None)
+        assert result.state == "success", result.error
+        assert [e.kind for e in store.events(result.run_id)].count("node_retry") == 1
+        loaded.extend(Visits.out.table().column("id").to_pylist())
+        assert store.get_state("visits", "cursor.visits") == "2025-01-01 03:00:00.000000"
+
+        with postgres_db.cursor() as cur:  # 10 and 11 commit late, at the stored 03:00
+            cur.adbc_ingest("visits", late([10, 11], 3), mode="append")
+            cur.adbc_ingest("visits", late([12], 5), mode="append")
+        Visits.flaky.failures = 2  # the run fails; `Pipeline.retry` reuses `visits`
+        failed = Visits.run(settings=settings, store=store, sleep=lambda _: None)
+        assert failed.state == "failed"
+        assert store.get_state("visits", "cursor.visits") == "2025-01-01 03:00:00.000000"
+        retried = Visits.retry(failed.run_id, store=store, settings=settings)
+        assert retried.state == "success", retried.error
+        assert retried.nodes["visits"].state == "reused"
+        loaded.extend(Visits.out.table().column("id").to_pylist())
+        assert store.get_state("visits", "cursor.visits") == "2025-01-01 05:00:00.000000"
+
+        with postgres_db.cursor() as cur:
+            cur.adbc_ingest("visits", late([13], 5), mode="append")
+        for _ in range(2):  # 13 once, then nothing
+            result = Visits.run(settings=settings, store=store)
+            assert result.state == "success", result.error
+            loaded.extend(Visits.out.table().to_pydict().get("id", []))
+    assert loaded == [0, 1, 2, 3, 10, 11, 12, 13]

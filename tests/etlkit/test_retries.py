@@ -254,6 +254,108 @@ def test_incremental_source_loads_each_row_exactly_once(
     assert first.state == "success"
 
 
+class Change(pdp.DataFrameModel):
+    id: int
+    updated: int
+
+
+def changes(ids: Sequence[int], updated: Sequence[int]) -> pa.Table:
+    return pa.table({"id": list(ids), "updated": list(updated)})
+
+
+class FlakyChanges(ek.Transform[Change, Change]):
+    """Fails its first attempt."""
+
+    def __init__(self, *inputs: ek.Source) -> None:
+        super().__init__(*inputs)
+        self.calls = 0
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("warehouse busy")
+        return batch
+
+
+def test_an_in_run_retry_that_reuses_an_incremental_source_still_advances_its_cursor(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    data = {"table": changes([1, 2, 3], [10, 20, 30])}
+
+    class Reused(ek.Pipeline):
+        rows = MemorySource(lambda: iter(data["table"].to_batches()), schema=Change).incremental(
+            "updated"
+        )
+        flaky = FlakyChanges(rows).options(retries=1)
+        out = MemorySink(flaky)
+
+    first = Reused.run(settings=settings, store=store, sleep=lambda _: None)
+
+    assert first.state == "success", first.error
+    assert Reused.rows.reads == 1  # the retry reused the committed output of `rows`
+    assert store.get_state("reused", "cursor.rows") == "30"
+    data["table"] = changes([1, 2, 3, 4], [10, 20, 30, 40])
+    Reused.run(settings=settings, store=store)
+    assert Reused.out.table().column("id").to_pylist() == [4]
+
+
+def test_retrying_a_failed_run_advances_the_cursor_from_the_source_it_committed(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    data = {"table": changes([1, 2, 3], [10, 20, 30])}
+
+    class Resumed(ek.Pipeline):
+        rows = MemorySource(lambda: iter(data["table"].to_batches()), schema=Change).incremental(
+            "updated"
+        )
+        flaky = FlakyChanges(rows)
+        out = MemorySink(flaky)
+
+    failed = Resumed.run(settings=settings, store=store)
+    assert failed.state == "failed"
+    assert store.get_state("resumed", "cursor.rows") is None  # a failed run never advances
+
+    retried = Resumed.retry(failed.run_id, store=store, settings=settings)
+
+    assert retried.state == "success", retried.error
+    assert retried.nodes["rows"].state == "reused"
+    assert store.get_state("resumed", "cursor.rows") == "30"
+    data["table"] = changes([1, 2, 3, 4], [10, 20, 30, 40])
+    Resumed.run(settings=settings, store=store)
+    assert Resumed.out.table().column("id").to_pylist() == [4]
+
+
+@pytest.mark.parametrize("primary_key", [(), ("id",)])
+def test_rows_arriving_late_at_the_stored_cursor_value_are_loaded_once(
+    settings: ek.Settings, store: RunStore, primary_key: tuple[str, ...]
+) -> None:
+    data = {"table": changes([1, 2, 3], [10, 20, 20])}
+
+    def incremental(source: MemorySource) -> MemorySource:
+        if primary_key:
+            return source.incremental("updated", primary_key=primary_key)
+        return source.incremental("updated")  # the whole row identifies a row loaded before
+
+    class Late(ek.Pipeline):
+        rows = incremental(MemorySource(lambda: iter(data["table"].to_batches()), schema=Change))
+        out = MemorySink(rows)
+
+    loaded: list[int] = []
+    for ids, updated in (
+        ([1, 2, 3], [10, 20, 20]),
+        ([1, 2, 3, 4], [10, 20, 20, 20]),  # 4 committed late, with the same timestamp as 2, 3
+        ([1, 2, 3, 4], [10, 20, 20, 20]),  # nothing new
+        ([1, 2, 3, 4, 5, 6], [10, 20, 20, 20, 20, 30]),
+    ):
+        data["table"] = changes(ids, updated)
+        result = Late.run(settings=settings, store=store)
+        assert result.state == "success", result.error
+        loaded.extend(Late.out.table().to_pydict().get("id", []))
+
+    assert loaded == [1, 2, 3, 4, 5, 6]
+    assert store.get_state("late", "cursor.rows") == "30"
+
+
 def test_a_pool_bounds_how_many_nodes_run_at_once(settings: ek.Settings, store: RunStore) -> None:
     running = 0
     peak = 0
