@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from etlkit import runlog
 from etlkit.errors import (
@@ -67,7 +69,7 @@ from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
-    from etlkit.validation import ChunkValidator
+    from etlkit.validation import ChunkValidator, KeyCheck
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +361,18 @@ def _track_cursor(stats: NodeStats, batch: pa.RecordBatch, column: str, key: Seq
         stats.cursor_seen = set()
     at_top = batch.filter(pc.equal(batch.column(column), top))
     stats.cursor_seen.update(row_hashes(at_top, key))
+
+
+def _takes_out_repeats(graph: Graph, options: RunOptions, name: str) -> bool:
+    """Whether a node may take rows out of its output after its last chunk (a unique key
+    repeating across chunks, under drop or quarantine): its consumers then read its committed
+    output instead of taking its chunks as they come."""
+    node = graph.nodes[name]
+    model = node.output_model
+    if not options.validate or model is None or name in options.reuse | options.skip:
+        return False
+    policy = node.expectations.on_invalid or options.on_invalid
+    return policy != "fail" and bool(unique_sets(model))
 
 
 def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
@@ -804,6 +818,7 @@ class _Run:
             if (graph.streams_into(name) or name in streamed_sql)
             and self.pool_of(name) is None
             and name not in idle
+            and not any(_takes_out_repeats(graph, options, i) for i in graph.inputs[name])
         }
         self.queries: dict[int, Any] = {}  # connections running queries (`interruptible`)
         self.result = RunResult(
@@ -1290,6 +1305,10 @@ class _Run:
                     stats.chunks_out += 1
                     self.emit("node_progress", name)
         if guard is not None:
+            if writer is not None and guard.policy != "fail":
+                self.take_out_repeats(
+                    node, stats, writer, guard, [k.column for k in keys if k.holds]
+                )
             guard.finish()
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
@@ -1299,7 +1318,9 @@ class _Run:
             staged = writer.part_urls  # closes the part being written: only called if needed
         elif referenced is not None:
             staged = partial(list, referenced.files.urls)  # the source's own files are staged
-        proven = [(key.column,) for key in keys if key.holds]
+        proven: list[tuple[str, ...]] = [(key.column,) for key in keys if key.holds]
+        if guard is not None and guard.policy != "fail":
+            proven = list(unique_sets(guard.validator.model))  # taken out above, like a chunk's
         self.check_dataset(
             name, node, stats, staged, proven, referenced.csv if referenced is not None else None
         )
@@ -1323,6 +1344,91 @@ class _Run:
                 name, node, referenced.files, referenced.select, stats, referenced.csv
             )
         self.finish(name)
+
+    def take_out_repeats(
+        self,
+        node: Node,
+        stats: NodeStats,
+        writer: NodeWriter,
+        guard: OutputGuard,
+        increasing: Sequence[str],
+    ) -> None:
+        """Under drop and quarantine, take out of the staged output the rows whose unique key
+        repeats across chunks, as a chunk's check takes out those repeating within it: every
+        occurrence, nulls included, counting rows already taken out (Pandera's verdict on the
+        whole output). The verdict then does not depend on where chunks begin and end.
+
+        DuckDB counts the keys over the staged parts; only when some repeat is the output read
+        back in order, the rows kept spooled to a local file and staged again.
+        """
+        from etlkit.validation import flag_repeats, key_checks
+
+        model = node.output_model
+        assert model is not None
+        checks = [
+            c
+            for c in key_checks(model)
+            if guard.invalid_rows or c.column is None or c.column not in increasing
+        ]
+        if not checks or guard.checked_chunks < 2:
+            return  # one chunk: its own check saw every row; or keys seen increasing, none out
+        output, judged = writer.part_urls(), guard.judged_parts()
+        if not output:
+            return
+        removed = 0
+        con = self.duckdb()
+        try:
+            with (
+                self.interruptible(con),
+                tempfile.TemporaryDirectory(prefix="etlkit-unique-") as spool,
+            ):
+                select = flag_repeats(con, output, judged, checks)
+                if select is None:
+                    return
+                kept = f"{spool}/kept.parquet"
+                removed = self.split_repeats(con, select, checks, writer, guard, kept)
+                writer.restart()
+                if os.path.exists(kept):  # noqa: PTH110
+                    with pq.ParquetFile(kept) as spooled:
+                        writer.append_many(spooled.iter_batches(self.options.chunk_rows))
+        finally:
+            con.close()
+        stats.rows_out -= removed
+        stats.invalid_rows = guard.invalid_rows
+
+    def split_repeats(
+        self,
+        con: Any,
+        select: str,
+        checks: Sequence[KeyCheck],
+        writer: NodeWriter,
+        guard: OutputGuard,
+        kept_file: str,
+    ) -> int:
+        """Read the flagged output (`flag_repeats`): rows with a repeated key go to the guard,
+        the others to `kept_file`. Returns how many rows went to the guard."""
+        from etlkit.validation import repeat_rejects
+
+        columns = list(writer.schema.names) if writer.schema is not None else []
+        flags = [f"__repeat_{n}" for n in range(len(checks))]
+        removed = 0
+        kept: pq.ParquetWriter | None = None
+        try:
+            for batch in con.sql(select).to_arrow_reader(self.options.chunk_rows):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                out = frame.select(pl.any_horizontal(flags)).to_series()
+                if out.any():
+                    rows, failures = repeat_rejects(frame.filter(out), checks, columns)
+                    guard.reject_repeats(rows, failures)
+                    removed += rows.height
+                keep = batch.filter(pc.invert(out.to_arrow())).select(columns)
+                kept = kept or pq.ParquetWriter(kept_file, keep.schema)
+                kept.write_batch(keep)
+        finally:
+            if kept is not None:
+                kept.close()
+        return removed
 
     def check_unchanged(self, name: str, node: Source, ctx: Context, files: SourceFiles) -> None:
         """Fail when a source's CSV files changed while it read them: a reference to them
@@ -1477,17 +1583,21 @@ class _Run:
         already known unique (seen strictly increasing as they streamed).
         """
         expected = node.expectations
-        unique: list[tuple[str, ...]] = []
+        modelled: list[tuple[str, ...]] = []  # the model's keys, where nulls repeat (Pandera)
         if self.options.validate and node.output_model is not None and stats.chunks_out > 1:
-            unique.extend(unique_sets(node.output_model))  # one chunk was checked on its own
-        if expected.unique:
-            unique.append(expected.unique)
-        unique = [k for k in unique if k not in proven]
-        if expected.min_rows is None and expected.max_rows is None and not (unique or expected.sql):
+            modelled.extend(unique_sets(node.output_model))  # one chunk was checked on its own
+        modelled = [k for k in modelled if k not in proven]
+        unique = [expected.unique] if expected.unique and expected.unique not in proven else []
+        unique = [k for k in unique if k not in modelled]
+        if (
+            expected.min_rows is None
+            and expected.max_rows is None
+            and not (unique or modelled or expected.sql)
+        ):
             return
         from etlkit.validation import dataset_problems
 
-        files = staged() if unique or expected.sql else []
+        files = staged() if unique or modelled or expected.sql else []
         con = self.duckdb() if files else None
         try:
             with self.interruptible(con):
@@ -1498,6 +1608,7 @@ class _Run:
                     min_rows=expected.min_rows,
                     max_rows=expected.max_rows,
                     unique=unique,
+                    model_unique=modelled,
                     sql=expected.sql,
                     csv=csv,
                 )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 REJECTS_SUFFIX = ".rejects"
 FAILURES_SUFFIX = ".failures"
+DROPPED_SUFFIX = ".dropped"  # never committed: the dropped rows' keys, while the node runs
 
 
 def _to_batches(frame: pl.DataFrame) -> list[pa.RecordBatch]:
@@ -66,8 +67,17 @@ class OutputGuard:
         )
         self.invalid_rows = 0
         self.checked_rows = 0
+        self.checked_chunks = 0
         self.rejects: NodeWriter | None = None
         self.failures: NodeWriter | None = None
+        # Uniqueness counts every row, valid or not, as Pandera's does over a whole frame: the
+        # keys of rows dropped from a chunk are kept for the check across chunks.
+        self.key_columns: list[str] = []
+        if self.policy == "drop":
+            from etlkit.schema import unique_sets
+
+            self.key_columns = list(dict.fromkeys(c for k in unique_sets(model) for c in k))
+        self.dropped: NodeWriter | None = None
 
     def _companion(self, suffix: str) -> NodeWriter:
         return self.staging.writer(self.pipeline, self.run_id, self.name + suffix)
@@ -78,6 +88,7 @@ class OutputGuard:
         Raises:
             DataValidationError: under `fail`, or when the model's columns or types are wrong.
         """
+        self.checked_chunks += 1
         if isinstance(item, pa.RecordBatch) and self.validator.nothing_to_check(item.schema):
             self.checked_rows += item.num_rows
             return [item]  # statistics proved every check: the values need no look
@@ -111,7 +122,30 @@ class OutputGuard:
             if self.rejects is None:
                 self.rejects = self._companion(REJECTS_SUFFIX)
             self.rejects.append_many(_to_batches(_annotate(report.data, invalid, failures)))
+        elif self.key_columns:
+            if self.dropped is None:
+                self.dropped = self._companion(DROPPED_SUFFIX)
+            keys = report.data.filter(invalid).select(self.key_columns)
+            self.dropped.append_many(_to_batches(keys))
         return _to_batches(report.data.filter(~invalid))
+
+    def judged_parts(self) -> list[str]:
+        """The staged files of the rows this guard took out of the output (quarantined rows,
+        or the keys of dropped ones), for checks that count every row."""
+        writer = self.rejects if self.policy == "quarantine" else self.dropped
+        return [] if writer is None else writer.part_urls()
+
+    def reject_repeats(self, rows: pl.DataFrame, failures: pl.DataFrame) -> None:
+        """Take out rows of the output found repeating a unique key across chunks: counted as
+        invalid, their failures staged, and (under `quarantine`) the rows with them."""
+        self.invalid_rows += rows.height
+        if self.failures is None:
+            self.failures = self._companion(FAILURES_SUFFIX)
+        self.failures.append_many(_to_batches(failures))
+        if self.policy == "quarantine":
+            if self.rejects is None:
+                self.rejects = self._companion(REJECTS_SUFFIX)
+            self.rejects.append_many(_to_batches(rows))
 
     def finish(self) -> None:
         """Commit the companions; fail when too large a fraction of rows was invalid.
@@ -129,14 +163,17 @@ class OutputGuard:
                     f"max_invalid_fraction {self.max_fraction:.2%}; see the "
                     f"{self.name}_failures view (etlkit query)"
                 )
+        if self.dropped is not None:
+            self.dropped.abort()
         for writer in (self.rejects, self.failures):
             if writer is not None:
                 writer.commit()
 
     def abort(self) -> None:
         """The node failed: keep the failure table (it explains why), discard rejects."""
-        if self.rejects is not None:
-            self.rejects.abort()
+        for writer in (self.rejects, self.dropped):
+            if writer is not None:
+                writer.abort()
         if self.failures is not None:
             try:
                 self.failures.commit()

@@ -1063,6 +1063,22 @@ class NodeWriter:
         for batch in batches:
             self.append(batch)
 
+    def restart(self) -> None:
+        """Discard every batch staged so far and stay open, keeping the schema: the node's
+        output is written again (rows taken out after a check of the whole output).
+
+        Raises:
+            StagingError: the writer is already committed or aborted.
+        """
+        self._check_open("restart")
+        self._settle()
+        if self._writer is not None:
+            self._close_writer()
+        self.staging._remove(self._partial)
+        self.staging._remove(f"{self.run_dir}/{self.node}.parts")
+        self._files, self._held, self._held_bytes = [], [], 0
+        self._part_rows = self.rows = 0
+
     def commit(
         self, *, empty_schema: pa.Schema | None = None, extra: Mapping[str, Any] | None = None
     ) -> Manifest:

@@ -1071,15 +1071,16 @@ class IncreasingKey:
 
     Uniqueness across chunks otherwise takes a pass over the whole output (a hash of every
     key, in DuckDB). Exports are usually written in key order, and then a comparison of
-    neighbours per chunk, as the chunks stream, proves it without that pass. Nulls are
-    ignored, as the dataset's unique check ignores them. Once a value fails to exceed the one
-    before, `holds` is False for good and the full check decides.
+    neighbours per chunk, as the chunks stream, proves it without that pass. A null repeats
+    another null (as in Pandera's `unique`), so a second null anywhere ends the proof. Once a
+    value fails to exceed the one before, `holds` is False for good and the full check decides.
     """
 
     def __init__(self, column: str) -> None:
         self.column = column
         self.holds = True
         self._last: Any = None
+        self._nulls = 0
 
     def update(self, batch: pa.RecordBatch) -> None:
         """Take the next chunk of the output, in output order."""
@@ -1089,7 +1090,12 @@ class IncreasingKey:
         if index < 0:
             self.holds = False
             return
-        values = pl.Series(batch.column(index)).drop_nulls()
+        column = batch.column(index)
+        self._nulls += column.null_count
+        if self._nulls > 1:
+            self.holds = False
+            return
+        values = pl.Series(column).drop_nulls()
         if values.len() == 0:
             return
         try:
@@ -1108,6 +1114,7 @@ def dataset_problems(
     min_rows: int | None = None,
     max_rows: int | None = None,
     unique: Sequence[Sequence[str]] = (),
+    model_unique: Sequence[Sequence[str]] = (),
     sql: Sequence[str] = (),
     csv: CsvLayout | None = None,
 ) -> list[str]:
@@ -1115,7 +1122,10 @@ def dataset_problems(
 
     `con` is a DuckDB connection able to read `files` (the node's Parquet parts, or with `csv`
     the CSV files a reference names, parsed as it says). Returns one problem per failed check,
-    with counts and up to 5 examples; an empty list means all passed.
+    with counts and up to 5 examples; an empty list means all passed. Keys in `unique` (a
+    node's `expect(unique=...)`) ignore rows with a null key, as a SQL key does; keys in
+    `model_unique` (its model's) count nulls as repeating, as Pandera's `unique` does within
+    a chunk, so the verdict is the same whatever the chunk boundaries.
     """
     import duckdb
 
@@ -1125,19 +1135,20 @@ def dataset_problems(
         problems.append(f"has {rows} rows; expected at least {min_rows}{hint}")
     if max_rows is not None and rows > max_rows:
         problems.append(f"has {rows} rows; expected at most {max_rows}")
-    if not files or not (unique or sql):
+    if not files or not (unique or model_unique or sql):
         return problems
     scan = duckdb_scan(con, files, csv, "__output_csv")
     con.execute(f"CREATE OR REPLACE TEMP VIEW __output AS SELECT * FROM {scan}")
-    for columns in unique:
+    for columns in [*unique, *model_unique]:
         keys = ", ".join(_quote(c) for c in columns)
+        where = f"WHERE ({keys}) IS NOT NULL " if columns in unique else ""
         duplicated = con.execute(
-            f"SELECT {keys}, count(*) AS n FROM __output WHERE ({keys}) IS NOT NULL "
+            f"SELECT {keys}, count(*) AS n FROM __output {where}"
             f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6"
         ).fetchall()
         if duplicated:
             total = con.execute(
-                f"SELECT count(*) FROM (SELECT {keys} FROM __output WHERE ({keys}) IS NOT NULL "
+                f"SELECT count(*) FROM (SELECT {keys} FROM __output {where}"
                 f"GROUP BY ALL HAVING count(*) > 1)"
             ).fetchone()[0]
             what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {list(columns)}"
@@ -1164,3 +1175,120 @@ def dataset_problems(
                 f"(examples: {_examples(examples)})"
             )
     return problems
+
+
+# -- unique keys across chunks, under drop and quarantine ----------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """A unique key of a model, named as Pandera's `failure_cases` names its check."""
+
+    columns: tuple[str, ...]
+    check: str  # `field_uniqueness` (a `unique=True` field) or `multiple_fields_uniqueness`
+    column: str | None  # the field's name; None for `Config.unique`, a check of the frame
+
+
+def key_checks(model: type[pdp.DataFrameModel]) -> list[KeyCheck]:
+    """The unique keys `model` declares, as `schema.unique_sets` lists them."""
+    from etlkit.schema import unique_sets
+
+    fields = {str(n) for n, c in model.to_schema().columns.items() if c.unique}
+    return [
+        KeyCheck(k, "field_uniqueness", k[0])
+        if len(k) == 1 and k[0] in fields
+        else KeyCheck(k, "multiple_fields_uniqueness", None)
+        for k in unique_sets(model)
+    ]
+
+
+def flag_repeats(
+    con: Any, output: Sequence[str], judged: Sequence[str], checks: Sequence[KeyCheck]
+) -> str | None:
+    """The SELECT of a node's staged output, in order, with a boolean `__repeat_<n>` per check
+    saying whether the row's key occurs more than once among every row the node produced: its
+    output (`output`, Parquet parts) and the rows it took out (`judged`, files holding at least
+    the key columns). Nulls repeat, as in Pandera's `is_duplicated`. None: no key repeats.
+    """
+
+    def files(urls: Sequence[str]) -> str:
+        return "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
+
+    scans = [
+        f"SELECT {i} AS __file, file_row_number AS __line, * EXCLUDE (file_row_number) "
+        f"FROM read_parquet({files([url])}, file_row_number = true)"
+        for i, url in enumerate(output)
+    ]
+    con.execute("CREATE OR REPLACE TEMP VIEW __output AS " + " UNION ALL ".join(scans))
+    flags: list[str] = []
+    for n, check in enumerate(checks):
+        keys = ", ".join(_quote(c) for c in check.columns)
+        every = f"SELECT {keys} FROM __output"
+        if judged:
+            every += (
+                f" UNION ALL SELECT {keys} FROM read_parquet({files(judged)}, union_by_name = true)"
+            )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __repeats_{n} AS "
+            f"SELECT {keys} FROM ({every}) GROUP BY ALL HAVING count(*) > 1"
+        )
+        if not con.execute(f"SELECT count(*) FROM __repeats_{n}").fetchall()[0][0]:
+            flags.append(f"false AS __repeat_{n}")
+            continue
+        same = " AND ".join(
+            f"r.{_quote(c)} IS NOT DISTINCT FROM o.{_quote(c)}" for c in check.columns
+        )
+        flags.append(f"EXISTS (SELECT 1 FROM __repeats_{n} r WHERE {same}) AS __repeat_{n}")
+    if all(f.startswith("false ") for f in flags):
+        return None
+    return (
+        f"SELECT o.* EXCLUDE (__file, __line), {', '.join(flags)} "
+        "FROM __output o ORDER BY o.__file, o.__line"
+    )
+
+
+def repeat_rejects(
+    rows: pl.DataFrame, checks: Sequence[KeyCheck], columns: Sequence[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """For rows flagged by `flag_repeats`: the rows as a chunk's quarantine stages them (with
+    `_check`, `_column` and `_reason` of their first failure) and their failure table."""
+    cases: list[pl.Expr] = [
+        _as_text(pl.col(c.column), rows.schema[c.column])
+        if c.column is not None
+        else pl.struct(list(columns)).struct.json_encode()
+        for c in checks
+    ]
+    failures = pl.concat(
+        [
+            rows.filter(pl.col(f"__repeat_{n}")).select(
+                column=pl.lit(c.column, pl.String),
+                check=pl.lit(c.check, pl.String),
+                failure_case=cases[n].fill_null("null"),
+                index=pl.lit(None, pl.Int64),
+                chunk=pl.lit(None, pl.Int64),
+            )
+            for n, c in enumerate(checks)
+        ]
+    )
+    flagged = [pl.col(f"__repeat_{n}") for n in range(len(checks))]
+    reasons = [
+        pl.when(flag).then(
+            pl.concat_str(
+                pl.lit(f"column '{c.column or '*'}' failed {c.check}: "),
+                cases[n].fill_null("null"),
+            )
+        )
+        for n, (c, flag) in enumerate(zip(checks, flagged, strict=True))
+    ]
+    annotated = rows.select(
+        *columns,
+        _check=pl.coalesce(
+            pl.when(f).then(pl.lit(c.check)) for c, f in zip(checks, flagged, strict=True)
+        ),
+        _column=pl.coalesce(
+            pl.when(f).then(pl.lit(c.column, pl.String))
+            for c, f in zip(checks, flagged, strict=True)
+        ),
+        _reason=pl.concat_list(reasons).list.drop_nulls().list.join("; "),
+    )
+    return annotated, failures

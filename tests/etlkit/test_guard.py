@@ -141,6 +141,126 @@ def test_duplicates_split_across_chunks_are_caught(settings: ek.Settings) -> Non
     assert not Duplicates.out.committed or Duplicates.out.table().num_rows == 5
 
 
+class NullableKey(pdp.DataFrameModel):
+    invoice_id: int = pdp.Field(unique=True, nullable=True)
+    amount: float = pdp.Field(ge=0)
+
+
+class PairKey(pdp.DataFrameModel):
+    invoice_id: int
+    amount: float
+
+    class Config:
+        unique = ["invoice_id", "amount"]  # noqa: RUF012  (Pandera reads a plain class attribute)
+
+
+# 1, null and 6 repeat; the second 6 is also negative; 2, 3, 4, 5 and 7 pass
+KEYED_IDS = [1, 2, 3, 1, 4, None, 5, None, 6, 7, 6]
+KEYED_AMOUNTS = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, -1.0, 9.0, 10.0]
+
+
+def pandera_verdict(model: type[pdp.DataFrameModel], table: pa.Table) -> tuple[list[int], int]:
+    """The rows Pandera passes when it validates the whole table, and how many it fails."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    try:
+        model.validate(frame, lazy=True)
+    except pdp.errors.SchemaErrors as exc:
+        failed = set(exc.failure_cases.get_column("index").drop_nulls().to_list())
+    else:
+        failed = set()
+    kept = [i for i in range(frame.height) if i not in failed]
+    return kept, len(failed)
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 4, 5, 11])
+def test_a_repeated_unique_key_gets_pandera_verdict_whatever_the_chunk_boundaries(
+    settings: ek.Settings, policy: str, chunk_rows: int
+) -> None:
+    table = pa.table({"invoice_id": pa.array(KEYED_IDS, pa.int64()), "amount": KEYED_AMOUNTS})
+    kept, failed = pandera_verdict(NullableKey, table)
+
+    class Repeats(ek.Pipeline):
+        src = MemorySource(table, schema=NullableKey, chunk_rows=chunk_rows).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Repeats.run(settings=settings)
+
+    assert result.state == "success", result.error
+    assert kept == [1, 2, 4, 6, 9]  # ids 2, 3, 4, 5, 7
+    assert Repeats.out.table().column("invoice_id").to_pylist() == [2, 3, 4, 5, 7]
+    assert result.nodes["src"].invalid_rows == failed == 6
+    assert result.nodes["src"].rows_out == 5
+    staging = Staging(settings.paths.staging_root)
+    manifest = staging.manifest("repeats", result.run_id, "src")
+    assert manifest is not None
+    assert manifest.rows == 5
+    assert manifest.extra["invalid_rows"] == 6
+    failures = staged(settings, "repeats", result.run_id, "src.failures")
+    unique_failures = failures.filter(pl.col("check") == "field_uniqueness")
+    # the negative 6 may have been taken out of its chunk by `ge` first: it is there once
+    cases = unique_failures.get_column("failure_case").to_list()
+    assert sorted(c for c in cases if c not in ("6", "null")) == ["1", "1"]
+    assert cases.count("null") == 2
+    assert 1 <= cases.count("6") <= 2
+    if policy == "quarantine":
+        rejects = staged(settings, "repeats", result.run_id, "src.rejects")
+        assert sorted(rejects.get_column("invoice_id").to_list(), key=str) == sorted(
+            [1, 1, None, None, 6, 6], key=str
+        )
+        assert set(rejects.get_column("_check").to_list()) <= {
+            "field_uniqueness",
+            "greater_than_or_equal_to(0)",
+        }
+        first = rejects.filter(pl.col("invoice_id") == 1).get_column("_reason").to_list()
+        assert first == ["column 'invoice_id' failed field_uniqueness: 1"] * 2
+    else:
+        assert staging.manifest("repeats", result.run_id, "src.rejects") is None
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3])
+def test_two_nulls_in_a_unique_column_fail_whatever_the_chunk_boundaries(
+    settings: ek.Settings, chunk_rows: int
+) -> None:
+    table = pa.table({"invoice_id": pa.array([None, 1, None], pa.int64()), "amount": [1.0] * 3})
+
+    class Nulls(ek.Pipeline):
+        src = MemorySource(table, schema=NullableKey, chunk_rows=chunk_rows)
+        out = MemorySink(src)
+
+    result = Nulls.run(settings=settings)
+
+    assert isinstance(result.error, ek.DataValidationError)  # as Pandera: nulls repeat
+    assert "invoice_id" in str(result.error)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 6])
+def test_a_repeated_pair_of_columns_is_quarantined_whatever_the_chunk_boundaries(
+    settings: ek.Settings, chunk_rows: int
+) -> None:
+    # (1, 1.0) and (1, 2.0) twice each
+    table = bills([1.0, 2.0, 1.0, 1.0, 3.0, 2.0], ids=[1, 1, 2, 1, 3, 1])
+
+    class Pairs(ek.Pipeline):
+        src = MemorySource(table, schema=PairKey, chunk_rows=chunk_rows).expect(
+            on_invalid="quarantine"
+        )
+        out = MemorySink(src)
+
+    result = Pairs.run(settings=settings)
+
+    assert result.state == "success", result.error
+    kept, failed = pandera_verdict(PairKey, table)
+    assert kept == [2, 4]
+    assert Pairs.out.table().to_pydict() == {"invoice_id": [2, 3], "amount": [1.0, 3.0]}
+    rejects = staged(settings, "pairs", result.run_id, "src.rejects")
+    assert rejects.height == failed == 4
+    assert set(rejects.get_column("_check").to_list()) == {"multiple_fields_uniqueness"}
+
+
 @pytest.mark.parametrize(
     ("ids", "repeat"),
     [

@@ -610,9 +610,14 @@ def test_increasing_key_holds_across_chunks_only_while_each_exceeds_the_last() -
         return pa.record_batch({"id": pa.array(ids, pa.int64())})
 
     key = IncreasingKey("id")
-    for ids in [(1, 2), (None,), (3, None, 7), ()]:
+    for ids in [(1, 2), (None,), (3, 7), ()]:
         key.update(chunk(*ids))
     assert key.holds
+
+    nulls = IncreasingKey("id")
+    for ids in [(1, None), (2, None, 3)]:  # a null repeats a null, as in Pandera's `unique`
+        nulls.update(chunk(*ids))
+    assert not nulls.holds
 
     key.update(chunk(7, 8))  # 7 again, across the chunk boundary
     assert not key.holds
