@@ -100,7 +100,7 @@ class OutputGuard:
             return _to_batches(report.data)
         failures = report.failures.with_columns(chunk=pl.lit(chunk, pl.Int64))
         if self.located:
-            failures = failures.with_columns(_locate(pl.col("index"), origin, ""))
+            failures = _locate(failures, "index", origin, "")
         if self.side == "Output":
             if self.failures is None:
                 self.failures = self._companion(FAILURES_SUFFIX)
@@ -125,7 +125,7 @@ class OutputGuard:
                 self.rejects = self._companion(REJECTS_SUFFIX)
             rejects = _annotate(report.data, invalid, failures, origin if self.located else None)
             if self.located and origin is None:
-                rejects = rejects.with_columns(_locate(pl.lit(None, pl.Int64), None, "_"))
+                rejects = _locate(rejects, "_row", None, "_")
             self.rejects.append_many(_to_batches(rejects))
         return _to_batches(report.data.filter(~invalid))
 
@@ -160,30 +160,29 @@ class OutputGuard:
                 self.failures.abort()
 
 
-def _locate(index: pl.Expr, origin: Origin | None, prefix: str) -> list[pl.Expr]:
-    """`file`, `row` and `line` (with a prefix) of the chunk's rows at `index`, from the
-    chunk's origin; nulls without one."""
-    names = (prefix + "file", prefix + "row", prefix + "line")
+def _locate(frame: pl.DataFrame, index: str, origin: Origin | None, prefix: str) -> pl.DataFrame:
+    """The frame with `file`, `row` and `line` (named with a prefix) of the chunk's rows at
+    column `index`, from the chunk's origin; nulls without one."""
+    file, row, line = prefix + "file", prefix + "row", prefix + "line"
     if origin is None:
-        return [
-            pl.lit(None, pl.String).alias(names[0]),
-            pl.lit(None, pl.Int64).alias(names[1]),
-            pl.lit(None, pl.Int64).alias(names[2]),
-        ]
-    index = index.cast(pl.Int64)
-    if origin.lines is not None:
-        line = index.replace_strict(
-            list(range(len(origin.lines))), list(origin.lines), default=None, return_dtype=pl.Int64
+        return frame.with_columns(
+            pl.lit(None, pl.String).alias(file),
+            pl.lit(None, pl.Int64).alias(row),
+            pl.lit(None, pl.Int64).alias(line),
         )
-    elif origin.first_line is not None:
-        line = index + origin.first_line
-    else:
-        line = pl.lit(None, pl.Int64)
-    return [
-        pl.lit(origin.file, pl.String).alias(names[0]),
-        (index + origin.first_row + 1).alias(names[1]),
-        line.alias(names[2]),
-    ]
+    at = pl.col(index).cast(pl.Int64)
+    if origin.first_line is None:
+        lines: pl.Expr | pl.Series = pl.lit(None, pl.Int64)
+    elif not origin.jumps:
+        lines = at + origin.first_line
+    else:  # rows with gaps between them: resolved one failing row at a time
+        found = frame.get_column(index).to_list()
+        lines = pl.Series([None if i is None else origin.line(i) for i in found], dtype=pl.Int64)
+    return frame.with_columns(
+        pl.lit(origin.file, pl.String).alias(file),
+        (at + origin.first_row + 1).alias(row),
+        lines.alias(line),
+    )
 
 
 def _describe(origin: Origin, failures: pl.DataFrame, limit: int = 5) -> str:
@@ -192,7 +191,7 @@ def _describe(origin: Origin, failures: pl.DataFrame, limit: int = 5) -> str:
     shown = f"file {origin.file!r}"
     if indexes.is_empty():
         return shown
-    text = origin.first_line is not None or origin.lines is not None
+    text = origin.first_line is not None
     unit = "line" if text else "row"
     numbers = [
         origin.line(i) if text else origin.row(i) for i in indexes.head(limit).cast(int).to_list()
@@ -225,10 +224,9 @@ def _annotate(
         .with_columns(pl.col("index").cast(pl.Int64))
     )
     rows = data.with_row_index("__row").filter(invalid)
-    located = _locate(pl.col("__row"), origin, "_") if origin is not None else []
-    return (
-        rows.with_columns(pl.col("__row").cast(pl.Int64))
-        .join(reasons, left_on="__row", right_on="index", how="left")
-        .with_columns(located)
-        .drop("__row")
+    annotated = rows.with_columns(pl.col("__row").cast(pl.Int64)).join(
+        reasons, left_on="__row", right_on="index", how="left"
     )
+    if origin is not None:
+        annotated = _locate(annotated, "__row", origin, "_")
+    return annotated.drop("__row")

@@ -405,8 +405,8 @@ class Origin:
     is computed per row unless rows fail validation, which then names the file and the row
     (`<node>_failures`, `<node>_rejects`, the error message). `first_row` counts the file's
     rows before the chunk's; `first_line` is the line of its first row in a text file
-    (counting a header line), `lines` every row's line when they are not consecutive (blank
-    lines skipped).
+    (counting a header line); `jumps` are the rows (index in the chunk, line) after which
+    lines were skipped (blank lines between rows).
 
         yield Origin("billing/2025-01.csv", first_row=0, first_line=2).attach(batch)
     """
@@ -414,13 +414,23 @@ class Origin:
     file: str
     first_row: int
     first_line: int | None = None
-    lines: tuple[int, ...] | None = None
+    jumps: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of_lines(cls, file: str, first_row: int, lines: Sequence[int]) -> Origin:
+        """The origin of a chunk whose rows are on `lines` (increasing, maybe with gaps)."""
+        jumps = tuple(
+            (index, lines[index])
+            for index in range(1, len(lines))
+            if lines[index] != lines[index - 1] + 1
+        )
+        return cls(file, first_row, lines[0] if lines else None, jumps)
 
     def attach(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch carrying this origin (no copy of its data)."""
         metadata = dict(batch.schema.metadata or {})
         metadata[_ORIGIN_KEY] = json.dumps(
-            [self.file, self.first_row, self.first_line, self.lines]
+            [self.file, self.first_row, self.first_line, self.jumps]
         ).encode()
         return batch.replace_schema_metadata(metadata)
 
@@ -431,9 +441,9 @@ class Origin:
         metadata = batch.schema.metadata
         if not metadata or _ORIGIN_KEY not in metadata:
             return None, batch
-        file, first_row, first_line, lines = json.loads(metadata[_ORIGIN_KEY])
+        file, first_row, first_line, jumps = json.loads(metadata[_ORIGIN_KEY])
         rest = {k: v for k, v in metadata.items() if k != _ORIGIN_KEY}
-        origin = Origin(file, first_row, first_line, tuple(lines) if lines else None)
+        origin = Origin(file, first_row, first_line, tuple((i, n) for i, n in jumps))
         return origin, batch.replace_schema_metadata(rest or None)
 
     def row(self, index: int) -> int:
@@ -442,9 +452,14 @@ class Origin:
 
     def line(self, index: int) -> int | None:
         """The line in the file (from 1) of the chunk's row `index`; None without lines."""
-        if self.lines is not None:
-            return self.lines[index] if 0 <= index < len(self.lines) else None
-        return None if self.first_line is None else self.first_line + index
+        if self.first_line is None:
+            return None
+        start, line = 0, self.first_line
+        for jump, jumped_to in self.jumps:
+            if jump > index:
+                break
+            start, line = jump, jumped_to
+        return line + index - start
 
 
 class Source(Node):

@@ -72,12 +72,12 @@ class NdjsonSource(FileSource):
                     numbers.append(number)
                 offset += len(line)
                 if len(lines) >= chunk_rows:
-                    yield _origin(display(fs, path), rows, numbers).attach(
+                    yield Origin.of_lines(display(fs, path), rows, numbers).attach(
                         self._parse(lines, numbers, start, shown)
                     )
                     lines, numbers, start, rows = [], [], offset, rows + len(lines)
         if lines:
-            yield _origin(display(fs, path), rows, numbers).attach(
+            yield Origin.of_lines(display(fs, path), rows, numbers).attach(
                 self._parse(lines, numbers, start, shown)
             )
 
@@ -156,12 +156,6 @@ class NdjsonSource(FileSource):
                     "change the model."
                 )
         return ConnectorError(f"{self._where()}: {at}: {exc}")
-
-
-def _origin(file: str, rows: int, numbers: list[int]) -> Origin:
-    """A chunk's origin: its lines listed only when blank lines fall between them."""
-    consecutive = numbers[-1] - numbers[0] == len(numbers) - 1
-    return Origin(file, rows, numbers[0], None if consecutive else tuple(numbers))
 
 
 class NdjsonSink(FileSink):

@@ -18,7 +18,7 @@ import etlkit as ek
 from connectors.files import CsvSink, CsvSource, NdjsonSource, ParquetSink, ParquetSource
 from etlkit.cli import exit_code
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Sink, Source
+from etlkit.nodes import Origin, Sink, Source
 from etlkit.staging import Staging
 from etlkit.testing import MemorySink
 from tests.connectors.contract import make_context
@@ -400,3 +400,16 @@ def test_ndjson_rejects_name_lines_across_blank_lines_and_parquet_rejects_name_r
         (2, str(tmp_path / "p.parquet"), 2, None),
         (4, str(tmp_path / "p.parquet"), 4, None),
     ]
+
+
+def test_an_origin_travels_as_metadata_and_resolves_lines_across_gaps() -> None:
+    origin = Origin.of_lines("e.jsonl", 10, [4, 5, 9, 10, 14])
+    batch = origin.attach(pa.record_batch({"id": [1, 2, 3, 4, 5]}))
+
+    taken, plain = Origin.take(batch)
+
+    assert taken == origin
+    assert plain.schema.metadata is None
+    assert [origin.line(i) for i in range(5)] == [4, 5, 9, 10, 14]
+    assert [origin.row(i) for i in range(5)] == [11, 12, 13, 14, 15]
+    assert Origin.take(plain) == (None, plain)
