@@ -251,18 +251,19 @@ def resolve_files(
     fs, path = filesystem(where, rendered, conn)
     shown = repr(rendered) if rendered == template else f"{rendered!r} (from {template!r})"
     magic = _GLOB_CHARS.search(path)
-    if magic is not None:
-        root, found = path[: magic.start()].rpartition("/")[0], fs.glob(path, detail=True)
-    else:
-        try:
-            info = fs.info(path)
-        except FileNotFoundError as exc:
-            raise ConnectorError(f"{where}: file {shown} does not exist.") from exc
-        except OSError as exc:  # a folder of the path is a file, permissions
-            raise os_error(where, "read", fs, path, exc) from exc
-        if info["type"] != "directory":
-            return _Files(fs, [path], [int(info.get("size") or 0)])
-        root, found = path, fs.find(path, detail=True)
+    try:
+        if magic is not None:
+            root, found = path[: magic.start()].rpartition("/")[0], fs.glob(path, detail=True)
+        else:
+            try:
+                info = fs.info(path)
+            except FileNotFoundError as exc:
+                raise ConnectorError(f"{where}: file {shown} does not exist.") from exc
+            if info["type"] != "directory":
+                return _Files(fs, [path], [int(info.get("size") or 0)])
+            root, found = path, fs.find(path, detail=True)
+    except OSError as exc:  # a folder of the path is a file, permissions, credentials
+        raise os_error(where, "read", fs, path, exc) from exc
     files = {p: i for p, i in found.items() if i["type"] == "file" and _visible(p, root)}
     if not files and not allow_empty:
         what = "no file matches" if magic is not None else "no file is in the folder"
