@@ -211,7 +211,8 @@ class CsvSource(FileSource):
 
     `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
     the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
-    count one line per row, so a quoted field spanning lines shifts them.
+    and in validation failures (`etlkit.nodes.Origin`) count the header and one line per row,
+    so a quoted field spanning lines, or a blank line (skipped), shifts them.
 
     UTF-8 files are cut into those blocks and parsed on a pool of threads (one per CPU, up to
     8), in order: the chunks are those of a serial read. When a block fails to parse, or a
