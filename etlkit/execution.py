@@ -54,6 +54,7 @@ from etlkit.nodes import (
     Context,
     Lazy,
     Node,
+    Origin,
     Policy,
     Sensor,
     Sink,
@@ -1288,7 +1289,10 @@ class _Run:
             if self.cancel.is_set():
                 raise RunCancelledError("run cancelled")
             chunk = stats.chunks_in if node.streaming else stats.chunks_out + 1
-            batches = guard.check(item, chunk) if guard is not None else _to_batches(item)
+            origin = None
+            if isinstance(item, pa.RecordBatch):
+                origin, item = Origin.take(item)  # for failures only: staging does not keep it
+            batches = guard.check(item, chunk, origin) if guard is not None else _to_batches(item)
             if guard is not None:
                 stats.invalid_rows = guard.invalid_rows
             for batch in batches:
@@ -1727,7 +1731,8 @@ class _Run:
             if ctx.cursor is not None:
                 if last is None:
                     last = pa.scalar(ctx.cursor).cast(values.type)
-                batch = batch.filter(pc.greater_equal(values, last))
+                # the rows left are no longer where the batch's origin says they are
+                batch = Origin.take(batch)[1].filter(pc.greater_equal(values, last))
             if not batch.num_rows:
                 yield batch
                 continue

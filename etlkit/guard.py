@@ -6,6 +6,11 @@ invalid rows are counted and discarded, under `quarantine` they are also staged,
 column and reason, as the `<node>.rejects` companion of the node's output. The failure table of
 every failed check is staged as `<node>.failures` (kept even when the run fails), so both can be
 queried in DuckDB as `<node>_rejects` and `<node>_failures`.
+
+A source's failures and rejects also say where each row came from: `file`, `row` (its number in
+the file, from 1) and `line` (in a text file, counting a header line) in the failure table,
+`_file`, `_row` and `_line` in the rejects, from the chunk's `Origin`; nulls when the source
+gives none.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from etlkit.errors import DataValidationError, StagingError
-from etlkit.nodes import Node, Policy
+from etlkit.nodes import Node, Origin, Policy
 from etlkit.schema import to_polars
 from etlkit.staging import NodeWriter, Staging
 
@@ -68,6 +73,7 @@ class OutputGuard:
         self.invalid_rows = 0
         self.checked_rows = 0
         self.checked_chunks = 0
+        self.located = node.kind == "source" and not input_side  # rows have an origin
         self.rejects: NodeWriter | None = None
         self.failures: NodeWriter | None = None
         # Uniqueness counts every row, valid or not, as Pandera's does over a whole frame: the
@@ -82,8 +88,12 @@ class OutputGuard:
     def _companion(self, suffix: str) -> NodeWriter:
         return self.staging.writer(self.pipeline, self.run_id, self.name + suffix)
 
-    def check(self, item: pa.RecordBatch | pl.DataFrame, chunk: int) -> list[pa.RecordBatch]:
+    def check(
+        self, item: pa.RecordBatch | pl.DataFrame, chunk: int, origin: Origin | None = None
+    ) -> list[pa.RecordBatch]:
         """The chunk's valid rows as record batches (the chunk itself when all are valid).
+
+        `origin`: where a source's chunk came from, named in failures, rejects and the error.
 
         Raises:
             DataValidationError: under `fail`, or when the model's columns or types are wrong.
@@ -100,6 +110,8 @@ class OutputGuard:
                 return [item]
             return _to_batches(report.data)
         failures = report.failures.with_columns(chunk=pl.lit(chunk, pl.Int64))
+        if self.located:
+            failures = _locate(failures, "index", origin, "")
         if self.side == "Output":
             if self.failures is None:
                 self.failures = self._companion(FAILURES_SUFFIX)
@@ -115,13 +127,17 @@ class OutputGuard:
                 chunk=chunk,
                 model_name=self.model_name,
                 side=self.side,
+                origin=_describe(origin, report.failures) if origin is not None else None,
             )
         invalid = report.invalid
         self.invalid_rows += int(invalid.sum())
         if self.policy == "quarantine":
             if self.rejects is None:
                 self.rejects = self._companion(REJECTS_SUFFIX)
-            self.rejects.append_many(_to_batches(_annotate(report.data, invalid, failures)))
+            rejects = _annotate(report.data, invalid, failures, origin if self.located else None)
+            if self.located and origin is None:
+                rejects = _locate(rejects, "_row", None, "_")
+            self.rejects.append_many(_to_batches(rejects))
         elif self.key_columns:
             if self.dropped is None:
                 self.dropped = self._companion(DROPPED_SUFFIX)
@@ -139,6 +155,9 @@ class OutputGuard:
         """Take out rows of the output found repeating a unique key across chunks: counted as
         invalid, their failures staged, and (under `quarantine`) the rows with them."""
         self.invalid_rows += rows.height
+        if self.located:  # read back from staging, where rows no longer carry their origin
+            failures = _locate(failures, "index", None, "")
+            rows = _locate(rows, "_row", None, "_")
         if self.failures is None:
             self.failures = self._companion(FAILURES_SUFFIX)
         self.failures.append_many(_to_batches(failures))
@@ -181,8 +200,52 @@ class OutputGuard:
                 self.failures.abort()
 
 
-def _annotate(data: pl.DataFrame, invalid: pl.Series, failures: pl.DataFrame) -> pl.DataFrame:
-    """The invalid rows with `_check`, `_column` and `_reason` of their first failure."""
+def _locate(frame: pl.DataFrame, index: str, origin: Origin | None, prefix: str) -> pl.DataFrame:
+    """The frame with `file`, `row` and `line` (named with a prefix) of the chunk's rows at
+    column `index`, from the chunk's origin; nulls without one."""
+    file, row, line = prefix + "file", prefix + "row", prefix + "line"
+    if origin is None:
+        return frame.with_columns(
+            pl.lit(None, pl.String).alias(file),
+            pl.lit(None, pl.Int64).alias(row),
+            pl.lit(None, pl.Int64).alias(line),
+        )
+    at = pl.col(index).cast(pl.Int64)
+    if origin.first_line is None:
+        lines: pl.Expr | pl.Series = pl.lit(None, pl.Int64)
+    elif not origin.jumps:
+        lines = at + origin.first_line
+    else:  # rows with gaps between them: resolved one failing row at a time
+        found = frame.get_column(index).to_list()
+        lines = pl.Series([None if i is None else origin.line(i) for i in found], dtype=pl.Int64)
+    return frame.with_columns(
+        pl.lit(origin.file, pl.String).alias(file),
+        (at + origin.first_row + 1).alias(row),
+        lines.alias(line),
+    )
+
+
+def _describe(origin: Origin, failures: pl.DataFrame, limit: int = 5) -> str:
+    """Where the failing rows are, for the error message: `file 'b.csv', lines 4, 7`."""
+    indexes = failures.get_column("index").drop_nulls().unique().sort()
+    shown = f"file {origin.file!r}"
+    if indexes.is_empty():
+        return shown
+    text = origin.first_line is not None
+    unit = "line" if text else "row"
+    numbers = [
+        origin.line(i) if text else origin.row(i) for i in indexes.head(limit).cast(int).to_list()
+    ]
+    more = f" and {indexes.len() - limit} more" if indexes.len() > limit else ""
+    plural = "s" if indexes.len() > 1 else ""
+    return f"{shown}, {unit}{plural} {', '.join(str(n) for n in numbers)}{more}"
+
+
+def _annotate(
+    data: pl.DataFrame, invalid: pl.Series, failures: pl.DataFrame, origin: Origin | None = None
+) -> pl.DataFrame:
+    """The invalid rows with `_check`, `_column` and `_reason` of their first failure, and
+    `_file`, `_row`, `_line` when the chunk has an origin."""
     reasons = (
         failures.filter(pl.col("index").is_not_null())
         .group_by("index", maintain_order=True)
@@ -201,8 +264,9 @@ def _annotate(data: pl.DataFrame, invalid: pl.Series, failures: pl.DataFrame) ->
         .with_columns(pl.col("index").cast(pl.Int64))
     )
     rows = data.with_row_index("__row").filter(invalid)
-    return (
-        rows.with_columns(pl.col("__row").cast(pl.Int64))
-        .join(reasons, left_on="__row", right_on="index", how="left")
-        .drop("__row")
+    annotated = rows.with_columns(pl.col("__row").cast(pl.Int64)).join(
+        reasons, left_on="__row", right_on="index", how="left"
     )
+    if origin is not None:
+        annotated = _locate(annotated, "__row", origin, "_")
+    return annotated.drop("__row")

@@ -1002,14 +1002,18 @@ def validation_error(
     chunk: int | None,
     model_name: str,
     side: str = "Output",
+    origin: str | None = None,
 ) -> DataValidationError:
     """A `DataValidationError` saying where data broke which schema, and how.
+
+    `origin` says where a source's failing rows are (`file 'b.csv', lines 4, 7`).
 
     Besides the message, the error carries `.pipeline`, `.node`, `.run_id`, `.chunk`, `.model`,
     `.n_failures` (rows of `failures`), `.n_rows` (distinct failing rows) and `.checks`
     (column, check, count) for the scheduler and the store. It pickles.
     """
     where = f" on chunk {chunk}" if chunk is not None else ""
+    where += f" ({origin})" if origin else ""
     head = f"{side} of node '{node}' in pipeline '{pipeline}' (run {run_id}) broke schema "
     summary = summarize(failures)
     if "\n" in summary:

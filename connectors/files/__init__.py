@@ -12,7 +12,11 @@ was.
 
 A path with glob characters (`*`, `?`, `[`) reads every matching file in sorted order; a
 directory reads every file below it. Files and directories whose name starts with `.` or `_`
-(temporary objects, `_SUCCESS` markers) are skipped.
+(temporary objects, `_SUCCESS` markers) are skipped. A glob matching no file, or a directory
+holding none, is an error unless the source is given `allow_empty=True`. CSV and NDJSON files
+named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a source yields
+carries its file and first row (`etlkit.nodes.Origin`), so validation names the file and line
+of a failing row. An `OSError` reading or writing is a `ConnectorError` naming the file.
 
 Object stores: `conn="lake"` takes the credentials and endpoint of that named connection
 (`etlkit.connections`: an s3, http(s) or file connection matching the path's scheme). Without

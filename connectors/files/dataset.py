@@ -15,6 +15,7 @@ from connectors.files.paths import (
     display,
     filesystem,
     object_store,
+    os_error,
     prepare_parent,
     remove,
     temp_path,
@@ -87,9 +88,9 @@ class ParquetDatasetSink(FileSink):
 
         fs, path = filesystem(where, ctx.render(self.path), self.conn)
         temp = temp_path(path, ctx)
-        prepare_parent(where, fs, path)
         committed = False
         try:
+            prepare_parent(where, fs, path)
             first = next(batches, None)
             first = conform(first) if first is not None else None
             schema = conform.schema
@@ -101,6 +102,8 @@ class ParquetDatasetSink(FileSink):
             size = sum(int(info.get("size") or 0) for info in files.values())
             self._commit(fs, temp, path, ctx)
             committed = True
+        except OSError as exc:  # permissions, a read-only or full disk: named by the target
+            raise os_error(where, "write", fs, path, exc) from exc
         finally:
             if not committed:
                 remove(fs, temp)

@@ -21,13 +21,17 @@ from connectors.files.columns import Conformer, missing_columns, read_schema, sh
 from connectors.files.paths import (
     FileSink,
     FileSource,
+    compressed_looking,
+    compression,
     display,
     filesystem,
-    resolve_files,
+    open_input,
+    open_lines,
+    os_error,
     write_file,
 )
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, SourceFiles, WriteResult
+from etlkit.nodes import Context, Origin, SourceFiles, WriteResult
 from etlkit.schema import Model, column_names, model_name
 from etlkit.staging import MAX_CSV_BLOCK, CsvLayout, csv_block_size, file_fingerprint
 
@@ -45,7 +49,7 @@ _LINE_END: Final = re.compile(rb"[\r\n]")
 def _utf8_error(fs: Any, path: str, limit_line: int | None = None) -> tuple[int, int, bytes] | None:
     """The first line of a file that is not UTF-8: (line, byte offset, bad bytes), or None."""
     offset = 0
-    with fs.open(path, "rb") as handle:
+    with open_lines(fs, path) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 codecs.decode(line, "utf-8")
@@ -84,11 +88,56 @@ def _read_up_to(handle: Any, size: int) -> pa.Buffer:
 
 
 def _open(fs: Any, path: str) -> Any:
-    """A file to read: a local one as an Arrow file, read into buffers without the GIL and
-    without Python bytes (not memory-mapped: a file truncated meanwhile would crash the run)."""
-    if isinstance(fs, LocalFileSystem):
-        return pa.OSFile(path)
-    return fs.open(path, "rb")
+    """A file to read (see `open_input`); a compressed one rewinds by opening it again."""
+    return _Rewinding(fs, path) if compression(path) is not None else open_input(fs, path)
+
+
+class _Rewinding:
+    """A compressed file's decompressed bytes, whose `seek(0)` opens the file again: the
+    serial reader rewinds to read a file again with larger blocks, a stream cannot seek."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self._fs, self._path = fs, path
+        self._stream = open_input(fs, path)
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = bytes(self._stream.read(None if size < 0 else size))
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < 0:
+            raise io.UnsupportedOperation("a compressed file seeks from its start or onwards")
+        if target < self._position:
+            self._stream.close()
+            self._stream, self._position = open_input(self._fs, self._path), 0
+        while self._position < target and self.read(min(target - self._position, 1 << 20)):
+            pass
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._stream.closed)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> _Rewinding:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _line_ends_at(data: pa.Buffer) -> int:
@@ -157,9 +206,13 @@ class CsvSource(FileSource):
     header); a header without rows yields no rows. Empty fields and pyarrow's null markers
     (`NA`, `NULL`, `NaN`, `N/A`, ...) are nulls, except in string columns, where they are text.
 
+    Files named `.gz`, `.bz2` or `.zst` are decompressed as they are read (serially, and
+    copied into staging rather than referenced).
+
     `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
     the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
-    count one line per row, so a quoted field spanning lines shifts them.
+    and in validation failures (`etlkit.nodes.Origin`) count the header and one line per row,
+    so a quoted field spanning lines, or a blank line (skipped), shifts them.
 
     UTF-8 files are cut into those blocks and parsed on a pool of threads (one per CPU, up to
     8), in order: the chunks are those of a serial read. When a block fails to parse, or a
@@ -173,7 +226,8 @@ class CsvSource(FileSource):
         billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling)
 
     Raises:
-        ConnectorError: no file matches, a file is empty or not UTF-8, a declared column is
+        ConnectorError: no file matches (without `allow_empty`), a file cannot be read, is
+            empty, compressed unlike its name says, or not UTF-8, a declared column is
             missing from the header, a row has the wrong number of fields or a value does not
             parse as its column's type. The message names the file, line and column.
     """
@@ -188,8 +242,11 @@ class CsvSource(FileSource):
         header: bool = True,
         encoding: str = "utf8",
         conn: str | None = None,
+        allow_empty: bool = False,
     ) -> None:
-        super().__init__(path, schema=schema, chunk_rows=chunk_rows, conn=conn)
+        super().__init__(
+            path, schema=schema, chunk_rows=chunk_rows, conn=conn, allow_empty=allow_empty
+        )
         self.delimiter = delimiter
         self.header = header
         self.encoding = encoding
@@ -197,10 +254,17 @@ class CsvSource(FileSource):
     files_in_place = False  # parsing is the work: consumers take the parsed chunks
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = resolve_files(self._where(), self.path, ctx, self.conn)
+        files = self._resolve(ctx)
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
-            yield from self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows)
+            shown, rows = display(files.fs, path), 0
+            first_line = 2 if self.header else 1  # one line per row (see above)
+            try:
+                for batch in self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows):
+                    yield Origin(shown, rows, first_line + rows).attach(batch)
+                    rows += batch.num_rows
+            except OSError as exc:  # permissions, a folder, a corrupt compressed stream
+                raise os_error(self._where(), "read", files.fs, path, exc) from exc
 
     def files(self, ctx: Context) -> SourceFiles | None:
         """The local files `read` would read and how it parses them, so that staging may
@@ -211,9 +275,11 @@ class CsvSource(FileSource):
         fs, _ = filesystem(self._where(), ctx.render(self.path), self.conn)
         if not isinstance(fs, LocalFileSystem):
             return None  # not even listed: a remote listing costs a round trip
-        found = resolve_files(self._where(), self.path, ctx, self.conn)
+        found = self._resolve(ctx)
         if not found.paths or 0 in found.sizes:
             return None
+        if any(compression(path) is not None for path in found.paths):
+            return None  # readers of a reference parse plain files only
         fingerprints = [file_fingerprint(found.fs, path) for path in found.paths]
         layout = self._layout()
         return SourceFiles(
@@ -250,6 +316,12 @@ class CsvSource(FileSource):
                 raise ConnectorError(
                     f"{self._where()}: file {display(fs, path)!r} is empty (0 bytes); a CSV "
                     "file needs at least a header line."
+                )
+            looks = compressed_looking(sample)
+            if looks is not None:
+                raise ConnectorError(
+                    f"{self._where()}: file {display(fs, path)!r} is {looks}, not CSV text; "
+                    "files named .gz, .bz2 or .zst are decompressed as they are read."
                 )
             block = csv_block_size(sample, chunk_rows)
             yielded = 0
@@ -306,7 +378,10 @@ class CsvSource(FileSource):
             header = pacsv.read_csv(pa.py_buffer(line + b"\n"), read, parse)
         except pa.ArrowException as exc:
             raise _ReadSeriallyError(f"cannot read the header: {exc}") from exc
-        return list(header.column_names)
+        try:
+            return list(header.column_names)
+        except UnicodeDecodeError as exc:  # the serial reader names the line and bytes
+            raise _ReadSeriallyError(f"the header is not UTF-8: {exc}") from exc
 
     def _serial_batches(
         self, fs: Any, path: str, handle: Any, block: int, yielded: int
@@ -315,6 +390,9 @@ class CsvSource(FileSource):
         try:
             yield from self._layout().read(handle, block, skip=yielded)
         except pa.ArrowKeyError as exc:  # a declared column is not in the header
+            bad = _utf8_error(fs, path, limit_line=1) if _is_utf8(self.encoding) else None
+            if bad is not None:  # binary garbage: its "header" names no column
+                raise self._not_utf8(fs, path, bad) from exc
             raise missing_columns(
                 self._where(), repr(display(fs, path)), self.model, self._header(fs, path)
             ) from exc
@@ -339,11 +417,23 @@ class CsvSource(FileSource):
     def _header(self, fs: Any, path: str) -> list[str]:
         if not self.header:
             return column_names(self.model)
-        with fs.open(path, "rb") as handle:
+        with open_lines(fs, path) as handle:
             # pyarrow skips a BOM too
             encoding = "utf-8-sig" if _is_utf8(self.encoding) else self.encoding
             text = io.TextIOWrapper(handle, encoding=encoding, errors="replace", newline="")
             return next(csv.reader(text, delimiter=self.delimiter), [])
+
+    def _not_utf8(
+        self, fs: Any, path: str, bad: tuple[int, int, bytes] | None, at: str = ""
+    ) -> ConnectorError:
+        """The file is not UTF-8: at `bad` (line, byte offset, bytes) when known."""
+        if bad is not None:
+            at = f", line {bad[0]} (byte offset {bad[1]})"
+        return ConnectorError(
+            f"{self._where()}: file {display(fs, path)!r}{at} is not valid UTF-8"
+            f"{f' (bytes {bad[2]!r})' if bad else ''}; pass encoding= with the file's "
+            "encoding (for example encoding='latin1')."
+        )
 
     def _explain(self, fs: Any, path: str, exc: pa.ArrowInvalid) -> ConnectorError:
         """Turn pyarrow's CSV error into one naming the file, line, column and value."""
@@ -353,15 +443,7 @@ class CsvSource(FileSource):
         line = int(row.group(1)) if row else None
         at = f", line {line}" if line is not None else ""
         if "invalid UTF8" in message and _is_utf8(self.encoding):
-            bad = _utf8_error(fs, path)
-            if bad is not None:
-                line, offset, data = bad
-                at = f", line {line} (byte offset {offset})"
-            return ConnectorError(
-                f"{self._where()}: file {shown}{at} is not valid UTF-8"
-                f"{f' (bytes {data!r})' if bad else ''}; pass encoding= with the file's "
-                "encoding (for example encoding='latin1')."
-            )
+            return self._not_utf8(fs, path, _utf8_error(fs, path), at)
         if "Expected" in message and "columns, got" in message:
             detail = message.split(": ", 1)[-1]
             detail = _ROW_NUMBER.sub("", detail)

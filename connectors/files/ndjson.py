@@ -14,9 +14,17 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from connectors.files.columns import Conformer, first_failing, read_schema, short
-from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
+from connectors.files.paths import (
+    FileSink,
+    FileSource,
+    compressed_looking,
+    display,
+    open_lines,
+    os_error,
+    write_file,
+)
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, WriteResult
+from etlkit.nodes import Context, Origin, WriteResult
 from etlkit.schema import model_name
 
 logger = logging.getLogger(__name__)
@@ -28,6 +36,7 @@ class NdjsonSource(FileSource):
     Only the model's columns are read, with its types; other keys are ignored, and a key missing
     from an object is a null. Blank lines are skipped, so an empty file yields no rows. Each
     chunk is exactly `chunk_rows` objects (default: the context's), except the last of a file.
+    Files named `.gz`, `.bz2` or `.zst` are decompressed as they are read.
 
         events = NdjsonSource("logs/{ds}/*.jsonl", schema=Event)
 
@@ -37,25 +46,40 @@ class NdjsonSource(FileSource):
     """
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = resolve_files(self._where(), self.path, ctx, self.conn)
+        files = self._resolve(ctx)
         chunk_rows = self.chunk_rows or ctx.chunk_rows
         for path in files.paths:
             logger.debug("%s: reading %s", self._where(), path)
-            shown = repr(display(files.fs, path))
-            lines: list[bytes] = []
-            numbers: list[int] = []
-            offset = start = 0
-            with files.fs.open(path, "rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if line.strip():
-                        lines.append(line if line.endswith(b"\n") else line + b"\n")
-                        numbers.append(number)
-                    offset += len(line)
-                    if len(lines) >= chunk_rows:
-                        yield self._parse(lines, numbers, start, shown)
-                        lines, numbers, start = [], [], offset
-            if lines:
-                yield self._parse(lines, numbers, start, shown)
+            try:
+                yield from self._read_file(files.fs, path, chunk_rows)
+            except OSError as exc:  # permissions, a folder, a corrupt compressed stream
+                raise os_error(self._where(), "read", files.fs, path, exc) from exc
+
+    def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        shown = repr(display(fs, path))
+        lines: list[bytes] = []
+        numbers: list[int] = []
+        offset = start = rows = 0
+        with open_lines(fs, path) as handle:
+            for number, line in enumerate(handle, start=1):
+                if number == 1 and (looks := compressed_looking(line)) is not None:
+                    raise ConnectorError(
+                        f"{self._where()}: file {shown} is {looks}, not NDJSON text; files "
+                        "named .gz, .bz2 or .zst are decompressed as they are read."
+                    )
+                if line.strip():
+                    lines.append(line if line.endswith(b"\n") else line + b"\n")
+                    numbers.append(number)
+                offset += len(line)
+                if len(lines) >= chunk_rows:
+                    yield Origin.of_lines(display(fs, path), rows, numbers).attach(
+                        self._parse(lines, numbers, start, shown)
+                    )
+                    lines, numbers, start, rows = [], [], offset, rows + len(lines)
+        if lines:
+            yield Origin.of_lines(display(fs, path), rows, numbers).attach(
+                self._parse(lines, numbers, start, shown)
+            )
 
     def _parse_lines(self, lines: list[bytes]) -> pa.RecordBatch:
         data = b"".join(lines)

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
-from connectors.files.paths import FileSink, FileSource, display, resolve_files, write_file
+from connectors.files.paths import FileSink, FileSource, display, os_error, write_file
 from etlkit.errors import ConnectorError, StagingError
-from etlkit.nodes import Context, Node, SourceFiles, WriteResult
+from etlkit.nodes import Context, Node, Origin, SourceFiles, WriteResult
 from etlkit.schema import Model, model_name
 from etlkit.staging import footer_checksum, parquet_batches
 
@@ -67,7 +67,7 @@ class ParquetSource(FileSource):
     when the cast is safe (wider integers, integers to floats, string sizes, timestamp units,
     dictionaries); each value is checked. A declared column absent from a file but named in its
     directories (`month=2025-01/part-0.parquet`, as `ParquetDatasetSink` writes) is filled from
-    the directory name. An existing directory without files yields no rows.
+    the directory name.
 
         billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
 
@@ -77,26 +77,39 @@ class ParquetSource(FileSource):
     """
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
-        files = resolve_files(self._where(), self.path, ctx, self.conn)
+        files = self._resolve(ctx)
         for path, size in zip(files.paths, files.sizes, strict=True):
             shown = repr(display(files.fs, path))
             if size == 0:
                 raise ConnectorError(f"{self._where()}: file {shown} is empty (0 bytes).")
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
-            with files.fs.open(path, "rb") as handle:
-                try:
-                    parquet = pq.ParquetFile(handle)
-                except (pa.ArrowInvalid, OSError) as exc:
-                    raise ConnectorError(
-                        f"{self._where()}: file {shown} is not a Parquet file ({exc})."
-                    ) from exc
-                yield from self._read_file(
-                    parquet,
-                    path,
-                    shown,
-                    self.chunk_rows or ctx.chunk_rows,
-                    reopen=functools.partial(_open_parquet, files.fs, path),
-                )
+            rows = 0
+            try:
+                for batch in self._read_path(
+                    files.fs, path, shown, self.chunk_rows or ctx.chunk_rows
+                ):
+                    yield Origin(display(files.fs, path), rows).attach(batch)
+                    rows += batch.num_rows
+            except OSError as exc:  # permissions, a folder
+                raise os_error(self._where(), "read", files.fs, path, exc) from exc
+
+    def _read_path(
+        self, fs: Any, path: str, shown: str, chunk_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        with fs.open(path, "rb") as handle:
+            try:
+                parquet = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise ConnectorError(
+                    f"{self._where()}: file {shown} is not a Parquet file ({exc})."
+                ) from exc
+            yield from self._read_file(
+                parquet,
+                path,
+                shown,
+                chunk_rows,
+                reopen=functools.partial(_open_parquet, fs, path),
+            )
 
     def files(self, ctx: Context) -> SourceFiles | None:
         """The local files `read` would read, for consumers that read them in place.
@@ -105,7 +118,7 @@ class ParquetSource(FileSource):
         declared column (partition directories) or with a column no safe cast reaches: the
         streaming read reports those cases precisely.
         """
-        found = resolve_files(self._where(), self.path, ctx, self.conn)
+        found = self._resolve(ctx)
         if not found.paths or not isinstance(found.fs, LocalFileSystem):
             return None
         expected = read_schema(self.model)

@@ -10,6 +10,8 @@ once complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import posixpath
 import re
@@ -18,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import pyarrow as pa
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from etlkit.connections import resolve
 from etlkit.errors import ConnectorError
@@ -29,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 
 class FileSource(Source):
-    """What every file source holds: its path template, model, chunk size and connection."""
+    """What every file source holds: its path template, model, chunk size and connection.
+
+    `allow_empty=True` reads no rows, instead of failing, when a glob matches no file or a
+    folder holds none.
+    """
 
     def __init__(
         self,
@@ -38,16 +46,22 @@ class FileSource(Source):
         schema: Model,
         chunk_rows: int | None = None,
         conn: str | None = None,
+        allow_empty: bool = False,
     ) -> None:
         super().__init__(schema=schema)
         self.path = path
         self.conn = conn
         self.model = schema
         self.chunk_rows = chunk_rows
+        self.allow_empty = allow_empty
 
     def _where(self) -> str:
         """The source as error messages name it: `CsvSource 'billing'`."""
         return f"{type(self).__name__} '{self.name or '(unnamed)'}'"
+
+    def _resolve(self, ctx: Context) -> _Files:
+        """The files the path names for this run (see `resolve_files`)."""
+        return resolve_files(self._where(), self.path, ctx, self.conn, allow_empty=self.allow_empty)
 
 
 class FileSink(Sink):
@@ -84,6 +98,86 @@ class _Files:
     fs: Any
     paths: list[str]
     sizes: list[int]
+
+
+# file name endings read through a decompressing stream, and pyarrow's name of each codec
+_COMPRESSIONS: Final[dict[str, str]] = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".bz2": "bz2",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
+# the first bytes of compressed files and archives, to name the format of a file whose name
+# does not say it
+_MAGIC: Final = (
+    (re.compile(rb"\x1f\x8b"), "gzip-compressed (name it .gz to read it)"),
+    (re.compile(rb"BZh[1-9]1AY&SY"), "bz2-compressed (name it .bz2 to read it)"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd-compressed (name it .zst to read it)"),
+    (re.compile(rb"PK\x03\x04"), "a zip archive (unzip it first)"),
+)
+# what to try next, by the errno of an OSError met reading or writing a file
+_OS_HINTS: Final[dict[int, str]] = {
+    errno.EACCES: "check the permissions of the file and its folders",
+    errno.EPERM: "check the permissions and attributes (immutable, append-only) of the file "
+    "and its folder",
+    errno.EROFS: "the filesystem is mounted read-only; choose a writable location",
+    errno.ENOSPC: "the disk is full; free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or choose another location",
+    errno.ENOTDIR: "a folder of the path is a file; fix the path",
+    errno.EEXIST: "a folder of the path is a file; fix the path",
+    errno.EISDIR: "the path is a folder where a file is expected; fix the path",
+    errno.ENOENT: "the file or one of its folders does not exist; fix the path",
+}
+
+
+def compression(path: str) -> str | None:
+    """The codec a file's name says it is compressed with (`.csv.gz`: gzip), or None."""
+    suffix = posixpath.splitext(path)[1].lower()
+    return _COMPRESSIONS.get(suffix)
+
+
+def compressed_looking(sample: bytes) -> str | None:
+    """What a file starting with `sample` is, when its first bytes are those of a compressed
+    file or an archive (`gzip-compressed (name it .gz to read it)`); None otherwise."""
+    return next((name for magic, name in _MAGIC if magic.match(sample)), None)
+
+
+def open_input(fs: Any, path: str) -> Any:
+    """A file to read as bytes, decompressed as its name says (`.gz`, `.bz2`, `.zst`).
+
+    A local file opens as an Arrow file, read into buffers without the GIL (not memory-mapped:
+    a file truncated meanwhile would crash the run); a compressed one as an Arrow stream, which
+    cannot seek. Remote files open through fsspec.
+    """
+    raw = pa.OSFile(path) if isinstance(fs, LocalFileSystem) else fs.open(path, "rb")
+    codec = compression(path)
+    return raw if codec is None else pa.CompressedInputStream(raw, codec)
+
+
+def open_lines(fs: Any, path: str) -> Any:
+    """A file to read line by line as bytes, decompressed as its name says."""
+    codec = compression(path)
+    if codec is None:
+        return fs.open(path, "rb")
+    return io.BufferedReader(pa.CompressedInputStream(fs.open(path, "rb"), codec))
+
+
+def os_error(where: str, action: str, fs: Any, path: str, exc: OSError) -> ConnectorError:
+    """An OSError met reading or writing a file, as a `ConnectorError` naming the file users
+    named (never a temporary object), why, and what to try next.
+
+    `action` is what failed: `read`, `write`.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _OS_HINTS.get(exc.errno or 0)
+    codec = compression(path) if action == "read" else None
+    if hint is None and codec is not None:
+        hint = f"check that the file is complete and {codec}-compressed, as its name says"
+    return ConnectorError(
+        f"{where}: cannot {action} {display(fs, path)!r}: {reason}"
+        + (f"; {hint}." if hint else ".")
+    )
 
 
 def display(fs: Any, path: str) -> str:
@@ -144,26 +238,38 @@ def _visible(path: str, root: str) -> bool:
     return not any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
-def resolve_files(where: str, template: str, ctx: Context, conn: str | None) -> _Files:
-    """Render `template` and list the files it names, sorted; raise when there are none."""
+def resolve_files(
+    where: str, template: str, ctx: Context, conn: str | None, *, allow_empty: bool = False
+) -> _Files:
+    """Render `template` and list the files it names, sorted.
+
+    Raises:
+        ConnectorError: the path does not exist, or it names no file (a glob matching none, a
+            folder holding none) and `allow_empty` is off.
+    """
     rendered = ctx.render(template)
     fs, path = filesystem(where, rendered, conn)
     shown = repr(rendered) if rendered == template else f"{rendered!r} (from {template!r})"
     magic = _GLOB_CHARS.search(path)
-    if magic is not None:
-        root, found = path[: magic.start()].rpartition("/")[0], fs.glob(path, detail=True)
-    else:
-        try:
-            info = fs.info(path)
-        except FileNotFoundError as exc:
-            raise ConnectorError(f"{where}: file {shown} does not exist.") from exc
-        if info["type"] != "directory":
-            return _Files(fs, [path], [int(info.get("size") or 0)])
-        root, found = path, fs.find(path, detail=True)
+    try:
+        if magic is not None:
+            root, found = path[: magic.start()].rpartition("/")[0], fs.glob(path, detail=True)
+        else:
+            try:
+                info = fs.info(path)
+            except FileNotFoundError as exc:
+                raise ConnectorError(f"{where}: file {shown} does not exist.") from exc
+            if info["type"] != "directory":
+                return _Files(fs, [path], [int(info.get("size") or 0)])
+            root, found = path, fs.find(path, detail=True)
+    except OSError as exc:  # a folder of the path is a file, permissions, credentials
+        raise os_error(where, "read", fs, path, exc) from exc
     files = {p: i for p, i in found.items() if i["type"] == "file" and _visible(p, root)}
-    if not files and magic is not None:
+    if not files and not allow_empty:
+        what = "no file matches" if magic is not None else "no file is in the folder"
         raise ConnectorError(
-            f"{where}: no file matches {shown}; check the path, the glob and the run's date."
+            f"{where}: {what} {shown} (names starting with '.' or '_' are skipped); check "
+            "the path, the glob and the run's date, or pass allow_empty=True to read no rows."
         )
     paths = sorted(files)
     return _Files(fs, paths, [int(files[p].get("size") or 0) for p in paths])
@@ -175,7 +281,7 @@ def temp_path(path: str, ctx: Context, kind: str = "tmp") -> str:
 
 
 def remove(fs: Any, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         fs.rm(path, recursive=True)
 
 
@@ -190,17 +296,25 @@ def write_file(
 
     On any exception (including `RunCancelledError` from the batches) the temporary object is
     deleted and the exception propagates: the target keeps its previous content.
+
+    Raises:
+        ConnectorError: the target cannot be written (permissions, a read-only or full disk,
+            a folder in its place); the message names the target, not the temporary object.
     """
     fs, path = filesystem(where, ctx.render(template), conn)
     temp = temp_path(path, ctx)
-    prepare_parent(where, fs, path)
     committed = False
     try:
+        prepare_parent(where, fs, path)
+        if not object_store(fs) and fs.isdir(path):  # a move would put the file inside it
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
         with fs.open(temp, "wb") as handle:
             rows = write(handle)
         size = int(fs.size(temp))
         fs.mv(temp, path)
         committed = True
+    except OSError as exc:  # permissions, a read-only or full disk: named by the target
+        raise os_error(where, "write", fs, path, exc) from exc
     finally:
         if not committed:
             remove(fs, temp)
