@@ -116,8 +116,17 @@ class Context:
         )
         return values
 
-    def render(self, template: str, extra: Mapping[str, str] | None = None) -> str:
+    def render(
+        self,
+        template: str,
+        extra: Mapping[str, str] | None = None,
+        *,
+        quote: Callable[[str], str] | None = None,
+    ) -> str:
         """Fill `template`'s `{name}` fields from the context (and `extra`).
+
+        `quote`, if given, is applied to the whole text of every field once it is formatted
+        (`{x}`, `{params[x]}`, `{x!r}`, `{x:>8}` alike), as a shell needs each value quoted.
 
         Raises:
             ConfigError: the template names a field the context does not have.
@@ -126,6 +135,8 @@ class Context:
         if extra:
             values.update(extra)
         try:
+            if quote is not None:
+                return _QuotingFormatter(quote).vformat(template, (), values)
             return template.format_map(values)
         except KeyError as exc:
             raise ConfigError(
@@ -134,7 +145,7 @@ class Context:
                 f"({', '.join(sorted(TEMPLATE_NAMES - {'params'}))}) nor a --param "
                 f"(params: {sorted(self.params) or 'none'})."
             ) from exc
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise ConfigError(
                 f"Node '{self.node}' in pipeline '{self.pipeline}': template {template!r} "
                 f"is malformed ({exc}); write literal braces as '{{{{' and '}}}}'."
@@ -147,6 +158,21 @@ class Context:
         ctx = object.__new__(type(self))
         ctx.__dict__.update(self.__dict__, node=node)
         return ctx
+
+
+class _QuotingFormatter(string.Formatter):
+    """`str.format_map` that passes each field's formatted text through `quote`."""
+
+    def __init__(self, quote: Callable[[str], str]) -> None:
+        self.quote = quote
+
+    def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if isinstance(key, int):  # `{}` or `{0}`: a template has no positional values
+            raise ValueError(f"field {{{key}}} has no name")
+        return kwargs[key]
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return self.quote(super().format_field(value, format_spec))
 
 
 Policy = Literal["fail", "drop", "quarantine"]
