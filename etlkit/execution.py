@@ -323,6 +323,12 @@ class _Inbox:
                 yield item
 
 
+_SQL_FILES_HINT: Final = (
+    "A SQL node reads only its inputs (the nodes named in braces) and writes no file itself: "
+    "read other files with a source node, write with a sink."
+)
+
+
 def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
     """Whether a SQL node scans its input's chunks as they come (an Arrow stream) instead of
     its staged output: one input, which streams (not reused from an earlier attempt, not a
@@ -751,6 +757,7 @@ class _Run:
         self.database_lock = threading.RLock()
         self.readable: set[str] = set()  # files outside the run's directory its database reads
         self.retired: list[Any] = []  # databases replaced by one reading more files
+        self.database_used = False  # a node has a connection to `database`
         self.phase: set[str] = set()
         self.submitted: set[str] = set()
         self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
@@ -1113,6 +1120,11 @@ class _Run:
         else:
             chunk = stats.chunks_out + 1 if stats.chunks_out else 0
         where = f" on chunk {chunk}" if chunk else ""
+        if isinstance(node, Sql):
+            import duckdb
+
+            if isinstance(exc, duckdb.PermissionException):
+                cause += f" {_SQL_FILES_HINT}"
         error = NodeError(
             f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
             f"failed{where}: {cause}",
@@ -1513,6 +1525,7 @@ class _Run:
         """
         with self.database_lock:
             con = self.open_database(reads).cursor()
+            self.database_used = True
         # a cursor starts with the progress bar off, and the locked configuration keeps it so
         return con
 
@@ -1536,8 +1549,11 @@ class _Run:
             outside = {f for f in reads if not f.startswith(prefix + "/")}
             if self.database is not None and outside <= self.readable:
                 return self.database
-            if self.database is not None:
+            if self.database is not None and self.database_used:
                 self.retired.append(self.database)
+            elif self.database is not None:  # opened ahead of need, never used: not kept
+                self.database.close()
+            self.database_used = False
             self.readable |= outside
             self.database = self.locked_database(prefix + "/", sorted(self.readable))
             return self.database

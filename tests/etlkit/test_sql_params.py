@@ -8,9 +8,11 @@ from typing import ClassVar
 
 import pandera.polars as pdp
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import etlkit as ek
+from connectors.files import ParquetSource
 from etlkit.nodes import Context, bind_sql
 from etlkit.testing import MemorySink, MemorySource
 
@@ -155,6 +157,8 @@ def test_a_sql_node_cannot_touch_files_beyond_its_inputs(
     assert isinstance(result.error, ek.NodeError)
     assert result.error.node == "picked"
     assert message in str(result.error)
+    if message == DISABLED:
+        assert "A SQL node reads only its inputs (the nodes named in braces)" in str(result.error)
     assert not target.exists()
 
 
@@ -171,3 +175,29 @@ def test_a_dataset_sql_assertion_cannot_read_other_files(settings: ek.Settings) 
     assert isinstance(result.error, ek.DataValidationError)
     assert "could not run" in str(result.error)
     assert DISABLED in str(result.error)
+
+
+def test_a_sql_node_reads_a_parquet_source_in_place_but_not_the_file_beside_it(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "rows.parquet")
+    pq.write_table(pa.table({"a": [99]}), tmp_path / "secret.parquet")
+
+    class InPlace(ek.Pipeline):
+        rows = ParquetSource(str(tmp_path / "rows.parquet"), schema=Row)
+        total = ek.Sql("select sum(a) as a from {rows}")
+        out = MemorySink(total)
+
+    class Beside(InPlace):
+        total = ek.Sql(
+            f"select a from {{rows}} union all select a from '{tmp_path / 'secret.parquet'}'"
+        )
+
+    result = InPlace.run(date="2025-03-01", settings=settings)
+    assert result.state == "success", result.error
+    assert InPlace.out.table().to_pylist() == [{"a": 3}]
+    assert result.nodes["total"].rows_in == 0  # read in place, not streamed
+
+    result = Beside.run(date="2025-03-01", settings=settings)
+    assert result.state == "failed"
+    assert f'Cannot access file "{tmp_path / "secret.parquet"}"' in str(result.error)
