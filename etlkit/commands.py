@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shlex
 import signal
 import string
@@ -35,7 +36,7 @@ from typing import IO, Final
 from urllib.parse import quote
 
 from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, RunCancelledError
-from etlkit.nodes import Context, Node, Task
+from etlkit.nodes import TEMPLATE_NAMES, Context, Node, Task
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ _MASK: Final = "***"
 _RUN_ENV: Final = ("ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE")
 #: Programs whose `-c` argument is a shell script: its template values are shell-quoted.
 _SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+#: Interpreters and the option whose argument is code (a version suffix is ignored: python3.11).
+_INTERPRETERS: Final = {"python": "c", "pypy": "c", "perl": "e", "ruby": "e", "node": "e"}
 
 
 class CommandError(EtlkitError):
@@ -113,6 +116,8 @@ class Command(Task):
             shell-quoted for you, whatever its form (`{ds}`, `{params[label]}`, `{x!r}`):
             write `echo {ds}`, not `echo '{ds}'` (a field inside quotes is refused). The same
             holds for the script of a shell in an args list (`["sh", "-c", "echo {ds}"]`).
+            In an interpreter's code (`python -c`, `perl -e`, `ruby -e`, `node -e`) a param is
+            refused, as its value would become code: pass it as an argument instead.
         ok_codes: exit codes that count as success.
 
     Raises (from `run`):
@@ -161,9 +166,11 @@ class Command(Task):
             problems.append(f"timeout must be > 0, not {timeout}")
         if not ok_codes:
             problems.append("ok_codes must name at least one exit code")
-        script = _script_index(argv, shell=shell)
-        if script is not None and not problems:
+        script = _script_index(argv, shell=shell) if not problems else None
+        if script is not None:
             problems.extend(_quoted_fields(argv[script]))
+        elif not problems:
+            problems.extend(_param_code_fields(argv))
         if problems:
             raise PipelineDefinitionError(type(self).__name__, problems)
         self.args = argv
@@ -279,12 +286,41 @@ class Command(Task):
 
 def _script_index(argv: Sequence[str], *, shell: bool) -> int | None:
     """Which argument a shell parses: the command string with `shell`, else the one after
-    `-c` when the program is a shell (`["sh", "-c", "..."]`); None if none is."""
+    `-c` (or `-lc`, `-ec`, ...) when the program is a shell (`["sh", "-c", "..."]`); None if
+    none is."""
     if shell:
         return 0
-    if len(argv) > 2 and Path(argv[0]).name in _SHELLS and "-c" in argv[1:-1]:
-        return argv.index("-c", 1) + 1
+    if Path(argv[0]).name not in _SHELLS:
+        return None
+    return _code_index(argv, "c")
+
+
+def _code_index(argv: Sequence[str], flag: str) -> int | None:
+    """The index of the argument after the first short option holding `flag`, if any."""
+    for i, arg in enumerate(argv[1:-1], start=1):
+        if re.fullmatch(rf"-[A-Za-z]*{flag}[A-Za-z]*", arg):
+            return i + 1
     return None
+
+
+def _param_code_fields(argv: Sequence[str]) -> list[str]:
+    """Problems with an interpreter's code argument (`python -c`, `perl -e`, ...) that uses a
+    param: its value would become code. Built-in names (`{ds}`, `{run_id}`) have safe forms."""
+    flag = _INTERPRETERS.get(re.sub(r"[0-9.]+$", "", Path(argv[0]).name))
+    index = _code_index(argv, flag) if flag else None
+    if index is None:
+        return []
+    try:
+        parsed = list(string.Formatter().parse(argv[index]))
+    except ValueError:
+        return []  # reported when rendered
+    safe = TEMPLATE_NAMES - {"params"}
+    return [
+        f"the code of `{Path(argv[0]).name} -{flag}` uses {{{field}}}: a param's value would "
+        f"become code; pass it as an argument (`sys.argv[1]`) or in env instead"
+        for _, field, _, _ in parsed
+        if field is not None and re.split(r"[.\[!:]", field, maxsplit=1)[0] not in safe
+    ]
 
 
 def _quoted_fields(script: str) -> list[str]:

@@ -349,3 +349,37 @@ def test_quotes_around_other_text_in_a_shell_command_are_fine(
 ) -> None:
     Command("echo 'a b' \"c\" \\' {ds}", shell=True).run(make_ctx())
     assert output(caplog) == ["a b c ' 2025-03-01"]
+
+
+@pytest.mark.parametrize("flags", [["-c"], ["-lc"], ["-o", "pipefail", "-ec"]])
+def test_a_shell_script_after_combined_flags_gets_quoted_values(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    pwned = tmp_path / "PWNED"
+    Command(["bash", *flags, "echo {label}"]).run(make_ctx({"label": f"x; touch {pwned}"}))
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [sys.executable, "-c", "print('{label}')"],
+        ["python3", "-c", "print({params[label]})"],
+        ["perl", "-e", "print '{label}'"],
+        ["node", "-e", "console.log('{label!r}')"],
+    ],
+)
+def test_a_param_in_an_interpreters_code_is_refused(args: list[str]) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"would become code; pass it as an argument"):
+        Command(args)
+
+
+def test_an_interpreters_code_may_use_built_in_names_and_take_params_as_arguments(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pwned = tmp_path / "PWNED"
+    label = f"'); open('{pwned}', 'w'); print('"
+    code = "import sys; print('{ds}', sys.argv[1])"
+    Command([sys.executable, "-c", code, "{label}"]).run(make_ctx({"label": label}))
+    assert output(caplog) == [f"2025-03-01 {label}"]
+    assert not pwned.exists()
