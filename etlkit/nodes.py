@@ -178,6 +178,7 @@ class _QuotingFormatter(string.Formatter):
 #: Typed literals whose text a bound value replaces as a cast: `date '{ds}'`.
 _TYPED_LITERAL = re.compile(r"\b(date|timestamptz|timestamp|time|interval)\s*$", re.IGNORECASE)
 _IDENTIFIER_TEXT = re.compile(r"[A-Za-z0-9_]+")
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_$]")
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ class _SqlBinder:
         self.literal: list[str] = []  # the current string literal's text, values filled in
         self.literal_raw: list[str] = []  # its text as written
         self.literal_fields: list[tuple[str, str]] = []  # its fields: base name, text
+        self.bound_field = ""  # the field just bound, if the template goes on right after it
 
     def bind(self) -> str:
         try:
@@ -262,6 +264,9 @@ class _SqlBinder:
         return "".join(self.out)
 
     def scan(self, text: str) -> None:
+        if self.bound_field and _WORD_CHAR.fullmatch(text[:1]):
+            raise self.in_name(self.bound_field)
+        self.bound_field = ""
         i = 0
         while i < len(text):
             char, ahead = text[i], text[i + 1 : i + 2]
@@ -337,7 +342,10 @@ class _SqlBinder:
             self.out.append('"' + self.identifiers[field].replace('"', '""') + '"')
         else:
             text = self.text(field, spec, conversion)
+            if self.out and _WORD_CHAR.fullmatch(self.out[-1][-1:]):
+                raise self.in_name(field)
             self.out.append(self.placeholder(_base_name(field), text))
+            self.bound_field = field
 
     def text(self, field: str, spec: str, conversion: str | None) -> str:
         formatter = string.Formatter()
@@ -365,6 +373,13 @@ class _SqlBinder:
             )
         self.params[name] = value
         return f"${name}"
+
+    def in_name(self, field: str) -> ConfigError:
+        return self.error(
+            f"uses {{{field}}} as part of a name; a value is bound, never pasted into SQL: to "
+            f'build a name from it, write the name in double quotes ("sales_{{{field}}}"), '
+            "where a value may hold only letters, digits and underscores"
+        )
 
     def error(self, problem: str) -> ConfigError:
         return ConfigError(

@@ -201,3 +201,11 @@ def test_a_sql_node_reads_a_parquet_source_in_place_but_not_the_file_beside_it(
     result = Beside.run(date="2025-03-01", settings=settings)
     assert result.state == "failed"
     assert f'Cannot access file "{tmp_path / "secret.parquet"}"' in str(result.error)
+
+
+@pytest.mark.parametrize(
+    "template", ["select * from sales_{region}", "select * from {region}_sales", "select {a}{a}"]
+)
+def test_a_param_glued_to_a_name_says_to_quote_the_name(template: str) -> None:
+    with pytest.raises(ek.ConfigError, match=r"as part of a name; .*double quotes"):
+        bind_sql(template, ctx(region="north", a="1"))
