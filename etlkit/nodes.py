@@ -205,7 +205,8 @@ def bind_sql(
 
     - `{name}` in `identifiers` (a node's input) becomes that identifier, double-quoted.
     - Any other field (`{ds}`, `{flt}`, `{params[flt]}`) becomes a bound parameter: `$flt`,
-      typed by where it stands, as DuckDB and PostgreSQL type a placeholder.
+      which DuckDB types by where it stands, as it types a literal. Glued to a name
+      (`sales_{region}`) it is refused: a name built from a value goes in double quotes.
     - A string literal with fields (`'{ds}'`, `'{ds} 00:00'`, `'%{name}%'`) becomes one bound
       parameter holding the literal's text with the values filled in; after a type keyword
       (`date '{ds}'`) it becomes `CAST($p AS DATE)`.
