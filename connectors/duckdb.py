@@ -34,7 +34,7 @@ from connectors.tables import (
     quote_ident,
 )
 from etlkit.errors import ConfigError, ConnectorError, TransientError
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.nodes import Context, Node, Sink, Source, WriteResult, bind_sql
 from etlkit.schema import arrow_schema, column_names
 
 if TYPE_CHECKING:
@@ -205,9 +205,11 @@ class DuckDBTableSource(Source):
         con = _connect(path, read_only=True, threads=self.threads, owner=owner)
         reader: pa.RecordBatchReader | None = None
         try:
-            sql, what = self._select(con, ctx, path, owner)
+            sql, what, params = self._select(con, ctx, path, owner)
             try:
-                reader = con.sql(sql).to_arrow_reader(self.chunk_rows or ctx.chunk_rows)
+                reader = con.sql(sql, params=params).to_arrow_reader(
+                    self.chunk_rows or ctx.chunk_rows
+                )
             except duckdb.Error as exc:
                 raise ConnectorError(f"{owner}: reading {what} in '{path}' failed: {exc}") from exc
             chunks = 0
@@ -230,10 +232,11 @@ class DuckDBTableSource(Source):
 
     def _select(
         self, con: duckdb.DuckDBPyConnection, ctx: Context, path: Path, owner: str
-    ) -> tuple[str, str]:
-        """The projecting SELECT to run, and what it reads (for messages)."""
+    ) -> tuple[str, str, dict[str, str] | None]:
+        """The projecting SELECT to run, what it reads (for messages) and its bound params."""
         import duckdb
 
+        params: dict[str, str] | None = None
         try:
             if self.table is not None:
                 table = parse_table(ctx.render(self.table), owner)
@@ -249,9 +252,10 @@ class DuckDBTableSource(Source):
                     )
             else:
                 assert self.query is not None
-                text = ctx.render(self.query).strip().rstrip(";").strip()
+                bound = bind_sql(self.query, ctx)  # params are bound values, never SQL
+                text, params = bound.text.strip().rstrip(";").strip(), bound.params or None
                 relation, what = f"({text}) AS _etlkit_query", "the query"
-                available = list(con.sql(f"SELECT * FROM {relation}").columns)
+                available = list(con.sql(f"SELECT * FROM {relation}", params=params).columns)
         except duckdb.Error as exc:
             raise ConnectorError(f"{owner}: {what} in '{path}' cannot be read: {exc}") from exc
         by_lower: dict[str, str] = {}
@@ -273,7 +277,7 @@ class DuckDBTableSource(Source):
         projection = ", ".join(
             f"{quote_ident(by_lower[c.lower()])} AS {quote_ident(c)}" for c in wanted_columns
         )
-        return f"SELECT {projection} FROM {relation}", what
+        return f"SELECT {projection} FROM {relation}", what, params
 
 
 class DuckDBTableSink(Sink):

@@ -22,8 +22,10 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shlex
 import signal
+import string
 import subprocess
 import threading
 import time
@@ -34,7 +36,7 @@ from typing import IO, Final
 from urllib.parse import quote
 
 from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, RunCancelledError
-from etlkit.nodes import Context, Node, Task
+from etlkit.nodes import TEMPLATE_NAMES, Context, Node, Task
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ _KILL_GRACE_S: Final = 5.0  # between SIGTERM and SIGKILL
 _ORPHAN_GRACE_S: Final = 2.0  # the program exited, a process it started still holds its output
 _MASK: Final = "***"
 _RUN_ENV: Final = ("ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE")
+#: Programs whose `-c` argument is a shell script: its template values are shell-quoted.
+_SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+#: Interpreters and the option whose argument is code (a version suffix is ignored: python3.11).
+_INTERPRETERS: Final = {"python": "c", "pypy": "c", "perl": "e", "ruby": "e", "node": "e"}
 
 
 class CommandError(EtlkitError):
@@ -106,8 +112,12 @@ class Command(Task):
             in that variable, and masked in logs and errors.
         cwd: the working directory (a template); None means etlkit's.
         timeout: seconds the program may run before its process group is killed.
-        shell: run `args`, one string, with `/bin/sh -c`. Template values are shell-quoted
-            for you: write `echo {ds}`, not `echo '{ds}'`.
+        shell: run `args`, one string, with `/bin/sh -c`. Every template field's value is
+            shell-quoted for you, whatever its form (`{ds}`, `{params[label]}`, `{x!r}`):
+            write `echo {ds}`, not `echo '{ds}'` (a field inside quotes is refused). The same
+            holds for the script of a shell in an args list (`["sh", "-c", "echo {ds}"]`).
+            In an interpreter's code (`python -c`, `perl -e`, `ruby -e`, `node -e`) a param is
+            refused, as its value would become code: pass it as an argument instead.
         ok_codes: exit codes that count as success.
 
     Raises (from `run`):
@@ -156,6 +166,11 @@ class Command(Task):
             problems.append(f"timeout must be > 0, not {timeout}")
         if not ok_codes:
             problems.append("ok_codes must name at least one exit code")
+        script = _script_index(argv, shell=shell) if not problems else None
+        if script is not None:
+            problems.extend(_quoted_fields(argv[script]))
+        elif not problems:
+            problems.extend(_param_code_fields(argv))
         if problems:
             raise PipelineDefinitionError(type(self).__name__, problems)
         self.args = argv
@@ -166,19 +181,16 @@ class Command(Task):
         self.ok_codes = tuple(ok_codes)
 
     def command_line(self, ctx: Context) -> list[str]:
-        """The rendered arguments (with `shell`, one string with shell-quoted values).
+        """The rendered arguments; a shell script's (see `shell`) with shell-quoted values.
 
         Raises:
             ConfigError: a template names a field the context does not have.
         """
-        if self.shell:
-            quoted = {
-                key: shlex.quote(value)
-                for key, value in ctx.template_values().items()
-                if isinstance(value, str)
-            }
-            return [ctx.render(self.args[0], quoted)]
-        return [ctx.render(arg) for arg in self.args]
+        script = _script_index(self.args, shell=self.shell)
+        return [
+            ctx.render(arg, quote=shlex.quote if i == script else None)
+            for i, arg in enumerate(self.args)
+        ]
 
     def run(self, ctx: Context) -> None:
         """Run the program to its end; see the class for what fails it."""
@@ -270,6 +282,81 @@ class Command(Task):
         env.update(zip(_RUN_ENV, (ctx.ds, ctx.run_id, ctx.pipeline), strict=True))
         env.update(secret_env)
         return env
+
+
+def _script_index(argv: Sequence[str], *, shell: bool) -> int | None:
+    """Which argument a shell parses: the command string with `shell`, else the one after
+    `-c` (or `-lc`, `-ec`, ...) when the program is a shell (`["sh", "-c", "..."]`); None if
+    none is."""
+    if shell:
+        return 0
+    if Path(argv[0]).name not in _SHELLS:
+        return None
+    return _code_index(argv, "c")
+
+
+def _code_index(argv: Sequence[str], flag: str) -> int | None:
+    """The index of the argument after the first short option holding `flag`, if any."""
+    for i, arg in enumerate(argv[1:-1], start=1):
+        if re.fullmatch(rf"-[A-Za-z]*{flag}[A-Za-z]*", arg):
+            return i + 1
+    return None
+
+
+def _param_code_fields(argv: Sequence[str]) -> list[str]:
+    """Problems with an interpreter's code argument (`python -c`, `perl -e`, ...) that uses a
+    param: its value would become code. Built-in names (`{ds}`, `{run_id}`) have safe forms."""
+    flag = _INTERPRETERS.get(re.sub(r"[0-9.]+$", "", Path(argv[0]).name))
+    index = _code_index(argv, flag) if flag else None
+    if index is None:
+        return []
+    try:
+        parsed = list(string.Formatter().parse(argv[index]))
+    except ValueError:
+        return []  # reported when rendered
+    safe = TEMPLATE_NAMES - {"params"}
+    return [
+        f"the code of `{Path(argv[0]).name} -{flag}` uses {{{field}}}: a param's value would "
+        f"become code; pass it as an argument (`sys.argv[1]`) or in env instead"
+        for _, field, _, _ in parsed
+        if field is not None and re.split(r"[.\[!:]", field, maxsplit=1)[0] not in safe
+    ]
+
+
+def _quoted_fields(script: str) -> list[str]:
+    """Problems with a shell script template: fields inside quotes, where a quoted value
+    would end the user's quotes (`'{x}'`) or still be expanded (`"$(...)"`)."""
+    try:
+        parsed = list(string.Formatter().parse(script))
+    except ValueError as exc:
+        return [f"command {script!r} is malformed ({exc}); write literal braces as '{{{{' '}}}}'"]
+    problems = []
+    state = ""  # the quote the shell is inside: '', "'" or '"'
+    for literal, field, _, _ in parsed:
+        state = _quote_state(literal, state)
+        if field is not None and state:
+            problems.append(
+                f"in shell command {script!r}, {{{field}}} is inside {state}quotes{state}: "
+                "values are shell-quoted for you, write {" + field + "} without quotes"
+            )
+    return problems
+
+
+def _quote_state(text: str, state: str) -> str:
+    """The shell's quoting state after `text`, starting in `state` ('', "'" or '"')."""
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = "" if char == "'" else state
+        elif char == "\\":
+            escaped = True
+        elif char == state:
+            state = ""
+        elif not state and char in "'\"":
+            state = char
+    return state
 
 
 def _password(connection: str, variable: str) -> str:

@@ -64,6 +64,7 @@ from etlkit.nodes import (
     Task,
     Transform,
     WriteResult,
+    bind_sql,
 )
 from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
@@ -376,6 +377,12 @@ def _takes_out_repeats(graph: Graph, options: RunOptions, name: str) -> bool:
     return policy != "fail" and bool(unique_sets(model))
 
 
+_SQL_FILES_HINT: Final = (
+    "A SQL node reads only its inputs (the nodes named in braces) and writes no file itself: "
+    "read other files with a source node, write with a sink."
+)
+
+
 def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
     """Whether a SQL node scans its input's chunks as they come (an Arrow stream) instead of
     its staged output: one input, which streams (not reused from an earlier attempt, not a
@@ -398,14 +405,14 @@ def _streams_sql(graph: Graph, options: RunOptions, name: str) -> bool:
     )
 
 
-def _arrow_scans(con: Any, sql: str) -> int:
+def _arrow_scans(con: Any, sql: str, params: Mapping[str, str] | None = None) -> int:
     """How many times the query's plan scans a registered Arrow stream (-1: no plan)."""
     import json
 
     import duckdb
 
     try:
-        rows = con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()
+        rows = con.execute(f"EXPLAIN (FORMAT json) {sql}", params).fetchall()
     except duckdb.Error:  # the query fails: let it fail where it runs, as it always does
         return -1
     found = 0
@@ -802,6 +809,9 @@ class _Run:
         self.workers = _Workers(options.max_workers or default_workers())
         self.database: Any = None  # the run's DuckDB database, opened by the first node needing it
         self.database_lock = threading.RLock()
+        self.readable: set[str] = set()  # files outside the run's directory its database reads
+        self.retired: list[Any] = []  # databases replaced by one reading more files
+        self.database_used = False  # a node has a connection to `database`
         self.phase: set[str] = set()
         self.submitted: set[str] = set()
         self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
@@ -877,8 +887,9 @@ class _Run:
             self.workers.close()
             if opener is not None:
                 opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
-            if self.database is not None:
-                self.database.close()  # after the nodes: it closes their connections too
+            for database in [*self.retired, self.database]:
+                if database is not None:
+                    database.close()  # after the nodes: it closes their connections too
         result = self.result
         result.finished = time.perf_counter()
         if result.error is None and self.skipped:
@@ -1164,6 +1175,11 @@ class _Run:
         else:
             chunk = stats.chunks_out + 1 if stats.chunks_out else 0
         where = f" on chunk {chunk}" if chunk else ""
+        if isinstance(node, Sql):
+            import duckdb
+
+            if isinstance(exc, duckdb.PermissionException):
+                cause += f" {_SQL_FILES_HINT}"
         error = NodeError(
             f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
             f"failed{where}: {cause}",
@@ -1602,7 +1618,7 @@ class _Run:
         from etlkit.validation import dataset_problems
 
         files = staged() if unique or modelled or expected.sql else []
-        con = self.duckdb() if files else None
+        con = self.duckdb(() if csv is not None else files) if files else None  # CSV: pyarrow reads
         try:
             with self.interruptible(con):
                 problems = dataset_problems(
@@ -1655,17 +1671,18 @@ class _Run:
             with self.lock:
                 del self.queries[id(con)]
 
-    def duckdb(self) -> Any:
-        """A connection of its own to the run's DuckDB database; close it after use.
+    def duckdb(self, reads: Sequence[str] = ()) -> Any:
+        """A connection of its own to the run's DuckDB database, able to read `reads` (and the
+        run's staged outputs); close it after use.
 
         The database is opened once per run, with the run's resource limits (so SQL nodes
-        running at once share one memory limit) and able to read the staging root; opening
-        one costs ~30 ms, a connection to it well under 1 ms. Views a node creates are TEMP:
-        they belong to its connection.
+        running at once share one memory limit); opening one costs ~30 ms, a connection to it
+        well under 1 ms. Views a node creates are TEMP: they belong to its connection.
         """
         with self.database_lock:
-            con = self.open_database().cursor()
-        con.execute("SET enable_progress_bar = false")  # it would draw over the run's progress
+            con = self.open_database(reads).cursor()
+            self.database_used = True
+        # a cursor starts with the progress bar off, and the locked configuration keeps it so
         return con
 
     def prepare_database(self) -> None:
@@ -1673,26 +1690,58 @@ class _Run:
         with contextlib.suppress(Exception):
             self.open_database()
 
-    def open_database(self) -> Any:
-        """The run's DuckDB database, opened on first call."""
+    def open_database(self, reads: Sequence[str] = ()) -> Any:
+        """The run's DuckDB database, opened on first call, locked down as `etlkit query`'s:
+        it reads the run's staged outputs and the files in `reads` (a source's own Parquet
+        files, read in place), and no other file; a query can neither write a file (`COPY ...
+        TO`), attach, nor load an extension, nor change a setting.
+
+        The files a database may read are fixed when it opens: one asked for later, outside
+        the run's directory, opens another database (the first stays open for the nodes using
+        it, until the run ends).
+        """
+        with self.database_lock:
+            prefix = self.staging.url(self.staging.run_dir(self.graph.pipeline, self.ctx.run_id))
+            outside = {f for f in reads if not f.startswith(prefix + "/")}
+            if self.database is not None and outside <= self.readable:
+                return self.database
+            if self.database is not None and self.database_used:
+                self.retired.append(self.database)
+            elif self.database is not None:  # opened ahead of need, never used: not kept
+                self.database.close()
+            self.database_used = False
+            self.readable |= outside
+            self.database = self.locked_database(prefix + "/", sorted(self.readable))
+            return self.database
+
+    def locked_database(self, run_dir: str, files: Sequence[str]) -> Any:
         import duckdb
 
-        with self.database_lock:
-            if self.database is None:
-                options = self.options
-                config: dict[str, Any] = {
-                    "memory_limit": options.duckdb_memory_limit,
-                    "autoinstall_known_extensions": False,  # offline machines: never download
-                    "autoload_known_extensions": False,
-                }
-                if options.duckdb_threads:
-                    config["threads"] = options.duckdb_threads
-                if options.duckdb_temp_directory:
-                    config["temp_directory"] = options.duckdb_temp_directory
-                self.database = duckdb.connect(":memory:", config=config)
-                if not self.staging.local:
-                    self.database.register_filesystem(self.staging.fs)
-            return self.database
+        options = self.options
+        config: dict[str, Any] = {
+            "memory_limit": options.duckdb_memory_limit,
+            "autoinstall_known_extensions": False,  # offline machines: never download
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_persistent_secrets": False,
+        }
+        if options.duckdb_threads:
+            config["threads"] = options.duckdb_threads
+        if options.duckdb_temp_directory:
+            config["temp_directory"] = options.duckdb_temp_directory
+        database = duckdb.connect(":memory:", config=config)
+        try:
+            if not self.staging.local:
+                database.register_filesystem(self.staging.fs)
+            # spilling to the temp directory is DuckDB's own: it needs no allowed directory
+            database.execute("SET allowed_directories = ?", [[run_dir]])
+            database.execute("SET allowed_paths = ?", [list(files)])
+            database.execute("SET enable_external_access = false")
+            database.execute("SET lock_configuration = true")
+        except BaseException:
+            database.close()
+            raise
+        return database
 
     def produce(
         self, name: str, node: Node, ctx: Context, stats: NodeStats
@@ -1842,13 +1891,16 @@ class _Run:
     def run_sql(
         self, name: str, node: Sql, ctx: Context, stats: NodeStats
     ) -> Iterator[pa.RecordBatch]:
-        con = self.duckdb()
+        bound = bind_sql(node.query, ctx, {u: u for u in self.graph.inputs[name]})
+        sql, params = bound.text, bound.params or None
+        staged = {} if name in self.inboxes else self.input_files(name)
+        con = self.duckdb([f for files in staged.values() for f in files])
         stream: _SqlStream | None = None
         with contextlib.closing(con), self.interruptible(con):
-            sql = ctx.render(node.query, {u: f'"{u}"' for u in self.graph.inputs[name]})
             if name in self.inboxes:
-                stream = self.sql_stream(name, node, con, sql, stats)
-            staged = self.input_files(name) if stream is None else {}  # a stream is the one input
+                stream = self.sql_stream(name, node, con, sql, params, stats)
+                if stream is None:  # read from staging, in the run's directory
+                    staged = self.input_files(name)
             for upstream, files in staged.items():
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
                 if not files:
@@ -1864,7 +1916,7 @@ class _Run:
                 columns = manifest.select_sql() if manifest is not None else "*"
                 con.execute(f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} FROM {scan}')
             try:
-                yield from con.sql(sql).to_arrow_reader(self.options.chunk_rows)
+                yield from con.sql(sql, params=params).to_arrow_reader(self.options.chunk_rows)
             except Exception:
                 if stream is not None and stream.failure is not None:
                     raise stream.failure from None  # what stopped the input, not DuckDB's words
@@ -1873,7 +1925,13 @@ class _Run:
                 stream.drain()  # a query may stop early (LIMIT): the input still commits first
 
     def sql_stream(
-        self, name: str, node: Sql, con: Any, sql: str, stats: NodeStats
+        self,
+        name: str,
+        node: Sql,
+        con: Any,
+        sql: str,
+        params: Mapping[str, str] | None,
+        stats: NodeStats,
     ) -> _SqlStream | None:
         """Register the SQL node's one input as the Arrow stream of its arriving chunks.
 
@@ -1891,7 +1949,7 @@ class _Run:
         producer = f"Input '{upstream}' of SQL node '{name}' (run {self.ctx.run_id})"
         stream = _SqlStream(first, chunks, producer)
         con.register(upstream, stream.reader())
-        scans = _arrow_scans(con, sql)
+        scans = _arrow_scans(con, sql, params)
         if scans in (1, -1):  # -1: the query is wrong; running it says how, before the input ends
             return stream
         logger.info(

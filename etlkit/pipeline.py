@@ -20,7 +20,7 @@ import time
 import types
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -299,12 +299,67 @@ def _module_name_for(path: Path) -> str:
     return f"etlkit_pipeline_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
 
 
+@dataclass
+class _Folder:
+    """A pipelines folder made importable: its `sys.path` entry, whether etlkit added it, and
+    the modules imported from it (`common` for `from common import Billing`)."""
+
+    entry: str
+    added: bool = False
+    modules: dict[str, types.ModuleType] = field(default_factory=dict)
+
+
+#: Every pipelines folder made importable in this process, by `sys.path` entry.
+_FOLDERS: dict[str, _Folder] = {}
+#: The entry of the folder importable now (one at a time, see `_importable`).
+_CURRENT: list[str] = []
+
+
+def _importable(folder: Path) -> None:
+    """Make the modules beside the pipeline files importable (`from common import Billing`),
+    as Airflow does with its dags folder: the folder goes at the end of `sys.path` (the
+    standard library and installed packages win over a file named like them) and stays
+    there, for imports at run time too.
+
+    One folder at a time: switching to another one takes the previous folder off `sys.path`
+    and its modules out of `sys.modules` (the pipelines already imported keep theirs), so two
+    folders' `common.py` never mix in one process; switching back restores them.
+    """
+    entry = str(folder.resolve())
+    if _CURRENT and _CURRENT[0] == entry:
+        return
+    if _CURRENT:
+        _leave(_FOLDERS[_CURRENT[0]])
+    now = _FOLDERS.setdefault(entry, _Folder(entry))
+    now.added = entry not in sys.path
+    if now.added:
+        sys.path.append(entry)
+    for name, module in now.modules.items():
+        sys.modules.setdefault(name, module)
+    _CURRENT[:] = [entry]
+
+
+def _leave(folder: _Folder) -> None:
+    """Take `folder` off `sys.path`, and the modules imported from it out of `sys.modules`."""
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if not origin or not origin.startswith(folder.entry + "/"):
+            continue
+        top = Path(origin).relative_to(folder.entry).parts[0].removesuffix(".py")
+        if top == name.split(".")[0]:  # imported through the folder's entry, not as a package
+            folder.modules[name] = module
+            del sys.modules[name]
+    if folder.added and folder.entry in sys.path:
+        sys.path.remove(folder.entry)
+
+
 def _import_file(path: Path) -> types.ModuleType:
     module_name = _module_name_for(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PipelineNotFoundError(f"Cannot import {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    _importable(path.parent)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)

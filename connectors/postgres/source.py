@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
+from itertools import count, pairwise
 from typing import TYPE_CHECKING, Final, Self
 
 import pyarrow as pa
@@ -41,7 +41,7 @@ from connectors.tables import (
     quote_ident,
 )
 from etlkit.errors import ConfigError, ConnectorError
-from etlkit.nodes import Context, Source
+from etlkit.nodes import Context, Source, bind_sql
 from etlkit.schema import arrow_schema, columns
 
 if TYPE_CHECKING:
@@ -60,6 +60,13 @@ _PARTITIONABLE: Final = ("integer", "float", "numeric", "date", "timestamp", "ti
 def _literal(value: str) -> str:
     """`value` as an SQL string literal (standard_conforming_strings: only quotes double)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _constant(value: str) -> str:
+    """`value` as a dollar-quoted string constant, its tag one the value does not contain, so
+    that no value ends it, whatever the session's `standard_conforming_strings`."""
+    tag = next(t for t in (f"etlkit{n}" for n in count()) if f"${t}" not in value)
+    return f"${tag}${value}${tag}$"
 
 
 def _check_positive(value: int | None, what: str, owner: str) -> None:
@@ -262,7 +269,9 @@ class PostgresSource(Source):
             relation = f"{found.table.sql} AS {_ALIAS}"
         else:
             assert self.query is not None
-            text = ctx.render(self.query).strip().rstrip(";").strip()
+            # ADBC binds a string as text, so `id < $1` would fail: each param becomes a
+            # constant of unknown type instead (as `'5'` is), which no value can end
+            text = bind_sql(self.query, ctx, constant=_constant).text.strip().rstrip(";").strip()
             relation, what = f"({text}) AS {_ALIAS}", "the query"
         try:
             available = relation_columns(cur, relation)

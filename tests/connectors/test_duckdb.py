@@ -177,6 +177,23 @@ def test_source_reads_a_templated_query(tmp_path: Path) -> None:
     assert got.column("id").to_pylist() == list(range(10))
 
 
+def test_an_injected_param_in_a_query_is_a_bound_value_that_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "clinic.duckdb"
+    write(db, patients(30))
+    target = tmp_path / "x.csv"
+    node = source(db, query="SELECT * FROM patients WHERE id < {top}", schema=PatientName)
+    ctx = Context(pipeline="p", run_id="r", logical_date=CTX.logical_date, params={"top": "3"})
+    assert [b.num_rows for b in node.read(ctx)] == [3]
+
+    injected = f"0; COPY (select 1) TO '{target}'; select * from patients where 1 < 2"
+    ctx = Context(pipeline="p", run_id="r", logical_date=CTX.logical_date, params={"top": injected})
+    with pytest.raises(ConnectorError, match="Could not convert string"):
+        list(node.read(ctx))
+    assert not target.exists()
+
+
 def test_append_twice_doubles_rows(tmp_path: Path) -> None:
     db = tmp_path / "clinic.duckdb"
     write(db, patients(25))

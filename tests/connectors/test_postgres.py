@@ -301,6 +301,52 @@ def test_query_is_wrapped_projected_and_templated(
     assert got.to_pylist() == [{"id": i} for i in range(5)]
 
 
+@pytest.mark.parametrize(
+    "injected",
+    [
+        "5 OR true",
+        "5) OR (true",
+        "5 UNION ALL SELECT 999, 'x', 'y'",
+        "5; DROP TABLE patients; --",
+        "5 $etlkit0$ OR true --",
+        "5' OR 'a' = 'a",
+        "5\\' OR true --",
+    ],
+)
+def test_a_param_in_a_query_is_one_constant_whatever_it_holds(
+    postgres_dsn: str, postgres_db: Connection, injected: str
+) -> None:
+    class Ids(pdp.DataFrameModel):
+        id: int
+
+    put(postgres_db, "patients", patients(30))
+    ctx = Context(pipeline="p", run_id="r", logical_date=CTX.logical_date, params={"top": injected})
+    for query in (
+        "SELECT id FROM patients WHERE id < {top}",
+        "SELECT id FROM patients WHERE id < '{top}'",
+    ):
+        with pytest.raises(ConnectorError, match="invalid input syntax for type bigint"):
+            read(source(postgres_dsn, Ids, query=query), ctx)
+    assert exists(postgres_db, "patients")
+
+
+def test_a_param_in_a_query_takes_the_type_its_place_needs(
+    postgres_dsn: str, postgres_db: Connection
+) -> None:
+    class Seen(pdp.DataFrameModel):
+        id: int
+
+    put(postgres_db, "patients", patients(30))
+    ctx = Context(pipeline="p", run_id="r", logical_date=CTX.logical_date, params={"top": "3"})
+    query = (
+        "SELECT id FROM patients WHERE id < {top} AND seen_at < '{ds} 00:00'::timestamp + "
+        "interval '100 years' AND {top}::int = 3 ORDER BY id"
+    )
+    assert read(source(postgres_dsn, Seen, query=query), ctx).to_pylist() == [
+        {"id": i} for i in range(3)
+    ]
+
+
 def test_streams_in_chunks_of_at_most_chunk_rows(
     postgres_dsn: str, postgres_db: Connection
 ) -> None:

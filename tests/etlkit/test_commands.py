@@ -288,3 +288,98 @@ def test_command_error_pickles() -> None:
     error = CommandError("failed", command="x", returncode=2, stderr_tail=["a"], node="n")
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.returncode, copy.stderr_tail, copy.node) == ("failed", 2, ("a",), "n")
+
+
+INJECTED_TEMPLATES = [
+    "echo {label} > {out}",
+    "echo {params[label]} > {out}",
+    "echo {label!s} > {out}",
+    "echo {label!r} > {out}",
+    "echo {params[label]:>60} > {out}",
+    "echo {label:s} > {out}",
+]
+
+
+@pytest.mark.parametrize("template", INJECTED_TEMPLATES)
+@pytest.mark.parametrize(
+    "payload",
+    ["x; touch {pwned}; echo", "$(touch {pwned})", "`touch {pwned}`", "x' ; touch {pwned}; '"],
+)
+def test_no_form_of_a_param_field_lets_a_shell_run_an_injected_command(
+    tmp_path: Path, template: str, payload: str
+) -> None:
+    pwned = tmp_path / "PWNED"
+    out = tmp_path / "out.txt"
+    label = payload.format(pwned=pwned)
+    ctx = make_ctx({"label": label, "out": str(out)})
+    Command(template, shell=True).run(ctx)
+    assert not pwned.exists()
+    assert label.replace("'", "") in out.read_text().replace("'", "")
+
+
+@pytest.mark.parametrize("shell", ["sh", "/bin/sh", "bash"])
+def test_a_shell_script_in_an_args_list_gets_quoted_values(tmp_path: Path, shell: str) -> None:
+    pwned = tmp_path / "PWNED"
+    ctx = make_ctx({"label": f"x; touch {pwned}; echo"})
+    Command([shell, "-c", "echo {params[label]} {label}"]).run(ctx)
+    assert not pwned.exists()
+
+
+def test_an_args_list_passes_an_injected_param_as_one_argument(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pwned = tmp_path / "PWNED"
+    label = f"x; touch {pwned}; echo"
+    Command("echo {params[label]} {label}").run(make_ctx({"label": label}))
+    assert not pwned.exists()
+    assert output(caplog) == [f"{label} {label}"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["echo '{label}'", 'echo "{params[label]}"', 'echo "it\'s {ds}"', "echo 'a'\"{ds}\""],
+)
+def test_a_field_inside_quotes_in_a_shell_command_is_refused(template: str) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"inside .*quotes.*without quotes"):
+        Command(template, shell=True)
+
+
+def test_quotes_around_other_text_in_a_shell_command_are_fine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    Command("echo 'a b' \"c\" \\' {ds}", shell=True).run(make_ctx())
+    assert output(caplog) == ["a b c ' 2025-03-01"]
+
+
+@pytest.mark.parametrize("flags", [["-c"], ["-lc"], ["-o", "pipefail", "-ec"]])
+def test_a_shell_script_after_combined_flags_gets_quoted_values(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    pwned = tmp_path / "PWNED"
+    Command(["bash", *flags, "echo {label}"]).run(make_ctx({"label": f"x; touch {pwned}"}))
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [sys.executable, "-c", "print('{label}')"],
+        ["python3", "-c", "print({params[label]})"],
+        ["perl", "-e", "print '{label}'"],
+        ["node", "-e", "console.log('{label!r}')"],
+    ],
+)
+def test_a_param_in_an_interpreters_code_is_refused(args: list[str]) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"would become code; pass it as an argument"):
+        Command(args)
+
+
+def test_an_interpreters_code_may_use_built_in_names_and_take_params_as_arguments(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pwned = tmp_path / "PWNED"
+    label = f"'); open('{pwned}', 'w'); print('"
+    code = "import sys; print('{ds}', sys.argv[1])"
+    Command([sys.executable, "-c", code, "{label}"]).run(make_ctx({"label": label}))
+    assert output(caplog) == [f"2025-03-01 {label}"]
+    assert not pwned.exists()
