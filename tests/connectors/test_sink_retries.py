@@ -17,12 +17,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import pandera.polars as pdp
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
+import etlkit as ek
+from connectors.duckdb import DuckDBTableSink
+from connectors.files import CsvSink, ParquetDatasetSink, ParquetSink
+from connectors.postgres import PostgresSink
 from etlkit.store import RunStore
+from etlkit.testing import MemorySource
 from tests.conftest import REPO
+from tests.connectors.contract import make_context
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Connection
@@ -294,3 +303,104 @@ def test_gc_removes_the_temporary_files_of_a_dead_run(tmp_path: Path) -> None:
 def _log(project: Path, run_id: str) -> str:
     logs = etlkit(project, "logs", run_id)
     return logs.stdout
+
+
+def test_dataset_retry_puts_back_the_dataset_a_kill_left_moved_aside(tmp_path: Path) -> None:
+    """A kill between the commit's two moves leaves the old dataset aside and none in place."""
+    target = tmp_path / "lake" / "numbers"
+    sink = ParquetDatasetSink(str(target), "x", partition_by=["part"])
+    ctx = make_context("numbers")
+    old = pa.table({"id": [1, 2], "part": [0, 1]})
+    sink.write(iter(old.to_batches()), ctx)
+    aside = target.with_name(f".numbers.old-{ctx.run_id}-0a1b2c3d")
+    target.rename(aside)
+    (target.parent / f".numbers.tmp-{ctx.run_id}-4e5f6a7b").mkdir()
+    (target.parent / f".numbers.tmp-{OTHER_RUN}-4e5f6a7b").mkdir()  # another run's: kept
+
+    removed = sink.discard_leftovers(ctx)
+
+    assert removed == [str(target.parent / f".numbers.tmp-{ctx.run_id}-4e5f6a7b")]
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        f".numbers.tmp-{OTHER_RUN}-4e5f6a7b",
+        "numbers",
+    ]
+    back = pads.dataset(target, format="parquet", partitioning="hive").to_table()
+    assert sorted(back.column("id").to_pylist()) == [1, 2]
+
+
+OTHER_RUN = "20250102T000000Z-def456"
+
+
+class Sized(pdp.DataFrameModel):
+    id: int
+    name: str
+    amount: float
+
+
+class DropsAll(ek.Transform[Sized, Sized]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch.clear()
+
+
+def test_every_sink_writes_the_columns_and_types_of_an_empty_output(
+    tmp_path: Path, settings: ek.Settings
+) -> None:
+    """No rows reach the sinks (a query or a transform keeps none) and none declares a schema:
+    each still writes its input's columns, typed (DuckDB reads the Parquet file)."""
+    rows = pa.table({"id": [1, 2], "name": ["a", "b"], "amount": [1.5, 2.5]})
+    out = tmp_path / "out"
+
+    class Empty(ek.Pipeline):
+        numbers = MemorySource(rows, schema=Sized)
+        none = ek.Sql("select id, name, amount from {numbers} where id > 100")
+        parquet = ParquetSink(str(out / "none.parquet"), none)
+        csv = CsvSink(str(out / "none.csv"), none)
+        table = DuckDBTableSink(str(out / "w.duckdb"), "none", none)
+        dropped = DropsAll(numbers)
+        modelled = ParquetSink(str(out / "dropped.parquet"), dropped)
+
+    assert Empty.run(settings=settings).state == "success"
+
+    assert pq.read_schema(out / "dropped.parquet").names == ["id", "name", "amount"]
+
+    assert pq.read_schema(out / "none.parquet").names == ["id", "name", "amount"]
+    with duckdb.connect() as con:
+        described = con.execute(f"DESCRIBE SELECT * FROM '{out / 'none.parquet'}'").fetchall()
+    assert [(c[0], c[1]) for c in described] == [
+        ("id", "BIGINT"),
+        ("name", "VARCHAR"),
+        ("amount", "DOUBLE"),
+    ]
+    assert (out / "none.csv").read_text() == '"id","name","amount"\n'
+    with duckdb.connect(str(out / "w.duckdb"), read_only=True) as con:
+        described = con.execute("DESCRIBE none").fetchall()
+    assert [(c[0], c[1]) for c in described] == [
+        ("id", "BIGINT"),
+        ("name", "VARCHAR"),
+        ("amount", "DOUBLE"),
+    ]
+
+
+@pytest.mark.postgres
+def test_postgres_sink_creates_the_table_of_an_empty_output(
+    postgres_dsn: str, postgres_db: Connection, settings: ek.Settings
+) -> None:
+    rows = pa.table({"id": [1, 2], "name": ["a", "b"], "amount": [1.5, 2.5]})
+
+    class Empty(ek.Pipeline):
+        numbers = MemorySource(rows, schema=Sized)
+        none = ek.Sql("select id, name, amount from {numbers} where id > 100")
+        table = PostgresSink(none, dsn=postgres_dsn, table="none")
+
+    assert Empty.run(settings=settings).state == "success"
+    with postgres_db.cursor() as cur:
+        cur.execute(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns "
+            "WHERE table_name = 'none' AND table_schema = current_schema() "
+            "ORDER BY ordinal_position"
+        )
+        assert cur.fetchall() == [
+            ("id", "bigint"),
+            ("name", "text"),
+            ("amount", "double precision"),
+        ]
