@@ -27,6 +27,7 @@ from connectors.tables import (
     LEDGER,
     LEDGER_COLUMNS,
     Table,
+    already_loaded,
     check_name,
     closest_name,
     conform_batch,
@@ -404,7 +405,7 @@ class DuckDBTableSink(Sink):
             if _table_columns(con, ledger) is None:
                 return None
             found = con.execute(
-                f"SELECT row_count, target, mode FROM {ledger.sql} WHERE load_id = ?",
+                f"SELECT row_count, mode FROM {ledger.sql} WHERE load_id = ?",
                 [ctx.load_id],
             ).fetchone()
         except duckdb.Error as exc:
@@ -415,10 +416,10 @@ class DuckDBTableSink(Sink):
             con.close()
         if found is None:
             return None
-        rows, target, mode = found
+        rows, mode = found
         return WriteResult(
             rows=int(rows),
-            uri=f"duckdb://{path.resolve()}/{target}",
+            uri=f"duckdb://{path.resolve()}/{table.display}",  # as `write` names it
             extra={"mode": mode, "load_id": ctx.load_id},
         )
 
@@ -462,13 +463,18 @@ def _record_load(
 ) -> None:
     """Insert the load's ledger row, in the load's transaction (a second insert fails on the
     primary key, so two attempts cannot both commit)."""
+    import duckdb
+
     ledger = Table(table.schema, LEDGER)
     con.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
-    con.execute(
-        f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, table.display, mode, rows],
-    )
+    try:
+        con.execute(
+            f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, table.display, mode, rows],
+        )
+    except duckdb.ConstraintException as exc:
+        raise ConnectorError(already_loaded(ctx, ledger.display)) from exc
 
 
 def _check_columns(

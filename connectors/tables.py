@@ -50,6 +50,15 @@ class Table:
         return self.name if self.schema is None else f"{self.schema}.{self.name}"
 
 
+def already_loaded(ctx: Context, ledger: str) -> str:
+    """The message for a second load under one load id: what happened, and what to do."""
+    return (
+        f"Node '{ctx.node}' in pipeline '{ctx.pipeline}' (run {ctx.run_id}): load "
+        f"{ctx.load_id} was already committed ({ledger} records it), and a run loads each "
+        "sink once. Nothing was written. To load the data again, start a new run."
+    )
+
+
 def quote_ident(identifier: str) -> str:
     """`identifier` as a quoted SQL identifier (embedded double quotes doubled)."""
     return '"' + identifier.replace('"', '""') + '"'

@@ -25,6 +25,7 @@ from connectors.tables import (
     LEDGER,
     LEDGER_COLUMNS,
     Table,
+    already_loaded,
     check_name,
     closest_name,
     listing,
@@ -189,10 +190,9 @@ class PostgresSink(Sink):
             close(con)
         if found is None:
             return None
-        rows, target, mode = found
-        return WriteResult(
-            rows=rows, uri=dsn.location(target), extra={"mode": mode, "load_id": ctx.load_id}
-        )
+        rows, mode = found
+        uri = dsn.location(table.display)  # as `write` names it
+        return WriteResult(rows=rows, uri=uri, extra={"mode": mode, "load_id": ctx.load_id})
 
     def _load(
         self,
@@ -351,8 +351,8 @@ class PostgresSink(Sink):
             ) from exc
 
 
-def _find_load(cur: Cursor, table: Table, load_id: str) -> tuple[int, str, str] | None:
-    """`(rows, target, mode)` of the load recorded in the ledger of `table`'s schema, if any."""
+def _find_load(cur: Cursor, table: Table, load_id: str) -> tuple[int, str] | None:
+    """`(rows, mode)` of the load recorded in the ledger of `table`'s schema, if any."""
     if table.schema is None:
         regclass = "to_regclass(quote_ident(current_schema()) || '.' || $1)::text"
         name = quote_ident(LEDGER)
@@ -364,10 +364,10 @@ def _find_load(cur: Cursor, table: Table, load_id: str) -> tuple[int, str, str] 
         return None  # no load ever committed in this schema
     found = fetch_rows(
         cur,
-        f"SELECT row_count, target, mode FROM {ledger} WHERE load_id = $1",
+        f"SELECT row_count, mode FROM {ledger} WHERE load_id = $1",
         [load_id],
     )
-    return (int(found[0][0]), str(found[0][1]), str(found[0][2])) if found else None
+    return (int(found[0][0]), str(found[0][1])) if found else None
 
 
 def _record_load(cur: Cursor, target: Table, ctx: Context, mode: Mode, rows: int) -> None:
@@ -375,11 +375,16 @@ def _record_load(cur: Cursor, target: Table, ctx: Context, mode: Mode, rows: int
     primary key, so two attempts racing cannot both commit)."""
     ledger = Table(target.schema, LEDGER)
     cur.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
-    cur.execute(
-        f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, target.display, mode, rows],
-    )
+    try:
+        cur.execute(
+            f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, target.display, mode, rows],
+        )
+    except driver_errors() as exc:
+        if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
+            raise
+        raise ConnectorError(already_loaded(ctx, ledger.display)) from exc
 
 
 def _match(name: str, candidates: Sequence[str]) -> str | None:

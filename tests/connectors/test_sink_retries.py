@@ -28,6 +28,7 @@ import etlkit as ek
 from connectors.duckdb import DuckDBTableSink
 from connectors.files import CsvSink, ParquetDatasetSink, ParquetSink
 from connectors.postgres import PostgresSink
+from etlkit.errors import ConnectorError
 from etlkit.store import RunStore
 from etlkit.testing import MemorySource
 from tests.conftest import REPO
@@ -404,3 +405,44 @@ def test_postgres_sink_creates_the_table_of_an_empty_output(
             ("name", "text"),
             ("amount", "double precision"),
         ]
+
+
+def test_a_second_duckdb_load_under_one_load_id_writes_nothing(tmp_path: Path) -> None:
+    database = tmp_path / "w.duckdb"
+    sink = DuckDBTableSink(str(database), "numbers", "x")
+    ctx = make_context("numbers")
+    rows = pa.table({"id": [1, 2, 3]})
+    assert sink.write(iter(rows.to_batches()), ctx).rows == 3
+    assert sink.find_load(ctx) == ek.WriteResult(
+        rows=3,
+        uri=f"duckdb://{database.resolve()}/numbers",
+        extra={"mode": "append", "load_id": ctx.load_id},
+    )
+
+    with pytest.raises(ConnectorError, match=r"load p/.*/numbers was already committed \("):
+        sink.write(iter(rows.to_batches()), ctx)
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM numbers").fetchone() == (3,)
+
+
+@pytest.mark.postgres
+def test_a_second_postgres_load_under_one_load_id_writes_nothing(
+    postgres_dsn: str, postgres_db: Connection
+) -> None:
+    sink = PostgresSink("x", dsn=postgres_dsn, table="numbers")
+    ctx = make_context("numbers")
+    rows = pa.table({"id": [1, 2, 3]})
+    assert sink.find_load(ctx) is None
+    written = sink.write(iter(rows.to_batches()), ctx)
+    assert written.rows == 3
+    assert sink.find_load(ctx) == ek.WriteResult(
+        rows=3, uri=written.uri, extra={"mode": "append", "load_id": ctx.load_id}
+    )
+
+    with pytest.raises(ConnectorError, match=r"load p/.*/numbers was already committed \("):
+        sink.write(iter(rows.to_batches()), ctx)
+
+    with postgres_db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM numbers")
+        assert cur.fetchone() == (3,)
