@@ -434,6 +434,7 @@ def test_a_second_postgres_load_under_one_load_id_writes_nothing(
     ctx = make_context("numbers")
     rows = pa.table({"id": [1, 2, 3]})
     assert sink.find_load(ctx) is None
+    assert PostgresSink("x", dsn=postgres_dsn, table="nowhere.numbers").find_load(ctx) is None
     written = sink.write(iter(rows.to_batches()), ctx)
     assert written.rows == 3
     assert sink.find_load(ctx) == ek.WriteResult(
