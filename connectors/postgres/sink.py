@@ -374,7 +374,9 @@ def _record_load(cur: Cursor, target: Table, ctx: Context, mode: Mode, rows: int
     """Insert the load's ledger row, in the load's transaction (a second insert fails on the
     primary key, so two attempts racing cannot both commit)."""
     ledger = Table(target.schema, LEDGER)
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
+    if fetch_rows(cur, "SELECT to_regclass($1)::text", [ledger.sql])[0][0] is None:
+        # only when missing: CREATE needs the schema's CREATE privilege even if it exists
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
     try:
         cur.execute(
             f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "

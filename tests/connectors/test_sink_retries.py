@@ -28,6 +28,7 @@ import etlkit as ek
 from connectors.duckdb import DuckDBTableSink
 from connectors.files import CsvSink, ParquetDatasetSink, ParquetSink
 from connectors.postgres import PostgresSink
+from connectors.tables import LEDGER_COLUMNS
 from etlkit.errors import ConnectorError
 from etlkit.store import RunStore
 from etlkit.testing import MemorySource
@@ -447,3 +448,22 @@ def test_a_second_postgres_load_under_one_load_id_writes_nothing(
     with postgres_db.cursor() as cur:
         cur.execute("SELECT count(*) FROM numbers")
         assert cur.fetchone() == (3,)
+
+
+@pytest.mark.postgres
+def test_a_role_that_cannot_create_tables_loads_through_a_ledger_made_ahead(
+    postgres_dsn: str, postgres_db: Connection
+) -> None:
+    schema = postgres_dsn.rsplit("%3D", 1)[1]
+    with postgres_db.cursor() as cur:
+        cur.execute("CREATE TABLE numbers (id bigint)")
+        cur.execute(f"CREATE TABLE _etlkit_loads ({LEDGER_COLUMNS})")
+        cur.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM CURRENT_USER")
+    try:
+        sink = PostgresSink("x", dsn=postgres_dsn, table="numbers")
+        ctx = make_context("numbers")
+        assert sink.write(iter(pa.table({"id": [1, 2]}).to_batches()), ctx).rows == 2
+        assert sink.find_load(ctx) is not None
+    finally:
+        with postgres_db.cursor() as cur:
+            cur.execute(f"GRANT CREATE ON SCHEMA {schema} TO CURRENT_USER")
