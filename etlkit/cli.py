@@ -558,9 +558,15 @@ def _gc_sink_leftovers(args: argparse.Namespace, store: RunStore) -> None:
                 pipelines[record.pipeline] = None
                 print(f"skipped the sinks of pipeline {record.pipeline!r}: {exc}")
         cls = pipelines[record.pipeline]
-        if cls is not None:
-            for leftover in discard_sink_leftovers(cls, record):
-                print(f"removed {leftover} (left by run {record.run_id})")
+        if cls is None:
+            continue
+        try:
+            removed = discard_sink_leftovers(cls, record)
+        except EtlkitError as exc:  # one run's sinks (a changed template, say) stop no other
+            print(f"skipped the sinks of run {record.run_id}: {exc}")
+            continue
+        for leftover in removed:
+            print(f"removed {leftover} (left by run {record.run_id})")
 
 
 def _run_time(run_id: str) -> datetime:

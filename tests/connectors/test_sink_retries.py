@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -467,3 +468,22 @@ def test_a_role_that_cannot_create_tables_loads_through_a_ledger_made_ahead(
     finally:
         with postgres_db.cursor() as cur:
             cur.execute(f"GRANT CREATE ON SCHEMA {schema} TO CURRENT_USER")
+
+
+def test_gc_skips_the_sinks_of_a_pipeline_it_cannot_load(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    with RunStore(tmp_path / ".etlkit" / "etlkit.sqlite") as store:
+        store.create_run(
+            run_id=OTHER_RUN,
+            pipeline="gone",
+            logical_date=datetime(2025, 1, 2, tzinfo=UTC),
+            params={},
+            trigger="manual",
+            staging_root=str(tmp_path / ".etlkit" / "staging"),
+        )
+        store.finish_run(OTHER_RUN, "failed", error="boom")
+
+    cleaned = etlkit(tmp_path, "gc", "--keep-last", "10")
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "skipped the sinks of pipeline 'gone': " in cleaned.stdout
