@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 import pyarrow as pa
 
 from connectors.tables import (
+    LEDGER,
+    LEDGER_COLUMNS,
     Table,
+    already_loaded,
     check_name,
     closest_name,
     conform_batch,
@@ -107,7 +110,11 @@ def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
         "UNION ALL SELECT schema_name, view_name FROM duckdb_views() "
         "WHERE database_name = current_database() AND NOT internal"
     ).fetchall()
-    return sorted(str(name) if schema == "main" else f"{schema}.{name}" for schema, name in rows)
+    return sorted(
+        str(name) if schema == "main" else f"{schema}.{name}"
+        for schema, name in rows
+        if name != LEDGER  # the sinks' bookkeeping, not a table users load or read
+    )
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: Table) -> list[str] | None:
@@ -295,6 +302,10 @@ class DuckDBTableSink(Sink):
     `replace` empties an existing table. `database` and `table` are templates filled from the
     context (`{ds}`, params).
 
+    Each load is committed exactly once: the same transaction inserts a row for the run's load
+    id into `_etlkit_loads` in the target's schema (created when missing), and a retry of the
+    run that finds its load id there does not load again.
+
         report = DuckDBTableSink("warehouse/report.duckdb", "analytics.totals", totals,
                                  mode="replace")
 
@@ -358,6 +369,7 @@ class DuckDBTableSink(Sink):
             con.begin()
             try:
                 rows = self._load(con, batches, table, path, owner)
+                _record_load(con, table, ctx, self.mode, rows)
                 con.commit()
             except BaseException:
                 with suppress(duckdb.Error):
@@ -377,6 +389,43 @@ class DuckDBTableSink(Sink):
         uri = f"duckdb://{path.resolve()}/{table.display}"
         logger.debug("%s: %s %d rows into %s", owner, self.mode, rows, uri)
         return WriteResult(rows=rows, uri=uri, extra={"mode": self.mode})
+
+    def find_load(self, ctx: Context) -> WriteResult | None:
+        """What this run's load wrote, if `_etlkit_loads` beside the target records it.
+
+        Raises:
+            DatabaseLockedError: another connection holds the database file.
+        """
+        import duckdb
+
+        owner = node_name(self, ctx)
+        table = parse_table(ctx.render(self.table), owner)
+        path = Path(ctx.render(self.database))
+        if not path.exists():
+            return None
+        con = _connect(path, read_only=True, threads=self.threads, owner=owner)
+        try:
+            ledger = Table(table.schema, LEDGER)
+            if _table_columns(con, ledger) is None:
+                return None
+            found = con.execute(
+                f"SELECT row_count, mode FROM {ledger.sql} WHERE load_id = ?",
+                [ctx.load_id],
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise ConnectorError(
+                f"{owner}: looking up load {ctx.load_id} in DuckDB database '{path}' failed: {exc}."
+            ) from exc
+        finally:
+            con.close()
+        if found is None:
+            return None
+        rows, mode = found
+        return WriteResult(
+            rows=int(rows),
+            uri=f"duckdb://{path.resolve()}/{table.display}",  # as `write` names it
+            extra={"mode": mode, "load_id": ctx.load_id},
+        )
 
     def _load(
         self,
@@ -411,6 +460,25 @@ class DuckDBTableSink(Sink):
             elif existing is not None and self.mode == "replace":
                 con.execute(f"DELETE FROM {table.sql}")
         return rows
+
+
+def _record_load(
+    con: duckdb.DuckDBPyConnection, table: Table, ctx: Context, mode: Mode, rows: int
+) -> None:
+    """Insert the load's ledger row, in the load's transaction (a second insert fails on the
+    primary key, so two attempts cannot both commit)."""
+    import duckdb
+
+    ledger = Table(table.schema, LEDGER)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
+    try:
+        con.execute(
+            f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, table.display, mode, rows],
+        )
+    except duckdb.ConstraintException as exc:
+        raise ConnectorError(already_loaded(ctx, ledger.display)) from exc
 
 
 def _check_columns(

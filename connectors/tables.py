@@ -2,7 +2,8 @@
 
 Shared by the database connectors (DuckDB, PostgreSQL): a name that could not be quoted safely
 is refused before any SQL is built; `listing`, `closest_name` and `node_name` phrase their
-messages; `conform_batch` casts what a database returns to the model's types.
+messages; `conform_batch` casts what a database returns to the model's types. `LEDGER` is the
+load ledger both database sinks keep beside their target tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from etlkit.nodes import Context, Node
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
 
+#: The load ledger a database sink keeps in its target's schema: one row per committed load
+#: (`Context.load_id`), inserted in the load's own transaction, so a retry finds a load that
+#: committed before the run store heard of it. A separate table leaves the target's columns
+#: as the user made them.
+LEDGER: Final = "_etlkit_loads"
+LEDGER_COLUMNS: Final = (
+    "load_id VARCHAR PRIMARY KEY, pipeline VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+    "node VARCHAR NOT NULL, target VARCHAR NOT NULL, mode VARCHAR NOT NULL, "
+    "row_count BIGINT NOT NULL, loaded_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()"
+)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -36,6 +48,15 @@ class Table:
     @property
     def display(self) -> str:
         return self.name if self.schema is None else f"{self.schema}.{self.name}"
+
+
+def already_loaded(ctx: Context, ledger: str) -> str:
+    """The message for a second load under one load id: what happened, and what to do."""
+    return (
+        f"Node '{ctx.node}' in pipeline '{ctx.pipeline}' (run {ctx.run_id}): load "
+        f"{ctx.load_id} was already committed ({ledger} records it), and a run loads each "
+        "sink once. Nothing was written. To load the data again, start a new run."
+    )
 
 
 def quote_ident(identifier: str) -> str:

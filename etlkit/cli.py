@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import (
     ConfigError,
@@ -519,6 +519,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     deleted = 0
     with _store(settings) as store:
         active = {r.run_id for r in store.active_runs()}
+        if not args.dry_run:
+            _gc_sink_leftovers(args, store)
         for pipeline in [args.pipeline] if args.pipeline else staging.pipelines():
             runs = staging.runs(pipeline)
             keep = set(runs[-args.keep_last :]) if args.keep_last else set()
@@ -535,6 +537,36 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 deleted += 1
     print(f"{deleted} run(s) {'to delete' if args.dry_run else 'deleted'}")
     return 0
+
+
+#: How many failed, cancelled or interrupted runs `gc` looks at for sink leftovers, newest first.
+_GC_SCAN: Final = 100_000
+
+
+def _gc_sink_leftovers(args: argparse.Namespace, store: RunStore) -> None:
+    """Remove the temporary files the sinks of failed, cancelled or interrupted runs left."""
+    from etlkit.pipeline import load_pipeline
+    from etlkit.runs import discard_sink_leftovers
+
+    dead = store.runs(args.pipeline, limit=_GC_SCAN, states=("failed", "cancelled", "interrupted"))
+    pipelines: dict[str, type[Pipeline] | None] = {}
+    for record in dead:
+        if record.pipeline not in pipelines:
+            try:
+                pipelines[record.pipeline] = load_pipeline(record.pipeline, _pipelines_dir(args))
+            except EtlkitError as exc:
+                pipelines[record.pipeline] = None
+                print(f"skipped the sinks of pipeline {record.pipeline!r}: {exc}")
+        cls = pipelines[record.pipeline]
+        if cls is None:
+            continue
+        try:
+            removed = discard_sink_leftovers(cls, record)
+        except EtlkitError as exc:  # one run's sinks (a changed template, say) stop no other
+            print(f"skipped the sinks of run {record.run_id}: {exc}")
+            continue
+        for leftover in removed:
+            print(f"removed {leftover} (left by run {record.run_id})")
 
 
 def _run_time(run_id: str) -> datetime:

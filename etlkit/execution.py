@@ -801,6 +801,7 @@ class _Run:
         # Sets and conditions on the run's lock rather than events per node: a thousand nodes'
         # events, queues and their locks were ~40 ms of set-up and kept the collector busy.
         self.committed: set[str] = set()  # nodes whose output is visible
+        self.output_schemas: dict[str, pa.Schema] = {}  # columns of what each node streamed
         self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
         self.returned: set[str] = set()  # nodes whose work returned (see `abandon`)
         self.skipped = False  # a soft-failing sensor skips the run
@@ -1077,7 +1078,7 @@ class _Run:
                 self.replay(name, stats)
                 stats.state = "reused"
             elif isinstance(node, Sink):
-                stats.write = node.write(self.sink_batches(name, node, stats), ctx)
+                stats.write = self.write_sink(name, node, ctx, stats)
                 stats.state = "done"
                 self.mark_committed(name)
             elif isinstance(node, Sensor):
@@ -1333,6 +1334,8 @@ class _Run:
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
             first_schema = arrow_schema(model)
+        if first_schema is not None:
+            self.output_schemas[name] = first_schema
         staged: Callable[[], list[str]] = list
         if writer is not None:
             staged = writer.part_urls  # closes the part being written: only called if needed
@@ -1916,7 +1919,10 @@ class _Run:
                 columns = manifest.select_sql() if manifest is not None else "*"
                 con.execute(f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} FROM {scan}')
             try:
-                yield from con.sql(sql, params=params).to_arrow_reader(self.options.chunk_rows)
+                reader = con.sql(sql, params=params).to_arrow_reader(self.options.chunk_rows)
+                if node.output_model is None:  # the columns of an empty result, for its sinks
+                    self.output_schemas.setdefault(name, reader.schema)
+                yield from reader
             except Exception:
                 if stream is not None and stream.failure is not None:
                     raise stream.failure from None  # what stopped the input, not DuckDB's words
@@ -2012,10 +2018,52 @@ class _Run:
                 stats.chunks_out += 1
         self.finish(name)
 
+    def write_sink(self, name: str, node: Sink, ctx: Context, stats: NodeStats) -> WriteResult:
+        """Write a sink exactly once: a load this run already committed is not repeated.
+
+        A retry after a kill between the destination's commit and the store's finds the load
+        (`Sink.find_load`) and keeps it; the inputs are drained all the same, so their producers
+        finish. Temporary objects a dead attempt of this run left are removed first.
+        """
+        batches = self.sink_batches(name, node, stats)
+        for leftover in node.discard_leftovers(ctx):
+            logger.info("node %s: removed %s, left by an earlier attempt", name, leftover)
+        result = node.find_load(ctx)
+        if result is None:
+            result = node.write(batches, ctx)
+        else:
+            runlog.note(
+                self.ctx.run_id,
+                name,
+                f"node {name}: load {ctx.load_id} already committed {result.rows} rows to "
+                f"{result.uri}; not loading again",
+                logger=logger,
+            )
+        for _ in batches:  # a sink that stopped early must not leave its producers blocked
+            pass
+        return result
+
     def sink_batches(self, name: str, node: Node, stats: NodeStats) -> Iterator[pa.RecordBatch]:
         for batch in self.arrivals(name, node, stats):
             self.emit("node_progress", name)
             yield batch
+        if stats.chunks_in == 0:
+            schema = self.empty_schema(name, node)
+            if schema is not None:  # an empty output still has the model's columns and types
+                yield pa.RecordBatch.from_pylist([], schema=schema)
+
+    def empty_schema(self, name: str, node: Node) -> pa.Schema | None:
+        """The columns of a sink's input when no chunk arrived: its model's, else its inputs'."""
+        if node.input_model is not None:
+            return arrow_schema(node.input_model)
+        for upstream in self.graph.inputs[name]:
+            schema = self.output_schemas.get(upstream)
+            model = self.graph.nodes[upstream].output_model
+            if schema is None and model is not None:
+                schema = arrow_schema(model)
+            if schema is not None:
+                return schema
+        return None
 
 
 def execute(

@@ -92,6 +92,15 @@ class Context:
         return self.cursors.get(self.node)
 
     @property
+    def load_id(self) -> str:
+        """This node's load in this run: `pipeline/run_id/node`, the same on every retry.
+
+        Sinks record it with what they commit, so a retry after a kill between the
+        destination's commit and the run store's finds the load and does not repeat it.
+        """
+        return f"{self.pipeline}/{self.run_id}/{self.node}"
+
+    @property
     def ds(self) -> str:
         """The logical date as `YYYY-MM-DD`."""
         return self.logical_date.strftime("%Y-%m-%d")
@@ -779,6 +788,13 @@ class Sink(Node):
     Subclasses call `super().__init__(*inputs, schema=...)` and implement `write`, writing to a
     temporary location and committing only when the iterator is exhausted. When the run fails,
     the iterator raises `RunCancelledError` and the sink must discard what it wrote.
+
+    A sink commits exactly once per run: a retry may run it again after a kill that came
+    between the destination's commit and the run store's. A sink whose commit is not
+    idempotent (an append) records `ctx.load_id` in the same transaction and implements
+    `find_load`, which the engine asks before `write`. Temporary objects carry the run id in
+    their names, and `discard_leftovers` removes those a dead attempt left behind (a retry
+    calls it before `write`, `etlkit gc` for runs no process runs any more).
     """
 
     kind = "sink"
@@ -790,6 +806,17 @@ class Sink(Node):
     def write(self, batches: Iterator[pa.RecordBatch], ctx: Context) -> WriteResult:
         """Consume `batches` and commit them; return what was written."""
         raise NotImplementedError(f"{type(self).__name__} must implement write(batches, ctx)")
+
+    def find_load(self, ctx: Context) -> WriteResult | None:
+        """What this run's load (`ctx.load_id`) wrote, if the destination already committed it.
+
+        The default (None) suits sinks whose commit is idempotent: rewriting the same target.
+        """
+        return None
+
+    def discard_leftovers(self, ctx: Context) -> list[str]:
+        """Remove the temporary objects attempts of this run left behind; what was removed."""
+        return []
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -9,6 +9,7 @@ already wrote are skipped, and only the rest runs again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.graph import Graph
     from etlkit.pipeline import Pipeline
-    from etlkit.store import RunStore
+    from etlkit.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -615,3 +616,37 @@ def _resume_plan(
             committed.add(name)
     done_sinks = {n.node for n in store.node_runs(run_id) if n.kind == "sink" and n.state == "done"}
     return graph.resume_plan(committed, done_sinks)
+
+
+def discard_sink_leftovers(pipeline: type[Pipeline], record: RunRecord) -> list[str]:
+    """Remove the temporary objects the sinks of a run no process runs any more left behind.
+
+    `etlkit gc` calls it for dead runs (a retry's sinks do it themselves before writing). A
+    sink's target is rendered as the run rendered it: with its params and logical date, in UTC
+    and in the pipeline's timezone (manual and scheduled runs render dates in either).
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from etlkit.nodes import Sink
+
+    dates = {record.logical_date}
+    with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+        dates.add(record.logical_date.astimezone(ZoneInfo(pipeline.timezone)))
+    removed: list[str] = []
+    graph = pipeline.graph()
+    for name in graph.order:
+        node = graph.nodes[name]
+        if not isinstance(node, Sink):
+            continue
+        for date in sorted(dates, key=lambda d: d.isoformat()):
+            ctx = Context(
+                pipeline=pipeline.name,
+                run_id=record.run_id,
+                logical_date=date,
+                node=name,
+                params=dict(record.params),
+                data_interval_start=record.data_interval_start,
+                data_interval_end=record.data_interval_end,
+            )
+            removed += node.discard_leftovers(ctx)
+    return removed

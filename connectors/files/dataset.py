@@ -19,6 +19,7 @@ from connectors.files.paths import (
     prepare_parent,
     remove,
     temp_path,
+    temporaries,
 )
 from etlkit.errors import ConnectorError
 from etlkit.nodes import Context, Node, WriteResult
@@ -119,6 +120,16 @@ class ParquetDatasetSink(FileSink):
             uri=str(fs.unstrip_protocol(path)),
             extra={"bytes": size, "files": len(files)},
         )
+
+    def discard_leftovers(self, ctx: Context) -> list[str]:
+        """Remove what attempts of this run left; a kill between the commit's two moves left
+        the previous dataset moved aside and none at `path`: it is moved back first."""
+        fs, path = filesystem(self._where(), ctx.render(self.path), self.conn)
+        aside = temporaries(fs, path, ctx, "old")
+        if len(aside) == 1 and not fs.exists(path):
+            _move(fs, aside[0], path)
+            logger.info("%s: moved %s back into place", self._where(), display(fs, path))
+        return super().discard_leftovers(ctx)
 
     def _write_dataset(
         self, where: str, fs: Any, temp: str, schema: pa.Schema, data: Iterator[pa.RecordBatch]

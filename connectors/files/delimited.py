@@ -477,7 +477,8 @@ class CsvSink(FileSink):
     """Writes its input to one CSV file with a header, atomically.
 
     Columns are the model's, in its order, when one is given, else the first batch's. An empty
-    input writes just the header, or a zero-byte file when no model gives the columns.
+    input writes just the header (in a run, the engine hands a sink without a model one empty
+    batch with its input's columns), or a zero-byte file when nothing gives the columns.
 
         export = CsvSink("exports/{ds}/billing.csv", billing, schema=Billing)
 

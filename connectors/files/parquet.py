@@ -238,7 +238,8 @@ class ParquetSink(FileSink):
     """Writes its input to one Parquet file (zstd by default), atomically.
 
     Strings are written as `string` whatever the batches carry. An empty input writes a file
-    with no rows and the model's schema (or no columns when there is no model).
+    with no rows and the model's schema (the engine hands a sink without a model one empty
+    batch with its input's columns; only a direct `write` of no batches gives no columns).
 
         report = ParquetSink("reports/{ds}/totals.parquet", totals)
 

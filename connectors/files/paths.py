@@ -78,6 +78,11 @@ class FileSink(Sink):
         """The sink as error messages name it: `ParquetSink 'report'`."""
         return f"{type(self).__name__} '{self.name or '(unnamed)'}'"
 
+    def discard_leftovers(self, ctx: Context) -> list[str]:
+        """Remove the hidden temporary objects attempts of this run left next to the target."""
+        fs, path = filesystem(self._where(), ctx.render(self.path), self.conn)
+        return [display(fs, found) for found in discard_temporaries(fs, path, ctx)]
+
 
 _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 # fsspec protocols without real directories, whose makedirs would create a missing bucket
@@ -275,9 +280,34 @@ def resolve_files(
     return _Files(fs, paths, [int(files[p].get("size") or 0) for p in paths])
 
 
+#: The kinds of temporary object a sink makes next to its target: what it writes before the
+#: commit, and (datasets) the previous version moved aside during it.
+TEMP_KINDS: Final = ("tmp", "old")
+
+
 def temp_path(path: str, ctx: Context, kind: str = "tmp") -> str:
+    """A hidden name next to `path` that says which run made it: `.name.tmp-<run_id>-<hex>`."""
     parent, name = posixpath.split(path)
     return posixpath.join(parent, f".{name}.{kind}-{ctx.run_id}-{secrets.token_hex(4)}")
+
+
+def temporaries(fs: Any, path: str, ctx: Context, kind: str) -> list[str]:
+    """The temporary objects of `kind` that attempts of this run made next to `path`."""
+    parent, name = posixpath.split(path)
+    prefix = f".{name}.{kind}-{ctx.run_id}-"
+    try:
+        listed = fs.ls(parent, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(p for p in listed if posixpath.basename(p.rstrip("/")).startswith(prefix))
+
+
+def discard_temporaries(fs: Any, path: str, ctx: Context) -> list[str]:
+    """Remove every temporary object this run's attempts left next to `path`; their paths."""
+    found = [p for kind in TEMP_KINDS for p in temporaries(fs, path, ctx, kind)]
+    for leftover in found:
+        remove(fs, leftover)
+    return found
 
 
 def remove(fs: Any, path: str) -> None:

@@ -22,7 +22,10 @@ from connectors.postgres.connection import (
 )
 from connectors.postgres.tables import Found, find_relation, missing_table
 from connectors.tables import (
+    LEDGER,
+    LEDGER_COLUMNS,
     Table,
+    already_loaded,
     check_name,
     closest_name,
     listing,
@@ -65,6 +68,10 @@ class PostgresSink(Sink):
     transaction back: the target is unchanged and the staging table is gone. With no chunks at
     all, a missing table is created empty from the model (when one is given) and `replace`
     empties an existing table. `table` is a template filled from the context (`{ds}`, params).
+
+    Each load is committed exactly once: the same transaction inserts a row for the run's load
+    id into `_etlkit_loads` in the target's schema (created when missing), and a retry of the
+    run that finds its load id there does not load again.
 
         load = PostgresSink(cleaned, conn="hospital_db", table="clinic.patients",
                             mode="upsert", key=["patient_id"])
@@ -144,7 +151,8 @@ class PostgresSink(Sink):
         try:
             cur = con.cursor()
             try:
-                rows = self._load(cur, batches, table, dsn, owner)
+                rows, schema = self._load(cur, batches, table, dsn, owner)
+                _record_load(cur, Table(schema, table.name), ctx, self.mode, rows)
                 con.commit()
             except driver_errors() as exc:
                 raise failure(
@@ -158,6 +166,34 @@ class PostgresSink(Sink):
         logger.debug("%s: %s %d rows into %s", owner, self.mode, rows, uri)
         return WriteResult(rows=rows, uri=uri, extra={"mode": self.mode})
 
+    def find_load(self, ctx: Context) -> WriteResult | None:
+        """What this run's load wrote, if `_etlkit_loads` beside the target records it.
+
+        Raises:
+            ConnectorError: PostgreSQL could not be reached or refused the lookup.
+        """
+        owner = node_name(self, ctx)
+        table = parse_table(ctx.render(self.table), owner)
+        dsn = self._dsn or resolve_conn(str(self.conn), owner)
+        con = connect(dsn, owner)
+        try:
+            cur = con.cursor()
+            try:
+                found = _find_load(cur, table, ctx.load_id)
+            except driver_errors() as exc:
+                raise failure(
+                    exc,
+                    f"{owner}: looking up load {ctx.load_id} beside table '{table.display}' in "
+                    f"PostgreSQL {dsn.masked} failed: {reason(exc, dsn)}.",
+                ) from exc
+        finally:
+            close(con)
+        if found is None:
+            return None
+        rows, mode = found
+        uri = dsn.location(table.display)  # as `write` names it
+        return WriteResult(rows=rows, uri=uri, extra={"mode": mode, "load_id": ctx.load_id})
+
     def _load(
         self,
         cur: Cursor,
@@ -165,8 +201,9 @@ class PostgresSink(Sink):
         table: Table,
         dsn: Dsn,
         owner: str,
-    ) -> int:
-        """Stage every chunk and apply the mode, inside the open transaction; rows loaded."""
+    ) -> tuple[int, str]:
+        """Stage every chunk and apply the mode, inside the open transaction; rows loaded and
+        the target's schema."""
         cur.execute("SET TIME ZONE 'UTC'")
         where = f"table '{table.display}' in PostgreSQL {dsn.masked}"
         found = find_relation(cur, table)
@@ -224,7 +261,7 @@ class PostgresSink(Sink):
             elif replace and found is not None:
                 cur.execute(f"CREATE TABLE {stage.sql} (LIKE {found.table.sql})")
             else:
-                return 0  # nothing to change, and no columns to create a table from
+                return 0, schema  # nothing to change, and no columns to create a table from
         if replace:
             if self.key:
                 _add_primary_key(cur, stage, self.key)
@@ -236,7 +273,7 @@ class PostgresSink(Sink):
                     f"ALTER TABLE {target.sql} RENAME CONSTRAINT {quote_ident(_pkey(stage.name))} "
                     f"TO {quote_ident(_pkey(table.name))}"
                 )
-            return rows
+            return rows, schema
         assert first is not None
         if existing is None:
             cur.execute(f"CREATE TABLE {target.sql} (LIKE {stage.sql})")
@@ -245,7 +282,7 @@ class PostgresSink(Sink):
             existing = list(first.names)
         self._insert(cur, stage, target, list(first.names), existing, owner, where, dsn)
         cur.execute(f"DROP TABLE {stage.sql}")
-        return rows
+        return rows, schema
 
     def _check_columns(
         self, schema: pa.Schema, existing: list[str] | None, owner: str, where: str, index: int
@@ -312,6 +349,44 @@ class PostgresSink(Sink):
                 f"{owner}: {self.mode} into {where} failed: {reason(exc, dsn)}.{hint} "
                 "Nothing was written.",
             ) from exc
+
+
+def _find_load(cur: Cursor, table: Table, load_id: str) -> tuple[int, str] | None:
+    """`(rows, mode)` of the load recorded in the ledger of `table`'s schema, if any."""
+    if table.schema is None:
+        regclass = "to_regclass(quote_ident(current_schema()) || '.' || $1)::text"
+        name = quote_ident(LEDGER)
+    else:
+        regclass = "to_regclass($1)::text"
+        name = Table(table.schema, LEDGER).sql
+    ledger = fetch_rows(cur, f"SELECT {regclass}", [name])[0][0]
+    if ledger is None:
+        return None  # no load ever committed in this schema
+    found = fetch_rows(
+        cur,
+        f"SELECT row_count, mode FROM {ledger} WHERE load_id = $1",
+        [load_id],
+    )
+    return (int(found[0][0]), str(found[0][1])) if found else None
+
+
+def _record_load(cur: Cursor, target: Table, ctx: Context, mode: Mode, rows: int) -> None:
+    """Insert the load's ledger row, in the load's transaction (a second insert fails on the
+    primary key, so two attempts racing cannot both commit)."""
+    ledger = Table(target.schema, LEDGER)
+    if fetch_rows(cur, "SELECT to_regclass($1)::text", [ledger.sql])[0][0] is None:
+        # only when missing: CREATE needs the schema's CREATE privilege even if it exists
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {ledger.sql} ({LEDGER_COLUMNS})")
+    try:
+        cur.execute(
+            f"INSERT INTO {ledger.sql} (load_id, pipeline, run_id, node, target, mode, row_count) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [ctx.load_id, ctx.pipeline, ctx.run_id, ctx.node, target.display, mode, rows],
+        )
+    except driver_errors() as exc:
+        if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
+            raise
+        raise ConnectorError(already_loaded(ctx, ledger.display)) from exc
 
 
 def _match(name: str, candidates: Sequence[str]) -> str | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from connectors.postgres.connection import Dsn, fetch_rows
-from connectors.tables import Table, closest_name, listing
+from connectors.tables import LEDGER, Table, closest_name, listing
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor
@@ -45,7 +45,11 @@ def _table_names(cur: Cursor) -> list[str]:
         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
         "AND table_schema NOT LIKE 'pg\\_temp\\_%' AND table_schema NOT LIKE 'pg\\_toast%'",
     )
-    return sorted(str(name) if current else f"{schema}.{name}" for schema, name, current in rows)
+    return sorted(
+        str(name) if current else f"{schema}.{name}"
+        for schema, name, current in rows
+        if name != LEDGER  # the sinks' bookkeeping, not a table users load or read
+    )
 
 
 def missing_table(cur: Cursor, owner: str, table: Table, dsn: Dsn, hint: str = "") -> str:

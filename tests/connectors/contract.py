@@ -32,6 +32,7 @@ every other type must be exactly the model's Arrow type.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -42,6 +43,7 @@ import pyarrow as pa
 import pytest
 
 from etlkit.errors import RunCancelledError
+from etlkit.execution import new_run_id
 from etlkit.nodes import Context, Sink, Source
 from etlkit.schema import arrow_schema, column_names
 
@@ -109,6 +111,12 @@ def make_context(node: str = "n") -> Context:
         logical_date=datetime(2025, 1, 1, tzinfo=UTC),
         node=node,
     )
+
+
+def new_load(ctx: Context) -> Context:
+    """`ctx` in a run of its own: a sink's load id is recorded once, so each write of a test
+    that loads a table twice belongs to a new run."""
+    return dataclasses.replace(ctx, run_id=new_run_id())
 
 
 def _normal(dtype: pa.DataType) -> pa.DataType:

@@ -24,6 +24,7 @@ from tests.connectors.contract import (
     ReadCommitted,
     SinkContract,
     SourceContract,
+    new_load,
 )
 
 
@@ -85,7 +86,8 @@ def source(
 
 def write(db: Path, data: pa.Table, *, table: str = "patients", mode: Mode = "append") -> int:
     """Loads `data` in chunks of 10 rows; the number of rows written."""
-    return sink(db, table, mode=mode).write(iter(data.to_batches(max_chunksize=10)), CTX).rows
+    batches = iter(data.to_batches(max_chunksize=10))
+    return sink(db, table, mode=mode).write(batches, new_load(CTX)).rows
 
 
 def read(
@@ -107,7 +109,8 @@ def tables(db: Path) -> list[str]:
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
-            "SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1"
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+            "WHERE table_name != '_etlkit_loads' ORDER BY 1"  # the load ledger: tested apart
         ).fetchall()
     finally:
         con.close()

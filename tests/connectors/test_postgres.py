@@ -48,6 +48,7 @@ from tests.connectors.contract import (
     SinkContract,
     SourceContract,
     make_context,
+    new_load,
 )
 from tests.postgres_server import PostgresServer
 
@@ -142,7 +143,8 @@ def read(node: Source, ctx: Context = CTX) -> pa.Table:
 
 
 def write(dsn: str, data: pa.Table, *, mode: Mode = "append", **options: Any) -> ek.WriteResult:
-    return sink(dsn, mode=mode, **options).write(iter(data.to_batches(max_chunksize=10)), CTX)
+    batches = iter(data.to_batches(max_chunksize=10))
+    return sink(dsn, mode=mode, **options).write(batches, new_load(CTX))
 
 
 def failing_after(
@@ -647,7 +649,8 @@ def test_failure_midway_leaves_the_table_exactly_as_it_was(
     assert query(postgres_db, "SELECT * FROM patients ORDER BY id").equals(before)
     assert leftovers(postgres_db) == []
     tables = "SELECT tablename::text AS t FROM pg_tables WHERE schemaname = current_schema()"
-    assert rows(postgres_db, tables) == [{"t": "patients"}]
+    assert rows(postgres_db, tables + " ORDER BY 1") == [{"t": "_etlkit_loads"}, {"t": "patients"}]
+    assert rows(postgres_db, "SELECT count(*) AS n FROM _etlkit_loads") == [{"n": 1}]
 
 
 def test_failed_first_load_creates_nothing(postgres_dsn: str, postgres_db: Connection) -> None:
