@@ -286,6 +286,7 @@ def run_pipeline(
             if stats.kind == "sink" and stats.state in ("done", "skipped")
         }
         reuse, skip = graph.resume_plan(committed, done | set(skip))
+        _discard_companions(staging, pipeline.name, run_id, set(graph.order) - reuse - skip)
         attempt += 1
     if store is not None:
         error = _masked(str(result.error)) if result.error is not None else None
@@ -557,4 +558,16 @@ def _resume_plan(
         else:
             committed.add(name)
     done_sinks = {n.node for n in store.node_runs(run_id) if n.kind == "sink" and n.state == "done"}
-    return graph.resume_plan(committed, done_sinks)
+    reuse, skip = graph.resume_plan(committed, done_sinks)
+    _discard_companions(staging, pipeline.name, run_id, set(graph.order) - reuse - skip)
+    return reuse, skip
+
+
+def _discard_companions(staging: Staging, pipeline: str, run_id: str, rerun: set[str]) -> None:
+    """Remove the `<node>.failures` and `<node>.rejects` an earlier attempt committed for the
+    nodes that run again: their new attempt stages its own, and committed outputs are immutable.
+    """
+    for name in staging.committed(pipeline, run_id):
+        node, dot, _ = name.partition(".")
+        if dot and node in rerun:
+            staging.discard(pipeline, run_id, name)

@@ -118,3 +118,54 @@ def test_state_show_and_reset_incremental_cursors(
     assert "reset 1 value(s)" in capsys.readouterr().out
     assert main(["state", "show", "tiny"]) == 0
     assert "no state stored" in capsys.readouterr().out
+
+
+INVALID = """
+import pandera.polars as pdp
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class Claim(pdp.DataFrameModel):
+    amount: int = pdp.Field(ge=0)
+
+class Insurance(ek.Pipeline):
+    insurance = MemorySource(pa.table({"amount": [1, -2, 3]}), schema=Claim)
+    out = MemorySink(insurance)
+"""
+
+
+def test_retry_of_a_run_that_failed_validation_reports_the_validation_error_again(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from etlkit.store import RunStore
+
+    (project / "pipelines" / "insurance.py").write_text(INVALID)
+    assert main(["run", "insurance", "--date", "2025-01-31", "--progress", "none"]) == 4
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        run_id = store.runs("insurance")[0].run_id
+    capsys.readouterr()
+
+    assert main(["retry", run_id, "--progress", "none"]) == 4
+
+    err = capsys.readouterr().err
+    assert "broke schema Claim" in err
+    assert "immutable" not in err
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        assert (store.get_run(run_id).state, store.get_run(run_id).attempt) == ("failed", 2)
+
+
+def test_a_node_retried_after_a_validation_error_reports_the_validation_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    retried = INVALID.replace(
+        "schema=Claim)",
+        "schema=Claim).options(\n        retries=1, retry_delay=0, retry_validation_errors=True)",
+    )
+    (project / "pipelines" / "insurance.py").write_text(retried)
+
+    assert main(["run", "insurance", "--progress", "none"]) == 4
+
+    err = capsys.readouterr().err
+    assert "broke schema Claim" in err
+    assert "immutable" not in err
