@@ -38,7 +38,7 @@ from etlkit.execution import (
 )
 from etlkit.nodes import Context, Policy
 from etlkit.staging import Staging
-from etlkit.store import NodeUpdate, pid_alive
+from etlkit.store import NodeUpdate, owner_gone, pid_alive
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -204,12 +204,15 @@ def run_pipeline(
     notifiers: Mapping[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     pools: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc.
 
     A node that fails with retries left (its own `options(retries=...)`, else the pipeline's)
     is retried after its delay: committed outputs are reused, so it restarts from its inputs'
-    staged outputs. `resumed=True` means the store already has the run's record.
+    staged outputs. `resumed=True` means the store already has the run's record. A new run is
+    refused while another run of the pipeline for the same logical date is active, unless
+    `force` (`RunExistsError`).
     """
     graph = pipeline.graph()
     staging = Staging(staging_root or settings.paths.staging_root)
@@ -242,6 +245,10 @@ def run_pipeline(
                 params=params,
                 trigger=trigger,
                 staging_root=staging.root_url,
+                data_interval_start=data_interval[0] if data_interval else None,
+                data_interval_end=data_interval[1] if data_interval else None,
+                timezone=pipeline.timezone,
+                exclusive=not force,
             )
             store.start_run(run_id, pid=os.getpid())
         attempt = record.attempt
@@ -445,7 +452,8 @@ def retry_run(
     if record.state == "success":
         raise StoreError(f"Run {record.run_id} of '{record.pipeline}' already succeeded")
     if record.state in ("queued", "running"):
-        if pid_alive(record.pid) and record.pid != os.getpid():
+        alive = pid_alive(record.pid) if record.owner is None else owner_gone(record.owner) is None
+        if alive and record.pid is not None and record.pid != os.getpid():
             raise StoreError(
                 f"Run {record.run_id} is still running (pid {record.pid}); "
                 "wait for it or stop it first"

@@ -198,6 +198,7 @@ def _prepare(
                     at=now,
                     data_interval_start=interval.start,
                     data_interval_end=interval.end,
+                    timezone=pipeline.timezone,
                 )
             except RunExistsError as exc:  # a scheduler planned it meanwhile
                 record = store.get_run(exc.existing_run_id)

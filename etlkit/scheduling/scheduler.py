@@ -170,6 +170,7 @@ class Scheduler:
                         at=now,
                         data_interval_start=interval.start,
                         data_interval_end=interval.end,
+                        timezone=entry.pipeline.timezone,
                     )
                 except RunExistsError as exc:  # planned already, by us before a restart or a peer
                     logger.debug("%s: %s", name, exc)

@@ -169,3 +169,42 @@ def test_a_node_retried_after_a_validation_error_reports_the_validation_error(
     err = capsys.readouterr().err
     assert "broke schema Claim" in err
     assert "immutable" not in err
+
+
+BERLIN = """
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class Berlin(ek.Pipeline):
+    schedule = "@daily"
+    timezone = "Europe/Berlin"
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    out = MemorySink(numbers)
+"""
+
+
+def test_run_of_a_scheduled_pipeline_reads_its_date_in_the_pipelines_timezone(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from etlkit.store import RunStore
+
+    (project / "pipelines" / "berlin.py").write_text(BERLIN)
+
+    assert main(["run", "berlin", "--date", "2026-03-29", "--progress", "none"]) == 0
+
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        record = store.runs("berlin")[0]
+    assert record.logical_date == datetime(2026, 3, 28, 23, tzinfo=UTC)  # Berlin midnight
+    assert record.timezone == "Europe/Berlin"
+    assert (record.data_interval_start, record.data_interval_end) == (
+        datetime(2026, 3, 28, 23, tzinfo=UTC),
+        datetime(2026, 3, 29, 22, tzinfo=UTC),  # a 23-hour day: summer time starts
+    )
+    capsys.readouterr()
+    assert main(["runs", "berlin"]) == 0
+    assert " 2026-03-29 " in capsys.readouterr().out.splitlines()[1]
+    assert main(["show", record.run_id]) == 0
+    assert "date       2026-03-29 " in capsys.readouterr().out

@@ -620,3 +620,25 @@ def test_scheduling_imports_only_lower_layers(path: Path) -> None:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("etlkit."):
             found.add(node.module.split(".")[1])
     assert found - ALLOWED == set()
+
+
+def test_status_last_run_is_the_finished_run_with_the_latest_logical_date(rig: Rig) -> None:
+    write_pipeline(rig.project, "daily", schedule="@daily", start_date="2025-03-01")
+    # catchup runs planned in one round share their creation time; their ids sort at random
+    for run_id, day in (("z-oldest", 1), ("a-newest", 3), ("m-middle", 2)):
+        rig.store.create_run(
+            run_id=run_id,
+            pipeline="daily",
+            logical_date=T0 + (day - 1) * DAY,
+            params={},
+            trigger="schedule",
+            staging_root="/staging",
+            at=T0 + 4 * DAY,
+        )
+        rig.store.finish_run(run_id, "success", at=T0 + 4 * DAY)
+
+    found = {s.name: s for s in status(rig.store, rig.project / "pipelines", clock=rig.clock)}
+
+    last = found["daily"].last_run
+    assert last is not None
+    assert (last.run_id, last.logical_date) == ("a-newest", T0 + 2 * DAY)
