@@ -218,17 +218,43 @@ def _pools(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _store(settings: Settings) -> RunStore:
-    """The run store, with the runs whose process was killed already failed (see
-    `RunStore.fail_dead_runs`): every command then shows, counts and collects them as such."""
     from etlkit.store import RunStore
 
-    store = RunStore(settings.paths.store)
-    try:
-        store.fail_dead_runs()
-    except BaseException:
-        store.close()
-        raise
-    return store
+    return RunStore(settings.paths.store)
+
+
+#: Commands that read the run store: each first fails the runs whose process was killed.
+_STORE_COMMANDS = frozenset(
+    {"run", "retry", "runs", "show", "logs", "gc", "status", "trigger", "backfill"}
+)
+
+
+def _fail_dead_runs(args: argparse.Namespace) -> None:
+    """Fail the runs whose process is gone (`RunStore.fail_dead_runs`), so that the command
+    shows, counts and collects them as failed, and tell their pipelines' `on_failure`."""
+    from etlkit.pipeline import load_pipeline
+    from etlkit.runs import notify_failure
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        failed = store.fail_dead_runs()
+        for record in failed:
+            try:
+                cls = load_pipeline(record.pipeline, _pipelines_dir(args))
+                notify_failure(
+                    cls,
+                    record.run_id,
+                    store=store,
+                    settings=cls.layered(settings),
+                    notifiers=_notifiers(args),
+                )
+            except EtlkitError as exc:  # the run is failed; only its notification is lost
+                logging.getLogger(__name__).warning(
+                    "run %s failed (its process is gone), but its on_failure could not be"
+                    " called: %s",
+                    record.run_id,
+                    exc,
+                )
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -512,6 +538,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             reprocess=args.reprocess,
             max_active=args.max_active,
             reverse=args.reverse,
+            notifiers=_notifiers(args),
         )
     counts = ", ".join(
         f"{summary.count(state)} {state}"
@@ -785,6 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "connections", True):
             _activate_connections(args)
+        if args.command in _STORE_COMMANDS:
+            _fail_dead_runs(args)
         return func(args)
     except EtlkitError as exc:
         from etlkit.connections import active_connections, mask

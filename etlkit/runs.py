@@ -232,6 +232,7 @@ def run_pipeline(
         store_path=settings.paths.store if store is not None else None,
     )
     attempt = 1
+    started_at = datetime.now(UTC)
     if store is not None:
         if resumed:
             record = store.get_run(run_id)
@@ -277,7 +278,12 @@ def run_pipeline(
             delay,
             extra={"run_id": run_id, "node": failed},
         )
-        _notify(pipeline, "retry", result, ctx, notifiers, attempt, settings)
+        _notify(
+            pipeline,
+            "retry",
+            _notice(pipeline, result, ctx, attempt, settings, started_at, None),
+            notifiers,
+        )
         if store is not None:
             store.add_event(
                 run_id,
@@ -295,16 +301,21 @@ def run_pipeline(
         reuse, skip = graph.resume_plan(committed, done | set(skip))
         _discard_companions(staging, pipeline.name, run_id, set(graph.order) - reuse - skip)
         attempt += 1
+    finished_at = datetime.now(UTC)
     if store is not None:
         error = _masked(str(result.error)) if result.error is not None else None
-        store.finish_run(run_id, cast("Any", result.state), error=error)
+        store.finish_run(run_id, cast("Any", result.state), error=error, at=finished_at)
+        started_at = store.get_run(run_id).started_at or started_at
         if result.state == "success":
             for name, stats in result.nodes.items():
                 if stats.cursor is not None:
                     store.set_state(pipeline.name, f"cursor.{name}", stats.cursor)
     event = "success" if result.state == "success" else "failure"
-    if result.state in ("success", "failed"):
-        _notify(pipeline, event, result, ctx, notifiers, attempt, settings)
+    if result.state in ("success", "failed") and (
+        store is None or store.claim_notification(run_id, event, attempt=attempt)
+    ):
+        notice = _notice(pipeline, result, ctx, attempt, settings, started_at, finished_at)
+        _notify(pipeline, event, notice, notifiers)
     return result
 
 
@@ -398,14 +409,35 @@ def _retry_delay(
     return min(delay, cap) if cap is not None else delay
 
 
+def _notice(
+    pipeline: type[Pipeline],
+    result: RunResult,
+    ctx: Context,
+    attempt: int,
+    settings: Settings,
+    started_at: datetime,
+    finished_at: datetime | None,
+) -> dict[str, Any]:
+    """What a notification about `result` says (`NotificationContext`'s fields but `event`)."""
+    return {
+        "pipeline": pipeline.name,
+        "run_id": result.run_id,
+        "logical_date": ctx.logical_date,
+        "node": _failed_node(result),
+        "error": _masked(str(result.error)) if result.error is not None else None,
+        "attempt": attempt,
+        "log_path": str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
+        "state": result.state,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+
+
 def _notify(
     pipeline: type[Pipeline],
     event: str,
-    result: RunResult,
-    ctx: Context,
+    notice: Mapping[str, Any],
     notifiers: Mapping[str, Any] | None,
-    attempt: int,
-    settings: Settings,
 ) -> None:
     callbacks = {
         "failure": pipeline.on_failure,
@@ -416,19 +448,48 @@ def _notify(
         return
     from etlkit.notifications import NotificationContext, NotificationEvent, dispatch
 
-    error = _masked(str(result.error)) if result.error is not None else None
-    context = NotificationContext(
-        event=cast("NotificationEvent", event),
-        pipeline=pipeline.name,
-        run_id=result.run_id,
-        logical_date=ctx.logical_date,
-        node=_failed_node(result),
-        error=error,
-        attempt=attempt,
-        log_path=str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
-        state=result.state,
-    )
+    context = NotificationContext(event=cast("NotificationEvent", event), **notice)
     dispatch(callbacks, context, notifiers or {})
+
+
+def notify_failure(
+    pipeline: type[Pipeline],
+    run_id: str,
+    *,
+    store: RunStore,
+    settings: Settings,
+    notifiers: Mapping[str, Any] | None,
+    node: str = "",
+) -> bool:
+    """Tell `pipeline.on_failure` that `run_id` failed, unless someone already did.
+
+    For failures decided outside the run's own process: a sensor that timed out in the
+    scheduler, a worker killed, a process found gone. The store's claim makes each failed
+    attempt notify once, whoever notices it first.
+
+    Returns:
+        True if the run is failed and this call notified (or had no one to tell).
+    """
+    record = store.get_run(run_id)
+    if record.state != "failed":
+        return False
+    if not store.claim_notification(record.run_id, "failure", attempt=record.attempt):
+        return False
+    log = runlog.log_path(settings.paths.logs_dir, pipeline.name, record.run_id)
+    notice = {
+        "pipeline": pipeline.name,
+        "run_id": record.run_id,
+        "logical_date": record.local_logical_date,
+        "node": node,
+        "error": _masked(record.error),
+        "attempt": record.attempt,
+        "log_path": str(log),
+        "state": record.state,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+    }
+    _notify(pipeline, "failure", notice, notifiers)
+    return True
 
 
 def retry_run(

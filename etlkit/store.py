@@ -629,6 +629,31 @@ class RunStore:
                 (run_id, node, kind, _ts(at or _now()), text),
             )
 
+    def claim_notification(
+        self, run_id: str, event: str, *, attempt: int, at: datetime | None = None
+    ) -> bool:
+        """Record that attempt `attempt` of `run_id` is notified of `event` ('failure', ...).
+
+        Returns:
+            True for the first caller, who then notifies; False if it was claimed before, so
+            a failure decided (or noticed) by several processes is notified once.
+        """
+        payload = json.dumps({"attempt": attempt, "event": event}, sort_keys=True)
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            seen = conn.execute(
+                "SELECT 1 FROM events WHERE run_id = ? AND kind = 'notified' AND payload = ?",
+                (run_id, payload),
+            ).fetchone()
+            if seen is not None:
+                return False
+            conn.execute(
+                "INSERT INTO events (run_id, node, kind, at, payload)"
+                " VALUES (?, '', 'notified', ?, ?)",
+                (run_id, _ts(at or _now()), payload),
+            )
+            return True
+
     def events(self, run_id: str) -> list[EventRecord]:
         """A run's events in the order they were added."""
         sql = f"SELECT {_columns(EventRecord)} FROM events WHERE run_id = ? ORDER BY id"

@@ -208,3 +208,78 @@ def test_run_of_a_scheduled_pipeline_reads_its_date_in_the_pipelines_timezone(
     assert " 2026-03-29 " in capsys.readouterr().out.splitlines()[1]
     assert main(["show", record.run_id]) == 0
     assert "date       2026-03-29 " in capsys.readouterr().out
+
+
+NOTIFYING = """
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+
+def page(ctx):
+    with open(Path(__file__).parent.parent / "pages.jsonl", "a") as fh:
+        fh.write(json.dumps(ctx.as_dict()) + "\\n")
+
+
+class Paged(ek.Pipeline):
+    on_failure = [page]
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    out = MemorySink(numbers)
+"""
+
+
+def test_a_run_whose_process_was_killed_is_failed_and_notified_once_by_the_next_command(
+    project: Path, capsys: pytest.CaptureFixture[str], dead_pid: int
+) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from etlkit.store import RunStore
+
+    (project / "pipelines" / "paged.py").write_text(NOTIFYING)
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        store.create_run(
+            run_id="20250131T000000Z-abcdef",
+            pipeline="paged",
+            logical_date=datetime(2025, 1, 31, tzinfo=UTC),
+            params={},
+            trigger="manual",
+            staging_root=str(project / ".etlkit" / "staging"),
+        )
+        store.start_run("20250131T000000Z-abcdef", pid=dead_pid)  # then it was SIGKILLed
+
+    assert main(["runs"]) == 0
+    assert main(["status"]) == 0
+    assert main(["run", "paged", "--date", "2025-01-31", "--progress", "none"]) == 0
+
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[:5] == [
+        "20250131T000000Z-abcdef",
+        "paged",
+        "2025-01-31",
+        "manual",
+        "failed",
+    ]
+    [page] = [json.loads(x) for x in (project / "pages.jsonl").read_text().splitlines()]
+    assert (page["event"], page["run_id"], page["state"]) == (
+        "failure",
+        "20250131T000000Z-abcdef",
+        "failed",
+    )
+    assert f"its process {dead_pid} on" in page["error"]
+    assert page["started_at"] is not None
+    assert page["finished_at"] is not None
+
+
+def test_backfill_help_says_missing_keeps_failed_runs(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["backfill", "--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert "missing: only dates without a finished run (default; failed runs stay failed)" in text
+    assert "successful" not in text
