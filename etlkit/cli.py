@@ -180,9 +180,12 @@ def _manual_dates(
     """A manual run's logical date in the pipeline's timezone, and for a scheduled pipeline
     the schedule's interval containing it (as `etlkit trigger` and backfills have)."""
     from etlkit.pipeline import parse_logical_date
-    from etlkit.scheduling.control import data_interval
 
     logical = parse_logical_date(date, cls.timezone)
+    if cls.schedule is None:  # a manual pipeline: the scheduler's modules stay unloaded
+        return logical, None
+    from etlkit.scheduling.control import data_interval
+
     interval = data_interval(cls, logical)
     if interval is None:
         return logical, None
@@ -232,12 +235,14 @@ _STORE_COMMANDS = frozenset(
 def _fail_dead_runs(args: argparse.Namespace) -> None:
     """Fail the runs whose process is gone (`RunStore.fail_dead_runs`), so that the command
     shows, counts and collects them as failed, and tell their pipelines' `on_failure`."""
-    from etlkit.pipeline import load_pipeline
-    from etlkit.runs import notify_failure
-
     settings = _settings(args)
     with _store(settings) as store:
         failed = store.fail_dead_runs()
+        if not failed:
+            return
+        from etlkit.pipeline import load_pipeline  # only now: they load polars and pyarrow
+        from etlkit.runs import notify_failure
+
         for record in failed:
             try:
                 cls = load_pipeline(record.pipeline, _pipelines_dir(args))
