@@ -311,8 +311,11 @@ def run_pipeline(
                 if stats.cursor is not None:
                     store.set_state(pipeline.name, f"cursor.{name}", stats.cursor)
     event = "success" if result.state == "success" else "failure"
-    if result.state in ("success", "failed") and (
-        store is None or store.claim_notification(run_id, event, attempt=attempt)
+    callbacks = pipeline.on_success if event == "success" else pipeline.on_failure
+    if (
+        result.state in ("success", "failed")
+        and callbacks
+        and (store is None or store.claim_notification(run_id, event, attempt=attempt))
     ):
         notice = _notice(pipeline, result, ctx, attempt, settings, started_at, finished_at)
         _notify(pipeline, event, notice, notifiers)

@@ -7,8 +7,10 @@ import itertools
 import logging
 import os
 import signal
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -300,6 +302,19 @@ def test_a_run_whose_process_vanished_fails_once_its_heartbeat_is_stale(
     assert record.state == "failed"
     assert record.error is not None
     assert record.error.startswith("process vanished: no heartbeat since 2025-03-01 00:00:00 UTC")
+
+
+def test_a_stale_run_whose_pid_now_names_another_process_fails(rig: Rig) -> None:
+    run_id = stale_run(rig.store, pid=os.getpid(), at=T0)
+    host, pid, start = (rig.store.get_run(run_id).owner or "").split("|")
+    with closing(sqlite3.connect(rig.store.path)) as conn, conn:  # the pid's earlier process
+        owner = f"{host}|{pid}|{int(start) - 1}"
+        conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+    rig.clock.set(T0 + timedelta(seconds=61))
+
+    assert rig.scheduler.tick().stale == (run_id,)
+
+    assert rig.store.get_run(run_id).state == "failed"
 
 
 def test_a_stale_run_whose_process_lives_is_left_alone(rig: Rig) -> None:
