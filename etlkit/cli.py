@@ -157,18 +157,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         cli["run.validate"] = False
     settings = _settings(args, cls, cli)
     listeners = _listeners(args.progress)
+    logical, interval = _manual_dates(cls, args.date)
     with _store(settings) as store:
         result = cls.run(
-            date=args.date,
+            date=logical,
             params=_parse_params(args.param),
             settings=settings,
             listeners=listeners,
             store=store,
             notifiers=_notifiers(args),
             pools=_pools(args),
+            data_interval=interval,
+            force=args.force,
         )
     result.raise_for_error()
     return 0
+
+
+def _manual_dates(
+    cls: type[Pipeline], date: str | None
+) -> tuple[datetime, tuple[datetime, datetime] | None]:
+    """A manual run's logical date in the pipeline's timezone, and for a scheduled pipeline
+    the schedule's interval containing it (as `etlkit trigger` and backfills have)."""
+    from etlkit.pipeline import parse_logical_date
+
+    logical = parse_logical_date(date, cls.timezone)
+    if cls.schedule is None:  # a manual pipeline: the scheduler's modules stay unloaded
+        return logical, None
+    from etlkit.scheduling.control import data_interval
+
+    interval = data_interval(cls, logical)
+    if interval is None:
+        return logical, None
+    zone = logical.tzinfo
+    return logical, (interval.start.astimezone(zone), interval.end.astimezone(zone))
 
 
 def _listeners(mode: str) -> list[Listener]:
@@ -202,6 +224,42 @@ def _store(settings: Settings) -> RunStore:
     from etlkit.store import RunStore
 
     return RunStore(settings.paths.store)
+
+
+#: Commands that read the run store: each first fails the runs whose process was killed.
+_STORE_COMMANDS = frozenset(
+    {"run", "retry", "runs", "show", "logs", "gc", "status", "trigger", "backfill"}
+)
+
+
+def _fail_dead_runs(args: argparse.Namespace) -> None:
+    """Fail the runs whose process is gone (`RunStore.fail_dead_runs`), so that the command
+    shows, counts and collects them as failed, and tell their pipelines' `on_failure`."""
+    settings = _settings(args)
+    with _store(settings) as store:
+        failed = store.fail_dead_runs()
+        if not failed:
+            return
+        from etlkit.pipeline import load_pipeline  # only now: they load polars and pyarrow
+        from etlkit.runs import notify_failure
+
+        for record in failed:
+            try:
+                cls = load_pipeline(record.pipeline, _pipelines_dir(args))
+                notify_failure(
+                    cls,
+                    record.run_id,
+                    store=store,
+                    settings=cls.layered(settings),
+                    notifiers=_notifiers(args),
+                )
+            except EtlkitError as exc:  # the run is failed; only its notification is lost
+                logging.getLogger(__name__).warning(
+                    "run %s failed (its process is gone), but its on_failure could not be"
+                    " called: %s",
+                    record.run_id,
+                    exc,
+                )
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -244,7 +302,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         (
             r.run_id,
             r.pipeline,
-            r.logical_date.strftime("%Y-%m-%d"),
+            f"{r.local_logical_date:%Y-%m-%d}",
             r.trigger,
             r.state,
             _when(r.started_at),
@@ -269,7 +327,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
     print(f"run        {record.run_id}")
     print(f"pipeline   {record.pipeline}")
-    print(f"date       {record.logical_date:%Y-%m-%d}   params {params}   trigger {record.trigger}")
+    date = f"{record.local_logical_date:%Y-%m-%d}"
+    print(f"date       {date}   params {params}   trigger {record.trigger}")
     print(f"state      {record.state} (attempt {record.attempt})")
     print(f"started    {_when(record.started_at)}   duration {_seconds(record.duration)}")
     print(f"staging    {record.staging_root}")
@@ -422,7 +481,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             cls, store=store, settings=settings, date=args.date, params=_parse_params(args.param)
         )
     print(
-        f"queued run {record.run_id} of {record.pipeline} for {record.logical_date:%Y-%m-%d}; "
+        f"queued run {record.run_id} of {record.pipeline} for"
+        f" {record.local_logical_date:%Y-%m-%d}; "
         "the scheduler starts it on its next round (`etlkit scheduler`)"
     )
     return 0
@@ -455,7 +515,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "paused" if row.paused else "active",
                 _when(row.next_due) if row.error is None else "ERROR",
                 ", ".join(row.running) or "-",
-                f"{last.state} {last.logical_date:%Y-%m-%d}" if last else "-",
+                f"{last.state} {last.local_logical_date:%Y-%m-%d}" if last else "-",
             )
         )
     _print_table(("pipeline", "schedule", "state", "next due", "running", "last run"), table)
@@ -466,7 +526,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from etlkit.pipeline import parse_logical_date
     from etlkit.scheduling import backfill
 
     cls = _load(args)
@@ -474,8 +533,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     with _store(settings) as store:
         summary = backfill(
             cls,
-            start=parse_logical_date(args.start),
-            end=parse_logical_date(args.end),
+            start=args.start,  # naive dates are read in the pipeline's timezone
+            end=args.end,
             store=store,
             settings=settings,
             project_dir=_project(args),
@@ -484,6 +543,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             reprocess=args.reprocess,
             max_active=args.max_active,
             reverse=args.reverse,
+            notifiers=_notifiers(args),
         )
     counts = ", ".join(
         f"{summary.count(state)} {state}"
@@ -646,10 +706,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline once")
     run.add_argument("pipeline", help="a file (pipelines/x.py), module path or pipeline name")
-    run.add_argument("--date", help="logical date YYYY-MM-DD (default: today, UTC)")
+    run.add_argument(
+        "--date", help="logical date YYYY-MM-DD (default: today, in the pipeline's timezone)"
+    )
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--chunk-rows", type=int, help="rows per chunk")
     run.add_argument("--no-validate", action="store_true", help="skip schema validation")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run even while another run of the pipeline for this date is active",
+    )
     run.add_argument(
         "--progress",
         choices=["auto", "live", "plain", "none"],
@@ -734,8 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reprocess",
         choices=["missing", "failed", "all"],
         default="missing",
-        help="missing: only dates without a successful run (default); failed: also rerun "
-        "failed ones; all: rerun everything",
+        help="missing: only dates without a finished run (default; failed runs stay failed); "
+        "failed: also rerun failed and cancelled ones; all: rerun everything",
     )
     backfill.add_argument("--max-active", type=int, default=1, help="runs at once")
     backfill.add_argument("--reverse", action="store_true", help="newest dates first")
@@ -782,6 +849,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "connections", True):
             _activate_connections(args)
+        if args.command in _STORE_COMMANDS:
+            _fail_dead_runs(args)
         return func(args)
     except EtlkitError as exc:
         from etlkit.connections import active_connections, mask

@@ -21,9 +21,10 @@ import types
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
 from etlkit.graph import Graph, build_graph
@@ -164,11 +165,14 @@ class Pipeline:
         notifiers: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] | None = None,
         pools: Mapping[str, int] | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
+        force: bool = False,
     ) -> RunResult:
         """Run the pipeline once, now, in this process; return the result (check `.error`).
 
         Args:
-            date: the logical date (`YYYY-MM-DD`, ISO datetime or datetime; default today, UTC).
+            date: the logical date (`YYYY-MM-DD`, ISO datetime or datetime; naive means in the
+                pipeline's `timezone`; default today there).
             params: values for the params the class declares (others are an error).
             settings: resolved settings (default: defaults and `etlkit.toml` of the working
                 directory; the environment is not read). This class's attributes are applied
@@ -182,12 +186,16 @@ class Pipeline:
             notifiers: configured notifiers by name, for `on_failure` & co.
             sleep: waits between node retries (tests pass a fake).
             pools: pool sizes by name (`[pools]` in etlkit.toml).
+            data_interval: the `[start, end)` the run covers (`etlkit run` passes a scheduled
+                pipeline's interval containing `date`).
+            force: start the run even while another run for the same date is active in `store`.
 
         Raises:
             PipelineDefinitionError: the graph is invalid (nothing has run).
             ConfigError: a bad date or an undeclared param.
             StagingError: `run_id` already committed a node that is neither in `reuse` nor in
                 `skip` (nothing has run).
+            RunExistsError: without `force`, a run of this pipeline for `date` is active.
         """
         from etlkit.config import load_settings
         from etlkit.runs import run_pipeline
@@ -197,7 +205,7 @@ class Pipeline:
         return run_pipeline(
             cls,
             settings=cls.layered(settings),
-            logical_date=parse_logical_date(date),
+            logical_date=parse_logical_date(date, cls.timezone),
             params=cls.resolve_params(params or {}),
             listeners=listeners,
             run_id=run_id,
@@ -208,6 +216,8 @@ class Pipeline:
             notifiers=notifiers,
             sleep=sleep or time.sleep,
             pools=pools,
+            data_interval=data_interval,
+            force=force,
         )
 
     @classmethod
@@ -273,15 +283,22 @@ class Pipeline:
         }
 
 
-def parse_logical_date(value: str | datetime | None) -> datetime:
-    """A logical date from `YYYY-MM-DD`, an ISO datetime or a datetime; naive means UTC.
+def parse_logical_date(value: str | datetime | None, timezone: str = "UTC") -> datetime:
+    """A logical date from `YYYY-MM-DD`, an ISO datetime or a datetime; naive means in
+    `timezone` (an IANA name), and None means today's midnight there.
 
     Raises:
-        ConfigError: the text is not a date.
+        ConfigError: the text is not a date, or `timezone` is not an IANA timezone.
     """
+    try:
+        zone: tzinfo = UTC if timezone == "UTC" else ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"Timezone {timezone!r} is not an IANA timezone (e.g. 'Europe/Berlin', 'UTC')."
+        ) from exc
     if value is None:
-        now = datetime.now(UTC)
-        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+        now = datetime.now(zone)
+        return datetime(now.year, now.month, now.day, tzinfo=zone)
     if isinstance(value, datetime):
         moment = value
     else:
@@ -291,7 +308,7 @@ def parse_logical_date(value: str | datetime | None) -> datetime:
             raise ConfigError(
                 f"Logical date {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
             ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
 
 
 def _module_name_for(path: Path) -> str:

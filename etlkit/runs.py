@@ -41,7 +41,7 @@ from etlkit.execution import (
 )
 from etlkit.nodes import Context, Policy
 from etlkit.staging import Staging
-from etlkit.store import NodeUpdate, pid_alive
+from etlkit.store import NodeUpdate, owner_gone, pid_alive
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -209,12 +209,15 @@ def run_pipeline(
     notifiers: Mapping[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     pools: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Execute one run of `pipeline`; record it in `store` and keep its log. See module doc.
 
     A node that fails with retries left (its own `options(retries=...)`, else the pipeline's)
     is retried after its delay: committed outputs are reused, so it restarts from its inputs'
-    staged outputs. `resumed=True` means the store already has the run's record.
+    staged outputs. `resumed=True` means the store already has the run's record. A new run is
+    refused while another run of the pipeline for the same logical date is active, unless
+    `force` (`RunExistsError`).
     """
     graph = pipeline.graph()
     staging = Staging(staging_root or settings.paths.staging_root)
@@ -234,6 +237,7 @@ def run_pipeline(
         store_path=settings.paths.store if store is not None else None,
     )
     attempt = 1
+    started_at = datetime.now(UTC)
     if store is not None:
         if resumed:
             record = store.get_run(run_id)
@@ -247,6 +251,10 @@ def run_pipeline(
                 params=params,
                 trigger=trigger,
                 staging_root=staging.root_url,
+                data_interval_start=data_interval[0] if data_interval else None,
+                data_interval_end=data_interval[1] if data_interval else None,
+                timezone=pipeline.timezone,
+                exclusive=not force,
             )
             store.start_run(run_id, pid=os.getpid())
         attempt = record.attempt
@@ -277,7 +285,12 @@ def run_pipeline(
             delay,
             extra={"run_id": run_id, "node": failed},
         )
-        _notify(pipeline, "retry", result, ctx, notifiers, attempt, settings)
+        _notify(
+            pipeline,
+            "retry",
+            _notice(pipeline, result, ctx, attempt, settings, started_at, None),
+            notifiers,
+        )
         if store is not None:
             store.add_event(
                 run_id,
@@ -293,15 +306,24 @@ def run_pipeline(
             if stats.kind == "sink" and stats.state in ("done", "skipped")
         }
         reuse, skip = graph.resume_plan(committed, done | set(skip))
+        _discard_companions(staging, pipeline.name, run_id, set(graph.order) - reuse - skip)
         attempt += 1
+    finished_at = datetime.now(UTC)
     if store is not None:
         error = _masked(str(result.error)) if result.error is not None else None
-        store.finish_run(run_id, cast("Any", result.state), error=error)
+        store.finish_run(run_id, cast("Any", result.state), error=error, at=finished_at)
+        started_at = store.get_run(run_id).started_at or started_at
         if result.state == "success":
             _store_cursors(store, pipeline, graph, staging, run_id)
     event = "success" if result.state == "success" else "failure"
-    if result.state in ("success", "failed"):
-        _notify(pipeline, event, result, ctx, notifiers, attempt, settings)
+    callbacks = pipeline.on_success if event == "success" else pipeline.on_failure
+    if (
+        result.state in ("success", "failed")
+        and callbacks
+        and (store is None or store.claim_notification(run_id, event, attempt=attempt))
+    ):
+        notice = _notice(pipeline, result, ctx, attempt, settings, started_at, finished_at)
+        _notify(pipeline, event, notice, notifiers)
     return result
 
 
@@ -448,14 +470,35 @@ def _retry_delay(
     return min(delay, cap) if cap is not None else delay
 
 
+def _notice(
+    pipeline: type[Pipeline],
+    result: RunResult,
+    ctx: Context,
+    attempt: int,
+    settings: Settings,
+    started_at: datetime,
+    finished_at: datetime | None,
+) -> dict[str, Any]:
+    """What a notification about `result` says (`NotificationContext`'s fields but `event`)."""
+    return {
+        "pipeline": pipeline.name,
+        "run_id": result.run_id,
+        "logical_date": ctx.logical_date,
+        "node": _failed_node(result),
+        "error": _masked(str(result.error)) if result.error is not None else None,
+        "attempt": attempt,
+        "log_path": str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
+        "state": result.state,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+
+
 def _notify(
     pipeline: type[Pipeline],
     event: str,
-    result: RunResult,
-    ctx: Context,
+    notice: Mapping[str, Any],
     notifiers: Mapping[str, Any] | None,
-    attempt: int,
-    settings: Settings,
 ) -> None:
     callbacks = {
         "failure": pipeline.on_failure,
@@ -466,19 +509,48 @@ def _notify(
         return
     from etlkit.notifications import NotificationContext, NotificationEvent, dispatch
 
-    error = _masked(str(result.error)) if result.error is not None else None
-    context = NotificationContext(
-        event=cast("NotificationEvent", event),
-        pipeline=pipeline.name,
-        run_id=result.run_id,
-        logical_date=ctx.logical_date,
-        node=_failed_node(result),
-        error=error,
-        attempt=attempt,
-        log_path=str(runlog.log_path(settings.paths.logs_dir, pipeline.name, result.run_id)),
-        state=result.state,
-    )
+    context = NotificationContext(event=cast("NotificationEvent", event), **notice)
     dispatch(callbacks, context, notifiers or {})
+
+
+def notify_failure(
+    pipeline: type[Pipeline],
+    run_id: str,
+    *,
+    store: RunStore,
+    settings: Settings,
+    notifiers: Mapping[str, Any] | None,
+    node: str = "",
+) -> bool:
+    """Tell `pipeline.on_failure` that `run_id` failed, unless someone already did.
+
+    For failures decided outside the run's own process: a sensor that timed out in the
+    scheduler, a worker killed, a process found gone. The store's claim makes each failed
+    attempt notify once, whoever notices it first.
+
+    Returns:
+        True if the run is failed and this call notified (or had no one to tell).
+    """
+    record = store.get_run(run_id)
+    if record.state != "failed":
+        return False
+    if not store.claim_notification(record.run_id, "failure", attempt=record.attempt):
+        return False
+    log = runlog.log_path(settings.paths.logs_dir, pipeline.name, record.run_id)
+    notice = {
+        "pipeline": pipeline.name,
+        "run_id": record.run_id,
+        "logical_date": record.local_logical_date,
+        "node": node,
+        "error": _masked(record.error),
+        "attempt": record.attempt,
+        "log_path": str(log),
+        "state": record.state,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+    }
+    _notify(pipeline, "failure", notice, notifiers)
+    return True
 
 
 def retry_run(
@@ -502,7 +574,8 @@ def retry_run(
     if record.state == "success":
         raise StoreError(f"Run {record.run_id} of '{record.pipeline}' already succeeded")
     if record.state in ("queued", "running"):
-        if pid_alive(record.pid) and record.pid != os.getpid():
+        alive = pid_alive(record.pid) if record.owner is None else owner_gone(record.owner) is None
+        if alive and record.pid is not None and record.pid != os.getpid():
             raise StoreError(
                 f"Run {record.run_id} is still running (pid {record.pid}); "
                 "wait for it or stop it first"
@@ -615,7 +688,9 @@ def _resume_plan(
         else:
             committed.add(name)
     done_sinks = {n.node for n in store.node_runs(run_id) if n.kind == "sink" and n.state == "done"}
-    return graph.resume_plan(committed, done_sinks)
+    reuse, skip = graph.resume_plan(committed, done_sinks)
+    _discard_companions(staging, pipeline.name, run_id, set(graph.order) - reuse - skip)
+    return reuse, skip
 
 
 def discard_sink_leftovers(pipeline: type[Pipeline], record: RunRecord) -> list[str]:
@@ -650,3 +725,13 @@ def discard_sink_leftovers(pipeline: type[Pipeline], record: RunRecord) -> list[
             )
             removed += node.discard_leftovers(ctx)
     return removed
+
+
+def _discard_companions(staging: Staging, pipeline: str, run_id: str, rerun: set[str]) -> None:
+    """Remove the `<node>.failures` and `<node>.rejects` an earlier attempt committed for the
+    nodes that run again: their new attempt stages its own, and committed outputs are immutable.
+    """
+    for name in staging.committed(pipeline, run_id):
+        node, dot, _ = name.partition(".")
+        if dot and node in rerun:
+            staging.discard(pipeline, run_id, name)

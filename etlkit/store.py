@@ -6,7 +6,9 @@ and ISO-8601 text (`2025-03-01T02:00:00.000000+00:00`) in the file, so they sort
 schema version is `PRAGMA user_version`; `_MIGRATIONS` upgrades older files in order, and a file
 from a newer etlkit is refused. `_SCHEMA_V1` below is the schema; `_SCHEMA_V2` adds what the
 scheduler needs: each run's data interval, paused pipelines, pool slot leases and scheduler
-heartbeats.
+heartbeats; `_SCHEMA_V3` adds each run's timezone (the one its logical date is read in) and
+owner: the host, pid and process start time of the process running it, so any command can tell
+a run whose process was killed from a live one (`fail_dead_runs`), scheduler or not.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etlkit.errors import StoreError
 
@@ -81,6 +84,18 @@ class RunRecord:
     attempt: int
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
+    timezone: str | None = None
+    owner: str | None = None
+
+    @property
+    def zone(self) -> tzinfo:
+        """The timezone the run's logical date is read in (UTC when unknown or not IANA)."""
+        return _zone(self.timezone)
+
+    @property
+    def local_logical_date(self) -> datetime:
+        """The logical date in the run's timezone: what `ctx.ds` shows its nodes."""
+        return self.logical_date.astimezone(self.zone)
 
     @property
     def duration(self) -> float | None:
@@ -227,8 +242,21 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_SCHEMA_V3: Final = (
+    # The IANA timezone of the run's logical date (NULL: UTC, as runs recorded before it).
+    "ALTER TABLE runs ADD COLUMN timezone TEXT",
+    # `host|pid|start`: the process running the run (see `owner_of`); NULL when none is known.
+    "ALTER TABLE runs ADD COLUMN owner TEXT",
+)
+
+
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V3:
+        conn.execute(statement)
+
+
 # _MIGRATIONS[i] takes a file from version i to i + 1. Append; never edit a released one.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3]
 
 
 class RunStore:
@@ -318,23 +346,33 @@ class RunStore:
         at: datetime | None = None,
         data_interval_start: datetime | None = None,
         data_interval_end: datetime | None = None,
+        timezone: str | None = None,
+        exclusive: bool = False,
     ) -> RunRecord:
         """Record a new run (attempt 1) and return it; a scheduled run has a data interval.
 
+        `timezone` is the IANA zone the logical date is read in. With `exclusive`, the run is
+        refused while another run of the pipeline for the same logical date is queued or
+        running (one whose process is gone is failed first, see `fail_dead_runs`).
+
         Raises:
-            RunExistsError: the run id is taken, or `trigger` is 'schedule' or 'backfill' and
-                the pipeline already has such a run for `logical_date` (manual runs may repeat).
+            RunExistsError: the run id is taken; `trigger` is 'schedule' or 'backfill' and the
+                pipeline already has such a run for `logical_date`; or `exclusive` and a run for
+                that date is active.
         """
         _check(state, RUN_STATES, "run state")
+        now = at or _now()
         values: list[str | None] = [run_id, pipeline, _ts(logical_date), trigger, state]
-        values += [json.dumps(dict(params), sort_keys=True), _ts(at or _now()), staging_root]
-        values += [_opt_ts(data_interval_start), _opt_ts(data_interval_end)]
+        values += [json.dumps(dict(params), sort_keys=True), _ts(now), staging_root]
+        values += [_opt_ts(data_interval_start), _opt_ts(data_interval_end), timezone]
         with self._transaction() as conn:
+            if exclusive:
+                self._refuse_active(conn, pipeline, logical_date, timezone, now)
             try:
                 conn.execute(
                     "INSERT INTO runs (run_id, pipeline, logical_date, trigger, state, params,"
-                    " created_at, staging_root, data_interval_start, data_interval_end)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, staging_root, data_interval_start, data_interval_end, timezone)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
             except sqlite3.IntegrityError as exc:
@@ -353,8 +391,8 @@ class RunStore:
                 )
             conn.execute(
                 "UPDATE runs SET state = 'running', started_at = ?, heartbeat_at = ?,"
-                " pid = COALESCE(?, pid) WHERE run_id = ?",
-                (now, now, pid, run_id),
+                " pid = COALESCE(?, pid), owner = COALESCE(?, owner) WHERE run_id = ?",
+                (now, now, pid, owner_of(pid), run_id),
             )
 
     def heartbeat(self, run_id: str, at: datetime | None = None) -> None:
@@ -384,8 +422,9 @@ class RunStore:
                 )
             conn.execute(
                 "UPDATE runs SET state = 'running', attempt = attempt + 1, started_at = ?,"
-                " heartbeat_at = ?, finished_at = NULL, error = NULL, pid = ? WHERE run_id = ?",
-                (now, now, pid, run_id),
+                " heartbeat_at = ?, finished_at = NULL, error = NULL, pid = ?, owner = ?"
+                " WHERE run_id = ?",
+                (now, now, pid, owner_of(pid), run_id),
             )
             return self._fetch(conn, run_id)
 
@@ -420,6 +459,17 @@ class RunStore:
         found = self.runs(pipeline, limit=1, states=states)
         return found[0] if found else None
 
+    def last_run(
+        self, pipeline: str, *, states: Collection[RunState] | None = None
+    ) -> RunRecord | None:
+        """`pipeline`'s run with the latest logical date (optionally among `states`): of
+        several for that date, the newest. Catchup runs share their creation time, so only the
+        logical date says which one is last."""
+        where, args = _filters(pipeline, states)
+        order = " ORDER BY logical_date DESC, created_at DESC, run_id DESC LIMIT 1"
+        found = self._runs(_RUNS + where + order, args)
+        return found[0] if found else None
+
     def runs(
         self,
         pipeline: str | None = None,
@@ -444,6 +494,18 @@ class RunStore:
             " < ? ORDER BY created_at, run_id",
             (_ts(older_than),),
         )
+
+    def fail_dead_runs(self, *, at: datetime | None = None) -> list[RunRecord]:
+        """Fail the running runs whose process on this host is gone; return them as failed.
+
+        A run's owner (see `owner_of`) is gone when no process has its pid, or the process
+        with that pid started at another time (the pid was reused). Runs owned by another
+        host, or with no known owner (claimed by a scheduler, its worker not started yet), are
+        left to the scheduler's heartbeat check. Two processes noticing the same dead run fail
+        it once.
+        """
+        with self._transaction() as conn:
+            return self._fail_dead(conn, None, at or _now())
 
     def pipelines(self) -> list[str]:
         """Names of the pipelines with at least one recorded run, sorted."""
@@ -567,6 +629,31 @@ class RunStore:
                 (run_id, node, kind, _ts(at or _now()), text),
             )
 
+    def claim_notification(
+        self, run_id: str, event: str, *, attempt: int, at: datetime | None = None
+    ) -> bool:
+        """Record that attempt `attempt` of `run_id` is notified of `event` ('failure', ...).
+
+        Returns:
+            True for the first caller, who then notifies; False if it was claimed before, so
+            a failure decided (or noticed) by several processes is notified once.
+        """
+        payload = json.dumps({"attempt": attempt, "event": event}, sort_keys=True)
+        with self._transaction() as conn:
+            self._state_of(conn, run_id)
+            seen = conn.execute(
+                "SELECT 1 FROM events WHERE run_id = ? AND kind = 'notified' AND payload = ?",
+                (run_id, payload),
+            ).fetchone()
+            if seen is not None:
+                return False
+            conn.execute(
+                "INSERT INTO events (run_id, node, kind, at, payload)"
+                " VALUES (?, '', 'notified', ?, ?)",
+                (run_id, _ts(at or _now()), payload),
+            )
+            return True
+
     def events(self, run_id: str) -> list[EventRecord]:
         """A run's events in the order they were added."""
         sql = f"SELECT {_columns(EventRecord)} FROM events WHERE run_id = ? ORDER BY id"
@@ -680,8 +767,8 @@ class RunStore:
             if global_limit is not None and conn.execute(count).fetchone()[0] >= global_limit:
                 return False
             conn.execute(
-                "UPDATE runs SET state = 'running', started_at = ?, heartbeat_at = ?, pid = NULL"
-                " WHERE run_id = ?",
+                "UPDATE runs SET state = 'running', started_at = ?, heartbeat_at = ?, pid = NULL,"
+                " owner = NULL WHERE run_id = ?",
                 (now, now, run_id),
             )
             return True
@@ -748,7 +835,7 @@ class RunStore:
         now = _ts(at or _now())
         sql = (
             "UPDATE runs SET state = 'queued', attempt = attempt + 1, started_at = NULL,"
-            " finished_at = NULL, heartbeat_at = NULL, error = NULL, pid = NULL"
+            " finished_at = NULL, heartbeat_at = NULL, error = NULL, pid = NULL, owner = NULL"
             f" WHERE run_id = ? AND state IN ({', '.join('?' * len(from_states))})"
             " AND (? IS NULL OR attempt = ?)"
         )
@@ -922,6 +1009,62 @@ class RunStore:
                 ' Upgrade etlkit: pip install -U "etlkit-framework".'
             )
 
+    def _fail_dead(
+        self, conn: sqlite3.Connection, pipeline: str | None, now: datetime
+    ) -> list[RunRecord]:
+        sql = (
+            _RUNS + " WHERE state = 'running' AND owner IS NOT NULL AND (? IS NULL OR pipeline = ?)"
+        )
+        failed = []
+        for row in conn.execute(sql + " ORDER BY created_at, run_id", (pipeline, pipeline)):
+            record = _record(RunRecord, row)
+            gone = owner_gone(record.owner)
+            if gone is None:
+                continue
+            error = (
+                f"{gone}: it was killed, or its machine restarted, before recording the run's"
+                f" end. `etlkit retry {record.run_id}` resumes it."
+            )
+            conn.execute(
+                "UPDATE runs SET state = 'failed', finished_at = ?, error = ? WHERE run_id = ?"
+                " AND state = 'running' AND attempt = ?",
+                (_ts(now), error, record.run_id, record.attempt),
+            )
+            conn.execute("DELETE FROM pool_slots WHERE run_id = ?", (record.run_id,))
+            logger.warning("run %s of %s failed: %s", record.run_id, record.pipeline, error)
+            failed.append(self._fetch(conn, record.run_id))
+        return failed
+
+    def _refuse_active(
+        self,
+        conn: sqlite3.Connection,
+        pipeline: str,
+        logical_date: datetime,
+        timezone: str | None,
+        now: datetime,
+    ) -> None:
+        """Raise RunExistsError if a run of `pipeline` for `logical_date` is active."""
+        self._fail_dead(conn, pipeline, now)
+        row = conn.execute(
+            _RUNS + " WHERE pipeline = ? AND logical_date = ? AND state IN ('queued', 'running')"
+            " ORDER BY created_at, run_id LIMIT 1",
+            (pipeline, _ts(logical_date)),
+        ).fetchone()
+        if row is None:
+            return
+        active = _record(RunRecord, row)
+        date = logical_date.astimezone(_zone(timezone))
+        process = f", process {active.pid}" if active.pid is not None else ""
+        raise RunExistsError(
+            f"Pipeline '{pipeline}' already has an active run for logical date"
+            f" {date.isoformat()}: run {active.run_id} ({active.state}{process}), so a second"
+            " one would stage and load the same date at the same time. Wait for it to end"
+            f" (`etlkit show {active.run_id}`), stop it, or start another run anyway with"
+            " `etlkit run --force`.",
+            existing_run_id=active.run_id,
+            pipeline=pipeline,
+        )
+
     def _fetch(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         return _record(RunRecord, conn.execute(_RUNS + " WHERE run_id = ?", (run_id,)).fetchone())
 
@@ -975,6 +1118,13 @@ def _ts(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
 def _json_default(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -1021,6 +1171,42 @@ def _filters(pipeline: str | None, states: Collection[str] | None) -> tuple[str,
         clauses.append(f"state IN ({', '.join('?' * len(states))})")
         args.extend(states)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot, or None where unknown.
+
+    Together with the pid it names one process: a pid reused after a kill has another start.
+    Read from `/proc/<pid>/stat` (field 22; fields 3 on follow the command's closing ')').
+    """
+    try:
+        text = Path(f"/proc/{pid:d}/stat").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    fields = text.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def owner_of(pid: int | None) -> str | None:
+    """`host|pid|start` naming process `pid` of this host (None for no pid)."""
+    if pid is None:
+        return None
+    return f"{socket.gethostname()}|{pid:d}|{process_start(pid) or ''}"
+
+
+def owner_gone(owner: str | None) -> str | None:
+    """Why the owner process is gone (None: alive, on another host, or unknown)."""
+    host, _, rest = (owner or "").partition("|")
+    pid_text, _, start = rest.partition("|")
+    if not pid_text.isdigit() or host != socket.gethostname():
+        return None
+    pid = int(pid_text)
+    if not pid_alive(pid):
+        return f"its process {pid} on {host} is gone"
+    now_start = process_start(pid)
+    if start and now_start is not None and now_start != start:
+        return f"its process {pid} on {host} is gone (that pid now belongs to another process)"
+    return None
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -12,25 +12,29 @@ with `reverse`). Which existing runs are redone depends on `reprocess`:
 - `all`: every run, from scratch: the run's staged outputs are deleted first.
 
 Interrupting a backfill (Ctrl-C) terminates its workers and marks their runs `interrupted`; the
-same command resumes it. Sensors run inside each worker (a backfill does not poke them itself).
-The pipeline's `start_date`, `end_date`, `catchup` and pause do not limit a backfill.
+same command resumes it. As in the scheduler, a run's sensors are poked from the backfill's loop
+before its worker starts, so a run waiting for a sensor holds no process and no `max_active`
+slot; a failure decided here (a sensor that failed or timed out, a worker killed) calls the
+pipeline's `on_failure`, once per failed attempt. The pipeline's `start_date`, `end_date`,
+`catchup` and pause do not limit a backfill.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from etlkit.errors import ConfigError, SchedulerError
+from etlkit.runs import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.scheduler import new_run_id
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment
+from etlkit.scheduling.sensing import SensorGate
 from etlkit.store import ACTIVE_STATES, RunExistsError, RunRecord, RunState, RunStore
 
 if TYPE_CHECKING:
@@ -97,6 +101,7 @@ def backfill(
     clock: Clock | None = None,
     launch: Launcher | None = None,
     poll_seconds: float = 0.5,
+    notifiers: Mapping[str, Any] | None = None,
 ) -> BackfillSummary:
     """Run `pipeline` for every interval whose logical date is in `[start, end]`; see module doc.
 
@@ -107,6 +112,7 @@ def backfill(
         max_active: runs at once.
         reverse: newest first.
         launch: starts a run's worker (default `python -m etlkit.worker` in `project_dir`).
+        notifiers: the configured notifiers by name, for `on_failure`.
 
     Raises:
         SchedulerError: the pipeline has no schedule.
@@ -148,8 +154,9 @@ def backfill(
     )
     children = Children(store, launcher, clock)
     interrupted = False
+    loop = _Loop(pipeline, children, store, settings, clock, dict(notifiers or {}))
     try:
-        _execute(plan, children, store, settings, clock, max_active, poll_seconds)
+        loop.execute(plan, max_active, poll_seconds)
     except KeyboardInterrupt:
         interrupted = True
         logger.warning("backfill of %s interrupted; run it again to resume", pipeline.name)
@@ -198,6 +205,7 @@ def _prepare(
                     at=now,
                     data_interval_start=interval.start,
                     data_interval_end=interval.end,
+                    timezone=pipeline.timezone,
                 )
             except RunExistsError as exc:  # a scheduler planned it meanwhile
                 record = store.get_run(exc.existing_run_id)
@@ -230,35 +238,64 @@ def _prepare(
     return plan, kept, elsewhere
 
 
-def _execute(
-    plan: list[str],
-    children: Children,
-    store: RunStore,
-    settings: Settings,
-    clock: Clock,
-    max_active: int,
-    poll_seconds: float,
-) -> None:
-    """Launch the planned runs, `max_active` at once, until all of them ended."""
-    pending = deque(plan)
-    watched: set[str] = set()  # runs another process claimed: wait for their end
-    while True:
-        children.reap()
-        sweep_stale(  # a run another process took on, and lost
-            store,
-            now=clock.now(),
-            stale_after=settings.scheduler.stale_after_seconds,
-            on_stale="fail",  # nobody would launch a backfill run queued again
-            own={child.run_id for child in children},
-            among=watched,
-        )
-        while pending and len(children) < max_active:
-            run_id = pending.popleft()
-            if store.claim_run(run_id, at=clock.now()):
-                children.launch(store.get_run(run_id))
-            elif store.get_run(run_id).state in ACTIVE_STATES:
-                watched.add(run_id)
-        watched = {r for r in watched if store.get_run(r).state in ACTIVE_STATES}
-        if not pending and not len(children) and not watched:
-            return
-        clock.sleep(poll_seconds)
+@dataclass
+class _Loop:
+    """Executes the planned runs: pokes their sensors, launches, reaps, notifies failures."""
+
+    pipeline: type[Pipeline]
+    children: Children
+    store: RunStore
+    settings: Settings
+    clock: Clock
+    notifiers: dict[str, Any]
+
+    def execute(self, plan: list[str], max_active: int, poll_seconds: float) -> None:
+        """Launch the planned runs, `max_active` at once, until all of them ended."""
+        store, children = self.store, self.children
+        gate = SensorGate(store, self.clock, store_path=self.settings.paths.store)
+        pending = list(plan)
+        watched: set[str] = set()  # runs another process claimed: wait for their end
+        while True:
+            decided = [child.run_id for child in children.reap()]
+            decided += [
+                r.run_id
+                for r in sweep_stale(  # a run another process took on, and lost
+                    store,
+                    now=self.clock.now(),
+                    stale_after=self.settings.scheduler.stale_after_seconds,
+                    on_stale="fail",  # nobody would launch a backfill run queued again
+                    own={child.run_id for child in children},
+                    among=watched,
+                )
+            ]
+            for run_id in list(pending):
+                if len(children) >= max_active:
+                    break
+                record = store.get_run(run_id)
+                verdict = gate.check(record, self.pipeline) if record.state == "queued" else ""
+                if verdict == "waiting":
+                    continue  # its sensors hold no process: the next run may start
+                pending.remove(run_id)
+                if verdict in ("failed", "skipped"):
+                    decided.append(run_id)
+                elif store.claim_run(run_id, at=self.clock.now()):
+                    if not children.launch(store.get_run(run_id)):
+                        decided.append(run_id)
+                elif store.get_run(run_id).state in ACTIVE_STATES:
+                    watched.add(run_id)
+            self.notify(decided)
+            watched = {r for r in watched if store.get_run(r).state in ACTIVE_STATES}
+            if not pending and not len(children) and not watched:
+                return
+            self.clock.sleep(poll_seconds)
+
+    def notify(self, run_ids: list[str]) -> None:
+        """`on_failure` for the runs that failed here and were not notified yet."""
+        for run_id in run_ids:
+            notify_failure(
+                self.pipeline,
+                run_id,
+                store=self.store,
+                settings=self.settings,
+                notifiers=self.notifiers,
+            )

@@ -49,8 +49,7 @@ def trigger(
     """
     now = (clock or SystemClock()).now()
     logical = now if date is None else _logical(date, pipeline)
-    schedule = Schedule.of(pipeline)
-    interval = schedule.interval_containing(logical) if schedule else DataInterval(logical, logical)
+    interval = data_interval(pipeline, logical) or DataInterval(logical, logical)
     return store.create_run(
         run_id=_new_run_id(now),
         pipeline=pipeline.name,
@@ -61,7 +60,19 @@ def trigger(
         at=now,
         data_interval_start=interval.start,
         data_interval_end=interval.end,
+        timezone=pipeline.timezone,
     )
+
+
+def data_interval(pipeline: type[Pipeline], logical_date: datetime) -> DataInterval | None:
+    """The schedule's interval containing `logical_date`, for a run outside the schedule
+    (`etlkit run --date`, `etlkit trigger`); None for a pipeline without a schedule.
+
+    Raises:
+        PipelineDefinitionError: the pipeline's schedule or timezone is invalid.
+    """
+    schedule = Schedule.of(pipeline)
+    return schedule.interval_containing(logical_date) if schedule else None
 
 
 def pause(store: RunStore, pipeline: str, *, clock: Clock | None = None) -> bool:
@@ -91,7 +102,7 @@ class PipelineStatus:
         next_due: when that run is due (the end of its interval; may be past: due now).
         queued: ids of its queued runs, oldest first.
         running: ids of its running runs, oldest first.
-        last_run: its latest finished run (any trigger).
+        last_run: its finished run with the latest logical date (any trigger).
         error: why it cannot be scheduled (import failure, invalid graph or schedule).
     """
 
@@ -136,7 +147,7 @@ def status(
                 running=tuple(
                     r.run_id for r in active if r.pipeline == name and r.state == "running"
                 ),
-                last_run=store.latest_run(name, states=FINAL_STATES),
+                last_run=store.last_run(name, states=FINAL_STATES),
             )
         )
     for where, error in sorted(catalog.errors.items()):
@@ -151,7 +162,7 @@ def status(
                 next_due=None,
                 queued=(),
                 running=(),
-                last_run=store.latest_run(name, states=FINAL_STATES),
+                last_run=store.last_run(name, states=FINAL_STATES),
                 error=error,
             )
         )

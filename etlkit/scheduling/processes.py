@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from etlkit.scheduling.clock import Clock
-from etlkit.store import RunRecord, RunState, RunStore, pid_alive
+from etlkit.store import RunRecord, RunState, RunStore, owner_gone, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -249,14 +249,17 @@ def sweep_stale(
     """Fail (or, with `on_stale="retry"`, requeue) running runs whose process vanished.
 
     A run is taken for vanished when its last heartbeat is older than `stale_after` seconds and
-    its process is not alive on this host; runs in `own` (workers this process watches) are left
+    its process is not alive on this host (or its pid now names another process, see
+    `RunStore.fail_dead_runs`); runs in `own` (workers this process watches) are left
     to `Children.reap`; with `among`, only those runs are looked at. With "retry" a run is
     queued again (resuming what it committed) up to `MAX_STALE_ATTEMPTS` attempts. Returns the
     runs handled.
     """
     handled = []
     for record in store.stale_runs(now - timedelta(seconds=stale_after)):
-        if record.run_id in own or pid_alive(record.pid):
+        # a pid alive again after a kill may be another process's: the owner's start time tells
+        alive = pid_alive(record.pid) and owner_gone(record.owner) is None
+        if record.run_id in own or alive:
             continue
         if among is not None and record.run_id not in among:
             continue

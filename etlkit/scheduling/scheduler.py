@@ -16,6 +16,9 @@ launcher; `serve()` ticks every `scheduler.poll_seconds` until SIGINT or SIGTERM
 - Reaping and recovery: a worker that ended without recording its run's end (killed by a signal,
   out of memory) fails its run with the reason; a run whose process vanished (no heartbeat for
   `scheduler.stale_after_seconds` and no process) is failed or queued again (`scheduler.on_stale`).
+- Notifying: a failure the scheduler decides (those two, a sensor that failed or timed out, a
+  worker that would not start) calls the pipeline's `on_failure`; the store's claim makes every
+  failed attempt notify once, whether its worker or the scheduler noticed it.
 
 The first SIGINT or SIGTERM stops launching and waits for the running workers; a second one
 terminates them and marks their runs interrupted.
@@ -28,7 +31,7 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import EtlkitError
+from etlkit.runs import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
@@ -89,6 +93,7 @@ class Scheduler:
         clock: the time (default the system clock; tests pass a `FakeClock`).
         launch: starts a claimed run's worker (default `python -m etlkit.worker`).
         log_level: the workers' log level.
+        notifiers: the configured notifiers by name, for the failures the scheduler decides.
     """
 
     def __init__(
@@ -102,8 +107,10 @@ class Scheduler:
         clock: Clock | None = None,
         launch: Launcher | None = None,
         log_level: str = "INFO",
+        notifiers: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
+        self.notifiers = dict(notifiers or {})
         self.settings = settings
         self.clock = clock or SystemClock()
         pipelines = Path(pipelines_dir or settings.paths.pipelines_dir)
@@ -121,6 +128,7 @@ class Scheduler:
         self.stopping = False
         self.forced = False
         self._unknown: set[str] = set()
+        self._decided: list[str] = []  # runs this round ended here (sensors, launch failures)
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -143,10 +151,34 @@ class Scheduler:
             )
         )
         if self.stopping:
+            self.notify_failures([*ended, *stale])
             return TickReport(ended=ended, stale=stale)
         planned = self.plan(now)
         launched, waiting = self.launch(now)
+        self.notify_failures([*ended, *stale, *self._decided])
+        self._decided.clear()
         return TickReport(planned, launched, ended, stale, waiting)
+
+    def notify_failures(self, run_ids: list[str]) -> None:
+        """Call `on_failure` for those of these runs that failed and nobody notified yet."""
+        for run_id in run_ids:
+            record = self.store.get_run(run_id)
+            entry = self.catalog.get(record.pipeline)
+            if record.state != "failed" or entry is None:
+                continue
+            failed_node = ""
+            for event in reversed(self.store.events(run_id)):
+                if event.kind in ("node_failed", "sensor_failed"):
+                    failed_node = event.node
+                    break
+            notify_failure(
+                entry.pipeline,
+                run_id,
+                store=self.store,
+                settings=entry.pipeline.layered(self.settings),
+                notifiers=self.notifiers,
+                node=failed_node,
+            )
 
     def plan(self, now: datetime) -> tuple[str, ...]:
         """Record a queued run for every due interval of every unpaused scheduled pipeline."""
@@ -170,6 +202,7 @@ class Scheduler:
                         at=now,
                         data_interval_start=interval.start,
                         data_interval_end=interval.end,
+                        timezone=entry.pipeline.timezone,
                     )
                 except RunExistsError as exc:  # planned already, by us before a restart or a peer
                     logger.debug("%s: %s", name, exc)
@@ -219,6 +252,8 @@ class Scheduler:
             if verdict == "waiting":
                 waiting.append(record.run_id)
                 continue
+            if verdict == "failed":
+                self._decided.append(record.run_id)
             if verdict != "passed":
                 continue
             claimed = self.store.claim_run(
@@ -232,6 +267,8 @@ class Scheduler:
             self.sensors.forget(record.run_id)
             if self.children.launch(self.store.get_run(record.run_id)):
                 launched.append(record.run_id)
+            else:  # its worker would not start: the run failed
+                self._decided.append(record.run_id)
         return tuple(launched), tuple(waiting)
 
     # -- running until stopped -------------------------------------------------------------------
@@ -330,6 +367,9 @@ def serve(
     Raises:
         StoreError: the run store cannot be opened.
     """
+    from etlkit.notifications import load_notifiers
+
+    notifiers = load_notifiers(project_dir, config_file=config_file)
     with RunStore(settings.paths.store) as store:
         Scheduler(
             store,
@@ -338,4 +378,5 @@ def serve(
             pipelines_dir=pipelines_dir,
             config_file=config_file,
             log_level=log_level,
+            notifiers=notifiers,
         ).serve()

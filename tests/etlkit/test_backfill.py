@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import ConfigError, SchedulerError
+from etlkit.notifications import WebhookNotifier
 from etlkit.pipeline import Pipeline, load_pipeline
 from etlkit.scheduling import BackfillSummary, FakeClock, Reprocess, backfill
 from etlkit.store import RunState, RunStore
 from tests.etlkit.scheduling_rig import T0, FakeWorker, project_settings, write_pipeline
+from tests.webhook_server import WebhookServer
 
 
 @dataclass
@@ -250,3 +252,83 @@ def test_backfill_needs_a_schedule_and_a_sane_range(
         run(project, store, workers, max_active=0)
     with pytest.raises(ConfigError, match="Backfill start 'x' is not a date"):
         run(project, store, workers, start="x")
+
+
+SENSING = """
+import pyarrow as pa
+import etlkit as ek
+from etlkit.sensors import FileSensor
+from etlkit.testing import MemorySource
+
+
+class Daily(ek.Pipeline):
+    schedule = "@daily"
+    on_failure = ["hook"]
+    ready = FileSensor({flags!r} + "/{{ds}}", poke_interval=60, timeout={timeout})
+    numbers = MemorySource(pa.table({{"x": [1, 2, 3]}}))
+"""
+
+
+def sensing(project: Path, *, timeout: int = 3600) -> Path:
+    flags = project / "flags"
+    flags.mkdir()
+    text = SENSING.format(flags=str(flags), timeout=timeout)
+    (project / "pipelines" / "daily.py").write_text(text)
+    return flags
+
+
+def test_a_run_waiting_for_its_sensor_holds_no_worker_slot(
+    project: Path, store: RunStore, clock: FakeClock
+) -> None:
+    flags = sensing(project)
+    for day in (2, 3, 4):
+        (flags / f"2025-03-0{day}").write_text("")
+    workers = Workers(store, clock)
+
+    def launch(run_id: str) -> FakeWorker:
+        worker = workers(run_id)
+        if len(workers.launched) == 2:  # day 1's file arrives while others run
+            (flags / "2025-03-01").write_text("")
+        return worker
+
+    summary = backfill(
+        daily(project),
+        start="2025-03-01",
+        end="2025-03-04",
+        store=store,
+        settings=project_settings(project),
+        project_dir=project,
+        clock=clock,
+        launch=launch,
+    )
+
+    assert launched_days(store, workers) == [2, 3, 4, 1]
+    assert summary.count("success") == 4
+
+
+def test_a_sensor_timeout_in_a_backfill_notifies_on_failure_once(
+    project: Path, store: RunStore, clock: FakeClock
+) -> None:
+    flags = sensing(project, timeout=120)
+    (flags / "2025-03-02").write_text("")
+    workers = Workers(store, clock)
+
+    with WebhookServer.start() as hook:
+        summary = backfill(
+            daily(project),
+            start="2025-03-01",
+            end="2025-03-02",
+            store=store,
+            settings=project_settings(project),
+            project_dir=project,
+            clock=clock,
+            launch=workers,
+            notifiers={"hook": WebhookNotifier(hook.url("/hooks/secret"))},
+        )
+
+    assert launched_days(store, workers) == [2]
+    assert (summary.count("failed"), summary.count("success")) == (1, 1)
+    [request] = hook.requests
+    payload = request.json["etlkit"]
+    assert (payload["event"], payload["logical_date"]) == ("failure", "2025-03-01T00:00:00+00:00")
+    assert payload["error"].startswith("sensor 'ready' timed out after 120 s")

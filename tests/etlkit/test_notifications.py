@@ -6,8 +6,11 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
 import pytest
 
+import etlkit as ek
 from etlkit.errors import ConfigError
 from etlkit.notifications import (
     EmailNotifier,
@@ -18,6 +21,8 @@ from etlkit.notifications import (
     dispatch,
     load_notifiers,
 )
+from etlkit.store import RunStore
+from etlkit.testing import MemorySink, MemorySource
 from tests.smtp_server import SmtpServer
 from tests.webhook_server import WebhookServer, unused_url
 
@@ -316,3 +321,40 @@ def test_a_webhook_needs_a_url(tmp_path: Path) -> None:
     project = write_toml(tmp_path, '[notifiers.slack]\nkind = "webhook"\n')
     with pytest.raises(ConfigError, match=r"'url' \(or 'url_env'\) is required"):
         load_notifiers(project, env={})
+
+
+# -- runs notify their end, with its times, once per failed attempt ------------------------------
+
+
+class Boom(ek.Transform[None, None]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        raise ValueError("no luck")
+
+
+def test_a_failed_run_notifies_once_per_attempt_with_its_start_and_finish(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    received: list[NotificationContext] = []
+
+    class Failing(ek.Pipeline):
+        on_failure = (received.append,)
+        numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+        broken = Boom(numbers)
+        out = MemorySink(broken)
+
+    with RunStore(settings.paths.store) as store:
+        result = Failing.run(date="2025-03-01", settings=settings, store=store)
+        Failing.retry(result.run_id, settings=settings, store=store)
+        record = store.get_run(result.run_id)
+        kinds = [e.kind for e in store.events(result.run_id)]
+
+    assert [(c.event, c.run_id, c.attempt, c.node) for c in received] == [
+        ("failure", result.run_id, 1, "broken"),
+        ("failure", result.run_id, 2, "broken"),
+    ]
+    last = received[-1]
+    assert (last.started_at, last.finished_at) == (record.started_at, record.finished_at)
+    assert last.started_at is not None
+    assert last.finished_at is not None
+    assert last.started_at <= last.finished_at
+    assert kinds.count("notified") == 2

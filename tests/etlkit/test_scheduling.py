@@ -7,14 +7,17 @@ import itertools
 import logging
 import os
 import signal
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from etlkit.errors import ConfigError
+from etlkit.notifications import WebhookNotifier
 from etlkit.pipeline import Pipeline
 from etlkit.scheduling import FakeClock, TickReport, load_pools, pause, status, trigger, unpause
 from etlkit.scheduling.processes import exit_error
@@ -25,6 +28,7 @@ from tests.etlkit.scheduling_rig import (
     project_settings,
     write_pipeline,
 )
+from tests.webhook_server import WebhookServer
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = timedelta(days=1)
@@ -298,6 +302,19 @@ def test_a_run_whose_process_vanished_fails_once_its_heartbeat_is_stale(
     assert record.state == "failed"
     assert record.error is not None
     assert record.error.startswith("process vanished: no heartbeat since 2025-03-01 00:00:00 UTC")
+
+
+def test_a_stale_run_whose_pid_now_names_another_process_fails(rig: Rig) -> None:
+    run_id = stale_run(rig.store, pid=os.getpid(), at=T0)
+    host, pid, start = (rig.store.get_run(run_id).owner or "").split("|")
+    with closing(sqlite3.connect(rig.store.path)) as conn, conn:  # the pid's earlier process
+        owner = f"{host}|{pid}|{int(start) - 1}"
+        conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+    rig.clock.set(T0 + timedelta(seconds=61))
+
+    assert rig.scheduler.tick().stale == (run_id,)
+
+    assert rig.store.get_run(run_id).state == "failed"
 
 
 def test_a_stale_run_whose_process_lives_is_left_alone(rig: Rig) -> None:
@@ -606,7 +623,7 @@ def test_a_bad_pool_size_names_the_key(project: Path) -> None:
 
 ALLOWED = {
     *("errors", "config", "nodes", "pipeline", "sensors", "staging", "store", "scheduling"),
-    "pools",
+    *("pools", "runs", "notifications"),  # runs/: rank 6 in DESIGN.md, below scheduling
 }
 
 
@@ -620,3 +637,107 @@ def test_scheduling_imports_only_lower_layers(path: Path) -> None:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("etlkit."):
             found.add(node.module.split(".")[1])
     assert found - ALLOWED == set()
+
+
+def test_status_last_run_is_the_finished_run_with_the_latest_logical_date(rig: Rig) -> None:
+    write_pipeline(rig.project, "daily", schedule="@daily", start_date="2025-03-01")
+    # catchup runs planned in one round share their creation time; their ids sort at random
+    for run_id, day in (("z-oldest", 1), ("a-newest", 3), ("m-middle", 2)):
+        rig.store.create_run(
+            run_id=run_id,
+            pipeline="daily",
+            logical_date=T0 + (day - 1) * DAY,
+            params={},
+            trigger="schedule",
+            staging_root="/staging",
+            at=T0 + 4 * DAY,
+        )
+        rig.store.finish_run(run_id, "success", at=T0 + 4 * DAY)
+
+    found = {s.name: s for s in status(rig.store, rig.project / "pipelines", clock=rig.clock)}
+
+    last = found["daily"].last_run
+    assert last is not None
+    assert (last.run_id, last.logical_date) == ("a-newest", T0 + 2 * DAY)
+
+
+# -- notifying the failures the scheduler decides --------------------------------------------------
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookServer]:
+    with WebhookServer.start() as server:
+        yield server
+
+
+def notified(rig: Rig, hook: WebhookServer) -> None:
+    rig.scheduler.notifiers = {"hook": WebhookNotifier(hook.url("/hooks/T0/B0/secret"))}
+
+
+def test_a_sensor_timeout_in_the_scheduler_notifies_on_failure_once(
+    rig: Rig, hook: WebhookServer
+) -> None:
+    flag = rig.project / "flag"
+    write_pipeline(
+        rig.project,
+        "daily",
+        schedule="@daily",
+        start_date="2025-03-01",
+        on_failure=["hook"],
+        extra=f"ready = Flag({str(flag)!r}, poke_interval=60, timeout=120)",
+    )
+    notified(rig, hook)
+    rig.clock.set(T0 + DAY)
+    [run_id] = rig.scheduler.tick().planned
+
+    for _ in range(4):
+        rig.clock.advance(seconds=60)
+        rig.scheduler.tick()
+
+    [request] = hook.requests
+    payload = request.json["etlkit"]
+    assert (payload["event"], payload["run_id"], payload["state"]) == ("failure", run_id, "failed")
+    assert payload["node"] == "ready"
+    assert payload["error"].startswith("sensor 'ready' timed out after 120 s")
+    assert payload["finished_at"] == (T0 + DAY + timedelta(seconds=120)).isoformat()
+
+
+def test_a_killed_worker_notifies_on_failure_once_with_its_times(
+    rig: Rig, hook: WebhookServer
+) -> None:
+    write_pipeline(
+        rig.project, "daily", schedule="@daily", start_date="2025-03-01", on_failure=["hook"]
+    )
+    notified(rig, hook)
+    rig.clock.set(T0 + DAY)
+    [run_id] = rig.scheduler.tick().launched
+    rig.clock.advance(seconds=90)
+    rig.launcher.crash(run_id, -signal.SIGKILL)
+
+    rig.scheduler.tick()
+    rig.scheduler.tick()
+
+    [request] = hook.requests
+    payload = request.json["etlkit"]
+    assert (payload["event"], payload["run_id"], payload["attempt"]) == ("failure", run_id, 1)
+    assert payload["error"] == "worker killed by signal SIGKILL (out of memory?)"
+    assert payload["started_at"] == (T0 + DAY).isoformat()
+    assert payload["finished_at"] == (T0 + DAY + timedelta(seconds=90)).isoformat()
+    assert "duration: 90.0s" in request.json["text"]
+
+
+def test_a_failure_its_worker_notified_is_not_notified_again_by_the_scheduler(
+    rig: Rig, hook: WebhookServer
+) -> None:
+    write_pipeline(
+        rig.project, "daily", schedule="@daily", start_date="2025-03-01", on_failure=["hook"]
+    )
+    notified(rig, hook)
+    rig.clock.set(T0 + DAY)
+    [run_id] = rig.scheduler.tick().launched
+    rig.launcher.finish(run_id, "failed", returncode=1)
+    assert rig.store.claim_notification(run_id, "failure", attempt=1)  # as the worker does
+
+    rig.scheduler.tick()
+
+    assert hook.requests == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -628,3 +630,88 @@ def test_record_nodes_refuses_an_unknown_state_and_writes_nothing(store: RunStor
         store.record_nodes("r1", [good, bad])
 
     assert store.node_runs("r1") == []
+
+
+# -- dead owners: runs whose process is gone -------------------------------------------------
+
+
+def set_owner(path: Path, run_id: str, owner: str) -> None:
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+
+
+def test_a_run_whose_process_is_gone_is_failed_with_the_reason_once(
+    store: RunStore, dead_pid: int
+) -> None:
+    new_run(store, "r1")
+    store.start_run("r1", pid=dead_pid, at=t(1))
+    new_run(store, "r2", logical_date=t(60))
+    store.start_run("r2", pid=os.getpid(), at=t(1))
+
+    [failed] = store.fail_dead_runs(at=t(2))
+
+    assert (failed.run_id, failed.state, failed.finished_at) == ("r1", "failed", t(2))
+    assert f"its process {dead_pid} on {socket.gethostname()} is gone" in (failed.error or "")
+    assert "`etlkit retry r1` resumes it" in (failed.error or "")
+    assert store.get_run("r2").state == "running"  # alive: left alone
+    assert store.fail_dead_runs(at=t(3)) == []  # noticed once
+
+
+def test_a_run_whose_pid_now_belongs_to_another_process_is_failed(store: RunStore) -> None:
+    new_run(store, "r1")
+    store.start_run("r1", pid=os.getpid())
+    owner = store.get_run("r1").owner or ""
+    host, pid, start = owner.split("|")
+    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
+    set_owner(store.path, "r1", f"{host}|{pid}|{int(start) - 1}")  # the pid's earlier process
+
+    [failed] = store.fail_dead_runs()
+
+    assert "that pid now belongs to another process" in (failed.error or "")
+
+
+def test_runs_of_other_hosts_or_without_a_process_are_left_to_the_heartbeat(
+    store: RunStore, dead_pid: int
+) -> None:
+    new_run(store, "r1")
+    store.start_run("r1", pid=dead_pid)
+    set_owner(store.path, "r1", f"elsewhere.example|{dead_pid}|123")
+    new_run(store, "r2", logical_date=t(60), trigger="schedule")
+    assert store.claim_run("r2")  # claimed by a scheduler: its worker has not started yet
+
+    assert store.fail_dead_runs() == []
+
+
+def test_an_exclusive_run_is_refused_while_a_run_for_its_date_is_active(
+    store: RunStore, dead_pid: int
+) -> None:
+    new_run(store, "r1")
+    store.start_run("r1", pid=os.getpid())
+
+    with pytest.raises(
+        RunExistsError, match=r"already has an active run .* run r1 \(running"
+    ) as exc:
+        store.create_run(
+            run_id="r2",
+            pipeline="report",
+            logical_date=T0,
+            params={},
+            trigger="manual",
+            staging_root="/staging",
+            exclusive=True,
+        )
+    assert exc.value.existing_run_id == "r1"
+    new_run(store, "r3")  # not exclusive: `etlkit run --force`
+    store.finish_run("r3", "success")
+
+    store.start_run("r1", pid=dead_pid)  # its process was killed meanwhile
+    store.create_run(
+        run_id="r4",
+        pipeline="report",
+        logical_date=T0,
+        params={},
+        trigger="manual",
+        staging_root="/staging",
+        exclusive=True,
+    )
+    assert store.get_run("r1").state == "failed"

@@ -70,7 +70,7 @@ def test_a_v1_file_is_migrated_to_v2_keeping_its_runs(tmp_path: Path) -> None:
         assert migrated.paused_pipelines() == {}
         assert migrated.slot_leases() == []
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (RunStore.SCHEMA_VERSION,)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"paused_pipelines", "pool_slots", "schedulers"} <= tables
 

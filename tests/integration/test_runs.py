@@ -141,6 +141,80 @@ def test_sigkill_mid_node_leaves_nothing_committed_and_retry_completes(project: 
         assert "retry" in kinds
 
 
+def start_hanging_run(project: Path, flag: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `etlkit run killable` in a child process; return it once it hangs, with its run id."""
+    flag.write_text("")
+    args = ("--progress", "plain", *args)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etlkit", "run", "killable", "--param", f"flag={flag}", *args],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    run_id = ""
+    for line in proc.stdout:
+        if " of killable started" in line:
+            run_id = started_run_id(line)
+        if "HANGING" in line:
+            break
+    assert run_id
+    return proc, run_id
+
+
+def test_one_active_manual_run_per_date_and_a_killed_one_is_failed_by_the_next_command(
+    project: Path,
+) -> None:
+    proc, run_id = start_hanging_run(project, project / "hang.flag", "--date", "2025-01-01")
+    try:
+        second = etlkit("run", "killable", "--date", "2025-01-01", cwd=project)
+        assert second.returncode == 6, second.stderr
+        assert "already has an active run for logical date 2025-01-01" in second.stderr
+        assert f"run {run_id} (running, process {proc.pid})" in second.stderr
+        assert "--force" in second.stderr
+        other_day = etlkit(
+            "run", "killable", "--date", "2025-01-02", "--progress", "none", cwd=project
+        )
+        assert other_day.returncode == 0, other_day.stderr
+        forced = etlkit(
+            "run",
+            "killable",
+            "--date",
+            "2025-01-01",
+            "--force",
+            "--param",
+            "out=forced",
+            cwd=project,
+        )
+        assert forced.returncode == 0, forced.stderr
+        runs = etlkit("runs", cwd=project)
+        line = next(x for x in runs.stdout.splitlines() if x.startswith(run_id))
+        assert line.split()[2:5] == ["2025-01-01", "manual", "running"]  # alive: left alone
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    staging = Staging(str(project / ".etlkit" / "staging"))
+    assert run_id in staging.runs("killable")
+
+    runs = etlkit("runs", cwd=project)
+
+    assert runs.returncode == 0, runs.stderr
+    line = next(x for x in runs.stdout.splitlines() if x.startswith(run_id))
+    assert line.split()[4] == "failed"
+    show = etlkit("show", run_id, cwd=project)
+    assert f"its process {proc.pid} on" in show.stdout
+    assert "is gone: it was killed, or its machine restarted" in show.stdout
+    assert f"`etlkit retry {run_id}` resumes it" in show.stdout
+    again = etlkit("run", "killable", "--date", "2025-01-01", "--progress", "none", cwd=project)
+    assert again.returncode == 0, again.stderr
+    gc = etlkit("gc", "killable", "--keep-last", "1", cwd=project)
+    assert gc.returncode == 0, gc.stderr
+    assert f"deleted killable/{run_id}" in gc.stdout
+
+
 def test_runs_show_and_logs_report_a_failed_run(project: Path) -> None:
     failing = etlkit("run", "killable", "--param", "flag=raise", cwd=project)
     assert failing.returncode != 0
@@ -185,6 +259,8 @@ def test_two_runs_of_one_pipeline_at_once_never_touch_each_others_files(project:
                 "none",
                 "--param",
                 f"out=out{i}",
+                "--date",  # one active run per date: two at once need two dates
+                f"2025-01-0{i + 1}",
             ],
             cwd=project,
             env=env(),

@@ -90,3 +90,39 @@ def test_status_pause_unpause_trigger_and_backfill(project: Path) -> None:
     unknown = etlkit("pause", "dialy", cwd=project)
     assert unknown.returncode == 3
     assert "Did you mean 'daily'?" in unknown.stderr
+
+
+BERLIN = '''
+import pyarrow as pa
+import etlkit as ek
+from connectors.files import ParquetSink
+from etlkit.testing import MemorySource
+
+
+class Berlin(ek.Pipeline):
+    """A daily pipeline on Berlin's calendar."""
+
+    schedule = "@daily"
+    timezone = "Europe/Berlin"
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    out = ParquetSink("out/{ds}.parquet", numbers)
+'''
+
+
+def test_backfill_and_runs_read_dates_in_the_pipelines_timezone(project: Path) -> None:
+    (project / "pipelines" / "berlin.py").write_text(BERLIN)
+
+    backfill = etlkit(
+        "backfill", "berlin", "--start", "2026-03-27", "--end", "2026-03-31", cwd=project
+    )
+
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    assert "5 interval(s); 5 success" in backfill.stdout
+    days = [f"2026-03-{day}" for day in range(27, 32)]
+    assert sorted(p.name for p in (project / "out").iterdir()) == [f"{d}.parquet" for d in days]
+    runs = etlkit("runs", "berlin", cwd=project)
+    assert runs.returncode == 0, runs.stderr
+    assert sorted(line.split()[2] for line in runs.stdout.splitlines()[1:]) == days
+    status = etlkit("status", cwd=project)
+    line = next(x for x in status.stdout.splitlines() if x.startswith("berlin"))
+    assert line.endswith("success 2026-03-31")
