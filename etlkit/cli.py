@@ -550,17 +550,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     directory = _pipelines_dir(args)
     if not directory.is_dir():
         raise ConfigError(f"Pipelines folder {directory} does not exist")
-    failed = 0
+    rows: list[tuple[str, ...]] = []
+    errors: list[str] = []
     for found in discover(directory):
         if found.error is not None:
-            failed += 1
-            print(f"{found.path}: ERROR {found.error}")
+            errors.append(f"{found.path}: ERROR {found.error}")
             continue
         for cls in found.pipelines:
             doc = (cls.__doc__ or "").strip().splitlines()
-            schedule = cls.schedule or "manual"
-            print(f"{cls.name:<24} {schedule:<14} {found.path}  {doc[0] if doc else ''}".rstrip())
-    return 1 if failed else 0
+            rows.append(
+                (cls.name, _schedule_text(cls.schedule), str(found.path), doc[0] if doc else "")
+            )
+    if rows:
+        _print_table(("pipeline", "schedule", "file", "description"), rows)
+    elif not errors:
+        print(f"no pipelines in {directory}")
+    for error in errors:
+        print(error)
+    return 1 if errors else 0
+
+
+def _schedule_text(schedule: str | timedelta | None) -> str:
+    if isinstance(schedule, timedelta):
+        from etlkit.scheduling.schedules import interval_text
+
+        return interval_text(schedule)
+    return schedule or "manual"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -599,12 +614,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+#: The distribution that installs the `etlkit` package (`etlkit` on PyPI is another project).
+DISTRIBUTION = "etlkit-framework"
+
+_EXAMPLES = """examples:
+  python -m data.generate --rows 100000 --out data/demo
+                                                   generate the demo's sample data
+  etlkit run monthly_report --date 2025-03-01      run a pipeline for a logical date
+  etlkit run monthly_report --param data_dir=/mnt/exports
+  etlkit runs                                      recent runs and their states
+  etlkit show latest                               the newest run's nodes, rows and outputs
+  etlkit query "select * from report limit 5"      SQL over the latest run's staged outputs
+  etlkit scheduler                                 run scheduled pipelines until Ctrl-C
+
+`etlkit COMMAND --help` describes a command. Exit codes: 0 ok, 1 a node failed, 2 bad
+configuration or arguments, 3 pipeline not found or invalid, 4 validation failed, 5 a connector
+could not read or write, 6 unknown run, 7 query failed, 130 interrupted.
+"""
+
+
+class _Version(argparse.Action):
+    """`--version`: reads the installed distribution's version only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            text = f"unknown ({DISTRIBUTION} is not installed; running from a source tree)"
+        print(f"etlkit {text}")
+        parser.exit()
+
+
+_PARAM_HELP = "set a param the pipeline declares in `params` (repeatable: --param a=1 --param b=2)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `etlkit` command."""
     parser = argparse.ArgumentParser(
         prog="etlkit",
         description="Run, inspect and check etlkit pipelines.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print etlkit's version and exit")
     parser.add_argument("--project", default=os.curdir, help="project directory (default: .)")
     parser.add_argument("--config", help="settings file (default: <project>/etlkit.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -615,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline once")
     run.add_argument("pipeline", help="a file (pipelines/x.py), module path or pipeline name")
     run.add_argument("--date", help="logical date YYYY-MM-DD (default: today, UTC)")
-    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=_PARAM_HELP)
     run.add_argument("--chunk-rows", type=int, help="rows per chunk")
     run.add_argument("--no-validate", action="store_true", help="skip schema validation")
     run.add_argument(
@@ -680,7 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = sub.add_parser("trigger", help="queue a run for the scheduler to start")
     trigger.add_argument("pipeline")
     trigger.add_argument("--date", help="logical date (default: today)")
-    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    trigger.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help=_PARAM_HELP
+    )
     trigger.add_argument("--pipelines", help="pipelines folder")
     trigger.set_defaults(func=cmd_trigger)
 

@@ -47,6 +47,18 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK: Final = timedelta(microseconds=1)
 
 
+def interval_text(interval: timedelta) -> str:
+    """A `timedelta` schedule as people write it: `every 1d`, `every 6h`, `every 1h30m`."""
+    seconds = int(interval.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    fraction = interval.microseconds / 1_000_000 if interval < timedelta(seconds=1) else 0
+    return "every " + ("".join(parts) or f"{fraction:g}s")
+
+
 @dataclass(frozen=True)
 class DataInterval:
     """The data a scheduled run covers: `[start, end)`; its logical date is `start`."""
@@ -99,7 +111,7 @@ class Schedule:
             if spec <= timedelta(0):
                 raise self._invalid(f"schedule interval {spec} must be positive")
             self.interval = spec
-            self.text = f"every {spec}"
+            self.text = interval_text(spec)
         else:
             self.text = spec
             self.expression = PRESETS.get(spec.strip().lower(), spec.strip())

@@ -41,14 +41,43 @@ def test_run_prints_plain_progress_outside_a_terminal(
     assert (project / ".etlkit" / "staging" / "tiny").is_dir()
 
 
-def test_list_shows_name_schedule_and_summary(
+INTERVAL_PIPELINE = """
+from datetime import timedelta
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class EverySixHoursWithLongName(ek.Pipeline):
+    \"\"\"Runs on an interval.\"\"\"
+    schedule = timedelta(hours=6)
+    numbers = MemorySource(pa.table({"x": [1]}))
+    out = MemorySink(numbers)
+"""
+
+
+def test_list_shows_a_header_and_aligned_name_schedule_file_and_summary(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (project / "pipelines" / "every_six_hours_with_long_name.py").write_text(INTERVAL_PIPELINE)
     assert main(["list"]) == 0
-    line = capsys.readouterr().out.strip()
-    assert line.startswith("tiny")
-    assert "manual" in line
-    assert "A tiny pipeline for CLI tests." in line
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["pipeline", "schedule", "file", "description"]
+    by_name = {line.split()[0]: line for line in lines}
+    assert set(by_name) == {"tiny", "every_six_hours_with_long_name"}
+    assert "manual" in by_name["tiny"]
+    assert "A tiny pipeline for CLI tests." in by_name["tiny"]
+    assert "every 6h" in by_name["every_six_hours_with_long_name"]
+    for column in ("schedule", "file", "description"):
+        starts = {line.index(word) for line, word in _cells(header, lines, column)}
+        assert len(starts) == 1, f"column {column} is not aligned"
+
+
+def _cells(header: str, lines: list[str], column: str) -> list[tuple[str, str]]:
+    """(line, its word in `column`) for the header and every line, columns split on 2+ spaces."""
+    import re
+
+    index = header.split().index(column)
+    return [(line, re.split(r"\s{2,}", line)[index]) for line in [header, *lines]]
 
 
 def test_errors_print_one_line_and_map_to_exit_codes(
@@ -118,3 +147,27 @@ def test_state_show_and_reset_incremental_cursors(
     assert "reset 1 value(s)" in capsys.readouterr().out
     assert main(["state", "show", "tiny"]) == 0
     assert "no state stored" in capsys.readouterr().out
+
+
+def test_version_prints_the_installed_distribution_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"etlkit {version('etlkit-framework')}\n"
+
+
+def test_help_shows_examples_and_param_is_described(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text
+    assert "etlkit run monthly_report --date 2025-03-01" in text
+    assert "python -m data.generate" in text
+    for command in ("run", "trigger"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "set a param the pipeline declares" in capsys.readouterr().out
