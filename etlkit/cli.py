@@ -591,6 +591,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     directory = _pipelines_dir(args)
     if not directory.is_dir():
         raise ConfigError(f"Pipelines folder {directory} does not exist")
+    pools = _pools(args)
     problems = 0
     checked = 0
     for found in discover(directory):
@@ -605,6 +606,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             except PipelineDefinitionError as exc:
                 problems += 1
                 print(f"FAIL {found.path}: {exc}")
+                continue
+            unknown = graph.pool_problems(pools)
+            if unknown:
+                problems += 1
+                print(f"FAIL {found.path}: pipeline '{cls.name}': {' '.join(unknown)}")
             else:
                 print(f"ok   {cls.name} ({len(graph.order)} nodes)")
     print(f"{checked} pipeline(s) checked, {problems} problem(s)")

@@ -84,7 +84,7 @@ class PipelineStatus:
 
     Attributes:
         name: the pipeline's name (for a file that failed to import: the file's name).
-        schedule: the schedule as declared (`30 2 * * *`, `@daily`, `every 0:00:02`), or None.
+        schedule: the schedule as declared (`30 2 * * *`, `@daily`, `every 2s`), or None.
         timezone: the schedule's timezone.
         paused: whether the scheduler leaves it alone.
         next_logical_date: the logical date of the next scheduled run to plan.

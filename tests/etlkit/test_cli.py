@@ -171,3 +171,30 @@ def test_help_shows_examples_and_param_is_described(capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "set a param the pipeline declares" in capsys.readouterr().out
+
+
+POOLED = """
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class Pooled(ek.Pipeline):
+    numbers = MemorySource(pa.table({"x": [1]}))
+    out = MemorySink(numbers).options(pool="warehous")
+"""
+
+
+def test_validate_reports_a_node_in_an_undefined_pool(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "etlkit.toml").write_text("[pools]\nwarehouse = 2\nbatch = 1\n")
+    (project / "pipelines" / "pooled.py").write_text(POOLED)
+    assert main(["validate"]) == 3
+    out = capsys.readouterr().out
+    assert "ok   tiny" in out
+    assert (
+        "pipelines/pooled.py: pipeline 'pooled': node 'out' uses pool 'warehous', which is "
+        "not defined; pools are 'batch' and 'warehouse' (add `warehous = N` under [pools] in "
+        "etlkit.toml). Did you mean 'warehouse'?"
+    ) in out
+    assert out.rstrip().endswith("2 pipeline(s) checked, 1 problem(s)")
