@@ -291,7 +291,15 @@ def parse_logical_date(value: str | datetime | None) -> datetime:
             raise ConfigError(
                 f"Logical date {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
             ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # the store keeps UTC, and a day on either side must exist for the data interval
+        moment.astimezone(UTC) + timedelta(days=1) - timedelta(days=2)
+    except OverflowError as exc:
+        raise ConfigError(
+            f"Logical date {value!r} is out of range: use a date between 0001-01-02 and "
+            "9999-12-30 (in UTC)"
+        ) from exc
+    return moment
 
 
 def _module_name_for(path: Path) -> str:

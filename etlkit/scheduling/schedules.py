@@ -45,6 +45,7 @@ PRESETS: Final[dict[str, str]] = {
 MAX_DUE: Final = 64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK: Final = timedelta(microseconds=1)
+_RANGE: Final = "use a date between 0001-01-02 and 9999-12-30 (in UTC)"
 
 
 def interval_text(interval: timedelta) -> str:
@@ -301,4 +302,9 @@ def parse_moment(value: str | datetime, tz: ZoneInfo, *, what: str = "date") -> 
             ) from exc
     if moment.utcoffset() is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
+    try:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC; an interval needs a day around
+        moment = moment.astimezone(UTC)
+        moment + timedelta(days=1) - timedelta(days=2)
+    except OverflowError as exc:
+        raise ConfigError(f"{what} {value!r} is out of range: {_RANGE}") from exc
+    return moment

@@ -198,3 +198,13 @@ def test_validate_reports_a_node_in_an_undefined_pool(
         "etlkit.toml). Did you mean 'warehouse'?"
     ) in out
     assert out.rstrip().endswith("2 pipeline(s) checked, 1 problem(s)")
+
+
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59-05:00", "9999-12-31", "0001-01-01"])
+def test_a_date_at_the_end_of_the_calendar_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str], date: str
+) -> None:
+    for command in ("run", "trigger"):
+        assert main([command, "tiny", "--date", date]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: Logical date '{date}' is out of range: use a date between")
