@@ -27,7 +27,9 @@ from etlkit.errors import (
     PipelineNotFoundError,
     QueryError,
     RunCancelledError,
+    StagingError,
     StoreError,
+    quoted,
 )
 
 if TYPE_CHECKING:
@@ -322,7 +324,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from etlkit import querying
-    from etlkit.staging import Staging
+    from etlkit.staging import Staging, check_path_part
 
     settings = _settings(args)
     pipeline, run = args.pipeline, args.run
@@ -336,9 +338,16 @@ def cmd_query(args: argparse.Namespace) -> int:
         found = staging.pipelines()
         if len(found) != 1:
             raise ConfigError(
-                f"Name the pipeline with --pipeline; staged pipelines: {found or 'none yet'}"
+                f"Name the pipeline with --pipeline; staged pipelines: {quoted(found)}"
             )
         pipeline = found[0]
+    try:
+        check_path_part("--pipeline", pipeline)
+    except StagingError as exc:  # a bad argument, not a staging failure
+        raise ConfigError(str(exc)) from exc
+    interactive = args.shell or args.sql is None
+    if interactive:
+        run = querying.resolve_run(staging, pipeline, run)
     con = querying.connect(
         staging,
         pipeline,
@@ -348,7 +357,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         temp_directory=settings.duckdb.temp_directory,
     )
     try:
-        if args.shell or args.sql is None:
+        if interactive:
+            print(f"Views over run {run} of pipeline '{pipeline}' ({staging.root_url}).")
             querying.shell(con)
             return 0
         table = querying.query_connection(con, args.sql)

@@ -8,6 +8,7 @@ import pytest
 
 import etlkit as ek
 from etlkit.cli import exit_code, main
+from etlkit.store import RunStore
 
 PIPELINE = '''
 import pyarrow as pa
@@ -137,8 +138,6 @@ def test_connections_list_masks_secrets_and_test_reports_failure(
 def test_state_show_and_reset_incremental_cursors(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from etlkit.store import RunStore
-
     with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
         store.set_state("tiny", "cursor.numbers", "42")
     assert main(["state", "show", "tiny"]) == 0
@@ -208,3 +207,28 @@ def test_a_date_at_the_end_of_the_calendar_is_a_usage_error(
         assert main([command, "tiny", "--date", date]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: Logical date '{date}' is out of range: use a date between")
+
+
+def test_query_rejects_an_unsafe_pipeline_name_as_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "tiny", "--progress", "none"]) == 0
+    assert main(["query", "--pipeline", "../tiny", "select 1"]) == 2
+    assert "error: --pipeline '../tiny' is not safe in a staging path" in capsys.readouterr().err
+
+
+def test_query_shell_says_which_run_it_opened(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    assert main(["run", "tiny", "--progress", "none"]) == 0
+    assert main(["run", "tiny", "--progress", "none"]) == 0
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        latest = store.runs("tiny", limit=1)[0].run_id
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO(".tables\n"))
+    assert main(["query", "--shell"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Views over run {latest} of pipeline 'tiny' (")
+    assert "numbers" in out
