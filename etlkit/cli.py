@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.execution import Listener
     from etlkit.pipeline import Pipeline
-    from etlkit.store import RunStore
+    from etlkit.store import RunRecord, RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -91,6 +91,24 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass  # always sys.stderr
+
+
+class _ReportedOnce(logging.Filter):
+    """Keeps etlkit's ERROR records about a run off the console while `run` or `retry` waits
+    for it: the command prints the run's error itself, and the run's log keeps the records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR
+            and record.name.startswith("etlkit.")
+            and hasattr(record, "run_id")
+        )
+
+
+def _report_errors_once() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _Stderr):
+            handler.addFilter(_ReportedOnce())
 
 
 def _configure_logging(level: str, fmt: str) -> None:
@@ -159,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cli["run.validate"] = False
     settings = _settings(args, cls, cli)
     listeners = _listeners(args.progress)
+    _report_errors_once()
     with _store(settings) as store:
         result = cls.run(
             date=args.date,
@@ -169,8 +188,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             notifiers=_notifiers(args),
             pools=_pools(args),
         )
-    result.raise_for_error()
+    try:
+        result.raise_for_error()
+    except NodeError as exc:
+        if exit_code(exc) == 5 and cls.graph().nodes[exc.node].kind == "source":
+            _hint_demo_data(_project(args), exc)
+        raise
     return 0
+
+
+def _hint_demo_data(project: Path, exc: NodeError) -> None:
+    """On a fresh clone the shipped pipelines' input does not exist yet: say how to make it."""
+    if (project / "data" / "generate.py").is_file() and not (project / "data" / "demo").exists():
+        exc.add_note(
+            "no sample data yet? Generate it with `python -m data.generate --rows 1000000 "
+            "--out data/demo` (as scripts/demo does), or point the pipeline's params at your data."
+        )
 
 
 def _listeners(mode: str) -> list[Listener]:
@@ -206,6 +239,16 @@ def _store(settings: Settings) -> RunStore:
     return RunStore(settings.paths.store)
 
 
+def _get_run(store: RunStore, run_id: str) -> RunRecord:
+    """The run named on the command line: an id, a unique prefix, or `latest` (the newest)."""
+    if run_id == "latest":
+        newest = store.runs(limit=1)
+        if not newest:
+            raise StoreError(f"No runs yet in the run store at {store.path}: nothing is 'latest'.")
+        return newest[0]
+    return store.get_run(run_id)
+
+
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for line in (headers, *rows):
@@ -225,8 +268,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _store(settings) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
         cls = load_pipeline(record.pipeline, _pipelines_dir(args))
+        _report_errors_once()
         result = cls.retry(
             record.run_id,
             store=store,
@@ -266,7 +310,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with _store(_settings(args)) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
         nodes = store.node_runs(record.run_id)
     params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
     print(f"run        {record.run_id}")
@@ -311,7 +355,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _store(settings) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
     lines = read_log(settings.paths.logs_dir, record.pipeline, record.run_id, args.node)
     for line in lines:
         print(line.format())
@@ -710,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.set_defaults(func=cmd_graph)
 
     retry = sub.add_parser("retry", help="resume a failed run: rerun only what did not commit")
-    retry.add_argument("run_id", help="run id (or a unique prefix)")
+    retry.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     retry.add_argument("--pipelines", help="pipelines folder")
     retry.add_argument("--progress", choices=["auto", "live", "plain", "none"], default="auto")
     retry.set_defaults(func=cmd_retry)
@@ -721,11 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     show = sub.add_parser("show", help="a run's nodes: rows, timings, validation counts, errors")
-    show.add_argument("run_id", help="run id (or a unique prefix)")
+    show.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", help="a run's log (JSON lines kept per run)")
-    logs.add_argument("run_id", help="run id (or a unique prefix)")
+    logs.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     logs.add_argument("node", nargs="?", help="only this node's lines")
     logs.set_defaults(func=cmd_logs)
 
@@ -831,7 +875,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.debug:
             traceback.print_exception(exc)
-        print(f"error: {mask(str(exc), active_connections())}", file=sys.stderr)
+        known = active_connections()
+        print(f"error: {mask(str(exc), known)}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"hint: {mask(str(note), known)}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

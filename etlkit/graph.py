@@ -89,7 +89,6 @@ class Graph:
         node = self.nodes[name]
         return node.streaming and node.run_options.pool is None
 
-
     def pool_problems(self, pools: Mapping[str, int]) -> list[str]:
         """Nodes naming a pool `pools` does not define (a run would fail when they start)."""
         return [

@@ -223,7 +223,6 @@ def test_query_shell_says_which_run_it_opened(
     import io
 
     assert main(["run", "tiny", "--progress", "none"]) == 0
-    assert main(["run", "tiny", "--progress", "none"]) == 0
     with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
         latest = store.runs("tiny", limit=1)[0].run_id
     capsys.readouterr()
@@ -232,3 +231,84 @@ def test_query_shell_says_which_run_it_opened(
     out = capsys.readouterr().out
     assert out.startswith(f"Views over run {latest} of pipeline 'tiny' (")
     assert "numbers" in out
+
+
+FAILING = """
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class Explode(ek.Transform[None, None]):
+    def process(self, batch, ctx):
+        raise ZeroDivisionError("division by zero in amount")
+
+class Failing(ek.Pipeline):
+    numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
+    exploded = Explode(numbers)
+    out = MemorySink(exploded)
+"""
+
+
+@pytest.mark.parametrize("level", ["warning", "info"])
+def test_a_failed_run_prints_its_error_once_and_its_log_keeps_it(
+    project: Path, capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    (project / "pipelines" / "failing.py").write_text(FAILING)
+    assert main(["--log-level", level, "run", "failing", "--progress", "none"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("division by zero in amount") == 1, err
+    assert err.startswith("error: Node 'exploded' in pipeline 'failing'") or level == "info"
+
+    assert main(["--log-level", level, "retry", "latest", "--progress", "none"]) == 1
+    assert capsys.readouterr().err.count("division by zero in amount") == 1
+
+    assert main(["logs", "latest", "exploded"]) == 0
+    log = capsys.readouterr().out
+    assert "ERROR" in log
+    assert "division by zero in amount" in log
+
+
+def test_show_logs_and_retry_take_latest(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "latest"]) == 6
+    assert "No runs yet in the run store" in capsys.readouterr().err
+    assert main(["run", "tiny", "--progress", "none"]) == 0
+    (project / "pipelines" / "failing.py").write_text(FAILING)
+    assert main(["run", "failing", "--progress", "none"]) == 1
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        newest = store.runs(limit=1)[0]
+    assert newest.pipeline == "failing"
+    capsys.readouterr()
+
+    assert main(["show", "latest"]) == 0
+    assert f"run        {newest.run_id}" in capsys.readouterr().out
+    assert main(["logs", "latest"]) == 0
+    assert "division by zero" in capsys.readouterr().out
+    assert main(["retry", "latest", "--progress", "none"]) == 1
+    assert f"(run {newest.run_id})" in capsys.readouterr().err
+
+
+def test_a_fresh_clone_without_sample_data_gets_a_hint_to_generate_it(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pipelines" / "needs_data.py").write_text(
+        "import pandera.polars as pdp\n"
+        "import etlkit as ek\n"
+        "from connectors.files import CsvSource\n"
+        "from etlkit.testing import MemorySink\n\n"
+        "class Row(pdp.DataFrameModel):\n"
+        "    x: int\n\n"
+        "class NeedsData(ek.Pipeline):\n"
+        "    params = {'data_dir': 'data/demo'}\n"
+        "    rows = CsvSource('{data_dir}/*.csv', schema=Row)\n"
+        "    out = MemorySink(rows)\n"
+    )
+    (project / "data").mkdir()
+    (project / "data" / "generate.py").write_text("")
+    assert main(["run", "needs_data", "--progress", "none"]) == 5
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: Node 'rows' in pipeline 'needs_data'")
+    assert err[1].startswith("hint: no sample data yet? Generate it with `python -m data.generate")
+
+    (project / "data" / "demo").mkdir()
+    assert main(["run", "needs_data", "--progress", "none"]) == 5
+    assert "hint:" not in capsys.readouterr().err
