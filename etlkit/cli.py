@@ -499,15 +499,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _store(settings) as store:
         rows = status(store, _pipelines_dir(args))
+    now = datetime.now(UTC)
     table = []
     for row in rows:
         last = row.last_run
+        due = _when(row.next_due)
+        if row.next_due is not None and row.next_due < now:
+            due += " (overdue)"  # due before now: no scheduler has started it yet
         table.append(
             (
                 row.name,
                 row.schedule or "manual",
                 "paused" if row.paused else "active",
-                _when(row.next_due) if row.error is None else "ERROR",
+                due if row.error is None else "ERROR",
                 ", ".join(row.running) or "-",
                 f"{last.state} {last.logical_date:%Y-%m-%d}" if last else "-",
             )

@@ -312,3 +312,30 @@ def test_a_fresh_clone_without_sample_data_gets_a_hint_to_generate_it(
     (project / "data" / "demo").mkdir()
     assert main(["run", "needs_data", "--progress", "none"]) == 5
     assert "hint:" not in capsys.readouterr().err
+
+
+SCHEDULED = """
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySink, MemorySource
+
+class {name}(ek.Pipeline):
+    schedule = "@daily"
+    start_date = "{start}"
+    numbers = MemorySource(pa.table({{"x": [1]}}))
+    out = MemorySink(numbers)
+"""
+
+
+def test_status_marks_a_next_due_time_in_the_past_as_overdue(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipelines = project / "pipelines"
+    (pipelines / "late.py").write_text(SCHEDULED.format(name="Late", start="2025-01-01"))
+    (pipelines / "later.py").write_text(SCHEDULED.format(name="Later", start="2999-01-01"))
+    assert main(["status"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "(overdue)" in lines["late"]
+    assert " 2999-01-0" in lines["later"]
+    assert "overdue" not in lines["later"]
+    assert "overdue" not in lines["tiny"]
