@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.execution import Listener
     from etlkit.pipeline import Pipeline
+    from etlkit.scheduling import Scheduler
     from etlkit.store import RunRecord, RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
@@ -456,14 +458,25 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from etlkit.scheduling import serve
 
     settings = _settings(args)
-    serve(
+    stopped_by = serve(
         _project(args),
         settings=settings,
         config_file=Path(args.config) if args.config else None,
         pipelines_dir=Path(args.pipelines) if args.pipelines else None,
         log_level=args.log_level.upper() if args.log_level != "warning" else "INFO",
+        on_start=_scheduler_started,
     )
-    return 0
+    print(f"scheduler stopped{' (interrupted)' if stopped_by == signal.SIGINT else ''}", flush=True)
+    return 130 if stopped_by == signal.SIGINT else 0
+
+
+def _scheduler_started(scheduler: Scheduler) -> None:
+    where = f"pipelines in {scheduler.catalog.pipelines_dir}, run store {scheduler.store.path}"
+    print(
+        f"scheduler {scheduler.scheduler_id} started: {where}. Ctrl-C stops it after the "
+        "running runs end (a second Ctrl-C terminates them).",
+        flush=True,
+    )
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:

@@ -112,6 +112,7 @@ def status(
 ) -> list[PipelineStatus]:
     """The status of every pipeline in `pipelines_dir` (and of every file that fails to load)."""
     now = (clock or SystemClock()).now()
+    store.forget_dead_schedulers()
     catalog = Catalog(pipelines_dir, log_problems=False)  # problems are in `.error`
     catalog.refresh()
     paused = store.paused_pipelines()

@@ -339,3 +339,23 @@ def test_status_marks_a_next_due_time_in_the_past_as_overdue(
     assert " 2999-01-0" in lines["later"]
     assert "overdue" not in lines["later"]
     assert "overdue" not in lines["tiny"]
+
+
+def test_status_forgets_schedulers_that_were_killed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        store.scheduler_heartbeat("killed", pid=int(gone.stdout), started_at=datetime.now(UTC))
+    assert main(["status"]) == 0
+    with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
+        assert store.schedulers() == []
