@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from etlkit.execution import Listener
     from etlkit.pipeline import Pipeline
     from etlkit.scheduling import Scheduler
-    from etlkit.store import RunRecord, RunStore
+    from etlkit.store import EventRecord, NodeRunRecord, RunRecord, RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -314,6 +314,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _store(_settings(args)) as store:
         record = _get_run(store, args.run_id)
         nodes = store.node_runs(record.run_id)
+        events = store.events(record.run_id)
     params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
     print(f"run        {record.run_id}")
     print(f"pipeline   {record.pipeline}")
@@ -346,10 +347,43 @@ def cmd_show(args: argparse.Namespace) -> int:
     _print_table(
         ("node", "kind", "state", "rows in", "rows out", "invalid", "bytes staged", "time"), rows
     )
+    outputs = _show_outputs(record, nodes, events)
+    if outputs:
+        print()
+        for line in outputs:
+            print(line)
     for n in nodes:
         if n.error:
             print(f"\n{n.node}: {n.error}")
     return 0
+
+
+def _show_outputs(
+    record: RunRecord, nodes: Sequence[NodeRunRecord], events: Sequence[EventRecord]
+) -> list[str]:
+    """Where a run's sinks wrote, and what validation did with the invalid rows it found."""
+    from etlkit.runs import SINK_WROTE
+    from etlkit.staging import Staging
+
+    lines = [
+        f"{e.node} wrote {e.payload['rows']:,} rows to {e.payload['uri']}"
+        for e in events
+        if e.kind == SINK_WROTE
+    ]
+    staging = Staging(record.staging_root)
+    for n in nodes:
+        if not n.invalid_rows or n.state not in ("done", "reused"):
+            continue
+        manifest = staging.manifest(record.pipeline, record.run_id, n.node)
+        policy = manifest.extra.get("policy") if manifest is not None else None
+        if policy == "quarantine":
+            what = (
+                f'quarantined (etlkit query "select * from {n.node}_rejects" --run {record.run_id})'
+            )
+        else:
+            what = "dropped" if policy == "drop" else "left out"
+        lines.append(f"{n.node}: {n.invalid_rows:,} invalid rows {what}")
+    return lines
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

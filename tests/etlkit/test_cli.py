@@ -359,3 +359,54 @@ def test_status_forgets_schedulers_that_were_killed(
     assert main(["status"]) == 0
     with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:
         assert store.schedulers() == []
+
+
+SUMMARIZED = """
+import pandera.polars as pdp
+import pyarrow as pa
+import etlkit as ek
+from connectors.files import ParquetSink
+from etlkit.testing import MemorySink, MemorySource
+
+class Row(pdp.DataFrameModel):
+    x: int = pdp.Field(ge=0)
+
+class Summarized(ek.Pipeline):
+    kept = MemorySource(pa.table({"x": [1, -2, 3, 4]}), schema=Row).expect(on_invalid="quarantine")
+    dropped = MemorySource(pa.table({"x": [-1, 5]}), schema=Row).expect(on_invalid="drop")
+    both = ek.Sql("select x from {kept} union all select x from {dropped}")
+    total = ek.Sql("select sum(x) as total, count(*) as n from {both}")
+    out = ParquetSink("out/both.parquet", both)
+    memory = MemorySink(total)
+"""
+
+
+def test_run_summary_and_show_say_what_sinks_wrote_where_and_what_sql_read(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pipelines" / "summarized.py").write_text(SUMMARIZED)
+    assert main(["run", "summarized", "--progress", "plain"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if "  " in line}
+    # node, kind, state, rows in, rows out, ...
+    assert rows["both"][3:5] == ["4", "4"]  # 3 kept + 1 not dropped, read by DuckDB
+    assert rows["total"][3:5] == ["4", "1"]
+    assert rows["out"][3:5] == ["4", "4"]  # written, not 0
+    assert rows["memory"][3:5] == ["1", "1"]
+    target = (project / "out" / "both.parquet").as_uri()
+    assert f"out wrote 4 rows to {target}" in out
+    assert "memory wrote 1 rows to memory://memory" in out
+    assert "kept left out 1 invalid rows" in out
+    assert "dropped left out 1 invalid rows" in out
+
+    assert main(["show", "latest"]) == 0
+    shown = capsys.readouterr().out
+    table = {line.split()[0]: line.split() for line in shown.splitlines() if "  " in line}
+    assert table["out"][3:5] == ["4", "4"]
+    assert table["both"][3:5] == ["4", "4"]
+    assert f"out wrote 4 rows to {target}" in shown
+    assert "memory wrote 1 rows to memory://memory" in shown
+    assert (
+        'kept: 1 invalid rows quarantined (etlkit query "select * from kept_rejects" --run' in shown
+    )
+    assert "dropped: 1 invalid rows dropped" in shown
