@@ -25,7 +25,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
+from etlkit.errors import (
+    ConfigError,
+    EtlkitError,
+    PipelineDefinitionError,
+    PipelineNotFoundError,
+    quoted,
+)
 from etlkit.graph import Graph, build_graph
 from etlkit.nodes import Node
 
@@ -259,7 +265,7 @@ class Pipeline:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"Pipeline '{cls.name}' has no param {unknown[0]!r}; it declares "
-                f"{sorted(cls.params) or 'none'} (add it to the class's `params`).{hint}"
+                f"{quoted(sorted(cls.params))} (add it to the class's `params`).{hint}"
             )
         return {**cls.params, **given}
 
@@ -356,7 +362,7 @@ def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[P
                 return cls
         names = [cls.__name__ for cls in found]
         raise PipelineNotFoundError(
-            f"No pipeline '{wanted}' in {where}; it defines {names or 'none'}."
+            f"No pipeline '{wanted}' in {where}; it defines {quoted(names)}."
         )
     if len(found) == 1:
         return found[0]
@@ -436,8 +442,10 @@ def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
         return known[target]
     close = difflib.get_close_matches(target, list(known), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    failed = f" Files that failed to import (see `etlkit list`): {broken}." if broken else ""
+    failed = (
+        f" Files that failed to import (see `etlkit list`): {quoted(broken)}." if broken else ""
+    )
     raise PipelineNotFoundError(
         f"No pipeline named '{target}' in {pipelines_dir}/ "
-        f"(found: {sorted({c.name for c in known.values()}) or 'none'}).{hint}{failed}"
+        f"(found: {quoted(sorted({c.name for c in known.values()}))}).{hint}{failed}"
     )
