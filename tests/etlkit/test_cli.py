@@ -410,3 +410,37 @@ def test_run_summary_and_show_say_what_sinks_wrote_where_and_what_sql_read(
         'kept: 1 invalid rows quarantined (etlkit query "select * from kept_rejects" --run' in shown
     )
     assert "dropped: 1 invalid rows dropped" in shown
+
+
+FROM_CSV = """
+import pandera.polars as pdp
+import etlkit as ek
+from connectors.files import CsvSource
+from etlkit.testing import MemorySink
+
+class Row(pdp.DataFrameModel):
+    x: int
+
+class FromCsv(ek.Pipeline):
+    rows = CsvSource("input/*.csv", schema=Row)
+    total = ek.Sql("select sum(x) as total from {rows}")
+    out = MemorySink(total)
+"""
+
+
+def test_query_show_tables_lists_the_views_not_internal_registrations(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pipelines" / "from_csv.py").write_text(FROM_CSV)
+    (project / "input").mkdir()
+    (project / "input" / "a.csv").write_text("x\n1\n2\n")
+    assert main(["run", "from_csv", "--progress", "none"]) == 0
+    capsys.readouterr()
+    assert main(["query", "--pipeline", "from_csv", "show tables", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ["name", "all_rows", "all_total", "rows", "total"]
+    assert main(["query", "--pipeline", "from_csv", "SHOW ALL TABLES"]) == 0
+    out = capsys.readouterr().out
+    assert "all_rows" in out
+    assert "__etlkit" not in out
+    assert main(["query", "--pipeline", "from_csv", "select * from rows", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ["x", "1", "2"]
