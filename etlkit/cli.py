@@ -193,7 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result.raise_for_error()
     except NodeError as exc:
-        if exit_code(exc) == 5 and cls.graph().nodes[exc.node].kind == "source":
+        node = cls.graph().nodes.get(exc.node)
+        if exit_code(exc) == 5 and node is not None and node.kind == "source":
             _hint_demo_data(_project(args), exc)
         raise
     return 0
