@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from etlkit.commands import Command
     from etlkit.config import Settings, load_settings
     from etlkit.errors import (
         ConfigError,
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
     from etlkit.nodes import Context, Lazy, Sensor, Sink, Source, Sql, Task, Transform, WriteResult
     from etlkit.pipeline import Pipeline
     from etlkit.querying import connect, query
+    from etlkit.sensors import FileSensor, RunSensor
 
 __all__ = [
+    "Command",
     "ConfigError",
     "ConnectorError",
     "ConnectorNotFoundError",
@@ -50,6 +53,7 @@ __all__ = [
     "DataValidationError",
     "EtlkitError",
     "Event",
+    "FileSensor",
     "Lazy",
     "MissingDependencyError",
     "NodeError",
@@ -62,6 +66,7 @@ __all__ = [
     "QueryError",
     "RunCancelledError",
     "RunResult",
+    "RunSensor",
     "RunTimeoutError",
     "SchedulerError",
     "Sensor",
@@ -81,6 +86,7 @@ __all__ = [
 ]
 
 _MODULES: dict[str, str] = {
+    "Command": "commands",
     "Settings": "config",
     "load_settings": "config",
     "Event": "execution",
@@ -98,6 +104,8 @@ _MODULES: dict[str, str] = {
     "Pipeline": "pipeline",
     "connect": "querying",
     "query": "querying",
+    "FileSensor": "sensors",
+    "RunSensor": "sensors",
 }
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,14 +28,17 @@ from etlkit.errors import (
     PipelineNotFoundError,
     QueryError,
     RunCancelledError,
+    StagingError,
     StoreError,
+    quoted,
 )
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.execution import Listener
     from etlkit.pipeline import Pipeline
-    from etlkit.store import RunStore
+    from etlkit.scheduling import Scheduler
+    from etlkit.store import EventRecord, NodeRunRecord, RunRecord, RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -89,6 +93,24 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass  # always sys.stderr
+
+
+class _ReportedOnce(logging.Filter):
+    """Keeps etlkit's ERROR records about a run off the console while `run` or `retry` waits
+    for it: the command prints the run's error itself, and the run's log keeps the records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR
+            and record.name.startswith("etlkit.")
+            and hasattr(record, "run_id")
+        )
+
+
+def _report_errors_once() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _Stderr):
+            handler.addFilter(_ReportedOnce())
 
 
 def _configure_logging(level: str, fmt: str) -> None:
@@ -158,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, cls, cli)
     listeners = _listeners(args.progress)
     logical, interval = _manual_dates(cls, args.date)
+    _report_errors_once()
     with _store(settings) as store:
         result = cls.run(
             date=logical,
@@ -170,7 +193,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             data_interval=interval,
             force=args.force,
         )
-    result.raise_for_error()
+    try:
+        result.raise_for_error()
+    except NodeError as exc:
+        node = cls.graph().nodes.get(exc.node)
+        if exit_code(exc) == 5 and node is not None and node.kind == "source":
+            _hint_demo_data(_project(args), exc)
+        raise
     return 0
 
 
@@ -191,6 +220,15 @@ def _manual_dates(
         return logical, None
     zone = logical.tzinfo
     return logical, (interval.start.astimezone(zone), interval.end.astimezone(zone))
+
+
+def _hint_demo_data(project: Path, exc: NodeError) -> None:
+    """On a fresh clone the shipped pipelines' input does not exist yet: say how to make it."""
+    if (project / "data" / "generate.py").is_file() and not (project / "data" / "demo").exists():
+        exc.add_note(
+            "no sample data yet? Generate it with `python -m data.generate --rows 1000000 "
+            "--out data/demo` (as scripts/demo does), or point the pipeline's params at your data."
+        )
 
 
 def _listeners(mode: str) -> list[Listener]:
@@ -262,6 +300,16 @@ def _fail_dead_runs(args: argparse.Namespace) -> None:
                 )
 
 
+def _get_run(store: RunStore, run_id: str) -> RunRecord:
+    """The run named on the command line: an id, a unique prefix, or `latest` (the newest)."""
+    if run_id == "latest":
+        newest = store.runs(limit=1)
+        if not newest:
+            raise StoreError(f"No runs yet in the run store at {store.path}: nothing is 'latest'.")
+        return newest[0]
+    return store.get_run(run_id)
+
+
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for line in (headers, *rows):
@@ -281,8 +329,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _store(settings) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
         cls = load_pipeline(record.pipeline, _pipelines_dir(args))
+        _report_errors_once()
         result = cls.retry(
             record.run_id,
             store=store,
@@ -322,8 +371,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with _store(_settings(args)) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
         nodes = store.node_runs(record.run_id)
+        events = store.events(record.run_id)
     params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
     print(f"run        {record.run_id}")
     print(f"pipeline   {record.pipeline}")
@@ -357,10 +407,43 @@ def cmd_show(args: argparse.Namespace) -> int:
     _print_table(
         ("node", "kind", "state", "rows in", "rows out", "invalid", "bytes staged", "time"), rows
     )
+    outputs = _show_outputs(record, nodes, events)
+    if outputs:
+        print()
+        for line in outputs:
+            print(line)
     for n in nodes:
         if n.error:
             print(f"\n{n.node}: {n.error}")
     return 0
+
+
+def _show_outputs(
+    record: RunRecord, nodes: Sequence[NodeRunRecord], events: Sequence[EventRecord]
+) -> list[str]:
+    """Where a run's sinks wrote, and what validation did with the invalid rows it found."""
+    from etlkit.runs import SINK_WROTE
+    from etlkit.staging import Staging
+
+    lines = [
+        f"{e.node} wrote {e.payload['rows']:,} rows to {e.payload['uri']}"
+        for e in events
+        if e.kind == SINK_WROTE
+    ]
+    staging = Staging(record.staging_root)
+    for n in nodes:
+        if not n.invalid_rows or n.state not in ("done", "reused"):
+            continue
+        manifest = staging.manifest(record.pipeline, record.run_id, n.node)
+        policy = manifest.extra.get("policy") if manifest is not None else None
+        if policy == "quarantine":
+            what = (
+                f'quarantined (etlkit query "select * from {n.node}_rejects" --run {record.run_id})'
+            )
+        else:
+            what = "dropped" if policy == "drop" else "left out"
+        lines.append(f"{n.node}: {n.invalid_rows:,} invalid rows {what}")
+    return lines
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -368,7 +451,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _store(settings) as store:
-        record = store.get_run(args.run_id)
+        record = _get_run(store, args.run_id)
     lines = read_log(settings.paths.logs_dir, record.pipeline, record.run_id, args.node)
     for line in lines:
         print(line.format())
@@ -381,7 +464,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from etlkit import querying
-    from etlkit.staging import Staging
+    from etlkit.staging import Staging, check_path_part
 
     settings = _settings(args)
     pipeline, run = args.pipeline, args.run
@@ -395,9 +478,16 @@ def cmd_query(args: argparse.Namespace) -> int:
         found = staging.pipelines()
         if len(found) != 1:
             raise ConfigError(
-                f"Name the pipeline with --pipeline; staged pipelines: {found or 'none yet'}"
+                f"Name the pipeline with --pipeline; staged pipelines: {quoted(found)}"
             )
         pipeline = found[0]
+    try:
+        check_path_part("--pipeline", pipeline)
+    except StagingError as exc:  # a bad argument, not a staging failure
+        raise ConfigError(str(exc)) from exc
+    interactive = args.shell or args.sql is None
+    if interactive:
+        run = querying.resolve_run(staging, pipeline, run)
     con = querying.connect(
         staging,
         pipeline,
@@ -407,7 +497,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         temp_directory=settings.duckdb.temp_directory,
     )
     try:
-        if args.shell or args.sql is None:
+        if interactive:
+            print(f"Views over run {run} of pipeline '{pipeline}' ({staging.root_url}).")
             querying.shell(con)
             return 0
         table = querying.query_connection(con, args.sql)
@@ -461,14 +552,25 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from etlkit.scheduling import serve
 
     settings = _settings(args)
-    serve(
+    stopped_by = serve(
         _project(args),
         settings=settings,
         config_file=Path(args.config) if args.config else None,
         pipelines_dir=Path(args.pipelines) if args.pipelines else None,
         log_level=args.log_level.upper() if args.log_level != "warning" else "INFO",
+        on_start=_scheduler_started,
     )
-    return 0
+    print(f"scheduler stopped{' (interrupted)' if stopped_by == signal.SIGINT else ''}", flush=True)
+    return 130 if stopped_by == signal.SIGINT else 0
+
+
+def _scheduler_started(scheduler: Scheduler) -> None:
+    where = f"pipelines in {scheduler.catalog.pipelines_dir}, run store {scheduler.store.path}"
+    print(
+        f"scheduler {scheduler.scheduler_id} started: {where}. Ctrl-C stops it after the "
+        "running runs end (a second Ctrl-C terminates them).",
+        flush=True,
+    )
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
@@ -505,15 +607,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _store(settings) as store:
         rows = status(store, _pipelines_dir(args))
+    now = datetime.now(UTC)
     table = []
     for row in rows:
         last = row.last_run
+        due = _when(row.next_due)
+        if row.next_due is not None and row.next_due < now:
+            due += " (overdue)"  # due before now: no scheduler has started it yet
         table.append(
             (
                 row.name,
                 row.schedule or "manual",
                 "paused" if row.paused else "active",
-                _when(row.next_due) if row.error is None else "ERROR",
+                due if row.error is None else "ERROR",
                 ", ".join(row.running) or "-",
                 f"{last.state} {last.local_logical_date:%Y-%m-%d}" if last else "-",
             )
@@ -642,17 +748,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     directory = _pipelines_dir(args)
     if not directory.is_dir():
         raise ConfigError(f"Pipelines folder {directory} does not exist")
-    failed = 0
+    rows: list[tuple[str, ...]] = []
+    errors: list[str] = []
     for found in discover(directory):
         if found.error is not None:
-            failed += 1
-            print(f"{found.path}: ERROR {found.error}")
+            errors.append(f"{found.path}: ERROR {found.error}")
             continue
         for cls in found.pipelines:
             doc = (cls.__doc__ or "").strip().splitlines()
-            schedule = cls.schedule or "manual"
-            print(f"{cls.name:<24} {schedule:<14} {found.path}  {doc[0] if doc else ''}".rstrip())
-    return 1 if failed else 0
+            rows.append(
+                (cls.name, _schedule_text(cls.schedule), str(found.path), doc[0] if doc else "")
+            )
+    if rows:
+        _print_table(("pipeline", "schedule", "file", "description"), rows)
+    elif not errors:
+        print(f"no pipelines in {directory}")
+    for error in errors:
+        print(error)
+    return 1 if errors else 0
+
+
+def _schedule_text(schedule: str | timedelta | None) -> str:
+    if isinstance(schedule, timedelta):
+        from etlkit.scheduling.schedules import interval_text
+
+        return interval_text(schedule)
+    return schedule or "manual"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -668,6 +789,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     directory = _pipelines_dir(args)
     if not directory.is_dir():
         raise ConfigError(f"Pipelines folder {directory} does not exist")
+    pools = _pools(args)
     problems = 0
     checked = 0
     for found in discover(directory):
@@ -682,6 +804,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             except PipelineDefinitionError as exc:
                 problems += 1
                 print(f"FAIL {found.path}: {exc}")
+                continue
+            unknown = graph.pool_problems(pools)
+            if unknown:
+                problems += 1
+                print(f"FAIL {found.path}: pipeline '{cls.name}': {' '.join(unknown)}")
             else:
                 print(f"ok   {cls.name} ({len(graph.order)} nodes)")
     print(f"{checked} pipeline(s) checked, {problems} problem(s)")
@@ -691,12 +818,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+#: The distribution that installs the `etlkit` package (`etlkit` on PyPI is another project).
+DISTRIBUTION = "etlkit-framework"
+
+_EXAMPLES = """examples:
+  python -m data.generate --rows 100000 --out data/demo
+                                                   generate the demo's sample data
+  etlkit run monthly_report --date 2025-03-01      run a pipeline for a logical date
+  etlkit run monthly_report --param data_dir=/mnt/exports
+  etlkit runs                                      recent runs and their states
+  etlkit show latest                               the newest run's nodes, rows and outputs
+  etlkit query "select * from report limit 5"      SQL over the latest run's staged outputs
+  etlkit scheduler                                 run scheduled pipelines until Ctrl-C
+
+`etlkit COMMAND --help` describes a command. Exit codes: 0 ok, 1 a node failed, 2 bad
+configuration or arguments, 3 pipeline not found or invalid, 4 validation failed, 5 a connector
+could not read or write, 6 unknown run, 7 query failed, 130 interrupted.
+"""
+
+
+class _Version(argparse.Action):
+    """`--version`: reads the installed distribution's version only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            text = f"unknown ({DISTRIBUTION} is not installed; running from a source tree)"
+        print(f"etlkit {text}")
+        parser.exit()
+
+
+_PARAM_HELP = "set a param the pipeline declares in `params` (repeatable: --param a=1 --param b=2)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `etlkit` command."""
     parser = argparse.ArgumentParser(
         prog="etlkit",
         description="Run, inspect and check etlkit pipelines.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print etlkit's version and exit")
     parser.add_argument("--project", default=os.curdir, help="project directory (default: .)")
     parser.add_argument("--config", help="settings file (default: <project>/etlkit.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -709,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--date", help="logical date YYYY-MM-DD (default: today, in the pipeline's timezone)"
     )
-    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=_PARAM_HELP)
     run.add_argument("--chunk-rows", type=int, help="rows per chunk")
     run.add_argument("--no-validate", action="store_true", help="skip schema validation")
     run.add_argument(
@@ -736,7 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.set_defaults(func=cmd_graph)
 
     retry = sub.add_parser("retry", help="resume a failed run: rerun only what did not commit")
-    retry.add_argument("run_id", help="run id (or a unique prefix)")
+    retry.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     retry.add_argument("--pipelines", help="pipelines folder")
     retry.add_argument("--progress", choices=["auto", "live", "plain", "none"], default="auto")
     retry.set_defaults(func=cmd_retry)
@@ -747,11 +916,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     show = sub.add_parser("show", help="a run's nodes: rows, timings, validation counts, errors")
-    show.add_argument("run_id", help="run id (or a unique prefix)")
+    show.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", help="a run's log (JSON lines kept per run)")
-    logs.add_argument("run_id", help="run id (or a unique prefix)")
+    logs.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     logs.add_argument("node", nargs="?", help="only this node's lines")
     logs.set_defaults(func=cmd_logs)
 
@@ -779,7 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = sub.add_parser("trigger", help="queue a run for the scheduler to start")
     trigger.add_argument("pipeline")
     trigger.add_argument("--date", help="logical date (default: today)")
-    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    trigger.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help=_PARAM_HELP
+    )
     trigger.add_argument("--pipelines", help="pipelines folder")
     trigger.set_defaults(func=cmd_trigger)
 
@@ -857,7 +1028,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.debug:
             traceback.print_exception(exc)
-        print(f"error: {mask(str(exc), active_connections())}", file=sys.stderr)
+        known = active_connections()
+        print(f"error: {mask(str(exc), known)}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"hint: {mask(str(note), known)}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -235,7 +235,8 @@ class Connection:
         `client_kwargs={"region_name": ...}` (extra `region`) and
         `config_kwargs={"s3": {"addressing_style": ...}}`, as s3fs takes them. http(s): an
         `Authorization` header carrying extra `token` or else the password: `Basic` with the
-        login, `Bearer` without (as `connectors.http` does). file: none.
+        login, `Bearer` without, extra `auth` (bearer, basic) choosing; extra `header` (say
+        `X-Api-Key`) carries the bare token instead (as `connectors.http` does). file: none.
 
         Raises:
             ConfigError: the connection is of a kind files cannot be read through.
@@ -274,15 +275,21 @@ class Connection:
         return options
 
     def _http_headers(self) -> dict[str, str]:
-        token = self.extra.get("token") or (
-            self.password.get_secret_value() if self.password else ""
-        )
+        """The credential header, chosen as `connectors.http` chooses it (extras `token`,
+        `auth` and `header`): an API key in its own header (`X-Api-Key`) goes bare."""
+        token = (
+            self.extra.get("token") or (self.password.get_secret_value() if self.password else "")
+        ).strip()
         if not token:
             return {}
-        if self.login:
+        scheme = self.extra.get("auth", "").strip().lower() or None
+        header = self.extra.get("header", "").strip() or "Authorization"
+        if scheme is None and header.lower() != "authorization":
+            return {header: token}
+        if self.login and scheme != "bearer":
             pair = base64.b64encode(f"{self.login}:{token}".encode()).decode("ascii")
-            return {"Authorization": f"Basic {pair}"}
-        return {"Authorization": f"Bearer {token}"}
+            return {header: f"Basic {pair}"}
+        return {header: f"Bearer {token}"}
 
 
 # -- loading ---------------------------------------------------------------------------------

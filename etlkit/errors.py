@@ -19,10 +19,12 @@ PermanentError (mixin)                       never retried, whatever the retries
 ```
 
 Every exception stores its constructor arguments so it pickles across processes.
+`quoted` writes the names a message lists as people read them (`'a', 'b' and 'c'`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -140,3 +142,16 @@ class StoreError(EtlkitError):
 
 class SchedulerError(EtlkitError):
     """The scheduler could not plan or launch a run."""
+
+
+def quoted(names: Iterable[object], *, none: str = "none") -> str:
+    """Names for a message, quoted and joined: `'a'`, `'a' and 'b'`, `'a', 'b' and 'c'`.
+
+    `none` is the text for no names at all.
+    """
+    items = [f"'{name}'" for name in names]
+    if not items:
+        return none
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} and {items[-1]}"

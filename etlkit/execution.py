@@ -1079,6 +1079,7 @@ class _Run:
                 stats.state = "reused"
             elif isinstance(node, Sink):
                 stats.write = self.write_sink(name, node, ctx, stats)
+                stats.rows_out = stats.write.rows  # a sink's output is what it wrote
                 stats.state = "done"
                 self.mark_committed(name)
             elif isinstance(node, Sensor):
@@ -1105,6 +1106,8 @@ class _Run:
                 if referenced is None and self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
                 self.stream(name, node, ctx, stats, writer, guard, referenced)
+                if isinstance(node, Sql | Lazy) and name not in self.inboxes:
+                    stats.rows_in = self.staged_rows(self.graph.inputs[name])  # read by DuckDB
                 stats.state = "done"
             stats.finished = time.perf_counter()
             runlog.note(
@@ -1884,6 +1887,11 @@ class _Run:
             upstream = [self.graph.nodes[i].output_model for i in self.graph.inputs[name]]
             model = upstream[0] if upstream else None
         return pl.DataFrame(schema=polars_schema(model)) if model is not None else None
+
+    def staged_rows(self, names: Sequence[str]) -> int:
+        """The rows of these nodes' committed outputs, as their manifests count them."""
+        manifests = [self.staging.manifest(self.graph.pipeline, self.ctx.run_id, n) for n in names]
+        return sum(m.rows for m in manifests if m is not None)
 
     def input_files(self, name: str) -> dict[str, list[str]]:
         files = {}

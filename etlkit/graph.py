@@ -12,7 +12,7 @@ import string
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from etlkit.errors import PipelineDefinitionError
+from etlkit.errors import PipelineDefinitionError, quoted
 from etlkit.nodes import TEMPLATE_NAMES, Node, Sql
 from etlkit.schema import edge_problems, model_name, unique_sets
 
@@ -88,6 +88,16 @@ class Graph:
         """
         node = self.nodes[name]
         return node.streaming and node.run_options.pool is None
+
+    def pool_problems(self, pools: Mapping[str, int]) -> list[str]:
+        """Nodes naming a pool `pools` does not define (a run would fail when they start)."""
+        return [
+            f"node '{name}' uses pool '{pool}', which is not defined; pools are "
+            f"{quoted(sorted(pools))} (add `{pool} = N` under [pools] in etlkit.toml)."
+            + _did_you_mean(pool, pools)
+            for name in self.order
+            if (pool := self.nodes[name].run_options.pool) is not None and pool not in pools
+        ]
 
 
 def _did_you_mean(name: str, choices: Collection[str]) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar
 
-from etlkit.errors import ConfigError, PipelineDefinitionError
+from etlkit.errors import ConfigError, PipelineDefinitionError, quoted
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -153,7 +153,7 @@ class Context:
                 f"Node '{self.node}' in pipeline '{self.pipeline}': template {template!r} "
                 f"uses {{{exc.args[0]}}}, which is neither a built-in name "
                 f"({', '.join(sorted(TEMPLATE_NAMES - {'params'}))}) nor a --param "
-                f"(params: {sorted(self.params) or 'none'})."
+                f"(params: {quoted(sorted(self.params))})."
             ) from exc
         except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise ConfigError(
@@ -586,7 +586,7 @@ class Node:
         if any(bound is not None and bound < 0 for bound in (min_rows, max_rows)):
             problems.append("min_rows and max_rows must be >= 0")
         if on_invalid is not None and on_invalid not in POLICIES:
-            problems.append(f"on_invalid must be one of {list(POLICIES)}, not {on_invalid!r}")
+            problems.append(f"on_invalid must be one of {quoted(POLICIES)}, not {on_invalid!r}")
         if max_invalid_fraction is not None and not 0 <= max_invalid_fraction <= 1:
             problems.append("max_invalid_fraction must be between 0 and 1")
         for query in sql:

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, PipelineNotFoundError
+from etlkit.errors import (
+    ConfigError,
+    EtlkitError,
+    PipelineDefinitionError,
+    PipelineNotFoundError,
+    quoted,
+)
 from etlkit.graph import Graph, build_graph
 from etlkit.nodes import Node
 
@@ -269,7 +275,7 @@ class Pipeline:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"Pipeline '{cls.name}' has no param {unknown[0]!r}; it declares "
-                f"{sorted(cls.params) or 'none'} (add it to the class's `params`).{hint}"
+                f"{quoted(sorted(cls.params))} (add it to the class's `params`).{hint}"
             )
         return {**cls.params, **given}
 
@@ -308,7 +314,15 @@ def parse_logical_date(value: str | datetime | None, timezone: str = "UTC") -> d
             raise ConfigError(
                 f"Logical date {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
             ) from exc
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
+    moment = moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
+    try:  # the store keeps UTC, and a day on either side must exist for the data interval
+        moment.astimezone(UTC) + timedelta(days=1) - timedelta(days=2)
+    except OverflowError as exc:
+        raise ConfigError(
+            f"Logical date {value!r} is out of range: use a date between 0001-01-02 and "
+            "9999-12-30 (in UTC)"
+        ) from exc
+    return moment
 
 
 def _module_name_for(path: Path) -> str:
@@ -420,7 +434,7 @@ def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[P
                 return cls
         names = [cls.__name__ for cls in found]
         raise PipelineNotFoundError(
-            f"No pipeline '{wanted}' in {where}; it defines {names or 'none'}."
+            f"No pipeline '{wanted}' in {where}; it defines {quoted(names)}."
         )
     if len(found) == 1:
         return found[0]
@@ -500,8 +514,10 @@ def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
         return known[target]
     close = difflib.get_close_matches(target, list(known), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    failed = f" Files that failed to import (see `etlkit list`): {broken}." if broken else ""
+    failed = (
+        f" Files that failed to import (see `etlkit list`): {quoted(broken)}." if broken else ""
+    )
     raise PipelineNotFoundError(
         f"No pipeline named '{target}' in {pipelines_dir}/ "
-        f"(found: {sorted({c.name for c in known.values()}) or 'none'}).{hint}{failed}"
+        f"(found: {quoted(sorted({c.name for c in known.values()}))}).{hint}{failed}"
     )

@@ -1,7 +1,9 @@
 """Showing a run to a person: a live rich table in a terminal, one-line events elsewhere.
 
 Both are run listeners (`etlkit.execution.Listener`); the CLI picks one by whether its output is a
-terminal. Both end with the same summary table: rows in and out and time per node.
+terminal. Both end with the same summary table: rows in and out and time per node (a sink's rows
+out are the rows it wrote, a SQL node's rows in those its inputs staged), then where each sink
+wrote and how many invalid rows validation kept out.
 """
 
 from __future__ import annotations
@@ -43,6 +45,24 @@ def summary_rows(result: RunResult) -> list[tuple[str, ...]]:
 
 
 HEADERS = ("node", "kind", "state", "rows in", "rows out", "seconds", "rows/s", "chunks")
+
+
+def output_lines(result: RunResult) -> list[str]:
+    """Where the run's data went: each sink's rows and target, and the invalid rows that
+    validation kept out of a node's output (dropped, or quarantined into `<node>_rejects`)."""
+    lines = [
+        f"{stats.name} wrote {stats.write.rows:,} rows to {stats.write.uri}"
+        for stats in result.nodes.values()
+        if stats.write is not None
+    ]
+    lines += [
+        f"{stats.name} left out {stats.invalid_rows:,} invalid rows "
+        f"(`etlkit show {result.run_id}` says whether dropped or quarantined)"
+        for stats in result.nodes.values()
+        if stats.invalid_rows and stats.state in ("done", "reused")
+    ]
+    return lines
+
 
 _STYLES = {
     "done": "green",
@@ -105,6 +125,8 @@ class LiveProgress:
                 self.live.stop()
                 self.live = None
             self.console.print(_table(event.result, _title(event.result)))
+            for line in output_lines(event.result):
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class PlainProgress:
@@ -146,9 +168,10 @@ class PlainProgress:
             lines = [
                 "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)),
                 *(
-                    "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                    "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                     for row in summary_rows(result)
                 ),
+                *output_lines(result),
             ]
             with self.lock:
                 self.stream.write("\n".join(lines) + "\n")

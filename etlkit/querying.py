@@ -37,6 +37,7 @@ Run ids sort by time, so "latest" is the newest run with at least one committed 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The prefix of the connection's own registrations (CSV datasets): kept out of listings.
+_INTERNAL: Final = "__etlkit_"
+#: Statements listing the catalog, whose answer leaves `_INTERNAL` names out.
+_LISTING = re.compile(r"\s*(show\s+(all\s+)?tables|pragma\s+show_tables)\b", re.IGNORECASE)
 #: Statements `query` and `shell` refuse: the ones that write files.
 _WRITING: Final[frozenset[str]] = frozenset({"COPY", "EXPORT", "COPY_DATABASE"})
 #: How many run ids an error message lists.
@@ -161,7 +166,7 @@ class _Output:
     @property
     def registered(self) -> str:
         """The name a reference to CSV files is registered under (see `scan`)."""
-        return f"__etlkit_csv_{self.run_id}_{self.manifest.node}"
+        return f"{_INTERNAL}csv_{self.run_id}_{self.manifest.node}"
 
     def scan(self, *, union_by_name: bool = False) -> str:
         """What a view reads: the Parquet parts, or the Arrow dataset registered for a
@@ -391,6 +396,9 @@ def _run(
 ) -> pa.Table:
     """Execute one statement and fetch its result (at most `limit` rows) as an Arrow table.
 
+    `SHOW TABLES` leaves out the connection's internal registrations (the CSV datasets the
+    views read), which DuckDB lists as temporary views.
+
     Raises:
         QueryError: DuckDB failed; the message lists the available views.
     """
@@ -400,9 +408,14 @@ def _run(
         relation = con.sql(statement.query)
         if limit is not None and statement.type.name == "SELECT":
             relation = relation.limit(limit)
-        return relation.to_arrow_table()
+        table = relation.to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"{exc}\n{_views_hint(con)}") from exc
+    if _LISTING.match(statement.query) and "name" in table.column_names:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.invert(pc.starts_with(table.column("name"), _INTERNAL)))
+    return table
 
 
 @overload

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 _BOUNDARY: Final = "boundary."  # state key prefix: rows an incremental source loaded at its cursor
 
 
+#: The event a sink's write leaves in the store: `{"rows": n, "uri": where}` (`etlkit show`).
+SINK_WROTE: Final = "sink_wrote"
+
+
 class _Recorder:
     """A listener writing node runs and run events to the store as they happen.
 
@@ -91,6 +95,9 @@ class _Recorder:
             self.store.add_event(
                 self.run_id, "node_failed", node=event.node, payload={"error": _masked(stats.error)}
             )
+        elif event.kind == "node_finished" and stats.write is not None:
+            payload = {"rows": stats.write.rows, "uri": _masked(stats.write.uri)}
+            self.store.add_event(self.run_id, SINK_WROTE, node=event.node, payload=payload)
 
     def flush(self) -> None:
         """Write the marked nodes' current state, in one transaction.

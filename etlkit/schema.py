@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, cast
 import polars as pl
 import pyarrow as pa
 
+from etlkit.errors import quoted
+
 if TYPE_CHECKING:
     import pandera.polars as pdp
 
@@ -128,7 +130,8 @@ def edge_problems(upstream: Model, downstream: Model) -> list[str]:
     problems: list[str] = []
     missing = [c.name for c in columns(downstream) if c.name not in produced]
     if missing:
-        problems.append(f"missing column(s) {missing}; {upstream.__name__} has {sorted(produced)}")
+        has = quoted(sorted(produced))
+        problems.append(f"missing column(s) {quoted(missing)}; {upstream.__name__} has {has}")
     for spec in columns(downstream):
         got = produced.get(spec.name)
         if got is not None and not _compatible(got.dtype, spec.dtype, spec.coerce):

@@ -888,6 +888,19 @@ class RunStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM schedulers WHERE scheduler_id = ?", (scheduler_id,))
 
+    def forget_dead_schedulers(self) -> list[str]:
+        """Forget this host's schedulers whose process is gone: a killed scheduler never
+        removes its own row. Returns the ids forgotten."""
+        host = socket.gethostname()
+        with self._transaction() as conn:
+            rows = conn.execute("SELECT scheduler_id, pid FROM schedulers WHERE host = ?", (host,))
+            dead = [str(row[0]) for row in rows.fetchall() if not pid_alive(int(row[1]))]
+            for scheduler_id in dead:
+                conn.execute("DELETE FROM schedulers WHERE scheduler_id = ?", (scheduler_id,))
+        for scheduler_id in dead:
+            logger.info("forgot scheduler %s: its process is gone", scheduler_id)
+        return dead
+
     def schedulers(self, *, since: datetime | None = None) -> list[SchedulerRecord]:
         """Schedulers whose last heartbeat is at or after `since` (all if None), oldest first."""
         sql = f"SELECT {_columns(SchedulerRecord)} FROM schedulers WHERE heartbeat_at >= ?"

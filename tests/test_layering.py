@@ -54,7 +54,10 @@ ALLOWED: dict[str, set[str]] = {
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
         "pools",
     },
-    "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
+    "__init__": {
+        *("errors", "config", "execution", "nodes", "pipeline", "querying", "commands"),
+        "sensors",
+    },
     "__main__": {"cli"},
 }
 

@@ -61,3 +61,16 @@ def test_etlkit_run_loads_neither_the_scheduler_nor_the_mail_and_http_clients(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
     assert out.exists()
+
+
+def test_command_and_sensors_named_in_the_readme_are_exported_and_loaded_on_first_use() -> None:
+    code = (
+        "import sys, etlkit as ek; "
+        "loaded = [m for m in ('etlkit.commands', 'etlkit.sensors') if m in sys.modules]; "
+        "from etlkit.commands import Command; from etlkit.sensors import FileSensor, RunSensor; "
+        "print(loaded, ek.Command is Command, ek.FileSensor is FileSensor, "
+        "ek.RunSensor is RunSensor)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] True True True"
+    assert {"Command", "FileSensor", "RunSensor"} <= set(ek.__all__)

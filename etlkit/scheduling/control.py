@@ -95,7 +95,7 @@ class PipelineStatus:
 
     Attributes:
         name: the pipeline's name (for a file that failed to import: the file's name).
-        schedule: the schedule as declared (`30 2 * * *`, `@daily`, `every 0:00:02`), or None.
+        schedule: the schedule as declared (`30 2 * * *`, `@daily`, `every 2s`), or None.
         timezone: the schedule's timezone.
         paused: whether the scheduler leaves it alone.
         next_logical_date: the logical date of the next scheduled run to plan.
@@ -123,6 +123,7 @@ def status(
 ) -> list[PipelineStatus]:
     """The status of every pipeline in `pipelines_dir` (and of every file that fails to load)."""
     now = (clock or SystemClock()).now()
+    store.forget_dead_schedulers()
     catalog = Catalog(pipelines_dir, log_problems=False)  # problems are in `.error`
     catalog.refresh()
     paused = store.paused_pipelines()

@@ -127,6 +127,8 @@ class Scheduler:
         self.started_at = self.clock.now()
         self.stopping = False
         self.forced = False
+        #: the signal that first stopped `serve` (SIGINT: Ctrl-C), or None
+        self.stopped_by: int | None = None
         self._unknown: set[str] = set()
         self._decided: list[str] = []  # runs this round ended here (sensors, launch failures)
 
@@ -285,6 +287,7 @@ class Scheduler:
         In the main thread, SIGINT and SIGTERM call `stop()` (the second one forcefully).
         """
         previous = self._install_signal_handlers()
+        self.store.forget_dead_schedulers()
         logger.info(
             "scheduler %s started: pipelines in %s, run store %s",
             self.scheduler_id,
@@ -332,6 +335,8 @@ class Scheduler:
             return {}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self.stopped_by is None:
+                self.stopped_by = signum
             self.stop(force=self.stopping)
 
         previous: dict[signal.Signals, _SignalHandler] = {}
@@ -361,8 +366,14 @@ def serve(
     config_file: Path | None = None,
     pipelines_dir: Path | None = None,
     log_level: str = "INFO",
-) -> None:
+    on_start: Callable[[Scheduler], None] | None = None,
+) -> int | None:
     """Run the scheduler of a project until SIGINT or SIGTERM (what `etlkit scheduler` does).
+
+    `on_start` is called once the store is open, before the first round.
+
+    Returns:
+        The signal that stopped it (`signal.SIGINT` for Ctrl-C), or None.
 
     Raises:
         StoreError: the run store cannot be opened.
@@ -371,7 +382,7 @@ def serve(
 
     notifiers = load_notifiers(project_dir, config_file=config_file)
     with RunStore(settings.paths.store) as store:
-        Scheduler(
+        scheduler = Scheduler(
             store,
             settings,
             project_dir=project_dir,
@@ -379,4 +390,8 @@ def serve(
             config_file=config_file,
             log_level=log_level,
             notifiers=notifiers,
-        ).serve()
+        )
+        if on_start is not None:
+            on_start(scheduler)
+        scheduler.serve()
+        return scheduler.stopped_by

@@ -45,6 +45,19 @@ PRESETS: Final[dict[str, str]] = {
 MAX_DUE: Final = 64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK: Final = timedelta(microseconds=1)
+_RANGE: Final = "use a date between 0001-01-02 and 9999-12-30 (in UTC)"
+
+
+def interval_text(interval: timedelta) -> str:
+    """A `timedelta` schedule as people write it: `every 1d`, `every 6h`, `every 1h30m`."""
+    seconds = int(interval.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    fraction = interval.microseconds / 1_000_000 if interval < timedelta(seconds=1) else 0
+    return "every " + ("".join(parts) or f"{fraction:g}s")
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class Schedule:
             if spec <= timedelta(0):
                 raise self._invalid(f"schedule interval {spec} must be positive")
             self.interval = spec
-            self.text = f"every {spec}"
+            self.text = interval_text(spec)
         else:
             self.text = spec
             self.expression = PRESETS.get(spec.strip().lower(), spec.strip())
@@ -289,4 +302,9 @@ def parse_moment(value: str | datetime, tz: ZoneInfo, *, what: str = "date") -> 
             ) from exc
     if moment.utcoffset() is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
+    try:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC; an interval needs a day around
+        moment = moment.astimezone(UTC)
+        moment + timedelta(days=1) - timedelta(days=2)
+    except OverflowError as exc:
+        raise ConfigError(f"{what} {value!r} is out of range: {_RANGE}") from exc
+    return moment

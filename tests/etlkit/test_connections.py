@@ -457,6 +457,45 @@ def test_connection_test_of_http_sends_the_authorization_header() -> None:
 
 
 @pytest.mark.integration
+def test_connection_test_of_http_sends_an_api_key_in_its_own_header() -> None:
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        keyed = Connection(
+            "api",
+            "http",
+            "127.0.0.1",
+            port,
+            password=SecretStr("k-1"),
+            extra={"header": "X-Api-Key"},
+        )
+        assert connections.test_connection(keyed)[0] is True
+        basic = Connection(
+            "api", "http", "127.0.0.1", port, login="u", extra={"token": "t", "auth": "bearer"}
+        )
+        assert connections.test_connection(basic)[0] is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0].get("x-api-key") == "k-1"
+    assert "authorization" not in seen[0]
+    assert seen[1].get("authorization") == "Bearer t"
+
+
+@pytest.mark.integration
 def test_connection_test_falls_back_to_tcp_and_reports_a_refusal() -> None:
     import socket
 

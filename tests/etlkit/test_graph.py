@@ -212,7 +212,7 @@ def test_missing_columns_on_an_edge_name_pipeline_nodes_and_columns() -> None:
         PipelineDefinitionError,
         match=re.escape(
             "Pipeline 'mismatch' is invalid: edge 'billing' -> 'patients' (Bill -> Patient): "
-            "missing column(s) ['patient_id', 'name']; Bill has ['amount', 'invoice_id']"
+            "missing column(s) 'patient_id' and 'name'; Bill has 'amount' and 'invoice_id'"
         ),
     ):
         Mismatch.graph()
@@ -239,8 +239,8 @@ def test_sink_schema_is_checked_against_its_input() -> None:
         out = MemorySink(billing, schema=TaxedBill)
 
     assert problems_of(SinkMismatch) == [
-        "edge 'billing' -> 'out' (Bill -> TaxedBill): missing column(s) ['tax']; "
-        "Bill has ['amount', 'invoice_id']"
+        "edge 'billing' -> 'out' (Bill -> TaxedBill): missing column(s) 'tax'; "
+        "Bill has 'amount' and 'invoice_id'"
     ]
 
 

@@ -194,7 +194,7 @@ def test_unknown_param_is_a_config_error_with_a_suggestion() -> None:
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            "Pipeline 'regional' has no param 'regoin'; it declares ['region', 'tier'] "
+            "Pipeline 'regional' has no param 'regoin'; it declares 'region' and 'tier' "
             "(add it to the class's `params`). Did you mean 'region'?"
         ),
     ):
@@ -319,7 +319,7 @@ def test_unknown_class_in_a_file_lists_what_it_defines(pipelines_dir: Path) -> N
     path = pipelines_dir / "billing.py"
     with pytest.raises(
         PipelineNotFoundError,
-        match=re.escape(f"No pipeline 'Audit' in {path}; it defines ['Billing', 'BillingAudit']"),
+        match=re.escape(f"No pipeline 'Audit' in {path}; it defines 'Billing' and 'BillingAudit'"),
     ):
         load_pipeline(f"{path}:Audit", pipelines_dir)
 
@@ -358,8 +358,8 @@ def test_unknown_name_lists_the_pipelines_and_suggests_one(pipelines_dir: Path) 
     with pytest.raises(
         PipelineNotFoundError,
         match=re.escape(
-            f"No pipeline named 'monthly_reprot' in {pipelines_dir}/ (found: ['billing', "
-            "'billing_audit', 'insurance_claims', 'monthly_report']). "
+            f"No pipeline named 'monthly_reprot' in {pipelines_dir}/ (found: 'billing', "
+            "'billing_audit', 'insurance_claims' and 'monthly_report'). "
             "Did you mean 'monthly_report'?"
         ),
     ):
@@ -368,7 +368,9 @@ def test_unknown_name_lists_the_pipelines_and_suggests_one(pipelines_dir: Path) 
 
 def test_unknown_name_mentions_files_that_failed_to_import(pipelines_dir: Path) -> None:
     (pipelines_dir / "broken.py").write_text("raise RuntimeError('boom')\n", encoding="utf-8")
-    with pytest.raises(PipelineNotFoundError, match=r"failed to import.*\['broken\.py'\]"):
+    with pytest.raises(
+        PipelineNotFoundError, match=r"failed to import \(see `etlkit list`\): 'broken\.py'\."
+    ):
         load_pipeline("weekly", pipelines_dir)
 
 

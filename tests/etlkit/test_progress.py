@@ -67,4 +67,4 @@ def test_summary_rows_report_rows_chunks_and_state(settings: ek.Settings) -> Non
 
     assert rows["numbers"][1:5] == ("source", "done", "10", "10")
     assert rows["numbers"][7] == "4"  # chunks
-    assert rows["out"][1:5] == ("sink", "done", "10", "0")
+    assert rows["out"][1:5] == ("sink", "done", "10", "10")  # rows out: the rows it wrote

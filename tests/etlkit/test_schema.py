@@ -160,7 +160,7 @@ def test_extra_upstream_columns_are_compatible() -> None:
 def test_missing_columns_are_named_with_what_upstream_has() -> None:
     problems = edge_problems(VisitIds, VisitWithNotes)
     assert problems == [
-        "missing column(s) ['notes', 'doctor']; VisitIds has ['visit_id', 'ward']",
+        "missing column(s) 'notes' and 'doctor'; VisitIds has 'visit_id' and 'ward'",
     ]
 
 
@@ -173,7 +173,7 @@ def test_wrong_dtype_names_the_column_and_both_types() -> None:
 def test_missing_and_mistyped_columns_are_all_reported() -> None:
     problems = edge_problems(FloatIds, VisitWithNotes)
     assert len(problems) == 2
-    assert problems[0].startswith("missing column(s) ['notes', 'doctor']")
+    assert problems[0].startswith("missing column(s) 'notes' and 'doctor'")
     assert "column 'visit_id' is Float64 in FloatIds but VisitWithNotes expects Int64" in problems
 
 

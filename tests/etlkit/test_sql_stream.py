@@ -74,7 +74,8 @@ def test_a_sql_node_reads_its_input_while_the_input_still_produces(
     assert Streamed.out.table().to_pylist() == [
         {"n": ROWS, "s": 2 * sum(i % 7 for i in range(ROWS))}
     ]
-    assert result.nodes["total"].rows_in == ROWS  # it read the chunks, not the staged output
+    assert result.nodes["total"].rows_in == ROWS
+    assert result.nodes["total"].chunks_in > 0  # it read the chunks, not the staged output
     assert sql_started_after[0] < ROWS // CHUNK  # before the source was done
     # the input is staged as well: for resume and `etlkit query`
     staging = Staging(settings.paths.staging_root)
@@ -243,7 +244,8 @@ def test_a_resumed_query_reads_its_reused_input_from_staging(settings: ek.Settin
 
     assert second.state == "success", second.error
     assert second.nodes["rows"].state == "reused"
-    assert second.nodes["total"].rows_in == 0  # the staged output, not a replayed stream
+    assert second.nodes["total"].chunks_in == 0  # the staged output, not a replayed stream
+    assert second.nodes["total"].rows_in == ROWS  # as the staged output counts them
     assert Resumed.out.table().to_pylist() == [{"n": ROWS}]
     assert Resumed.rows.reads == 1
 
@@ -274,7 +276,7 @@ def test_a_parquet_source_read_only_by_sql_is_still_referenced_not_streamed(
     manifest = Staging(settings.paths.staging_root).manifest("referenced", result.run_id, "rows")
     assert manifest is not None
     assert manifest.reference_select is not None
-    assert result.nodes["total"].rows_in == 0
+    assert result.nodes["total"].chunks_in == 0  # no stream: DuckDB read the staged reference
 
 
 def test_a_wrong_query_over_a_streamed_input_fails_with_duckdbs_message(

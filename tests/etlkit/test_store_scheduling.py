@@ -291,3 +291,19 @@ def test_processes_contend_for_slots_through_the_store(tmp_path: Path) -> None:
     assert sorted(outcomes) == ["lost", "lost", "lost", "won", "won"]
     with RunStore(path) as check:
         assert len(check.slot_leases("warehouse")) == 2
+
+
+def test_forget_dead_schedulers_removes_this_hosts_schedulers_whose_process_is_gone(
+    store: RunStore,
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    store.scheduler_heartbeat("killed", pid=int(gone.stdout), started_at=T0, at=t(1))
+    store.scheduler_heartbeat("alive", pid=os.getpid(), started_at=T0, at=t(1))
+    assert store.forget_dead_schedulers() == ["killed"]
+    assert [s.scheduler_id for s in store.schedulers()] == ["alive"]
+    assert store.forget_dead_schedulers() == []

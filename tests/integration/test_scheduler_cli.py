@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from etlkit.store import RunStore
+from tests.integration.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,3 +129,53 @@ def test_backfill_and_runs_read_dates_in_the_pipelines_timezone(project: Path) -
     status = etlkit("status", cwd=project)
     line = next(x for x in status.stdout.splitlines() if x.startswith("berlin"))
     assert line.endswith("success 2026-03-31")
+
+
+def test_scheduler_prints_a_start_line_forgets_killed_schedulers_and_exits_130_on_ctrl_c(
+    project: Path,
+) -> None:
+    assert etlkit("pause", "daily", cwd=project).returncode == 0  # no run to wait for
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    killed_pid = int(finished.stdout)  # a process that is gone, as a killed scheduler's
+    store_path = project / ".etlkit" / "etlkit.sqlite"
+    with RunStore(store_path) as store:
+        store.scheduler_heartbeat("killed-1", pid=killed_pid, started_at=datetime.now(UTC))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etlkit", "scheduler"],
+        cwd=project,
+        env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with RunStore(store_path) as store:
+            ids = wait_for(
+                lambda: (
+                    [s.scheduler_id for s in store.schedulers()] != ["killed-1"]
+                    and [s.scheduler_id for s in store.schedulers()]
+                ),
+                what="the scheduler's first heartbeat",
+                timeout=60,
+            )
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(ids) == 1
+    lines = out.splitlines()
+    assert lines[0].startswith(f"scheduler {ids[0]} started: pipelines in "), out + err
+    assert "Ctrl-C stops it" in lines[0]
+    assert lines[-1] == "scheduler stopped (interrupted)"
+    assert proc.returncode == 130, err
+    with RunStore(store_path) as store:
+        assert store.schedulers() == []
