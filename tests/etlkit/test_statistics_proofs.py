@@ -53,6 +53,20 @@ class Small(pdp.DataFrameModel):
     n: pl.Int8 = pdp.Field(ge=-5)
 
 
+class Short(pdp.DataFrameModel):
+    n: pl.Int16 = pdp.Field(gt=-(2**15))
+
+
+class Byte(pdp.DataFrameModel):
+    n: pl.UInt8 = pdp.Field(le=254)
+
+
+class Utc(pdp.DataFrameModel):
+    at: pl.Datetime("us", "UTC") = pdp.Field(  # type: ignore[valid-type]
+        ge=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    )
+
+
 class Huge(pdp.DataFrameModel):
     n: pl.UInt64 = pdp.Field(le=2**64 - 2)
 
@@ -145,6 +159,21 @@ CASES = {
     "duration[ns] on the bound": (Elapsed, "took", pa.duration("ns"), [0, 1_000]),
     "int8 at its minimum": (Small, "n", pa.int8(), [-5, 127]),
     "int8 below the minimum": (Small, "n", pa.int8(), [-6, 0]),
+    "int16 at its lowest": (Short, "n", pa.int16(), [-(2**15), 0]),
+    "uint8 at its highest": (Byte, "n", pa.uint8(), [0, 255]),
+    "uint8 on the bound": (Byte, "n", pa.uint8(), [0, 254]),
+    "timestamp[us, UTC] a microsecond early": (
+        Utc,
+        "at",
+        pa.timestamp("us", tz="UTC"),
+        [NEW_YEAR_NS // 1000 - 1, NEW_YEAR_NS // 1000],
+    ),
+    "timestamp[us, UTC] on the bound": (
+        Utc,
+        "at",
+        pa.timestamp("us", tz="UTC"),
+        [NEW_YEAR_NS // 1000, NEW_YEAR_NS // 1000 + 1],
+    ),
     "uint64 past the bound": (Huge, "n", pa.uint64(), [0, 2**64 - 1]),
     "uint64 on the bound": (Huge, "n", pa.uint64(), [0, 2**64 - 2]),
     "int32 coerced, at zero": (Widened, "n", pa.int32(), [0, 5]),
