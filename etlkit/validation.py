@@ -54,6 +54,7 @@ Pandera (~0.85 s to import) is imported when a `ChunkValidator` is built, not wi
 from __future__ import annotations
 
 import copy
+import json
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -181,13 +182,20 @@ _BUILTINS: Final[dict[str, Callable[..., pl.Expr]]] = {
 @dataclass(frozen=True)
 class ColumnStats:
     """A column's statistics over whole files: extremes (None when unknown), null count, and for
-    dictionary-encoded text columns every value the dictionaries hold (None when not read)."""
+    dictionary-encoded text columns every value the dictionaries hold (None when not read).
+
+    `kind` is the Arrow type the extremes are values of, None when the files disagree on it or it
+    has no order statistics can be trusted with (floats, dictionaries). Temporal extremes
+    (timestamps, times, dates, durations) are the integers Parquet stores, counted in `kind`'s
+    unit: Python's `datetime` and `time` stop at microseconds.
+    """
 
     minimum: Any
     maximum: Any
     null_count: int | None
     floating: bool
     values: frozenset[str] | None = None
+    kind: pa.DataType | None = None
 
 
 #: Arrow's text types, as `str(type)` spells them.
@@ -221,31 +229,34 @@ def parquet_statistics(
     highs: dict[str, list[Any]] = {}
     nulls: dict[str, int | None] = {}
     floating: dict[str, bool] = {}
+    kinds: dict[str, list[pa.DataType | None]] = {}
     dictionary_coded = set(values_of)
     for footer in footers:
-        kinds = {field.name: str(field.type) for field in footer.schema.to_arrow_schema()}
-        # (index, name, text) of the wanted columns: a wide file's other columns are never
+        types = {field.name: field.type for field in footer.schema.to_arrow_schema()}
+        # (index, name, text, raw) of the wanted columns: a wide file's other columns are never
         # looked at (lineitem's 16 columns in 524 row groups: 4x the objects)
-        picked: list[tuple[int, str, bool]] = []
+        picked: list[tuple[int, str, bool, bool]] = []
         for index in range(footer.num_columns):
-            name = footer.schema.column(index).path
+            column = footer.schema.column(index)
+            name = column.path
             if name in columns:
-                kind = kinds.get(name, "")
+                kind = str(types.get(name, ""))
                 floating[name] = floating.get(name, False) or kind in _FLOAT_TYPES
-                picked.append((index, name, kind in _TEXT_TYPES))
+                ordered = _ordered_kind(column, types.get(name))
+                kinds.setdefault(name, []).append(ordered)
+                raw = ordered is not None and _is_temporal(ordered)
+                picked.append((index, name, kind in _TEXT_TYPES, raw))
                 lows.setdefault(name, [])
                 highs.setdefault(name, [])
                 nulls.setdefault(name, 0)
         for group in range(footer.num_row_groups):
             row_group = footer.row_group(group)
-            for index, name, text in picked:
+            for index, name, text, raw in picked:
                 chunk = row_group.column(index)
                 if not (text and chunk.has_dictionary_page):
                     dictionary_coded.discard(name)
                 stats = chunk.statistics
-                low = high = None
-                if stats is not None and stats.has_min_max:
-                    low, high = stats.min, stats.max
+                low, high = _row_group_extremes(stats, raw)
                 lows[name].append(low)
                 highs[name].append(high)
                 counted = nulls[name]
@@ -253,13 +264,77 @@ def parquet_statistics(
                     has_count = stats is not None and stats.has_null_count
                     nulls[name] = counted + stats.null_count if has_count else None
     merged = {
-        name: ColumnStats(*_extremes(lows[name], highs[name]), nulls[name], floating[name])
+        name: ColumnStats(
+            *_extremes(lows[name], highs[name]),
+            nulls[name],
+            floating[name],
+            kind=_same_kind(kinds[name]),
+        )
+        if len(kinds[name]) == len(footers)
+        # a file without the column: its rows' values are unknown
+        else ColumnStats(None, None, None, floating[name])
         for name in lows
     }
-    wanted = [c for c in values_of if c in dictionary_coded and c in merged]
+    # (a file without the column has no dictionary to read)
+    complete = [c for c in values_of if c in merged and len(kinds[c]) == len(footers)]
+    wanted = [c for c in complete if c in dictionary_coded]
     for name, values in _dictionary_values(paths, footers, wanted).items():
         merged[name] = replace(merged[name], values=values)
     return merged
+
+
+def _ordered_kind(column: Any, kind: pa.DataType | None) -> pa.DataType | None:
+    """The Arrow type a Parquet column's statistics are exact values of (see `ColumnStats`).
+
+    None for floats (statistics leave NaN out), dictionaries (polars orders categories its own
+    way), and temporal columns whose stored unit is not the Arrow type's (INT96 timestamps).
+    """
+    import pyarrow as pa
+
+    if kind is None or pa.types.is_floating(kind) or pa.types.is_dictionary(kind):
+        return None
+    if not _is_temporal(kind):
+        return kind
+    physical = column.physical_type
+    if pa.types.is_date(kind):
+        return pa.date32() if physical == "INT32" else None
+    if physical not in ("INT32", "INT64") or not (
+        pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind)
+    ):
+        return None
+    if pa.types.is_duration(kind):  # no Parquet type: the Arrow type's integers are stored
+        return kind
+    stored = json.loads(column.logical_type.to_json()).get("timeUnit")
+    return kind if _UNITS.get(stored) == kind.unit else None
+
+
+#: Parquet's time units, as Arrow spells them.
+_UNITS: Final = {"milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}
+
+
+def _is_temporal(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_temporal(kind))
+
+
+def _row_group_extremes(stats: Any, raw: bool) -> tuple[Any, Any]:
+    """A row group's minimum and maximum (None when unknown): temporal values as the integers
+    stored, since Python's `datetime` and `time` would cut nanoseconds off."""
+    if stats is None or not stats.has_min_max:
+        return None, None
+    try:
+        return (stats.min_raw, stats.max_raw) if raw else (stats.min, stats.max)
+    except ValueError:  # text cut inside a character by a writer that truncates statistics
+        return None, None
+
+
+def _same_kind(kinds: list[pa.DataType | None]) -> pa.DataType | None:
+    """The type every file agrees on, else None."""
+    first = kinds[0] if kinds else None
+    if first is None or any(k is None or not k.equals(first) for k in kinds):
+        return None
+    return first
 
 
 def _extremes(lows: list[Any], highs: list[Any]) -> tuple[Any, Any]:
@@ -294,43 +369,63 @@ def _dictionary_values(
     return {name: frozenset(v for v in values if v is not None) for name, values in found.items()}
 
 
-def _number(value: Any) -> Any:
-    import decimal
+#: Checks that every value between two values passes when both pass: proven by the extremes.
+_MONOTONE_CHECKS: Final = frozenset(
+    {
+        "greater_than",
+        "greater_than_or_equal_to",
+        "less_than",
+        "less_than_or_equal_to",
+        "in_range",
+        "equal_to",
+    }
+)
 
-    return float(value) if isinstance(value, decimal.Decimal) else value
 
+def _extremes_frames(rule: _ColumnRule, found: ColumnStats) -> list[pl.DataFrame]:
+    """A column's minimum and maximum as the checks may see them, in polars: as stored, and
+    cast to the model's dtype when the source or the plan casts (a proof must hold for both).
+    Checks proven on them are judged as Pandera judges every row: decimals as decimals, times
+    to the nanosecond. Empty when they cannot stand for the column's values."""
+    import pyarrow as pa
 
-def _within(check: Check, minimum: Any, maximum: Any) -> bool:
-    """Whether every value in [minimum, maximum] passes a built-in range check."""
-    stats = check.statistics or {}
-    low, high = _number(minimum), _number(maximum)
+    if found.kind is None or found.floating or found.minimum is None or found.maximum is None:
+        return []
     try:
-        match check.name:
-            case "greater_than_or_equal_to":
-                return bool(low >= stats["min_value"])
-            case "greater_than":
-                return bool(low > stats["min_value"])
-            case "less_than_or_equal_to":
-                return bool(high <= stats["max_value"])
-            case "less_than":
-                return bool(high < stats["max_value"])
-            case "in_range":
-                above = (
-                    low >= stats["min_value"]
-                    if stats.get("include_min", True)
-                    else (low > stats["min_value"])
-                )
-                below = (
-                    high <= stats["max_value"]
-                    if stats.get("include_max", True)
-                    else (high < stats["max_value"])
-                )
-                return bool(above and below)
-            case "equal_to":
-                return bool(low == high == stats["value"])
-    except (KeyError, TypeError):
+        endpoints = pl.from_arrow(pa.array([found.minimum, found.maximum], type=found.kind))
+    except (pa.ArrowException, pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        return []  # a type polars does not hold (decimals of over 38 digits)
+    assert isinstance(endpoints, pl.Series)
+    stored = endpoints.alias(rule.name).to_frame()
+    observed, target = endpoints.dtype, rule.target
+    if target is None or observed == target:
+        return [stored]
+    if not _keeps_order(observed, target):
+        return []  # other casts may reorder values (text to numbers)
+    cast = stored.select(_cast(pl.col(rule.name), observed, target))
+    if cast.get_column(rule.name).null_count():
+        return []  # an extreme does not cast: some rows fail the cast
+    return [stored, cast]
+
+
+def _keeps_order(observed: pl.DataType, target: pl.DataType) -> bool:
+    """Whether a cast maps a smaller value to a smaller or equal one: between numbers, and from
+    dates or datetimes to datetimes of the same time zone. The extremes then stay extremes."""
+    if observed.is_numeric() and target.is_numeric():
+        return True
+    if not isinstance(target, pl.Datetime):
         return False
-    return False
+    if isinstance(observed, pl.Datetime):
+        return observed.time_zone == target.time_zone
+    return observed == pl.Date and target.time_zone is None
+
+
+def _passes_on(frame: pl.DataFrame, passed: pl.Expr) -> bool:
+    """Whether every row of `frame` passes (a null or an error is no pass)."""
+    try:
+        return bool(frame.select(passed.eq_missing(True).all()).item())
+    except pl.exceptions.PolarsError:
+        return False
 
 
 def _check_name(check: Check) -> str:
@@ -545,9 +640,14 @@ class ChunkValidator:
     def proven_checks(self, stats: Mapping[str, ColumnStats]) -> frozenset[tuple[str, str]]:
         """Checks that column statistics alone prove every row passes: `(column, check)`.
 
-        Null checks need a null count of zero; range checks (`ge`, `gt`, `le`, `lt`,
-        `in_range`, `eq`) need the minimum and maximum inside the range. Floating-point columns
-        prove nothing, since Parquet statistics leave NaN out (and NaN counts as null). With a
+        A proof gives Pandera's verdict or is not made. Null checks need a null count of zero;
+        range checks (`ge`, `gt`, `le`, `lt`, `in_range`, `eq`) need Pandera's own expression to
+        pass on the minimum and the maximum as polars holds them (exact decimals, nanoseconds),
+        as stored and cast to the model's dtype when that cast keeps the order (numbers, dates
+        to datetimes), and a null count of zero when the check sets `ignore_na=False`.
+        Floating-point columns prove nothing, since Parquet statistics leave NaN out (and NaN
+        counts as null); neither do dictionary-typed columns, whose order in polars is not the
+        statistics' order. With a
         text column's dictionary values (`ColumnStats.values`), any built-in check (`isin`, `notin`,
         `str_matches`, ...) is proven when every value in the dictionaries passes it.
         """
@@ -566,11 +666,17 @@ class ChunkValidator:
                     passes = values.select(value_check.passed.fill_null(True).all()).item()
                     if passes and (value_check.ignore_na or found.null_count == 0):
                         proven.add((rule.name, value_check.name))
-            if found.floating or found.minimum is None or found.maximum is None:
+            extremes = _extremes_frames(rule, found)
+            if not extremes:
                 continue
             for check in rule.component.checks:
-                if _within(check, found.minimum, found.maximum):
-                    proven.add((rule.name, _check_name(check)))
+                translated = (
+                    _translate(check, rule.name) if check.name in _MONOTONE_CHECKS else None
+                )
+                if translated is None or not (translated.ignore_na or found.null_count == 0):
+                    continue  # (with `ignore_na=False` a null fails the check)
+                if all(_passes_on(frame, translated.passed) for frame in extremes):
+                    proven.add((rule.name, translated.name))
         return frozenset(proven)
 
     def assume(self, proven: frozenset[tuple[str, str]]) -> None:
