@@ -54,12 +54,14 @@ def columns(model: Model) -> tuple[ColumnSpec, ...]:
 
 @cache
 def unique_sets(model: Model) -> tuple[tuple[str, ...], ...]:
-    """Column combinations `model` declares unique: `unique=True` fields and `Config.unique`."""
+    """Column combinations `model` declares unique: `unique=True` fields and `Config.unique`
+    (one name, a list of names, or a list of such lists, as Pandera reads it)."""
     schema = model.to_schema()
     sets = [(str(name),) for name, column in schema.columns.items() if column.unique]
-    combined = schema.unique
-    if combined:
-        sets.append(tuple([combined] if isinstance(combined, str) else combined))
+    combined = schema.unique or []
+    if isinstance(combined, str) or all(isinstance(c, str) for c in combined):
+        combined = [combined]
+    sets.extend(tuple([c] if isinstance(c, str) else c) for c in combined if c)
     return tuple(sets)
 
 

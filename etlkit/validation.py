@@ -43,7 +43,8 @@ Falls back to Pandera itself:
 - checks polars expressions are not compiled for (`@pdp.check`, `@pdp.dataframe_check`,
   `pdp.Check(fn)`, element-wise, `raise_warning` or `groupby` checks, `unique_values_eq`): all of
   them run in one small `DataFrameSchema` holding only those checks (no dtypes, nullable) on the
-  cast chunk, and their failures join the report: a few ms per chunk, for such models only;
+  whole cast chunk (a column's check may read other columns), and their failures join the
+  report: a few ms per chunk, for such models only;
 - models with regex columns, `Config.ordered`, `add_missing_columns`, column defaults, a frame
   `dtype`, or coercion to nested or model dtypes: `Model.validate(df, lazy=True)` on the chunk
   (`data` is then the chunk as given whenever it fails).
@@ -130,11 +131,19 @@ _COMPARED_VALUES: Final = 8
 
 
 def _is_in(col: pl.Expr, values: Collection[Any]) -> pl.Expr:
-    """`col` is one of `values` (null where `col` is null, like `is_in`)."""
+    """`col` is one of `values` (null where `col` is null, like `is_in`). Comparing with each
+    string is only right on a text column: elsewhere `is_in` raises where Pandera's does."""
     values = list(values)
     if 0 < len(values) <= _COMPARED_VALUES and all(type(v) is str for v in values):
         return reduce(operator.or_, [col.eq(v) for v in values])
     return col.is_in(values)
+
+
+#: `isin`/`notin` as Pandera evaluates them on a column that is not text.
+_NOT_TEXT: Final[dict[str, Callable[..., pl.Expr]]] = {
+    "isin": lambda col, *, allowed_values: col.is_in(list(allowed_values)),
+    "notin": lambda col, *, forbidden_values: col.is_in(list(forbidden_values)).not_(),
+}
 
 
 def _pattern(pattern: str | re.Pattern[str]) -> str:
@@ -360,9 +369,14 @@ def _translate(check: Check, column: str) -> _ValueCheck | None:
         return None
     try:
         passed = _BUILTINS[name](pl.col(column), **check._check_kwargs)
+        other = (
+            _NOT_TEXT[name](pl.col(column), **check._check_kwargs) if name in _NOT_TEXT else None
+        )
     except (TypeError, ValueError):  # arguments Pandera rejects when it validates: let it
         return None
-    return _ValueCheck(_check_name(check), passed, bool(check.ignore_na), check.n_failure_cases)
+    return _ValueCheck(
+        _check_name(check), passed, bool(check.ignore_na), check.n_failure_cases, other
+    )
 
 
 # --- the compiled model and its plans --------------------------------------------------------
@@ -374,6 +388,7 @@ class _ValueCheck:
     passed: pl.Expr  # True where the row passes, null where the value is null
     ignore_na: bool
     limit: int | None
+    not_text: pl.Expr | None = None  # `passed` on a column that is not text, if it differs
 
 
 @dataclass
@@ -416,7 +431,6 @@ class _Plan:
     raw: list[str]  # cast columns, kept as they came for reporting
     checks: list[_RowCheck]
     fallback: DataFrameSchema | None
-    fallback_columns: list[str] | None  # None: the whole chunk
     limits: Limits
 
 
@@ -721,7 +735,8 @@ class ChunkValidator:
                 dup = col if tag is None else pl.struct(col, tag)
                 checks.append(_RowCheck(name, "field_uniqueness", dup.is_duplicated(), text))
             for vc in rule.checks:
-                fail = vc.passed.eq_missing(False) if vc.ignore_na else vc.passed.ne_missing(True)
+                passed = vc.passed if vc.not_text is None or after == pl.String else vc.not_text
+                fail = passed.eq_missing(False) if vc.ignore_na else passed.ne_missing(True)
                 by_value = (
                     cast_failed is None
                     and after == pl.String
@@ -755,7 +770,6 @@ class ChunkValidator:
             raw=raw,
             checks=checks,
             fallback=fallback,
-            fallback_columns=None if self._frame_checks else list(fallback_columns),
             limits=limits,
         )
 
@@ -825,19 +839,19 @@ def _run_row_checks(
 
 
 def _run_fallback(plan: _Plan, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
-    """The checks no polars expression was compiled for, run by Pandera on what they need."""
+    """The checks no polars expression was compiled for, run by Pandera on the whole chunk: a
+    column's check sees every column, as in Pandera (`start <= end` registered on `start`)."""
     import pandera.errors
 
     assert plan.fallback is not None
-    subset = data if plan.fallback_columns is None else data.select(plan.fallback_columns)
     try:
-        plan.fallback.validate(subset, lazy=True)
+        plan.fallback.validate(data, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         failures = _from_pandera(exc.failure_cases)
     except pl.exceptions.SchemaError:
         # Pandera cannot stack the report of a check returning one boolean on row-level
         # reports (their failure cases differ in type): run the checks one by one.
-        failures = _run_fallback_one_by_one(plan.fallback, subset)
+        failures = _run_fallback_one_by_one(plan.fallback, data)
     else:
         return _schema_failures([]), None
     mask = _mask_from(failures, data.height)

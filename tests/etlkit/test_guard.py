@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
@@ -259,6 +261,76 @@ def test_a_repeated_pair_of_columns_is_quarantined_whatever_the_chunk_boundaries
     rejects = staged(settings, "pairs", result.run_id, "src.rejects")
     assert rejects.height == failed == 4
     assert set(rejects.get_column("_check").to_list()) == {"multiple_fields_uniqueness"}
+
+
+class TwoKeys(pdp.DataFrameModel):
+    a: int = pdp.Field(nullable=True)
+    b: int = pdp.Field(nullable=True)
+    c: int = pdp.Field(nullable=True)
+
+    class Config:
+        unique = [["a", "b"], ["c"]]  # noqa: RUF012  (Pandera reads a plain class attribute)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"a": [1, None, 3, None, 4], "b": [1, None, 1, None, 1], "c": [1, 2, 3, 4, 5]},
+        {"a": [1, 2, 3, 4, 5], "b": [1, 1, 1, 1, 1], "c": [1, None, 3, None, 5]},
+    ],
+    ids=["null-pair", "null-single"],
+)
+def test_several_unique_column_sets_get_pandera_verdict_whatever_the_chunk_boundaries(
+    settings: ek.Settings, policy: str, chunk_rows: int, columns: dict[str, list[int | None]]
+) -> None:
+    table = pa.table({k: pa.array(v, pa.int64()) for k, v in columns.items()})
+    kept, failed = pandera_verdict(TwoKeys, table)
+    assert (kept, failed) == ([0, 2, 4], 2)  # the two rows with nulls repeat, as in Pandera
+
+    class Sets(ek.Pipeline):
+        src = MemorySource(table, schema=TwoKeys, chunk_rows=chunk_rows).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Sets.run(settings=settings)
+
+    if policy == "fail":
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        return
+    assert result.state == "success", result.error
+    assert Sets.out.table().to_pydict() == table.take(kept).to_pydict()
+    assert result.nodes["src"].invalid_rows == failed
+
+
+class Interval(pdp.DataFrameModel):
+    start: int
+    end: int
+
+    @pdp.check("start", name="before_end")
+    def before_end(cls, data: Any) -> Any:
+        return data.lazyframe.select(pl.col("start") <= pl.col("end"))
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+def test_a_column_check_reading_another_column_drops_only_its_failing_rows(
+    settings: ek.Settings, policy: str
+) -> None:
+    table = pa.table({"start": [1, 2, 5, 4], "end": [2, 3, 4, 4]})
+
+    class Intervals(ek.Pipeline):
+        src = MemorySource(table, schema=Interval, chunk_rows=2).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Intervals.run(settings=settings)
+
+    assert result.state == "success", result.error
+    assert Intervals.out.table().to_pydict() == {"start": [1, 2, 4], "end": [2, 3, 4]}
+    assert result.nodes["src"].invalid_rows == 1
 
 
 @pytest.mark.parametrize(

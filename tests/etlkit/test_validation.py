@@ -452,6 +452,43 @@ def test_a_check_returning_one_boolean_is_reported_without_a_row() -> None:
     }
 
 
+class Interval(pdp.DataFrameModel):
+    start: int
+    end: int
+
+    @pdp.check("start", name="before_end")
+    def before_end(cls, data: Any) -> Any:
+        return data.lazyframe.select(pl.col("start") <= pl.col("end"))
+
+
+def test_a_column_check_reading_another_column_sees_the_whole_chunk_as_in_pandera() -> None:
+    df = pl.DataFrame({"start": [1, 2, 5], "end": [2, 3, 4]})
+    report = ChunkValidator(Interval).check(df)
+    assert etlkit_failures(Interval, df) == pandera_failures(Interval, df)
+    assert etlkit_failures(Interval, df) == {("start", "before_end", 2)}
+    assert report.invalid is not None
+    assert report.invalid.to_list() == [False, False, True]
+
+
+class MistypedIsin(pdp.DataFrameModel):
+    flag: bool = pdp.Field(notin=["x", "y"])
+    code: bool = pdp.Field(isin=["a"], nullable=True)
+
+
+def test_isin_on_a_column_that_is_not_text_fails_as_in_pandera() -> None:
+    df = pl.DataFrame({"flag": [True, False], "code": [True, None]})
+    report = ChunkValidator(MistypedIsin).check(df)
+    assert etlkit_failures(MistypedIsin, df) == pandera_failures(MistypedIsin, df)
+    assert {r[:2] for r in etlkit_failures(MistypedIsin, df)} == {
+        ("flag", "notin(['x', 'y'])"),
+        ("code", "isin(['a'])"),
+    }
+    assert (
+        report.failures.get_column("failure_case").str.starts_with("InvalidOperationError(").all()
+    )
+    assert report.invalid is None  # a check that cannot run marks no row
+
+
 class Ordered(pdp.DataFrameModel):
     a: int = pdp.Field(ge=0)
     b: str
