@@ -37,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from polars.exceptions import PanicException
 
 from etlkit import runlog
 from etlkit.errors import (
@@ -1109,7 +1110,9 @@ class _Run:
             self.node_failed(stats, exc)
         except EtlkitError as exc:
             self.node_failed(stats, self.wrap(name, stats, exc, str(exc)))
-        except Exception as exc:  # the node boundary: user and library code of any kind
+        # the node boundary: user and library code of any kind; a polars panic (a Rust
+        # assertion, e.g. a datetime out of range) is a BaseException, and fails the node too
+        except (Exception, PanicException) as exc:
             self.node_failed(stats, self.wrap(name, stats, exc, f"{type(exc).__name__}: {exc}"))
         finally:
             for pool in held:
@@ -1154,7 +1157,9 @@ class _Run:
         stats.error = str(exc)
         self.fail(exc)
 
-    def wrap(self, name: str, stats: NodeStats, exc: Exception, cause: str) -> NodeError:
+    def wrap(
+        self, name: str, stats: NodeStats, exc: Exception | PanicException, cause: str
+    ) -> NodeError:
         node = self.graph.nodes[name]
         if node.streaming:
             chunk = stats.chunks_in  # the input chunk being processed

@@ -36,7 +36,9 @@ column's nulls as failed casts, and then checks the uncast frame (reporting ever
 as a wrong dtype); etlkit reports each failed value on its own column, under the name Pandera's
 column backend uses, and checks the cast chunk. Under `strict=True` every extra column is
 reported, not just the first. `column` names the missing or extra column where Pandera repeats
-the schema's name, and is null for checks of the whole frame.
+the schema's name, and is null for checks of the whole frame. A failing duration is shown in
+polars' notation (`1d 3µs`; Pandera's own report fails on it), and a date or datetime past the
+years polars can show as its count of units since 1970 (`4611686018427387904ms`).
 
 Falls back to Pandera itself:
 
@@ -913,9 +915,21 @@ def _dtype_ok(component: Column, dtype: pl.DataType) -> bool:
 
 
 def _as_text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """A value as the text Pandera shows in failure cases (nested values as JSON)."""
+    """A value as the text Pandera shows in failure cases (nested values as JSON).
+
+    polars cannot cast a duration to text (`1d 3µs` is its own notation), and panics on a
+    date or datetime past the years it can show (then the value since 1970 is shown, in its
+    unit: `4611686018427387904ms`).
+    """
     if isinstance(dtype, pl.List | pl.Array | pl.Struct):
         return pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
+    if isinstance(dtype, pl.Duration):
+        return col.dt.to_string("polars")
+    if isinstance(dtype, pl.Date | pl.Datetime):
+        unit = "d" if isinstance(dtype, pl.Date) else dtype.time_unit
+        shown = pl.when(col.dt.year().is_not_null()).then(col)  # null where out of range
+        since = col.to_physical().cast(pl.String) + pl.lit(unit)
+        return pl.coalesce(shown.cast(pl.String, strict=False), since)
     return col.cast(pl.String, strict=False)
 
 
@@ -1093,7 +1107,7 @@ class IncreasingKey:
     def __init__(self, column: str) -> None:
         self.column = column
         self.holds = True
-        self._last: Any = None
+        self._last: pl.Series | None = None
         self._nulls = 0
 
     def update(self, batch: pa.RecordBatch) -> None:
@@ -1112,12 +1126,13 @@ class IncreasingKey:
         values = pl.Series(column).drop_nulls()
         if values.len() == 0:
             return
+        # compared as polars values: a datetime outside Python's range does not convert
         try:
-            after_last = self._last is None or bool(values[0] > self._last)
-        except TypeError:
+            after_last = self._last is None or bool((values.head(1) > self._last).item())
+        except pl.exceptions.PolarsError:
             after_last = False
         self.holds = after_last and strictly_increasing(values)
-        self._last = values[-1]
+        self._last = values.tail(1)
 
 
 def dataset_problems(

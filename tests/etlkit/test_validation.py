@@ -666,6 +666,35 @@ def test_increasing_key_holds_across_chunks_only_while_each_exceeds_the_last() -
     assert not missing.holds
 
 
+def test_increasing_key_compares_datetimes_python_cannot_hold() -> None:
+    far = pl.Series("at", [1, 2**62], dtype=pl.Int64).cast(pl.Datetime("ms")).to_arrow()
+    key = IncreasingKey("at")
+    key.update(pa.record_batch({"at": far}))
+    key.update(pa.record_batch({"at": far.slice(1)}))  # the last value again
+    assert not key.holds
+
+
+class Spans(pdp.DataFrameModel):
+    took: pl.Duration("us") = pdp.Field(ge=dt.timedelta(0))
+    at: pl.Datetime("ms") = pdp.Field(le=dt.datetime(2020, 1, 1))
+
+
+def test_failing_durations_and_datetimes_past_python_years_are_reported() -> None:
+    df = pl.DataFrame(
+        {
+            "took": pl.Series([-5, 1, 86_400_000_003], dtype=pl.Duration("us")),
+            "at": pl.Series([0, 2**62, 1], dtype=pl.Int64).cast(pl.Datetime("ms")),
+        }
+    )
+    report = ChunkValidator(Spans).check(df)
+    assert {(r[0], r[2], r[3]) for r in report.failures.iter_rows()} == {
+        ("took", "-5µs", 0),
+        ("at", f"{2**62}ms", 1),
+    }
+    assert report.invalid is not None
+    assert report.invalid.to_list() == [True, True, False]
+
+
 def test_a_unique_column_increasing_in_a_chunk_passes_and_repeats_still_fail() -> None:
     validator = ChunkValidator(Keys)
     ok = validator.check(
