@@ -34,7 +34,10 @@ Deviations from Pandera, on purpose. Pandera names a failed cast after the schem
 dtype of the schema in the check's name, stops at the first failing column, also counts that
 column's nulls as failed casts, and then checks the uncast frame (reporting every coerced column
 as a wrong dtype); etlkit reports each failed value on its own column, under the name Pandera's
-column backend uses, and checks the cast chunk. Under `strict=True` every extra column is
+column backend uses, and checks the cast chunk. Where polars raises on a cast instead of giving
+null (a float rounding past a decimal's precision, a Categorical to a number), Pandera fails
+every row of the column; etlkit fails the values whose own cast raises, so a row's verdict does
+not depend on which values share its chunk. Under `strict=True` every extra column is
 reported, not just the first. `column` names the missing or extra column where Pandera repeats
 the schema's name, and is null for checks of the whole frame. A failing duration is shown in
 polars' notation (`1d 3µs`; Pandera's own report fails on it), and a date or datetime past the
@@ -508,9 +511,9 @@ class ChunkValidator:
         if plan.casts:
             try:
                 data = data.with_columns(plan.casts)
-            except pl.exceptions.InvalidOperationError:
+            except _CAST_ERRORS:
                 plan = self._replan_without_missing_casts(df, plan)
-                data = data.with_columns(plan.casts)
+                data = data.with_columns(self._casts_without_raising(df, plan))
         parts = [plan.schema_failures]
         masks: list[pl.Series] = []
         checks = [
@@ -675,8 +678,33 @@ class ChunkValidator:
                 df.select(_cast(pl.col(name), df.schema[name], target))
             except pl.exceptions.InvalidOperationError:
                 self._uncastable.add((name, df.schema[name]))
+            except pl.exceptions.ComputeError:
+                pass  # some values raise, not the kind of cast: see `_casts_without_raising`
         plan = self._plans[tuple(df.schema.items())] = self._build_plan(df.schema)
         return plan
+
+    def _casts_without_raising(self, df: pl.DataFrame, plan: _Plan) -> list[pl.Expr]:
+        """`plan.casts` for this chunk, with the values whose cast raises in polars, rather
+        than giving null (a float rounding past a decimal's precision, a category cast to a
+        number), made null before the cast: each is then a `coerce_dtype` failure on its row,
+        as a value that does not parse is."""
+        casts: list[pl.Expr] = []
+        for name, cast_expr in zip(plan.raw, plan.casts, strict=True):
+            try:
+                df.select(cast_expr)
+            except _CAST_ERRORS:
+                target = self._rules[name].target
+                assert target is not None
+                values = df.get_column(name)
+                raising = _raising_casts(values.drop_nulls().unique(), target)
+                if raising is None:  # no value raises on its own: none is taken as cast
+                    cast_expr = pl.lit(None, target).alias(name)
+                else:
+                    kept = pl.lit(values.is_in(raising).not_())
+                    cast_expr = _cast(pl.when(kept).then(pl.col(name)), values.dtype, target)
+                    cast_expr = cast_expr.alias(name)
+            casts.append(cast_expr)
+        return casts
 
     def _build_plan(self, schema: pl.Schema) -> _Plan:
         model = self.model_name
@@ -904,6 +932,29 @@ def _cast(col: pl.Expr, observed: pl.DataType, target: pl.DataType) -> pl.Expr:
     if observed == pl.String:  # as Pandera: parse it, else go through a float
         return pl.coalesce(col.cast(target, strict=False), via_float)
     return via_float
+
+
+#: What polars raises for a cast that cannot give a value (a null) for some row.
+_CAST_ERRORS: Final = (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError)
+
+
+def _raising_casts(values: pl.Series, target: pl.DataType) -> pl.Series | None:
+    """Those of `values` (distinct, not null) whose cast to `target` raises, found by halving
+    the values that raise together; None when none raises on its own. Only a chunk whose cast
+    raised pays for it: about two casts per such value."""
+    found: list[pl.Series] = []
+    pending = [values]
+    while pending:
+        part = pending.pop()
+        try:
+            part.to_frame("v").select(_cast(pl.col("v"), part.dtype, target))
+        except _CAST_ERRORS:
+            if part.len() == 1:
+                found.append(part)
+            else:
+                half = part.len() // 2
+                pending.extend([part.slice(half), part.head(half)])
+    return pl.concat(found) if found else None
 
 
 def _dtype_ok(component: Column, dtype: pl.DataType) -> bool:

@@ -333,6 +333,34 @@ def test_a_column_check_reading_another_column_drops_only_its_failing_rows(
     assert result.nodes["src"].invalid_rows == 1
 
 
+class Price(pdp.DataFrameModel):
+    price: pl.Decimal(5, 2) = pdp.Field(coerce=True)  # type: ignore[valid-type]
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 4])
+def test_a_value_whose_cast_raises_is_taken_out_of_its_chunk(
+    settings: ek.Settings, policy: str, chunk_rows: int
+) -> None:
+    table = pa.table({"price": [1.5, 999.999, 2.25, 3.0]})  # 999.999 rounds past 5 digits
+
+    class Prices(ek.Pipeline):
+        src = MemorySource(table, schema=Price, chunk_rows=chunk_rows).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Prices.run(settings=settings)
+
+    assert result.state == "success", result.error
+    kept = Prices.out.table().column("price").to_pylist()
+    assert [str(v) for v in kept] == ["1.50", "2.25", "3.00"]
+    assert result.nodes["src"].invalid_rows == 1
+    failures = staged(settings, "prices", result.run_id, "src.failures")
+    assert failures.select("column", "failure_case").rows() == [("price", "999.999")]
+    assert failures.item(0, "check").startswith("coerce_dtype(")
+
+
 @pytest.mark.parametrize(
     ("ids", "repeat"),
     [

@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import pickle
 import random
-from typing import Any
+from typing import Any, cast
 
 import pandera.errors
 import pandera.polars as pdp
@@ -356,6 +356,36 @@ def test_value_that_does_not_cast_is_a_coerce_failure_on_its_row() -> None:
     # Pandera flags the same unparseable row (it also lists the column's nulls as cast failures).
     pandera_rows = {i for _, check, i in pandera_failures(Coerced, df) if "coerce" in check}
     assert pandera_rows - {2} == {1}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "rows"),
+    [
+        # 999.999 rounds to 1000.00: past the precision, and polars raises for the column
+        (pl.Decimal(5, 2), pl.Series([1.5, 999.999, None, 2.0, 999.999]), {1, 4}),
+        (pl.Decimal(5, 2), pl.Series(["1.5", "99999.99", None, "x", "2"]), {1, 3}),
+        (pl.Int64, pl.Series(["1", "b", None, "1", "c"], dtype=pl.Categorical), {0, 1, 3, 4}),
+        (pl.Enum(["a", "b"]), pl.Series([1, None, 2, 3, 1]), {0, 2, 3, 4}),
+    ],
+    ids=["float-decimal", "string-decimal", "categorical-int", "int-enum"],
+)
+def test_a_cast_polars_raises_on_is_a_coerce_failure_on_the_rows_that_raise(
+    dtype: pl.DataType, values: pl.Series, rows: set[int]
+) -> None:
+    field = pdp.Field(coerce=True, nullable=True)
+    raising = type("Raising", (pdp.DataFrameModel,), {"__annotations__": {"x": dtype}, "x": field})
+    Raising = cast("type[pdp.DataFrameModel]", raising)
+    df = values.alias("x").to_frame()
+    report = ChunkValidator(Raising).check(df)
+    assert {(c, i) for c, _, i in etlkit_failures(Raising, df)} == {("x", i) for i in rows}
+    assert report.failures.get_column("check").str.starts_with("coerce_dtype(").all()
+    assert report.data.schema["x"] == dtype
+    assert report.data.get_column("x").null_count() == len(rows) + 1
+    assert report.invalid is not None
+    assert set(report.invalid.arg_true().to_list()) == rows
+    # Pandera fails the column's every row for such a cast: these among them
+    pandera_rows = {i for _, check, i in pandera_failures(Raising, df) if "coerce" in check}
+    assert rows < pandera_rows
 
 
 def test_unparseable_values_are_not_duplicates_of_each_other() -> None:
