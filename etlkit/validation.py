@@ -1269,16 +1269,19 @@ class KeyCheck:
     column: str | None  # the field's name; None for `Config.unique`, a check of the frame
 
 
-def key_checks(model: type[pdp.DataFrameModel]) -> list[KeyCheck]:
-    """The unique keys `model` declares, as `schema.unique_sets` lists them."""
-    from etlkit.schema import unique_sets
+def key_checks(model: type[pdp.DataFrameModel], columns: Sequence[str]) -> list[KeyCheck]:
+    """The unique keys `model` declares, as `schema.unique_sets_in` lists them for an output
+    holding `columns` (a unique regex column: one key per column it matches)."""
+    from etlkit.schema import unique_sets, unique_sets_in
 
+    keys = unique_sets_in(model, columns)
     fields = {str(n) for n, c in model.to_schema().columns.items() if c.unique}
+    fields |= {k[0] for k in keys if len(k) == 1 and k not in unique_sets(model)}  # by regex
     return [
         KeyCheck(k, "field_uniqueness", k[0])
         if len(k) == 1 and k[0] in fields
         else KeyCheck(k, "multiple_fields_uniqueness", None)
-        for k in unique_sets(model)
+        for k in keys
     ]
 
 

@@ -361,6 +361,61 @@ def test_a_value_whose_cast_raises_is_taken_out_of_its_chunk(
     assert failures.item(0, "check").startswith("coerce_dtype(")
 
 
+class Numbered(pdp.DataFrameModel):
+    col: int = pdp.Field(alias=r"^col_\d+$", regex=True, unique=True)
+
+
+class Plain(pdp.DataFrameModel):
+    a: int
+
+
+class Spread(ek.Transform[Plain, Numbered]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch.select(col_1=pl.col("a"), col_2=pl.col("a") * 10)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
+@pytest.mark.parametrize("ids", [[1, 2, 3, 4], [1, 2, 3, 1]], ids=["unique", "repeated"])
+def test_a_unique_regex_column_is_checked_across_chunks_on_every_column_it_matches(
+    settings: ek.Settings, policy: str, ids: list[int]
+) -> None:
+    output = pa.table({"col_1": ids, "col_2": [10 * i for i in ids]})
+    kept, failed = pandera_verdict(Numbered, output)
+
+    class Regex(ek.Pipeline):
+        src = MemorySource(pa.table({"a": ids}), schema=Plain, chunk_rows=2)
+        spread = Spread(src).expect(on_invalid=policy)  # type: ignore[arg-type]
+        out = MemorySink(spread)
+
+    result = Regex.run(settings=settings)
+
+    if policy == "fail" and failed:
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        assert "column 'col_1' must be unique across all chunks" in str(result.error)
+        assert "column 'col_2' must be unique across all chunks" in str(result.error)
+        return
+    assert result.state == "success", result.error
+    assert Regex.out.table().to_pydict() == output.take(kept).to_pydict()
+    assert result.nodes["spread"].invalid_rows == failed
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_a_source_with_a_regex_model_reads_every_column_the_pattern_matches(
+    settings: ek.Settings, chunk_rows: int
+) -> None:
+    table = pa.table({"other": [0, 0, 0], "col_1": [1, 2, 3], "col_2": [4, 5, 4]})
+
+    class Regex(ek.Pipeline):
+        src = MemorySource(table, schema=Numbered, chunk_rows=chunk_rows).expect(on_invalid="drop")
+        out = MemorySink(src)
+
+    result = Regex.run(settings=settings)
+
+    assert result.state == "success", result.error
+    assert pandera_verdict(Numbered, table.select(["col_1", "col_2"])) == ([1], 2)
+    assert Regex.out.table().to_pydict() == {"col_1": [2], "col_2": [5]}
+
+
 @pytest.mark.parametrize(
     ("ids", "repeat"),
     [
