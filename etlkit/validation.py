@@ -41,7 +41,9 @@ not depend on which values share its chunk. Under `strict=True` every extra colu
 reported, not just the first. `column` names the missing or extra column where Pandera repeats
 the schema's name, and is null for checks of the whole frame. A failing duration is shown in
 polars' notation (`1d 3µs`; Pandera's own report fails on it), and a date or datetime past the
-years polars can show as its count of units since 1970 (`4611686018427387904ms`).
+years polars can show as its count of units since 1970 (`4611686018427387904ms`). With several
+`Config.unique` sets, Pandera fails the rows of the first set that repeats only; a chunk does
+too, but across chunks (`flag_repeats`, `dataset_problems`) every set that repeats is reported.
 
 Falls back to Pandera itself:
 
