@@ -84,15 +84,17 @@ def _matching(pattern: str, names: Sequence[str]) -> list[str]:
     return frame.select(pl.col(pattern)).collect_schema().names()
 
 
+def matched(model: Model, column: str, names: Sequence[str]) -> list[str]:
+    """The names in `names` that `model`'s `column` stands for: itself, or for a regex column
+    every name its pattern matches (in the frame's order)."""
+    pattern = _regex_selectors(model).get(column)
+    return [column] if pattern is None else _matching(pattern, names)
+
+
 def project(model: Model, names: Sequence[str]) -> list[str]:
     """The columns `model` reads from a frame holding `names`: each column by its name, and
-    for a regex column every name its pattern matches (in the frame's order)."""
-    regex = _regex_selectors(model)
-    picked: list[str] = []
-    for column in columns(model):
-        pattern = regex.get(column.name)
-        picked.extend([column.name] if pattern is None else _matching(pattern, names))
-    return list(dict.fromkeys(picked))
+    for a regex column every name its pattern matches."""
+    return list(dict.fromkeys(n for c in columns(model) for n in matched(model, c.name, names)))
 
 
 def unique_sets_in(model: Model, names: Sequence[str]) -> tuple[tuple[str, ...], ...]:

@@ -267,6 +267,37 @@ def test_nulls_repeating_across_chunks_of_a_file_fail_a_unique_key_as_in_pandera
         assert result.nodes["readings"].invalid_rows == 2
 
 
+class Numbered(pdp.DataFrameModel):
+    col: int = pdp.Field(alias=r"^col_\d+$", regex=True, unique=True)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop"])
+def test_a_parquet_source_with_a_regex_model_reads_the_columns_it_matches(
+    settings: ek.Settings, tmp_path: Path, policy: str
+) -> None:
+    path = tmp_path / "r.parquet"
+    table = pa.table({"other": ["x"] * 4, "col_1": [1, 2, 3, 4], "col_2": [5, 6, 7, 5]})
+    pq.write_table(table, path, row_group_size=2)
+    with pytest.raises(pdp.errors.SchemaErrors):  # Pandera: col_2 repeats 5
+        Numbered.validate(pl.from_arrow(table), lazy=True)  # type: ignore[arg-type]
+
+    class Regex(ek.Pipeline):
+        params: ClassVar[dict[str, str]] = {"path": ""}
+        readings = ParquetSource("{path}", schema=Numbered, chunk_rows=2).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(readings)
+
+    result = Regex.run(settings=settings, params={"path": str(path)})
+
+    if policy == "fail":
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        assert "column 'col_2' must be unique across all chunks" in str(result.error)
+    else:
+        assert result.state == "success", result.error
+        assert Regex.out.table().to_pydict() == {"col_1": [2, 3], "col_2": [6, 7]}
+
+
 class StreamedReadings(ek.Pipeline):
     """The source streams to a sink: proven checks are skipped per chunk, the others run."""
 
