@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     import pandera.polars as pdp
     import pyarrow as pa
     from pandera.api.checks import Check
+    from pandera.api.function_dispatch import Dispatcher
     from pandera.api.polars.components import Column
     from pandera.api.polars.container import DataFrameSchema
 
@@ -370,8 +371,7 @@ def _translate(check: Check, column: str) -> _ValueCheck | None:
         or check.raise_warning
         or not isinstance(fn, Dispatcher)
         or not Check.is_builtin_check(name)
-        # a schema holds copies of the dispatcher: compare the code it runs
-        or fn.co_code != Check.get_builtin_check_fn(name).co_code
+        or not _same_code(fn, Check.get_builtin_check_fn(name))
     ):
         return None
     try:
@@ -383,6 +383,19 @@ def _translate(check: Check, column: str) -> _ValueCheck | None:
         return None
     return _ValueCheck(
         _check_name(check), passed, bool(check.ignore_na), check.n_failure_cases, other
+    )
+
+
+def _same_code(copied: Dispatcher, current: Dispatcher) -> bool:
+    """Whether a schema's copy of a built-in check's dispatcher runs the code registered under
+    that name now, for each data type it knows. Another backend's implementations may have
+    been registered since the copy was made (the first `validate` of a kind registers them):
+    a comparison of all the code at once would then send built-in checks to Pandera."""
+    copied_fns = copied._function_registry
+    current_fns = current._function_registry
+    return bool(copied_fns) and all(
+        kind in current_fns and current_fns[kind].__code__.co_code == fn.__code__.co_code
+        for kind, fn in copied_fns.items()
     )
 
 

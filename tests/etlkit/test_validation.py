@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import pickle
@@ -479,6 +480,26 @@ def test_a_check_returning_one_boolean_is_reported_without_a_row() -> None:
     assert {(r[0], r[1], r[3]) for r in report.failures.iter_rows()} == {
         ("a", "sums_to_ten", None),
         ("a", "positive", 1),
+    }
+
+
+def test_built_in_checks_compile_whatever_pandera_registered_after_the_schema_was_built() -> None:
+    from pandera.api.polars.types import PolarsData
+
+    class Early(pdp.DataFrameModel):
+        level: int = pdp.Field(in_range={"min_value": 0, "max_value": 9})
+
+    dispatcher = Early.to_schema().columns["level"].checks[0]._check_fn
+    # the schema's copy as made before a first `validate` registered polars' implementation
+    dispatcher._function_registry.pop(PolarsData, None)
+    with contextlib.suppress(pandera.errors.SchemaErrors):
+        Typed.validate(TYPED, lazy=True)  # registers polars' implementations, if none did yet
+
+    validator = ChunkValidator(Early)
+
+    assert validator.scan_clean(pl.LazyFrame({"level": [1, 2]})) is True  # compiled, not Pandera
+    assert etlkit_failures(Early, pl.DataFrame({"level": [1, 12]})) == {
+        ("level", "in_range(0, 9)", 1)
     }
 
 
