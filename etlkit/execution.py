@@ -37,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from polars.exceptions import PanicException
 
 from etlkit import runlog
 from etlkit.errors import (
@@ -66,7 +67,7 @@ from etlkit.nodes import (
     WriteResult,
     bind_sql,
 )
-from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
+from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets, unique_sets_in
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
@@ -1125,7 +1126,9 @@ class _Run:
             self.node_failed(stats, exc)
         except EtlkitError as exc:
             self.node_failed(stats, self.wrap(name, stats, exc, str(exc)))
-        except Exception as exc:  # the node boundary: user and library code of any kind
+        # the node boundary: user and library code of any kind; a polars panic (a Rust
+        # assertion, e.g. a datetime out of range) is a BaseException, and fails the node too
+        except (Exception, PanicException) as exc:
             self.node_failed(stats, self.wrap(name, stats, exc, f"{type(exc).__name__}: {exc}"))
         finally:
             for pool in held:
@@ -1170,7 +1173,9 @@ class _Run:
         stats.error = str(exc)
         self.fail(exc)
 
-    def wrap(self, name: str, stats: NodeStats, exc: Exception, cause: str) -> NodeError:
+    def wrap(
+        self, name: str, stats: NodeStats, exc: Exception | PanicException, cause: str
+    ) -> NodeError:
         node = self.graph.nodes[name]
         if node.streaming:
             chunk = stats.chunks_in  # the input chunk being processed
@@ -1328,11 +1333,11 @@ class _Run:
                     stats.rows_out += piece.num_rows
                     stats.chunks_out += 1
                     self.emit("node_progress", name)
+        names = first_schema.names if first_schema is not None else []  # a regex key's columns
         if guard is not None:
             if writer is not None and guard.policy != "fail":
-                self.take_out_repeats(
-                    node, stats, writer, guard, [k.column for k in keys if k.holds]
-                )
+                increasing = [k.column for k in keys if k.holds]
+                self.take_out_repeats(node, stats, writer, guard, increasing, names)
             guard.finish()
         model = node.output_model
         if writer is not None and first_schema is None and model is not None:
@@ -1346,9 +1351,16 @@ class _Run:
             staged = partial(list, referenced.files.urls)  # the source's own files are staged
         proven: list[tuple[str, ...]] = [(key.column,) for key in keys if key.holds]
         if guard is not None and guard.policy != "fail":
-            proven = list(unique_sets(guard.validator.model))  # taken out above, like a chunk's
+            # taken out above, like a chunk's
+            proven = list(unique_sets_in(guard.validator.model, names))
         self.check_dataset(
-            name, node, stats, staged, proven, referenced.csv if referenced is not None else None
+            name,
+            node,
+            stats,
+            staged,
+            proven,
+            referenced.csv if referenced is not None else None,
+            columns=names,
         )
         if writer is not None:
             manifest = writer.commit(
@@ -1378,6 +1390,7 @@ class _Run:
         writer: NodeWriter,
         guard: OutputGuard,
         increasing: Sequence[str],
+        columns: Sequence[str],
     ) -> None:
         """Under drop and quarantine, take out of the staged output the rows whose unique key
         repeats across chunks, as a chunk's check takes out those repeating within it: every
@@ -1393,7 +1406,7 @@ class _Run:
         assert model is not None
         checks = [
             c
-            for c in key_checks(model)
+            for c in key_checks(model, columns)
             if guard.invalid_rows or c.column is None or c.column not in increasing
         ]
         if not checks or guard.checked_chunks < 2:
@@ -1601,17 +1614,21 @@ class _Run:
         staged: Callable[[], list[str]],
         proven: Sequence[tuple[str, ...]] = (),
         csv: CsvLayout | None = None,
+        *,
+        columns: Sequence[str] = (),
     ) -> None:
         """Row counts, uniqueness across chunks and SQL assertions over the whole output.
 
         `staged` gives the output's Parquet files (`csv`: the CSV files a reference names, and
         how to parse them), asked for only when a check reads them. `proven`: key sets
-        already known unique (seen strictly increasing as they streamed).
+        already known unique (seen strictly increasing as they streamed). `columns`: the
+        output's columns, which a unique regex column's pattern selects its keys from.
         """
         expected = node.expectations
         modelled: list[tuple[str, ...]] = []  # the model's keys, where nulls repeat (Pandera)
         if self.options.validate and node.output_model is not None and stats.chunks_out > 1:
-            modelled.extend(unique_sets(node.output_model))  # one chunk was checked on its own
+            # one chunk was checked on its own; a regex key, on each column it matches
+            modelled.extend(unique_sets_in(node.output_model, columns))
         modelled = [k for k in modelled if k not in proven]
         unique = [expected.unique] if expected.unique and expected.unique not in proven else []
         unique = [k for k in unique if k not in modelled]

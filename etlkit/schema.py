@@ -7,6 +7,7 @@ these columns, so the model is its projection) and the checks of one edge of the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, cast
@@ -56,13 +57,63 @@ def columns(model: Model) -> tuple[ColumnSpec, ...]:
 
 @cache
 def unique_sets(model: Model) -> tuple[tuple[str, ...], ...]:
-    """Column combinations `model` declares unique: `unique=True` fields and `Config.unique`."""
+    """Column combinations `model` declares unique: `unique=True` fields and `Config.unique`
+    (one name, a list of names, or a list of such lists, as Pandera reads it)."""
     schema = model.to_schema()
     sets = [(str(name),) for name, column in schema.columns.items() if column.unique]
-    combined = schema.unique
-    if combined:
-        sets.append(tuple([combined] if isinstance(combined, str) else combined))
+    combined = schema.unique or []
+    if isinstance(combined, str) or all(isinstance(c, str) for c in combined):
+        combined = [combined]
+    sets.extend(tuple([c] if isinstance(c, str) else c) for c in combined if c)
     return tuple(sets)
+
+
+@cache
+def _regex_selectors(model: Model) -> dict[str, str]:
+    """The regex columns of `model`: name to the pattern Pandera selects columns with."""
+    schema = model.to_schema()
+    return {
+        str(name): str(getattr(column, "selector", None) or name)
+        for name, column in schema.columns.items()
+        if column.regex
+    }
+
+
+def _matching(pattern: str, names: Sequence[str]) -> list[str]:
+    """The names a regex column's pattern (anchored by Pandera) selects, as polars selects
+    them for Pandera."""
+    frame = pl.LazyFrame(schema=dict.fromkeys(names, pl.Null))
+    return frame.select(pl.col(pattern)).collect_schema().names()
+
+
+def matched(model: Model, column: str, names: Sequence[str]) -> list[str]:
+    """The names in `names` that `model`'s `column` stands for: itself, or for a regex column
+    every name its pattern matches (in the frame's order)."""
+    pattern = _regex_selectors(model).get(column)
+    return [column] if pattern is None else _matching(pattern, names)
+
+
+def project(model: Model, names: Sequence[str]) -> list[str]:
+    """The columns `model` reads from a frame holding `names`: each column by its name, and
+    for a regex column every name its pattern matches."""
+    return list(dict.fromkeys(n for c in columns(model) for n in matched(model, c.name, names)))
+
+
+def unique_sets_in(model: Model, names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """`unique_sets(model)` over a frame holding `names`: a regex column's key becomes one
+    key per column it matches, each unique on its own as Pandera checks it."""
+    regex = _regex_selectors(model)
+    if not regex:
+        return unique_sets(model)
+    return tuple(
+        key
+        for found in unique_sets(model)
+        for key in (
+            [(n,) for n in _matching(regex[found[0]], names)]
+            if len(found) == 1 and found[0] in regex
+            else [found]
+        )
+    )
 
 
 def column_names(model: Model) -> list[str]:

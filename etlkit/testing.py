@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from etlkit.nodes import Context, Node, Sink, Source, WriteResult
-from etlkit.schema import column_names
+from etlkit.schema import project
 
 if TYPE_CHECKING:
     from etlkit.nodes import Model
@@ -44,12 +44,12 @@ class MemorySource(Source):
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         """Yield the data in chunks, projected to the model's columns like every source."""
         self.reads += 1
-        columns = column_names(self.output_model) if self.output_model is not None else None
+        model = self.output_model
         if callable(self.data):
             for batch in self.data():
-                yield batch.select(columns) if columns is not None else batch
+                yield batch.select(project(model, batch.schema.names)) if model else batch
             return
-        table = self.data.select(columns) if columns is not None else self.data
+        table = self.data.select(project(model, self.data.column_names)) if model else self.data
         yield from table.to_batches(max_chunksize=self.chunk_rows or ctx.chunk_rows)
 
 

@@ -34,16 +34,24 @@ Deviations from Pandera, on purpose. Pandera names a failed cast after the schem
 dtype of the schema in the check's name, stops at the first failing column, also counts that
 column's nulls as failed casts, and then checks the uncast frame (reporting every coerced column
 as a wrong dtype); etlkit reports each failed value on its own column, under the name Pandera's
-column backend uses, and checks the cast chunk. Under `strict=True` every extra column is
+column backend uses, and checks the cast chunk. Where polars raises on a cast instead of giving
+null (a float rounding past a decimal's precision, a Categorical to a number), Pandera fails
+every row of the column; etlkit fails the values whose own cast raises, so a row's verdict does
+not depend on which values share its chunk. Under `strict=True` every extra column is
 reported, not just the first. `column` names the missing or extra column where Pandera repeats
-the schema's name, and is null for checks of the whole frame.
+the schema's name, and is null for checks of the whole frame. A failing duration is shown in
+polars' notation (`1d 3µs`; Pandera's own report fails on it), and a date or datetime past the
+years polars can show as its count of units since 1970 (`4611686018427387904ms`). With several
+`Config.unique` sets, Pandera fails the rows of the first set that repeats only; a chunk does
+too, but across chunks (`flag_repeats`, `dataset_problems`) every set that repeats is reported.
 
 Falls back to Pandera itself:
 
 - checks polars expressions are not compiled for (`@pdp.check`, `@pdp.dataframe_check`,
   `pdp.Check(fn)`, element-wise, `raise_warning` or `groupby` checks, `unique_values_eq`): all of
   them run in one small `DataFrameSchema` holding only those checks (no dtypes, nullable) on the
-  cast chunk, and their failures join the report: a few ms per chunk, for such models only;
+  whole cast chunk (a column's check may read other columns), and their failures join the
+  report: a few ms per chunk, for such models only;
 - models with regex columns, `Config.ordered`, `add_missing_columns`, column defaults, a frame
   `dtype`, or coercion to nested or model dtypes: `Model.validate(df, lazy=True)` on the chunk
   (`data` is then the chunk as given whenever it fails).
@@ -71,6 +79,7 @@ if TYPE_CHECKING:
     import pandera.polars as pdp
     import pyarrow as pa
     from pandera.api.checks import Check
+    from pandera.api.function_dispatch import Dispatcher
     from pandera.api.polars.components import Column
     from pandera.api.polars.container import DataFrameSchema
 
@@ -131,11 +140,19 @@ _COMPARED_VALUES: Final = 8
 
 
 def _is_in(col: pl.Expr, values: Collection[Any]) -> pl.Expr:
-    """`col` is one of `values` (null where `col` is null, like `is_in`)."""
+    """`col` is one of `values` (null where `col` is null, like `is_in`). Comparing with each
+    string is only right on a text column: elsewhere `is_in` raises where Pandera's does."""
     values = list(values)
     if 0 < len(values) <= _COMPARED_VALUES and all(type(v) is str for v in values):
         return reduce(operator.or_, [col.eq(v) for v in values])
     return col.is_in(values)
+
+
+#: `isin`/`notin` as Pandera evaluates them on a column that is not text.
+_NOT_TEXT: Final[dict[str, Callable[..., pl.Expr]]] = {
+    "isin": lambda col, *, allowed_values: col.is_in(list(allowed_values)),
+    "notin": lambda col, *, forbidden_values: col.is_in(list(forbidden_values)).not_(),
+}
 
 
 def _pattern(pattern: str | re.Pattern[str]) -> str:
@@ -449,15 +466,32 @@ def _translate(check: Check, column: str) -> _ValueCheck | None:
         or check.raise_warning
         or not isinstance(fn, Dispatcher)
         or not Check.is_builtin_check(name)
-        # a schema holds copies of the dispatcher: compare the code it runs
-        or fn.co_code != Check.get_builtin_check_fn(name).co_code
+        or not _same_code(fn, Check.get_builtin_check_fn(name))
     ):
         return None
     try:
         passed = _BUILTINS[name](pl.col(column), **check._check_kwargs)
+        other = (
+            _NOT_TEXT[name](pl.col(column), **check._check_kwargs) if name in _NOT_TEXT else None
+        )
     except (TypeError, ValueError):  # arguments Pandera rejects when it validates: let it
         return None
-    return _ValueCheck(_check_name(check), passed, bool(check.ignore_na), check.n_failure_cases)
+    return _ValueCheck(
+        _check_name(check), passed, bool(check.ignore_na), check.n_failure_cases, other
+    )
+
+
+def _same_code(copied: Dispatcher, current: Dispatcher) -> bool:
+    """Whether a schema's copy of a built-in check's dispatcher runs the code registered under
+    that name now, for each data type it knows. Another backend's implementations may have
+    been registered since the copy was made (the first `validate` of a kind registers them):
+    a comparison of all the code at once would then send built-in checks to Pandera."""
+    copied_fns = copied._function_registry
+    current_fns = current._function_registry
+    return bool(copied_fns) and all(
+        kind in current_fns and current_fns[kind].__code__.co_code == fn.__code__.co_code
+        for kind, fn in copied_fns.items()
+    )
 
 
 # --- the compiled model and its plans --------------------------------------------------------
@@ -469,6 +503,7 @@ class _ValueCheck:
     passed: pl.Expr  # True where the row passes, null where the value is null
     ignore_na: bool
     limit: int | None
+    not_text: pl.Expr | None = None  # `passed` on a column that is not text, if it differs
 
 
 @dataclass
@@ -511,7 +546,6 @@ class _Plan:
     raw: list[str]  # cast columns, kept as they came for reporting
     checks: list[_RowCheck]
     fallback: DataFrameSchema | None
-    fallback_columns: list[str] | None  # None: the whole chunk
     limits: Limits
 
 
@@ -587,9 +621,9 @@ class ChunkValidator:
         if plan.casts:
             try:
                 data = data.with_columns(plan.casts)
-            except pl.exceptions.InvalidOperationError:
+            except _CAST_ERRORS:
                 plan = self._replan_without_missing_casts(df, plan)
-                data = data.with_columns(plan.casts)
+                data = data.with_columns(self._casts_without_raising(df, plan))
         parts = [plan.schema_failures]
         masks: list[pl.Series] = []
         checks = [
@@ -765,8 +799,33 @@ class ChunkValidator:
                 df.select(_cast(pl.col(name), df.schema[name], target))
             except pl.exceptions.InvalidOperationError:
                 self._uncastable.add((name, df.schema[name]))
+            except pl.exceptions.ComputeError:
+                pass  # some values raise, not the kind of cast: see `_casts_without_raising`
         plan = self._plans[tuple(df.schema.items())] = self._build_plan(df.schema)
         return plan
+
+    def _casts_without_raising(self, df: pl.DataFrame, plan: _Plan) -> list[pl.Expr]:
+        """`plan.casts` for this chunk, with the values whose cast raises in polars, rather
+        than giving null (a float rounding past a decimal's precision, a category cast to a
+        number), made null before the cast: each is then a `coerce_dtype` failure on its row,
+        as a value that does not parse is."""
+        casts: list[pl.Expr] = []
+        for name, cast_expr in zip(plan.raw, plan.casts, strict=True):
+            try:
+                df.select(cast_expr)
+            except _CAST_ERRORS:
+                target = self._rules[name].target
+                assert target is not None
+                values = df.get_column(name)
+                raising = _raising_casts(values.drop_nulls().unique(), target)
+                if raising is None:  # no value raises on its own: none is taken as cast
+                    cast_expr = pl.lit(None, target).alias(name)
+                else:
+                    kept = pl.lit(values.is_in(raising).not_())
+                    cast_expr = _cast(pl.when(kept).then(pl.col(name)), values.dtype, target)
+                    cast_expr = cast_expr.alias(name)
+            casts.append(cast_expr)
+        return casts
 
     def _build_plan(self, schema: pl.Schema) -> _Plan:
         model = self.model_name
@@ -827,7 +886,8 @@ class ChunkValidator:
                 dup = col if tag is None else pl.struct(col, tag)
                 checks.append(_RowCheck(name, "field_uniqueness", dup.is_duplicated(), text))
             for vc in rule.checks:
-                fail = vc.passed.eq_missing(False) if vc.ignore_na else vc.passed.ne_missing(True)
+                passed = vc.passed if vc.not_text is None or after == pl.String else vc.not_text
+                fail = passed.eq_missing(False) if vc.ignore_na else passed.ne_missing(True)
                 by_value = (
                     cast_failed is None
                     and after == pl.String
@@ -861,7 +921,6 @@ class ChunkValidator:
             raw=raw,
             checks=checks,
             fallback=fallback,
-            fallback_columns=None if self._frame_checks else list(fallback_columns),
             limits=limits,
         )
 
@@ -931,19 +990,19 @@ def _run_row_checks(
 
 
 def _run_fallback(plan: _Plan, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series | None]:
-    """The checks no polars expression was compiled for, run by Pandera on what they need."""
+    """The checks no polars expression was compiled for, run by Pandera on the whole chunk: a
+    column's check sees every column, as in Pandera (`start <= end` registered on `start`)."""
     import pandera.errors
 
     assert plan.fallback is not None
-    subset = data if plan.fallback_columns is None else data.select(plan.fallback_columns)
     try:
-        plan.fallback.validate(subset, lazy=True)
+        plan.fallback.validate(data, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         failures = _from_pandera(exc.failure_cases)
     except pl.exceptions.SchemaError:
         # Pandera cannot stack the report of a check returning one boolean on row-level
         # reports (their failure cases differ in type): run the checks one by one.
-        failures = _run_fallback_one_by_one(plan.fallback, subset)
+        failures = _run_fallback_one_by_one(plan.fallback, data)
     else:
         return _schema_failures([]), None
     mask = _mask_from(failures, data.height)
@@ -996,6 +1055,29 @@ def _cast(col: pl.Expr, observed: pl.DataType, target: pl.DataType) -> pl.Expr:
     return via_float
 
 
+#: What polars raises for a cast that cannot give a value (a null) for some row.
+_CAST_ERRORS: Final = (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError)
+
+
+def _raising_casts(values: pl.Series, target: pl.DataType) -> pl.Series | None:
+    """Those of `values` (distinct, not null) whose cast to `target` raises, found by halving
+    the values that raise together; None when none raises on its own. Only a chunk whose cast
+    raised pays for it: about two casts per such value."""
+    found: list[pl.Series] = []
+    pending = [values]
+    while pending:
+        part = pending.pop()
+        try:
+            part.to_frame("v").select(_cast(pl.col("v"), part.dtype, target))
+        except _CAST_ERRORS:
+            if part.len() == 1:
+                found.append(part)
+            else:
+                half = part.len() // 2
+                pending.extend([part.slice(half), part.head(half)])
+    return pl.concat(found) if found else None
+
+
 def _dtype_ok(component: Column, dtype: pl.DataType) -> bool:
     """Pandera's verdict on a column of `dtype`, once per plan rather than per chunk."""
     from pandera.api.polars.types import PolarsData
@@ -1005,9 +1087,21 @@ def _dtype_ok(component: Column, dtype: pl.DataType) -> bool:
 
 
 def _as_text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """A value as the text Pandera shows in failure cases (nested values as JSON)."""
+    """A value as the text Pandera shows in failure cases (nested values as JSON).
+
+    polars cannot cast a duration to text (`1d 3µs` is its own notation), and panics on a
+    date or datetime past the years it can show (then the value since 1970 is shown, in its
+    unit: `4611686018427387904ms`).
+    """
     if isinstance(dtype, pl.List | pl.Array | pl.Struct):
         return pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
+    if isinstance(dtype, pl.Duration):
+        return col.dt.to_string("polars")
+    if isinstance(dtype, pl.Date | pl.Datetime):
+        unit = "d" if isinstance(dtype, pl.Date) else dtype.time_unit
+        shown = pl.when(col.dt.year().is_not_null()).then(col)  # null where out of range
+        since = col.to_physical().cast(pl.String) + pl.lit(unit)
+        return pl.coalesce(shown.cast(pl.String, strict=False), since)
     return col.cast(pl.String, strict=False)
 
 
@@ -1189,7 +1283,7 @@ class IncreasingKey:
     def __init__(self, column: str) -> None:
         self.column = column
         self.holds = True
-        self._last: Any = None
+        self._last: pl.Series | None = None
         self._nulls = 0
 
     def update(self, batch: pa.RecordBatch) -> None:
@@ -1208,12 +1302,13 @@ class IncreasingKey:
         values = pl.Series(column).drop_nulls()
         if values.len() == 0:
             return
+        # compared as polars values: a datetime outside Python's range does not convert
         try:
-            after_last = self._last is None or bool(values[0] > self._last)
-        except TypeError:
+            after_last = self._last is None or bool((values.head(1) > self._last).item())
+        except pl.exceptions.PolarsError:
             after_last = False
         self.holds = after_last and strictly_increasing(values)
-        self._last = values[-1]
+        self._last = values.tail(1)
 
 
 def dataset_problems(
@@ -1299,16 +1394,19 @@ class KeyCheck:
     column: str | None  # the field's name; None for `Config.unique`, a check of the frame
 
 
-def key_checks(model: type[pdp.DataFrameModel]) -> list[KeyCheck]:
-    """The unique keys `model` declares, as `schema.unique_sets` lists them."""
-    from etlkit.schema import unique_sets
+def key_checks(model: type[pdp.DataFrameModel], columns: Sequence[str]) -> list[KeyCheck]:
+    """The unique keys `model` declares, as `schema.unique_sets_in` lists them for an output
+    holding `columns` (a unique regex column: one key per column it matches)."""
+    from etlkit.schema import unique_sets, unique_sets_in
 
+    keys = unique_sets_in(model, columns)
     fields = {str(n) for n, c in model.to_schema().columns.items() if c.unique}
+    fields |= {k[0] for k in keys if len(k) == 1 and k not in unique_sets(model)}  # by regex
     return [
         KeyCheck(k, "field_uniqueness", k[0])
         if len(k) == 1 and k[0] in fields
         else KeyCheck(k, "multiple_fields_uniqueness", None)
-        for k in unique_sets(model)
+        for k in keys
     ]
 
 

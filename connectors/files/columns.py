@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 
 from etlkit.errors import ConnectorError
-from etlkit.schema import Model, arrow_schema, column_names, model_name
+from etlkit.schema import Model, arrow_schema, column_names, matched, model_name
 
 
 def did_you_mean(missing: Sequence[str], available: Sequence[str]) -> str:
@@ -35,9 +35,13 @@ def short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit + 10 else text[:limit] + "..."
 
 
-def read_schema(model: Model) -> pa.Schema:
-    """The model's Arrow schema, every field nullable: nulls are the validator's business."""
-    return pa.schema([f.with_nullable(True) for f in arrow_schema(model)])
+def read_schema(model: Model, names: Sequence[str] | None = None) -> pa.Schema:
+    """The model's Arrow schema, every field nullable: nulls are the validator's business.
+    Over a file holding `names`, a regex column gives a field for each name it matches."""
+    fields = [f.with_nullable(True) for f in arrow_schema(model)]
+    if names is None:
+        return pa.schema(fields)
+    return pa.schema([f.with_name(n) for f in fields for n in matched(model, f.name, names)])
 
 
 def first_failing(count: int, fails: Callable[[int], bool]) -> int:

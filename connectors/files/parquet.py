@@ -160,8 +160,8 @@ class ParquetSource(FileSource):
         *,
         reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        expected = read_schema(self.model)
         stored = parquet.schema_arrow
+        expected = read_schema(self.model, stored.names)
         partitions = _partition_values(path)
         present = [n for n in expected.names if n in stored.names]
         absent = [n for n in expected.names if n not in stored.names and n not in partitions]

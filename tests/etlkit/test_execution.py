@@ -282,6 +282,29 @@ def test_transform_returning_wrong_type_is_a_clear_error(
     assert "returned LazyFrame; transforms return a polars DataFrame" in str(result.error)
 
 
+def test_a_polars_panic_fails_its_node_with_the_cause(
+    settings: ek.Settings, billing_table: pa.Table
+) -> None:
+    class Panics(ek.Transform[Bill, Bill]):
+        def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+            # a datetime past the years Python shows: polars panics (a BaseException)
+            pl.Series([2**62]).cast(pl.Datetime("ms")).to_list()
+            return batch
+
+    class PanicPipe(ek.Pipeline):
+        bills = MemorySource(billing_table, schema=Bill)
+        panics = Panics(bills)
+        out = MemorySink(panics)
+
+    result = run(PanicPipe, settings)
+
+    assert isinstance(result.error, ek.NodeError), result.error
+    assert result.error.node == "panics"
+    assert "Node 'panics' in pipeline 'panic_pipe'" in str(result.error)
+    assert "PanicException: `NaiveDateTime + TimeDelta` overflowed" in str(result.error)
+    assert result.nodes["panics"].state == "failed"
+
+
 def test_empty_source_stages_an_empty_output_with_its_schema(settings: ek.Settings) -> None:
     empty = pa.table(
         {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
@@ -259,6 +261,159 @@ def test_a_repeated_pair_of_columns_is_quarantined_whatever_the_chunk_boundaries
     rejects = staged(settings, "pairs", result.run_id, "src.rejects")
     assert rejects.height == failed == 4
     assert set(rejects.get_column("_check").to_list()) == {"multiple_fields_uniqueness"}
+
+
+class TwoKeys(pdp.DataFrameModel):
+    a: int = pdp.Field(nullable=True)
+    b: int = pdp.Field(nullable=True)
+    c: int = pdp.Field(nullable=True)
+
+    class Config:
+        unique = [["a", "b"], ["c"]]  # noqa: RUF012  (Pandera reads a plain class attribute)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"a": [1, None, 3, None, 4], "b": [1, None, 1, None, 1], "c": [1, 2, 3, 4, 5]},
+        {"a": [1, 2, 3, 4, 5], "b": [1, 1, 1, 1, 1], "c": [1, None, 3, None, 5]},
+    ],
+    ids=["null-pair", "null-single"],
+)
+def test_several_unique_column_sets_get_pandera_verdict_whatever_the_chunk_boundaries(
+    settings: ek.Settings, policy: str, chunk_rows: int, columns: dict[str, list[int | None]]
+) -> None:
+    table = pa.table({k: pa.array(v, pa.int64()) for k, v in columns.items()})
+    kept, failed = pandera_verdict(TwoKeys, table)
+    assert (kept, failed) == ([0, 2, 4], 2)  # the two rows with nulls repeat, as in Pandera
+
+    class Sets(ek.Pipeline):
+        src = MemorySource(table, schema=TwoKeys, chunk_rows=chunk_rows).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Sets.run(settings=settings)
+
+    if policy == "fail":
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        return
+    assert result.state == "success", result.error
+    assert Sets.out.table().to_pydict() == table.take(kept).to_pydict()
+    assert result.nodes["src"].invalid_rows == failed
+
+
+class Interval(pdp.DataFrameModel):
+    start: int
+    end: int
+
+    @pdp.check("start", name="before_end")
+    def before_end(cls, data: Any) -> Any:
+        return data.lazyframe.select(pl.col("start") <= pl.col("end"))
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+def test_a_column_check_reading_another_column_drops_only_its_failing_rows(
+    settings: ek.Settings, policy: str
+) -> None:
+    table = pa.table({"start": [1, 2, 5, 4], "end": [2, 3, 4, 4]})
+
+    class Intervals(ek.Pipeline):
+        src = MemorySource(table, schema=Interval, chunk_rows=2).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Intervals.run(settings=settings)
+
+    assert result.state == "success", result.error
+    assert Intervals.out.table().to_pydict() == {"start": [1, 2, 4], "end": [2, 3, 4]}
+    assert result.nodes["src"].invalid_rows == 1
+
+
+class Price(pdp.DataFrameModel):
+    price: pl.Decimal(5, 2) = pdp.Field(coerce=True)  # type: ignore[valid-type]
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 4])
+def test_a_value_whose_cast_raises_is_taken_out_of_its_chunk(
+    settings: ek.Settings, policy: str, chunk_rows: int
+) -> None:
+    table = pa.table({"price": [1.5, 999.999, 2.25, 3.0]})  # 999.999 rounds past 5 digits
+
+    class Prices(ek.Pipeline):
+        src = MemorySource(table, schema=Price, chunk_rows=chunk_rows).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(src)
+
+    result = Prices.run(settings=settings)
+
+    assert result.state == "success", result.error
+    kept = Prices.out.table().column("price").to_pylist()
+    assert [str(v) for v in kept] == ["1.50", "2.25", "3.00"]
+    assert result.nodes["src"].invalid_rows == 1
+    failures = staged(settings, "prices", result.run_id, "src.failures")
+    assert failures.select("column", "failure_case").rows() == [("price", "999.999")]
+    assert failures.item(0, "check").startswith("coerce_dtype(")
+
+
+class Numbered(pdp.DataFrameModel):
+    col: int = pdp.Field(alias=r"^col_\d+$", regex=True, unique=True)
+
+
+class Plain(pdp.DataFrameModel):
+    a: int
+
+
+class Spread(ek.Transform[Plain, Numbered]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch.select(col_1=pl.col("a"), col_2=pl.col("a") * 10)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
+@pytest.mark.parametrize("ids", [[1, 2, 3, 4], [1, 2, 3, 1]], ids=["unique", "repeated"])
+def test_a_unique_regex_column_is_checked_across_chunks_on_every_column_it_matches(
+    settings: ek.Settings, policy: str, ids: list[int]
+) -> None:
+    output = pa.table({"col_1": ids, "col_2": [10 * i for i in ids]})
+    kept, failed = pandera_verdict(Numbered, output)
+
+    class Regex(ek.Pipeline):
+        src = MemorySource(pa.table({"a": ids}), schema=Plain, chunk_rows=2)
+        spread = Spread(src).expect(on_invalid=policy)  # type: ignore[arg-type]
+        out = MemorySink(spread)
+
+    result = Regex.run(settings=settings)
+
+    if policy == "fail" and failed:
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        assert "column 'col_1' must be unique across all chunks" in str(result.error)
+        assert "column 'col_2' must be unique across all chunks" in str(result.error)
+        return
+    assert result.state == "success", result.error
+    assert Regex.out.table().to_pydict() == output.take(kept).to_pydict()
+    assert result.nodes["spread"].invalid_rows == failed
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_a_source_with_a_regex_model_reads_every_column_the_pattern_matches(
+    settings: ek.Settings, chunk_rows: int
+) -> None:
+    table = pa.table({"other": [0, 0, 0], "col_1": [1, 2, 3], "col_2": [4, 5, 4]})
+
+    class Regex(ek.Pipeline):
+        src = MemorySource(table, schema=Numbered, chunk_rows=chunk_rows).expect(on_invalid="drop")
+        out = MemorySink(src)
+
+    result = Regex.run(settings=settings)
+
+    assert result.state == "success", result.error
+    assert pandera_verdict(Numbered, table.select(["col_1", "col_2"])) == ([1], 2)
+    assert Regex.out.table().to_pydict() == {"col_1": [2], "col_2": [5]}
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandera.polars as pdp
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -220,6 +221,81 @@ def test_duplicates_across_chunks_of_a_streamed_reference_are_caught(
 
     assert isinstance(result.error, ek.DataValidationError)
     assert "column 'id' must be unique across all chunks" in str(result.error)
+
+
+class NullableUniqueReading(pdp.DataFrameModel):
+    id: int = pdp.Field(unique=True, nullable=True)
+    level: int = pdp.Field(nullable=True)
+
+
+class NullablePairReading(pdp.DataFrameModel):
+    id: int = pdp.Field(nullable=True)
+    level: int = pdp.Field(nullable=True)
+
+    class Config:
+        unique = [["id", "level"], ["level"]]  # noqa: RUF012  (Pandera reads a plain attribute)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop", "quarantine"])
+@pytest.mark.parametrize("model", [NullableUniqueReading, NullablePairReading])
+def test_nulls_repeating_across_chunks_of_a_file_fail_a_unique_key_as_in_pandera(
+    settings: ek.Settings, tmp_path: Path, model: type[pdp.DataFrameModel], policy: str
+) -> None:
+    path = tmp_path / "r.parquet"
+    table = pa.table(
+        {"id": pa.array([1, None, 2, None], pa.int64()), "level": pa.array([1, None, 2, None])}
+    )
+    pq.write_table(table, path, row_group_size=2)  # one null in each row group and chunk
+    with pytest.raises(pdp.errors.SchemaErrors):  # Pandera: the nulls repeat
+        model.validate(pl.from_arrow(table), lazy=True)  # type: ignore[arg-type]
+
+    class Nulls(ek.Pipeline):
+        params: ClassVar[dict[str, str]] = {"path": ""}
+        readings = ParquetSource("{path}", schema=model, chunk_rows=2).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(readings)
+
+    result = Nulls.run(settings=settings, params={"path": str(path)})
+
+    if policy == "fail":
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        assert "must be unique across all chunks" in str(result.error)
+    else:
+        assert result.state == "success", result.error
+        assert Nulls.out.table().column("id").to_pylist() == [1, 2]
+        assert result.nodes["readings"].invalid_rows == 2
+
+
+class Numbered(pdp.DataFrameModel):
+    col: int = pdp.Field(alias=r"^col_\d+$", regex=True, unique=True)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop"])
+def test_a_parquet_source_with_a_regex_model_reads_the_columns_it_matches(
+    settings: ek.Settings, tmp_path: Path, policy: str
+) -> None:
+    path = tmp_path / "r.parquet"
+    table = pa.table({"other": ["x"] * 4, "col_1": [1, 2, 3, 4], "col_2": [5, 6, 7, 5]})
+    pq.write_table(table, path, row_group_size=2)
+    with pytest.raises(pdp.errors.SchemaErrors):  # Pandera: col_2 repeats 5
+        Numbered.validate(pl.from_arrow(table), lazy=True)  # type: ignore[arg-type]
+
+    class Regex(ek.Pipeline):
+        params: ClassVar[dict[str, str]] = {"path": ""}
+        readings = ParquetSource("{path}", schema=Numbered, chunk_rows=2).expect(
+            on_invalid=policy  # type: ignore[arg-type]
+        )
+        out = MemorySink(readings)
+
+    result = Regex.run(settings=settings, params={"path": str(path)})
+
+    if policy == "fail":
+        assert isinstance(result.error, ek.DataValidationError), result.error
+        assert "column 'col_2' must be unique across all chunks" in str(result.error)
+    else:
+        assert result.state == "success", result.error
+        assert Regex.out.table().to_pydict() == {"col_1": [2, 3], "col_2": [6, 7]}
 
 
 class StreamedReadings(ek.Pipeline):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import pickle
 import random
-from typing import Any
+from typing import Any, cast
 
 import pandera.errors
 import pandera.polars as pdp
@@ -358,6 +359,36 @@ def test_value_that_does_not_cast_is_a_coerce_failure_on_its_row() -> None:
     assert pandera_rows - {2} == {1}
 
 
+@pytest.mark.parametrize(
+    ("dtype", "values", "rows"),
+    [
+        # 999.999 rounds to 1000.00: past the precision, and polars raises for the column
+        (pl.Decimal(5, 2), pl.Series([1.5, 999.999, None, 2.0, 999.999]), {1, 4}),
+        (pl.Decimal(5, 2), pl.Series(["1.5", "99999.99", None, "x", "2"]), {1, 3}),
+        (pl.Int64, pl.Series(["1", "b", None, "1", "c"], dtype=pl.Categorical), {0, 1, 3, 4}),
+        (pl.Enum(["a", "b"]), pl.Series([1, None, 2, 3, 1]), {0, 2, 3, 4}),
+    ],
+    ids=["float-decimal", "string-decimal", "categorical-int", "int-enum"],
+)
+def test_a_cast_polars_raises_on_is_a_coerce_failure_on_the_rows_that_raise(
+    dtype: pl.DataType, values: pl.Series, rows: set[int]
+) -> None:
+    field = pdp.Field(coerce=True, nullable=True)
+    raising = type("Raising", (pdp.DataFrameModel,), {"__annotations__": {"x": dtype}, "x": field})
+    Raising = cast("type[pdp.DataFrameModel]", raising)
+    df = values.alias("x").to_frame()
+    report = ChunkValidator(Raising).check(df)
+    assert {(c, i) for c, _, i in etlkit_failures(Raising, df)} == {("x", i) for i in rows}
+    assert report.failures.get_column("check").str.starts_with("coerce_dtype(").all()
+    assert report.data.schema["x"] == dtype
+    assert report.data.get_column("x").null_count() == len(rows) + 1
+    assert report.invalid is not None
+    assert set(report.invalid.arg_true().to_list()) == rows
+    # Pandera fails the column's every row for such a cast: these among them
+    pandera_rows = {i for _, check, i in pandera_failures(Raising, df) if "coerce" in check}
+    assert rows < pandera_rows
+
+
 def test_unparseable_values_are_not_duplicates_of_each_other() -> None:
     df = pl.DataFrame({"d": [1, 2, 3], "e": [1, 2, 3], "s": [1, 2, 3]}).with_columns(
         e=pl.Series(["a", "b", None])
@@ -450,6 +481,63 @@ def test_a_check_returning_one_boolean_is_reported_without_a_row() -> None:
         ("a", "sums_to_ten", None),
         ("a", "positive", 1),
     }
+
+
+def test_built_in_checks_compile_whatever_pandera_registered_after_the_schema_was_built() -> None:
+    from pandera.api.polars.types import PolarsData
+
+    class Early(pdp.DataFrameModel):
+        level: int = pdp.Field(in_range={"min_value": 0, "max_value": 9})
+
+    dispatcher = Early.to_schema().columns["level"].checks[0]._check_fn
+    # the schema's copy as made before a first `validate` registered polars' implementation
+    dispatcher._function_registry.pop(PolarsData, None)
+    with contextlib.suppress(pandera.errors.SchemaErrors):
+        Typed.validate(TYPED, lazy=True)  # registers polars' implementations, if none did yet
+
+    validator = ChunkValidator(Early)
+
+    assert validator.scan_clean(pl.LazyFrame({"level": [1, 2]})) is True  # compiled, not Pandera
+    assert etlkit_failures(Early, pl.DataFrame({"level": [1, 12]})) == {
+        ("level", "in_range(0, 9)", 1)
+    }
+
+
+class Interval(pdp.DataFrameModel):
+    start: int
+    end: int
+
+    @pdp.check("start", name="before_end")
+    def before_end(cls, data: Any) -> Any:
+        return data.lazyframe.select(pl.col("start") <= pl.col("end"))
+
+
+def test_a_column_check_reading_another_column_sees_the_whole_chunk_as_in_pandera() -> None:
+    df = pl.DataFrame({"start": [1, 2, 5], "end": [2, 3, 4]})
+    report = ChunkValidator(Interval).check(df)
+    assert etlkit_failures(Interval, df) == pandera_failures(Interval, df)
+    assert etlkit_failures(Interval, df) == {("start", "before_end", 2)}
+    assert report.invalid is not None
+    assert report.invalid.to_list() == [False, False, True]
+
+
+class MistypedIsin(pdp.DataFrameModel):
+    flag: bool = pdp.Field(notin=["x", "y"])
+    code: bool = pdp.Field(isin=["a"], nullable=True)
+
+
+def test_isin_on_a_column_that_is_not_text_fails_as_in_pandera() -> None:
+    df = pl.DataFrame({"flag": [True, False], "code": [True, None]})
+    report = ChunkValidator(MistypedIsin).check(df)
+    assert etlkit_failures(MistypedIsin, df) == pandera_failures(MistypedIsin, df)
+    assert {r[:2] for r in etlkit_failures(MistypedIsin, df)} == {
+        ("flag", "notin(['x', 'y'])"),
+        ("code", "isin(['a'])"),
+    }
+    assert (
+        report.failures.get_column("failure_case").str.starts_with("InvalidOperationError(").all()
+    )
+    assert report.invalid is None  # a check that cannot run marks no row
 
 
 class Ordered(pdp.DataFrameModel):
@@ -627,6 +715,35 @@ def test_increasing_key_holds_across_chunks_only_while_each_exceeds_the_last() -
     missing = IncreasingKey("other")
     missing.update(chunk(1))
     assert not missing.holds
+
+
+def test_increasing_key_compares_datetimes_python_cannot_hold() -> None:
+    far = pl.Series("at", [1, 2**62], dtype=pl.Int64).cast(pl.Datetime("ms")).to_arrow()
+    key = IncreasingKey("at")
+    key.update(pa.record_batch({"at": far}))
+    key.update(pa.record_batch({"at": far.slice(1)}))  # the last value again
+    assert not key.holds
+
+
+class Spans(pdp.DataFrameModel):
+    took: pl.Duration("us") = pdp.Field(ge=dt.timedelta(0))
+    at: pl.Datetime("ms") = pdp.Field(le=dt.datetime(2020, 1, 1))
+
+
+def test_failing_durations_and_datetimes_past_python_years_are_reported() -> None:
+    df = pl.DataFrame(
+        {
+            "took": pl.Series([-5, 1, 86_400_000_003], dtype=pl.Duration("us")),
+            "at": pl.Series([0, 2**62, 1], dtype=pl.Int64).cast(pl.Datetime("ms")),
+        }
+    )
+    report = ChunkValidator(Spans).check(df)
+    assert {(r[0], r[2], r[3]) for r in report.failures.iter_rows()} == {
+        ("took", "-5µs", 0),
+        ("at", f"{2**62}ms", 1),
+    }
+    assert report.invalid is not None
+    assert report.invalid.to_list() == [True, True, False]
 
 
 def test_a_unique_column_increasing_in_a_chunk_passes_and_repeats_still_fail() -> None:
