@@ -64,7 +64,7 @@ from etlkit.nodes import (
     Transform,
     WriteResult,
 )
-from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets
+from etlkit.schema import arrow_schema, cast_array, polars_schema, to_polars, unique_sets
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
@@ -719,7 +719,7 @@ def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
         index = wanted.get_field_index(field.name)
         target = wanted.field(index).type if index >= 0 else field.type
         if field.type != target and not (_is_text(field.type) and _is_text(target)):
-            columns[i] = pc.cast(columns[i], target)  # as the source cast it
+            columns[i] = cast_array(columns[i], target)  # as the source cast it
             schema = schema.set(i, field.with_type(target))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
