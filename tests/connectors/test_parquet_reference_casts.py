@@ -42,10 +42,15 @@ class Amount(pdp.DataFrameModel):
     v: float
 
 
+class Count(pdp.DataFrameModel):
+    v: pl.Int32 = pdp.Field(ge=0)
+
+
 LOSSY: dict[str, tuple[type[pdp.DataFrameModel], pa.Array]] = {
     "timestamp-ns-to-us": (Stamp, pa.array([NS_PAST_MIDNIGHT], pa.timestamp("ns"))),
     "decimal-narrowed": (Price, pa.array([decimal.Decimal("1.004")], pa.decimal128(12, 3))),
     "int64-past-2**53-to-float": (Amount, pa.array([2**53 + 1], pa.int64())),
+    "int64-narrowed-to-int32": (Count, pa.array([2**31], pa.int64())),
 }
 
 
