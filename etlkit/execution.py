@@ -789,6 +789,47 @@ def _exact_cast(found: pl.DataType, wanted: pl.DataType) -> bool:
     return False
 
 
+def _checked_cast(found: pl.DataType, wanted: pl.DataType) -> bool:
+    """Whether a cast keeps some values and changes others, `_changes` tells which, and
+    pyarrow's safe cast rejects every value it changes (so a streamed source staged as a
+    reference to its files commits only if none changed). A reference then holds the files
+    only when it keeps them all, equal whoever casts them: `timestamp[ns]` holding whole
+    microseconds, int64 within int32's range, and so on. float64 to float32 is not one: pyarrow
+    rounds where DuckDB fails past float32's range."""
+    if found.is_integer():
+        return wanted.is_integer() or isinstance(wanted, pl.Float32 | pl.Float64 | pl.Decimal)
+    if isinstance(found, pl.Decimal):
+        return wanted.is_integer() or isinstance(wanted, pl.Decimal)
+    if isinstance(found, pl.Date):
+        return isinstance(wanted, pl.Datetime) and wanted.time_zone is None
+    if isinstance(found, pl.Datetime) and isinstance(wanted, pl.Datetime):
+        return (found.time_zone is None) == (wanted.time_zone is None)
+    return False
+
+
+def _changes(column: str, found: pl.DataType, wanted: pl.DataType) -> pl.Expr:
+    """Whether casting a value of `column` from `found` to `wanted` changes it (or fails): the
+    value does not come back from a cast back, or is an integer beyond what pyarrow's safe cast
+    to floats accepts (2**53, 2**24 for float32)."""
+    value = pl.col(column)
+    cast = value.cast(wanted, strict=False)
+    changed = cast.is_null() | (cast.cast(found, strict=False) != value).fill_null(True)
+    if found.is_integer() and isinstance(wanted, pl.Float32 | pl.Float64):
+        limit = 1 << (24 if isinstance(wanted, pl.Float32) else 53)
+        changed = changed | (value > limit)
+        if found.is_signed_integer():
+            changed = changed | (value < -limit)
+    return value.is_not_null() & changed
+
+
+def _changed(lossy: pl.LazyFrame) -> bool:
+    """Whether a reference's casts would change a value (also when polars cannot tell)."""
+    try:
+        return bool(lossy.collect(engine="streaming").item())
+    except pl.exceptions.PolarsError:
+        return True
+
+
 def _stored_int96(files: SourceFiles) -> bool:
     """Whether a referenced column is stored as INT96 (legacy nanosecond timestamps): polars
     reads nanoseconds, DuckDB microseconds, so only a copy reads the same everywhere."""
@@ -846,6 +887,7 @@ class _Reference:
     select: list[tuple[str, str | None]]
     frame: pl.LazyFrame | None
     csv: CsvLayout | None = None
+    lossy: pl.LazyFrame | None = None  # one row: whether the casts would change any value
 
 
 class _Run:
@@ -1548,20 +1590,25 @@ class _Run:
         frame = pl.scan_parquet(
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
+        lossy: pl.LazyFrame | None = None
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
         model = node.output_model
         if model is not None:
             found = frame.collect_schema()
             wanted = polars_schema(model)
             casts = {c: t for c, t in wanted.items() if c in found and found[c] != t}
-            if not all(_exact_cast(found[c], t) for c, t in casts.items()):
+            checked = {c: t for c, t in casts.items() if not _exact_cast(found[c], t)}
+            if not all(_checked_cast(found[c], t) for c, t in checked.items()):
                 return None
             sql_types = {c: _sql_type(t) for c, t in casts.items()}
             if any(t is None for t in sql_types.values()):
                 return None
+            if checked:
+                changed = [_changes(c, found[c], t) for c, t in checked.items()]
+                lossy = frame.select(pl.any_horizontal(changed).any())
             frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
             select = [(c, sql_types.get(c)) for c in files.columns]
-        return _Reference(files, select, frame)
+        return _Reference(files, select, frame, lossy=lossy)
 
     @staticmethod
     def csv_reference(node: Source, files: SourceFiles, csv: CsvLayout) -> _Reference | None:
@@ -1617,6 +1664,13 @@ class _Run:
         if found is None or found.frame is None:
             return False
         files, select, frame = found.files, found.select, found.frame
+        if found.lossy is not None and _changed(found.lossy):
+            logger.info(
+                "node %s: its model's types would change values of the files; streaming them",
+                name,
+                extra={"run_id": self.ctx.run_id, "node": name},
+            )
+            return False  # the streamed path names the first value its cast cannot keep
         model = node.output_model
         if self.options.validate and model is not None:
             from etlkit.validation import ChunkValidator

@@ -1,10 +1,10 @@
 """A Parquet source read only by SQL nodes is validated in the types its consumers read.
 
-Its files are referenced in place only when each column's cast to the model loses nothing, so
-polars (validating), DuckDB (the SQL consumers) and pyarrow (a resumed run) read equal values.
-A lossy cast (`timestamp[ns]` to µs, a narrower decimal, int64 beyond 2**53 to float) is
-streamed instead, and the streamed path rejects the value as it does for any consumer; Pandera
-rejects such a file's dtype too.
+Its files are referenced in place only when each column's cast to the model keeps every value
+(by the types, or checked over the values), so polars (validating), DuckDB (the SQL consumers)
+and pyarrow (a resumed run) read equal values. A file a cast would change (`timestamp[ns]` to
+µs, a narrower decimal, int64 beyond 2**53 to float) is streamed instead, and the streamed path
+rejects the value as it does for any consumer; Pandera rejects such a file's dtype too.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Amount(pdp.DataFrameModel):
     v: float
 
 
+class Moment(pdp.DataFrameModel):
+    v: pl.Datetime("ns")  # type: ignore[valid-type]
+
+
 class Count(pdp.DataFrameModel):
     v: pl.Int32 = pdp.Field(ge=0)
 
@@ -51,6 +55,7 @@ LOSSY: dict[str, tuple[type[pdp.DataFrameModel], pa.Array]] = {
     "decimal-narrowed": (Price, pa.array([decimal.Decimal("1.004")], pa.decimal128(12, 3))),
     "int64-past-2**53-to-float": (Amount, pa.array([2**53 + 1], pa.int64())),
     "int64-narrowed-to-int32": (Count, pa.array([2**31], pa.int64())),
+    "date-past-2262-to-datetime-ns": (Moment, pa.array([dt.date(2262, 4, 12)])),
 }
 
 
@@ -101,7 +106,7 @@ def test_a_lossy_cast_fails_a_sql_only_consumer_as_it_fails_the_streamed_path(
     assert referenced.nodes["listed"].state != "done"
 
 
-WIDENED: dict[str, tuple[pl.DataType, pa.Array]] = {
+KEPT: dict[str, tuple[pl.DataType, pa.Array]] = {
     "int32-to-int64": (pl.Int64(), pa.array([-(2**31), 7], pa.int32())),
     "uint32-to-float64": (pl.Float64(), pa.array([2**32 - 1, 0], pa.uint32())),
     "float32-to-float64": (pl.Float64(), pa.array([0.1, -2.5], pa.float32())),
@@ -110,6 +115,18 @@ WIDENED: dict[str, tuple[pl.DataType, pa.Array]] = {
         pa.array([decimal.Decimal("-99999999.99"), decimal.Decimal("0.01")], pa.decimal128(10, 2)),
     ),
     "date-to-datetime-ms": (pl.Datetime("ms"), pa.array([dt.date(1, 1, 1), dt.date(9999, 12, 31)])),
+    "whole-microseconds-in-ns-to-us": (
+        pl.Datetime("us"),
+        pa.array([NS_PAST_MIDNIGHT - 500 + 1000, None], pa.timestamp("ns")),
+    ),
+    "int64-within-int32": (pl.Int32(), pa.array([-(2**31), 2**31 - 1], pa.int64())),
+    "uint64-within-2**53-to-float64": (pl.Float64(), pa.array([2**53, 0], pa.uint64())),
+    "int64-within-2**53-to-float64": (pl.Float64(), pa.array([-(2**53), 2**53], pa.int64())),
+    "decimal-narrowed-without-a-digit-lost": (
+        pl.Decimal(10, 2),
+        pa.array([decimal.Decimal("1.000"), decimal.Decimal("-2.500")], pa.decimal128(12, 3)),
+    ),
+    "date-to-datetime-us": (pl.Datetime("us"), pa.array([dt.date(1, 1, 1), dt.date(9999, 12, 31)])),
     "zoned-ns-to-another-zone": (
         pl.Datetime("ns", "Europe/Paris"),
         pa.array([NS_PAST_MIDNIGHT], pa.timestamp("ns", "UTC")),
@@ -117,12 +134,13 @@ WIDENED: dict[str, tuple[pl.DataType, pa.Array]] = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(WIDENED))
-def test_an_exact_cast_stays_referenced_and_sql_reads_the_streamed_values(
+@pytest.mark.parametrize("case", sorted(KEPT))
+def test_a_cast_keeping_every_value_stays_referenced_and_sql_reads_the_streamed_values(
     settings: ek.Settings, tmp_path: Path, case: str
 ) -> None:
-    dtype, values = WIDENED[case]
-    wide = type("Wide", (pdp.DataFrameModel,), {"__annotations__": {"v": dtype}})
+    dtype, values = KEPT[case]
+    fields = {"__annotations__": {"v": dtype}, "v": pdp.Field(nullable=True)}
+    wide = type("Wide", (pdp.DataFrameModel,), fields)
     path = tmp_path / "v.parquet"
     pq.write_table(pa.table({"v": values}), path)
     (by_sql, sql_out), (streamed, streamed_out) = pipelines(wide, path)
@@ -155,3 +173,23 @@ def test_an_int96_file_is_copied_so_sql_reads_its_nanoseconds(
     assert result.state == "success", result.error
     assert sql_out.table().column("v").cast(pa.int64()).to_pylist() == [NS_PAST_MIDNIGHT]
     assert reference_select(settings, "read_by_sql", result) is None  # a copy, not the file
+
+
+class Single(pdp.DataFrameModel):
+    v: pl.Float32 = pdp.Field(nullable=True)
+
+
+def test_a_float64_file_under_a_float32_model_is_copied_so_sql_reads_the_streamed_floats(
+    settings: ek.Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.table({"v": pa.array([0.1, 1e300], pa.float64())}), path)
+    (by_sql, sql_out), (streamed, streamed_out) = pipelines(Single, path)
+
+    referenced = by_sql.run(settings=settings)
+    direct = streamed.run(settings=settings)
+
+    assert referenced.state == "success", referenced.error
+    assert direct.state == "success", direct.error
+    assert reference_select(settings, "read_by_sql", referenced) is None  # a copy
+    assert sql_out.table().column("v").to_pylist() == streamed_out.table().column("v").to_pylist()
