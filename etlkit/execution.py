@@ -67,7 +67,14 @@ from etlkit.nodes import (
     WriteResult,
     bind_sql,
 )
-from etlkit.schema import arrow_schema, polars_schema, to_polars, unique_sets, unique_sets_in
+from etlkit.schema import (
+    arrow_schema,
+    cast_array,
+    polars_schema,
+    to_polars,
+    unique_sets,
+    unique_sets_in,
+)
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
 
 if TYPE_CHECKING:
@@ -706,6 +713,18 @@ _SQL_TYPES: dict[type[pl.DataType], str] = {
     pl.Boolean: "BOOLEAN",
     pl.Date: "DATE",
 }
+_SQL_NAIVE: Final = {"ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}
+_SQL_ZONED: Final = {"us": "TIMESTAMPTZ", "ns": "TIMESTAMPTZ_NS"}  # DuckDB has no zoned ms
+_INTEGER_RANGES: Final[dict[type[pl.DataType], tuple[int, int]]] = {
+    pl.Int8: (-(2**7), 2**7 - 1),
+    pl.Int16: (-(2**15), 2**15 - 1),
+    pl.Int32: (-(2**31), 2**31 - 1),
+    pl.Int64: (-(2**63), 2**63 - 1),
+    pl.UInt8: (0, 2**8 - 1),
+    pl.UInt16: (0, 2**16 - 1),
+    pl.UInt32: (0, 2**32 - 1),
+    pl.UInt64: (0, 2**64 - 1),
+}
 
 
 def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
@@ -716,7 +735,7 @@ def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
         index = wanted.get_field_index(field.name)
         target = wanted.field(index).type if index >= 0 else field.type
         if field.type != target and not (_is_text(field.type) and _is_text(target)):
-            columns[i] = pc.cast(columns[i], target)  # as the source cast it
+            columns[i] = cast_array(columns[i], target)  # as the source cast it
             schema = schema.set(i, field.with_type(target))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
@@ -730,10 +749,113 @@ def _is_text(kind: pa.DataType) -> bool:
 def _sql_type(dtype: pl.DataType) -> str | None:
     """The DuckDB type a polars dtype casts to, or None when there is no plain equivalent."""
     if isinstance(dtype, pl.Datetime):
-        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+        unit = dtype.time_unit or "us"
+        if dtype.time_zone:
+            return _SQL_ZONED.get(unit)
+        return _SQL_NAIVE[unit]
     if isinstance(dtype, pl.Decimal):
         return f"DECIMAL({dtype.precision or 38}, {dtype.scale or 0})"
     return _SQL_TYPES.get(type(dtype))
+
+
+def _exact_cast(found: pl.DataType, wanted: pl.DataType) -> bool:
+    """Whether every value of type `found` has an exact equal of type `wanted`.
+
+    A reference is validated with polars' cast, its SQL consumers read DuckDB's and a resumed
+    run pyarrow's: only a cast that loses nothing gives them all the same values (and passes
+    wherever the streamed path's safe cast does). Others, whose result depends on rounding or
+    range (`timestamp[ns]` to µs, narrower decimals or integers, int64 to float, dates to µs
+    timestamps past year 294,000), are left to the streamed path, which reports the first value
+    it cannot cast.
+    """
+    if found == wanted:
+        return True
+    if isinstance(wanted, pl.String):
+        return isinstance(found, pl.String | pl.Categorical | pl.Enum)
+    if found.is_integer():
+        low, high = _INTEGER_RANGES.get(type(found), (1, 0))
+        if low > high:
+            return False
+        if wanted.is_integer():
+            wanted_low, wanted_high = _INTEGER_RANGES.get(type(wanted), (1, 0))
+            return wanted_low <= low and high <= wanted_high
+        if isinstance(wanted, pl.Float32 | pl.Float64):  # pyarrow's safe cast bounds it so
+            limit = 1 << (24 if isinstance(wanted, pl.Float32) else 53)
+            return -limit <= low and high <= limit
+        if isinstance(wanted, pl.Decimal):
+            digits = (wanted.precision or 38) - (wanted.scale or 0)
+            return len(str(max(-low, high))) <= digits
+        return False
+    if isinstance(found, pl.Float32):
+        return isinstance(wanted, pl.Float64)
+    if isinstance(found, pl.Decimal) and isinstance(wanted, pl.Decimal):
+        found_scale, wanted_scale = found.scale or 0, wanted.scale or 0
+        return (
+            wanted_scale >= found_scale
+            and (wanted.precision or 38) - wanted_scale >= (found.precision or 38) - found_scale
+        )
+    if isinstance(found, pl.Decimal) and isinstance(wanted, pl.Float64):
+        # inexact, but polars and DuckDB both divide the integer by 10**scale, rounding once
+        return (found.precision or 38) <= 15 and 0 <= (found.scale or 0) <= 22
+    if isinstance(found, pl.Date) and isinstance(wanted, pl.Datetime):
+        return wanted.time_unit == "ms" and wanted.time_zone is None  # holds every date
+    if isinstance(found, pl.Datetime) and isinstance(wanted, pl.Datetime):
+        # one instant in another time zone; a naive timestamp has no instant to keep
+        return bool(found.time_unit == wanted.time_unit and found.time_zone and wanted.time_zone)
+    return False
+
+
+def _checked_cast(found: pl.DataType, wanted: pl.DataType) -> bool:
+    """Whether a cast keeps some values and changes others, `_changes` tells which, and
+    pyarrow's safe cast rejects every value it changes (so a streamed source staged as a
+    reference to its files commits only if none changed). A reference then holds the files
+    only when it keeps them all, equal whoever casts them: `timestamp[ns]` holding whole
+    microseconds, int64 within int32's range, and so on. float64 to float32 is not one: pyarrow
+    rounds where DuckDB fails past float32's range."""
+    if found.is_integer():
+        return wanted.is_integer() or isinstance(wanted, pl.Float32 | pl.Float64 | pl.Decimal)
+    if isinstance(found, pl.Decimal):
+        return wanted.is_integer() or isinstance(wanted, pl.Decimal)
+    if isinstance(found, pl.Date):
+        return isinstance(wanted, pl.Datetime) and wanted.time_zone is None
+    if isinstance(found, pl.Datetime) and isinstance(wanted, pl.Datetime):
+        return (found.time_zone is None) == (wanted.time_zone is None)
+    return False
+
+
+def _changes(column: str, found: pl.DataType, wanted: pl.DataType) -> pl.Expr:
+    """Whether casting a value of `column` from `found` to `wanted` changes it (or fails): the
+    value does not come back from a cast back, or is an integer beyond what pyarrow's safe cast
+    to floats accepts (2**53, 2**24 for float32)."""
+    value = pl.col(column)
+    cast = value.cast(wanted, strict=False)
+    changed = cast.is_null() | (cast.cast(found, strict=False) != value).fill_null(True)
+    if found.is_integer() and isinstance(wanted, pl.Float32 | pl.Float64):
+        limit = 1 << (24 if isinstance(wanted, pl.Float32) else 53)
+        changed = changed | (value > limit)
+        if found.is_signed_integer():
+            changed = changed | (value < -limit)
+    return value.is_not_null() & changed
+
+
+def _changed(lossy: pl.LazyFrame) -> bool:
+    """Whether a reference's casts would change a value (also when polars cannot tell)."""
+    try:
+        return bool(lossy.collect(engine="streaming").item())
+    except pl.exceptions.PolarsError:
+        return True
+
+
+def _stored_int96(files: SourceFiles) -> bool:
+    """Whether a referenced column is stored as INT96 (legacy nanosecond timestamps): polars
+    reads nanoseconds, DuckDB microseconds, so only a copy reads the same everywhere."""
+    for footer in files.metadata:
+        schema = footer.schema
+        for i in range(len(schema)):
+            column = schema.column(i)
+            if column.physical_type == "INT96" and column.path.split(".")[0] in files.columns:
+                return True
+    return False
 
 
 def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
@@ -781,6 +903,7 @@ class _Reference:
     select: list[tuple[str, str | None]]
     frame: pl.LazyFrame | None
     csv: CsvLayout | None = None
+    lossy: pl.LazyFrame | None = None  # one row: whether the casts would change any value
 
 
 class _Run:
@@ -1508,21 +1631,30 @@ class _Run:
             return None
         if files.csv is not None:
             return self.csv_reference(node, files, CsvLayout.from_json(files.csv))
+        if _stored_int96(files):
+            return None
         frame = pl.scan_parquet(
             list(files.urls), storage_options=dict(files.storage_options) or None
         ).select(files.columns)
+        lossy: pl.LazyFrame | None = None
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
         model = node.output_model
         if model is not None:
             found = frame.collect_schema()
             wanted = polars_schema(model)
             casts = {c: t for c, t in wanted.items() if c in found and found[c] != t}
+            checked = {c: t for c, t in casts.items() if not _exact_cast(found[c], t)}
+            if not all(_checked_cast(found[c], t) for c, t in checked.items()):
+                return None
             sql_types = {c: _sql_type(t) for c, t in casts.items()}
             if any(t is None for t in sql_types.values()):
                 return None
+            if checked:
+                changed = [_changes(c, found[c], t) for c, t in checked.items()]
+                lossy = frame.select(pl.any_horizontal(changed).any())
             frame = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
             select = [(c, sql_types.get(c)) for c in files.columns]
-        return _Reference(files, select, frame)
+        return _Reference(files, select, frame, lossy=lossy)
 
     @staticmethod
     def csv_reference(node: Source, files: SourceFiles, csv: CsvLayout) -> _Reference | None:
@@ -1534,6 +1666,8 @@ class _Run:
             parsed = cast("pl.DataFrame", pl.from_arrow(csv.schema.empty_table())).schema
             wanted = polars_schema(model)
             casts = {c: t for c, t in wanted.items() if c in parsed and parsed[c] != t}
+            if not all(_exact_cast(parsed[c], t) for c, t in casts.items()):
+                return None
             sql_types = {c: _sql_type(t) for c, t in casts.items()}
             if any(t is None for t in sql_types.values()):
                 return None
@@ -1576,6 +1710,13 @@ class _Run:
         if found is None or found.frame is None:
             return False
         files, select, frame = found.files, found.select, found.frame
+        if found.lossy is not None and _changed(found.lossy):
+            logger.info(
+                "node %s: its model's types would change values of the files; streaming them",
+                name,
+                extra={"run_id": self.ctx.run_id, "node": name},
+            )
+            return False  # the streamed path names the first value its cast cannot keep
         model = node.output_model
         if self.options.validate and model is not None:
             from etlkit.validation import ChunkValidator

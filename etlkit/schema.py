@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etlkit.errors import quoted
 
@@ -157,6 +158,21 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
         batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     # one batch is one chunk per column already: rechunking it only costs a call (~20%)
     return cast("pl.DataFrame", pl.from_arrow(batch, rechunk=False))
+
+
+def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """`array` cast to `target` by pyarrow's safe cast, except a decimal to `float64`, which
+    polars casts: it divides the decimal's integer by 10**scale, rounding once as DuckDB does,
+    where pyarrow multiplies by an inexact 10**-scale (32986.52 becomes 32986.520000000004).
+    A streamed Parquet file then holds the floats its reference is validated with and its SQL
+    consumers read, so both give one verdict.
+
+    Raises:
+        pyarrow.ArrowInvalid: a value the cast would change (pyarrow's safe cast).
+    """
+    if pa.types.is_decimal128(array.type) and pa.types.is_float64(target):
+        return pl.Series(values=array).cast(pl.Float64).to_arrow()
+    return pc.cast(array, target, safe=True)
 
 
 def model_name(model: Model | None) -> str:

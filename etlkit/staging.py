@@ -270,7 +270,9 @@ class CsvLayout:
     to parse them again exactly as the source did (pyarrow's CSV reader, these options).
 
     `schema` holds the columns read, in order, with their types; `column_names` all of a
-    file's columns when it has no header line.
+    file's columns when it has no header line. `blank_lines`: a blank line is a row of empty
+    fields (nulls, empty text), as `polars.read_csv` and so Pandera see it, rather than
+    skipped (pyarrow's default, which layouts committed before kept).
     """
 
     schema: pa.Schema
@@ -278,6 +280,7 @@ class CsvLayout:
     header: bool = True
     encoding: str = "utf8"
     column_names: tuple[str, ...] | None = None
+    blank_lines: bool = True
 
     def options(self, block_size: int = 1 << 22) -> tuple[Any, Any, Any]:
         """pyarrow's (read, parse, convert) options; read one block at a time, serially, so
@@ -288,7 +291,9 @@ class CsvLayout:
             encoding=self.encoding,
             column_names=list(self.column_names) if self.column_names is not None else None,
         )
-        parse = pacsv.ParseOptions(delimiter=self.delimiter)
+        parse = pacsv.ParseOptions(
+            delimiter=self.delimiter, ignore_empty_lines=not self.blank_lines
+        )
         convert = pacsv.ConvertOptions(
             column_types={f.name: f.type for f in self.schema}, include_columns=self.schema.names
         )
@@ -343,6 +348,7 @@ class CsvLayout:
             "header": self.header,
             "encoding": self.encoding,
             "column_names": list(self.column_names) if self.column_names is not None else None,
+            "blank_lines": self.blank_lines,
         }
 
     @classmethod
@@ -355,6 +361,7 @@ class CsvLayout:
             header=bool(data["header"]),
             encoding=str(data["encoding"]),
             column_names=tuple(names) if names is not None else None,
+            blank_lines=bool(data.get("blank_lines", False)),  # older layouts skipped them
         )
 
 

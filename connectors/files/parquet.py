@@ -19,7 +19,7 @@ from connectors.files.columns import Conformer, first_failing, missing_columns, 
 from connectors.files.paths import FileSink, FileSource, display, os_error, write_file
 from etlkit.errors import ConnectorError, StagingError
 from etlkit.nodes import Context, Node, Origin, SourceFiles, WriteResult
-from etlkit.schema import Model, model_name
+from etlkit.schema import Model, cast_array, model_name
 from etlkit.staging import footer_checksum, parquet_batches
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class ParquetSource(FileSource):
         if column.type == target.type:
             return column
         try:
-            return pc.cast(column, target.type, safe=True)
+            return cast_array(column, target.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
 
             def fails(count: int) -> bool:
