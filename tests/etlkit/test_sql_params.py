@@ -196,7 +196,7 @@ def test_a_sql_node_reads_a_parquet_source_in_place_but_not_the_file_beside_it(
     result = InPlace.run(date="2025-03-01", settings=settings)
     assert result.state == "success", result.error
     assert InPlace.out.table().to_pylist() == [{"a": 3}]
-    assert result.nodes["total"].rows_in == 0  # read in place, not streamed
+    assert result.nodes["total"].chunks_in == 0  # read in place, not streamed
 
     result = Beside.run(date="2025-03-01", settings=settings)
     assert result.state == "failed"
