@@ -53,6 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         *("errors", "config", "pipeline", "graph", "execution", "progress", "nodes", "staging"),
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
         "pools",
+        "ui",
     },
     "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
     "__main__": {"cli"},
