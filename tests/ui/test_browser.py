@@ -1,6 +1,6 @@
 """The UI in a real browser: Playwright driving Debian's Chromium against `etlkit ui`.
 
-Screenshots of every step land in the test's tmp_path (and in $ETLKIT_UI_SCREENSHOTS when set,
+Screenshots of every step land in the test's tmp_path (and in $UI_SCREENSHOTS when set,
 which is how the README's pictures are made).
 """
 
@@ -77,7 +77,7 @@ def _shot(page: object, tmp_path: Path, name: str) -> None:
     target = tmp_path / "screenshots" / f"{name}.png"
     target.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(target), full_page=True)  # type: ignore[attr-defined]
-    keep = os.environ.get("ETLKIT_UI_SCREENSHOTS")
+    keep = os.environ.get("UI_SCREENSHOTS")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(target, Path(keep) / target.name)
@@ -122,4 +122,8 @@ def test_trigger_a_run_watch_it_succeed_query_its_data_and_pause(
         page.locator('tr[data-pipeline="demo"]').get_by_role("button", name="Unpause")
     ).to_be_visible()
     _shot(page, tmp_path, "paused")
+
+    page.locator('tr[data-pipeline="demo"] a', has_text="demo").click()
+    expect(page.locator("table.grid tbody tr")).to_have_count(2)  # nodes by runs
+    _shot(page, tmp_path, "grid")
     assert dialogs == []  # no script from a param or a data row ever ran

@@ -72,3 +72,12 @@ def test_missing_ui_libraries_name_the_extra(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(server, "REQUIRED", ("starlette", "etlkit_no_such_module"))
     with pytest.raises(MissingDependencyError, match=r'pip install "etlkit-framework\[ui\]"'):
         server.require()
+
+
+def test_etlkit_ui_reads_its_token_from_etlkit_ui_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETLKIT_UI_TOKEN", "short")  # not an unknown setting: the UI's own
+    (tmp_path / "pipelines").mkdir()
+    assert main(["--project", str(tmp_path), "ui", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "token is too short" in capsys.readouterr().err
