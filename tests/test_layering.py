@@ -93,3 +93,12 @@ def test_etlkit_never_imports_connectors_or_pipelines() -> None:
                 names = [a.name for a in node.names]
             for name in names:
                 assert name.split(".")[0] not in ("connectors", "pipelines"), path
+
+
+def test_the_ui_is_imported_only_by_the_cli_and_imports_no_cli() -> None:
+    for path in (ROOT / "etlkit").rglob("*.py"):
+        imports = etlkit_imports(path)
+        if path.parent.name == "ui":
+            assert "cli" not in imports, path
+        elif path.stem != "cli":
+            assert "ui" not in imports, path

@@ -14,6 +14,7 @@ import logging
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -96,6 +97,8 @@ class _State:
         self.templates.filters["when"] = _when
         self.templates.filters["colour"] = svg.colour
         self.graphs: dict[str, tuple[float, Graph | None]] = {}
+        # pages run in threads: one at a time imports pipeline files
+        self.loading = threading.RLock()
         self.children: list[subprocess.Popen[bytes]] = []
 
     def store(self) -> RunStore:
@@ -104,22 +107,24 @@ class _State:
     def pipeline(self, name: str) -> type[Pipeline]:
         """The pipeline named `name` in the folder (validated as `etlkit run` does)."""
         check_path_part("pipeline name", name)
-        return load_pipeline(name, self.config.pipelines_dir)
+        with self.loading:
+            return load_pipeline(name, self.config.pipelines_dir)
 
     def graph(self, name: str) -> Graph | None:
         """The pipeline's graph, reloaded when its file changes; None if it cannot load."""
-        path = self.config.pipelines_dir / f"{name}.py"
+        path = self.config.pipelines_dir / f"{check_path_part('pipeline name', name)}.py"
         stamp = path.stat().st_mtime if path.is_file() else 0.0
-        cached = self.graphs.get(name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            graph: Graph | None = self.pipeline(name).graph()
-        except EtlkitError as exc:
-            logger.warning("the UI cannot draw pipeline %s: %s", name, exc)
-            graph = None
-        self.graphs[name] = (stamp, graph)
-        return graph
+        with self.loading:
+            cached = self.graphs.get(name)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                graph: Graph | None = self.pipeline(name).graph()
+            except EtlkitError as exc:
+                logger.warning("the UI cannot draw pipeline %s: %s", name, exc)
+                graph = None
+            self.graphs[name] = (stamp, graph)
+            return graph
 
     def spawn(self, command: list[str]) -> None:
         """Start a detached process (a worker, `etlkit retry`, `etlkit backfill`), reaping the
@@ -236,24 +241,25 @@ async def _errors(request: Request, exc: Exception) -> Response:
     return _state(request).render(request, "error.html", status, error=str(exc))
 
 
-# -- pages ---------------------------------------------------------------------------------------
+# -- pages: plain functions, which Starlette runs in its thread pool, so a long query on one
+# page holds up no other request ------------------------------------------------------------
 
 
-async def pipelines_page(request: Request) -> Response:
+def pipelines_page(request: Request) -> Response:
     ui = _state(request)
-    with ui.store() as store:
+    with ui.store() as store, ui.loading:  # the status imports the pipeline files
         rows = pages.overview(store, ui.config.pipelines_dir, _now())
         fingerprint = store.fingerprint()
     template = "pipelines_table.html" if request.query_params.get("fragment") else "pipelines.html"
     return ui.render(request, template, rows=rows, fingerprint=fingerprint, now=_now())
 
 
-async def pulse(request: Request) -> Response:
+def pulse(request: Request) -> Response:
     with _state(request).store() as store:
         return JSONResponse({"fingerprint": store.fingerprint()})
 
 
-async def pipeline_page(request: Request) -> Response:
+def pipeline_page(request: Request) -> Response:
     ui = _state(request)
     name = check_path_part("pipeline name", request.path_params["name"])
     before = request.query_params.get("before")
@@ -272,7 +278,7 @@ def _page_number(text: str) -> int:
     return int(text)
 
 
-async def run_page(request: Request) -> Response:
+def run_page(request: Request) -> Response:
     ui = _state(request)
     run_id = check_path_part("run id", request.path_params["run_id"])
     with ui.store() as store:
@@ -295,7 +301,7 @@ async def run_page(request: Request) -> Response:
     return ui.render(request, "run.html", page=page, run=page.run)
 
 
-async def run_changes(request: Request) -> Response:
+def run_changes(request: Request) -> Response:
     run_id = check_path_part("run id", request.path_params["run_id"])
     since_text = request.query_params.get("since", "")
     try:
@@ -308,7 +314,7 @@ async def run_changes(request: Request) -> Response:
         return JSONResponse(pages.changes(store, run_id, since, _now()))
 
 
-async def data_page(request: Request) -> Response:
+def data_page(request: Request) -> Response:
     ui = _state(request)
     run_id = check_path_part("run id", request.path_params["run_id"])
     name = check_path_part("staged name", request.path_params["name"])
@@ -320,7 +326,7 @@ async def data_page(request: Request) -> Response:
     return ui.render(request, "data.html", run=record, page=page, sql=sql or "", chart=chart)
 
 
-async def download(request: Request) -> Response:
+def download(request: Request) -> Response:
     ui = _state(request)
     run_id = check_path_part("run id", request.path_params["run_id"])
     name = check_path_part("staged name", request.path_params["name"])

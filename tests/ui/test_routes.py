@@ -185,3 +185,47 @@ def test_pipeline_grid_pages_through_runs(
     nxt = first.text.split('href="/pipelines/demo?before=')[1].split('"')[0]
     second = client.get(f"/pipelines/demo?before={nxt}")
     assert second.text.count('class="col"') == 2
+
+
+def _spawned(client: TestClient) -> None:
+    """Wait for the processes the UI started (retry, backfill) to end."""
+    ui = client.app.state.ui
+    for child in ui.children:
+        assert child.wait(timeout=120) is not None
+
+
+def test_backfill_from_the_page_runs_every_date(client: TestClient, settings: Settings) -> None:
+    token = csrf_of(client.get("/pipelines/demo").text)
+    bad = client.post(
+        "/pipelines/demo/backfill", data={"csrf": token, "start": "2025-01-03", "end": "x"}
+    )
+    assert bad.status_code == 400
+    assert "is not a date YYYY-MM-DD" in bad.text
+    done = client.post(
+        "/pipelines/demo/backfill",
+        data={"csrf": token, "start": "2025-01-01", "end": "2025-01-02"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    _spawned(client)
+    with RunStore(settings.paths.store) as store:
+        runs = store.runs("demo")
+    assert sorted((r.trigger, r.state) for r in runs) == [("backfill", "success")] * 2
+
+
+def test_retry_from_the_run_page_runs_a_failed_run_again(
+    client: TestClient, tmp_path: Path, settings: Settings
+) -> None:
+    failed = run(tmp_path, settings, "broken")
+    page = client.get(f"/runs/{failed}")
+    assert "boom &lt;b&gt;bold&lt;/b&gt;" in page.text  # the node's error, escaped
+    answer = client.post(
+        f"/runs/{failed}/retry", data={"csrf": csrf_of(page.text)}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    _spawned(client)
+    with RunStore(settings.paths.store) as store:
+        again = store.get_run(failed)
+    assert (again.attempt, again.state) == (2, "failed")
+    refused = client.post(f"/runs/{failed}/retry", data={"csrf": "stale"})
+    assert refused.status_code == 403
