@@ -214,6 +214,7 @@ def changes(store: RunStore, run_id: str, since: datetime, now: datetime) -> dic
             "attempt": record.attempt,
             "error": record.error,
             "finished": record.state not in ("queued", "running"),
+            "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         },
         "nodes": [node_json(n) for n in nodes],
         "running": any(n.state == "running" for n in nodes) or record.state == "running",

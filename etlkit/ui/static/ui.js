@@ -112,6 +112,10 @@ function watchRun(box) {
       error.textContent = changes.run.error || "";
       error.hidden = !changes.run.error;
       if (changes.nodes.length || changes.running) gantt.innerHTML = await getText(gantt.dataset.src);
+      if (changes.run.finished_at) {
+        document.getElementById("run-finished").textContent =
+          changes.run.finished_at.slice(0, 19).replace("T", " ");
+      }
       finished = changes.run.finished;
       if (finished) await refreshPieces();
     } catch (error) {
