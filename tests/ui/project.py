@@ -54,12 +54,33 @@ class Broken(ek.Pipeline):
     explode = Explode(numbers)
 '''
 
+CHECKED = '''
+import pandera.polars as pdp
+import pyarrow as pa
+import etlkit as ek
+from etlkit.testing import MemorySource
+
+
+class Bill(pdp.DataFrameModel):
+    invoice_id: int = pdp.Field(nullable=False)
+    amount: float = pdp.Field(ge=0)
+
+
+class Checked(ek.Pipeline):
+    """Quarantines the bills with a negative amount."""
+
+    bills = MemorySource(
+        pa.table({"invoice_id": [1, 2, 3], "amount": [5.0, -1.0, 2.0]}), schema=Bill
+    ).expect(on_invalid="quarantine")
+'''
+
 
 def make_project(root: Path) -> Settings:
-    """Pipelines `demo` and `broken` under `root`, and the project's settings."""
+    """Pipelines `demo`, `broken` and `checked` under `root`, and the project's settings."""
     (root / "pipelines").mkdir()
     (root / "pipelines" / "demo.py").write_text(DEMO)
     (root / "pipelines" / "broken.py").write_text(BROKEN)
+    (root / "pipelines" / "checked.py").write_text(CHECKED)
     return load_settings(root, env={})
 
 

@@ -229,3 +229,17 @@ def test_retry_from_the_run_page_runs_a_failed_run_again(
     assert (again.attempt, again.state) == (2, "failed")
     refused = client.post(f"/runs/{failed}/retry", data={"csrf": "stale"})
     assert refused.status_code == 403
+
+
+def test_rejects_of_a_run_are_shown_like_any_output(
+    client: TestClient, tmp_path: Path, settings: Settings
+) -> None:
+    checked = run(tmp_path, settings, "checked")
+    page = client.get(f"/runs/{checked}")
+    assert f'href="/runs/{checked}/data/bills.rejects"' in page.text
+    assert '<td data-field="invalid_rows">1</td>' in page.text
+    rejects = client.get(f"/runs/{checked}/data/bills.rejects")
+    assert rejects.status_code == 200
+    assert '<span id="row-count">1</span>' in rejects.text
+    assert "column &#39;amount&#39; failed greater_than_or_equal_to(0): -1.0" in rejects.text
+    assert "all_bills_rejects" in rejects.text
