@@ -783,6 +783,37 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from etlkit.ui.server import require
+
+    require()  # before anything else: without the `ui` extra, say what to install
+    from etlkit.ui.app import UiConfig
+    from etlkit.ui.server import serve
+
+    settings = _settings(args)
+    token = args.token or os.environ.get("ETLKIT_UI_TOKEN") or None
+    config = UiConfig(
+        project_dir=_project(args),
+        settings=settings,
+        pipelines_dir=_pipelines_dir(args).resolve(),
+        config_file=Path(args.config).resolve() if args.config else None,
+        token=token,
+        loopback=_loopback(args.host),
+    )
+
+    def announce(url: str) -> None:
+        print(f"etlkit ui: open {url}  (Ctrl-C stops it)", flush=True)
+
+    serve(config, args.host, args.port, announce=announce)
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    from etlkit.ui.server import is_loopback
+
+    return is_loopback(host)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from etlkit.pipeline import discover
 
@@ -991,6 +1022,16 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("pipeline")
     state.add_argument("node", nargs="?", help="reset only this node's cursor")
     state.set_defaults(func=cmd_state)
+
+    ui = sub.add_parser("ui", help="the web UI: pipelines, runs, staged data, live progress")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    ui.add_argument("--port", type=int, default=8765, help="port (0: a free one; default 8765)")
+    ui.add_argument(
+        "--token",
+        help="required from every request (default: $ETLKIT_UI_TOKEN); needed off loopback",
+    )
+    ui.add_argument("--pipelines", help="pipelines folder")
+    ui.set_defaults(func=cmd_ui)
 
     validate = sub.add_parser("validate", help="load every pipeline and report every problem")
     validate.add_argument("--pipelines", help="pipelines folder")

@@ -147,6 +147,8 @@ _ENV_PREFIX: Final = "ETLKIT_"
 _CONN_PREFIX: Final = "ETLKIT_CONN_"
 # set by etlkit for the programs a Command node runs: not settings
 _RUN_VARIABLES: Final = frozenset({"ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE"})
+# read by `etlkit ui` itself: a secret, kept out of the settings (and of their explanation)
+_UI_VARIABLES: Final = frozenset({"ETLKIT_UI_TOKEN"})
 _BOOLS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _EXPECTED: Final[dict[type[Any], str]] = {
     bool: "a boolean (true/false, yes/no, 1/0)",
@@ -254,6 +256,7 @@ def load_settings(
             not upper.startswith(_ENV_PREFIX)
             or upper.startswith(_CONN_PREFIX)
             or upper in _RUN_VARIABLES
+            or upper in _UI_VARIABLES
         ):
             continue
         if upper not in env_names:

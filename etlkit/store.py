@@ -482,6 +482,59 @@ class RunStore:
         order = " ORDER BY created_at DESC, run_id DESC LIMIT ?"
         return self._runs(_RUNS + where + order, (*args, limit))
 
+    def runs_before(self, pipeline: str, *, before: str | None, limit: int) -> list[RunRecord]:
+        """A page of `pipeline`'s runs, newest first: up to `limit` runs created before run
+        `before` (an exact id), or the newest ones when it is None. Walks the
+        (pipeline, created_at) index, so a page costs the same on the last page of a year of
+        hourly runs as on the first."""
+        if before is None:
+            return self.runs(pipeline, limit=limit)
+        sql = (
+            _RUNS + " WHERE pipeline = ? AND (created_at, run_id) <"
+            " (SELECT created_at, run_id FROM runs WHERE run_id = ?)"
+            " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        )
+        return self._runs(sql, (pipeline, before, limit))
+
+    def node_states(self, run_ids: Collection[str]) -> dict[str, dict[str, NodeState]]:
+        """Each run's nodes and the state of their latest attempt, in one query (a grid of
+        runs by nodes); runs without node runs are left out."""
+        found: dict[str, dict[str, NodeState]] = {}
+        if not run_ids:
+            return found
+        sql = (
+            "SELECT run_id, node, state FROM node_runs"
+            f" WHERE run_id IN ({', '.join('?' * len(run_ids))}) ORDER BY run_id, seq, attempt"
+        )
+        with self._guard() as conn:
+            for row in conn.execute(sql, tuple(run_ids)):
+                found.setdefault(str(row[0]), {})[str(row[1])] = row[2]
+        return found
+
+    def node_runs_since(self, run_id: str, since: datetime) -> list[NodeRunRecord]:
+        """A run's node attempts that started or finished after `since`, attempts in order:
+        what changed since a reader last looked (node runs are written when a node starts and
+        when it ends)."""
+        moment = _ts(since)
+        sql = (
+            f"SELECT {_NODES} FROM node_runs WHERE run_id = ?"
+            " AND (started_at > ? OR finished_at > ?) ORDER BY attempt, seq"
+        )
+        with self._guard() as conn:
+            rows = conn.execute(sql, (run_id, moment, moment))
+            return [_record(NodeRunRecord, row) for row in rows]
+
+    def fingerprint(self) -> str:
+        """A short text that changes whenever a run is added, starts or ends, or a pipeline is
+        paused or unpaused: a page polls it to refresh only when something happened."""
+        sql = (
+            "SELECT (SELECT COUNT(*) || '|' || IFNULL(MAX(created_at), '') || '|'"
+            " || IFNULL(MAX(started_at), '') || '|' || IFNULL(MAX(finished_at), '') FROM runs)"
+            " || '|' || (SELECT COUNT(*) || IFNULL(MAX(paused_at), '') FROM paused_pipelines)"
+        )
+        with self._guard() as conn:
+            return str(conn.execute(sql).fetchone()[0])
+
     def active_runs(self, pipeline: str | None = None) -> list[RunRecord]:
         """Queued and running runs, oldest first (the order a queue drains in)."""
         where, args = _filters(pipeline, ACTIVE_STATES)

@@ -53,6 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         *("errors", "config", "pipeline", "graph", "execution", "progress", "nodes", "staging"),
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
         "pools",
+        "ui",
     },
     "__init__": {
         *("errors", "config", "execution", "nodes", "pipeline", "querying", "commands"),
@@ -95,3 +96,12 @@ def test_etlkit_never_imports_connectors_or_pipelines() -> None:
                 names = [a.name for a in node.names]
             for name in names:
                 assert name.split(".")[0] not in ("connectors", "pipelines"), path
+
+
+def test_the_ui_is_imported_only_by_the_cli_and_imports_no_cli() -> None:
+    for path in (ROOT / "etlkit").rglob("*.py"):
+        imports = etlkit_imports(path)
+        if path.parent.name == "ui":
+            assert "cli" not in imports, path
+        elif path.stem != "cli":
+            assert "ui" not in imports, path
