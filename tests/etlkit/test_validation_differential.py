@@ -206,6 +206,14 @@ def _item_6(spec: ModelSpec, path: str) -> bool:
     return spec.nested and path != "chunk"
 
 
+def _item_7(spec: ModelSpec, path: str) -> bool:
+    return path != "chunk" and _has(spec, lambda c: c.regex)
+
+
+def _item_8(spec: ModelSpec, path: str) -> bool:
+    return spec.cross is not None
+
+
 def _item_9(spec: ModelSpec, path: str) -> bool:
     return _has(spec, lambda c: c.coerce and c.kind in ("categorical", "decimal"))
 
@@ -224,6 +232,8 @@ KNOWN_ISSUE_19_ITEMS: dict[str, Callable[[ModelSpec, str], bool]] = {
     "item 3: ignore_na=False, sub-microsecond instants proven by statistics": _item_3,
     "item 5: a CSV blank line of a single-column file is skipped": _item_5,
     "item 6: Config.unique as a list of lists crashes a pipeline": _item_6,
+    "item 7: a regex column breaks projection and the dataset check": _item_7,
+    "item 8: a custom check reading another column fails valid data": _item_8,
     "item 9: coerce casts raising ComputeError crash the check": _item_9,
     "item 10: a PanicException of a cast; a failing Duration row crashes the report": _item_10,
     "item 11: a Boolean column with notin=['x', 'y'] passes": _item_11,

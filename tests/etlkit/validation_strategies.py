@@ -157,9 +157,12 @@ class ColumnSpec:
     coerce: bool = False
     ignore_na: bool = True
     arrives_as: pl.DataType | None = None  # the frame's dtype when the model coerces
+    regex: bool = False  # declared as a pattern matching its name (and no other column)
 
     def field(self) -> Any:
-        extra = {} if self.ignore_na else {"ignore_na": False}
+        extra: dict[str, Any] = {} if self.ignore_na else {"ignore_na": False}
+        if self.regex:
+            extra |= {"alias": rf"^{self.name}(_\d)?$", "regex": True}
         return pdp.Field(
             nullable=self.nullable, unique=self.unique, coerce=self.coerce, **self.checks, **extra
         )
@@ -170,6 +173,8 @@ class ModelSpec:
     columns: tuple[ColumnSpec, ...]
     unique: tuple[tuple[str, ...], ...] = ()
     nested: bool = False  # `Config.unique` as a list of lists, else one flat list
+    # a custom check on the first column reading the second: null only where the second is set
+    cross: tuple[str, str] | None = None
 
     @property
     def config_unique(self) -> list[str] | list[list[str]]:
@@ -183,6 +188,8 @@ class ModelSpec:
             "__module__": __name__,
             **{c.name: c.field() for c in self.columns},
         }
+        if self.cross is not None:
+            body["needs_other"] = _needs_other(*self.cross)
         if self.unique:
             body["Config"] = type("Config", (), {"unique": self.config_unique})
         return type("Random", (pdp.DataFrameModel,), body)
@@ -200,6 +207,15 @@ def _in_range(low: Any, high: Any, include_min: bool, include_max: bool) -> dict
         "include_min": include_min or both,
         "include_max": include_max or both,
     }
+
+
+def _needs_other(column: str, other: str) -> Any:
+    """A `@pdp.check` on `column` that reads `other` (Pandera runs it: no expression exists)."""
+
+    def needs_other(cls: Any, data: Any) -> Any:
+        return data.lazyframe.select(pl.col(column).is_null() | pl.col(other).is_not_null())
+
+    return pdp.check(column, name="needs_other")(needs_other)
 
 
 @st.composite
@@ -244,6 +260,7 @@ def column_specs(draw: st.DrawFn, name: str, kinds: tuple[str, ...], coerce: boo
         coerce=coerced,
         ignore_na=draw(st.integers(0, 5)) > 0,
         arrives_as=draw(st.sampled_from(COERCE_FROM[kind.name])) if coerced else None,
+        regex=draw(st.integers(0, 15)) == 0,
     )
 
 
@@ -258,14 +275,20 @@ def model_specs(
     """A model of one to `max_columns` columns over the given kinds."""
     width = draw(st.integers(1, max_columns))
     columns = tuple(draw(column_specs(f"c{i}", kinds, coerce)) for i in range(width))
+    # Config.unique and custom checks name the model's fields: plain (not regex) ones
+    plain = [c.name for c in columns if not c.regex]
     unique: tuple[tuple[str, ...], ...] = ()
-    if width > 1 and draw(st.integers(0, 3)) == 0:
-        names = [c.name for c in columns]
-        first = tuple(draw(st.lists(st.sampled_from(names), min_size=1, unique=True)))
+    if len(plain) > 1 and draw(st.integers(0, 3)) == 0:
+        first = tuple(draw(st.lists(st.sampled_from(plain), min_size=1, unique=True)))
         unique = (first,)
         if draw(st.booleans()):
-            unique += (tuple(n for n in names if n not in first) or (names[0],),)
-    return ModelSpec(columns, unique, nested=len(unique) > 1 or draw(st.booleans()))
+            unique += (tuple(n for n in plain if n not in first) or (plain[0],),)
+    nested = len(unique) > 1 or draw(st.booleans())
+    cross = None
+    if plain and width > 1 and draw(st.integers(0, 5)) == 0:
+        column = draw(st.sampled_from(plain))
+        cross = (column, draw(st.sampled_from([c.name for c in columns if c.name != column])))
+    return ModelSpec(columns, unique, nested, cross)
 
 
 @st.composite
