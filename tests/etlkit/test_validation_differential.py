@@ -54,7 +54,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Schema has columns specified as 
 
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=50,
     derandomize=True,
     deadline=None,
     database=None,
@@ -381,7 +381,7 @@ def check_run(
         )
 
 
-@examples(0.6)
+@examples(1.0)
 @given(
     data=st.data(),
     policy=st.sampled_from(["fail", "drop", "quarantine"]),

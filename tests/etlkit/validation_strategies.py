@@ -256,7 +256,7 @@ def column_specs(draw: st.DrawFn, name: str, kinds: tuple[str, ...], coerce: boo
         kind=kind.name,
         checks=draw(checks(kind)),
         nullable=draw(st.booleans()),
-        unique=draw(st.integers(0, 3)) == 0,
+        unique=draw(st.integers(0, 2)) == 0,
         coerce=coerced,
         ignore_na=draw(st.integers(0, 5)) > 0,
         arrives_as=draw(st.sampled_from(COERCE_FROM[kind.name])) if coerced else None,
