@@ -933,6 +933,11 @@ class ChunkValidator:
         except pandera.errors.SchemaErrors as exc:
             failures = _from_pandera(exc.failure_cases)
             return ChunkReport(data=df, invalid=_mask_from(failures, df.height), failures=failures)
+        except pl.exceptions.InvalidOperationError as exc:
+            # Pandera found failures it cannot report (a failing Duration value, which polars
+            # does not cast to text): the chunk fails as a whole, as no row can be named
+            found = (None, "pandera_report", f"Pandera could not report its failures: {exc}")
+            return ChunkReport(data=df, invalid=None, failures=_schema_failures([found]))
         assert isinstance(data, pl.DataFrame)
         return ChunkReport(data=data, invalid=None, failures=_schema_failures([]))
 
