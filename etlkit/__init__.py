@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from etlkit.config import Settings, load_settings
     from etlkit.errors import (
+        AirflowImportError,
         ConfigError,
         ConnectorError,
         ConnectorNotFoundError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from etlkit.querying import connect, query
 
 __all__ = [
+    "AirflowImportError",
     "ConfigError",
     "ConnectorError",
     "ConnectorNotFoundError",

@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         *("errors", "config", "pipeline", "graph", "execution", "progress", "nodes", "staging"),
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
-        "pools",
+        *("pools", "airflow_import"),
     },
     "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
     "__main__": {"cli"},

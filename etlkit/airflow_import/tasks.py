@@ -1,0 +1,587 @@
+"""Each Airflow task mapped to an etlkit node, written as code with a comment saying why.
+
+`PythonOperator`/`@task` -> `PythonCall` (a `FunctionSource`, `FunctionTransform` or
+`FunctionSink` when the function visibly takes or returns a polars DataFrame); `BashOperator`
+-> `Command`; `S3KeySensor`/`FileSensor` -> `FileSensor`; `ExternalTaskSensor` -> `RunSensor`;
+`EmailOperator` -> `SendEmail`; `EmptyOperator`/`DummyOperator` -> dependencies only; anything
+else -> a `Todo` node that fails when run, and a finding.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from etlkit.airflow_import.mapper import Settings, email_notifier, seconds
+from etlkit.airflow_import.model import Dag, Finding, TaskSpec
+from etlkit.airflow_import.parser import qualified
+from etlkit.airflow_import.templates import translate
+from etlkit.airflow_import.values import UNKNOWN, Evaluator
+
+_EMPTY: Final = frozenset({"EmptyOperator", "DummyOperator"})
+_PYTHON: Final = frozenset({"PythonOperator", "@task", "@task.python"})
+_BRANCHING: Final = frozenset(
+    {"BranchPythonOperator", "ShortCircuitOperator", "@task.branch", "@task.short_circuit"}
+)
+_SENSOR_TIMEOUT: Final = 7 * 24 * 3600.0  # Airflow's default sensor timeout
+_FRAMES: Final = frozenset({"pl.DataFrame", "polars.DataFrame", "DataFrame"})
+_OPTION_KEYS: Final = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay")
+#: Names a node may not take: the Pipeline class's own members and settings.
+RESERVED: Final = frozenset(
+    {
+        *("name", "params", "schedule", "start_date", "end_date", "timezone", "catchup"),
+        *("max_active_runs", "on_failure", "on_retry", "on_success", "nodes", "graph", "run"),
+        *("retry", "layered", "resolve_params", "settings_overrides", "chunk_rows"),
+        *("chunk_bytes", "channel_depth", "max_workers", "retries", "retry_delay"),
+        *("retry_exponential_backoff", "max_retry_delay", "timeout", "validate", "on_invalid"),
+        "max_invalid_fraction",
+    }
+)
+
+
+@dataclass(frozen=True)
+class NodeCode:
+    """One node of the pipeline: its attribute name, its code and the comment on it."""
+
+    name: str
+    code: str
+    comment: str
+
+
+@dataclass
+class Nodes:
+    """The nodes, what they need imported, and what could not be mapped."""
+
+    nodes: list[NodeCode] = field(default_factory=list)
+    runtime: set[str] = field(default_factory=set)  # names from etlkit.airflow_import.runtime
+    sensors: set[str] = field(default_factory=set)  # FileSensor, RunSensor
+    command: bool = False
+    functions: set[str] = field(default_factory=set)  # the DAG's callables the nodes call
+    params: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)  # empty operators
+    pools: dict[str, int] = field(default_factory=dict)  # pool -> the first line using it
+
+
+def node_name(task_id: str, taken: set[str]) -> str:
+    """A Python identifier for a task id (`group.load-2` -> `group_load_2`), unique."""
+    name = re.sub(r"\W", "_", task_id.replace(".", "_")).strip("_") or "task"
+    if name[0].isdigit():
+        name = f"task_{name}"
+    if keyword.iskeyword(name) or name in RESERVED or name.startswith("_"):
+        name = f"{name}_task"
+    base, count = name, 1
+    while name in taken:
+        count += 1
+        name = f"{base}_{count}"
+    taken.add(name)
+    return name
+
+
+class TaskMapper:
+    """Maps the tasks of one DAG; `findings` collects what it could not map."""
+
+    def __init__(self, dag: Dag, evaluate: Evaluator, settings: Settings, dag_dir: Path) -> None:
+        self.dag = dag
+        self.evaluate = evaluate
+        self.settings = settings
+        self.dag_dir = dag_dir
+        self.findings: list[Finding] = []
+        self.out = Nodes()
+        taken: set[str] = set()
+        self.names = {task.task_id: node_name(task.task_id, taken) for task in dag.tasks}
+        self.specs = {task.task_id: task for task in dag.tasks}
+        self.upstream: dict[str, list[str]] = {t.task_id: [] for t in dag.tasks}
+        self.kinds: dict[str, str] = {}
+
+    def map(self) -> Nodes:
+        removed = {t.task_id for t in self.dag.tasks if t.operator in _EMPTY}
+        edges = [(e.upstream, e.downstream) for e in self.dag.edges]
+        for empty in removed:  # a task before an empty one goes before every task after it
+            ups = [u for u, d in edges if d == empty]
+            downs = [d for u, d in edges if u == empty]
+            edges = [(u, d) for u, d in edges if empty not in (u, d)]
+            edges += [(u, d) for u in ups for d in downs]
+        for up, down in dict.fromkeys(edges):
+            self.upstream[down].append(up)
+        for task in self.order():
+            if task.task_id in removed:
+                self.out.removed.append(f"{task.task_id} (line {task.line}, {task.operator})")
+                continue
+            self.out.nodes.append(self.node(task))
+        return self.out
+
+    def order(self) -> list[TaskSpec]:
+        done: dict[str, TaskSpec] = {}
+
+        def visit(task_id: str) -> None:
+            if task_id not in done:
+                for up in self.upstream.get(task_id, []):
+                    visit(up)
+                done[task_id] = self.specs[task_id]
+
+        for task in self.dag.tasks:
+            visit(task.task_id)
+        return list(done.values())
+
+    def finding(self, task: TaskSpec, what: str, suggestion: str, line: int = 0) -> None:
+        self.findings.append(Finding(line or task.line, what, suggestion))
+
+    def after(self, task: TaskSpec, skip: tuple[str, ...] = ()) -> str:
+        ups = [self.names[u] for u in self.upstream[task.task_id] if u not in skip]
+        return f"after={ups!r}" if ups else ""
+
+    def node(self, task: TaskSpec) -> NodeCode:
+        name = self.names[task.task_id]
+        where = f"line {task.line}: {task.operator} '{task.task_id}'"
+        op = task.operator
+        if op in _PYTHON:
+            code, why = self.python(task)
+        elif op in ("BashOperator",):
+            code, why = self.bash(task)
+        elif op in ("S3KeySensor", "FileSensor", "ExternalTaskSensor"):
+            code, why = self.sensor(task)
+        elif op == "EmailOperator":
+            code, why = self.email(task, name)
+        elif op in _BRANCHING:
+            code, why = self.todo(
+                task,
+                f"branching operator {op} '{task.task_id}'",
+                "etlkit runs every node: decide inside one node (return early), or split the "
+                "branches into pipelines",
+            )
+        elif op == "dynamic task mapping":
+            code, why = self.todo(
+                task,
+                f"dynamic task mapping (`.expand`) '{task.task_id}'",
+                "loop over the values inside one node, or make each value a run (params)",
+            )
+        else:
+            label = f"{task.module}.{op}" if task.module else op
+            deferrable = self.evaluate.value(task.kwargs.get("deferrable")) is True
+            code, why = self.todo(
+                task,
+                f"{'deferrable' if deferrable else 'custom'} operator {label} '{task.task_id}'",
+                "write a Task subclass whose run(ctx) does what its execute() did, or use an "
+                "etlkit connector (Sql, PostgresSink, ...)",
+            )
+        if self.kinds.get(task.task_id) in (None, "task"):
+            code += self.options(task)
+        return NodeCode(name, code, f"{where}: {why}")
+
+    def options(self, task: TaskSpec) -> str:
+        values: dict[str, Any] = dict(self.settings.node_options)
+        for key in _OPTION_KEYS:
+            value = self.evaluate.value(task.kwargs.get(key)) if key in task.kwargs else None
+            if key in ("retry_delay", "max_retry_delay"):
+                value = seconds(value)
+            if value is not None and value is not UNKNOWN:
+                values[key] = value
+        timeout = seconds(self.evaluate.value(task.kwargs.get("execution_timeout")))
+        if timeout is not None:
+            values["timeout"] = timeout
+        pool = self.evaluate.value(task.kwargs.get("pool"))
+        if isinstance(pool, str):
+            values["pool"] = pool
+        if values.get("pool") == "default_pool":  # Airflow's pool of every task: no pool
+            del values["pool"]
+        if not values or self.kinds.get(task.task_id) == "sensor":
+            return ""
+        if "pool" in values:
+            self.out.pools.setdefault(values["pool"], task.line)
+        return ".options(" + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())) + ")"
+
+    def todo(self, task: TaskSpec, what: str, suggestion: str) -> tuple[str, str]:
+        self.finding(task, what, suggestion)
+        self.out.runtime.add("Todo")
+        self.kinds[task.task_id] = "todo"
+        args = [repr(what), f"line={task.line}", f"suggestion={suggestion!r}"]
+        if self.after(task):
+            args.append(self.after(task))
+        return f"Todo({', '.join(args)})", "TODO, not mapped (see the report)"
+
+    def template(self, task: TaskSpec, value: Any, *, shell: bool = False) -> Any:
+        """A value with its templates translated; UNKNOWN if a template cannot be."""
+        if isinstance(value, str):
+            translation = translate(value, shell=shell)
+            for name in translation.params:
+                self.out.params.setdefault(name, self.settings.params.get(name, ""))
+            for variable in translation.variables:
+                self.finding(
+                    task,
+                    f"Airflow Variable '{variable}' in a template of '{task.task_id}'",
+                    f"it is now the param '{variable}': give it a default in `params` or pass "
+                    f"--param {variable}=...",
+                )
+            if translation.untranslated:
+                pulls = any("xcom" in t for t in translation.untranslated)
+                self.finding(
+                    task,
+                    f"template {', '.join(translation.untranslated)} in '{task.task_id}'",
+                    "make this a node output (XCom pulls)"
+                    if pulls
+                    else "compute the value in Python (ctx.logical_date) or pass it as a param",
+                )
+                return UNKNOWN
+            return translation.text
+        if isinstance(value, list):
+            items = [self.template(task, item, shell=shell) for item in value]
+            return UNKNOWN if any(i is UNKNOWN for i in items) else items
+        if isinstance(value, dict):
+            mapped = {k: self.template(task, v, shell=shell) for k, v in value.items()}
+            return UNKNOWN if any(v is UNKNOWN for v in mapped.values()) else mapped
+        return value
+
+    # -- Python ------------------------------------------------------------------------------
+
+    def python(self, task: TaskSpec) -> tuple[str, str]:
+        if task.function is not None:
+            function: str | None = task.function
+            why = f"the @task function {task.function}"
+        else:
+            given = task.kwargs.get("python_callable")
+            function = given.id if isinstance(given, ast.Name) else None
+            why = f"python_callable={function}"
+        if function is None or (
+            function not in self.dag.functions and function not in self.dag.imports
+        ):
+            return self.todo(
+                task,
+                f"python_callable of '{task.task_id}' is not a function of the DAG file or "
+                "one it imports",
+                "name a module-level function (no lambda, no method)",
+            )
+        self.out.functions.add(function)
+        definition = self.definition(function)
+        if definition is not None:
+            self.scan(task, definition)
+        frames = self.frame_kind(task, definition)
+        if frames is not None:
+            return frames
+        return self.python_call(task, function, why)
+
+    def definition(self, function: str) -> ast.FunctionDef | None:
+        """The function's definition: in the DAG file, or in a module beside it."""
+        if function in self.dag.functions:
+            return self.dag.functions[function]
+        target = self.dag.names.get(function, "")
+        module, _, name = target.lstrip(".").rpartition(".")
+        path = self.dag_dir.joinpath(*module.split(".")).with_suffix(".py")
+        if not module or not path.is_file():
+            return None
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, SyntaxError):
+            return None
+        return next(
+            (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None
+        )
+
+    def scan(self, task: TaskSpec, definition: ast.FunctionDef) -> None:
+        """Findings for what the function does that etlkit does differently."""
+        attributes = {n.attr for n in ast.walk(definition) if isinstance(n, ast.Attribute)}
+        names = {n.id for n in ast.walk(definition) if isinstance(n, ast.Name)}
+        texts = [
+            n.value
+            for n in ast.walk(definition)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        if attributes & {"xcom_pull", "xcom_push"}:
+            self.finding(
+                task,
+                f"{definition.name} (for '{task.task_id}') pushes or pulls XComs",
+                "make this a node output: return the data from one node and read it in the "
+                "next (a DataFrame from a Source or Transform, or a return value)",
+                definition.lineno,
+            )
+        if "pickle" in names and any(t.startswith("/tmp") for t in texts):
+            self.finding(
+                task,
+                f"{definition.name} (for '{task.task_id}') passes pickles through /tmp",
+                "return a DataFrame from a Source or Transform instead: etlkit keeps it "
+                "staged by run id (Parquet), no pickle in /tmp",
+                definition.lineno,
+            )
+
+    def is_frame(self, annotation: ast.expr | None) -> bool:
+        if annotation is None:
+            return False
+        text = ast.unparse(annotation)
+        resolved = qualified(annotation, dict(self.dag.names))
+        return text in _FRAMES or resolved in ("polars.DataFrame", "polars.dataframe.DataFrame")
+
+    def frame_kind(
+        self, task: TaskSpec, definition: ast.FunctionDef | None
+    ) -> tuple[str, str] | None:
+        """A Source, Transform or Sink when the function visibly speaks DataFrames."""
+        if definition is None:
+            return None
+        returns = self.is_frame(definition.returns)
+        params = definition.args.args
+        first_frame = bool(params) and self.is_frame(params[0].annotation)
+        ups = [u for u in self.upstream[task.task_id] if self.kinds.get(u) != "sensor"]
+        function = self.callable_name(definition.name)
+        if returns and not params and not ups:
+            self.out.runtime.add("FunctionSource")
+            self.kinds[task.task_id] = "frame"
+            return f"FunctionSource({function})", f"{definition.name} returns a DataFrame: a source"
+        producer = task.inputs.get("0")
+        if (
+            first_frame
+            and producer is not None
+            and self.kinds.get(producer) == "frame"
+            and ups == [producer]
+            and len(task.inputs) == 1
+        ):
+            upstream = repr(self.names[producer])
+            if returns:
+                self.out.runtime.add("FunctionTransform")
+                self.kinds[task.task_id] = "frame"
+                return (
+                    f"FunctionTransform({function}, {upstream})",
+                    f"{definition.name} maps a DataFrame to a DataFrame: a transform, called "
+                    "per chunk (make it a Lazy node if it aggregates)",
+                )
+            self.out.runtime.add("FunctionSink")
+            self.kinds[task.task_id] = "sink"
+            return (
+                f"FunctionSink({function}, {upstream})",
+                f"{definition.name} takes a DataFrame: a sink given the whole input",
+            )
+        return None
+
+    def callable_name(self, function: str) -> str:
+        """The function's name, or its alias when a node has that name (a class attribute
+        defined before would be found instead of the function)."""
+        return f"{function}_callable" if function in self.names.values() else function
+
+    def python_call(self, task: TaskSpec, function: str, why: str) -> tuple[str, str]:
+        self.out.runtime.add("PythonCall")
+        self.kinds[task.task_id] = "task"
+        args: list[str] = [self.callable_name(function)]
+        values: Any = []
+        keywords: Any = {}
+        if task.function is not None:
+            values = [
+                self.evaluate.value(a)
+                for i, a in enumerate(task.call_args)
+                if str(i) not in task.inputs
+            ]
+            keywords = {
+                k: self.evaluate.value(v)
+                for k, v in task.call_kwargs.items()
+                if k not in task.inputs
+            }
+        else:
+            values = (
+                self.evaluate.value(task.kwargs.get("op_args")) if "op_args" in task.kwargs else []
+            )
+            keywords = (
+                self.evaluate.value(task.kwargs.get("op_kwargs"))
+                if "op_kwargs" in task.kwargs
+                else {}
+            )
+            templates = task.kwargs.get("templates_dict")
+            if templates is not None and keywords is not UNKNOWN:
+                keywords = {**keywords, "templates_dict": self.evaluate.value(templates)}
+        values = self.template(task, values)
+        keywords = self.template(task, keywords)
+        if values is UNKNOWN or keywords is UNKNOWN:
+            return self.todo(
+                task,
+                f"arguments of '{task.task_id}' are not literals or use templates etlkit lacks",
+                "write the arguments as literals ({ds}, params), or compute them in the function",
+            )
+        if values:
+            args.append(f"args={values!r}")
+        if keywords:
+            args.append(f"kwargs={keywords!r}")
+        inputs = {k: self.names[v] for k, v in task.inputs.items()}
+        if inputs:
+            args.append(f"reads={inputs!r}")
+            why += ", reading the return values of " + ", ".join(sorted(inputs.values()))
+        legacy = task.module.endswith("python_operator")
+        provide = self.evaluate.value(task.kwargs.get("provide_context"))
+        if legacy and provide is not True:
+            args.append("context=False")
+            why += " (Airflow 1.10 without provide_context: no context)"
+        if any(task.task_id in t.inputs.values() for t in self.dag.tasks):
+            args.append("returns=True")
+            why += "; its return value is kept as JSON for the nodes reading it"
+        if self.after(task):
+            args.append(self.after(task))
+        return f"PythonCall({', '.join(args)})", why
+
+    # -- Bash, sensors, email ----------------------------------------------------------------
+
+    def bash(self, task: TaskSpec) -> tuple[str, str]:
+        self.kinds[task.task_id] = "task"
+        command = self.evaluate.value(task.kwargs.get("bash_command"))
+        if not isinstance(command, str):
+            return self.todo(
+                task,
+                f"bash_command of '{task.task_id}' is not a string literal",
+                "write the command as a string literal",
+            )
+        if command.strip().endswith((".sh", ".bash")):
+            return self.todo(
+                task,
+                f"bash_command of '{task.task_id}' names a script template ({command.strip()})",
+                "run the script with Command(['bash', 'path/to/script.sh']) once its templates "
+                "are translated to {ds} and params",
+            )
+        script = self.template(task, command, shell=True)
+        if script is UNKNOWN:
+            return self.todo(
+                task,
+                f"bash_command of '{task.task_id}' uses templates etlkit lacks",
+                "compute the value in the script, or pass it as a param",
+            )
+        args = [repr(["bash", "-c", script])]
+        why = "bash -c with its templates translated (values are shell-quoted)"
+        env = self.evaluate.value(task.kwargs.get("env")) if "env" in task.kwargs else None
+        if env is not None:
+            env = self.template(task, env)
+            if not isinstance(env, dict):
+                return self.todo(
+                    task,
+                    f"env of '{task.task_id}' is not a dict literal",
+                    "write env as a dict literal",
+                )
+            args.append(f"env={env!r}")
+        append = self.evaluate.value(task.kwargs.get("append_env"))
+        if env is None or append is True:
+            args.append("inherit_env=True")
+            why += "; the whole environment, as Airflow passed it"
+        cwd = self.evaluate.value(task.kwargs.get("cwd"))
+        if isinstance(cwd, str):
+            args.append(f"cwd={self.template(task, cwd)!r}")
+        if self.after(task):
+            args.append(self.after(task))
+        self.out.command = True
+        return f"Command({', '.join(args)})", why
+
+    def sensor(self, task: TaskSpec) -> tuple[str, str]:
+        self.kinds[task.task_id] = "sensor"
+        value = self.evaluate.value
+        kwargs = task.kwargs
+        timing = []
+        poke = seconds(value(kwargs.get("poke_interval"))) if "poke_interval" in kwargs else 60.0
+        timeout = seconds(value(kwargs.get("timeout"))) if "timeout" in kwargs else _SENSOR_TIMEOUT
+        timing.append(f"poke_interval={poke!r}")
+        timing.append(f"timeout={timeout!r}")
+        if value(kwargs.get("soft_fail")) is True:
+            timing.append("soft_fail=True")
+        mode = value(kwargs.get("mode")) or "poke"
+        why = f"mode {mode!r}, deferrable or not: etlkit sensors hold no process while waiting"
+        if self.upstream[task.task_id]:
+            why += "; it runs before every other node (etlkit sensors do)"
+        if task.operator == "ExternalTaskSensor":
+            other = value(kwargs.get("external_dag_id"))
+            if not isinstance(other, str):
+                return self.todo(
+                    task,
+                    f"external_dag_id of '{task.task_id}' is not a literal",
+                    "name the other pipeline",
+                )
+            for key in ("execution_delta", "execution_date_fn"):
+                if key in kwargs:
+                    self.finding(
+                        task,
+                        f"{key} of ExternalTaskSensor '{task.task_id}'",
+                        "RunSensor waits for the same logical date, or any with "
+                        "same_logical_date=False: check the dates match",
+                    )
+            pipeline = re.sub(r"\W", "_", other).lower()
+            self.out.sensors.add("RunSensor")
+            if kwargs.get("external_task_id") is not None:
+                why += "; it waits for the whole run, not one task"
+            return f"RunSensor({pipeline!r}, {', '.join(timing)})", why
+        if task.operator == "S3KeySensor":
+            key = value(kwargs.get("bucket_key"))
+            bucket = value(kwargs.get("bucket_name"))
+            if not isinstance(key, str) or (bucket is not None and not isinstance(bucket, str)):
+                return self.todo(
+                    task,
+                    f"bucket_key of '{task.task_id}' is not one string",
+                    "use one FileSensor per key",
+                )
+            path = key if key.startswith("s3://") else f"s3://{bucket}/{key.lstrip('/')}"
+            conn = value(kwargs.get("aws_conn_id"))
+        else:
+            path = value(kwargs.get("filepath"))
+            conn = None
+            if value(kwargs.get("fs_conn_id")) not in (None, "fs_default"):
+                self.finding(
+                    task,
+                    f"fs_conn_id of FileSensor '{task.task_id}'",
+                    "make the path absolute: the connection's base path is not known",
+                )
+        translated = self.template(task, path)
+        if not isinstance(translated, str):
+            return self.todo(
+                task,
+                f"the path of '{task.task_id}' is not a literal",
+                "write the path with {ds} and params",
+            )
+        args = [repr(translated)]
+        if isinstance(conn, str) and conn != "aws_default":
+            args.append(f"conn={conn!r}")
+            why += f"; conn names the etlkit connection for Airflow's {conn}"
+        self.out.sensors.add("FileSensor")
+        return f"FileSensor({', '.join([*args, *timing])})", why
+
+    def email(self, task: TaskSpec, name: str) -> tuple[str, str]:
+        self.kinds[task.task_id] = "task"
+        to = self.evaluate.value(task.kwargs.get("to"))
+        recipients = [to] if isinstance(to, str) else to
+        if not isinstance(recipients, list) or not recipients:
+            return self.todo(
+                task,
+                f"`to` of EmailOperator '{task.task_id}' is not a literal",
+                "list the recipients",
+            )
+        notifier = f"email_{name}"
+        self.settings.notifiers[notifier] = email_notifier(recipients)
+        self.finding(
+            task,
+            f"EmailOperator '{task.task_id}' to {', '.join(map(str, recipients))}",
+            f"set host and sender of [notifiers.{notifier}] in etlkit.toml; the message is the "
+            "run's summary, not the operator's subject and html_content",
+        )
+        self.out.runtime.add("SendEmail")
+        args = [repr(notifier)]
+        if self.after(task):
+            args.append(self.after(task))
+        return f"SendEmail({', '.join(args)})", f"sent through notifier {notifier}"
+
+
+def callables_used(
+    dag: Dag, functions: set[str]
+) -> tuple[list[ast.FunctionDef], dict[str, str], dict[str, ast.expr]]:
+    """What the generated file needs for `functions`: the DAG file's definitions to copy (with
+    the helper functions they call), and the imports and module constants they use."""
+    copied: dict[str, ast.FunctionDef] = {}
+    wanted = sorted(functions)
+    used: set[str] = set(functions)
+    while wanted:
+        name = wanted.pop(0)
+        definition = dag.functions.get(name)
+        if definition is None or name in copied:
+            continue
+        copied[name] = definition
+        for node in ast.walk(definition):
+            if isinstance(node, ast.Name) and node.id not in used:
+                used.add(node.id)
+                if node.id in dag.functions:
+                    wanted.append(node.id)
+    for node in [n for d in copied.values() for n in ast.walk(d)]:
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            used.add(node.value.id)
+    imports = {n: line for n, line in dag.imports.items() if n in used}
+    constants = {n: v for n, v in dag.constants.items() if n in used}
+    ordered = [d for d in dag.functions.values() if d.name in copied]
+    return ordered, imports, constants

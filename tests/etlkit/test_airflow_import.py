@@ -1,0 +1,226 @@
+"""`etlkit import-airflow`: DAG files of each Airflow era, parsed (never run), mapped, written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from etlkit.airflow_import import import_dag
+from etlkit.airflow_import.templates import translate
+from etlkit.cli import main
+from etlkit.commands import Command
+from etlkit.errors import AirflowImportError
+from etlkit.notifications import load_notifiers
+
+DAGS = Path(__file__).resolve().parent.parent / "airflow_dags"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipelines").mkdir()
+    shutil.copy(DAGS / "dag_helpers.py", tmp_path / "pipelines" / "dag_helpers.py")
+    return tmp_path
+
+
+def airflow_import(*args: str) -> int:
+    return main(["import-airflow", *args])
+
+
+def test_a_dag_file_whose_import_has_side_effects_is_only_parsed(project: Path) -> None:
+    assert airflow_import(str(DAGS / "side_effects_etl.py")) == 0
+    assert not (project / "IMPORTED_MARKER").exists()
+    assert not (DAGS / "IMPORTED_MARKER").exists()
+    assert (
+        "hello = Command(['bash', '-c', 'echo hello']"
+        in (project / "pipelines" / "side_effects_etl.py").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("dag", "code"),
+    [("legacy_etl", 8), ("modern_etl", 8), ("taskflow_etl", 0), ("sdk_etl", 0)],
+)
+def test_every_era_imports_into_a_pipeline_that_validates(
+    project: Path, dag: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert airflow_import(str(DAGS / f"{dag}.py")) == code
+    assert (project / "pipelines" / f"{dag}.airflow-import.md").is_file()
+    capsys.readouterr()
+    assert main(["validate", "--pipelines", "pipelines"]) == 0, capsys.readouterr().out
+
+
+def test_legacy_dag_maps_settings_operators_and_dependencies(project: Path) -> None:
+    assert airflow_import(str(DAGS / "legacy_etl.py")) == 8  # the pool's size to review
+    code = (project / "pipelines" / "legacy_etl.py").read_text()
+    for expected in (
+        "schedule = '0 6 * * *'",
+        "start_date = '2025-01-01'",
+        "end_date = '2025-12-31'",
+        "catchup = False",
+        "max_active_runs = 1",
+        "retries = 2",
+        "retry_delay = 0.0",
+        "max_retry_delay = 600.0",
+        "retry_exponential_backoff = False",
+        "wait_for_input = FileSensor('in/{ds}/ready.flag', poke_interval=1.0, timeout=5.0)",
+        "from dag_helpers import extract_orders",
+        # the DummyOperator between the sensor and extract is gone, its edges kept
+        "extract = PythonCall(extract_orders, kwargs={'out_dir': 'out'}, after=['wait_for_input'])"
+        ".options(timeout=1800.0)",
+        "context=False, after=['extract']).options(pool='warehouse', retries=3, timeout=1800.0)",
+        '\'echo "orders of "{ds}"" > "out/report_"{ds_nodash}".txt"\'',
+        "# dependencies only, no node: start (line 42, DummyOperator)",
+    ):
+        assert expected in code
+
+
+def test_modern_dag_maps_groups_chain_sensors_email_and_callbacks(project: Path) -> None:
+    assert airflow_import(str(DAGS / "modern_etl.py")) == 8
+    code = (project / "pipelines" / "modern_etl.py").read_text()
+    for expected in (
+        "schedule = timedelta(seconds=21600)",
+        "timezone = 'Europe/Paris'",
+        "catchup = True",
+        "timeout = 7200.0",
+        "params = {'region': 'eu'}",
+        "on_failure = ['email', airflow_callback(alert)]",
+        "wait_upstream = RunSensor('legacy_etl', poke_interval=60.0, timeout=604800.0)",
+        "landed = FileSensor('s3://raw/orders/{ds}/orders.csv', conn='lake', poke_interval=30.0,"
+        " timeout=3600.0)",
+        # [a, b] >> EmptyOperator >> group: the group's first task after both sensors
+        "'mkdir -p out && cp in/{region}.csv out/{ds}.csv'], env={'DAY': '{ds}'}, "
+        "inherit_env=True, after=['wait_upstream', 'landed'])",
+        "stage_tidy = PythonCall(clean, args=['out/{ds}.csv '], after=['stage_fetch'])",
+        # chain(group, count, [summary, mail]): the group's last task, then a fan-out
+        "count = PythonCall(count_rows, kwargs={'path': 'out/{ds}.csv'}, after=['stage_tidy'])",
+        "after=['count']).options(timeout=300.0)",
+        "mail = SendEmail('email_mail', after=['count'])",
+        "def clean(path, ds=None):",
+    ):
+        assert expected in code
+    toml = (project / "etlkit.toml").read_text()
+    assert "[notifiers.email]" in toml
+    assert "[notifiers.email_mail]" in toml
+    notifiers = load_notifiers(project)
+    assert sorted(notifiers) == ["email", "email_mail"]
+    report = (project / "pipelines" / "modern_etl.airflow-import.md").read_text()
+    assert "| 71 | EmailOperator 'mail' to team@example.com |" in report
+
+
+def test_notifier_stubs_keep_the_tables_etlkit_toml_has(project: Path) -> None:
+    (project / "etlkit.toml").write_text(
+        '[notifiers.email]\nkind = "webhook"\nurl = "http://h/x"\n'
+    )
+    assert airflow_import(str(DAGS / "modern_etl.py")) == 8
+    notifiers = load_notifiers(project)
+    assert type(notifiers["email"]).__name__ == "WebhookNotifier"
+    assert "email_mail" in notifiers
+
+
+def test_pools_are_added_to_etlkit_toml_beside_its_own(project: Path) -> None:
+    (project / "etlkit.toml").write_text("[pools]\nwarehouse_eu = 2\n\n[run]\nretries = 0\n")
+    assert airflow_import(str(DAGS / "legacy_etl.py")) == 8
+    from etlkit.config import read_toml
+
+    assert read_toml(project / "etlkit.toml")["pools"] == {"warehouse_eu": 2, "warehouse": 1}
+    report = (project / "pipelines" / "legacy_etl.airflow-import.md").read_text()
+    assert "| 52 | pool 'warehouse' |" in report
+
+
+def test_unmappable_constructs_become_todo_nodes_and_report_lines(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert airflow_import(str(DAGS / "unmapped_etl.py")) == 8
+    printed = capsys.readouterr().out
+    report = (project / "pipelines" / "unmapped_etl.airflow-import.md").read_text()
+    for line, what in (
+        (18, "passes pickles through /tmp"),
+        (24, "pushes or pulls XComs"),
+        (28, "'@continuous'"),
+        (28, "start_date is computed"),
+        (29, "branching operator BranchPythonOperator 'branch'"),
+        (32, "custom operator company.operators.WarehouseOperator 'warehouse'"),
+        (33, "deferrable operator"),
+        (34, "macros.ds_add"),
+        (35, "Airflow Variable 'api_host'"),
+        (36, "dynamic task mapping"),
+        (39, "`for` block"),
+    ):
+        assert any(f"| {line} | " in row and what in row for row in report.splitlines()), what
+        assert f"line {line}: " in printed
+    assert "staged by run id" in report
+    assert "make this a node output" in report
+    code = (project / "pipelines" / "unmapped_etl.py").read_text()
+    assert code.count(" = Todo(") == 5  # branch, warehouse, sql, macro, mapped
+    assert main(["validate", "--pipelines", "pipelines"]) == 0
+
+
+def test_a_todo_node_fails_the_run_saying_what_to_write(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert airflow_import(str(DAGS / "unmapped_etl.py")) == 8
+    capsys.readouterr()
+    assert main(["run", "unmapped_etl", "--date", "2025-03-01", "--progress", "none"]) == 1
+    error = capsys.readouterr().err
+    assert "is a TODO left by `etlkit import-airflow`" in error
+    assert "branching operator BranchPythonOperator 'branch' (DAG file line 29)" in error
+
+
+@pytest.mark.parametrize(
+    ("dag", "message"),
+    [
+        ("cycle_etl", r"cycle_etl.py, line 9: the dependency c >> a closes the cycle a >> b >> c"),
+        ("missing_task_etl", r"missing_task_etl.py, line 8: the dependency on `loader` names no"),
+        ("syntax_error_etl", r"syntax_error_etl.py, line 5: is not valid Python"),
+    ],
+)
+def test_invalid_dags_name_the_line(
+    project: Path, dag: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(AirflowImportError, match=message):
+        import_dag(DAGS / f"{dag}.py", out_dir=project / "pipelines", project_dir=project)
+    assert airflow_import(str(DAGS / f"{dag}.py")) == 3
+    assert "line" in capsys.readouterr().err
+    assert list((project / "pipelines").glob(f"{dag}*")) == []
+
+
+def test_an_unreadable_file_or_an_existing_pipeline_is_exit_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert airflow_import(str(project / "nope.py")) == 2
+    assert "nope.py cannot be read" in capsys.readouterr().err
+    assert airflow_import(str(DAGS / "sdk_etl.py")) == 0
+    assert airflow_import(str(DAGS / "sdk_etl.py")) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert airflow_import(str(DAGS / "sdk_etl.py"), "--force", "--name", "hourly") == 0
+    assert "class Hourly(ek.Pipeline):" in (project / "pipelines" / "hourly.py").read_text()
+
+
+def test_check_reports_and_writes_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert airflow_import(str(DAGS / "modern_etl.py"), "--check") == 8
+    printed = capsys.readouterr().out
+    assert "line 71: EmailOperator 'mail'" in printed
+    assert "would add the stub [notifiers.email]" in printed
+    assert list((project / "pipelines").glob("modern_etl*")) == []
+    assert not (project / "etlkit.toml").exists()
+
+
+def test_templates_translate_to_fields_a_command_accepts() -> None:
+    script = translate('cp "in/{{ ds }}.csv" ${HOME}/{{ params.region }}', shell=True)
+    assert script.text == 'cp "in/"{ds}".csv" ${{HOME}}/{region}'
+    assert script.params == ("region",)
+    Command(["bash", "-c", script.text])  # refuses a field inside quotes
+    assert translate("{{ execution_date }} {{ logical_date }}").text == (
+        "{logical_date} {logical_date}"
+    )
+    assert translate("{{ data_interval_start }}/{{ data_interval_end }}").text == (
+        "{data_interval_start}/{data_interval_end}"
+    )
+    variable = translate("{{ var.value.host }}")
+    assert (variable.text, variable.variables) == ("{host}", ("host",))
+    assert translate("{{ ti.xcom_pull('a') }}").untranslated == ("{{ ti.xcom_pull('a') }}",)
