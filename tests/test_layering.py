@@ -92,3 +92,11 @@ def test_etlkit_never_imports_connectors_or_pipelines() -> None:
                 names = [a.name for a in node.names]
             for name in names:
                 assert name.split(".")[0] not in ("connectors", "pipelines"), path
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "etlkit" / "airflow_import").glob("*.py")), ids=lambda p: p.stem
+)
+def test_airflow_import_uses_only_what_its_pipelines_need(path: Path) -> None:
+    allowed = {"airflow_import", "errors", "nodes", "notifications", "config"}
+    assert etlkit_imports(path) - allowed == set()

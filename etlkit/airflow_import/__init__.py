@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from etlkit.airflow_import.functions import callables_used
 from etlkit.airflow_import.mapper import Attribute, map_settings
 from etlkit.airflow_import.model import Finding
 from etlkit.airflow_import.parser import parse_dag_file
-from etlkit.airflow_import.tasks import TaskMapper, callables_used
+from etlkit.airflow_import.tasks import TaskMapper
 from etlkit.airflow_import.values import Evaluator
 from etlkit.airflow_import.writer import (
     function_source,

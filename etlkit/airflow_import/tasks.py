@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from etlkit.airflow_import.functions import find_definition, is_frame, scan_function
 from etlkit.airflow_import.mapper import Settings, email_notifier, seconds
 from etlkit.airflow_import.model import Dag, Finding, TaskSpec
-from etlkit.airflow_import.parser import qualified
 from etlkit.airflow_import.templates import translate
 from etlkit.airflow_import.values import UNKNOWN, Evaluator
 
@@ -28,7 +28,6 @@ _BRANCHING: Final = frozenset(
     {"BranchPythonOperator", "ShortCircuitOperator", "@task.branch", "@task.short_circuit"}
 )
 _SENSOR_TIMEOUT: Final = 7 * 24 * 3600.0  # Airflow's default sensor timeout
-_FRAMES: Final = frozenset({"pl.DataFrame", "polars.DataFrame", "DataFrame"})
 _OPTION_KEYS: Final = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay")
 #: Names a node may not take: the Pipeline class's own members and settings.
 RESERVED: Final = frozenset(
@@ -255,63 +254,16 @@ class TaskMapper:
                 "name a module-level function (no lambda, no method)",
             )
         self.out.functions.add(function)
-        definition = self.definition(function)
+        definition = find_definition(self.dag, self.dag_dir, function)
         if definition is not None:
-            self.scan(task, definition)
+            own = function in self.dag.functions  # else the line is in another module's file
+            for what, suggestion in scan_function(definition):
+                line = definition.lineno if own else task.line
+                self.finding(task, f"{what} (for '{task.task_id}')", suggestion, line)
         frames = self.frame_kind(task, definition)
         if frames is not None:
             return frames
         return self.python_call(task, function, why)
-
-    def definition(self, function: str) -> ast.FunctionDef | None:
-        """The function's definition: in the DAG file, or in a module beside it."""
-        if function in self.dag.functions:
-            return self.dag.functions[function]
-        target = self.dag.names.get(function, "")
-        module, _, name = target.lstrip(".").rpartition(".")
-        path = self.dag_dir.joinpath(*module.split(".")).with_suffix(".py")
-        if not module or not path.is_file():
-            return None
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, SyntaxError):
-            return None
-        return next(
-            (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None
-        )
-
-    def scan(self, task: TaskSpec, definition: ast.FunctionDef) -> None:
-        """Findings for what the function does that etlkit does differently."""
-        attributes = {n.attr for n in ast.walk(definition) if isinstance(n, ast.Attribute)}
-        names = {n.id for n in ast.walk(definition) if isinstance(n, ast.Name)}
-        texts = [
-            n.value
-            for n in ast.walk(definition)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)
-        ]
-        if attributes & {"xcom_pull", "xcom_push"}:
-            self.finding(
-                task,
-                f"{definition.name} (for '{task.task_id}') pushes or pulls XComs",
-                "make this a node output: return the data from one node and read it in the "
-                "next (a DataFrame from a Source or Transform, or a return value)",
-                definition.lineno,
-            )
-        if "pickle" in names and any(t.startswith("/tmp") for t in texts):
-            self.finding(
-                task,
-                f"{definition.name} (for '{task.task_id}') passes pickles through /tmp",
-                "return a DataFrame from a Source or Transform instead: etlkit keeps it "
-                "staged by run id (Parquet), no pickle in /tmp",
-                definition.lineno,
-            )
-
-    def is_frame(self, annotation: ast.expr | None) -> bool:
-        if annotation is None:
-            return False
-        text = ast.unparse(annotation)
-        resolved = qualified(annotation, dict(self.dag.names))
-        return text in _FRAMES or resolved in ("polars.DataFrame", "polars.dataframe.DataFrame")
 
     def frame_kind(
         self, task: TaskSpec, definition: ast.FunctionDef | None
@@ -319,9 +271,9 @@ class TaskMapper:
         """A Source, Transform or Sink when the function visibly speaks DataFrames."""
         if definition is None:
             return None
-        returns = self.is_frame(definition.returns)
+        returns = is_frame(definition.returns, self.dag.names)
         params = definition.args.args
-        first_frame = bool(params) and self.is_frame(params[0].annotation)
+        first_frame = bool(params) and is_frame(params[0].annotation, self.dag.names)
         ups = [u for u in self.upstream[task.task_id] if self.kinds.get(u) != "sensor"]
         function = self.callable_name(definition.name)
         if returns and not params and not ups:
@@ -557,31 +509,3 @@ class TaskMapper:
         if self.after(task):
             args.append(self.after(task))
         return f"SendEmail({', '.join(args)})", f"sent through notifier {notifier}"
-
-
-def callables_used(
-    dag: Dag, functions: set[str]
-) -> tuple[list[ast.FunctionDef], dict[str, str], dict[str, ast.expr]]:
-    """What the generated file needs for `functions`: the DAG file's definitions to copy (with
-    the helper functions they call), and the imports and module constants they use."""
-    copied: dict[str, ast.FunctionDef] = {}
-    wanted = sorted(functions)
-    used: set[str] = set(functions)
-    while wanted:
-        name = wanted.pop(0)
-        definition = dag.functions.get(name)
-        if definition is None or name in copied:
-            continue
-        copied[name] = definition
-        for node in ast.walk(definition):
-            if isinstance(node, ast.Name) and node.id not in used:
-                used.add(node.id)
-                if node.id in dag.functions:
-                    wanted.append(node.id)
-    for node in [n for d in copied.values() for n in ast.walk(d)]:
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            used.add(node.value.id)
-    imports = {n: line for n, line in dag.imports.items() if n in used}
-    constants = {n: v for n, v in dag.constants.items() if n in used}
-    ordered = [d for d in dag.functions.values() if d.name in copied]
-    return ordered, imports, constants

@@ -224,3 +224,85 @@ def test_templates_translate_to_fields_a_command_accepts() -> None:
     variable = translate("{{ var.value.host }}")
     assert (variable.text, variable.variables) == ("{host}", ("host",))
     assert translate("{{ ti.xcom_pull('a') }}").untranslated == ("{{ ti.xcom_pull('a') }}",)
+
+
+SHAPES = """
+from airflow.sdk import DAG, chain, cross_downstream
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.utils.task_group import TaskGroup
+
+with DAG("shapes", schedule=None) as dag:
+    a = EmptyOperator(task_id="a")
+    b = EmptyOperator(task_id="b")
+    c = EmptyOperator(task_id="c")
+    d = EmptyOperator(task_id="d")
+    e = EmptyOperator(task_id="e")
+    f = EmptyOperator(task_id="f")
+    with TaskGroup("load") as load:
+        first = EmptyOperator(task_id="first")
+        last = EmptyOperator(task_id="last")
+        first >> last
+    b << a
+    [a, b] >> c
+    chain(c, [d, e], [f, first])
+    cross_downstream([d, e], [f])
+    last.set_upstream([a])
+    load >> f
+"""
+
+
+def test_dependencies_of_every_shape_become_edges(tmp_path: Path) -> None:
+    from etlkit.airflow_import.parser import parse_dag_file
+
+    path = tmp_path / "shapes.py"
+    path.write_text(SHAPES)
+    dag = parse_dag_file(path)
+    assert [t.task_id for t in dag.tasks][-2:] == ["load.first", "load.last"]
+    edges = {(e.upstream, e.downstream) for e in dag.edges}
+    assert edges == {
+        ("load.first", "load.last"),
+        ("a", "b"),  # b << a
+        ("a", "c"),  # [a, b] >> c
+        ("b", "c"),
+        ("c", "d"),  # chain: a task, then a list
+        ("c", "e"),
+        ("d", "f"),  # chain: lists of equal length, pairwise
+        ("e", "load.first"),
+        ("e", "f"),  # cross_downstream
+        ("a", "load.last"),  # set_upstream
+        ("load.last", "f"),  # a group stands for its last tasks upstream
+    }
+    assert {e.line for e in dag.edges if e.upstream == "c"} == {19}  # the chain(...) line
+
+
+def test_an_emailoperator_sends_through_its_notifier(project: Path) -> None:
+    from datetime import UTC, datetime
+
+    from etlkit.airflow_import.runtime import SendEmail
+    from etlkit.nodes import Context
+    from tests.smtp_server import SmtpServer
+
+    assert airflow_import(str(DAGS / "modern_etl.py")) == 8
+    toml = project / "etlkit.toml"
+    with SmtpServer.start() as server:
+        toml.write_text(toml.read_text().replace("port = 25", f"port = {server.port}"))
+        node = SendEmail("email_mail", project_dir=str(project))
+        node.run(Context("modern_etl", "r1", datetime(2025, 3, 1, tzinfo=UTC), node="mail"))
+        assert server.messages[0].rcpt_tos == ("team@example.com",)
+        assert "modern_etl" in str(server.messages[0].message["Subject"])
+
+
+def test_an_airflow_callback_gets_the_context_it_reads(project: Path) -> None:
+    from datetime import UTC, datetime
+
+    from etlkit.airflow_import.runtime import airflow_callback
+    from etlkit.notifications import NotificationContext, dispatch
+
+    seen: list[dict[str, object]] = []
+    note = NotificationContext(
+        "failure", "modern_etl", "r1", datetime(2025, 3, 1, tzinfo=UTC), error="boom"
+    )
+    assert dispatch([airflow_callback(seen.append)], note, {}) == []
+    assert seen[0]["dag_id"] == "modern_etl"
+    assert seen[0]["ds"] == "2025-03-01"
+    assert seen[0]["exception"] == "boom"
