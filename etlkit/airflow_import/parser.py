@@ -68,6 +68,7 @@ class _Parser:
         self.findings: list[Finding] = []
         self.dags: list[tuple[str, int, dict[str, ast.expr]]] = []
         self.dag_functions: dict[str, tuple[ast.FunctionDef, dict[str, ast.expr]]] = {}
+        self.task_groups: dict[str, tuple[ast.FunctionDef, dict[str, ast.expr]]] = {}
         self.calls: dict[str, int] = {}
 
     def error(self, line: int, problem: str) -> AirflowImportError:
@@ -167,13 +168,8 @@ class _Parser:
                 self.dag_functions[func.name] = (func, kwargs)
                 return
             if _is_airflow(name) and name.endswith(".task_group"):
-                self.findings.append(
-                    Finding(
-                        func.lineno,
-                        f"@task_group function '{func.name}'",
-                        "write `with TaskGroup(...)` blocks, or one node per task",
-                    )
-                )
+                kwargs = self.keywords(decorator) if isinstance(decorator, ast.Call) else {}
+                self.task_groups[func.name] = (func, kwargs)
                 return
             if _is_airflow(name) and ".task" in name:
                 self.taskflow[func.name] = func
@@ -349,11 +345,36 @@ class _Parser:
             return self.taskflow_call(func.func.value.id, call, group, override)
         if isinstance(func, ast.Name) and func.id in self.taskflow:
             return self.taskflow_call(func.id, call, group, {})
+        if isinstance(func, ast.Name) and func.id in self.task_groups:
+            return [self.task_group_call(func.id, call, group)]
         kwargs = {kw.arg: kw.value for kw in call.keywords if kw.arg is not None}
         operator = name.rsplit(".", 1)[-1]
         if "task_id" in kwargs or (_is_airflow(name) and operator.endswith(("Operator", "Sensor"))):
             return [self.operator(call, name, group)]
         return None
+
+    def task_group_call(self, function: str, call: ast.Call, group: str) -> str:
+        """A `@task_group` function called: its tasks, flattened with its id as prefix."""
+        func, kwargs = self.task_groups[function]
+        given = kwargs.get("group_id")
+        base = given.value if isinstance(given, ast.Constant) else function
+        name = f"{group}.{base}" if group else str(base)
+        if name in self.groups:
+            count = self.calls.get(name, 0) + 1
+            self.calls[name] = count
+            name = f"{name}__{count}"
+        self.groups[name] = []
+        if call.args or call.keywords:
+            self.findings.append(
+                Finding(
+                    call.lineno,
+                    f"arguments of the @task_group '{function}' call",
+                    "etlkit flattens the group: pass the values to its tasks instead",
+                )
+            )
+        for stmt in func.body:
+            self.statement(stmt, name)
+        return f"group:{name}"
 
     def chain(self, operands: list[list[str]], call: ast.Call) -> None:
         for ups, downs in itertools.pairwise(operands):

@@ -7,7 +7,7 @@ from airflow.operators.bash import BashOperator
 from airflow.operators.python import BranchPythonOperator, PythonOperator
 from airflow.providers.postgres.operators.postgres import PostgresOperator
 from airflow.utils.dates import days_ago
-
+from airflow.providers.slack.notifications.slack import SlackNotifier
 from company.operators import WarehouseOperator
 
 
@@ -25,7 +25,7 @@ def read(**context):
     return context["ti"].xcom_pull(task_ids="dump", key="rows")
 
 
-with DAG("unmapped_etl", schedule_interval="@continuous", start_date=days_ago(1)) as dag:
+with DAG("unmapped_etl", schedule_interval="@continuous", start_date=days_ago(1), on_success_callback=SlackNotifier(text="done")) as dag:
     branch = BranchPythonOperator(task_id="branch", python_callable=choose)
     dumped = PythonOperator(task_id="dump", python_callable=dump)
     read_back = PythonOperator(task_id="read", python_callable=read)

@@ -141,6 +141,7 @@ def test_unmappable_constructs_become_todo_nodes_and_report_lines(
         (24, "pushes or pulls XComs"),
         (28, "'@continuous'"),
         (28, "start_date is computed"),
+        (28, "on_success_callback `SlackNotifier(text='done')` cannot be called by etlkit"),
         (29, "branching operator BranchPythonOperator 'branch'"),
         (32, "custom operator company.operators.WarehouseOperator 'warehouse'"),
         (33, "deferrable operator"),
@@ -153,7 +154,9 @@ def test_unmappable_constructs_become_todo_nodes_and_report_lines(
         assert f"line {line}: " in printed
     assert "staged by run id" in report
     assert "make this a node output" in report
+    assert type(load_notifiers(project)["slacknotifier"]).__name__ == "WebhookNotifier"
     code = (project / "pipelines" / "unmapped_etl.py").read_text()
+    assert "on_success = ['slacknotifier']" in code
     assert code.count(" = Todo(") == 5  # branch, warehouse, sql, macro, mapped
     assert main(["validate", "--pipelines", "pipelines"]) == 0
 
@@ -306,3 +309,53 @@ def test_an_airflow_callback_gets_the_context_it_reads(project: Path) -> None:
     assert seen[0]["dag_id"] == "modern_etl"
     assert seen[0]["ds"] == "2025-03-01"
     assert seen[0]["exception"] == "boom"
+
+
+GROUPED = """
+from airflow.decorators import dag, task, task_group
+
+
+@dag(schedule=None)
+def grouped():
+    @task
+    def start():
+        return 1
+
+    @task_group
+    def load():
+        @task
+        def first():
+            return 2
+
+        @task
+        def second():
+            return 3
+
+        first() >> second()
+
+    @task
+    def end():
+        return 4
+
+    start() >> load() >> end()
+
+
+grouped()
+"""
+
+
+def test_a_task_group_function_is_flattened_with_prefixed_names(project: Path) -> None:
+    from etlkit.airflow_import.parser import parse_dag_file
+
+    path = project / "grouped.py"
+    path.write_text(GROUPED)
+    dag = parse_dag_file(path)
+    assert [t.task_id for t in dag.tasks] == ["start", "load.first", "load.second", "end"]
+    assert sorted((e.upstream, e.downstream) for e in dag.edges) == [
+        ("load.first", "load.second"),
+        ("load.second", "end"),
+        ("start", "load.first"),
+    ]
+    assert airflow_import(str(path)) == 0
+    code = (project / "pipelines" / "grouped.py").read_text()
+    assert "load_second = PythonCall(second, after=['load_first'])" in code

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,37 @@ def test_airflow3_sdk_dag_runs(project: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert (project / "out" / "done_2025-03-01").is_file()
     assert (project / "out" / "orders_20250301.csv").is_file()
+
+
+@pytest.mark.s3
+def test_modern_dag_sensors_wait_for_the_s3_key_and_the_other_pipelines_run(
+    project: Path, s3_server: Any, s3_endpoint: str, lake: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from etlkit.nodes import Context, Sensor
+    from etlkit.pipeline import load_pipeline
+    from tests.s3_server import filesystem
+
+    (project / "in" / "2025-03-01").mkdir(parents=True)
+    (project / "in" / "2025-03-01" / "ready.flag").write_text("")
+    assert imported_and_run(project, "legacy_etl").returncode == 0
+    imported = etlkit("import-airflow", str(DAGS / "modern_etl.py"), cwd=project)
+    assert imported.returncode == 8, imported.stdout + imported.stderr
+    modern = load_pipeline("modern_etl", project / "pipelines")
+    store = project / ".etlkit" / "etlkit.sqlite"
+    day = datetime(2025, 3, 1, tzinfo=UTC)
+
+    def poke(node: str, when: datetime) -> bool:
+        sensor = modern.nodes[node]
+        assert isinstance(sensor, Sensor)
+        return sensor.poke(Context("modern_etl", "r1", when, node=node, store_path=str(store)))
+
+    # ExternalTaskSensor -> RunSensor: legacy_etl succeeded for that day, not the next
+    assert poke("wait_upstream", day)
+    assert not poke("wait_upstream", datetime(2025, 3, 2, tzinfo=UTC))
+    # S3KeySensor -> FileSensor on s3:// through the connection named like aws_conn_id
+    s3_server.create_bucket("raw")
+    assert not poke("landed", day)
+    filesystem(s3_endpoint).pipe("raw/orders/2025-03-01/orders.csv", b"x\n1\n")
+    assert poke("landed", day)
