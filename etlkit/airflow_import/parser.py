@@ -358,7 +358,7 @@ class _Parser:
         func, kwargs = self.task_groups[function]
         given = kwargs.get("group_id")
         base = given.value if isinstance(given, ast.Constant) else function
-        name = f"{group}.{base}" if group else str(base)
+        name = f"{group}.{base!s}" if group else str(base)
         if name in self.groups:
             count = self.calls.get(name, 0) + 1
             self.calls[name] = count
