@@ -27,6 +27,12 @@ _PYTHON: Final = frozenset({"PythonOperator", "@task", "@task.python"})
 _BRANCHING: Final = frozenset(
     {"BranchPythonOperator", "ShortCircuitOperator", "@task.branch", "@task.short_circuit"}
 )
+_PIPELINE_ONLY: Final = frozenset(
+    {
+        *("on_failure_callback", "on_retry_callback", "on_success_callback"),
+        *("email", "email_on_failure", "email_on_retry"),
+    }
+)
 _SENSOR_TIMEOUT: Final = 7 * 24 * 3600.0  # Airflow's default sensor timeout
 _OPTION_KEYS: Final = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay")
 #: Names a node may not take: the Pipeline class's own members and settings.
@@ -158,6 +164,13 @@ class TaskMapper:
                 f"dynamic task mapping (`.expand`) '{task.task_id}'",
                 "loop over the values inside one node, or make each value a run (params)",
             )
+        elif op.startswith("@task"):
+            code, why = self.todo(
+                task,
+                f"TaskFlow {op} '{task.task_id}'",
+                "etlkit maps @task and @task.python: write the body as a Python function "
+                "(a Command for @task.bash)",
+            )
         else:
             label = f"{task.module}.{op}" if task.module else op
             deferrable = self.evaluate.value(task.kwargs.get("deferrable")) is True
@@ -169,7 +182,36 @@ class TaskMapper:
             )
         if self.kinds.get(task.task_id) in (None, "task"):
             code += self.options(task)
+        self.task_settings(task)
         return NodeCode(name, code, f"{where}: {why}")
+
+    def task_settings(self, task: TaskSpec) -> None:
+        """Findings for a task's settings etlkit has per pipeline only, or not at all."""
+        for key in sorted(task.kwargs):
+            value = self.evaluate.value(task.kwargs[key])
+            if key in _PIPELINE_ONLY:
+                self.finding(
+                    task,
+                    f"{key} of task '{task.task_id}'",
+                    "etlkit notifies per pipeline: set on_failure/on_retry/on_success on the "
+                    "class (notifiers), or catch the error in the node",
+                    getattr(task.kwargs[key], "lineno", task.line),
+                )
+            elif key == "trigger_rule" and value not in ("all_success", None):
+                self.finding(
+                    task,
+                    f"trigger_rule={ast.unparse(task.kwargs[key])} of task '{task.task_id}'",
+                    "etlkit runs a node once all its inputs succeeded: move the clean-up to "
+                    "on_failure, or split the pipeline",
+                    getattr(task.kwargs[key], "lineno", task.line),
+                )
+            elif key in ("depends_on_past", "wait_for_downstream") and value is True:
+                self.finding(
+                    task,
+                    f"{key}=True of task '{task.task_id}'",
+                    "etlkit has no equivalent: add a RunSensor on this pipeline if needed",
+                    getattr(task.kwargs[key], "lineno", task.line),
+                )
 
     def options(self, task: TaskSpec) -> str:
         values: dict[str, Any] = dict(self.settings.node_options)
@@ -193,8 +235,12 @@ class TaskMapper:
             self.out.pools.setdefault(values["pool"], task.line)
         return ".options(" + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())) + ")"
 
-    def todo(self, task: TaskSpec, what: str, suggestion: str) -> tuple[str, str]:
-        self.finding(task, what, suggestion)
+    def todo(
+        self, task: TaskSpec, what: str, suggestion: str, *, reported: bool = False
+    ) -> tuple[str, str]:
+        """A Todo node; its finding unless `reported` (a finding says it already)."""
+        if not reported:
+            self.finding(task, what, suggestion)
         self.out.runtime.add("Todo")
         self.kinds[task.task_id] = "todo"
         args = [repr(what), f"line={task.line}", f"suggestion={suggestion!r}"]
@@ -391,6 +437,7 @@ class TaskMapper:
                 task,
                 f"bash_command of '{task.task_id}' uses templates etlkit lacks",
                 "compute the value in the script, or pass it as a param",
+                reported=True,
             )
         args = [repr(["bash", "-c", script])]
         why = "bash -c with its templates translated (values are shell-quoted)"

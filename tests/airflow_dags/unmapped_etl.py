@@ -39,3 +39,13 @@ with DAG("unmapped_etl", schedule_interval="@continuous", start_date=days_ago(1)
     for region in ["eu", "us"]:
         BashOperator(task_id=f"copy_{region}", bash_command="echo")
     branch >> [dumped, warehouse] >> read_back >> sql >> macro >> secret >> mapped
+    cleanup = BashOperator(
+        task_id="cleanup", bash_command="echo", trigger_rule="all_done", on_failure_callback=choose
+    )
+    from airflow.decorators import task
+
+    @task.bash
+    def shell():
+        return "echo hi"
+
+    mapped >> cleanup >> shell()

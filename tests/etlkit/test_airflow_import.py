@@ -149,6 +149,9 @@ def test_unmappable_constructs_become_todo_nodes_and_report_lines(
         (35, "Airflow Variable 'api_host'"),
         (36, "dynamic task mapping"),
         (39, "`for` block"),
+        (43, "trigger_rule='all_done' of task 'cleanup'"),
+        (43, "on_failure_callback of task 'cleanup'"),
+        (51, "TaskFlow @task.bash 'shell'"),
     ):
         assert any(f"| {line} | " in row and what in row for row in report.splitlines()), what
         assert f"line {line}: " in printed
@@ -157,7 +160,8 @@ def test_unmappable_constructs_become_todo_nodes_and_report_lines(
     assert type(load_notifiers(project)["slacknotifier"]).__name__ == "WebhookNotifier"
     code = (project / "pipelines" / "unmapped_etl.py").read_text()
     assert "on_success = ['slacknotifier']" in code
-    assert code.count(" = Todo(") == 5  # branch, warehouse, sql, macro, mapped
+    assert code.count(" = Todo(") == 6  # branch, warehouse, sql, macro, mapped, shell
+    assert report.count("macros.ds_add") == 1
     assert main(["validate", "--pipelines", "pipelines"]) == 0
 
 
