@@ -74,7 +74,10 @@ def _call(
     call_kwargs = {key: _render(value, ctx) for key, value in kwargs.items()}
     if context:
         available = airflow_context(ctx)
-        parameters = inspect.signature(func).parameters.values()
+        try:
+            parameters = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature takes no context
+            parameters = inspect.Signature().parameters.values()
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
         named = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
         for key, value in available.items():

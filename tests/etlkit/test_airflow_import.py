@@ -363,3 +363,27 @@ def test_a_task_group_function_is_flattened_with_prefixed_names(project: Path) -
     assert airflow_import(str(path)) == 0
     code = (project / "pipelines" / "grouped.py").read_text()
     assert "load_second = PythonCall(second, after=['load_first'])" in code
+
+
+def test_python_call_renders_arguments_and_passes_the_context_asked_for() -> None:
+    from datetime import UTC, datetime
+
+    from etlkit.airflow_import.runtime import PythonCall
+    from etlkit.nodes import Context
+
+    seen: dict[str, object] = {}
+
+    def legacy(day: str, ds: str | None = None, **context: object) -> None:
+        seen.update(day=day, ds=ds, names=sorted(context))
+
+    def plain(day: str) -> None:
+        seen.update(plain=day)
+
+    ctx = Context("p", "r1", datetime(2025, 3, 1, tzinfo=UTC), node="n", params={"x": "1"})
+    PythonCall(legacy, kwargs={"day": "{ds_nodash}"}).run(ctx)
+    assert seen["day"] == "20250301"
+    assert seen["ds"] == "2025-03-01"
+    assert "params" in seen["names"]  # type: ignore[operator]
+    PythonCall(plain, args=["{x}"]).run(ctx)  # takes no context name: gets none
+    assert seen["plain"] == "1"
+    PythonCall(max, args=[1, 2]).run(ctx)  # a builtin without a signature: no context
