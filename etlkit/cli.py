@@ -598,6 +598,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 3 if problems else 0
 
 
+#: `import-airflow` mapped the DAG, with items to review (listed in its report).
+EXIT_REVIEW = 8
+
+
 def cmd_import_airflow(args: argparse.Namespace) -> int:
     from etlkit.airflow_import import import_dag
 
@@ -617,10 +621,6 @@ def cmd_import_airflow(args: argparse.Namespace) -> int:
         verb = "would add" if args.check else "added"
         print(f"{verb} the stub [notifiers.{name}] to {project / 'etlkit.toml'}: complete it")
     return EXIT_REVIEW if result.findings else 0
-
-
-#: `import-airflow` mapped the DAG, with items to review (listed in its report).
-EXIT_REVIEW = 8
 
 
 # -- parser --------------------------------------------------------------------------------------
