@@ -387,3 +387,49 @@ def test_python_call_renders_arguments_and_passes_the_context_asked_for() -> Non
     PythonCall(plain, args=["{x}"]).run(ctx)  # takes no context name: gets none
     assert seen["plain"] == "1"
     PythonCall(max, args=[1, 2]).run(ctx)  # a builtin without a signature: no context
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ('schedule_interval="*/5 * * * *"', "schedule = '*/5 * * * *'"),
+        ('schedule="@weekly"', "schedule = '@weekly'"),
+        ('schedule="@quarterly"', "schedule = '0 0 1 */3 *'"),
+        ('schedule="@once"', "schedule = None  # schedule (line 5) '@once': run it with"),
+        ("schedule=None", "schedule = None  # schedule (line 5): manual runs only"),
+        ("schedule_interval=timedelta(days=1)", "schedule = timedelta(seconds=86400)"),
+        ("schedule=pendulum.duration(hours=1)", "schedule = timedelta(seconds=3600)"),
+        ("", "schedule = '@daily'  # no schedule: Airflow 1.10/2.x default daily"),
+        ('schedule=[Dataset("s3://x")]', "schedule = None  # TODO: schedule (line 5)"),
+    ],
+)
+def test_schedules_map_to_cron_presets_timedeltas_or_none(
+    project: Path, given: str, expected: str
+) -> None:
+    path = project / "scheduled.py"
+    path.write_text(
+        "from datetime import timedelta\n"
+        "import pendulum\n"
+        "from airflow import DAG, Dataset\n"
+        "from airflow.operators.bash import BashOperator\n"
+        f'with DAG("scheduled", {given}) as dag:\n'
+        '    BashOperator(task_id="hello", bash_command="echo hello")\n'
+    )
+    code = 8 if "Dataset" in given else 0
+    assert airflow_import(str(path), "--force") == code
+    assert expected in (project / "pipelines" / "scheduled.py").read_text()
+    assert main(["validate", "--pipelines", "pipelines"]) == 0
+
+
+def test_an_airflow3_dag_without_schedule_is_manual(project: Path) -> None:
+    path = project / "manual.py"
+    path.write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow.providers.standard.operators.bash import BashOperator\n"
+        'with DAG("manual") as dag:\n'
+        '    BashOperator(task_id="hello", bash_command="echo hello")\n'
+    )
+    assert airflow_import(str(path)) == 0
+    code = (project / "pipelines" / "manual.py").read_text()
+    assert "schedule = None  # no schedule: Airflow 3 default" in code
+    assert "catchup" not in code  # Airflow 3 and etlkit both default to no catchup
