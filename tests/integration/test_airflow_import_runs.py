@@ -90,8 +90,8 @@ def test_airflow3_sdk_dag_runs(project: Path) -> None:
 
 
 @pytest.mark.s3
-def test_modern_dag_sensors_wait_for_the_s3_key_and_the_other_pipelines_run(
-    project: Path, s3_server: Any, s3_endpoint: str, lake: Any
+def test_modern_dag_runs_its_sensors_group_chain_and_email(
+    project: Path, s3_server: Any, s3_endpoint: str, lake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from datetime import UTC, datetime
 
@@ -121,3 +121,21 @@ def test_modern_dag_sensors_wait_for_the_s3_key_and_the_other_pipelines_run(
     assert not poke("landed", day)
     filesystem(s3_endpoint).pipe("raw/orders/2025-03-01/orders.csv", b"x\n1\n")
     assert poke("landed", day)
+    # and the whole pipeline runs: task group, chain, bash, Python callables, EmailOperator
+    from tests.s3_server import KEY, SECRET
+    from tests.smtp_server import SmtpServer
+
+    (project / "in" / "eu.csv").write_text("day,amount\n2025-03-01,3\n2025-03-01,4\n")
+    toml = project / "etlkit.toml"
+    with SmtpServer.start() as server:
+        toml.write_text(
+            toml.read_text().replace("port = 25", f"port = {server.port}")
+            + f'\n[connections.lake]\nkind = "s3"\nlogin = "{KEY}"\n'
+            + f"password_env = 'LAKE_SECRET'\nextra = {{ endpoint_url = '{s3_endpoint}' }}\n"
+        )
+        monkeypatch.setenv("LAKE_SECRET", SECRET)  # the child's environment
+        run = etlkit("run", "modern_etl", "--date", "2025-03-01", "--progress", "none", cwd=project)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert [m.rcpt_tos for m in server.messages] == [("team@example.com",)]
+    assert (project / "out" / "2025-03-01.csv").read_text().startswith("day,amount")
+    assert (project / "out" / "summary_2025-03-01.txt").read_text() == "0 rows\n"
