@@ -92,7 +92,9 @@ def callables_used(
     for node in [n for d in copied.values() for n in ast.walk(d)]:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             used.add(node.value.id)
-    imports = {n: line for n, line in dag.imports.items() if n in used}
     constants = {n: v for n, v in dag.constants.items() if n in used}
+    for value in constants.values():  # `DELAY = timedelta(...)` needs its import too
+        used.update(n.id for n in ast.walk(value) if isinstance(n, ast.Name))
+    imports = {n: line for n, line in dag.imports.items() if n in used}
     ordered = [d for d in dag.functions.values() if d.name in copied]
     return ordered, imports, constants

@@ -20,7 +20,13 @@ def class_name(pipeline: str) -> str:
 
 
 def _comment(text: str) -> str:
+    """One line: a comment ends at its line's end, so nothing after it becomes code."""
     return " ".join(text.split())
+
+
+def _doc(text: str) -> str:
+    """Text for the docstring: no quote or backslash that could end it (and start code)."""
+    return repr(re.sub(r'["\\\s]+', "_", text))
 
 
 def pipeline_code(
@@ -43,11 +49,11 @@ def pipeline_code(
 ) -> str:
     """The source of the pipeline module."""
     lines = [
-        f'"""Pipeline {pipeline}, imported from the Airflow DAG {dag_id!r} in {dag_file}',
+        f'"""Pipeline {pipeline}, imported from the Airflow DAG {_doc(dag_id)} in {_doc(dag_file)}',
         "by `etlkit import-airflow`.",
         "",
         "Each mapping decision is a comment. What could not be mapped is listed in",
-        f"{report} and left as Todo nodes that fail when run.",
+        f"{_doc(report)} and left as Todo nodes that fail when run.",
         '"""',
         "",
         "from __future__ import annotations",
@@ -69,7 +75,8 @@ def pipeline_code(
         lines.append("")
         lines += [f"{name} = {ast.unparse(value)}" for name, value in constants.items()]
     for definition, source in functions:
-        lines += ["", "", f"# copied from {dag_file}, line {definition.lineno}", source.rstrip()]
+        where = f"# copied from {_comment(dag_file)}, line {definition.lineno}"
+        lines += ["", "", where, source.rstrip()]
     alias_lines = [f"{name}_callable = {name}" for name in sorted(aliases)]
     if alias_lines:
         lines += ["", "# functions also named like nodes, by another name for the nodes"]

@@ -433,3 +433,39 @@ def test_an_airflow3_dag_without_schedule_is_manual(project: Path) -> None:
     code = (project / "pipelines" / "manual.py").read_text()
     assert "schedule = None  # no schedule: Airflow 3 default" in code
     assert "catchup" not in code  # Airflow 3 and etlkit both default to no catchup
+
+
+def test_names_and_values_from_the_dag_never_become_code(project: Path) -> None:
+    path = project / "tricky.py"
+    path.write_text(
+        "from airflow import DAG\n"
+        "from airflow.operators.bash import BashOperator\n"
+        'with DAG(\'x"""\\nopen("PWNED", "w")\\n"""\', schedule=None) as dag:\n'
+        '    BashOperator(task_id=\'a\\nopen("PWNED2", "w")\', bash_command=\'echo """\\n1\')\n'
+    )
+    assert airflow_import(str(path)) == 0
+    assert main(["validate", "--pipelines", "pipelines"]) == 0
+    assert not (project / "PWNED").exists()
+    assert not (project / "PWNED2").exists()
+
+
+def test_a_copied_function_brings_the_constants_and_imports_it_uses(project: Path) -> None:
+    path = project / "consts.py"
+    path.write_text(
+        "from datetime import timedelta\n"
+        "from airflow import DAG\n"
+        "from airflow.operators.python import PythonOperator\n"
+        "DELAY = timedelta(minutes=1)\n"
+        "def helper():\n"
+        "    return DELAY.total_seconds()\n"
+        "def job():\n"
+        "    return helper()\n"
+        "with DAG('consts', schedule=None) as dag:\n"
+        "    PythonOperator(task_id='job', python_callable=job)\n"
+    )
+    assert airflow_import(str(path)) == 0
+    code = (project / "pipelines" / "consts.py").read_text()
+    assert "from datetime import timedelta" in code
+    assert "DELAY = timedelta(minutes=1)" in code
+    assert "def helper():" in code
+    assert main(["run", "consts", "--date", "2025-03-01", "--progress", "none"]) == 0
