@@ -10,8 +10,10 @@ below the CLI imports it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,9 @@ def import_dag(
     pools = _add_pools(project_dir, nodes.pools, write=False)
     findings = (
         *findings,
+        *_unimportable(
+            dag_file, out_dir, {line: dag.import_lines.get(n, 1) for n, line in imports.items()}
+        ),
         *(
             Finding(
                 nodes.pools[pool],
@@ -150,6 +155,33 @@ def import_dag(
     return ImportResult(
         pipeline, pipeline_path, report_path, code, report, tuple(findings), tuple(added)
     )
+
+
+def _unimportable(dag_file: Path, out_dir: Path, imports: Mapping[str, int]) -> list[Finding]:
+    """A finding per module the pipeline imports that it could not import from `out_dir`
+    (found neither there nor installed): the module beside the DAG needs copying."""
+    found = []
+    seen: set[str] = set()
+    for line, number in sorted(imports.items()):
+        module = line.split()[1].split(".")[0]
+        if module in seen:
+            continue
+        seen.add(module)
+        if not module or (out_dir / f"{module}.py").is_file() or (out_dir / module).is_dir():
+            continue
+        if importlib.util.find_spec(module) is not None:  # finds, never runs, a top-level one
+            continue
+        beside = dag_file.parent / f"{module}.py"
+        found.append(
+            Finding(
+                number,
+                f"the pipeline imports the module '{module}' (`{line}`), which is neither in "
+                f"{out_dir} nor installed",
+                f"copy {beside if beside.is_file() else module} beside the pipeline: the "
+                "pipelines folder is importable",
+            )
+        )
+    return found
 
 
 def _attribute(name: str, code: str, comment: str) -> Attribute:

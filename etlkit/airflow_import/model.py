@@ -70,6 +70,7 @@ class Dag:
         imports: the file's imports that are not Airflow's, as source lines, by bound name.
         constants: module-level names bound to literal values.
         names: what each imported name stands for (`timedelta` -> `datetime.timedelta`).
+        import_lines: the line of each import of `imports`, by bound name.
     """
 
     dag_id: str
@@ -83,3 +84,4 @@ class Dag:
     imports: Mapping[str, str]
     constants: Mapping[str, ast.expr]
     names: Mapping[str, str]
+    import_lines: Mapping[str, int] = field(default_factory=dict)

@@ -58,6 +58,7 @@ class _Parser:
         self.source = source
         self.names: dict[str, str] = {}
         self.imports: dict[str, str] = {}
+        self.import_lines: dict[str, int] = {}
         self.functions: dict[str, ast.FunctionDef] = {}
         self.taskflow: dict[str, ast.FunctionDef] = {}
         self.constants: dict[str, ast.expr] = {}
@@ -118,6 +119,7 @@ class _Parser:
             imports=self.imports,
             constants=self.constants,
             names=self.names,
+            import_lines=self.import_lines,
         )
 
     # -- module level ----------------------------------------------------------------------
@@ -149,12 +151,14 @@ class _Parser:
                 self.names[bound] = alias.name if alias.asname else bound
                 if not _is_airflow(alias.name):
                     self.imports[bound] = text
+                    self.import_lines[bound] = stmt.lineno
             return
         module = "." * stmt.level + (stmt.module or "")
         for alias in stmt.names:
             bound = alias.asname or alias.name
             self.names[bound] = f"{module}.{alias.name}"
             if not _is_airflow(module):
+                self.import_lines[bound] = stmt.lineno
                 self.imports[bound] = f"from {module} import {alias.name}" + (
                     f" as {alias.asname}" if alias.asname else ""
                 )

@@ -469,3 +469,21 @@ def test_a_copied_function_brings_the_constants_and_imports_it_uses(project: Pat
     assert "DELAY = timedelta(minutes=1)" in code
     assert "def helper():" in code
     assert main(["run", "consts", "--date", "2025-03-01", "--progress", "none"]) == 0
+
+
+def test_a_module_the_pipeline_cannot_import_is_reported(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    # other tests of this process ran pipelines from folders holding a dag_helpers module
+    monkeypatch.delitem(sys.modules, "dag_helpers", raising=False)
+    monkeypatch.setattr(
+        sys, "path", [p for p in sys.path if not Path(p, "dag_helpers.py").exists()]
+    )
+    (project / "pipelines" / "dag_helpers.py").unlink()
+    assert airflow_import(str(DAGS / "legacy_etl.py")) == 8
+    printed = capsys.readouterr().out
+    assert printed.count("the module 'dag_helpers'") == 1
+    assert "line 10: the pipeline imports the module 'dag_helpers'" in printed
+    assert f"copy {DAGS / 'dag_helpers.py'} beside the pipeline" in printed
