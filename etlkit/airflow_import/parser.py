@@ -12,6 +12,7 @@ import ast
 import itertools
 from pathlib import Path
 
+from etlkit.airflow_import.edges import find_cycle, resolve
 from etlkit.airflow_import.model import Dag, Edge, Finding, TaskSpec
 from etlkit.errors import AirflowImportError, ConfigError
 
@@ -481,53 +482,15 @@ class _Parser:
         return task_id
 
     def check_cycles(self) -> None:
-        resolved: list[Edge] = []
-        for edge in self.edges:
-            ups = self.expand(edge.upstream, leaves=True)
-            downs = self.expand(edge.downstream, leaves=False)
-            resolved += [Edge(u, d, edge.line) for u in ups for d in downs]
-        self.edges = list(dict.fromkeys(resolved))
-        downstream: dict[str, list[Edge]] = {}
-        for edge in self.edges:
-            downstream.setdefault(edge.upstream, []).append(edge)
-        state: dict[str, int] = {}
-        path: list[Edge] = []
-
-        def visit(task: str) -> None:
-            state[task] = 1
-            for edge in downstream.get(task, []):
-                path.append(edge)
-                if state.get(edge.downstream) == 1:
-                    start = next(i for i, e in enumerate(path) if e.upstream == edge.downstream)
-                    loop = [e.upstream for e in path[start:]] + [edge.downstream]
-                    raise self.error(
-                        edge.line,
-                        f"the dependency {edge.upstream} >> {edge.downstream} closes the cycle "
-                        f"{' >> '.join(loop)}; a DAG has no cycles: remove one of them",
-                    )
-                if edge.downstream not in state:
-                    visit(edge.downstream)
-                path.pop()
-            state[task] = 2
-
-        for task in list(self.tasks):
-            if task not in state:
-                visit(task)
-
-    def expand(self, ref: str, *, leaves: bool) -> list[str]:
-        """A task group's tasks without downstream (`leaves`) or upstream tasks in the group."""
-        if not ref.startswith("group:"):
-            return [ref]
-        group = ref.removeprefix("group:")
-        members = [
-            t
-            for g, ts in self.groups.items()
-            if g == group or g.startswith(group + ".")
-            for t in ts
-        ]
-        inner = [e for e in self.edges if e.upstream in members and e.downstream in members]
-        ends = {e.upstream for e in inner} if leaves else {e.downstream for e in inner}
-        return [t for t in members if t not in ends]
+        self.edges = resolve(self.edges, self.groups)
+        cycle = find_cycle(self.edges, list(self.tasks))
+        if cycle is not None:
+            edge, loop = cycle
+            raise self.error(
+                edge.line,
+                f"the dependency {edge.upstream} >> {edge.downstream} closes the cycle "
+                f"{' >> '.join(loop)}; a DAG has no cycles: remove one of them",
+            )
 
 
 def _callee(expr: ast.expr) -> ast.expr:

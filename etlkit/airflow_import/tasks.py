@@ -10,6 +10,7 @@ else -> a `Todo` node that fails when run, and a finding.
 from __future__ import annotations
 
 import ast
+import heapq
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -120,17 +121,25 @@ class TaskMapper:
         return self.out
 
     def order(self) -> list[TaskSpec]:
-        done: dict[str, TaskSpec] = {}
-
-        def visit(task_id: str) -> None:
-            if task_id not in done:
-                for up in self.upstream.get(task_id, []):
-                    visit(up)
-                done[task_id] = self.specs[task_id]
-
-        for task in self.dag.tasks:
-            visit(task.task_id)
-        return list(done.values())
+        """The tasks, each after its upstream tasks, else in the file's order (no recursion:
+        a chain of thousands of tasks is fine)."""
+        position = {task.task_id: i for i, task in enumerate(self.dag.tasks)}
+        waiting = {task_id: len(set(ups)) for task_id, ups in self.upstream.items()}
+        downstream: dict[str, set[str]] = {}
+        for task_id, ups in self.upstream.items():
+            for up in set(ups):
+                downstream.setdefault(up, set()).add(task_id)
+        ready = [(position[t], t) for t, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        ordered: list[TaskSpec] = []
+        while ready:
+            _, task_id = heapq.heappop(ready)
+            ordered.append(self.specs[task_id])
+            for down in downstream.get(task_id, ()):
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    heapq.heappush(ready, (position[down], down))
+        return ordered
 
     def finding(self, task: TaskSpec, what: str, suggestion: str, line: int = 0) -> None:
         self.findings.append(Finding(line or task.line, what, suggestion))

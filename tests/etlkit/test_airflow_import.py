@@ -487,3 +487,40 @@ def test_a_module_the_pipeline_cannot_import_is_reported(
     assert printed.count("the module 'dag_helpers'") == 1
     assert "line 10: the pipeline imports the module 'dag_helpers'" in printed
     assert f"copy {DAGS / 'dag_helpers.py'} beside the pipeline" in printed
+
+
+def test_a_long_chain_is_checked_for_cycles_without_deep_recursion(project: Path) -> None:
+    from etlkit.airflow_import.parser import parse_dag_file
+
+    tasks = "\n".join(f"    t{i} = EmptyOperator(task_id='t{i}')" for i in range(3000))
+    path = project / "long.py"
+    path.write_text(
+        "from airflow import DAG\n"
+        "from airflow.operators.empty import EmptyOperator\n"
+        "from airflow.models.baseoperator import chain\n"
+        "with DAG('long', schedule=None) as dag:\n"
+        f"{tasks}\n"
+        f"    chain({', '.join(f't{i}' for i in range(3000))})\n"
+        "    t2999 >> t0\n"
+    )
+    with pytest.raises(AirflowImportError, match=r"line 3006: the dependency t2999 >> t0 closes"):
+        parse_dag_file(path)
+
+
+def test_a_long_chain_imports_into_a_valid_pipeline(project: Path) -> None:
+    tasks = "\n".join(
+        f"    t{i} = BashOperator(task_id='t{i}', bash_command='true')" for i in range(1500)
+    )
+    path = project / "long.py"
+    path.write_text(
+        "from airflow import DAG\n"
+        "from airflow.operators.bash import BashOperator\n"
+        "from airflow.models.baseoperator import chain\n"
+        "with DAG('long', schedule=None) as dag:\n"
+        f"{tasks}\n"
+        f"    chain({', '.join(f't{i}' for i in reversed(range(1500)))})\n"
+    )
+    assert airflow_import(str(path)) == 0
+    code = (project / "pipelines" / "long.py").read_text()
+    assert code.index("    t1499 = Command(") < code.index("    t0 = Command(")
+    assert "t0 = Command(['bash', '-c', 'true'], inherit_env=True, after=['t1'])" in code
