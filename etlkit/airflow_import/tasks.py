@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from etlkit.airflow_import.functions import find_definition, is_frame, scan_function
-from etlkit.airflow_import.mapper import Settings, email_notifier, seconds
+from etlkit.airflow_import.mapper import Settings, seconds
 from etlkit.airflow_import.model import Dag, Finding, TaskSpec
+from etlkit.airflow_import.operators import bash, email, sensor
 from etlkit.airflow_import.templates import translate
 from etlkit.airflow_import.values import UNKNOWN, Evaluator
 
@@ -34,7 +35,6 @@ _PIPELINE_ONLY: Final = frozenset(
         *("email", "email_on_failure", "email_on_retry"),
     }
 )
-_SENSOR_TIMEOUT: Final = 7 * 24 * 3600.0  # Airflow's default sensor timeout
 _OPTION_KEYS: Final = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay")
 #: Names a node may not take: the Pipeline class's own members and settings.
 RESERVED: Final = frozenset(
@@ -155,11 +155,11 @@ class TaskMapper:
         if op in _PYTHON:
             code, why = self.python(task)
         elif op in ("BashOperator",):
-            code, why = self.bash(task)
+            code, why = bash(self, task)
         elif op in ("S3KeySensor", "FileSensor", "ExternalTaskSensor"):
-            code, why = self.sensor(task)
+            code, why = sensor(self, task)
         elif op == "EmailOperator":
-            code, why = self.email(task, name)
+            code, why = email(self, task, name)
         elif op in _BRANCHING:
             code, why = self.todo(
                 task,
@@ -421,147 +421,3 @@ class TaskMapper:
         if self.after(task):
             args.append(self.after(task))
         return f"PythonCall({', '.join(args)})", why
-
-    # -- Bash, sensors, email ----------------------------------------------------------------
-
-    def bash(self, task: TaskSpec) -> tuple[str, str]:
-        self.kinds[task.task_id] = "task"
-        command = self.evaluate.value(task.kwargs.get("bash_command"))
-        if not isinstance(command, str):
-            return self.todo(
-                task,
-                f"bash_command of '{task.task_id}' is not a string literal",
-                "write the command as a string literal",
-            )
-        if command.strip().endswith((".sh", ".bash")):
-            return self.todo(
-                task,
-                f"bash_command of '{task.task_id}' names a script template ({command.strip()})",
-                "run the script with Command(['bash', 'path/to/script.sh']) once its templates "
-                "are translated to {ds} and params",
-            )
-        script = self.template(task, command, shell=True)
-        if script is UNKNOWN:
-            return self.todo(
-                task,
-                f"bash_command of '{task.task_id}' uses templates etlkit lacks",
-                "compute the value in the script, or pass it as a param",
-                reported=True,
-            )
-        args = [repr(["bash", "-c", script])]
-        why = "bash -c with its templates translated (values are shell-quoted)"
-        env = self.evaluate.value(task.kwargs.get("env")) if "env" in task.kwargs else None
-        if env is not None:
-            env = self.template(task, env)
-            if not isinstance(env, dict):
-                return self.todo(
-                    task,
-                    f"env of '{task.task_id}' is not a dict literal",
-                    "write env as a dict literal",
-                )
-            args.append(f"env={env!r}")
-        append = self.evaluate.value(task.kwargs.get("append_env"))
-        if env is None or append is True:
-            args.append("inherit_env=True")
-            why += "; the whole environment, as Airflow passed it"
-        cwd = self.evaluate.value(task.kwargs.get("cwd"))
-        if isinstance(cwd, str):
-            args.append(f"cwd={self.template(task, cwd)!r}")
-        if self.after(task):
-            args.append(self.after(task))
-        self.out.command = True
-        return f"Command({', '.join(args)})", why
-
-    def sensor(self, task: TaskSpec) -> tuple[str, str]:
-        self.kinds[task.task_id] = "sensor"
-        value = self.evaluate.value
-        kwargs = task.kwargs
-        timing = []
-        poke = seconds(value(kwargs.get("poke_interval"))) if "poke_interval" in kwargs else 60.0
-        timeout = seconds(value(kwargs.get("timeout"))) if "timeout" in kwargs else _SENSOR_TIMEOUT
-        timing.append(f"poke_interval={poke!r}")
-        timing.append(f"timeout={timeout!r}")
-        if value(kwargs.get("soft_fail")) is True:
-            timing.append("soft_fail=True")
-        mode = value(kwargs.get("mode")) or "poke"
-        why = f"mode {mode!r}, deferrable or not: etlkit sensors hold no process while waiting"
-        if self.upstream[task.task_id]:
-            why += "; it runs before every other node (etlkit sensors do)"
-        if task.operator == "ExternalTaskSensor":
-            other = value(kwargs.get("external_dag_id"))
-            if not isinstance(other, str):
-                return self.todo(
-                    task,
-                    f"external_dag_id of '{task.task_id}' is not a literal",
-                    "name the other pipeline",
-                )
-            for key in ("execution_delta", "execution_date_fn"):
-                if key in kwargs:
-                    self.finding(
-                        task,
-                        f"{key} of ExternalTaskSensor '{task.task_id}'",
-                        "RunSensor waits for the same logical date, or any with "
-                        "same_logical_date=False: check the dates match",
-                    )
-            pipeline = re.sub(r"\W", "_", other).lower()
-            self.out.sensors.add("RunSensor")
-            if kwargs.get("external_task_id") is not None:
-                why += "; it waits for the whole run, not one task"
-            return f"RunSensor({pipeline!r}, {', '.join(timing)})", why
-        if task.operator == "S3KeySensor":
-            key = value(kwargs.get("bucket_key"))
-            bucket = value(kwargs.get("bucket_name"))
-            if not isinstance(key, str) or (bucket is not None and not isinstance(bucket, str)):
-                return self.todo(
-                    task,
-                    f"bucket_key of '{task.task_id}' is not one string",
-                    "use one FileSensor per key",
-                )
-            path = key if key.startswith("s3://") else f"s3://{bucket}/{key.lstrip('/')}"
-            conn = value(kwargs.get("aws_conn_id"))
-        else:
-            path = value(kwargs.get("filepath"))
-            conn = None
-            if value(kwargs.get("fs_conn_id")) not in (None, "fs_default"):
-                self.finding(
-                    task,
-                    f"fs_conn_id of FileSensor '{task.task_id}'",
-                    "make the path absolute: the connection's base path is not known",
-                )
-        translated = self.template(task, path)
-        if not isinstance(translated, str):
-            return self.todo(
-                task,
-                f"the path of '{task.task_id}' is not a literal",
-                "write the path with {ds} and params",
-            )
-        args = [repr(translated)]
-        if isinstance(conn, str) and conn != "aws_default":
-            args.append(f"conn={conn!r}")
-            why += f"; conn names the etlkit connection for Airflow's {conn}"
-        self.out.sensors.add("FileSensor")
-        return f"FileSensor({', '.join([*args, *timing])})", why
-
-    def email(self, task: TaskSpec, name: str) -> tuple[str, str]:
-        self.kinds[task.task_id] = "task"
-        to = self.evaluate.value(task.kwargs.get("to"))
-        recipients = [to] if isinstance(to, str) else to
-        if not isinstance(recipients, list) or not recipients:
-            return self.todo(
-                task,
-                f"`to` of EmailOperator '{task.task_id}' is not a literal",
-                "list the recipients",
-            )
-        notifier = f"email_{name}"
-        self.settings.notifiers[notifier] = email_notifier(recipients)
-        self.finding(
-            task,
-            f"EmailOperator '{task.task_id}' to {', '.join(map(str, recipients))}",
-            f"set host and sender of [notifiers.{notifier}] in etlkit.toml; the message is the "
-            "run's summary, not the operator's subject and html_content",
-        )
-        self.out.runtime.add("SendEmail")
-        args = [repr(notifier)]
-        if self.after(task):
-            args.append(self.after(task))
-        return f"SendEmail({', '.join(args)})", f"sent through notifier {notifier}"
