@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlkit.airflow_import.functions import callables_used
-from etlkit.airflow_import.mapper import Attribute, map_settings
-from etlkit.airflow_import.model import Finding
+from etlkit.airflow_import.mapper import Attribute, Settings, map_settings
+from etlkit.airflow_import.model import Dag, Finding
 from etlkit.airflow_import.parser import parse_dag_file
-from etlkit.airflow_import.tasks import TaskMapper
+from etlkit.airflow_import.tasks import Nodes, TaskMapper
 from etlkit.airflow_import.values import Evaluator
 from etlkit.airflow_import.writer import (
     function_source,
@@ -84,6 +84,32 @@ def import_dag(
         raise ConfigError(
             f"{pipeline_path} exists: pass --force to replace it, or --name for another name"
         )
+    code, findings, settings, nodes = _generate(dag, dag_file, pipeline, out_dir, project_dir)
+    report = report_text(
+        dag_file=str(dag_file), pipeline_file=str(pipeline_path), findings=findings, markdown=False
+    )
+    if not check:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        markdown = report_text(
+            dag_file=dag_file.name,
+            pipeline_file=pipeline_path.name,
+            findings=findings,
+            markdown=True,
+        )
+        _write(report_path, markdown)
+        _write(pipeline_path, code)
+        _add_pools(project_dir, nodes.pools, write=True)
+    added = _add_notifiers(project_dir, settings.notifiers, write=not check)
+    return ImportResult(
+        pipeline, pipeline_path, report_path, code, report, tuple(findings), tuple(added)
+    )
+
+
+def _generate(
+    dag: Dag, dag_file: Path, pipeline: str, out_dir: Path, project_dir: Path
+) -> tuple[str, tuple[Finding, ...], Settings, Nodes]:
+    """The pipeline's code and what needs a person, with the settings and nodes mapped."""
+    report_path = out_dir / f"{pipeline}.airflow-import.md"
     evaluate = Evaluator(dag.names, dag.constants)
     settings = map_settings(dag, evaluate)
     mapper = TaskMapper(dag, evaluate, settings, dag_file.parent)
@@ -131,30 +157,13 @@ def import_dag(
             Finding(
                 nodes.pools[pool],
                 f"pool '{pool}'",
-                f"set its size under [pools] in etlkit.toml ({pool} = 1 was added; Airflow "
-                "kept pool slots in its database)",
+                f"set its size under [pools] in etlkit.toml ({pool} = 1 is added to start "
+                "with; Airflow kept pool slots in its database)",
             )
             for pool in pools
         ),
     )
-    report = report_text(
-        dag_file=str(dag_file), pipeline_file=str(pipeline_path), findings=findings, markdown=False
-    )
-    if not check:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        markdown = report_text(
-            dag_file=dag_file.name,
-            pipeline_file=pipeline_path.name,
-            findings=findings,
-            markdown=True,
-        )
-        _write(report_path, markdown)
-        _write(pipeline_path, code)
-        _add_pools(project_dir, nodes.pools, write=True)
-    added = _add_notifiers(project_dir, settings.notifiers, write=not check)
-    return ImportResult(
-        pipeline, pipeline_path, report_path, code, report, tuple(findings), tuple(added)
-    )
+    return code, findings, settings, nodes
 
 
 def _unimportable(dag_file: Path, out_dir: Path, imports: Mapping[str, int]) -> list[Finding]:

@@ -19,10 +19,6 @@ _PRESETS: Final = {"@quarterly": "0 0 1 */3 *"}
 _ETLKIT_PRESETS: Final = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
-#: default_args keys with no etlkit meaning that change nothing when left out.
-_IGNORED: Final = frozenset(
-    {"owner", "depends_on_past", "email_on_retry", "queue", "priority_weight"}
-)
 
 
 @dataclass(frozen=True)
@@ -63,94 +59,98 @@ def airflow3(dag: Dag) -> bool:
     return any(target.startswith("airflow.sdk") for target in dag.names.values())
 
 
+class _Lookup:
+    """A DAG setting, given to `DAG(...)` or else in `default_args`: its value and line."""
+
+    def __init__(self, dag: Dag, evaluate: Evaluator) -> None:
+        self.dag = dag
+        self.evaluate = evaluate
+        self.given = dict(dag.settings)
+        self.defaults = dict(dag.default_args)
+
+    def line(self, key: str) -> int:
+        expr = self.given.get(key) or self.defaults.get(key)
+        return int(getattr(expr, "lineno", self.dag.line))
+
+    def value(self, key: str) -> Any:
+        return self.evaluate.value(self.given.get(key, self.defaults.get(key)))
+
+
 def map_settings(dag: Dag, evaluate: Evaluator) -> Settings:
     """The pipeline attributes, notifiers and per-node defaults of the DAG's settings."""
     out = Settings()
-    given = dict(dag.settings)
-    defaults = dict(dag.default_args)
+    look = _Lookup(dag, evaluate)
+    _schedule(dag, look.given, evaluate, out, look.line)
+    _dates(look, out)
+    _run_settings(look, out)
+    _params(dag, look.given, evaluate, out)
+    _notifications(dag, look.given, look.defaults, evaluate, out, look.line)
+    if look.value("depends_on_past") is True:
+        out.findings.append(
+            Finding(
+                look.line("depends_on_past"),
+                "depends_on_past=True",
+                "etlkit has no equivalent: check the previous run with a RunSensor on this "
+                "pipeline if needed",
+            )
+        )
+    return out
 
-    def line(key: str) -> int:
-        expr = given.get(key) or defaults.get(key)
-        return getattr(expr, "lineno", dag.line)
 
-    def setting(key: str) -> Any:
-        if key in given:
-            return evaluate.value(given[key])
-        return evaluate.value(defaults[key]) if key in defaults else None
-
-    _schedule(dag, given, evaluate, out, line)
+def _dates(look: _Lookup, out: Settings) -> None:
     zone = None
     for key in ("start_date", "end_date"):
-        value = setting(key)
+        value = look.value(key)
         if value is None:
             continue
         if isinstance(value, Moment):
-            out.attributes.append(Attribute(key, repr(value.text()), f"{key} (line {line(key)})"))
+            where = f"{key} (line {look.line(key)})"
+            out.attributes.append(Attribute(key, repr(value.text()), where))
             zone = zone or value.timezone
         else:
             out.findings.append(
                 Finding(
-                    line(key),
+                    look.line(key),
                     f"{key} is computed when the DAG is parsed (`days_ago` and the like)",
                     f'set {key} to a fixed date (`{key} = "2025-01-01"`)',
                 )
             )
     if zone:
         out.attributes.append(Attribute("timezone", repr(zone), "the start date's timezone"))
-    catchup = setting("catchup")
-    if catchup is None and not airflow3(dag):
+
+
+def _run_settings(look: _Lookup, out: Settings) -> None:
+    catchup = look.value("catchup")
+    if catchup is None and not airflow3(look.dag):
         out.attributes.append(
             Attribute("catchup", "True", "catchup was not given: Airflow 1.10/2.x default True")
         )
     elif isinstance(catchup, bool):
-        out.attributes.append(
-            Attribute("catchup", repr(catchup), f"catchup (line {line('catchup')})")
-        )
+        where = f"catchup (line {look.line('catchup')})"
+        out.attributes.append(Attribute("catchup", repr(catchup), where))
     for key in ("max_active_runs", "retries"):
-        value = setting(key)
+        value = look.value(key)
         if isinstance(value, int) and not isinstance(value, bool):
-            out.attributes.append(Attribute(key, repr(value), f"{key} (line {line(key)})"))
+            out.attributes.append(Attribute(key, repr(value), f"{key} (line {look.line(key)})"))
     for key in ("retry_delay", "max_retry_delay"):
-        secs = seconds(setting(key))
+        secs = seconds(look.value(key))
         if secs is not None:
-            out.attributes.append(
-                Attribute(key, repr(secs), f"{key}, in seconds (line {line(key)})")
-            )
-    backoff = setting("retry_exponential_backoff")
+            where = f"{key}, in seconds (line {look.line(key)})"
+            out.attributes.append(Attribute(key, repr(secs), where))
+    backoff = look.value("retry_exponential_backoff")
     if isinstance(backoff, bool):
-        out.attributes.append(
-            Attribute(
-                "retry_exponential_backoff",
-                repr(backoff),
-                f"line {line('retry_exponential_backoff')}",
-            )
-        )
-    run_timeout = seconds(setting("dagrun_timeout"))
+        where = f"line {look.line('retry_exponential_backoff')}"
+        out.attributes.append(Attribute("retry_exponential_backoff", repr(backoff), where))
+    run_timeout = seconds(look.value("dagrun_timeout"))
     if run_timeout is not None:
-        out.attributes.append(
-            Attribute(
-                "timeout", repr(run_timeout), "dagrun_timeout: bounds the whole run, in seconds"
-            )
-        )
-    timeout = seconds(setting("execution_timeout"))
+        why = "dagrun_timeout: bounds the whole run, in seconds"
+        out.attributes.append(Attribute("timeout", repr(run_timeout), why))
+    timeout = seconds(look.value("execution_timeout"))
     if timeout is not None:
         out.node_options["timeout"] = timeout
-    pool = setting("pool")
+    pool = look.value("pool")
     if isinstance(pool, str):
         out.node_options["pool"] = pool
-    _params(dag, given, evaluate, out)
-    _notifications(dag, given, defaults, evaluate, out, line)
-    for key in sorted(defaults):
-        if key in _IGNORED and setting(key) not in (None, False) and key == "depends_on_past":
-            out.findings.append(
-                Finding(
-                    line(key),
-                    "depends_on_past=True",
-                    "etlkit has no equivalent: "
-                    "check the previous run with a RunSensor on this pipeline if needed",
-                )
-            )
-    return out
 
 
 def _schedule(

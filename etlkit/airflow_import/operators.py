@@ -73,10 +73,16 @@ def sensor(m: TaskMapper, task: TaskSpec) -> tuple[str, str]:
     value = m.evaluate.value
     kwargs = task.kwargs
     timing = []
-    poke = seconds(value(kwargs.get("poke_interval"))) if "poke_interval" in kwargs else 60.0
-    timeout = seconds(value(kwargs.get("timeout"))) if "timeout" in kwargs else _SENSOR_TIMEOUT
-    timing.append(f"poke_interval={poke!r}")
-    timing.append(f"timeout={timeout!r}")
+    for key, default in (("poke_interval", 60.0), ("timeout", _SENSOR_TIMEOUT)):
+        secs = seconds(value(kwargs[key])) if key in kwargs else default
+        if secs is None:
+            secs = default
+            m.finding(
+                task,
+                f"{key} of '{task.task_id}' is not a literal",
+                f"set it in the pipeline ({default:g} s, Airflow's default, for now)",
+            )
+        timing.append(f"{key}={secs!r}")
     if value(kwargs.get("soft_fail")) is True:
         timing.append("soft_fail=True")
     mode = value(kwargs.get("mode")) or "poke"
@@ -84,26 +90,7 @@ def sensor(m: TaskMapper, task: TaskSpec) -> tuple[str, str]:
     if m.upstream[task.task_id]:
         why += "; it runs before every other node (etlkit sensors do)"
     if task.operator == "ExternalTaskSensor":
-        other = value(kwargs.get("external_dag_id"))
-        if not isinstance(other, str):
-            return m.todo(
-                task,
-                f"external_dag_id of '{task.task_id}' is not a literal",
-                "name the other pipeline",
-            )
-        for key in ("execution_delta", "execution_date_fn"):
-            if key in kwargs:
-                m.finding(
-                    task,
-                    f"{key} of ExternalTaskSensor '{task.task_id}'",
-                    "RunSensor waits for the same logical date, or any with "
-                    "same_logical_date=False: check the dates match",
-                )
-        pipeline = re.sub(r"\W", "_", other).lower()
-        m.out.sensors.add("RunSensor")
-        if kwargs.get("external_task_id") is not None:
-            why += "; it waits for the whole run, not one task"
-        return f"RunSensor({pipeline!r}, {', '.join(timing)})", why
+        return _run_sensor(m, task, timing, why)
     if task.operator == "S3KeySensor":
         key = value(kwargs.get("bucket_key"))
         bucket = value(kwargs.get("bucket_name"))
@@ -137,6 +124,32 @@ def sensor(m: TaskMapper, task: TaskSpec) -> tuple[str, str]:
         why += f"; conn names the etlkit connection for Airflow's {conn}"
     m.out.sensors.add("FileSensor")
     return f"FileSensor({', '.join([*args, *timing])})", why
+
+
+def _run_sensor(m: TaskMapper, task: TaskSpec, timing: list[str], why: str) -> tuple[str, str]:
+    """ExternalTaskSensor -> RunSensor on the pipeline named like the other DAG."""
+    value = m.evaluate.value
+    kwargs = task.kwargs
+    other = value(kwargs.get("external_dag_id"))
+    if not isinstance(other, str):
+        return m.todo(
+            task,
+            f"external_dag_id of '{task.task_id}' is not a literal",
+            "name the other pipeline",
+        )
+    for key in ("execution_delta", "execution_date_fn"):
+        if key in kwargs:
+            m.finding(
+                task,
+                f"{key} of ExternalTaskSensor '{task.task_id}'",
+                "RunSensor waits for the same logical date, or any with "
+                "same_logical_date=False: check the dates match",
+            )
+    pipeline = re.sub(r"\W", "_", other).lower()
+    m.out.sensors.add("RunSensor")
+    if kwargs.get("external_task_id") is not None:
+        why += "; it waits for the whole run, not one task"
+    return f"RunSensor({pipeline!r}, {', '.join(timing)})", why
 
 
 def email(m: TaskMapper, task: TaskSpec, name: str) -> tuple[str, str]:

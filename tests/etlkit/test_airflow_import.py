@@ -524,3 +524,20 @@ def test_a_long_chain_imports_into_a_valid_pipeline(project: Path) -> None:
     code = (project / "pipelines" / "long.py").read_text()
     assert code.index("    t1499 = Command(") < code.index("    t0 = Command(")
     assert "t0 = Command(['bash', '-c', 'true'], inherit_env=True, after=['t1'])" in code
+
+
+def test_a_sensor_timing_computed_at_parse_time_keeps_airflows_default(project: Path) -> None:
+    path = project / "timing.py"
+    path.write_text(
+        "import os\n"
+        "from airflow.sdk import DAG\n"
+        "from airflow.providers.standard.sensors.filesystem import FileSensor\n"
+        "with DAG('timing', schedule=None) as dag:\n"
+        "    FileSensor(task_id='wait', filepath='in/{{ ds }}', poke_interval=int(os.getenv('')))\n"
+    )
+    assert airflow_import(str(path)) == 8
+    code = (project / "pipelines" / "timing.py").read_text()
+    assert "wait = FileSensor('in/{ds}', poke_interval=60.0, timeout=604800.0)" in code
+    report = (project / "pipelines" / "timing.airflow-import.md").read_text()
+    assert "| 5 | poke_interval of 'wait' is not a literal |" in report
+    assert main(["validate", "--pipelines", "pipelines"]) == 0
