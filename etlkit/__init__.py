@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from etlkit.commands import Command
     from etlkit.config import Settings, load_settings
     from etlkit.errors import (
+        AirflowImportError,
         ConfigError,
         ConnectorError,
         ConnectorNotFoundError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from etlkit.sensors import FileSensor, RunSensor
 
 __all__ = [
+    "AirflowImportError",
     "Command",
     "ConfigError",
     "ConnectorError",

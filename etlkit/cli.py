@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import (
+    AirflowImportError,
     ConfigError,
     ConnectorError,
     DataValidationError,
@@ -45,6 +46,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, 2),
     (PipelineNotFoundError, 3),
     (PipelineDefinitionError, 3),
+    (AirflowImportError, 3),
     (DataValidationError, 4),
     (ConnectorError, 5),
     (NodeError, 1),
@@ -846,6 +848,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 3 if problems else 0
 
 
+#: `import-airflow` mapped the DAG, with items to review (listed in its report).
+EXIT_REVIEW = 8
+
+
+def cmd_import_airflow(args: argparse.Namespace) -> int:
+    from etlkit.airflow_import import import_dag
+
+    project = _project(args)
+    result = import_dag(
+        Path(args.dag_file),
+        out_dir=Path(args.out) if args.out else project / "pipelines",
+        project_dir=project,
+        name=args.name,
+        check=args.check,
+        force=args.force,
+    )
+    print(result.report)
+    if not args.check:
+        print(f"wrote {result.pipeline_path} and {result.report_path}")
+    for name in result.notifiers:
+        verb = "would add" if args.check else "added"
+        print(f"{verb} the stub [notifiers.{name}] to {project / 'etlkit.toml'}: complete it")
+    return EXIT_REVIEW if result.findings else 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -1036,6 +1063,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="load every pipeline and report every problem")
     validate.add_argument("--pipelines", help="pipelines folder")
     validate.set_defaults(func=cmd_validate)
+
+    airflow = sub.add_parser("import-airflow", help="turn an Airflow DAG file into a pipeline")
+    airflow.add_argument("dag_file", help="the DAG file (parsed, never run)")
+    airflow.add_argument("--out", help="folder of the pipeline file (default: <project>/pipelines)")
+    airflow.add_argument("--name", help="the pipeline's name (default: the DAG id)")
+    airflow.add_argument("--check", action="store_true", help="parse and report only")
+    airflow.add_argument("--force", action="store_true", help="replace an existing file")
+    airflow.set_defaults(func=cmd_import_airflow)
     return parser
 
 

@@ -13,6 +13,7 @@ EtlkitError
 ├── RunTimeoutError                          the run ran past its pipeline's timeout
 ├── RunCancelledError                        the run was cancelled (another node failed, Ctrl-C)
 ├── DataValidationError                      Pandera failures: bounded summary
+├── AirflowImportError                       a DAG file cannot be imported: names file and line
 └── StagingError · QueryError · StoreError · SchedulerError
 TransientError (mixin)                       retryable: network, throttling, lock contention
 PermanentError (mixin)                       never retried, whatever the retries setting
@@ -142,6 +143,17 @@ class StoreError(EtlkitError):
 
 class SchedulerError(EtlkitError):
     """The scheduler could not plan or launch a run."""
+
+
+class AirflowImportError(EtlkitError):
+    """A DAG file cannot be imported (`etlkit import-airflow`): a syntax error, a cycle, a
+    dependency naming no task, ...; the message names the DAG file and the line."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        super().__init__(f"DAG file {path}, line {line}: {problem}")
 
 
 def quoted(names: Iterable[object], *, none: str = "none") -> str:

@@ -54,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
         "pools",
         "ui",
+        "airflow_import",
     },
     "__init__": {
         *("errors", "config", "execution", "nodes", "pipeline", "querying", "commands"),
@@ -105,3 +106,11 @@ def test_the_ui_is_imported_only_by_the_cli_and_imports_no_cli() -> None:
             assert "cli" not in imports, path
         elif path.stem != "cli":
             assert "ui" not in imports, path
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "etlkit" / "airflow_import").glob("*.py")), ids=lambda p: p.stem
+)
+def test_airflow_import_uses_only_what_its_pipelines_need(path: Path) -> None:
+    allowed = {"airflow_import", "errors", "nodes", "notifications", "config"}
+    assert etlkit_imports(path) - allowed == set()

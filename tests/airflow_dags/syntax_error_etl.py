@@ -1,0 +1,6 @@
+from airflow import DAG
+from airflow.operators.empty import EmptyOperator
+
+with DAG("syntax_error_etl", schedule=None) as dag:
+    a = EmptyOperator(task_id="a"
+    b = EmptyOperator(task_id="b")
