@@ -28,6 +28,7 @@ def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,  # a sensor that never passes fails the test instead of hanging the suite
     )
 
 
@@ -134,7 +135,11 @@ def test_modern_dag_runs_its_sensors_group_chain_and_email(
             + f"password_env = 'LAKE_SECRET'\nextra = {{ endpoint_url = '{s3_endpoint}' }}\n"
         )
         monkeypatch.setenv("LAKE_SECRET", SECRET)  # the child's environment
-        run = etlkit("run", "modern_etl", "--date", "2025-03-01", "--progress", "none", cwd=project)
+        # the instant legacy_etl ran for: a plain date would be midnight in modern_etl's
+        # Europe/Paris, an hour before it, where the RunSensor (as Airflow's ExternalTaskSensor
+        # without an execution_delta) finds no upstream run
+        at = "2025-03-01T00:00:00+00:00"
+        run = etlkit("run", "modern_etl", "--date", at, "--progress", "none", cwd=project)
         assert run.returncode == 0, run.stdout + run.stderr
         assert [m.rcpt_tos for m in server.messages] == [("team@example.com",)]
     assert (project / "out" / "2025-03-01.csv").read_text().startswith("day,amount")
