@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "commands": {"errors", "nodes", "connections"},
     "notifications": {"errors", "connections", "config"},
     "graph": {"errors", "nodes", "schema"},
+    "pictures": {"errors", "graph", "store"},
     "execution": {
         *("errors", "nodes", "schema", "staging", "validation", "graph", "guard", "runlog"),
         "sensors",
@@ -52,7 +53,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         *("errors", "config", "pipeline", "graph", "execution", "progress", "nodes", "staging"),
         *("store", "runlog", "querying", "runs", "connections", "scheduling", "notifications"),
-        "pools",
+        *("pools", "pictures"),
     },
     "__init__": {"errors", "config", "execution", "nodes", "pipeline", "querying"},
     "__main__": {"cli"},
