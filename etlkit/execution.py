@@ -173,6 +173,7 @@ class NodeStats:
     finished: float | None = None
     error: str | None = None
     write: WriteResult | None = None
+    expected_rows: int | None = None  # a source's estimate of its input (`Source.estimate`)
 
     @property
     def seconds(self) -> float:
@@ -782,6 +783,14 @@ class _Reference:
     csv: CsvLayout | None = None
 
 
+def _expected_rows(node: Source, ctx: Context, referenced: _Reference | None) -> int | None:
+    """How many rows a source is about to read, for progress: the row counts in the footers
+    `reference` already read (Parquet), else the source's own estimate."""
+    if referenced is not None and referenced.files.csv is None:
+        return referenced.files.rows
+    return node.estimate(ctx)
+
+
 class _Run:
     def __init__(
         self,
@@ -1104,6 +1113,8 @@ class _Run:
                         guard.validator.assume(_proven(guard.validator, referenced.files))
                 if referenced is None and self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
+                if isinstance(node, Source):
+                    stats.expected_rows = _expected_rows(node, ctx, referenced)
                 self.stream(name, node, ctx, stats, writer, guard, referenced)
                 stats.state = "done"
             stats.finished = time.perf_counter()
