@@ -53,21 +53,23 @@ def render_tree(graph: Graph) -> str:
     """
     lines = [f"{graph.pipeline} ({len(graph.order)} nodes)"]
     shown: set[str] = set()
-
-    def draw(name: str, prefix: str, branch: str, below: str) -> None:
+    # (name, prefix, branch, below) in drawing order; a stack, not recursion: a long chain of
+    # nodes is as deep as it is long
+    roots = [n for n in graph.order if not graph.inputs[n]]
+    stack = [(root, "", "", "") for root in reversed(roots)]
+    while stack:
+        name, prefix, branch, below = stack.pop()
         again = name in shown
         suffix = "  (see above)" if again else f"  [{_label(graph, name)}]"
         lines.append(f"{prefix}{branch}{name}{suffix}")
         if again:
-            return
+            continue
         shown.add(name)
         consumers = graph.consumers[name]
-        for index, consumer in enumerate(consumers):
+        for index in reversed(range(len(consumers))):
             last = index == len(consumers) - 1
-            draw(consumer, prefix + below, "└─ " if last else "├─ ", "   " if last else "│  ")
-
-    for root in (n for n in graph.order if not graph.inputs[n]):
-        draw(root, "", "", "")
+            branches = ("└─ ", "   ") if last else ("├─ ", "│  ")
+            stack.append((consumers[index], prefix + below, *branches))
     return "\n".join(lines)
 
 

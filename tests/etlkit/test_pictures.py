@@ -9,13 +9,17 @@ import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 
+import etlkit as ek
 from etlkit.cli import main
 from etlkit.graph import Graph, build_graph
-from etlkit.pictures import render_dot, render_gantt, render_mermaid
+from etlkit.nodes import Node
+from etlkit.pictures import render_dot, render_gantt, render_mermaid, render_tree
 from etlkit.store import NodeRunRecord
 from etlkit.testing import MemorySink, MemorySource
 
@@ -270,3 +274,19 @@ def test_show_gantt_draws_the_runs_timeline(
     assert names == ["doubled", "first", "joined", "left", "right", "second"]
     assert all(len(row) <= 70 and "█" in row and "│ done " in row for row in rows)
     assert "\x1b[" not in out  # not a terminal: no colour
+
+
+class Passthrough(ek.Transform[Any, Any]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch
+
+
+def test_tree_of_a_long_chain_of_nodes_is_drawn_whole() -> None:
+    source = MemorySource(TABLE)
+    nodes: dict[str, Node] = {"n0": source}
+    for index in range(1, 1500):
+        nodes[f"n{index}"] = Passthrough(f"n{index - 1}")
+    graph = build_graph("chain", nodes)
+    lines = render_tree(graph).splitlines()
+    assert len(lines) == 1501
+    assert lines[-1] == " " * 3 * 1498 + "└─ n1499  [transform · Passthrough]"
