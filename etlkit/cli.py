@@ -417,6 +417,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for n in nodes:
         if n.error:
             print(f"\n{n.node}: {n.error}")
+    if args.gantt:
+        _print_gantt(nodes, args.width)
     return 0
 
 
@@ -446,6 +448,16 @@ def _show_outputs(
             what = "dropped" if policy == "drop" else "left out"
         lines.append(f"{n.node}: {n.invalid_rows:,} invalid rows {what}")
     return lines
+
+
+def _print_gantt(nodes: Sequence[NodeRunRecord], width: int | None) -> None:
+    import shutil
+
+    from etlkit.pictures import render_gantt
+
+    columns = width or shutil.get_terminal_size().columns  # COLUMNS, else the terminal's
+    print()
+    print(render_gantt(nodes, now=datetime.now(UTC), width=columns, colour=sys.stdout.isatty()))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -779,9 +791,25 @@ def _schedule_text(schedule: str | timedelta | None) -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from etlkit.graph import render_text
+    from etlkit import pictures
 
-    print(render_text(_load(args).graph()))
+    graph = _load(args).graph()
+    if args.format in ("svg", "png"):
+        output = Path(args.output or f"{graph.pipeline}.{args.format}")
+        pictures.render_image(pictures.render_dot(graph), args.format, output)
+        print(f"wrote {output}")
+        return 0
+    render = {
+        "text": pictures.render_graph_text,
+        "mermaid": pictures.render_mermaid,
+        "dot": pictures.render_dot,
+    }[args.format]
+    text = render(graph) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -959,6 +987,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = sub.add_parser("graph", help="show a pipeline's graph")
     graph.add_argument("pipeline")
+    graph.add_argument(
+        "--format",
+        choices=["text", "mermaid", "dot", "svg", "png"],
+        default="text",
+        help="text (default), mermaid, dot; svg and png need Graphviz",
+    )
+    graph.add_argument("--output", help="write to this file (svg/png default: <pipeline>.<fmt>)")
     graph.add_argument("--pipelines", help="pipelines folder")
     graph.set_defaults(func=cmd_graph)
 
@@ -975,6 +1010,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="a run's nodes: rows, timings, validation counts, errors")
     show.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
+    show.add_argument("--gantt", action="store_true", help="also draw the node timeline")
+    show.add_argument("--width", type=int, help="timeline width (default: the terminal's)")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", help="a run's log (JSON lines kept per run)")

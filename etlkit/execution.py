@@ -181,6 +181,7 @@ class NodeStats:
     finished: float | None = None
     error: str | None = None
     write: WriteResult | None = None
+    expected_rows: int | None = None  # a source's estimate of its input (`Source.estimate`)
 
     @property
     def seconds(self) -> float:
@@ -906,6 +907,14 @@ class _Reference:
     lossy: pl.LazyFrame | None = None  # one row: whether the casts would change any value
 
 
+def _expected_rows(node: Source, ctx: Context, referenced: _Reference | None) -> int | None:
+    """How many rows a source is about to read, for progress: the row counts in the footers
+    `reference` already read (Parquet), else the source's own estimate."""
+    if referenced is not None and referenced.files.csv is None:
+        return referenced.files.rows
+    return node.estimate(ctx)
+
+
 class _Run:
     def __init__(
         self,
@@ -1229,6 +1238,8 @@ class _Run:
                         guard.validator.assume(_proven(guard.validator, referenced.files))
                 if referenced is None and self.must_stage(name):
                     writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
+                if isinstance(node, Source):
+                    stats.expected_rows = _expected_rows(node, ctx, referenced)
                 self.stream(name, node, ctx, stats, writer, guard, referenced)
                 if isinstance(node, Sql | Lazy) and name not in self.inboxes:
                     stats.rows_in = self.staged_rows(self.graph.inputs[name])  # read by DuckDB

@@ -755,6 +755,15 @@ class Source(Node):
         """
         return None
 
+    def estimate(self, ctx: Context) -> int | None:
+        """About how many rows `read` will yield, when that is cheap to know (file sizes,
+        Parquet footers), for the progress display's percentage and ETA.
+
+        Optional: None (the default) means unknown. An estimate is never checked against the
+        rows read; it must cost little next to the read itself.
+        """
+        return None
+
 
 class Transform(Node, Generic[InT, OutT]):
     """Maps each chunk of its inputs to a chunk of output, in polars.

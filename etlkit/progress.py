@@ -64,6 +64,33 @@ def output_lines(result: RunResult) -> list[str]:
     return lines
 
 
+def clock_text(seconds: float) -> str:
+    """A time left as a clock: `0:07`, `12:30`, `1:02:03`."""
+    minutes, secs = divmod(max(round(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_text(done: int, expected: int | None, seconds: float) -> str:
+    """A running source's share of the rows it expects, and the time left at its rate so far:
+    `42% eta 0:13`. Empty when the total is unknown. An estimate may fall short, so the share
+    stops at 99% (and the ETA is dropped) until the node finishes."""
+    if not expected or expected <= 0:
+        return ""
+    if done >= expected:
+        return "99%"
+    percent = f"{100 * done // expected}%"
+    if done <= 0 or seconds <= 0:
+        return percent
+    return f"{percent} eta {clock_text(seconds * (expected - done) / done)}"
+
+
+def _progress(stats: NodeStats) -> str:
+    if stats.state != "running":
+        return ""
+    return progress_text(stats.rows_in, stats.expected_rows, stats.seconds)
+
+
 _STYLES = {
     "done": "green",
     "reused": "cyan",
@@ -74,13 +101,19 @@ _STYLES = {
 }
 
 
-def _table(result: RunResult, title: str) -> Table:
+def _table(result: RunResult, title: str, *, live: bool = False) -> Table:
+    """The nodes' table; `live` adds the running sources' progress (`progress_text`) when
+    any of them knows how many rows to expect."""
     from rich import box
     from rich.table import Table
 
     rows = summary_rows(result)
+    progress = [_progress(stats) for stats in result.nodes.values()] if live else []
+    if any(progress):
+        rows = [(*row[:3], cell, *row[3:]) for row, cell in zip(rows, progress, strict=True)]
+    headers = (*HEADERS[:3], "progress", *HEADERS[3:]) if any(progress) else HEADERS
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for index, header in enumerate(HEADERS):
+    for index, header in enumerate(headers):
         # cells never wrap or shrink below their content: the kind column goes first
         widest = max([len(header), *(len(row[index]) for row in rows)])
         table.add_column(
@@ -100,7 +133,9 @@ def _title(result: RunResult) -> str:
 
 
 class LiveProgress:
-    """A rich live table of every node's state, rows, chunks and rate, refreshed 8 times/s."""
+    """A rich live table of every node's state, rows, chunks and rate, refreshed 8 times/s;
+    a running source that knows its input size (`Source.estimate`) shows how far it is and
+    the time left."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -114,7 +149,7 @@ class LiveProgress:
 
             self.result = event.result
             self.live = Live(
-                get_renderable=lambda: _table(event.result, _title(event.result)),
+                get_renderable=lambda: _table(event.result, _title(event.result), live=True),
                 console=self.console,
                 refresh_per_second=8,
                 transient=True,

@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "commands": {"errors", "nodes", "connections"},
     "notifications": {"errors", "connections", "config"},
     "graph": {"errors", "nodes", "schema"},
+    "pictures": {"errors", "graph", "store"},
     "execution": {
         *("errors", "nodes", "schema", "staging", "validation", "graph", "guard", "runlog"),
         "sensors",
@@ -55,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
         "pools",
         "ui",
         "airflow_import",
+        "pictures",
     },
     "__init__": {
         *("errors", "config", "execution", "nodes", "pipeline", "querying", "commands"),

@@ -266,6 +266,11 @@ class CsvSource(FileSource):
             except OSError as exc:  # permissions, a folder, a corrupt compressed stream
                 raise os_error(self._where(), "read", files.fs, path, exc) from exc
 
+    def estimate(self, ctx: Context) -> int | None:
+        """About how many rows the files hold, from their sizes and the line length of the
+        first file's first 64 KiB (one row per line; None for compressed files)."""
+        return self._line_estimate(ctx, 1 if self.header else 0)
+
     def files(self, ctx: Context) -> SourceFiles | None:
         """The local files `read` would read and how it parses them, so that staging may
         reference them instead of a copy of their rows (see `SourceFiles`).

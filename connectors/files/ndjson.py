@@ -55,6 +55,11 @@ class NdjsonSource(FileSource):
             except OSError as exc:  # permissions, a folder, a corrupt compressed stream
                 raise os_error(self._where(), "read", files.fs, path, exc) from exc
 
+    def estimate(self, ctx: Context) -> int | None:
+        """About how many rows the files hold, from their sizes and the line length of the
+        first file's first 64 KiB (None for compressed files)."""
+        return self._line_estimate(ctx, 0)
+
     def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         shown = repr(display(fs, path))
         lines: list[bytes] = []

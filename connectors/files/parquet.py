@@ -111,6 +111,25 @@ class ParquetSource(FileSource):
                 reopen=functools.partial(_open_parquet, fs, path),
             )
 
+    def estimate(self, ctx: Context) -> int | None:
+        """The row count in the footers of the local files `read` will read.
+
+        The engine takes the counts from `files` when it called it (the footers are read
+        once); this reads them only otherwise. None for remote files, which would cost a round
+        trip per file before the read, and for a file that is not Parquet (the read says why).
+        """
+        found = self._resolve(ctx)
+        if not found.paths or not isinstance(found.fs, LocalFileSystem):
+            return None
+        rows = 0
+        for path in found.paths:
+            try:
+                with found.fs.open(path, "rb") as handle:
+                    rows += pq.read_metadata(handle).num_rows
+            except (pa.ArrowInvalid, OSError):
+                return None
+        return rows
+
     def files(self, ctx: Context) -> SourceFiles | None:
         """The local files `read` would read, for consumers that read them in place.
 

@@ -63,6 +63,35 @@ class FileSource(Source):
         """The files the path names for this run (see `resolve_files`)."""
         return resolve_files(self._where(), self.path, ctx, self.conn, allow_empty=self.allow_empty)
 
+    def _line_estimate(self, ctx: Context, header_lines: int) -> int | None:
+        """About how many rows files of one row per line hold: their total size times the
+        lines per byte of the largest file's first and last 32 KiB (lines often grow along a
+        file, as ids do), less `header_lines` per file; exact for one file of up to 64 KiB.
+
+        None when no file matches, a file is compressed (its size says little of its lines)
+        or the sample cannot be read (the read itself then says why).
+        """
+        found = self._resolve(ctx)
+        if not found.paths or any(compression(path) is not None for path in found.paths):
+            return None
+        size, path = max(zip(found.sizes, found.paths, strict=True))
+        try:
+            with found.fs.open(path, "rb") as handle:
+                whole = size <= 2 * _ESTIMATE_SAMPLE
+                sample: bytes = handle.read() if whole else handle.read(_ESTIMATE_SAMPLE)
+                if not whole:
+                    handle.seek(size - _ESTIMATE_SAMPLE)
+                    sample += handle.read(_ESTIMATE_SAMPLE)
+        except OSError:
+            return None
+        lines = sample.count(b"\n")
+        if whole and sample and not sample.endswith(b"\n"):
+            lines += 1  # the whole file was read: its last line has no line end
+        if not lines:
+            return None
+        rows = round(sum(found.sizes) * lines / len(sample))
+        return max(rows - header_lines * len(found.paths), 0)
+
 
 class FileSink(Sink):
     """What every file sink holds: its path template, input, model and connection."""
@@ -84,6 +113,8 @@ class FileSink(Sink):
         return [display(fs, found) for found in discard_temporaries(fs, path, ctx)]
 
 
+#: Bytes read from each end of a file to estimate its rows (the whole file when it is small).
+_ESTIMATE_SAMPLE: Final = 1 << 15
 _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 # fsspec protocols without real directories, whose makedirs would create a missing bucket
 _OBJECT_STORES: Final = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
