@@ -88,7 +88,7 @@ def compile_sources(root: Path | None = None) -> None:
     Every variant's child imports its libraries from compiled bytecode, and so must etlkit's:
     where PYTHONDONTWRITEBYTECODE is set (this machine's environment sets it) and nothing
     compiled the repository, each etlkit child compiled the modules it imports from source,
-    ~0.1-0.3 s of its work and more of its start that no installed package pays (pip
+    a cost in its work and its start that no installed package pays (pip
     compiles at install time; an editable install writes `__pycache__` on its first run).
     `compileall` writes bytecode whatever that variable says.
     """

@@ -14,17 +14,17 @@ store `etlkit run` records into (one store file for every round, as a project ha
 before the rounds), the modes and graphs taking turns round after round. Every run
 stages into a state directory of its own under `--dir` (default: beside the benchmark data,
 `~/.cache/etlkit-bench/overhead-*`, as a project's `.etlkit/` would be, not `/tmp`), and the
-directories are deleted only at the end: on an ext4 file system without a journal (this VM's),
-creating a file costs ~0.02 ms, but 0.2-0.5 ms for minutes after thousands of files were
+directories are deleted only at the end: on an ext4 file system without a journal,
+creating a file costs many times its usual cost for minutes after thousands of files were
 deleted nearby (the kernel skips recently deleted inodes one by one, `recently_deleted` in
 `perf`), and deleting each round's 1,000 files before the next round measured that instead of
 etlkit; so before the rounds it waits (up to `--settle` seconds) for creating a file there to
-cost its usual ~0.02 ms again. Reported:
+cost at most `SETTLED_MS` again. Reported:
 building the class and checking its graph, the run (wall time, and the process's CPU time over
 all threads, which moves less when the VM is slowed by its neighbours), and the per-node
 overhead (run time / nodes, and the marginal cost between the 100- and 1,000-node chains),
-with an empty 10^7-iteration Python loop timed before and after the rounds: this VM's speed
-moves by up to 1.6x over a day, and per-node figures move with it. Cold starts are subprocess
+with an empty 10^7-iteration Python loop timed before and after the rounds: a shared VM's speed
+moves over a day, and per-node figures move with it. Cold starts are subprocess
 wall times of `etlkit --help` and of `etlkit run` on a one-node pipeline, with `python -c pass`
 for reference; all are medians.
 """
@@ -68,7 +68,7 @@ class OneNode(ek.Pipeline):
 '''
 
 #: The same pipeline with its table built by `pa.table` from a Python list: pyarrow then
-#: imports pandas if it is installed (~0.4 s here), which etlkit does not need or install but
+#: imports pandas if it is installed (slow to import), which etlkit does not need or install but
 #: this benchmark's environment has (for the chunked-pandas baseline).
 ONE_NODE_PA: Final = (
     ONE_NODE.replace("import polars as pl", "import pyarrow as pa")
@@ -137,8 +137,8 @@ def time_graph(
 def file_creation_ms(directory: Path, files: int = 200) -> float:
     """The mean cost of creating an empty file in a new subdirectory of `directory`, in ms.
 
-    Staging a small output is one file created and renamed; on this VM's ext4 (no journal) a
-    file costs ~0.02 ms to create, or 0.2-0.5 ms for minutes after many files were deleted
+    Staging a small output is one file created and renamed; on ext4 without a journal a
+    file costs many times more to create for minutes after many files were deleted
     nearby, which moves every staged figure. The files are left for the caller to delete.
     """
     probe = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
@@ -148,14 +148,14 @@ def file_creation_ms(directory: Path, files: int = 200) -> float:
     return (time.perf_counter() - began) / files * 1e3
 
 
-#: Creating a file costs ~0.02 ms on a settled file system here; above this, it is not settled.
+#: Above this cost of creating a file (ms), recent deletions nearby still slow the file system.
 SETTLED_MS: Final = 0.03
 
 
 def settle(directory: Path, seconds: float, pause: float = 20.0) -> float:
     """Wait, up to `seconds`, until creating a file in `directory` costs at most `SETTLED_MS`
     (files deleted nearby in the last minutes, by an earlier run of this benchmark say, make
-    it cost 10-25x that for up to 6 minutes); return the last cost measured."""
+    it cost many times that for minutes); return the last cost measured."""
     cost = file_creation_ms(directory)
     deadline = time.monotonic() + seconds
     while cost > SETTLED_MS and time.monotonic() < deadline:
@@ -167,7 +167,7 @@ def settle(directory: Path, seconds: float, pause: float = 20.0) -> float:
 
 def python_loop_seconds(iterations: int = 10_000_000) -> float:
     """Wall seconds of an empty Python loop: how fast this machine runs the interpreter just
-    now (this VM's speed moves by up to 1.6x over a day; per-node figures move with it)."""
+    now (a shared VM's speed moves over a day; per-node figures move with it)."""
     began = time.perf_counter()
     for _ in range(iterations):
         pass
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # system, above all) then weighs on every figure alike, not on whichever runs last
         measured: dict[tuple[str, str], tuple[list[float], list[float], list[float], int]] = {}
         # one run store for every round, as a project has one: each run opens it as `etlkit
-        # run` does, but creating it (~10 ms, once per project) is not a run's cost
+        # run` does, but creating it (once per project) is not a run's cost
         store_file = root / "etlkit.sqlite"
         RunStore(str(store_file)).close()
         creation = [settle(root, args.settle)]

@@ -16,8 +16,8 @@ Every run is a fresh child process (`benchmarks.child`), the variants taking tur
 repetition. Per run: the wall time of the work inside the child (after imports), the wall time of
 the whole child (interpreter start and imports included), the child's CPU time (user + sys, from
 `os.wait4`), its peak RSS (its own high-water mark, VmHWM, and that of any process it started),
-and the hypervisor's steal over the run (from `/proc/stat`: on a shared VM a run with 25% steal
-is ~1.3x slower in wall time, whatever the variant). Each variant's result is checked against
+and the hypervisor's steal over the run (from `/proc/stat`: on a shared VM steal slows a run's
+wall time, whatever the variant). Each variant's result is checked against
 DuckDB's of the same repetition before anything is reported: a variant that fails or differs is
 listed as such, without timings, and the command exits with 1. Measurements are saved to
 `--json` after every workload.

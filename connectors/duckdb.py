@@ -120,8 +120,8 @@ def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
 def _table_columns(con: duckdb.DuckDBPyConnection, table: Table) -> list[str] | None:
     """The columns of a table or view, None when it does not exist.
 
-    Binding a SELECT costs well under a millisecond, while the first read of the catalog
-    functions (`duckdb_tables()`) costs 10-20 ms, so those are asked only to explain an error.
+    Binding a SELECT is cheap, while the first read of the catalog functions
+    (`duckdb_tables()`) is not, so those are asked only to explain an error.
     """
     import duckdb
 

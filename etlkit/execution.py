@@ -506,9 +506,9 @@ class _Workers:
     thread, so whatever blocks, no node waits for a thread forever (no deadlock).
 
     Why: a wide graph readies hundreds of nodes at once. On threads taking turns at the GIL,
-    nodes that take a millisecond spend more time handing the GIL over than working (a
-    1,000-wide fan of trivial nodes: ~4 s with a thread per node, ~2.4 s on 8 threads, ~1 s
-    on one), while nodes that wait on a database or run native code want threads of their own.
+    nodes that take a millisecond spend more time handing the GIL over than working (a wide
+    fan of trivial nodes runs faster on fewer threads, fastest on one), while nodes that
+    wait on a database or run native code want threads of their own.
     """
 
     def __init__(self, size: int = 0) -> None:
@@ -932,7 +932,7 @@ class _Run:
         self.listeners = list(listeners)
         self.lock = threading.Lock()
         # Sets and conditions on the run's lock rather than events per node: a thousand nodes'
-        # events, queues and their locks were ~40 ms of set-up and kept the collector busy.
+        # events, queues and their locks would be most of the run's set-up and busy the collector.
         self.committed: set[str] = set()  # nodes whose output is visible
         self.output_schemas: dict[str, pa.Schema] = {}  # columns of what each node streamed
         self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
@@ -1851,8 +1851,8 @@ class _Run:
         run's staged outputs); close it after use.
 
         The database is opened once per run, with the run's resource limits (so SQL nodes
-        running at once share one memory limit); opening one costs ~30 ms, a connection to it
-        well under 1 ms. Views a node creates are TEMP: they belong to its connection.
+        running at once share one memory limit); opening one is costly, a connection to it
+        cheap. Views a node creates are TEMP: they belong to its connection.
         """
         with self.database_lock:
             con = self.open_database(reads).cursor()

@@ -163,8 +163,8 @@ class Context:
 
     def for_node(self, node: str) -> Context:
         """This context, for the named node."""
-        # not `replace`, which re-runs __init__, nor `copy.copy` (its reduce protocol is 4x
-        # this): one per node adds up on graphs of quick nodes
+        # not `replace`, which re-runs __init__, nor `copy.copy` (its reduce protocol costs
+        # more than this): one per node adds up on graphs of quick nodes
         ctx = object.__new__(type(self))
         ctx.__dict__.update(self.__dict__, node=node)
         return ctx

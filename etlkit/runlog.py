@@ -161,8 +161,8 @@ def note(run_id: str, node: str, message: str, *, logger: logging.Logger) -> Non
     """A node's lifecycle line ("started", "done: ..."): into the run's log if it is captured,
     and to `logger` at DEBUG.
 
-    Not an INFO record, because a log record and its handlers cost ~40 us per line, as much
-    as the rest of a trivial node's orchestration; the run's log, read by `etlkit logs`, has it
+    Not an INFO record, because a log record and its handlers cost as much as the rest of a
+    trivial node's orchestration; the run's log, read by `etlkit logs`, has it
     all the same, and the console shows the nodes' progress from the run's events.
     """
     handler = _handlers.get(run_id)

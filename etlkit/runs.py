@@ -65,7 +65,7 @@ class _Recorder:
     written with the others at most `_RECORD_SECONDS` later (a timer flushes what waits), at
     once when a node fails, and by `flush` at the end of the run: one SQLite transaction per
     node start and finish cost more than a trivial node itself, and so did building each
-    update on the node's thread (~20 us, twice per node).
+    update on the node's thread (twice per node).
     """
 
     def __init__(self, store: RunStore, run_id: str, attempt: int) -> None:

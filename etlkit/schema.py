@@ -142,8 +142,7 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
     """A record batch as a polars DataFrame, without copying where polars allows.
 
     String columns are first cast to Arrow's string view by pyarrow, a layout polars takes as
-    it is: ~2.5x cheaper than polars converting offsets-and-data strings itself (0.08 against
-    0.19 CPU-s for TPC-H lineitem's two flag columns, 6M rows).
+    it is: cheaper than polars converting offsets-and-data strings itself.
     """
     strings = [
         i
@@ -156,7 +155,7 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
             columns[i] = columns[i].cast(pa.string_view())
             schema = schema.set(i, schema.field(i).with_type(pa.string_view()))
         batch = pa.RecordBatch.from_arrays(columns, schema=schema)
-    # one batch is one chunk per column already: rechunking it only costs a call (~20%)
+    # one batch is one chunk per column already: rechunking it only costs a call
     return cast("pl.DataFrame", pl.from_arrow(batch, rechunk=False))
 
 

@@ -12,7 +12,7 @@ Layout, in `<root>/<pipeline>/<run_id>/`:
   ignored by readers and removed by the next writer of that node.
 
 One file for a typical node: creating files and directories is what a node's staging costs most
-on local disks (a new directory and the first file in it cost ~0.2-0.7 ms each on ext4 here).
+on local disks (a new directory and the first file in it each cost more than writing a small part).
 Runs staged by etlkit before this layout (`<node>/part-NNNNN.parquet` and `<node>/_manifest.json`)
 are still read, resumed and deleted.
 """
@@ -80,8 +80,8 @@ class StagedFile:
 
 
 #: Row groups are read in windows of about this many batches: one `iter_batches` over a whole
-#: large file holds on to memory it has finished with until the end (RSS grew to 750 MiB over
-#: the 60M-row TPC-H SF10 lineitem), while a window's reader frees all of it when done.
+#: large file holds on to memory it has finished with until the end (RSS grows with the
+#: file), while a window's reader frees all of it when done.
 _WINDOW_BATCHES = 16
 #: With a second reader, windows are this many batches: it decodes the next window whole while
 #: the consumer takes the current one, each reader holding at most this many batches.
@@ -461,7 +461,7 @@ class Manifest:
             StagedFile(f.name, f.rows, size, f.checksum) if f.name == marker else f
             for f in self.files
         )
-        return Manifest(  # not `replace`: on a thousand-node graph it showed in profiles
+        return Manifest(  # not `replace`, which re-runs __init__: once per staged node
             pipeline=self.pipeline,
             run_id=self.run_id,
             node=self.node,
@@ -857,7 +857,7 @@ def is_safe_name(name: str) -> bool:
 
 def _parquet_writer(where: Any, schema: pa.Schema) -> pq.ParquetWriter:
     # Staging is scratch space read back soon: fast snappy, dictionaries only where they pay
-    # (strings), since dictionary-encoding unique numbers costs ~4x the write time.
+    # (strings): a dictionary of unique numbers saves nothing and multiplies the write's cost.
     dictionary = [
         f.name
         for f in schema
