@@ -21,6 +21,9 @@ Endpoints (GET; unknown query parameters are ignored, every request is recorded 
 Failures are injected per path with `fail` (an error status with headers and body, a dropped
 connection, a hang until the server stops, or a raw body such as invalid JSON), and `auth`
 makes every request need one header value (401 otherwise).
+
+It speaks HTTP/1.1 and keeps connections alive, as APIs do; `connections` counts the TCP
+connections accepted, so tests see whether a client reuses them.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class ApiServer:
         self.records: list[dict[str, Any]] = list(records or [])
         self.page_size = page_size
         self.requests: list[Seen] = []
+        self.connections = 0
         self.auth: tuple[str, str] | None = None
         self._faults: dict[str, list[Fault]] = {}
         self._fixed: dict[str, tuple[int, Any, dict[str, str]]] = {}
@@ -203,6 +207,14 @@ class ApiServer:
 
 def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
+        timeout = _HANG_SECONDS  # an idle kept-alive connection does not hold stop() forever
+
+        def setup(self) -> None:
+            super().setup()
+            with api._lock:
+                api.connections += 1
+
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query, keep_blank_values=True))

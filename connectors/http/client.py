@@ -74,6 +74,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 @dataclass(frozen=True)
 class _Response:
+    url: str  # where the answer came from, after redirects
     status: int
     reason: str
     headers: Message
@@ -194,9 +195,10 @@ class Client:
                     return response
                 problem = f"HTTP {status} {response.reason}".rstrip()
                 if status != 429 and not 500 <= status < 600:
+                    hint = self._hint(status, response.url)
                     raise HttpError(
-                        f"{label} failed: {problem}{self._hint(status, url)}. The response "
-                        f"starts with {_excerpt(response.body, self.secrets)}.",
+                        f"{label} failed: {problem}{hint}. The response starts with "
+                        f"{_excerpt(response.body, self.secrets)}.",
                         url=shown,
                         status=status,
                     )
@@ -234,6 +236,7 @@ class Client:
         for name, value in response.headers.multi_items():
             headers[name] = value  # a Message keeps repeated names, as `Link` may be
         return _Response(
+            url=str(response.url),
             status=response.status_code,
             reason=response.reason_phrase,
             headers=headers,
