@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pandera.polars as pdp
@@ -31,7 +32,7 @@ from etlkit.connections import Connection, SecretStr, activate
 from etlkit.errors import ConfigError, ConnectorError, TransientError
 from etlkit.nodes import Context, Source
 from tests.connectors.contract import MakeSource, Model, SourceContract
-from tests.http_server import ApiServer
+from tests.http_server import ApiServer, self_signed
 
 TOKEN = "s3cr3t-T0KEN-abc"
 
@@ -559,6 +560,44 @@ def test_a_connection_broken_mid_read_is_replaced_for_the_next_pages(
     assert read(node).column("id").to_pylist() == list(range(23))
     assert api.connections == 2
     assert sleeps == [0.5]
+
+
+@pytest.fixture
+def tls_api(tmp_path: Path) -> Iterator[tuple[ApiServer, Path]]:
+    """The API over HTTPS with a self-signed certificate, and that certificate's file."""
+    cert, context = self_signed(tmp_path)
+    server = ApiServer(visits(23), page_size=10)
+    server.start(tls=context)
+    try:
+        yield server, cert
+    finally:
+        server.stop()
+
+
+def test_https_pages_share_one_tls_connection_verified_by_the_system_store(
+    tls_api: tuple[ApiServer, Path], sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, cert = tls_api
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system store, as OpenSSL finds it
+    node = source(api, "/pages", sleeps, pagination=PageNumber(), records_path="data.items")
+    assert node.url.startswith("https://")
+    assert read(node).column("id").to_pylist() == list(range(23))
+    assert len(api.requests) == 4
+    assert api.connections == 1
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once(
+    tls_api: tuple[ApiServer, Path], sleeps: list[float]
+) -> None:
+    api, _ = tls_api
+    with pytest.raises(
+        HttpError,
+        match=r"page 1 \(GET https://.*the server's certificate does not "
+        r"verify \(.*self.signed",
+    ) as info:
+        read(source(api, "/items", sleeps))
+    assert not isinstance(info.value, TransientError)
+    assert sleeps == []
 
 
 def test_each_read_closes_its_connections(api: ApiServer, sleeps: list[float]) -> None:
