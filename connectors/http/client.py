@@ -131,8 +131,9 @@ class Client:
                 del self.private[name]
             self.private[auth.header] = auth.value
         self.conn = source.conn
+        self.public = httpx.Headers({"Accept": "application/json", "User-Agent": "etlkit"})
         self.http = httpx.Client(
-            headers={"Accept": "application/json", "User-Agent": "etlkit"},
+            headers=self.public,
             timeout=httpx.Timeout(source.timeout),
             follow_redirects=True,
             max_redirects=_MAX_REDIRECTS,
@@ -163,6 +164,8 @@ class Client:
         for name, value in self.private.items():
             if same:
                 request.headers[name] = value
+            elif name in self.public:  # a user's `Accept`: the default goes elsewhere
+                request.headers[name] = self.public[name]
             else:
                 request.headers.pop(name, None)
 

@@ -773,7 +773,13 @@ def test_an_api_key_and_user_headers_stay_on_the_origin_across_a_redirect(
     other.start()
     try:
         use_connections(api_connection(password=SecretStr(TOKEN), extra={"header": "X-Api-Key"}))
-        node = source(api, "/redirect", sleeps, conn="crm_api", headers={"X-Secret-Key": "k"})
+        node = source(
+            api,
+            "/redirect",
+            sleeps,
+            conn="crm_api",
+            headers={"X-Secret-Key": "k", "Accept": "application/vnd.crm+json"},
+        )
         node.params = {"to": other.url("/items")}
         assert read(node).num_rows == 3
         other.auth = ("x-api-key", TOKEN)
@@ -788,6 +794,8 @@ def test_an_api_key_and_user_headers_stay_on_the_origin_across_a_redirect(
     assert [s.headers.get("x-api-key") for s in api.requests] == [TOKEN, TOKEN]
     assert [s.headers.get("x-secret-key") for s in api.requests] == ["k", "k"]
     assert len(other.requests) == 2
+    assert [s.headers["accept"] for s in api.requests] == ["application/vnd.crm+json"] * 2
+    assert [s.headers["accept"] for s in other.requests] == ["application/json"] * 2
     assert not any(
         {"x-api-key", "x-secret-key", "authorization"} & set(s.headers) for s in other.requests
     )
