@@ -792,23 +792,40 @@ def _test_s3(conn: Connection, timeout: float) -> tuple[bool, str]:
 
 
 def _test_http(conn: Connection, timeout: float) -> tuple[bool, str]:
-    import urllib.error
-    import urllib.request
+    import ssl
+
+    import httpx  # loads when an http connection is tested, not with every command
 
     url = Connection(
         conn.name, conn.kind, conn.host, conn.port, database=conn.database, extra={}
     ).uri
     url = url if conn.database is not None else url + "/"
     headers = conn.storage_options().get("headers", {})
-    for method in ("HEAD", "GET"):
-        request = urllib.request.Request(url, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return True, f"{method} {url}: HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            if method == "HEAD" and exc.code in (405, 501):
+    origin = httpx.URL(url)
+
+    def scope(request: httpx.Request) -> None:
+        # the credential header goes to the connection's origin only, not where it redirects
+        there = request.url
+        if (there.scheme, there.host, there.port) != (origin.scheme, origin.host, origin.port):
+            for name in headers:
+                request.headers.pop(name, None)
+
+    with httpx.Client(
+        headers=headers,
+        timeout=timeout,
+        follow_redirects=True,
+        verify=ssl.create_default_context(),  # the system's store, as `connectors.http` uses
+        event_hooks={"request": [scope]},
+    ) as client:
+        for method in ("HEAD", "GET"):
+            try:
+                with client.stream(method, url) as response:  # the status, not the body
+                    status, reason = response.status_code, response.reason_phrase
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                return False, f"{method} {url} failed: {exc}"
+            if method == "HEAD" and status in (405, 501):
                 continue
-            return False, f"{method} {url}: HTTP {exc.code} {exc.reason}"
-        except OSError as exc:
-            return False, f"{method} {url} failed: {exc}"
+            if status >= 400:
+                return False, f"{method} {url}: HTTP {status} {reason}"
+            return True, f"{method} {url}: HTTP {status}"
     return False, f"{url}: neither HEAD nor GET succeeded"

@@ -187,30 +187,30 @@ class WebhookNotifier:
         Raises:
             NotificationError: the server answered with an error status or could not be reached.
         """
-        import urllib.error  # the mail and HTTP modules load when a notifier sends (~12 ms)
-        import urllib.request
+        import ssl
 
+        import httpx  # the mail and HTTP modules load when a notifier sends
+
+        # httpx logs each request's URL at INFO, and a webhook URL is its own credential
+        if logging.getLogger("httpx").level == logging.NOTSET:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         body = json.dumps(self.payload(ctx)).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": "etlkit", **self.headers}
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = exc.read(300).decode("utf-8", "replace").strip()
-            finally:
-                exc.close()
+            # no redirects followed: a redirected POST turns into a GET and loses the payload
+            with httpx.Client(timeout=self.timeout, verify=ssl.create_default_context()) as client:
+                response = client.post(self.url, content=body, headers=headers)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise NotificationError(
-                f"Webhook {self.target} answered HTTP {exc.code} {exc.reason}"
-                + (f": {detail}" if detail else "")
-            ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise NotificationError(
-                f"Webhook {self.target} could not be reached: {reason}. "
+                f"Webhook {self.target} could not be reached: {str(exc) or type(exc).__name__}. "
                 "Check the URL and the network (proxy settings come from HTTPS_PROXY)."
             ) from exc
+        if not response.is_success:
+            detail = response.content[:300].decode("utf-8", "replace").strip()
+            raise NotificationError(
+                f"Webhook {self.target} answered HTTP {response.status_code} "
+                f"{response.reason_phrase}" + (f": {detail}" if detail else "")
+            )
 
     def __repr__(self) -> str:
         return f"WebhookNotifier({self.target!r})"

@@ -21,16 +21,24 @@ Endpoints (GET; unknown query parameters are ignored, every request is recorded 
 Failures are injected per path with `fail` (an error status with headers and body, a dropped
 connection, a hang until the server stops, or a raw body such as invalid JSON), and `auth`
 makes every request need one header value (401 otherwise).
+
+It speaks HTTP/1.1 and keeps connections alive, as APIs do; `connections` counts the TCP
+connections accepted, so tests see whether a client reuses them. `start(tls=...)` serves HTTPS
+(`self_signed` makes a certificate for 127.0.0.1).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -60,6 +68,46 @@ class Seen:
     headers: dict[str, str]
 
 
+def self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 in `folder` (a PEM file a client may trust) and
+    a server context presenting it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return cert_file, context
+
+
 def _jsonable(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -73,6 +121,8 @@ class ApiServer:
         self.records: list[dict[str, Any]] = list(records or [])
         self.page_size = page_size
         self.requests: list[Seen] = []
+        self.connections = 0
+        self.scheme = "http"
         self.auth: tuple[str, str] | None = None
         self._faults: dict[str, list[Fault]] = {}
         self._fixed: dict[str, tuple[int, Any, dict[str, str]]] = {}
@@ -83,8 +133,11 @@ class ApiServer:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, tls: ssl.SSLContext | None = None) -> None:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+            self.scheme = "https"
         server.daemon_threads = True
         server.block_on_close = True  # stop() joins the request threads
         self._server = server
@@ -110,7 +163,7 @@ class ApiServer:
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The full URL of `path` on this server."""
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     # ------------------------------------------------------------ programming
 
@@ -203,6 +256,14 @@ class ApiServer:
 
 def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
+        timeout = _HANG_SECONDS  # an idle kept-alive connection does not hold stop() forever
+
+        def setup(self) -> None:
+            super().setup()
+            with api._lock:
+                api.connections += 1
+
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query, keep_blank_values=True))

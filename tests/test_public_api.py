@@ -56,7 +56,7 @@ def test_etlkit_run_loads_neither_the_scheduler_nor_the_mail_and_http_clients(
         f"code = cli.main(['--project', {str(tmp_path)!r}, 'run', {str(tmp_path / 'one.py')!r}, "
         f"'--progress', 'none', '--param', 'out={out}']); "
         "print(code, sorted(m for m in sys.modules if m in ('croniter', 'smtplib', "
-        "'urllib.request') or m.startswith('etlkit.scheduling')))"
+        "'urllib.request', 'httpx') or m.startswith('etlkit.scheduling')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr

@@ -21,7 +21,8 @@ Credentials come from a named connection (`conn=`), are sent only to the origin 
 port) of `url` and are masked in every message and log line, as are URL passwords and query
 parameters whose names look secret (`token`, `api_key`, `signature`, ...).
 
-Only the standard library speaks HTTP (`urllib.request`): proxies come from the usual
+httpx speaks HTTP: one client per read keeps its connections alive from page to page (one TCP
+and TLS handshake per origin, not per page). Proxies come from the usual
 `http_proxy`/`https_proxy`/`no_proxy` environment variables and certificates from the system's
 default store.
 

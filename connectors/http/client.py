@@ -1,27 +1,28 @@
-"""GETs with retries for one read: credentials sent only to the source's origin (also across
-redirects), exponential backoff honouring `Retry-After`, and errors that name the page."""
+"""GETs with retries for one read, through one pooled httpx client: credentials sent only to
+the source's origin (also across redirects), exponential backoff honouring `Retry-After`, and
+errors that name the page."""
 
 from __future__ import annotations
 
+import email.message
 import email.utils
-import http.client
 import json
 import logging
 import ssl
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Final
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 from urllib.parse import urlsplit
+
+import httpx
 
 from connectors.http.auth import Auth, mask, mask_url
 from etlkit.errors import ConnectorError, TransientError
 
 if TYPE_CHECKING:
     from email.message import Message
-    from http.client import HTTPMessage
 
     from connectors.http.source import HttpJsonSource
 
@@ -29,6 +30,15 @@ logger = logging.getLogger(__name__)
 
 #: How many characters of a response body an error message quotes.
 _EXCERPT: Final = 200
+_E = TypeVar("_E", bound=BaseException)
+
+#: Redirects followed per request, as many as `urllib` followed.
+_MAX_REDIRECTS: Final = 10
+
+# httpx logs every request at INFO with its full URL, query secrets included; etlkit's own lines
+# mask them, so httpx's stay quiet unless the user has set its level.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class HttpError(ConnectorError):
@@ -62,42 +72,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port or default
 
 
-class _Request(urllib.request.Request):
-    """A GET whose private headers go only to `origin`, even across redirects."""
-
-    def __init__(
-        self, url: str, *, public: Mapping[str, str], private: Mapping[str, str], origin: str
-    ) -> None:
-        super().__init__(url, headers=dict(public), method="GET")
-        self.origin = origin
-        self.private = dict(private)
-        if _origin(url) == _origin(origin):
-            for name, value in self.private.items():
-                self.add_unredirected_header(name, value)
-
-
-class _Redirect(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, sending credentials and user headers only to the source's origin."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is None or not isinstance(req, _Request):
-            return new
-        return _Request(
-            new.full_url, public=dict(new.headers), private=req.private, origin=req.origin
-        )
-
-
 @dataclass(frozen=True)
 class _Response:
+    url: str  # where the answer came from, after redirects
     status: int
     reason: str
     headers: Message
@@ -130,7 +107,11 @@ def _retry_after(headers: Message) -> float | None:
 
 
 class Client:
-    """GETs with retries for one read: headers, credentials, backoff and error messages."""
+    """GETs with retries for one read: headers, credentials, backoff and error messages.
+
+    One httpx client per read keeps its connections alive from page to page (one TCP and TLS
+    handshake per origin, not per page). Use it as a context manager: leaving closes them.
+    """
 
     def __init__(
         self,
@@ -144,23 +125,56 @@ class Client:
         self.origin = origin
         self.secrets = tuple(secrets)
         self.owner = owner
-        self.public = {
-            "Accept": "application/json",
-            "User-Agent": "etlkit",
-        }
         self.private = dict(source.headers)
         if auth is not None:
             for name in [k for k in self.private if k.lower() == auth.header.lower()]:
                 del self.private[name]
             self.private[auth.header] = auth.value
-        self.opener = urllib.request.build_opener(_Redirect())
         self.conn = source.conn
+        self.public = httpx.Headers({"Accept": "application/json", "User-Agent": "etlkit"})
+        self.http = httpx.Client(
+            headers=self.public,
+            timeout=httpx.Timeout(source.timeout),
+            follow_redirects=True,
+            max_redirects=_MAX_REDIRECTS,
+            # the system's certificate store (and SSL_CERT_FILE), as urllib used, not certifi's
+            verify=ssl.create_default_context(),
+            event_hooks={"request": [self._scope_credentials]},
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.http.close()
+
+    def _scope_credentials(self, request: httpx.Request) -> None:
+        """Put the credentials and user headers on a request to the source's origin only.
+
+        httpx calls this before every request it sends, redirects included; its own redirect
+        handling keeps custom headers (an `X-Api-Key`) on another origin, so they are never
+        given to the client, only added here.
+        """
+        same = _origin(str(request.url)) == _origin(self.origin)
+        for name, value in self.private.items():
+            if same:
+                request.headers[name] = value
+            elif name in self.public:  # a user's `Accept`: the default goes elsewhere
+                request.headers[name] = self.public[name]
+            else:
+                request.headers.pop(name, None)
 
     def get(self, url: str, label: str) -> _Response:
         """The response to a GET of `url`, a 2xx one, after retrying what may pass.
 
         Raises:
-            HttpError: a 4xx other than 429, or a certificate that does not verify.
+            HttpError: a 4xx other than 429, a certificate that does not verify, a malformed
+                URL, or too many redirects.
             HttpRetriesExhaustedError: 429, 5xx or transport failures on every attempt.
         """
         source = self.source
@@ -172,22 +186,11 @@ class Client:
             status: int | None = None
             try:
                 response = self._once(url)
-            except ssl.SSLCertVerificationError as exc:
-                raise HttpError(
-                    f"{label}: the server's certificate does not verify "
-                    f"({mask(str(exc), self.secrets)}).",
-                    url=shown,
-                    status=None,
-                ) from exc
-            except http.client.InvalidURL as exc:
-                raise HttpError(
-                    f"{label}: the URL is malformed (spaces or control characters?); "
-                    "percent-encode the URL and its params.",
-                    url=shown,
-                    status=None,
-                ) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                failure = exc
+            except (httpx.RequestError, httpx.InvalidURL) as exc:
+                refused = self._refused(exc, label, shown)
+                if refused is not None:
+                    raise refused from exc
+                failure = _builtin(exc)
                 problem = _transport_problem(exc, source.timeout)
             else:
                 status = response.status
@@ -195,9 +198,10 @@ class Client:
                     return response
                 problem = f"HTTP {status} {response.reason}".rstrip()
                 if status != 429 and not 500 <= status < 600:
+                    hint = self._hint(status, response.url)
                     raise HttpError(
-                        f"{label} failed: {problem}{self._hint(status, url)}. The response "
-                        f"starts with {_excerpt(response.body, self.secrets)}.",
+                        f"{label} failed: {problem}{hint}. The response starts with "
+                        f"{_excerpt(response.body, self.secrets)}.",
                         url=shown,
                         status=status,
                     )
@@ -229,18 +233,39 @@ class Client:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _once(self, url: str) -> _Response:
-        """One GET; any status is returned, transport failures raise."""
-        request = _Request(url, public=self.public, private=self.private, origin=self.origin)
-        try:
-            opened = self.opener.open(request, timeout=self.source.timeout)
-        except urllib.error.HTTPError as exc:
-            opened = exc  # an error status: the exception is the response
-        with opened:
-            status = int(opened.getcode())
-            reason = str(opened.reason or http.client.responses.get(status, ""))
-            headers: Message = opened.headers
-            body = opened.read()
-        return _Response(status=status, reason=reason, headers=headers, body=body)
+        """One GET (redirects followed); any status is returned, transport failures raise."""
+        response = self.http.get(url)
+        headers = email.message.Message()
+        for name, value in response.headers.multi_items():
+            headers[name] = value  # a Message keeps repeated names, as `Link` may be
+        return _Response(
+            url=str(response.url),
+            status=response.status_code,
+            reason=response.reason_phrase,
+            headers=headers,
+            body=response.content,
+        )
+
+    def _refused(self, exc: Exception, label: str, shown: str) -> HttpError | None:
+        """The error for a failure no retry mends (a certificate that does not verify, a
+        malformed URL, a redirect to another scheme, too many redirects, a body that does not
+        decode); None for one that may pass (a timeout, a refused or dropped connection)."""
+        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+            why = (
+                "a redirect leads to a URL that is not http or https"
+                if isinstance(exc, httpx.UnsupportedProtocol)
+                else "the URL is malformed (spaces or control characters?); percent-encode "
+                "the URL and its params"
+            )
+        elif isinstance(exc, httpx.TooManyRedirects):
+            why = f"it redirects more than {_MAX_REDIRECTS} times; check the URL"
+        elif isinstance(exc, httpx.DecodingError):
+            why = f"the body does not decode ({mask(str(exc), self.secrets)})"
+        elif (cert := _cause(exc, ssl.SSLCertVerificationError)) is not None:
+            why = f"the server's certificate does not verify ({mask(str(cert), self.secrets)})"
+        else:
+            return None
+        return HttpError(f"{label}: {why}.", url=shown, status=None)
 
     def _hint(self, status: int, url: str) -> str:
         if status in (401, 403):
@@ -257,12 +282,38 @@ class Client:
         return ""
 
 
-def _transport_problem(exc: BaseException, timeout: float) -> str:
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of `kind` in the chain of causes of `exc`, None if there is none."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:  # a chain may loop back on itself
+        if isinstance(seen, kind):
+            return seen
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _builtin(exc: Exception) -> OSError:
+    """The OSError a transport failure is (`TimeoutError`, `ConnectionError`), chaining it.
+
+    Callers catch network failures as OSError whatever client speaks HTTP; httpx's own
+    exceptions are not OSErrors, so the cause of an exhausted retry is the OSError under it or
+    one made from its message.
+    """
+    found = _cause(exc, OSError)
+    if found is not None:
+        return found
+    text = str(exc) or type(exc).__name__
+    made = TimeoutError(text) if isinstance(exc, httpx.TimeoutException) else ConnectionError(text)
+    made.__cause__ = exc
+    return made
+
+
+def _transport_problem(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, httpx.TimeoutException):
         return f"no answer within timeout={timeout}s"
-    if isinstance(exc, http.client.IncompleteRead):
-        return f"the connection broke after {len(exc.partial)} bytes of the body"
+    reason = _cause(exc, OSError) or exc
     text = str(reason) or type(reason).__name__
     return f"{type(reason).__name__}: {text}" if text != type(reason).__name__ else text
 

@@ -259,8 +259,11 @@ class HttpJsonSource(Source):
         auth = resolve_auth(self.conn, owner) if self.conn is not None else None
         secrets = list(auth.secrets) if auth is not None else []
         secrets += [v for k, v in self.headers.items() if _SECRET_HEADER.search(k)]
-        client = Client(self, base, auth, secrets, owner)
+        with Client(self, base, auth, secrets, owner) as client:
+            yield from self._follow(client, base, owner, secrets)
 
+    def _follow(self, client: Client, base: str, owner: str, secrets: list[str]) -> Iterator[_Page]:
+        """Fetch the pages in order through `client`, following the pagination."""
         strategy = self.pagination
         number, offset = 0, 0
         url = first_url(self.pagination, base)

@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pandera.polars as pdp
@@ -31,7 +32,7 @@ from etlkit.connections import Connection, SecretStr, activate
 from etlkit.errors import ConfigError, ConnectorError, TransientError
 from etlkit.nodes import Context, Source
 from tests.connectors.contract import MakeSource, Model, SourceContract
-from tests.http_server import ApiServer
+from tests.http_server import ApiServer, self_signed
 
 TOKEN = "s3cr3t-T0KEN-abc"
 
@@ -516,6 +517,96 @@ def test_a_timeout_is_retried(api: ApiServer, sleeps: list[float]) -> None:
     assert sleeps == [0.5]
 
 
+def test_retry_after_on_a_503_wins_over_the_exponential_backoff(
+    api: ApiServer, sleeps: list[float]
+) -> None:
+    api.fail("/items", status=503, times=2, headers={"Retry-After": "0"})
+    assert read(source(api, "/items", sleeps, backoff=4.0)).num_rows == 23
+    assert sleeps == [0.0, 0.0]
+
+
+def test_a_hanging_server_fails_after_timeout_with_a_timeout_error_as_cause(
+    api: ApiServer, sleeps: list[float]
+) -> None:
+    api.fail("/items", hang=True)
+    with pytest.raises(
+        HttpRetriesExhaustedError,
+        match=r"failed 1 time\(s\), last with no answer within "
+        r"timeout=0\.2s",
+    ) as info:
+        read(source(api, "/items", sleeps, timeout=0.2, retries=0))
+    assert isinstance(info.value.__cause__, TimeoutError)
+    assert info.value.status is None
+
+
+def test_the_pages_of_a_read_share_one_kept_alive_connection(
+    api: ApiServer, sleeps: list[float]
+) -> None:
+    api.fail("/pages", status=503, headers={"Retry-After": "0"}, query={"page": "3"})
+    node = source(api, "/pages", sleeps, pagination=PageNumber(), records_path="data.items")
+    assert read(node).column("id").to_pylist() == list(range(23))
+    assert len(api.requests) == 5  # four pages, one of them twice
+    assert api.connections == 1
+    assert sleeps == [0.0]
+
+
+def test_a_connection_broken_mid_read_is_replaced_for_the_next_pages(
+    api: ApiServer, sleeps: list[float]
+) -> None:
+    api.fail("/pages", hang=True, query={"page": "2"})
+    node = source(
+        api, "/pages", sleeps, pagination=PageNumber(), records_path="data.items", timeout=0.2
+    )
+    assert read(node).column("id").to_pylist() == list(range(23))
+    assert api.connections == 2
+    assert sleeps == [0.5]
+
+
+@pytest.fixture
+def tls_api(tmp_path: Path) -> Iterator[tuple[ApiServer, Path]]:
+    """The API over HTTPS with a self-signed certificate, and that certificate's file."""
+    cert, context = self_signed(tmp_path)
+    server = ApiServer(visits(23), page_size=10)
+    server.start(tls=context)
+    try:
+        yield server, cert
+    finally:
+        server.stop()
+
+
+def test_https_pages_share_one_tls_connection_verified_by_the_system_store(
+    tls_api: tuple[ApiServer, Path], sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, cert = tls_api
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system store, as OpenSSL finds it
+    node = source(api, "/pages", sleeps, pagination=PageNumber(), records_path="data.items")
+    assert node.url.startswith("https://")
+    assert read(node).column("id").to_pylist() == list(range(23))
+    assert len(api.requests) == 4
+    assert api.connections == 1
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once(
+    tls_api: tuple[ApiServer, Path], sleeps: list[float]
+) -> None:
+    api, _ = tls_api
+    with pytest.raises(
+        HttpError,
+        match=r"page 1 \(GET https://.*the server's certificate does not "
+        r"verify \(.*self.signed",
+    ) as info:
+        read(source(api, "/items", sleeps))
+    assert not isinstance(info.value, TransientError)
+    assert sleeps == []
+
+
+def test_each_read_closes_its_connections(api: ApiServer, sleeps: list[float]) -> None:
+    node = source(api, "/items", sleeps)
+    read(node)
+    read(node)
+    assert api.connections == 2
+
+
 def test_exhausted_retries_raise_a_transient_error(api: ApiServer, sleeps: list[float]) -> None:
     api.fail("/items", status=503, times=10)
     with pytest.raises(
@@ -673,6 +764,41 @@ def test_credentials_follow_redirects_only_on_the_same_origin(
     assert read(other).num_rows == 23
     assert [s.headers.get("authorization") for s in api.requests] == [f"Bearer {TOKEN}", None]
     assert "x-secret-key" not in api.requests[1].headers
+
+
+def test_an_api_key_and_user_headers_stay_on_the_origin_across_a_redirect(
+    api: ApiServer, sleeps: list[float], use_connections: Use
+) -> None:
+    other = ApiServer(visits(3))
+    other.start()
+    try:
+        use_connections(api_connection(password=SecretStr(TOKEN), extra={"header": "X-Api-Key"}))
+        node = source(
+            api,
+            "/redirect",
+            sleeps,
+            conn="crm_api",
+            headers={"X-Secret-Key": "k", "Accept": "application/vnd.crm+json"},
+        )
+        node.params = {"to": other.url("/items")}
+        assert read(node).num_rows == 3
+        other.auth = ("x-api-key", TOKEN)
+        with pytest.raises(
+            HttpError,
+            match=r"HTTP 401 Unauthorized; credentials of connection 'crm_api' are only sent to "
+            r"the origin of the source's url",
+        ):
+            read(node)
+    finally:
+        other.stop()
+    assert [s.headers.get("x-api-key") for s in api.requests] == [TOKEN, TOKEN]
+    assert [s.headers.get("x-secret-key") for s in api.requests] == ["k", "k"]
+    assert len(other.requests) == 2
+    assert [s.headers["accept"] for s in api.requests] == ["application/vnd.crm+json"] * 2
+    assert [s.headers["accept"] for s in other.requests] == ["application/json"] * 2
+    assert not any(
+        {"x-api-key", "x-secret-key", "authorization"} & set(s.headers) for s in other.requests
+    )
 
 
 def test_an_unknown_connection_is_a_config_error(
