@@ -47,6 +47,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -564,26 +565,30 @@ def _finish(draft: _Draft, project: Path, environ: Mapping[str, str]) -> Connect
     )
 
 
-# -- the process-wide registry ---------------------------------------------------------------
+# -- the connections of the current context ---------------------------------------------------
 
-_active: Mapping[str, Connection] | None = None
+#: The connections `resolve(name)` finds: one value per context (thread, run), not per process.
+_active: ContextVar[Mapping[str, Connection] | None] = ContextVar(
+    "etlkit_connections", default=None
+)
 
 
 def activate(connections: Mapping[str, Connection] | None) -> Mapping[str, Connection] | None:
-    """Make `connections` the ones `resolve(name)` finds in this process; return the previous.
+    """Make `connections` the ones `resolve(name)` finds in this context; return the previous.
 
     Called once at the edge (the CLI, the scheduler, a run's child process) with the result of
-    `load_connections`. `activate(None)` forgets them. Nothing calls it at import.
+    `load_connections`. The value belongs to the calling thread's context: a run started from
+    it carries it to the run's node threads, and another thread (another run) activates its
+    own. `activate(None)` forgets them. Nothing calls it at import.
     """
-    global _active
-    previous = _active
-    _active = None if connections is None else dict(connections)
+    previous = _active.get()
+    _active.set(None if connections is None else dict(connections))
     return previous
 
 
 def active_connections() -> Mapping[str, Connection]:
-    """The connections `activate` made current in this process (empty when none were)."""
-    return dict(_active or {})
+    """The connections `activate` made current in this context (empty when none were)."""
+    return dict(_active.get() or {})
 
 
 def resolve(name: str, *, connections: Mapping[str, Connection] | None = None) -> Connection:
@@ -594,7 +599,7 @@ def resolve(name: str, *, connections: Mapping[str, Connection] | None = None) -
             one), or none are activated in this process.
         ConfigError: the connection is defined but unusable (its `problem`).
     """
-    known = _active if connections is None else connections
+    known = _active.get() if connections is None else connections
     if known is None:
         raise ConnectionNotFoundError(name, [], loaded=False)
     conn = known.get(name.strip().lower())

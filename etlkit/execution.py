@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
@@ -135,7 +136,8 @@ class SlotProvider(Protocol):
 
 
 class _LocalSlots:
-    """Pool slots within this process only: used when a run has no store."""
+    """Pool slots of one run only: used when a run has no store, so that two runs in one
+    process never count each other's slots (runs share slots through their store)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -157,7 +159,6 @@ class _LocalSlots:
             return found
 
 
-_LOCAL_SLOTS = _LocalSlots()
 ALL_NODES_POOL: Final = "__all_nodes__"
 
 
@@ -929,7 +930,10 @@ class _Run:
         self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
         self.returned: set[str] = set()  # nodes whose work returned (see `abandon`)
         self.skipped = False  # a soft-failing sensor skips the run
-        self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
+        self.slots: SlotProvider = options.slots or _LocalSlots()
+        # what the caller made current (its connections, its run log) travels to the run's
+        # threads: each node runs in a copy of the caller's context, never in a process global
+        self.scope = contextvars.copy_context()
         idle = options.reuse | options.skip
         self.workers = _Workers(options.max_workers or default_workers())
         self.database: Any = None  # the run's DuckDB database, opened by the first node needing it
@@ -1052,7 +1056,7 @@ class _Run:
 
     def run_node(self, name: str) -> None:
         try:
-            self.work(name)
+            self.scope.copy().run(self.work, name)
         finally:
             with self.lock:
                 self.returned.add(name)
