@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from etlkit.config import read_toml
 from etlkit.errors import ConfigError
+from etlkit.errors import ConnectionNotFoundError as ConnectionNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -115,35 +116,27 @@ class SecretStr:
         return (SecretStr, (self._value,))
 
 
-class ConnectionNotFoundError(ConfigError):
-    """No connection by that name is defined (or none are loaded in this process).
-
-    Attributes:
-        name: the name asked for.
-        known: the names of the defined connections.
-    """
-
-    def __init__(self, name: str, known: Iterable[str], *, loaded: bool = True) -> None:
-        self.name = name
-        self.known = sorted(known)
-        key = name.strip().upper()
-        define = (
-            f"Define it with {_ENV_PREFIX}{key}={_URI_SHAPE} (URL-encode the password) or a "
-            f"[connections.{name.strip().lower()}] table in etlkit.toml."
+def _not_found(name: str, known: Iterable[str], *, loaded: bool = True) -> ConnectionNotFoundError:
+    """The error for a connection `name` that is not among `known` (or none are `loaded`)."""
+    names = sorted(known)
+    key = name.strip().upper()
+    define = (
+        f"Define it with {_ENV_PREFIX}{key}={_URI_SHAPE} (URL-encode the password) or a "
+        f"[connections.{name.strip().lower()}] table in etlkit.toml."
+    )
+    if not loaded:
+        message = (
+            f"Connection '{name}' cannot be resolved: no connections are loaded in this "
+            "process. The etlkit CLI and scheduler load them; in your own code call "
+            "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
+            f"first. {define}"
         )
-        if not loaded:
-            message = (
-                f"Connection '{name}' cannot be resolved: no connections are loaded in this "
-                "process. The etlkit CLI and scheduler load them; in your own code call "
-                "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
-                f"first. {define}"
-            )
-        else:
-            close = difflib.get_close_matches(name.strip().lower(), self.known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            listed = ", ".join(self.known) if self.known else "none"
-            message = f"Connection '{name}' is not defined.{hint} Known: {listed}. {define}"
-        super().__init__(message)
+    else:
+        close = difflib.get_close_matches(name.strip().lower(), names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        listed = ", ".join(names) if names else "none"
+        message = f"Connection '{name}' is not defined.{hint} Known: {listed}. {define}"
+    return ConnectionNotFoundError(message, name=name, known=names)
 
 
 @dataclass(frozen=True)
@@ -601,10 +594,10 @@ def resolve(name: str, *, connections: Mapping[str, Connection] | None = None) -
     """
     known = _active.get() if connections is None else connections
     if known is None:
-        raise ConnectionNotFoundError(name, [], loaded=False)
+        raise _not_found(name, [], loaded=False)
     conn = known.get(name.strip().lower())
     if conn is None:
-        raise ConnectionNotFoundError(name, known)
+        raise _not_found(name, known)
     if conn.problem:
         raise ConfigError(conn.problem)
     return conn

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from etlkit.errors import RunExistsError as RunExistsError
 from etlkit.errors import StoreError
 
 logger = logging.getLogger(__name__)
@@ -50,18 +51,6 @@ FINAL_STATES: Final[tuple[RunState, ...]] = (
 )
 RETRYABLE_STATES: Final[tuple[RunState, ...]] = ("failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_MS: Final = 10_000
-
-
-class RunExistsError(StoreError):
-    """A run with this id, or a scheduled run for this pipeline and logical date, already exists.
-
-    `existing_run_id` names the run already recorded, so a scheduler can pick it up instead.
-    """
-
-    def __init__(self, message: str, *, existing_run_id: str, pipeline: str) -> None:
-        self.existing_run_id = existing_run_id
-        self.pipeline = pipeline
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
-from etlkit.errors import EtlkitError
+from etlkit.errors import EtlkitError, RunExistsError
 from etlkit.runs import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import RunExistsError, RunStore
+from etlkit.store import RunStore
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
