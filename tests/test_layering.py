@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
         "sensors",
     },
     "runs": {
-        *("errors", "execution", "nodes", "staging", "runlog", "config", "pipeline", "store"),
+        *("errors", "execution", "nodes", "staging", "runlog", "config", "store"),
         *("graph", "notifications", "connections"),
     },
     "pipeline": {
