@@ -24,13 +24,11 @@ import contextvars
 import dataclasses
 import logging
 import os
-import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
@@ -77,6 +75,9 @@ from etlkit.schema import (
     unique_sets_in,
 )
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
+from etlkit.store import NodeState as NodeState
+from etlkit.store import RunState as RunState
+from etlkit.store import new_run_id as new_run_id
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -84,17 +85,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
-RunState = Literal["running", "success", "failed", "cancelled", "skipped"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
 _END: Any = object()
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A unique, sortable, path-safe run id: `20250301T020000Z-7f3a2c`."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import difflib
 import json
 import logging
 import os
+import secrets
 import socket
 import sqlite3
 import threading
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 
+#: The one vocabulary of run and node states: the store records them, the engine reports them
+#: (a run in the engine is never "queued" or "interrupted"; those are the store's and scheduler's).
 RunState = Literal["queued", "running", "success", "failed", "cancelled", "interrupted", "skipped"]
 NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
 
@@ -51,6 +54,15 @@ FINAL_STATES: Final[tuple[RunState, ...]] = (
 )
 RETRYABLE_STATES: Final[tuple[RunState, ...]] = ("failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_MS: Final = 10_000
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A unique, sortable, path-safe run id from its creation time: `20250301T020000Z-7f3a2c`.
+
+    The one run-id function: manual runs, scheduled runs and backfills all take theirs here.
+    """
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

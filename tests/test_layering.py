@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "graph": {"errors", "nodes", "schema"},
     "execution": {
         *("errors", "nodes", "schema", "staging", "validation", "graph", "guard", "runlog"),
-        "sensors",
+        *("sensors", "store"),
     },
     "runs": {
         *("errors", "execution", "nodes", "staging", "runlog", "config", "store"),

@@ -32,10 +32,9 @@ from etlkit.errors import ConfigError, RunExistsError, SchedulerError
 from etlkit.runs import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
-from etlkit.scheduling.scheduler import new_run_id
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import ACTIVE_STATES, RunRecord, RunState, RunStore
+from etlkit.store import ACTIVE_STATES, RunRecord, RunState, RunStore, new_run_id
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
