@@ -127,9 +127,11 @@ def _not_found(name: str, known: Iterable[str], *, loaded: bool = True) -> Conne
     if not loaded:
         message = (
             f"Connection '{name}' cannot be resolved: no connections are loaded in this "
-            "process. The etlkit CLI and scheduler load them; in your own code call "
+            "process, or not in this thread (connections belong to the thread that activated "
+            "them and to the runs it starts). The etlkit CLI and scheduler load them; in your "
+            "own code call "
             "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
-            f"first. {define}"
+            f"first, in the thread that starts the run. {define}"
         )
     else:
         close = difflib.get_close_matches(name.strip().lower(), names, n=1)

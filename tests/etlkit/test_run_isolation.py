@@ -91,3 +91,26 @@ def test_a_run_ending_keeps_the_info_lines_of_a_run_still_capturing(tmp_path: Pa
         assert package.level == logging.WARNING  # the last run to end gave the level back
     finally:
         package.setLevel(before)
+
+
+def test_a_thread_that_activated_nothing_is_told_connections_belong_to_a_thread() -> None:
+    previous = connections.activate({"lake": connections.Connection("lake", "duckdb")})
+    errors: list[Exception] = []
+
+    def resolve() -> None:
+        try:
+            connections.resolve("lake")
+        except Exception as exc:  # the assertion below reads it
+            errors.append(exc)
+
+    try:
+        thread = threading.Thread(target=resolve)
+        thread.start()
+        thread.join()
+    finally:
+        connections.activate(previous)
+
+    assert len(errors) == 1
+    assert isinstance(errors[0], ek.ConnectionNotFoundError)
+    assert "or not in this thread" in str(errors[0])
+    assert "in the thread that starts the run" in str(errors[0])
