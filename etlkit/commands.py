@@ -35,7 +35,17 @@ from pathlib import Path
 from typing import IO, Final
 from urllib.parse import quote
 
-from etlkit.errors import ConfigError, EtlkitError, PipelineDefinitionError, RunCancelledError
+from etlkit.errors import (
+    CommandError as CommandError,
+)
+from etlkit.errors import (
+    CommandTimeoutError as CommandTimeoutError,
+)
+from etlkit.errors import (
+    ConfigError,
+    PipelineDefinitionError,
+    RunCancelledError,
+)
 from etlkit.nodes import TEMPLATE_NAMES, Context, Node, Task
 
 logger = logging.getLogger(__name__)
@@ -55,40 +65,6 @@ _RUN_ENV: Final = ("ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE")
 _SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
 #: Interpreters and the option whose argument is code (a version suffix is ignored: python3.11).
 _INTERPRETERS: Final = {"python": "c", "pypy": "c", "perl": "e", "ruby": "e", "node": "e"}
-
-
-class CommandError(EtlkitError):
-    """An external command failed: it exited with a code outside its ok codes, or did not start.
-
-    Attributes:
-        command: the command line, secrets masked.
-        returncode: the exit code (negative: killed by that signal), or None if it did not start.
-        stderr_tail: the last lines of its stderr, secrets masked.
-        pipeline, node, run_id: where it ran.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        command: str,
-        returncode: int | None,
-        stderr_tail: Sequence[str] = (),
-        pipeline: str = "",
-        node: str = "",
-        run_id: str = "",
-    ) -> None:
-        self.command = command
-        self.returncode = returncode
-        self.stderr_tail = tuple(stderr_tail)
-        self.pipeline = pipeline
-        self.node = node
-        self.run_id = run_id
-        super().__init__(message)
-
-
-class CommandTimeoutError(CommandError):
-    """An external command ran past its timeout; its process group was killed."""
 
 
 class Command(Task):

@@ -47,6 +47,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -54,6 +55,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from etlkit.config import read_toml
 from etlkit.errors import ConfigError
+from etlkit.errors import ConnectionNotFoundError as ConnectionNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -114,35 +116,29 @@ class SecretStr:
         return (SecretStr, (self._value,))
 
 
-class ConnectionNotFoundError(ConfigError):
-    """No connection by that name is defined (or none are loaded in this process).
-
-    Attributes:
-        name: the name asked for.
-        known: the names of the defined connections.
-    """
-
-    def __init__(self, name: str, known: Iterable[str], *, loaded: bool = True) -> None:
-        self.name = name
-        self.known = sorted(known)
-        key = name.strip().upper()
-        define = (
-            f"Define it with {_ENV_PREFIX}{key}={_URI_SHAPE} (URL-encode the password) or a "
-            f"[connections.{name.strip().lower()}] table in etlkit.toml."
+def _not_found(name: str, known: Iterable[str], *, loaded: bool = True) -> ConnectionNotFoundError:
+    """The error for a connection `name` that is not among `known` (or none are `loaded`)."""
+    names = sorted(known)
+    key = name.strip().upper()
+    define = (
+        f"Define it with {_ENV_PREFIX}{key}={_URI_SHAPE} (URL-encode the password) or a "
+        f"[connections.{name.strip().lower()}] table in etlkit.toml."
+    )
+    if not loaded:
+        message = (
+            f"Connection '{name}' cannot be resolved: no connections are loaded in this "
+            "process, or not in this thread (connections belong to the thread that activated "
+            "them and to the runs it starts). The etlkit CLI and scheduler load them; in your "
+            "own code call "
+            "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
+            f"first, in the thread that starts the run. {define}"
         )
-        if not loaded:
-            message = (
-                f"Connection '{name}' cannot be resolved: no connections are loaded in this "
-                "process. The etlkit CLI and scheduler load them; in your own code call "
-                "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
-                f"first. {define}"
-            )
-        else:
-            close = difflib.get_close_matches(name.strip().lower(), self.known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            listed = ", ".join(self.known) if self.known else "none"
-            message = f"Connection '{name}' is not defined.{hint} Known: {listed}. {define}"
-        super().__init__(message)
+    else:
+        close = difflib.get_close_matches(name.strip().lower(), names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        listed = ", ".join(names) if names else "none"
+        message = f"Connection '{name}' is not defined.{hint} Known: {listed}. {define}"
+    return ConnectionNotFoundError(message, name=name, known=names)
 
 
 @dataclass(frozen=True)
@@ -564,26 +560,30 @@ def _finish(draft: _Draft, project: Path, environ: Mapping[str, str]) -> Connect
     )
 
 
-# -- the process-wide registry ---------------------------------------------------------------
+# -- the connections of the current context ---------------------------------------------------
 
-_active: Mapping[str, Connection] | None = None
+#: The connections `resolve(name)` finds: one value per context (thread, run), not per process.
+_active: ContextVar[Mapping[str, Connection] | None] = ContextVar(
+    "etlkit_connections", default=None
+)
 
 
 def activate(connections: Mapping[str, Connection] | None) -> Mapping[str, Connection] | None:
-    """Make `connections` the ones `resolve(name)` finds in this process; return the previous.
+    """Make `connections` the ones `resolve(name)` finds in this context; return the previous.
 
     Called once at the edge (the CLI, the scheduler, a run's child process) with the result of
-    `load_connections`. `activate(None)` forgets them. Nothing calls it at import.
+    `load_connections`. The value belongs to the calling thread's context: a run started from
+    it carries it to the run's node threads, and another thread (another run) activates its
+    own. `activate(None)` forgets them. Nothing calls it at import.
     """
-    global _active
-    previous = _active
-    _active = None if connections is None else dict(connections)
+    previous = _active.get()
+    _active.set(None if connections is None else dict(connections))
     return previous
 
 
 def active_connections() -> Mapping[str, Connection]:
-    """The connections `activate` made current in this process (empty when none were)."""
-    return dict(_active or {})
+    """The connections `activate` made current in this context (empty when none were)."""
+    return dict(_active.get() or {})
 
 
 def resolve(name: str, *, connections: Mapping[str, Connection] | None = None) -> Connection:
@@ -594,12 +594,12 @@ def resolve(name: str, *, connections: Mapping[str, Connection] | None = None) -
             one), or none are activated in this process.
         ConfigError: the connection is defined but unusable (its `problem`).
     """
-    known = _active if connections is None else connections
+    known = _active.get() if connections is None else connections
     if known is None:
-        raise ConnectionNotFoundError(name, [], loaded=False)
+        raise _not_found(name, [], loaded=False)
     conn = known.get(name.strip().lower())
     if conn is None:
-        raise ConnectionNotFoundError(name, known)
+        raise _not_found(name, known)
     if conn.problem:
         raise ConfigError(conn.problem)
     return conn

@@ -3,6 +3,7 @@
 ```text
 EtlkitError
 ├── ConfigError(ValueError)                  bad or unknown key; names the key and its source
+│   └── ConnectionNotFoundError              no connection by that name: .name .known
 ├── PipelineDefinitionError                  cycle, missing input, duplicate name, schema mismatch
 ├── PipelineNotFoundError(LookupError)       no pipeline by that name, path or module
 ├── ConnectorError                           a connector could not read or write
@@ -10,22 +11,30 @@ EtlkitError
 │   └── MissingDependencyError(ImportError)  says which extra to install
 ├── NodeError                                user code failed: .pipeline .node .run_id .chunk
 │   └── NodeTimeoutError                     the node ran past its timeout
+├── SensorTimeoutError                       a sensor's condition did not hold in time
+├── CommandError                             an external command failed: .command .returncode
+│   └── CommandTimeoutError                  it ran past its timeout
+├── NotificationError                        a notifier could not deliver its message
 ├── RunTimeoutError                          the run ran past its pipeline's timeout
 ├── RunCancelledError                        the run was cancelled (another node failed, Ctrl-C)
 ├── DataValidationError                      Pandera failures: bounded summary
 ├── AirflowImportError                       a DAG file cannot be imported: names file and line
-└── StagingError · QueryError · StoreError · SchedulerError
+├── StoreError                               the run store could not be read or written
+│   └── RunExistsError                       run id or scheduled date taken: .existing_run_id
+└── StagingError · QueryError · SchedulerError
 TransientError (mixin)                       retryable: network, throttling, lock contention
 PermanentError (mixin)                       never retried, whatever the retries setting
 ```
 
-Every exception stores its constructor arguments so it pickles across processes.
+Every exception etlkit raises is defined here (connectors add theirs under `ConnectorError`), with
+its context as typed keyword arguments kept as attributes. Every exception pickles across
+processes: `__reduce__` rebuilds it from its message and attributes.
 `quoted` writes the names a message lists as people read them (`'a', 'b' and 'c'`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -53,6 +62,20 @@ class PermanentError(Exception):
 
 class ConfigError(EtlkitError, ValueError):
     """A configuration value is missing, unknown or malformed."""
+
+
+class ConnectionNotFoundError(ConfigError):
+    """No connection by that name is defined (or none are loaded in this context).
+
+    Attributes:
+        name: the name asked for.
+        known: the names of the defined connections, sorted.
+    """
+
+    def __init__(self, message: str, *, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(message)
 
 
 class PipelineDefinitionError(EtlkitError):
@@ -121,6 +144,64 @@ class RunTimeoutError(EtlkitError):
     """A run ran longer than its pipeline's timeout."""
 
 
+class SensorTimeoutError(EtlkitError):
+    """A sensor's condition did not hold within its timeout (and it has no `soft_fail`).
+
+    Attributes:
+        sensor: the sensor's node name.
+        timeout: the sensor's timeout, in seconds.
+        waited_for: what the sensor waited for (its `describe(ctx)`).
+    """
+
+    def __init__(self, sensor: str, timeout: float, waited_for: str) -> None:
+        self.sensor = sensor
+        self.timeout = timeout
+        self.waited_for = waited_for
+        super().__init__(
+            f"sensor '{sensor}' timed out after {timeout:g} s waiting for {waited_for}. "
+            "Check that the upstream producer ran, raise the sensor's timeout, or give it "
+            "soft_fail=True to skip the run instead of failing it."
+        )
+
+
+class CommandError(EtlkitError):
+    """An external command failed: it exited with a code outside its ok codes, or did not start.
+
+    Attributes:
+        command: the command line, secrets masked.
+        returncode: the exit code (negative: killed by that signal), or None if it did not start.
+        stderr_tail: the last lines of its stderr, secrets masked.
+        pipeline, node, run_id: where it ran.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str,
+        returncode: int | None,
+        stderr_tail: Sequence[str] = (),
+        pipeline: str = "",
+        node: str = "",
+        run_id: str = "",
+    ) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = tuple(stderr_tail)
+        self.pipeline = pipeline
+        self.node = node
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class CommandTimeoutError(CommandError):
+    """An external command ran past its timeout; its process group was killed."""
+
+
+class NotificationError(EtlkitError):
+    """A notifier could not deliver its message (HTTP error, unreachable server, SMTP error)."""
+
+
 class RunCancelledError(EtlkitError):
     """The run was cancelled before this node finished (another node failed, or a signal)."""
 
@@ -139,6 +220,18 @@ class QueryError(EtlkitError):
 
 class StoreError(EtlkitError):
     """The run store could not be read or written."""
+
+
+class RunExistsError(StoreError):
+    """A run with this id, or a scheduled run for this pipeline and logical date, already exists.
+
+    `existing_run_id` names the run already recorded, so a scheduler can pick it up instead.
+    """
+
+    def __init__(self, message: str, *, existing_run_id: str, pipeline: str) -> None:
+        self.existing_run_id = existing_run_id
+        self.pipeline = pipeline
+        super().__init__(message)
 
 
 class SchedulerError(EtlkitError):

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
-import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
@@ -76,6 +75,9 @@ from etlkit.schema import (
     unique_sets_in,
 )
 from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
+from etlkit.store import NodeState as NodeState
+from etlkit.store import RunState as RunState
+from etlkit.store import new_run_id as new_run_id
 
 if TYPE_CHECKING:
     from etlkit.graph import Graph
@@ -83,17 +85,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
-RunState = Literal["running", "success", "failed", "cancelled", "skipped"]
 EventKind = Literal["run_started", "node_started", "node_progress", "node_finished", "run_finished"]
 
 _END: Any = object()
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A unique, sortable, path-safe run id: `20250301T020000Z-7f3a2c`."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +129,8 @@ class SlotProvider(Protocol):
 
 
 class _LocalSlots:
-    """Pool slots within this process only: used when a run has no store."""
+    """Pool slots of one run only: used when a run has no store, so that two runs in one
+    process never count each other's slots (runs share slots through their store)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -157,7 +152,6 @@ class _LocalSlots:
             return found
 
 
-_LOCAL_SLOTS = _LocalSlots()
 ALL_NODES_POOL: Final = "__all_nodes__"
 
 
@@ -938,7 +932,10 @@ class _Run:
         self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
         self.returned: set[str] = set()  # nodes whose work returned (see `abandon`)
         self.skipped = False  # a soft-failing sensor skips the run
-        self.slots: SlotProvider = options.slots or _LOCAL_SLOTS
+        self.slots: SlotProvider = options.slots or _LocalSlots()
+        # what the caller made current (its connections, its run log) travels to the run's
+        # threads: each node runs in a copy of the caller's context, never in a process global
+        self.scope = contextvars.copy_context()
         idle = options.reuse | options.skip
         self.workers = _Workers(options.max_workers or default_workers())
         self.database: Any = None  # the run's DuckDB database, opened by the first node needing it
@@ -1061,7 +1058,7 @@ class _Run:
 
     def run_node(self, name: str) -> None:
         try:
-            self.work(name)
+            self.scope.copy().run(self.work, name)
         finally:
             with self.lock:
                 self.returned.add(name)

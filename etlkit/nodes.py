@@ -15,6 +15,7 @@ resolved when the pipeline's graph is built).
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import string
@@ -22,9 +23,16 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar
 
-from etlkit.errors import ConfigError, PipelineDefinitionError, quoted
+from etlkit.errors import (
+    ConfigError,
+    ConnectorError,
+    ConnectorNotFoundError,
+    PipelineDefinitionError,
+    quoted,
+)
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -942,3 +950,48 @@ class Task(Node):
     def run(self, ctx: Context) -> None:
         """Do the step's work."""
         raise NotImplementedError(f"{type(self).__name__} must implement run(ctx)")
+
+
+#: The entry-point group where installed packages (etlkit's own `connectors` too) name their
+#: node classes, so that a connector is found by name: `csv = "connectors.files:CsvSource"`.
+CONNECTOR_GROUP: Final = "etlkit.connectors"
+
+
+def connector_names() -> list[str]:
+    """The names of the connectors installed packages declare, sorted."""
+    return sorted({point.name for point in entry_points(group=CONNECTOR_GROUP)})
+
+
+def find_connector(name: str) -> type[Node]:
+    """The node class installed under `name` in the `etlkit.connectors` entry points.
+
+    Read on each call (no cache): a package installed meanwhile is found too.
+
+    Raises:
+        ConnectorNotFoundError: no installed package declares `name` (with the known names).
+        ConnectorError: the entry point does not load, or names something that is not a node.
+    """
+    points = [point for point in entry_points(group=CONNECTOR_GROUP) if point.name == name]
+    if not points:
+        known = connector_names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConnectorNotFoundError(
+            f"No connector is installed under the name '{name}'.{hint} Installed: "
+            f"{quoted(known)}. A package declares one in its [project.entry-points."
+            f'"{CONNECTOR_GROUP}"] table; install it, or import the node class directly.'
+        )
+    point = points[0]
+    try:
+        found = point.load()
+    except Exception as exc:  # a third party's import error of any kind
+        raise ConnectorError(
+            f"Connector '{name}' ({point.value}) could not be loaded: "
+            f"{type(exc).__name__}: {exc}. Check that its package and extras are installed."
+        ) from exc
+    if not (isinstance(found, type) and issubclass(found, Node)):
+        raise ConnectorError(
+            f"Connector '{name}' ({point.value}) is not a node class but {found!r}; its "
+            "package's entry point must name a Source, Transform or Sink subclass."
+        )
+    return found

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 from etlkit.config import read_toml
-from etlkit.errors import ConfigError, EtlkitError
+from etlkit.errors import ConfigError
+from etlkit.errors import NotificationError as NotificationError
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -52,10 +53,6 @@ Callback = str | Callable[["NotificationContext"], None]
 MAX_ERROR_CHARS: Final = 2000
 MAX_PAYLOAD_ERROR_CHARS: Final = 20_000
 _MASK: Final = "***"
-
-
-class NotificationError(EtlkitError):
-    """A notifier could not deliver its message (HTTP error, unreachable server, SMTP error)."""
 
 
 @dataclass(frozen=True)

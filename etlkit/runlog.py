@@ -3,6 +3,10 @@
 While a run executes, `capture` routes every log record of that run to its file: records logged
 with `extra={"run_id": ...}`, and records logged from the run's node threads (user code
 included), which `bind` tags with the run and node.
+
+Nothing here is process-wide: the tag and the captured run's file are context variables, set in
+the context a run executes in (its caller's, copied into each node's thread), so two runs in one
+process each route their own records.
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quoted
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-_bound = threading.local()
+#: The pipeline, run and node that records logged in this context belong to.
+_bound: ContextVar[tuple[str, str, str] | None] = ContextVar("etlkit_log_bound", default=None)
 
 
 def bind(pipeline: str, run_id: str, node: str) -> None:
-    """Tag log records from the calling thread with a run and node (call at a worker's start)."""
-    _bound.context = (pipeline, run_id, node)
+    """Tag log records from the calling context with a run and node (call at a worker's start)."""
+    _bound.set((pipeline, run_id, node))
 
 
 def unbind() -> None:
-    """Stop tagging log records from the calling thread."""
-    _bound.context = None
+    """Stop tagging log records from the calling context."""
+    _bound.set(None)
 
 
 class _RunFilter(logging.Filter):
@@ -38,7 +44,7 @@ class _RunFilter(logging.Filter):
         self.run_id = run_id
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = getattr(_bound, "context", None)
+        context = _bound.get()
         if not hasattr(record, "run_id") and context is not None:
             record.pipeline, record.run_id, record.node = context
         return getattr(record, "run_id", None) == self.run_id
@@ -86,6 +92,8 @@ class _RunLogHandler(logging.FileHandler):
     def __init__(self, path: Path, *, encoding: str) -> None:
         super().__init__(path, encoding=encoding)
         self._flushed = 0.0
+        self.run_id = ""
+        self.level_before: int | None = None  # the package's level to restore (see capture)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -112,8 +120,11 @@ class _RunLogHandler(logging.FileHandler):
                 self.handleError(logging.makeLogRecord({"msg": message}))
 
 
-#: Captured runs' handlers, by run id.
-_handlers: dict[str, _RunLogHandler] = {}
+#: Orders captures ending at once, so that the last one restores the package's level.
+_LEVEL_LOCK: Final = threading.Lock()
+
+#: The handler of the run captured in this context (see `capture` and `note`).
+_captured: ContextVar[_RunLogHandler | None] = ContextVar("etlkit_run_log", default=None)
 
 
 #: How stale a run's log file may be, for records below WARNING.
@@ -143,18 +154,34 @@ def capture(
         handler.addFilter(extra)
     root = logging.getLogger()
     package = logging.getLogger("etlkit")
-    previous = package.level
-    if package.getEffectiveLevel() > logging.INFO:
-        package.setLevel(logging.INFO)  # the file keeps INFO even when the console shows less
-    root.addHandler(handler)
-    _handlers[run_id] = handler
+    with _LEVEL_LOCK:
+        if package.getEffectiveLevel() > logging.INFO:
+            handler.level_before = package.level
+            package.setLevel(logging.INFO)  # the file keeps INFO when the console shows less
+        root.addHandler(handler)
+    handler.run_id = run_id
+    token = _captured.set(handler)
     try:
         yield path
     finally:
-        _handlers.pop(run_id, None)
-        root.removeHandler(handler)
-        package.setLevel(previous)
+        _captured.reset(token)
+        with _LEVEL_LOCK:
+            root.removeHandler(handler)
+            _restore_level(root, package, handler.level_before)
         handler.close()
+
+
+def _restore_level(root: logging.Logger, package: logging.Logger, level: int | None) -> None:
+    """Give `package` back the level a capture lowered, when no other run is still capturing;
+    while one is, it restores the level when it ends (its lines need INFO until then)."""
+    if level is None:
+        return
+    for other in root.handlers:
+        if isinstance(other, _RunLogHandler):
+            if other.level_before is None:
+                other.level_before = level
+            return
+    package.setLevel(level)
 
 
 def note(run_id: str, node: str, message: str, *, logger: logging.Logger) -> None:
@@ -165,8 +192,8 @@ def note(run_id: str, node: str, message: str, *, logger: logging.Logger) -> Non
     trivial node's orchestration; the run's log, read by `etlkit logs`, has it
     all the same, and the console shows the nodes' progress from the run's events.
     """
-    handler = _handlers.get(run_id)
-    if handler is not None:
+    handler = _captured.get()
+    if handler is not None and handler.run_id == run_id:
         handler.append(logger.name, node, message)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s", message, extra={"run_id": run_id, "node": node})

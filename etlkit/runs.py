@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from etlkit import connections, runlog
 from etlkit.errors import (
@@ -46,10 +46,32 @@ from etlkit.store import NodeUpdate, owner_gone, pid_alive
 if TYPE_CHECKING:
     from etlkit.config import Settings
     from etlkit.graph import Graph
-    from etlkit.pipeline import Pipeline
     from etlkit.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
+
+
+class RunSpec(Protocol):
+    """What a run needs of its pipeline: a `Pipeline` subclass is one. `runs` knows pipelines by
+    this, so it does not import `pipeline` (which calls into `runs` for `Pipeline.run`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timezone(self) -> str: ...
+
+    @property
+    def on_failure(self) -> Sequence[str | Callable[[Any], None]]: ...
+
+    @property
+    def on_retry(self) -> Sequence[str | Callable[[Any], None]]: ...
+
+    @property
+    def on_success(self) -> Sequence[str | Callable[[Any], None]]: ...
+
+    def graph(self) -> Graph: ...
+
 
 _BOUNDARY: Final = "boundary."  # state key prefix: rows an incremental source loaded at its cursor
 
@@ -199,7 +221,7 @@ def run_options(
 
 
 def run_pipeline(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     *,
     settings: Settings,
     logical_date: datetime,
@@ -335,7 +357,7 @@ def run_pipeline(
 
 
 def _refuse_recompute(
-    pipeline: type[Pipeline], graph: Graph, staging: Staging, run_id: str, kept: set[str]
+    pipeline: RunSpec, graph: Graph, staging: Staging, run_id: str, kept: set[str]
 ) -> None:
     """Fail before anything runs if `run_id` committed a node that is neither reused nor skipped.
 
@@ -371,7 +393,7 @@ def _execute(
         return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
 
 
-def _cursors(store: RunStore, pipeline: type[Pipeline]) -> dict[str, str]:
+def _cursors(store: RunStore, pipeline: RunSpec) -> dict[str, str]:
     return {
         key.removeprefix("cursor."): value
         for key, value in store.states(pipeline.name).items()
@@ -379,7 +401,7 @@ def _cursors(store: RunStore, pipeline: type[Pipeline]) -> dict[str, str]:
     }
 
 
-def _cursor_seen(store: RunStore, pipeline: type[Pipeline]) -> dict[str, frozenset[str]]:
+def _cursor_seen(store: RunStore, pipeline: RunSpec) -> dict[str, frozenset[str]]:
     """Per incremental source, the hashes of the rows it loaded at its stored cursor value
     (none when the stored boundary belongs to another value: the cursor was reset or set)."""
     states = store.states(pipeline.name)
@@ -395,7 +417,7 @@ def _cursor_seen(store: RunStore, pipeline: type[Pipeline]) -> dict[str, frozens
 
 
 def _store_cursors(
-    store: RunStore, pipeline: type[Pipeline], graph: Graph, staging: Staging, run_id: str
+    store: RunStore, pipeline: RunSpec, graph: Graph, staging: Staging, run_id: str
 ) -> None:
     """Advance each incremental source's cursor to what its committed output read.
 
@@ -448,7 +470,7 @@ def _retryable(error: BaseException | None, retry_validation: bool) -> bool:
 
 
 def _retry_delay(
-    pipeline: type[Pipeline], settings: Settings, result: RunResult, retries: dict[str, int]
+    pipeline: RunSpec, settings: Settings, result: RunResult, retries: dict[str, int]
 ) -> float | None:
     """Seconds to wait before retrying the failed node, or None when it is not retried."""
     if result.state != "failed":
@@ -478,7 +500,7 @@ def _retry_delay(
 
 
 def _notice(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     result: RunResult,
     ctx: Context,
     attempt: int,
@@ -502,7 +524,7 @@ def _notice(
 
 
 def _notify(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     event: str,
     notice: Mapping[str, Any],
     notifiers: Mapping[str, Any] | None,
@@ -521,7 +543,7 @@ def _notify(
 
 
 def notify_failure(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     run_id: str,
     *,
     store: RunStore,
@@ -561,7 +583,7 @@ def notify_failure(
 
 
 def retry_run(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     run_id: str,
     *,
     settings: Settings,
@@ -611,7 +633,7 @@ def retry_run(
 
 
 def run_recorded(
-    pipeline: type[Pipeline],
+    pipeline: RunSpec,
     run_id: str,
     *,
     settings: Settings,
@@ -679,7 +701,7 @@ def run_recorded(
 
 
 def _resume_plan(
-    pipeline: type[Pipeline], run_id: str, staging_root: str, store: RunStore
+    pipeline: RunSpec, run_id: str, staging_root: str, store: RunStore
 ) -> tuple[frozenset[str], frozenset[str]]:
     """`(reuse, skip)` for rerunning `run_id`: its intact committed outputs and written sinks."""
     graph = pipeline.graph()
@@ -700,7 +722,7 @@ def _resume_plan(
     return reuse, skip
 
 
-def discard_sink_leftovers(pipeline: type[Pipeline], record: RunRecord) -> list[str]:
+def discard_sink_leftovers(pipeline: RunSpec, record: RunRecord) -> list[str]:
     """Remove the temporary objects the sinks of a run no process runs any more left behind.
 
     `etlkit gc` calls it for dead runs (a retry's sinks do it themselves before writing). A

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from etlkit.errors import (
     ConfigError,
-    EtlkitError,
     MissingDependencyError,
     PipelineDefinitionError,
     RunCancelledError,
+)
+from etlkit.errors import (
+    SensorTimeoutError as SensorTimeoutError,
 )
 from etlkit.nodes import Context, Sensor
 
@@ -44,26 +46,6 @@ _GLOB_CHARS: Final = frozenset("*?[")
 _SUCCESS: Final[tuple[RunState, ...]] = ("success",)
 
 WaitOutcome = Literal["passed", "skipped"]
-
-
-class SensorTimeoutError(EtlkitError):
-    """A sensor's condition did not hold within its timeout (and it has no `soft_fail`).
-
-    Attributes:
-        sensor: the sensor's node name.
-        timeout: the sensor's timeout, in seconds.
-        waited_for: what the sensor waited for (its `describe(ctx)`).
-    """
-
-    def __init__(self, sensor: str, timeout: float, waited_for: str) -> None:
-        self.sensor = sensor
-        self.timeout = timeout
-        self.waited_for = waited_for
-        super().__init__(
-            f"sensor '{sensor}' timed out after {timeout:g} s waiting for {waited_for}. "
-            "Check that the upstream producer ran, raise the sensor's timeout, or give it "
-            "soft_fail=True to skip the run instead of failing it."
-        )
 
 
 class FileSensor(Sensor):

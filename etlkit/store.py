@@ -17,6 +17,7 @@ import difflib
 import json
 import logging
 import os
+import secrets
 import socket
 import sqlite3
 import threading
@@ -29,12 +30,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from etlkit.errors import RunExistsError as RunExistsError
 from etlkit.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 
+#: The one vocabulary of run and node states: the store records them, the engine reports them
+#: (a run in the engine is never "queued" or "interrupted"; those are the store's and scheduler's).
 RunState = Literal["queued", "running", "success", "failed", "cancelled", "interrupted", "skipped"]
 NodeState = Literal["pending", "running", "done", "failed", "cancelled", "reused", "skipped"]
 
@@ -52,16 +56,13 @@ RETRYABLE_STATES: Final[tuple[RunState, ...]] = ("failed", "cancelled", "interru
 BUSY_TIMEOUT_MS: Final = 10_000
 
 
-class RunExistsError(StoreError):
-    """A run with this id, or a scheduled run for this pipeline and logical date, already exists.
+def new_run_id(now: datetime | None = None) -> str:
+    """A unique, sortable, path-safe run id from its creation time: `20250301T020000Z-7f3a2c`.
 
-    `existing_run_id` names the run already recorded, so a scheduler can pick it up instead.
+    The one run-id function: manual runs, scheduled runs and backfills all take theirs here.
     """
-
-    def __init__(self, message: str, *, existing_run_id: str, pipeline: str) -> None:
-        self.existing_run_id = existing_run_id
-        self.pipeline = pipeline
-        super().__init__(message)
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ ALLOWED: dict[str, set[str]] = {
     "pictures": {"errors", "graph", "store"},
     "execution": {
         *("errors", "nodes", "schema", "staging", "validation", "graph", "guard", "runlog"),
-        "sensors",
+        *("sensors", "store"),
     },
     "runs": {
-        *("errors", "execution", "nodes", "staging", "runlog", "config", "pipeline", "store"),
+        *("errors", "execution", "nodes", "staging", "runlog", "config", "store"),
         *("graph", "notifications", "connections"),
     },
     "pipeline": {

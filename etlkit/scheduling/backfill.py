@@ -28,14 +28,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from etlkit.errors import ConfigError, SchedulerError
+from etlkit.errors import ConfigError, RunExistsError, SchedulerError
 from etlkit.runs import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
-from etlkit.scheduling.scheduler import new_run_id
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import ACTIVE_STATES, RunExistsError, RunRecord, RunState, RunStore
+from etlkit.store import ACTIVE_STATES, RunRecord, RunState, RunStore, new_run_id
 
 if TYPE_CHECKING:
     from etlkit.config import Settings

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.scheduler import last_planned
-from etlkit.scheduling.scheduler import new_run_id as _new_run_id
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment, pipeline_zone
-from etlkit.store import FINAL_STATES, RunRecord, RunStore
+from etlkit.store import FINAL_STATES, RunRecord, RunStore, new_run_id
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -51,7 +50,7 @@ def trigger(
     logical = now if date is None else _logical(date, pipeline)
     interval = data_interval(pipeline, logical) or DataInterval(logical, logical)
     return store.create_run(
-        run_id=_new_run_id(now),
+        run_id=new_run_id(now),
         pipeline=pipeline.name,
         logical_date=logical,
         params=pipeline.resolve_params(params or {}),

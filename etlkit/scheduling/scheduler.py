@@ -38,13 +38,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
-from etlkit.errors import EtlkitError
+from etlkit.errors import EtlkitError, RunExistsError
 from etlkit.runs import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import RunExistsError, RunStore
+from etlkit.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
     from etlkit.config import Settings
@@ -68,11 +68,6 @@ class TickReport:
     ended: tuple[str, ...] = ()
     stale: tuple[str, ...] = ()
     waiting: tuple[str, ...] = ()
-
-
-def new_run_id(now: datetime) -> str:
-    """A unique, sortable, path-safe run id from its creation time: `20250301T020000Z-7f3a2c`."""
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
 
 
 class Scheduler:

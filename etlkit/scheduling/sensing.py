@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from etlkit.errors import TransientError
+from etlkit.errors import SensorTimeoutError, TransientError
 from etlkit.nodes import Context, Sensor
 from etlkit.pipeline import Pipeline
 from etlkit.scheduling.clock import Clock
 from etlkit.scheduling.schedules import pipeline_zone
-from etlkit.sensors import SensorTimeoutError
 from etlkit.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
