@@ -1255,6 +1255,13 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _fetch_rows(con: Any, sql: str) -> list[tuple[Any, ...]]:
+    """A query's rows as Python values, through Arrow: DuckDB's own conversion of a zoned
+    timestamp needs pytz, which etlkit does not depend on."""
+    table = con.sql(sql).to_arrow_table()
+    return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
 def _examples(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
     shown = [str(r[0]) if len(r) == 1 else str(tuple(r)) for r in rows[:limit]]
     return ", ".join(shown)
@@ -1352,10 +1359,11 @@ def dataset_problems(
     for columns in [*unique, *model_unique]:
         keys = ", ".join(_quote(c) for c in columns)
         where = f"WHERE ({keys}) IS NOT NULL " if columns in unique else ""
-        duplicated = con.execute(
+        duplicated = _fetch_rows(
+            con,
             f"SELECT {keys}, count(*) AS n FROM __output {where}"
-            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6"
-        ).fetchall()
+            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6",
+        )
         if duplicated:
             total = con.execute(
                 f"SELECT count(*) FROM (SELECT {keys} FROM __output {where}"
@@ -1372,7 +1380,7 @@ def dataset_problems(
                 f"SELECT count(*) FROM ({query.replace('{output}', '__output')})"
             ).fetchone()[0]
             examples = (
-                con.execute(f"{query.replace('{output}', '__output')} LIMIT 5").fetchall()
+                _fetch_rows(con, f"{query.replace('{output}', '__output')} LIMIT 5")
                 if failing
                 else []
             )
