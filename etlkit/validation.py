@@ -1008,6 +1008,11 @@ def _run_fallback(plan: _Plan, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.Ser
         # Pandera cannot stack the report of a check returning one boolean on row-level
         # reports (their failure cases differ in type): run the checks one by one.
         failures = _run_fallback_one_by_one(plan.fallback, data)
+    except pl.exceptions.InvalidOperationError as exc:
+        # Pandera found failures it cannot report (a failing Duration value, which polars
+        # does not cast to text): the chunk fails as a whole, as no row can be named
+        found = (None, "pandera_report", f"Pandera could not report its failures: {exc}")
+        return _schema_failures([found]), None
     else:
         return _schema_failures([]), None
     mask = _mask_from(failures, data.height)

@@ -1,4 +1,5 @@
-"""Models with regex columns on every path: a regex column stands for the columns it matches."""
+"""Models with regex columns on every path (a regex column stands for the columns it matches),
+and failures found by the differential suite on the way."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import etlkit as ek
 from connectors.files import CsvSource, ParquetSource
 from etlkit.staging import Staging
 from etlkit.testing import MemorySink
+from etlkit.validation import ChunkValidator
 
 
 class Numbered(pdp.DataFrameModel):
@@ -135,3 +137,23 @@ def test_a_zoned_timestamp_repeating_across_chunks_is_reported_with_its_value(
     assert isinstance(result.error, ek.DataValidationError), result.error
     assert "column 'at' must be unique across all chunks" in str(result.error)
     assert "2020-01-01 00:00:00+00:00" in str(result.error)
+
+
+class Spans(pdp.DataFrameModel):
+    span: pl.Duration = pdp.Field()  # type: ignore[valid-type]
+
+    @pdp.check("span")  # type: ignore[untyped-decorator]
+    @classmethod
+    def positive(cls, data: pdp.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("span") > dt.timedelta(0))
+
+
+def test_a_custom_check_failing_a_duration_fails_the_chunk_instead_of_crashing() -> None:
+    frame = pl.DataFrame({"span": [dt.timedelta(days=-1)]})
+    with pytest.raises(pl.exceptions.InvalidOperationError):  # Pandera fails, naming no row
+        Spans.validate(frame, lazy=True)
+
+    report = ChunkValidator(Spans).check(frame)
+
+    assert not report.ok
+    assert report.failures["check"].to_list() == ["pandera_report"]
