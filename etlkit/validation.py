@@ -1373,7 +1373,7 @@ def dataset_problems(
             total = con.execute(
                 f"SELECT count(*) FROM (SELECT {keys} FROM __output {where}"
                 f"GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchone()[0]
+            ).fetchall()[0][0]  # drained: the connection runs the next query
             what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {list(columns)}"
             problems.append(
                 f"{what} must be unique across all chunks; {total} value(s) repeat "
@@ -1383,7 +1383,7 @@ def dataset_problems(
         try:
             failing = con.execute(
                 f"SELECT count(*) FROM ({query.replace('{output}', '__output')})"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             examples = (
                 _fetch_rows(con, f"{query.replace('{output}', '__output')} LIMIT 5")
                 if failing
