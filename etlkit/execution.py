@@ -72,6 +72,7 @@ from etlkit.schema import (
     arrow_schema,
     arrow_schema_in,
     cast_array,
+    has_regex,
     polars_schema,
     polars_schema_in,
     to_polars,
@@ -1475,6 +1476,11 @@ class _Run:
                     stats.chunks_out += 1
                     self.emit("node_progress", name)
         names = first_schema.names if first_schema is not None else []  # a regex key's columns
+        if guard is not None and produced is None and not has_regex(guard.validator.model):
+            # no chunk at all: Pandera still judges an empty frame (a check that cannot apply
+            # to its column's type fails it)
+            empty = pa.RecordBatch.from_pylist([], schema=arrow_schema(guard.validator.model))
+            guard.check(empty, 1)
         if guard is not None:
             if writer is not None and guard.policy != "fail":
                 increasing = [k.column for k in keys if k.holds]

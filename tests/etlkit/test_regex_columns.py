@@ -16,7 +16,7 @@ import pytest
 import etlkit as ek
 from connectors.files import CsvSource, ParquetSource
 from etlkit.staging import Staging
-from etlkit.testing import MemorySink
+from etlkit.testing import MemorySink, MemorySource
 from etlkit.validation import ChunkValidator
 
 
@@ -157,3 +157,20 @@ def test_a_custom_check_failing_a_duration_fails_the_chunk_instead_of_crashing()
 
     assert not report.ok
     assert report.failures["check"].to_list() == ["pandera_report"]
+
+
+class Flags(pdp.DataFrameModel):
+    flag: bool = pdp.Field(notin=["x", "y"])  # a mistyped check: Pandera fails any frame
+
+
+def test_a_source_without_rows_is_still_judged_as_pandera_judges_an_empty_frame(
+    settings: ek.Settings,
+) -> None:
+    empty = pa.table({"flag": pa.array([], pa.bool_())})
+    with pytest.raises(pdp.errors.SchemaErrors):
+        Flags.validate(pl.DataFrame(schema={"flag": pl.Boolean}), lazy=True)
+    source = MemorySource(empty, schema=Flags)
+
+    result = run(settings, src=source, out=MemorySink(source))
+
+    assert isinstance(result.error, ek.DataValidationError), result.error
