@@ -67,9 +67,13 @@ from etlkit.nodes import (
     bind_sql,
 )
 from etlkit.schema import (
+    Model,
     arrow_schema,
+    arrow_schema_in,
     cast_array,
+    has_regex,
     polars_schema,
+    polars_schema_in,
     to_polars,
     unique_sets,
     unique_sets_in,
@@ -733,6 +737,18 @@ def _typed(batch: pa.RecordBatch, wanted: pa.Schema) -> pa.RecordBatch:
             columns[i] = cast_array(columns[i], target)  # as the source cast it
             schema = schema.set(i, field.with_type(target))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _empty_output_schema(model: Model, names: Sequence[str] | None) -> pa.Schema:
+    """The schema of an output without rows: the model's, a regex column standing for the
+    columns it matches in the first chunk the node yielded (`names`: it may have had no rows,
+    or none passed validation), else for a column named as its pattern (a staged file needs
+    at least one column)."""
+    if names is not None:
+        resolved = arrow_schema_in(model, names)
+        if len(resolved):
+            return resolved
+    return arrow_schema(model)
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -1440,6 +1456,7 @@ class _Run:
 
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
+        produced: list[str] | None = None
         keys = [IncreasingKey(k[0]) for k in self.unique_keys(node) if len(k) == 1]
         for item in self.produce(name, node, ctx, stats):
             if self.cancel.is_set():
@@ -1448,6 +1465,8 @@ class _Run:
             origin = None
             if isinstance(item, pa.RecordBatch):
                 origin, item = Origin.take(item)  # for failures only: staging does not keep it
+            if produced is None:  # what regex columns match when no row passes
+                produced = item.schema.names if isinstance(item, pa.RecordBatch) else item.columns
             batches = guard.check(item, chunk, origin) if guard is not None else _to_batches(item)
             if guard is not None:
                 stats.invalid_rows = guard.invalid_rows
@@ -1465,14 +1484,19 @@ class _Run:
                     stats.chunks_out += 1
                     self.emit("node_progress", name)
         names = first_schema.names if first_schema is not None else []  # a regex key's columns
+        if guard is not None and produced is None and not has_regex(guard.validator.model):
+            # no chunk at all: Pandera still judges an empty frame (a check that cannot apply
+            # to its column's type fails it)
+            empty = pa.RecordBatch.from_pylist([], schema=arrow_schema(guard.validator.model))
+            guard.check(empty, 1)
         if guard is not None:
             if writer is not None and guard.policy != "fail":
                 increasing = [k.column for k in keys if k.holds]
                 self.take_out_repeats(node, stats, writer, guard, increasing, names)
             guard.finish()
         model = node.output_model
-        if writer is not None and first_schema is None and model is not None:
-            first_schema = arrow_schema(model)
+        if first_schema is None and model is not None and (writer or produced is not None):
+            first_schema = _empty_output_schema(model, produced)
         if first_schema is not None:
             self.output_schemas[name] = first_schema
         staged: Callable[[], list[str]] = list
@@ -1649,7 +1673,7 @@ class _Run:
         model = node.output_model
         if model is not None:
             found = frame.collect_schema()
-            wanted = polars_schema(model)
+            wanted = polars_schema_in(model, files.columns)
             casts = {c: t for c, t in wanted.items() if c in found and found[c] != t}
             checked = {c: t for c, t in casts.items() if not _exact_cast(found[c], t)}
             if not all(_checked_cast(found[c], t) for c, t in checked.items()):
@@ -1672,7 +1696,7 @@ class _Run:
         model = node.output_model
         if model is not None:
             parsed = cast("pl.DataFrame", pl.from_arrow(csv.schema.empty_table())).schema
-            wanted = polars_schema(model)
+            wanted = polars_schema_in(model, csv.schema.names)
             casts = {c: t for c, t in wanted.items() if c in parsed and parsed[c] != t}
             if not all(_exact_cast(parsed[c], t) for c, t in casts.items()):
                 return None
@@ -2021,10 +2045,12 @@ class _Run:
         a reference holds the source's files, whose columns keep their stored types (decimals,
         say, where the model wants floats) until cast to the model's, as the source casts them."""
         model = self.graph.nodes[name].output_model
-        wanted = arrow_schema(model) if model is not None else None
+        wanted: pa.Schema | None = None
         for batch in self.staging.iter_batches(
             self.graph.pipeline, self.ctx.run_id, name, batch_size=self.options.chunk_rows
         ):
+            if model is not None and wanted is None:  # a regex column: the columns it matches
+                wanted = arrow_schema_in(model, batch.schema.names)
             if wanted is not None and batch.schema.types != wanted.types:
                 batch = _typed(batch, wanted)
             yield batch
@@ -2164,7 +2190,7 @@ class _Run:
                     columns = [c for c, _ in manifest.reference_select]
                     frame = frame.select(columns)
                     if model is not None:
-                        wanted = polars_schema(model)
+                        wanted = polars_schema_in(model, columns)
                         frame = frame.with_columns(pl.col(c).cast(wanted[c]) for c in columns)
                 frames.append(frame)
             else:
@@ -2227,11 +2253,17 @@ class _Run:
                 yield pa.RecordBatch.from_pylist([], schema=schema)
 
     def empty_schema(self, name: str, node: Node) -> pa.Schema | None:
-        """The columns of a sink's input when no chunk arrived: its model's, else its inputs'."""
-        if node.input_model is not None:
-            return arrow_schema(node.input_model)
-        for upstream in self.graph.inputs[name]:
-            schema = self.output_schemas.get(upstream)
+        """The columns of a sink's input when no chunk arrived: its model's, else its inputs'.
+
+        A regex column stands for the columns it matches in what its input staged; where
+        that is unknown, for a column named as its pattern (a file needs at least one column).
+        """
+        staged = [self.output_schemas.get(u) for u in self.graph.inputs[name]]
+        names = next((s.names for s in staged if s is not None), None)
+        wanted = node.input_model
+        if wanted is not None:
+            return arrow_schema(wanted) if names is None else arrow_schema_in(wanted, names)
+        for upstream, schema in zip(self.graph.inputs[name], staged, strict=True):
             model = self.graph.nodes[upstream].output_model
             if schema is None and model is not None:
                 schema = arrow_schema(model)

@@ -117,6 +117,25 @@ def unique_sets_in(model: Model, names: Sequence[str]) -> tuple[tuple[str, ...],
     )
 
 
+def has_regex(model: Model) -> bool:
+    """Whether `model` declares a regex column, whose output columns depend on the data."""
+    return bool(_regex_selectors(model))
+
+
+def polars_schema_in(model: Model, names: Sequence[str]) -> pl.Schema:
+    """`polars_schema(model)` over a frame holding `names`: a regex column gives an entry for
+    each name it matches (none when it matches none), in the frame's order."""
+    return pl.Schema({n: c.dtype for c in columns(model) for n in matched(model, c.name, names)})
+
+
+def arrow_schema_in(model: Model, names: Sequence[str]) -> pa.Schema:
+    """`arrow_schema(model)` over a frame holding `names`, as `polars_schema_in` resolves
+    regex columns."""
+    return pa.schema(
+        [f.with_name(n) for f in arrow_schema(model) for n in matched(model, f.name, names)]
+    )
+
+
 def column_names(model: Model) -> list[str]:
     """The names of the columns `model` declares."""
     return [c.name for c in columns(model)]

@@ -1008,6 +1008,11 @@ def _run_fallback(plan: _Plan, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.Ser
         # Pandera cannot stack the report of a check returning one boolean on row-level
         # reports (their failure cases differ in type): run the checks one by one.
         failures = _run_fallback_one_by_one(plan.fallback, data)
+    except pl.exceptions.InvalidOperationError as exc:
+        # Pandera found failures it cannot report (a failing Duration value, which polars
+        # does not cast to text): the chunk fails as a whole, as no row can be named
+        found = (None, "pandera_report", f"Pandera could not report its failures: {exc}")
+        return _schema_failures([found]), None
     else:
         return _schema_failures([]), None
     mask = _mask_from(failures, data.height)
@@ -1255,6 +1260,13 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _fetch_rows(con: Any, sql: str) -> list[tuple[Any, ...]]:
+    """A query's rows as Python values, through Arrow: DuckDB's own conversion of a zoned
+    timestamp needs pytz, which etlkit does not depend on."""
+    table = con.sql(sql).to_arrow_table()
+    return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
 def _examples(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
     shown = [str(r[0]) if len(r) == 1 else str(tuple(r)) for r in rows[:limit]]
     return ", ".join(shown)
@@ -1352,15 +1364,16 @@ def dataset_problems(
     for columns in [*unique, *model_unique]:
         keys = ", ".join(_quote(c) for c in columns)
         where = f"WHERE ({keys}) IS NOT NULL " if columns in unique else ""
-        duplicated = con.execute(
+        duplicated = _fetch_rows(
+            con,
             f"SELECT {keys}, count(*) AS n FROM __output {where}"
-            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6"
-        ).fetchall()
+            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT 6",
+        )
         if duplicated:
             total = con.execute(
                 f"SELECT count(*) FROM (SELECT {keys} FROM __output {where}"
                 f"GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchone()[0]
+            ).fetchall()[0][0]  # drained: the connection runs the next query
             what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {list(columns)}"
             problems.append(
                 f"{what} must be unique across all chunks; {total} value(s) repeat "
@@ -1370,9 +1383,9 @@ def dataset_problems(
         try:
             failing = con.execute(
                 f"SELECT count(*) FROM ({query.replace('{output}', '__output')})"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             examples = (
-                con.execute(f"{query.replace('{output}', '__output')} LIMIT 5").fetchall()
+                _fetch_rows(con, f"{query.replace('{output}', '__output')} LIMIT 5")
                 if failing
                 else []
             )

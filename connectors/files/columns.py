@@ -22,7 +22,8 @@ def did_you_mean(missing: Sequence[str], available: Sequence[str]) -> str:
 
 
 def missing_columns(where: str, shown: str, model: Model, found: Sequence[str]) -> ConnectorError:
-    missing = [name for name in column_names(model) if name not in found]
+    # a regex column is missing when it matches no column
+    missing = [n for n in column_names(model) if not set(matched(model, n, found)) & set(found)]
     return ConnectorError(
         f"{where}: file {shown} has no column(s) {missing} declared by {model_name(model)}; "
         f"its columns are {list(found)}.{did_you_mean(missing, found)}"

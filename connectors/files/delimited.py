@@ -32,7 +32,7 @@ from connectors.files.paths import (
 )
 from etlkit.errors import ConnectorError
 from etlkit.nodes import Context, Origin, SourceFiles, WriteResult
-from etlkit.schema import Model, column_names, model_name
+from etlkit.schema import Model, column_names, has_regex, model_name
 from etlkit.staging import MAX_CSV_BLOCK, CsvLayout, csv_block_size, file_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -255,6 +255,7 @@ class CsvSource(FileSource):
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = self._resolve(ctx)
+        total = 0
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
             shown, rows = display(files.fs, path), 0
@@ -265,6 +266,12 @@ class CsvSource(FileSource):
                     rows += batch.num_rows
             except OSError as exc:  # permissions, a folder, a corrupt compressed stream
                 raise os_error(self._where(), "read", files.fs, path, exc) from exc
+            total += rows
+        if total == 0 and files.paths and self.header and has_regex(self.model):
+            # no rows, but the header names the columns a regex column matches: an empty
+            # output then has them, as a frame read from the file does
+            schema = self._file_layout(files.fs, files.paths[-1]).schema
+            yield pa.RecordBatch.from_pylist([], schema=schema)
 
     def estimate(self, ctx: Context) -> int | None:
         """About how many rows the files hold, from their sizes and the line length of the
@@ -285,8 +292,11 @@ class CsvSource(FileSource):
             return None
         if any(compression(path) is not None for path in found.paths):
             return None  # readers of a reference parse plain files only
+        layouts = {self._file_layout(found.fs, path) for path in found.paths}
+        if len(layouts) != 1:
+            return None  # a regex column matches different columns in different files
+        layout = layouts.pop()
         fingerprints = [file_fingerprint(found.fs, path) for path in found.paths]
-        layout = self._layout()
         return SourceFiles(
             urls=tuple(found.paths),
             columns=tuple(layout.schema.names),
@@ -296,13 +306,19 @@ class CsvSource(FileSource):
             csv=layout.to_json(),
         )
 
-    def _layout(self) -> CsvLayout:
-        schema = read_schema(self.model)
+    def _layout(self, header: list[str] | None = None) -> CsvLayout:
+        """How to parse a file; `header`, its column names, resolves regex columns to those
+        they match (without it, a regex column stands for a column named as its pattern)."""
+        schema = read_schema(self.model, header)
         names = None if self.header else tuple(schema.names)
         return CsvLayout(schema, self.delimiter, self.header, self.encoding, names)
 
-    def _options(self, block_size: int) -> tuple[Any, Any, Any]:
-        return self._layout().options(block_size)
+    def _file_layout(self, fs: Any, path: str) -> CsvLayout:
+        """How to parse this file: a model with regex columns reads every column of the
+        header they match, as Pandera selects them."""
+        if not (self.header and has_regex(self.model)):
+            return self._layout()
+        return self._layout(self._header(fs, path))
 
     def _read_options(self, block_size: int, column_names: list[str] | None) -> Any:
         """`CsvLayout.options`' read options, with the given column names (None: the first
@@ -329,16 +345,17 @@ class CsvSource(FileSource):
                     "files named .gz, .bz2 or .zst are decompressed as they are read."
                 )
             block = csv_block_size(sample, chunk_rows)
+            layout = self._file_layout(fs, path)
             yielded = 0
             if self._parallel(sample):
                 try:
-                    for batch in self._parallel_batches(handle, sample, block):
+                    for batch in self._parallel_batches(handle, sample, block, layout):
                         yielded += batch.num_rows
                         yield batch
                     return
                 except _ReadSeriallyError as exc:
                     logger.debug("%s: reading %s serially (%s)", self._where(), path, exc)
-            yield from self._serial_batches(fs, path, handle, block, yielded)
+            yield from self._serial_batches(fs, path, handle, block, yielded, layout)
 
     def _parallel(self, sample: bytes) -> bool:
         """Whether blocks can be parsed in parallel: UTF-8 (other encodings are transcoded as
@@ -348,14 +365,16 @@ class CsvSource(FileSource):
         header = _first_line(sample) if self.header else b""
         return header is not None and header.count(b'"') % 2 == 0
 
-    def _parallel_batches(self, handle: Any, sample: bytes, block: int) -> Iterator[pa.RecordBatch]:
+    def _parallel_batches(
+        self, handle: Any, sample: bytes, block: int, layout: CsvLayout
+    ) -> Iterator[pa.RecordBatch]:
         """The serial reader's batches, its blocks parsed on a pool of threads, in order.
 
         At most one block more than the pool has threads is in flight, so memory stays a few
         blocks. Raises `_ReadSeriallyError` when a block cannot be vouched for or fails to
         parse: the serial reader then gives the rows, or the exact error.
         """
-        _, parse, convert = self._options(block)
+        _, parse, convert = layout.options(block)
         names = self._column_names(sample, parse)
         workers = _workers()
         pending: deque[Future[list[pa.RecordBatch]]] = deque()
@@ -389,11 +408,11 @@ class CsvSource(FileSource):
             raise _ReadSeriallyError(f"the header is not UTF-8: {exc}") from exc
 
     def _serial_batches(
-        self, fs: Any, path: str, handle: Any, block: int, yielded: int
+        self, fs: Any, path: str, handle: Any, block: int, yielded: int, layout: CsvLayout
     ) -> Iterator[pa.RecordBatch]:
         """The file read serially, with its exact errors; the first `yielded` rows skipped."""
         try:
-            yield from self._layout().read(handle, block, skip=yielded)
+            yield from layout.read(handle, block, skip=yielded)
         except pa.ArrowKeyError as exc:  # a declared column is not in the header
             bad = _utf8_error(fs, path, limit_line=1) if _is_utf8(self.encoding) else None
             if bad is not None:  # binary garbage: its "header" names no column
@@ -463,7 +482,8 @@ class CsvSource(FileSource):
             header = self._header(fs, path)
             column = header[index] if index < len(header) else f"#{index}"
             value = _QUOTED.search(message)
-            expected = read_schema(self.model).field(column).type if column in header else "?"
+            schema = read_schema(self.model, header)
+            expected = schema.field(column).type if column in schema.names else "?"
             return ConnectorError(
                 f"{self._where()}: file {shown}{at}, column '{column}': cannot parse "
                 f"{short(value.group(1)) if value else 'a value'} as {expected} "

@@ -19,7 +19,7 @@ from connectors.files.columns import Conformer, first_failing, missing_columns, 
 from connectors.files.paths import FileSink, FileSource, display, os_error, write_file
 from etlkit.errors import ConnectorError, StagingError
 from etlkit.nodes import Context, Node, Origin, SourceFiles, WriteResult
-from etlkit.schema import Model, cast_array, model_name
+from etlkit.schema import Model, cast_array, has_regex, model_name
 from etlkit.staging import footer_checksum, parquet_batches
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class ParquetSource(FileSource):
         found = self._resolve(ctx)
         if not found.paths or not isinstance(found.fs, LocalFileSystem):
             return None
-        expected = read_schema(self.model)
+        expected: pa.Schema | None = None
         rows, sizes, checksums, footers = 0, [], [], []
         for path, size in zip(found.paths, found.sizes, strict=True):
             if size == 0:
@@ -153,6 +153,10 @@ class ParquetSource(FileSource):
                 length, checksum = footer_checksum(found.fs, path)
             except (pa.ArrowInvalid, OSError, StagingError):
                 return None
+            columns = read_schema(self.model, stored.names)  # a regex column: those it matches
+            if expected is not None and columns.names != expected.names:
+                return None  # a regex column matches different columns in different files
+            expected = columns
             for target in expected:
                 if target.name not in stored.names:
                     return None
@@ -161,6 +165,8 @@ class ParquetSource(FileSource):
             rows += count
             sizes.append(length)
             checksums.append(checksum)
+        if expected is None:
+            return None
         return SourceFiles(
             urls=tuple(found.paths),
             columns=tuple(expected.names),
@@ -194,6 +200,10 @@ class ParquetSource(FileSource):
                     f"{model_name(self.model)} declares {wanted}, and there is no safe cast; "
                     "change the model or convert the column in a transform."
                 )
+        if parquet.metadata.num_rows == 0 and has_regex(self.model):
+            # no rows, but the columns a regex column matches: an empty output has them
+            yield pa.RecordBatch.from_pylist([], schema=expected)
+            return
         yield from parquet_batches(
             parquet,
             batch_size=chunk_rows,
