@@ -116,7 +116,10 @@ class OutputGuard:
             if self.failures is None:
                 self.failures = self._companion(FAILURES_SUFFIX)
             self.failures.append_many(_to_batches(failures))
-        if self.policy == "fail" or report.invalid is None:
+        # a failure of no row (a wrong dtype, a check that cannot run on the column) is not
+        # mended by dropping rows: the chunk fails under every policy, as in Pandera's verdict
+        of_the_frame = failures.get_column("index").null_count() > 0
+        if self.policy == "fail" or report.invalid is None or of_the_frame:
             from etlkit.validation import validation_error
 
             raise validation_error(

@@ -510,3 +510,27 @@ def test_expect_rejects_bad_arguments() -> None:
         MemorySource(bills([1.0])).expect(sql=["select 1"])
     with pytest.raises(ek.PipelineDefinitionError, match="between 0 and 1"):
         MemorySource(bills([1.0])).expect(max_invalid_fraction=2)
+
+
+class MistypedNotin(pdp.DataFrameModel):
+    flag: bool = pdp.Field(notin=["x", "y"])
+    n: int = pdp.Field(ge=0)
+
+
+@pytest.mark.parametrize("policy", ["drop", "quarantine"])
+def test_a_check_that_cannot_run_on_its_column_fails_the_run_under_every_policy(
+    policy: str, settings: ek.Settings
+) -> None:
+    # Pandera fails the frame (the check errors on a Boolean column): no row can be dropped to
+    # mend it, so dropping the row that breaks `ge` must not make the run pass
+    class Mistyped(ek.Pipeline):
+        rows = MemorySource(
+            pa.table({"flag": [True, False], "n": [1, -1]}), schema=MistypedNotin
+        ).expect(on_invalid=policy)
+        out = MemorySink(rows)
+
+    result = Mistyped.run(settings=settings)
+
+    assert result.state == "failed"
+    assert isinstance(result.error, ek.DataValidationError)
+    assert "isin" in str(result.error) or "notin" in str(result.error)
