@@ -36,7 +36,7 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
-from etlkit.errors import ConfigError, ConnectorError, TransientError
+from etlkit.errors import ConfigError, ConnectorError, TransientError, quoted
 from etlkit.nodes import Context, Node, Sink, Source, WriteResult, bind_sql
 from etlkit.schema import arrow_schema, column_names
 
@@ -277,7 +277,7 @@ class DuckDBTableSource(Source):
                 if (closest := closest_name(column, available))
             )
             raise ConnectorError(
-                f"{owner}: {what} in DuckDB database '{path}' has no column(s) {missing} "
+                f"{owner}: {what} in DuckDB database '{path}' has no column(s) {quoted(missing)} "
                 f"that {self.model.__name__} declares; its columns are {listing(available)}."
                 + hints
             )
@@ -491,8 +491,8 @@ def _check_columns(
     extra = [c for c in batch.schema.names if c.lower() not in want]
     if missing or extra:
         found = [
-            *([f"missing column(s) {missing}"] if missing else []),
-            *([f"extra column(s) {extra}"] if extra else []),
+            *([f"missing column(s) {quoted(missing)}"] if missing else []),
+            *([f"extra column(s) {quoted(extra)}"] if extra else []),
         ]
         raise ConnectorError(
             f"{owner}: chunk {index} does not match {where}: {' and '.join(found)}; "

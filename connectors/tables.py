@@ -16,7 +16,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from etlkit.errors import ConfigError, ConnectorError
+from etlkit.errors import ConfigError, ConnectorError, quoted
 from etlkit.nodes import Context, Node
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
@@ -96,7 +96,9 @@ def listing(names: Sequence[str]) -> str:
     """Names for a message: the first 20, then how many more."""
     shown = list(names[:_LISTED])
     more = len(names) - len(shown)
-    return f"{shown}" + (f" and {more} more" if more else "")
+    if not more:
+        return quoted(shown)
+    return ", ".join(f"'{name}'" for name in shown) + f" and {more} more"
 
 
 def closest_name(wanted: str, candidates: Sequence[str]) -> str | None:

@@ -48,6 +48,7 @@ from etlkit.errors import (
     RunCancelledError,
     RunTimeoutError,
     StagingError,
+    quoted,
 )
 from etlkit.guard import OutputGuard
 from etlkit.nodes import (
@@ -1131,8 +1132,8 @@ class _Run:
                     break
                 stuck = [n for n in waiting if self.startable(n)]
                 if not stuck:  # cannot happen in a checked DAG; never hang on it
-                    logger.error("nodes %s cannot start; cancelling the run", waiting)
-                    self.fail(RunCancelledError(f"nodes {waiting} could not start"))
+                    logger.error("nodes %s cannot start; cancelling the run", quoted(waiting))
+                    self.fail(RunCancelledError(f"nodes {quoted(waiting)} could not start"))
                     break
                 for name in stuck:
                     self.ready(name)
@@ -1381,7 +1382,7 @@ class _Run:
             if pool not in self.options.pools:
                 raise ConfigError(
                     f"Node '{name}' uses pool '{pool}', which is not defined; pools are "
-                    f"{sorted(self.options.pools) or 'none'} (add `{pool} = N` under [pools] "
+                    f"{quoted(sorted(self.options.pools))} (add `{pool} = N` under [pools] "
                     "in etlkit.toml)"
                 )
             wanted.append((pool, self.options.pools[pool]))

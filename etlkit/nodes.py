@@ -375,7 +375,7 @@ class _SqlBinder:
             raise self.error(
                 f"uses {{{exc.args[0]}}}, which is neither an input, a built-in name "
                 f"({', '.join(sorted(TEMPLATE_NAMES - {'params'}))}) nor a --param "
-                f"(params: {sorted(self.ctx.params) or 'none'})"
+                f"(params: {quoted(sorted(self.ctx.params))})"
             ) from exc
         except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise self.error(f"cannot fill {{{field}}}: {exc}") from exc

@@ -447,7 +447,7 @@ def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[P
             return cls
     names = [cls.__name__ for cls in found]
     raise PipelineNotFoundError(
-        f"{where} defines several pipelines {names}; name one as '{where}:ClassName'."
+        f"{where} defines several pipelines {quoted(names)}; name one as '{where}:ClassName'."
     )
 
 

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import polars as pl
 
-from etlkit.errors import DataValidationError
+from etlkit.errors import DataValidationError, quoted
 from etlkit.staging import CsvLayout, duckdb_scan, parquet_batches
 
 if TYPE_CHECKING:
@@ -836,7 +836,7 @@ class ChunkValidator:
         problems: list[str] = []
         if self._strict is True and extra:
             head.extend((c, "column_in_schema", c) for c in extra)
-            problems.append(f"column(s) {extra} are not in schema {model}, which is strict")
+            problems.append(f"column(s) {quoted(extra)} are not in schema {model}, which is strict")
         casts: list[pl.Expr] = []
         raw: list[str] = []
         checks: list[_RowCheck] = []
@@ -847,7 +847,7 @@ class ChunkValidator:
             if name not in schema:
                 if component.required:
                     head.append((name, "column_in_dataframe", name))
-                    problems.append(f"column '{name}' is missing; columns are {list(schema)}")
+                    problems.append(f"column '{name}' is missing; columns are {quoted(schema)}")
                 continue
             col, after = pl.col(name), schema[name]
             cast_failed: pl.Expr | None = None
@@ -1374,7 +1374,7 @@ def dataset_problems(
                 f"SELECT count(*) FROM (SELECT {keys} FROM __output {where}"
                 f"GROUP BY ALL HAVING count(*) > 1)"
             ).fetchall()[0][0]  # drained: the connection runs the next query
-            what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {list(columns)}"
+            what = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {quoted(columns)}"
             problems.append(
                 f"{what} must be unique across all chunks; {total} value(s) repeat "
                 f"(examples: {_examples([d[:-1] for d in duplicated])})"

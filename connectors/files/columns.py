@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
-from etlkit.errors import ConnectorError
+from etlkit.errors import ConnectorError, quoted
 from etlkit.schema import Model, arrow_schema, column_names, matched, model_name
 
 
@@ -25,8 +25,8 @@ def missing_columns(where: str, shown: str, model: Model, found: Sequence[str]) 
     # a regex column is missing when it matches no column
     missing = [n for n in column_names(model) if not set(matched(model, n, found)) & set(found)]
     return ConnectorError(
-        f"{where}: file {shown} has no column(s) {missing} declared by {model_name(model)}; "
-        f"its columns are {list(found)}.{did_you_mean(missing, found)}"
+        f"{where}: file {shown} has no column(s) {quoted(missing)} declared by "
+        f"{model_name(model)}; its columns are {quoted(found)}.{did_you_mean(missing, found)}"
     )
 
 
@@ -91,8 +91,8 @@ class Conformer:
                 f"declared by {model_name(self.model)}" if self.model else "of the first batch"
             )
             raise ConnectorError(
-                f"{self.where}: a batch lacks column(s) {missing} {expected}; it has "
-                f"{batch.schema.names}.{did_you_mean(missing, batch.schema.names)}"
+                f"{self.where}: a batch lacks column(s) {quoted(missing)} {expected}; it has "
+                f"{quoted(batch.schema.names)}.{did_you_mean(missing, batch.schema.names)}"
             )
         if batch.schema.names != names:
             batch = batch.select(names)

@@ -21,7 +21,7 @@ from connectors.files.paths import (
     temp_path,
     temporaries,
 )
-from etlkit.errors import ConnectorError
+from etlkit.errors import ConnectorError, quoted
 from etlkit.nodes import Context, Node, WriteResult
 from etlkit.schema import Model
 
@@ -67,7 +67,7 @@ class ParquetDatasetSink(FileSink):
         unsafe = [c for c in partition_by if not c or "/" in c or "=" in c or c.startswith(".")]
         if unsafe or not partition_by:
             raise ConnectorError(
-                f"ParquetDatasetSink for {path!r}: partition columns {list(partition_by)} "
+                f"ParquetDatasetSink for {path!r}: partition columns {quoted(partition_by)} "
                 "must be non-empty names without '/', '=' or a leading '.'."
             )
         self.partition_by = list(partition_by)
@@ -137,8 +137,8 @@ class ParquetDatasetSink(FileSink):
         missing = [c for c in self.partition_by if c not in schema.names]
         if missing:
             raise ConnectorError(
-                f"{where}: partition column(s) {missing} are not in the input; its columns are "
-                f"{schema.names}.{did_you_mean(missing, schema.names)}"
+                f"{where}: partition column(s) {quoted(missing)} are not in the input; its "
+                f"columns are {quoted(schema.names)}.{did_you_mean(missing, schema.names)}"
             )
         partitioning = pads.partitioning(
             pa.schema([schema.field(c) for c in self.partition_by]), flavor="hive"

@@ -33,7 +33,7 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
-from etlkit.errors import ConfigError, ConnectorError
+from etlkit.errors import ConfigError, ConnectorError, quoted
 from etlkit.nodes import Context, Node, Sink, WriteResult
 from etlkit.schema import arrow_schema
 
@@ -108,7 +108,9 @@ class PostgresSink(Sink):
         super().__init__(input, schema=schema)
         owner = type(self).__name__
         if mode not in get_args(Mode):
-            raise ConfigError(f"{owner}: mode must be one of {list(get_args(Mode))}, got {mode!r}.")
+            raise ConfigError(
+                f"{owner}: mode must be one of {quoted(get_args(Mode))}, got {mode!r}."
+            )
         self._dsn = check_target(dsn, conn, owner)
         check_name(table, owner)
         if "{" not in table:
@@ -120,7 +122,7 @@ class PostgresSink(Sink):
                 f"{owner}: mode='upsert' needs key=[...], the columns identifying a row."
             )
         if len(set(key)) != len(key):
-            raise ConfigError(f"{owner}: key {list(key)} names a column twice.")
+            raise ConfigError(f"{owner}: key {quoted(key)} names a column twice.")
         self.conn = conn
         self.table = table
         self.mode: Mode = mode
@@ -305,8 +307,8 @@ class PostgresSink(Sink):
                 if (closest := closest_name(column, existing))
             )
             raise ConnectorError(
-                f"{owner}: {chunk} does not match {where}: extra column(s) {extra}; the table "
-                f"has {listing(existing)}.{hints} Nothing was written. Select the table's "
+                f"{owner}: {chunk} does not match {where}: extra column(s) {quoted(extra)}; the "
+                f"table has {listing(existing)}.{hints} Nothing was written. Select the table's "
                 "columns upstream, or use mode='replace' to rebuild the table."
             )
 
@@ -339,7 +341,7 @@ class PostgresSink(Sink):
             cur.execute(sql)
         except driver_errors() as exc:
             hint = (
-                f" The input holds some key {list(self.key)} more than once: make it unique "
+                f" The input holds some key {quoted(self.key)} more than once: make it unique "
                 "upstream (for example with .expect(unique=[...]) on the input)."
                 if getattr(exc, "sqlstate", None) == "21000"
                 else ""
@@ -445,7 +447,7 @@ def _check_unique_key(
     missing = [k for k in key if _match(k, existing) is None]
     if missing:
         raise ConnectorError(
-            f"{owner}: {where} has no key column(s) {missing}; its columns are "
+            f"{owner}: {where} has no key column(s) {quoted(missing)}; its columns are "
             f"{listing(existing)}. Nothing was written."
         )
     rows = fetch_rows(
@@ -462,11 +464,11 @@ def _check_unique_key(
     wanted = {str(_match(k, existing)) for k in key}
     if wanted not in indexes.values():
         described = "; its unique indexes are on " + ", ".join(
-            str(sorted(cols)) for cols in indexes.values()
+            f"({', '.join(sorted(cols))})" for cols in indexes.values()
         )
         raise ConnectorError(
             f"{owner}: mode='upsert' into {where} needs a primary key or unique index on "
-            f"exactly {sorted(wanted)} (for ON CONFLICT), but the table has none"
+            f"exactly {quoted(sorted(wanted))} (for ON CONFLICT), but the table has none"
             + (described if indexes else "")
             + f". Add one (ALTER TABLE {found.table.sql} ADD PRIMARY KEY "
             f"({', '.join(map(quote_ident, sorted(wanted)))})), or change key=. "

@@ -40,7 +40,7 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
-from etlkit.errors import ConfigError, ConnectorError
+from etlkit.errors import ConfigError, ConnectorError, quoted
 from etlkit.nodes import Context, Source, bind_sql
 from etlkit.schema import arrow_schema, columns
 
@@ -298,7 +298,7 @@ class PostgresSource(Source):
                 if (closest := closest_name(column, names))
             )
             raise ConnectorError(
-                f"{owner}: {what} in PostgreSQL {dsn.masked} has no column(s) {missing} "
+                f"{owner}: {what} in PostgreSQL {dsn.masked} has no column(s) {quoted(missing)} "
                 f"that {self.model.__name__} declares or the source reads; its columns are "
                 f"{listing(names)}." + hints
             )

@@ -309,7 +309,7 @@ def test_file_with_several_pipelines_and_no_match_asks_for_a_class(tmp_path: Pat
     with pytest.raises(
         PipelineNotFoundError,
         match=re.escape(
-            f"{path} defines several pipelines ['First', 'Second']; name one as '{path}:ClassName'"
+            f"{path} defines several pipelines 'First' and 'Second'; name one as '{path}:ClassName'"
         ),
     ):
         load_pipeline(str(path), tmp_path)

@@ -77,7 +77,7 @@ def test_a_quoted_identifier_takes_only_a_plain_name() -> None:
 
 
 def test_an_unknown_field_is_a_config_error_naming_the_params() -> None:
-    with pytest.raises(ek.ConfigError, match=r"uses \{nope\}.*params: \['flt'\]"):
+    with pytest.raises(ek.ConfigError, match=r"uses \{nope\}.*params: 'flt'"):
         bind_sql("select {nope}", ctx(flt="1"))
 
 
