@@ -391,7 +391,7 @@ def test_a_pool_bounds_how_many_nodes_run_at_once(settings: ek.Settings, store: 
         first = Guarded(rows).options(pool="nowhere")
 
     failed = Undefined.run(settings=settings, pools={"warehouse": 1})
-    assert "uses pool 'nowhere', which is not defined; pools are ['warehouse']" in str(failed.error)
+    assert "uses pool 'nowhere', which is not defined; pools are 'warehouse'" in str(failed.error)
 
 
 def test_nodes_using_a_sized_connection_share_its_pool(settings: ek.Settings) -> None:
