@@ -309,7 +309,7 @@ def _quoted_fields(script: str) -> list[str]:
     problems = []
     state = ""  # the quote the shell is inside: '', "'" or '"'
     for literal, field, _, _ in parsed:
-        state = _quote_state(literal, state)
+        state = quote_state(literal, state)
         if field is not None and state:
             problems.append(
                 f"in shell command {script!r}, {{{field}}} is inside {state}quotes{state}: "
@@ -318,7 +318,7 @@ def _quoted_fields(script: str) -> list[str]:
     return problems
 
 
-def _quote_state(text: str, state: str) -> str:
+def quote_state(text: str, state: str) -> str:
     """The shell's quoting state after `text`, starting in `state` ('', "'" or '"')."""
     escaped = False
     for char in text:

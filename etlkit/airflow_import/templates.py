@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from etlkit.commands import quote_state
+
 #: Airflow template names -> etlkit template names.
 NAMES: Final = {
     "ds": "ds",
@@ -59,7 +61,7 @@ def translate(template: str, *, shell: bool = False) -> Translation:
     for match in _EXPRESSION.finditer(template):
         literal = template[last : match.start()]
         out.append(_escape(literal))
-        state = _quote_state(literal, state) if shell else ""
+        state = quote_state(literal, state) if shell else ""
         last = match.end()
         name = _field(match.group(1) or "")
         if name is None:
@@ -101,20 +103,3 @@ def _field(expression: str) -> tuple[str, str] | None:
 
 def _escape(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
-
-
-def _quote_state(text: str, state: str) -> str:
-    """The shell's quoting state after `text`, starting in `state` ('', "'" or '"')."""
-    escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif state == "'":
-            state = "" if char == "'" else state
-        elif char == "\\":
-            escaped = True
-        elif char == state:
-            state = ""
-        elif not state and char in "'\"":
-            state = char
-    return state
