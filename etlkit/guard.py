@@ -116,10 +116,7 @@ class OutputGuard:
             if self.failures is None:
                 self.failures = self._companion(FAILURES_SUFFIX)
             self.failures.append_many(_to_batches(failures))
-        # a failure of no row (a wrong dtype, a check that cannot run on the column) is not
-        # mended by dropping rows: the chunk fails under every policy, as in Pandera's verdict
-        of_the_frame = failures.get_column("index").null_count() > 0
-        if self.policy == "fail" or report.invalid is None or of_the_frame:
+        if self.policy == "fail" or report.invalid is None or _of_the_frame(failures):
             from etlkit.validation import validation_error
 
             raise validation_error(
@@ -201,6 +198,20 @@ class OutputGuard:
                 self.failures.commit()
             except StagingError:  # the run already failed; its own error is the one to report
                 self.failures.abort()
+
+
+def _of_the_frame(failures: pl.DataFrame) -> bool:
+    """Whether a chunk's failures include one of no row that dropping rows does not mend (a
+    check that cannot run on its column, a wrong dtype): the chunk then fails under every
+    policy, as in Pandera's verdict. A wrong dtype left by values that did not coerce is
+    mended by taking those rows out."""
+    whole = failures.filter(pl.col("index").is_null())
+    if whole.is_empty():
+        return False
+    rows = failures.filter(pl.col("index").is_not_null())
+    if rows.filter(pl.col("check").str.starts_with("coerce_dtype")).height:
+        whole = whole.filter(~pl.col("check").str.starts_with("dtype"))
+    return whole.height > 0
 
 
 def _locate(frame: pl.DataFrame, index: str, origin: Origin | None, prefix: str) -> pl.DataFrame:

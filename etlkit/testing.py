@@ -50,6 +50,9 @@ class MemorySource(Source):
                 yield batch.select(project(model, batch.schema.names)) if model else batch
             return
         table = self.data.select(project(model, self.data.column_names)) if model else self.data
+        if not table.num_rows:  # its columns still reach the guard, as a file's header does
+            yield pa.RecordBatch.from_pylist([], schema=table.schema)
+            return
         yield from table.to_batches(max_chunksize=self.chunk_rows or ctx.chunk_rows)
 
 

@@ -27,7 +27,13 @@ class Row(pdp.DataFrameModel):
 
 
 def table(rows: int = ROWS) -> pa.Table:
-    return pa.table({"k": list(range(rows)), "v": [float(i % 7) for i in range(rows)]})
+    return pa.table(
+        {
+            "k": pa.array(range(rows), pa.int64()),
+            "v": pa.array([float(i % 7) for i in range(rows)]),
+        },
+        schema=pa.schema({"k": pa.int64(), "v": pa.float64()}),
+    )
 
 
 class Double(ek.Transform[Row, Row]):
