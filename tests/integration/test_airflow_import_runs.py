@@ -4,32 +4,18 @@ TaskFlow return values and DataFrames."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.cli import REPO, etlkit
+
 DAGS = REPO / "tests" / "airflow_dags"
 
 pytestmark = pytest.mark.integration
-
-
-def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "etlkit", *args],
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,  # a sensor that never passes fails the test instead of hanging the suite
-    )
 
 
 @pytest.fixture

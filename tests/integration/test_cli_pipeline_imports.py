@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.cli import etlkit
 
 pytestmark = pytest.mark.integration
 
@@ -52,18 +49,6 @@ class Billed(ek.Pipeline):
     labelled = Label(bills)
     out = ParquetSink("out/{ds}.parquet", labelled)
 '''
-
-
-def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "etlkit", *args],
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from etlkit.store import RunStore
+from tests.integration.cli import REPO, etlkit
 from tests.integration.waiting import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +32,6 @@ class Daily(ek.Pipeline):
     numbers = MemorySource(pa.table({"x": [1, 2, 3]}))
     out = ParquetSink("out/{ds}.parquet", numbers)
 '''
-
-
-def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "etlkit", *args],
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture
