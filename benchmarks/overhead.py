@@ -49,7 +49,7 @@ import pyarrow as pa
 
 import etlkit as ek
 from benchmarks import datasets, environment
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink, MemorySource
 
 TABLE: Final = pa.table({"x": [1, 2, 3]})

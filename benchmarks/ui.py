@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import uvicorn
 
-from etlkit.config import load_settings
-from etlkit.store import NodeUpdate, RunStore
+from etlkit.settings.config import load_settings
+from etlkit.storage.store import NodeUpdate, RunStore
 from etlkit.ui.app import UiConfig, create_app
 from etlkit.ui.server import bind
 

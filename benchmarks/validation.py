@@ -24,7 +24,7 @@ from collections.abc import Callable
 import pandera.polars as pdp
 import polars as pl
 
-from etlkit.validation import ChunkValidator
+from etlkit.checks.validation import ChunkValidator
 
 SHIPMODES = ["AIR", "FOB", "MAIL", "RAIL", "REG AIR", "SHIP", "TRUCK"]
 

@@ -36,14 +36,22 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
+from etlkit.connector import (
+    Context,
+    Node,
+    Sink,
+    Source,
+    WriteResult,
+    arrow_schema,
+    bind_sql,
+    column_names,
+)
 from etlkit.errors import ConfigError, ConnectorError, TransientError, quoted
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult, bind_sql
-from etlkit.schema import arrow_schema, column_names
 
 if TYPE_CHECKING:
     import duckdb
 
-    from etlkit.nodes import Model
+    from etlkit.connector import Model
 
 logger = logging.getLogger(__name__)
 

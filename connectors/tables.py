@@ -16,8 +16,8 @@ from typing import Final
 
 import pyarrow as pa
 
+from etlkit.connector import Context, Node
 from etlkit.errors import ConfigError, ConnectorError, quoted
-from etlkit.nodes import Context, Node
 
 _FORBIDDEN: Final = re.compile(r"[\"'`;\x00-\x1f\x7f]")
 

@@ -16,8 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from etlkit.commands import Command
-    from etlkit.config import Settings, load_settings
+    from etlkit.engine.execution import Event, NodeStats, RunResult
     from etlkit.errors import (
         AirflowImportError,
         CommandError,
@@ -45,11 +44,22 @@ if TYPE_CHECKING:
         StoreError,
         TransientError,
     )
-    from etlkit.execution import Event, NodeStats, RunResult
-    from etlkit.nodes import Context, Lazy, Sensor, Sink, Source, Sql, Task, Transform, WriteResult
-    from etlkit.pipeline import Pipeline
-    from etlkit.querying import connect, query
-    from etlkit.sensors import FileSensor, RunSensor
+    from etlkit.model.commands import Command
+    from etlkit.model.nodes import (
+        Context,
+        Lazy,
+        Sensor,
+        Sink,
+        Source,
+        Sql,
+        Task,
+        Transform,
+        WriteResult,
+    )
+    from etlkit.model.sensors import FileSensor, RunSensor
+    from etlkit.runs.pipeline import Pipeline
+    from etlkit.settings.config import Settings, load_settings
+    from etlkit.storage.querying import connect, query
 
 __all__ = [
     "AirflowImportError",
@@ -100,26 +110,26 @@ __all__ = [
 ]
 
 _MODULES: dict[str, str] = {
-    "Command": "commands",
-    "Settings": "config",
-    "load_settings": "config",
-    "Event": "execution",
-    "NodeStats": "execution",
-    "RunResult": "execution",
-    "Context": "nodes",
-    "Lazy": "nodes",
-    "Sensor": "nodes",
-    "Sink": "nodes",
-    "Task": "nodes",
-    "Source": "nodes",
-    "Sql": "nodes",
-    "Transform": "nodes",
-    "WriteResult": "nodes",
-    "Pipeline": "pipeline",
-    "connect": "querying",
-    "query": "querying",
-    "FileSensor": "sensors",
-    "RunSensor": "sensors",
+    "Command": "model.commands",
+    "Settings": "settings.config",
+    "load_settings": "settings.config",
+    "Event": "engine.execution",
+    "NodeStats": "engine.execution",
+    "RunResult": "engine.execution",
+    "Context": "model.nodes",
+    "Lazy": "model.nodes",
+    "Sensor": "model.nodes",
+    "Sink": "model.nodes",
+    "Task": "model.nodes",
+    "Source": "model.nodes",
+    "Sql": "model.nodes",
+    "Transform": "model.nodes",
+    "WriteResult": "model.nodes",
+    "Pipeline": "runs.pipeline",
+    "connect": "storage.querying",
+    "query": "storage.querying",
+    "FileSensor": "model.sensors",
+    "RunSensor": "model.sensors",
 }
 
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
-from etlkit.schema import project
+from etlkit.model.nodes import Context, Node, Sink, Source, WriteResult
+from etlkit.model.schema import project
 
 if TYPE_CHECKING:
-    from etlkit.nodes import Model
+    from etlkit.model.nodes import Model
 
 
 class MemorySource(Source):

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from moto.server import ThreadedMotoServer
 
-from etlkit.connections import Connection, SecretStr
+from etlkit.settings.connections import Connection, SecretStr
 
 KEY: Final = "testing"
 SECRET: Final = "testing-secret/with+odd:chars@"  # exercises URL-encoding and masking

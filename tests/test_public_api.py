@@ -31,7 +31,7 @@ def test_every_error_class_is_public() -> None:
 
 def test_importing_etlkit_loads_no_heavy_library() -> None:
     code = (
-        "import sys, etlkit, etlkit.cli; "
+        "import sys, etlkit, etlkit.cli.commands; "
         "print(sorted(m for m in ('polars', 'pyarrow', 'duckdb', 'pandera') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -66,8 +66,10 @@ def test_etlkit_run_loads_neither_the_scheduler_nor_the_mail_and_http_clients(
 def test_command_and_sensors_named_in_the_readme_are_exported_and_loaded_on_first_use() -> None:
     code = (
         "import sys, etlkit as ek; "
-        "loaded = [m for m in ('etlkit.commands', 'etlkit.sensors') if m in sys.modules]; "
-        "from etlkit.commands import Command; from etlkit.sensors import FileSensor, RunSensor; "
+        "loaded = [m for m in ('etlkit.model.commands', 'etlkit.model.sensors') "
+        "if m in sys.modules]; "
+        "from etlkit.model.commands import Command; "
+        "from etlkit.model.sensors import FileSensor, RunSensor; "
         "print(loaded, ek.Command is Command, ek.FileSensor is FileSensor, "
         "ek.RunSensor is RunSensor)"
     )

@@ -15,15 +15,15 @@ directory reads every file below it. Files and directories whose name starts wit
 (temporary objects, `_SUCCESS` markers) are skipped. A glob matching no file, or a directory
 holding none, is an error unless the source is given `allow_empty=True`. CSV and NDJSON files
 named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a source yields
-carries its file and first row (`etlkit.nodes.Origin`), so validation names the file and line
+carries its file and first row (`etlkit.connector.Origin`), so validation names the file and line
 of a failing row. An `OSError` reading or writing is a `ConnectorError` naming the file.
 
-Object stores: `conn="lake"` takes the credentials and endpoint of that named connection
-(`etlkit.connections`: an s3, http(s) or file connection matching the path's scheme). Without
-it, s3fs finds them itself: the AWS_* environment variables (`AWS_ACCESS_KEY_ID`,
-`AWS_SECRET_ACCESS_KEY`, and `AWS_ENDPOINT_URL` for S3-compatible stores), `~/.aws`, instance
-roles. Sinks never create buckets. On S3 a move is a copy then a delete: a sink's target still
-appears only once complete, but a dataset is replaced object by object.
+Object stores: `conn="lake"` takes the credentials and endpoint of that named connection (an s3,
+http(s) or file connection matching the path's scheme). Without it, s3fs finds them itself: the
+AWS_* environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and `AWS_ENDPOINT_URL`
+for S3-compatible stores), `~/.aws`, instance roles. Sinks never create buckets. On S3 a move is a
+copy then a delete: a sink's target still appears only once complete, but a dataset is replaced
+object by object.
 
     billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling, conn="lake")
 

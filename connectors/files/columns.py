@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
+from etlkit.connector import Model, arrow_schema, column_names, matched, model_name
 from etlkit.errors import ConnectorError, quoted
-from etlkit.schema import Model, arrow_schema, column_names, matched, model_name
 
 
 def did_you_mean(missing: Sequence[str], available: Sequence[str]) -> str:

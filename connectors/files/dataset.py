@@ -21,9 +21,8 @@ from connectors.files.paths import (
     temp_path,
     temporaries,
 )
+from etlkit.connector import Context, Model, Node, WriteResult
 from etlkit.errors import ConnectorError, quoted
-from etlkit.nodes import Context, Node, WriteResult
-from etlkit.schema import Model
 
 logger = logging.getLogger(__name__)
 

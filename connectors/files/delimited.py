@@ -30,10 +30,21 @@ from connectors.files.paths import (
     os_error,
     write_file,
 )
+from etlkit.connector import (
+    MAX_CSV_BLOCK,
+    Context,
+    CsvLayout,
+    Model,
+    Origin,
+    SourceFiles,
+    WriteResult,
+    column_names,
+    csv_block_size,
+    file_fingerprint,
+    has_regex,
+    model_name,
+)
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Origin, SourceFiles, WriteResult
-from etlkit.schema import Model, column_names, has_regex, model_name
-from etlkit.staging import MAX_CSV_BLOCK, CsvLayout, csv_block_size, file_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +222,7 @@ class CsvSource(FileSource):
 
     `chunk_rows` (default: the context's) is a hint: the reader's block size is estimated from
     the first 64 KiB of each file, so chunks hold about that many rows. Line numbers in errors
-    and in validation failures (`etlkit.nodes.Origin`) count the header and one line per row,
+    and in validation failures (`etlkit.connector.Origin`) count the header and one line per row,
     so a quoted field spanning lines, or a blank line (skipped), shifts them.
 
     UTF-8 files are cut into those blocks and parsed on a pool of threads (one per CPU, up to
@@ -220,7 +231,7 @@ class CsvSource(FileSource):
     already yielded, so errors name the same line and column as a serial read does.
 
     Local files whose rows all stream to their consumers are staged as a reference to the files
-    (see `etlkit.nodes.SourceFiles`), not a copy: keep them in place, unchanged, while their
+    (see `etlkit.connector.SourceFiles`), not a copy: keep them in place, unchanged, while their
     runs may be resumed or queried.
 
         billing = CsvSource("s3://hospital-data/billing/{ds}/*.csv", schema=RawBilling)

@@ -23,9 +23,8 @@ from connectors.files.paths import (
     os_error,
     write_file,
 )
+from etlkit.connector import Context, Origin, WriteResult, model_name
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Origin, WriteResult
-from etlkit.schema import model_name
 
 logger = logging.getLogger(__name__)
 

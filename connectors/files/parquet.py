@@ -17,10 +17,20 @@ from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
 from connectors.files.paths import FileSink, FileSource, display, os_error, write_file
+from etlkit.connector import (
+    Context,
+    Model,
+    Node,
+    Origin,
+    SourceFiles,
+    WriteResult,
+    cast_array,
+    footer_checksum,
+    has_regex,
+    model_name,
+    parquet_batches,
+)
 from etlkit.errors import ConnectorError, StagingError
-from etlkit.nodes import Context, Node, Origin, SourceFiles, WriteResult
-from etlkit.schema import Model, cast_array, has_regex, model_name
-from etlkit.staging import footer_checksum, parquet_batches
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,8 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from etlkit.connections import resolve
+from etlkit.connector import Context, Model, Node, Sink, Source, WriteResult, resolve
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Context, Node, Sink, Source, WriteResult
-from etlkit.schema import Model
 
 logger = logging.getLogger(__name__)
 

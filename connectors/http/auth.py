@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
+from etlkit.connector import resolve
 from etlkit.errors import ConnectorError
 
 #: The shown text of a masked secret.
@@ -42,18 +43,9 @@ def resolve_auth(name: str, owner: str) -> Auth:
     sends the bare token in that header instead (`X-Api-Key`), unless `auth` is set.
 
     Raises:
-        ConnectorError: etlkit.connections cannot be imported, or the connection lacks what
-            the chosen scheme needs.
+        ConnectorError: the connection lacks what the chosen scheme needs.
         ConfigError: no connection has that name, or it is unusable (from `resolve`).
     """
-    try:
-        from etlkit.connections import resolve
-    except ImportError as exc:
-        raise ConnectorError(
-            f"{owner}: conn={name!r} needs etlkit.connections, which cannot be imported "
-            f"({type(exc).__name__}: {exc}). Upgrade etlkit, or pass the credential header "
-            "through headers= instead."
-        ) from exc
     connection = resolve(name)
     extra = connection.extra
     password = connection.password.get_secret_value() if connection.password else ""

@@ -9,11 +9,11 @@ import email.utils
 import json
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,7 +24,6 @@ from etlkit.errors import ConnectorError, TransientError
 if TYPE_CHECKING:
     from email.message import Message
 
-    from connectors.http.source import HttpJsonSource
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +105,18 @@ def _retry_after(headers: Message) -> float | None:
     return max(seconds, 0.0) if seconds == seconds else None  # NaN: ignored
 
 
+class RequestPolicy(Protocol):
+    """What a client takes from its source (`HttpJsonSource`): headers, credentials, limits."""
+
+    conn: str | None
+    headers: dict[str, str]
+    timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    sleep: Callable[[float], None]
+
+
 class Client:
     """GETs with retries for one read: headers, credentials, backoff and error messages.
 
@@ -115,7 +126,7 @@ class Client:
 
     def __init__(
         self,
-        source: HttpJsonSource,
+        source: RequestPolicy,
         origin: str,
         auth: Auth | None,
         secrets: Sequence[str],

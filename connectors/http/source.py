@@ -34,12 +34,11 @@ from connectors.http.records import (
     missing_part,
     short,
 )
+from etlkit.connector import Context, Source, arrow_schema, model_name
 from etlkit.errors import ConfigError, ConnectorError
-from etlkit.nodes import Context, Source
-from etlkit.schema import arrow_schema, model_name
 
 if TYPE_CHECKING:
-    from etlkit.nodes import Model
+    from etlkit.connector import Model
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class HttpJsonSource(Source):
         )
 
     `url` and the values of `params` are templates filled from the context (`{ds}`, params).
-    Credentials come from the named connection `conn` (`etlkit.connections.resolve`); the token
+    Credentials come from the named connection `conn` (`etlkit.connector.resolve`); the token
     is its extra `token`, else its password. `Authorization: Bearer <token>` by default, or
     `Basic login:token` when the connection has a login (as for http(s) files); extra
     `auth = "bearer"` or `"basic"` forces either, and extra `header = "X-Api-Key"` sends the bare
@@ -91,7 +90,7 @@ class HttpJsonSource(Source):
         schema: the model to read: its columns and types.
         pagination: how to reach the next page.
         records_path: the dotted path of the records list in each page.
-        conn: the name of a connection in `etlkit.connections` holding the credentials.
+        conn: the named connection (`etlkit.toml`, the environment) holding the credentials.
         headers: extra request headers.
         params: query parameters added to `url` (they replace ones of the same name).
         timeout: seconds to wait on connecting and on each read from the socket.

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 
 from connectors.tables import quote_ident
-from etlkit.schema import ColumnSpec
+from etlkit.connector import ColumnSpec
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor

@@ -3,13 +3,13 @@ and its errors turned into messages (`PostgresTransientError` when a retry may p
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from etlkit.connector import resolve
 from etlkit.errors import ConfigError, ConnectorError, MissingDependencyError, TransientError
 
 if TYPE_CHECKING:
@@ -139,20 +139,13 @@ def _with_defaults(uri: str) -> str:
 
 
 def resolve_conn(name: str, owner: str) -> Dsn:
-    """The URI of the named connection, read from `etlkit.connections` when the node runs.
+    """The URI of the named connection (`etlkit.connector.resolve`), read when the node runs.
 
     Raises:
-        ConnectorError: named connections are not available, or the name resolves to no URI.
+        ConnectorError: the name resolves to no URI.
+        ConfigError: no connection has that name, or it is unusable (from `resolve`).
     """
-    try:
-        connections = importlib.import_module("etlkit.connections")
-    except ImportError as exc:
-        raise ConnectorError(
-            f"{owner}: conn={name!r} names a connection, but named connections "
-            f"(etlkit.connections) are not available in this etlkit ({exc}); pass "
-            "dsn='postgresql://user:password@host:port/database' instead."
-        ) from exc
-    uri: object = connections.resolve(name).uri
+    uri: object = resolve(name).uri
     for reveal in ("get_secret_value", "reveal"):
         if callable(getattr(uri, reveal, None)):
             uri = getattr(uri, reveal)()

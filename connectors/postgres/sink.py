@@ -33,14 +33,13 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
+from etlkit.connector import Context, Node, Sink, WriteResult, arrow_schema
 from etlkit.errors import ConfigError, ConnectorError, quoted
-from etlkit.nodes import Context, Node, Sink, WriteResult
-from etlkit.schema import arrow_schema
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor
 
-    from etlkit.nodes import Model
+    from etlkit.connector import Model
 
 logger = logging.getLogger(__name__)
 

@@ -40,14 +40,13 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
+from etlkit.connector import Context, Source, arrow_schema, bind_sql, columns
 from etlkit.errors import ConfigError, ConnectorError, quoted
-from etlkit.nodes import Context, Source, bind_sql
-from etlkit.schema import arrow_schema, columns
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor
 
-    from etlkit.nodes import Model
+    from etlkit.connector import Model
 
 logger = logging.getLogger(__name__)
 

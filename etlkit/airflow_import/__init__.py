@@ -19,9 +19,9 @@ from pathlib import Path
 
 from etlkit.airflow_import.functions import callables_used
 from etlkit.airflow_import.mapper import Attribute, Settings, map_settings
-from etlkit.airflow_import.model import Dag, Finding
+from etlkit.airflow_import.model import Dag, Finding, Nodes
 from etlkit.airflow_import.parser import parse_dag_file
-from etlkit.airflow_import.tasks import Nodes, TaskMapper
+from etlkit.airflow_import.tasks import TaskMapper
 from etlkit.airflow_import.values import Evaluator
 from etlkit.airflow_import.writer import (
     function_source,
@@ -210,7 +210,7 @@ def _write(path: Path, text: str) -> None:
 
 def _add_pools(project_dir: Path, pools: dict[str, int], *, write: bool) -> list[str]:
     """Add the pools etlkit.toml lacks (one slot each); return their names."""
-    from etlkit.config import read_toml
+    from etlkit.settings.config import read_toml
 
     path = project_dir / "etlkit.toml"
     existing = read_toml(path).get("pools", {}) if path.is_file() else {}
@@ -236,7 +236,7 @@ def _add_notifiers(
     project_dir: Path, notifiers: dict[str, dict[str, object]], *, write: bool
 ) -> list[str]:
     """Append the notifier stubs etlkit.toml lacks; return their names."""
-    from etlkit.config import read_toml
+    from etlkit.settings.config import read_toml
 
     path = project_dir / "etlkit.toml"
     existing = read_toml(path).get("notifiers", {}) if path.is_file() else {}

@@ -85,3 +85,26 @@ class Dag:
     constants: Mapping[str, ast.expr]
     names: Mapping[str, str]
     import_lines: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeCode:
+    """One node of the pipeline: its attribute name, its code and the comment on it."""
+
+    name: str
+    code: str
+    comment: str
+
+
+@dataclass
+class Nodes:
+    """The nodes, what they need imported, and what could not be mapped."""
+
+    nodes: list[NodeCode] = field(default_factory=list)
+    runtime: set[str] = field(default_factory=set)  # names from etlkit.airflow_import.runtime
+    sensors: set[str] = field(default_factory=set)  # FileSensor, RunSensor
+    command: bool = False
+    functions: set[str] = field(default_factory=set)  # the DAG's callables the nodes call
+    params: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)  # empty operators
+    pools: dict[str, int] = field(default_factory=dict)  # pool -> the first line using it

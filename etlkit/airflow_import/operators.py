@@ -5,14 +5,32 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
-from etlkit.airflow_import.mapper import email_notifier, seconds
-from etlkit.airflow_import.model import TaskSpec
-from etlkit.airflow_import.values import UNKNOWN
+from etlkit.airflow_import.mapper import Settings, email_notifier, seconds
+from etlkit.airflow_import.model import Nodes, TaskSpec
+from etlkit.airflow_import.values import UNKNOWN, Evaluator
 
-if TYPE_CHECKING:
-    from etlkit.airflow_import.tasks import TaskMapper
+
+class TaskMapper(Protocol):
+    """What these mappings use of `tasks.TaskMapper` (which calls them)."""
+
+    evaluate: Evaluator
+    settings: Settings
+    kinds: dict[str, str]
+    out: Nodes
+    upstream: dict[str, list[str]]
+
+    def finding(self, task: TaskSpec, what: str, suggestion: str, line: int = 0) -> None: ...
+
+    def after(self, task: TaskSpec, skip: tuple[str, ...] = ()) -> str: ...
+
+    def todo(
+        self, task: TaskSpec, what: str, suggestion: str, *, reported: bool = False
+    ) -> tuple[str, str]: ...
+
+    def template(self, task: TaskSpec, value: Any, *, shell: bool = False) -> Any: ...
+
 
 _SENSOR_TIMEOUT: Final = 7 * 24 * 3600.0  # Airflow's default sensor timeout
 

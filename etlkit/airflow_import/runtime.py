@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import ConfigError
-from etlkit.nodes import Context, Node, Sink, Source, Task, Transform, WriteResult
+from etlkit.model.nodes import Context, Node, Sink, Source, Task, Transform, WriteResult
 
 if TYPE_CHECKING:
     import polars as pl
@@ -236,7 +236,7 @@ class SendEmail(Task):
 
     def run(self, ctx: Context) -> None:
         """Send through the notifier; fail if it is not configured or cannot deliver."""
-        from etlkit.notifications import NotificationContext, load_notifiers
+        from etlkit.runs.notifications import NotificationContext, load_notifiers
 
         notifiers = load_notifiers(Path(self.project_dir))
         if self.notifier not in notifiers:

@@ -13,13 +13,12 @@ import ast
 import heapq
 import keyword
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from etlkit.airflow_import.functions import find_definition, is_frame, scan_function
 from etlkit.airflow_import.mapper import Settings, seconds
-from etlkit.airflow_import.model import Dag, Finding, TaskSpec
+from etlkit.airflow_import.model import Dag, Finding, NodeCode, Nodes, TaskSpec
 from etlkit.airflow_import.operators import bash, email, sensor
 from etlkit.airflow_import.templates import translate
 from etlkit.airflow_import.values import UNKNOWN, Evaluator
@@ -47,29 +46,6 @@ RESERVED: Final = frozenset(
         "max_invalid_fraction",
     }
 )
-
-
-@dataclass(frozen=True)
-class NodeCode:
-    """One node of the pipeline: its attribute name, its code and the comment on it."""
-
-    name: str
-    code: str
-    comment: str
-
-
-@dataclass
-class Nodes:
-    """The nodes, what they need imported, and what could not be mapped."""
-
-    nodes: list[NodeCode] = field(default_factory=list)
-    runtime: set[str] = field(default_factory=set)  # names from etlkit.airflow_import.runtime
-    sensors: set[str] = field(default_factory=set)  # FileSensor, RunSensor
-    command: bool = False
-    functions: set[str] = field(default_factory=set)  # the DAG's callables the nodes call
-    params: dict[str, str] = field(default_factory=dict)
-    removed: list[str] = field(default_factory=list)  # empty operators
-    pools: dict[str, int] = field(default_factory=dict)  # pool -> the first line using it
 
 
 def node_name(task_id: str, taken: set[str]) -> str:

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from etlkit.airflow_import.mapper import Attribute
-from etlkit.airflow_import.model import Finding
-from etlkit.airflow_import.tasks import NodeCode
+from etlkit.airflow_import.model import Finding, NodeCode
 
 
 def class_name(pipeline: str) -> str:
@@ -65,9 +64,9 @@ def pipeline_code(
     if runtime:
         lines.append(f"from etlkit.airflow_import.runtime import {', '.join(sorted(runtime))}")
     if command:
-        lines.append("from etlkit.commands import Command")
+        lines.append("from etlkit import Command")
     if sensors:
-        lines.append(f"from etlkit.sensors import {', '.join(sorted(sensors))}")
+        lines.append(f"from etlkit import {', '.join(sorted(sensors))}")
     if imports:
         lines += ["", "# the DAG file's imports that its functions use"]
         lines += sorted(dict.fromkeys(imports.values()))

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from etlkit.config import load_settings
 from etlkit.errors import EtlkitError
 from etlkit.scheduling.scheduler import Scheduler, serve
-from etlkit.store import RunStore
+from etlkit.settings.config import load_settings
+from etlkit.storage.store import RunStore
 
 logger = logging.getLogger("etlkit.scheduling")
 

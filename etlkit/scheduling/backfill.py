@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from etlkit.errors import ConfigError, RunExistsError, SchedulerError
-from etlkit.runs import notify_failure
+from etlkit.runs.recording import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import ACTIVE_STATES, RunRecord, RunState, RunStore, new_run_id
+from etlkit.storage.store import ACTIVE_STATES, RunRecord, RunState, RunStore, new_run_id
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
-    from etlkit.pipeline import Pipeline
+    from etlkit.model.pipeline import PipelineDefinition
+    from etlkit.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class BackfillSummary:
 
 
 def backfill(
-    pipeline: type[Pipeline],
+    pipeline: type[PipelineDefinition],
     *,
     start: str | datetime,
     end: str | datetime,
@@ -110,7 +110,7 @@ def backfill(
         reprocess: which existing runs run again: `missing`, `failed` or `all`.
         max_active: runs at once.
         reverse: newest first.
-        launch: starts a run's worker (default `python -m etlkit.worker` in `project_dir`).
+        launch: starts a run's worker (default `python -m etlkit.runs.worker` in `project_dir`).
         notifiers: the configured notifiers by name, for `on_failure`.
 
     Raises:
@@ -172,7 +172,7 @@ def backfill(
 
 
 def _prepare(
-    pipeline: type[Pipeline],
+    pipeline: type[PipelineDefinition],
     schedule: Schedule,
     intervals: list[DataInterval],
     store: RunStore,
@@ -218,7 +218,7 @@ def _prepare(
         elif record.state in _RERUN[reprocess]:
             resume = reprocess != "all"
             if not resume:
-                from etlkit.staging import Staging
+                from etlkit.storage.staging import Staging
 
                 Staging(record.staging_root).delete_run(pipeline.name, record.run_id)
             if store.requeue_run(
@@ -241,7 +241,7 @@ def _prepare(
 class _Loop:
     """Executes the planned runs: pokes their sensors, launches, reaps, notifies failures."""
 
-    pipeline: type[Pipeline]
+    pipeline: type[PipelineDefinition]
     children: Children
     store: RunStore
     settings: Settings

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlkit.errors import EtlkitError, PipelineDefinitionError
-from etlkit.pipeline import Pipeline, discover
+from etlkit.model.pipeline import PipelineDefinition, discover
 from etlkit.scheduling.schedules import Schedule, pipeline_zone
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ _Fingerprint = dict[Path, tuple[int, int]]
 class Entry:
     """A loaded pipeline: its class, its schedule (None: triggered runs only), its file."""
 
-    pipeline: type[Pipeline]
+    pipeline: type[PipelineDefinition]
     schedule: Schedule | None
     path: Path
 
@@ -39,7 +39,7 @@ class Catalog:
         #: problems by file or pipeline name, as last reported
         self.errors: dict[str, str] = {}
         self._fingerprint: _Fingerprint | None = None
-        self._good: dict[Path, tuple[type[Pipeline], ...]] = {}
+        self._good: dict[Path, tuple[type[PipelineDefinition], ...]] = {}
 
     def get(self, name: str) -> Entry | None:
         """The pipeline named `name`, or None."""
@@ -52,7 +52,7 @@ class Catalog:
             return False
         self._fingerprint = fingerprint
         errors: dict[str, str] = {}
-        loaded: dict[Path, tuple[type[Pipeline], ...]] = {}
+        loaded: dict[Path, tuple[type[PipelineDefinition], ...]] = {}
         for found in discover(self.pipelines_dir) if self.pipelines_dir.is_dir() else []:
             if found.error is None:
                 loaded[found.path] = found.pipelines
@@ -95,7 +95,9 @@ class Catalog:
         self.errors = errors
         return True
 
-    def _entry(self, cls: type[Pipeline], path: Path, errors: dict[str, str]) -> Entry | None:
+    def _entry(
+        self, cls: type[PipelineDefinition], path: Path, errors: dict[str, str]
+    ) -> Entry | None:
         try:
             cls.graph()
             pipeline_zone(cls)

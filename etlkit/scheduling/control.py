@@ -15,15 +15,15 @@ from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.scheduler import last_planned
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment, pipeline_zone
-from etlkit.store import FINAL_STATES, RunRecord, RunStore, new_run_id
+from etlkit.storage.store import FINAL_STATES, RunRecord, RunStore, new_run_id
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
-    from etlkit.pipeline import Pipeline
+    from etlkit.model.pipeline import PipelineDefinition
+    from etlkit.settings.config import Settings
 
 
 def trigger(
-    pipeline: type[Pipeline],
+    pipeline: type[PipelineDefinition],
     *,
     store: RunStore,
     settings: Settings,
@@ -63,7 +63,9 @@ def trigger(
     )
 
 
-def data_interval(pipeline: type[Pipeline], logical_date: datetime) -> DataInterval | None:
+def data_interval(
+    pipeline: type[PipelineDefinition], logical_date: datetime
+) -> DataInterval | None:
     """The schedule's interval containing `logical_date`, for a run outside the schedule
     (`etlkit run --date`, `etlkit trigger`); None for a pipeline without a schedule.
 
@@ -169,5 +171,5 @@ def status(
     return found
 
 
-def _logical(date: str | datetime, pipeline: type[Pipeline]) -> datetime:
+def _logical(date: str | datetime, pipeline: type[PipelineDefinition]) -> datetime:
     return parse_moment(date, pipeline_zone(pipeline), what="Logical date")

@@ -1,10 +1,10 @@
 """Worker processes: launching one per run, noticing how each ended, and finding vanished ones.
 
-Each run executes in `python -m etlkit.worker --project DIR --run-id ID`, so a run that crashes or
-eats all memory takes down only its own process. A worker starts in its own session: Ctrl-C in the
-scheduler's terminal does not reach it, and it outlives a scheduler that is killed (it records its
-own end). A run whose process vanished, with nobody left to record its end, is found by its stale
-heartbeat (`sweep_stale`).
+Each run executes in `python -m etlkit.runs.worker --project DIR --run-id ID`, so a run that crashes
+or eats all memory takes down only its own process. A worker starts in its own session: Ctrl-C in
+the scheduler's terminal does not reach it, and it outlives a scheduler that is killed (it records
+its own end). A run whose process vanished, with nobody left to record its end, is found by its
+stale heartbeat (`sweep_stale`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from etlkit.scheduling.clock import Clock
-from etlkit.store import RunRecord, RunState, RunStore, owner_gone, pid_alive
+from etlkit.storage.store import RunRecord, RunState, RunStore, owner_gone, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ Launcher = Callable[[str], Handle]
 
 
 class SubprocessLauncher:
-    """Launches `python -m etlkit.worker` for a run, in the project directory, in its own session.
+    """Launches `python -m etlkit.runs.worker` for a run, in the project directory, in its own
+    session.
 
     The worker inherits this process's stdout and stderr (its log lines name the run).
     """
@@ -84,7 +85,7 @@ class SubprocessLauncher:
 
     def command(self, run_id: str) -> list[str]:
         """The worker's command line for `run_id`."""
-        cmd = [self.python, "-m", "etlkit.worker", "--project", str(self.project_dir)]
+        cmd = [self.python, "-m", "etlkit.runs.worker", "--project", str(self.project_dir)]
         cmd += ["--run-id", run_id, "--log-level", self.log_level]
         if self.config_file is not None:
             cmd += ["--config", str(Path(self.config_file).resolve())]

@@ -39,15 +39,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import EtlkitError, RunExistsError
-from etlkit.runs import notify_failure
+from etlkit.runs.recording import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.sensing import SensorGate
-from etlkit.store import RunStore, new_run_id
+from etlkit.storage.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
+    from etlkit.settings.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Scheduler:
         pipelines_dir: the pipelines folder (default `paths.pipelines_dir`).
         config_file: the config file workers read (default `<project_dir>/etlkit.toml`).
         clock: the time (default the system clock; tests pass a `FakeClock`).
-        launch: starts a claimed run's worker (default `python -m etlkit.worker`).
+        launch: starts a claimed run's worker (default `python -m etlkit.runs.worker`).
         log_level: the workers' log level.
         notifiers: the configured notifiers by name, for the failures the scheduler decides.
     """
@@ -373,7 +373,7 @@ def serve(
     Raises:
         StoreError: the run store cannot be opened.
     """
-    from etlkit.notifications import load_notifiers
+    from etlkit.runs.notifications import load_notifiers
 
     notifiers = load_notifiers(project_dir, config_file=config_file)
     with RunStore(settings.paths.store) as store:

@@ -30,7 +30,7 @@ from croniter import croniter
 from etlkit.errors import ConfigError, PipelineDefinitionError
 
 if TYPE_CHECKING:
-    from etlkit.pipeline import Pipeline
+    from etlkit.model.pipeline import PipelineDefinition
 
 PRESETS: Final[dict[str, str]] = {
     "@yearly": "0 0 1 1 *",
@@ -133,7 +133,7 @@ class Schedule:
         self.last_start = None if self.end_date is None else self.at_or_before(self.end_date)
 
     @classmethod
-    def of(cls, pipeline: type[Pipeline]) -> Schedule | None:
+    def of(cls, pipeline: type[PipelineDefinition]) -> Schedule | None:
         """The schedule a pipeline class declares, or None when it has none.
 
         Raises:
@@ -270,7 +270,7 @@ class Schedule:
         return PipelineDefinitionError(self.pipeline, [problem])
 
 
-def pipeline_zone(pipeline: type[Pipeline]) -> ZoneInfo:
+def pipeline_zone(pipeline: type[PipelineDefinition]) -> ZoneInfo:
     """The pipeline's timezone.
 
     Raises:

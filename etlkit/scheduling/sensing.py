@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from etlkit.errors import SensorTimeoutError, TransientError
-from etlkit.nodes import Context, Sensor
-from etlkit.pipeline import Pipeline
+from etlkit.model.nodes import Context, Sensor
+from etlkit.model.pipeline import PipelineDefinition
 from etlkit.scheduling.clock import Clock
 from etlkit.scheduling.schedules import pipeline_zone
-from etlkit.store import RunRecord, RunStore
+from etlkit.storage.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class SensorGate:
         """Drop what is known about a run's sensors (it launched or ended)."""
         self._waiting.pop(run_id, None)
 
-    def check(self, record: RunRecord, pipeline: type[Pipeline]) -> Verdict:
+    def check(self, record: RunRecord, pipeline: type[PipelineDefinition]) -> Verdict:
         """Poke the run's sensors that are due; say whether the run may start.
 
         `skipped` and `failed` runs are finished in the store here.
@@ -131,7 +131,9 @@ def _describe(sensor: Sensor, ctx: Context) -> str:
         return type(sensor).__name__
 
 
-def _context(record: RunRecord, pipeline: type[Pipeline], store_path: str | None) -> Context:
+def _context(
+    record: RunRecord, pipeline: type[PipelineDefinition], store_path: str | None
+) -> Context:
     """The context a run's nodes will see, in the pipeline's timezone."""
     tz = pipeline_zone(pipeline)
     start, end = record.data_interval_start, record.data_interval_end

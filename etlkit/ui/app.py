@@ -32,7 +32,6 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from etlkit.config import Settings
 from etlkit.errors import (
     ConfigError,
     EtlkitError,
@@ -42,12 +41,13 @@ from etlkit.errors import (
     StagingError,
     StoreError,
 )
-from etlkit.graph import Graph
-from etlkit.pipeline import Pipeline, load_pipeline
+from etlkit.model.graph import Graph
+from etlkit.model.pipeline import PipelineDefinition, load_pipeline
 from etlkit.scheduling.control import pause, trigger, unpause
 from etlkit.scheduling.processes import SubprocessLauncher
-from etlkit.staging import check_path_part
-from etlkit.store import RunStore
+from etlkit.settings.config import Settings
+from etlkit.storage.staging import check_path_part
+from etlkit.storage.store import RunStore
 from etlkit.ui import data, pages, svg
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class _State:
     def store(self) -> RunStore:
         return RunStore(self.config.settings.paths.store)
 
-    def pipeline(self, name: str) -> type[Pipeline]:
+    def pipeline(self, name: str) -> type[PipelineDefinition]:
         """The pipeline named `name` in the folder (validated as `etlkit run` does)."""
         check_path_part("pipeline name", name)
         with self.loading:

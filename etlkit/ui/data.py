@@ -13,16 +13,16 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from etlkit import querying
 from etlkit.errors import QueryError, StagingError
-from etlkit.staging import Staging, check_path_part
+from etlkit.storage import querying
+from etlkit.storage.staging import Staging, check_path_part
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from etlkit.config import Settings
-    from etlkit.store import RunRecord
+    from etlkit.settings.config import Settings
+    from etlkit.storage.store import RunRecord
 
 #: Rows shown of an output or a query result.
 PREVIEW_ROWS: Final = 50

@@ -13,16 +13,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from etlkit.runlog import LogLine, read_log
+from etlkit.engine.runlog import LogLine, read_log
 from etlkit.scheduling.control import PipelineStatus, status
-from etlkit.staging import check_path_part
-from etlkit.store import NodeRunRecord, RunRecord, RunStore
+from etlkit.storage.staging import check_path_part
+from etlkit.storage.store import NodeRunRecord, RunRecord, RunStore
 from etlkit.ui import svg
 
 if TYPE_CHECKING:
     from markupsafe import Markup
 
-    from etlkit.graph import Graph
+    from etlkit.model.graph import Graph
 
 #: Runs shown as squares per pipeline on the pipelines page.
 SQUARES: Final = 30

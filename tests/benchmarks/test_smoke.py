@@ -17,7 +17,7 @@ import pytest
 import etlkit as ek
 from benchmarks import datasets, engines, environment, overhead, tpch
 from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, differences
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink
 
 SF = 0.01

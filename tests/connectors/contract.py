@@ -42,10 +42,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from etlkit.engine.execution import new_run_id
 from etlkit.errors import RunCancelledError
-from etlkit.execution import new_run_id
-from etlkit.nodes import Context, Sink, Source
-from etlkit.schema import arrow_schema, column_names
+from etlkit.model.nodes import Context, Sink, Source
+from etlkit.model.schema import arrow_schema, column_names
 
 Model = type[pdp.DataFrameModel]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from etlkit.nodes import Sink, Source
+from etlkit.model.nodes import Sink, Source
 from etlkit.testing import MemorySink, MemorySource
 from tests.connectors.contract import (
     MakeSink,

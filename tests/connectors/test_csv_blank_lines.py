@@ -13,7 +13,7 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource
-from etlkit.staging import CsvLayout, Staging
+from etlkit.storage.staging import CsvLayout, Staging
 from etlkit.testing import MemorySink
 
 BLANK_INSIDE = "a\n1\n\n2\n"

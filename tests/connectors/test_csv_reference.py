@@ -17,10 +17,10 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource
-from etlkit.querying import connect
-from etlkit.runs import retry_run
-from etlkit.staging import CsvLayout, Staging, file_fingerprint
-from etlkit.store import RunStore
+from etlkit.runs.recording import retry_run
+from etlkit.storage.querying import connect
+from etlkit.storage.staging import CsvLayout, Staging, file_fingerprint
+from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink
 
 # pyarrow's rules, which every reader of the reference must repeat: `NA` and an empty field are

@@ -15,8 +15,8 @@ import pytest
 
 from connectors.duckdb import DatabaseLockedError, DuckDBTableSink, DuckDBTableSource, Mode
 from etlkit.errors import ConfigError, ConnectorError, RunCancelledError, TransientError
-from etlkit.nodes import Context, Sink, Source
-from etlkit.schema import arrow_schema
+from etlkit.model.nodes import Context, Sink, Source
+from etlkit.model.schema import arrow_schema
 from tests.connectors.contract import (
     MakeSink,
     MakeSource,

@@ -16,7 +16,7 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource, NdjsonSource, ParquetSource
-from etlkit.execution import Event
+from etlkit.engine.execution import Event
 from etlkit.testing import MemorySink
 
 

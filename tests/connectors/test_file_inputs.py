@@ -16,10 +16,10 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSink, CsvSource, NdjsonSource, ParquetSink, ParquetSource
-from etlkit.cli import exit_code
+from etlkit.cli.commands import exit_code
 from etlkit.errors import ConnectorError
-from etlkit.nodes import Origin, Sink, Source
-from etlkit.staging import Staging
+from etlkit.model.nodes import Origin, Sink, Source
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
 from tests.connectors.contract import make_context
 

@@ -30,8 +30,8 @@ from connectors.files import (
     delimited,
 )
 from etlkit.errors import ConnectorError, RunCancelledError
-from etlkit.nodes import Sink, Source
-from etlkit.schema import arrow_schema
+from etlkit.model.nodes import Sink, Source
+from etlkit.model.schema import arrow_schema
 from tests.connectors.contract import (
     ContractModel,
     MakeSink,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,9 +27,9 @@ from connectors.http import (
     Pagination,
     Single,
 )
-from etlkit.connections import Connection, SecretStr, activate
 from etlkit.errors import ConfigError, ConnectorError, TransientError
-from etlkit.nodes import Context, Source
+from etlkit.model.nodes import Context, Source
+from etlkit.settings.connections import Connection, SecretStr, activate
 from tests.connectors.contract import MakeSource, Model, SourceContract
 from tests.http_server import ApiServer, self_signed
 
@@ -817,16 +816,6 @@ def test_a_connection_without_a_secret_is_an_error(
     with pytest.raises(
         ConnectorError,
         match=r"connection 'crm_api' \(code\) has neither a password nor an extra 'token'",
-    ):
-        read(source(api, "/items", sleeps, conn="crm_api"))
-
-
-def test_missing_connections_module_is_a_clear_error(
-    api: ApiServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "etlkit.connections", None)  # makes the import fail
-    with pytest.raises(
-        ConnectorError, match=r"conn='crm_api' needs etlkit\.connections, which cannot be imported"
     ):
         read(source(api, "/items", sleeps, conn="crm_api"))
 

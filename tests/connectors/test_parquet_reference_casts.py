@@ -22,8 +22,8 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
-from etlkit.schema import Model
-from etlkit.staging import Staging
+from etlkit.model.schema import Model
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
 
 MIDNIGHT = dt.datetime(2020, 1, 1)

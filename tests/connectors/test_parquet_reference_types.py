@@ -20,7 +20,7 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
-from etlkit.staging import Staging
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
 
 # as decimal(15, 2), some are off by an ulp through pyarrow's cast (x * 0.01)

@@ -38,8 +38,8 @@ from etlkit.errors import (
     RunCancelledError,
     TransientError,
 )
-from etlkit.nodes import Context, Sink, Source
-from etlkit.schema import arrow_schema
+from etlkit.model.nodes import Context, Sink, Source
+from etlkit.model.schema import arrow_schema
 from tests.connectors.contract import (
     MakeSink,
     MakeSource,
@@ -801,12 +801,6 @@ def test_configuration_errors(build: Any, message: str) -> None:
         build()
 
 
-def test_named_connection_without_connections_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "etlkit.connections", None)
-    with pytest.raises(ConnectorError, match=r"conn='hospital_db' names a connection.*dsn="):
-        PostgresSink("x", conn="hospital_db", table="t").write(iter([]), CTX)
-
-
 @dataclass(frozen=True)
 class FakeSecret:
     value: str
@@ -829,9 +823,7 @@ def test_named_connection_is_resolved_when_the_node_runs(
 
     node = PostgresSink("x", conn="hospital_db", table="patients")
     assert resolved == []  # not at construction
-    fake = types.ModuleType("etlkit.connections")
-    fake.resolve = resolve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "etlkit.connections", fake)
+    monkeypatch.setattr("connectors.postgres.connection.resolve", resolve)
     assert node.write(iter(patients(3).to_batches()), CTX).rows == 3
     reader = PostgresSource(conn="hospital_db", table="patients", schema=Patient)
     assert read(reader).num_rows == 3
@@ -842,7 +834,7 @@ def test_named_connection_from_etlkit_connections(
     postgres_dsn: str, postgres_db: Connection, tmp_path: Path
 ) -> None:
     """With the real module: ETLKIT_CONN_<NAME> as a URI, its etlkit extras left out."""
-    connections = pytest.importorskip("etlkit.connections")
+    connections = pytest.importorskip("etlkit.settings.connections")
     env = {"ETLKIT_CONN_HOSPITAL_DB": f"{postgres_dsn}&pool_slots=2"}
     previous = connections.activate(connections.load_connections(tmp_path, env=env))
     try:
@@ -904,7 +896,7 @@ def socket_closed_port() -> Iterator[int]:
 def test_three_incremental_runs_load_each_row_exactly_once(
     postgres_dsn: str, postgres_db: Connection, tmp_path: Path
 ) -> None:
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
     from etlkit.testing import MemorySink
 
     put(postgres_db, "visits", patients(10))
@@ -954,7 +946,7 @@ def test_incremental_cursor_survives_retries_and_late_rows_load_once(
     """The cursor comes from the committed source output whichever attempt committed it (an
     in-run retry, `Pipeline.retry` after a failed run), and a row committed late with the
     stored cursor's timestamp is loaded once."""
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
     from etlkit.testing import MemorySink
 
     put(postgres_db, "visits", patients(4))  # seen_at 00:00 .. 03:00

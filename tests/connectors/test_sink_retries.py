@@ -31,7 +31,7 @@ from connectors.files import CsvSink, ParquetDatasetSink, ParquetSink
 from connectors.postgres import PostgresSink
 from connectors.tables import LEDGER_COLUMNS
 from etlkit.errors import ConnectorError
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySource
 from tests.conftest import REPO
 from tests.connectors.contract import make_context

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from etlkit.config import Settings, load_settings
 from etlkit.scheduling import FakeClock, Scheduler
-from etlkit.store import RunState, RunStore
+from etlkit.settings.config import Settings, load_settings
+from etlkit.storage.store import RunState, RunStore
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 

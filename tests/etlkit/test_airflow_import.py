@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from etlkit import Command
 from etlkit.airflow_import import import_dag
 from etlkit.airflow_import.templates import translate
-from etlkit.cli import main
-from etlkit.commands import Command
+from etlkit.cli.commands import main
 from etlkit.errors import AirflowImportError
-from etlkit.notifications import load_notifiers
+from etlkit.runs.notifications import load_notifiers
 
 DAGS = Path(__file__).resolve().parent.parent / "airflow_dags"
 
@@ -123,7 +123,7 @@ def test_notifier_stubs_keep_the_tables_etlkit_toml_has(project: Path) -> None:
 def test_pools_are_added_to_etlkit_toml_beside_its_own(project: Path) -> None:
     (project / "etlkit.toml").write_text("[pools]\nwarehouse_eu = 2\n\n[run]\nretries = 0\n")
     assert airflow_import(str(DAGS / "legacy_etl.py")) == 8
-    from etlkit.config import read_toml
+    from etlkit.settings.config import read_toml
 
     assert read_toml(project / "etlkit.toml")["pools"] == {"warehouse_eu": 2, "warehouse": 1}
     report = (project / "pipelines" / "legacy_etl.airflow-import.md").read_text()
@@ -286,7 +286,7 @@ def test_an_emailoperator_sends_through_its_notifier(project: Path) -> None:
     from datetime import UTC, datetime
 
     from etlkit.airflow_import.runtime import SendEmail
-    from etlkit.nodes import Context
+    from etlkit.model.nodes import Context
     from tests.smtp_server import SmtpServer
 
     assert airflow_import(str(DAGS / "modern_etl.py")) == 8
@@ -303,7 +303,7 @@ def test_an_airflow_callback_gets_the_context_it_reads(project: Path) -> None:
     from datetime import UTC, datetime
 
     from etlkit.airflow_import.runtime import airflow_callback
-    from etlkit.notifications import NotificationContext, dispatch
+    from etlkit.runs.notifications import NotificationContext, dispatch
 
     seen: list[dict[str, object]] = []
     note = NotificationContext(
@@ -369,7 +369,7 @@ def test_python_call_renders_arguments_and_passes_the_context_asked_for() -> Non
     from datetime import UTC, datetime
 
     from etlkit.airflow_import.runtime import PythonCall
-    from etlkit.nodes import Context
+    from etlkit.model.nodes import Context
 
     seen: dict[str, object] = {}
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import ConfigError, SchedulerError
-from etlkit.notifications import WebhookNotifier
-from etlkit.pipeline import Pipeline, load_pipeline
+from etlkit.model.pipeline import PipelineDefinition, load_pipeline
+from etlkit.runs.notifications import WebhookNotifier
 from etlkit.scheduling import BackfillSummary, FakeClock, Reprocess, backfill
-from etlkit.store import RunState, RunStore
+from etlkit.storage.store import RunState, RunStore
 from tests.etlkit.scheduling_rig import T0, FakeWorker, project_settings, write_pipeline
 from tests.webhook_server import WebhookServer
 
@@ -80,7 +80,7 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
-def daily(project: Path) -> type[Pipeline]:
+def daily(project: Path) -> type[PipelineDefinition]:
     return load_pipeline("daily", project / "pipelines")
 
 
@@ -257,7 +257,7 @@ def test_backfill_needs_a_schedule_and_a_sane_range(
 SENSING = """
 import pyarrow as pa
 import etlkit as ek
-from etlkit.sensors import FileSensor
+from etlkit.model.sensors import FileSensor
 from etlkit.testing import MemorySource
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import etlkit as ek
-from etlkit.cli import exit_code, main
-from etlkit.store import RunStore
+from etlkit.cli.commands import exit_code, main
+from etlkit.storage.store import RunStore
 
 PIPELINE = '''
 import pyarrow as pa
@@ -166,7 +166,7 @@ class Insurance(ek.Pipeline):
 def test_retry_of_a_run_that_failed_validation_reports_the_validation_error_again(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
 
     (project / "pipelines" / "insurance.py").write_text(INVALID)
     assert main(["run", "insurance", "--date", "2025-01-31", "--progress", "none"]) == 4
@@ -217,7 +217,7 @@ def test_run_of_a_scheduled_pipeline_reads_its_date_in_the_pipelines_timezone(
 ) -> None:
     from datetime import UTC, datetime
 
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
 
     (project / "pipelines" / "berlin.py").write_text(BERLIN)
 
@@ -265,7 +265,7 @@ def test_a_run_whose_process_was_killed_is_failed_and_notified_once_by_the_next_
     import json
     from datetime import UTC, datetime
 
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
 
     (project / "pipelines" / "paged.py").write_text(NOTIFYING)
     with RunStore(project / ".etlkit" / "etlkit.sqlite") as store:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from etlkit import connections
-from etlkit.commands import Command, CommandError, CommandTimeoutError
 from etlkit.errors import ConfigError, PipelineDefinitionError, RunCancelledError
-from etlkit.nodes import Context
+from etlkit.model.commands import Command, CommandError, CommandTimeoutError
+from etlkit.model.nodes import Context
+from etlkit.settings import connections
 
 SECRET = "hunter2-S3cr3t"
 
@@ -45,13 +45,13 @@ def output(caplog: pytest.LogCaptureFixture, stream: str = "stdout") -> list[str
     return [
         r.getMessage().removeprefix(prefix)
         for r in caplog.records
-        if r.name == "etlkit.commands" and r.getMessage().startswith(prefix)
+        if r.name == "etlkit.model.commands" and r.getMessage().startswith(prefix)
     ]
 
 
 @pytest.fixture(autouse=True)
 def info_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="etlkit.commands")
+    caplog.set_level(logging.INFO, logger="etlkit.model.commands")
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def running(pid: int) -> bool:
 def test_processes_left_holding_the_output_are_terminated(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("etlkit.commands._ORPHAN_GRACE_S", 0.2)
+    monkeypatch.setattr("etlkit.model.commands._ORPHAN_GRACE_S", 0.2)
     code = (
         "import subprocess, sys\n"
         "block = 'import threading; threading.Event().wait(30)'\n"

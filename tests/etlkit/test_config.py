@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from etlkit.config import load_settings
 from etlkit.errors import ConfigError
+from etlkit.settings.config import load_settings
 
 
 def write_toml(project: Path, text: str, name: str = "etlkit.toml") -> Path:

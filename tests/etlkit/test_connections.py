@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 import pytest
 
-from etlkit import connections
-from etlkit.config import load_settings
-from etlkit.connections import (
+from etlkit.errors import ConfigError
+from etlkit.settings import connections
+from etlkit.settings.config import load_settings
+from etlkit.settings.connections import (
     Connection,
     ConnectionNotFoundError,
     SecretStr,
@@ -25,7 +26,6 @@ from etlkit.connections import (
     mask,
     resolve,
 )
-from etlkit.errors import ConfigError
 
 PASSWORD = "p@ss:w/rd+%?"  # every character a URI would mangle
 ENCODED = "p%40ss%3Aw%2Frd%2B%25%3F"
@@ -155,7 +155,7 @@ def test_password_in_toml_is_accepted_with_a_warning_that_hides_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     toml(tmp_path, f'[connections.db]\nkind = "postgresql"\npassword = "{PASSWORD}"\n')
-    with caplog.at_level(logging.WARNING, logger="etlkit.connections"):
+    with caplog.at_level(logging.WARNING, logger="etlkit.settings.connections"):
         conn = load_connections(tmp_path, env={})["db"]
     assert conn.password == SecretStr(PASSWORD)
     assert "secrets belong in the environment" in caplog.text
@@ -358,7 +358,7 @@ def test_resolve_uses_the_activated_connections(registry: None) -> None:
     assert connections.active_connections() == {"lake": lake}
     assert connections.activate(None) == {"lake": lake}
     with pytest.raises(
-        ConnectionNotFoundError, match=r"activate\(etlkit.connections.load_connections"
+        ConnectionNotFoundError, match=r"activate\(etlkit.settings.connections.load_connections"
     ):
         resolve("lake")
 

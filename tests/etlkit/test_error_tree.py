@@ -112,11 +112,11 @@ def test_every_exception_round_trips_through_pickle_with_its_context(
 
 
 def test_moved_exceptions_stay_importable_from_their_old_modules() -> None:
-    from etlkit.commands import CommandError, CommandTimeoutError
-    from etlkit.connections import ConnectionNotFoundError
-    from etlkit.notifications import NotificationError
-    from etlkit.sensors import SensorTimeoutError
-    from etlkit.store import RunExistsError
+    from etlkit.model.commands import CommandError, CommandTimeoutError
+    from etlkit.model.sensors import SensorTimeoutError
+    from etlkit.runs.notifications import NotificationError
+    from etlkit.settings.connections import ConnectionNotFoundError
+    from etlkit.storage.store import RunExistsError
 
     assert CommandError is errors.CommandError
     assert CommandTimeoutError is errors.CommandTimeoutError

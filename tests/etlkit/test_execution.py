@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
+from etlkit.engine.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
 from etlkit.errors import RunCancelledError, StagingError
-from etlkit.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
-from etlkit.nodes import Context
-from etlkit.staging import Staging
+from etlkit.model.nodes import Context
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
 
 
@@ -553,7 +553,7 @@ def test_a_thread_waiting_on_a_channel_is_released_by_cancellation(side: str) ->
 def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None:
     import logging
 
-    from etlkit import runlog
+    from etlkit.engine import runlog
 
     log = logging.getLogger("etlkit.test_runlog")
     with runlog.capture(str(tmp_path), "pipe", "run-1") as path:
@@ -576,7 +576,7 @@ def test_node_lifecycle_lines_go_to_the_run_log_and_to_logging_at_debug(
 ) -> None:
     import logging
 
-    from etlkit import runlog
+    from etlkit.engine import runlog
 
     log = logging.getLogger("etlkit.test_lifecycle")
     with caplog.at_level(logging.DEBUG, logger="etlkit.test_lifecycle"):
@@ -677,7 +677,7 @@ def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a hiccup of a loaded machine must not pass for a queue left waiting
-    monkeypatch.setattr("etlkit.execution._SPREAD_SECONDS", 0.2)
+    monkeypatch.setattr("etlkit.engine.execution._SPREAD_SECONDS", 0.2)
     workers = _Workers(2)
     ran, done, node = counting(51)
 
@@ -822,7 +822,7 @@ def test_a_waiting_sensor_does_not_keep_other_sensors_from_poking(settings: ek.S
 def test_a_task_after_a_file_sensor_runs_once_the_file_exists(
     settings: ek.Settings, tmp_path: Path
 ) -> None:
-    from etlkit.sensors import FileSensor
+    from etlkit.model.sensors import FileSensor
 
     (tmp_path / "ready.flag").write_text("ok")
     ran: list[str] = []
@@ -869,11 +869,11 @@ def test_closing_the_pool_while_a_thread_is_being_started_does_not_fail() -> Non
     ],
 )
 def test_a_node_line_in_the_run_log_is_what_json_would_write(node: str, message: str) -> None:
-    from etlkit import runlog
+    from etlkit.engine import runlog
 
     at = 1_700_000_000.123456
 
-    line = runlog._info_line(at, "etlkit.execution", node, message)
+    line = runlog._info_line(at, "etlkit.engine.execution", node, message)
 
-    assert line == json.dumps(runlog._line(at, "INFO", "etlkit.execution", node, message))
+    assert line == json.dumps(runlog._line(at, "INFO", "etlkit.engine.execution", node, message))
     assert json.loads(line)["message"] == message

@@ -13,7 +13,7 @@ import pytest
 
 import etlkit as ek
 from etlkit.errors import PipelineDefinitionError
-from etlkit.graph import build_graph, render_text
+from etlkit.model.graph import build_graph, render_text
 from etlkit.testing import MemorySink, MemorySource
 
 TABLE = pa.table({"invoice_id": [1, 2], "amount": [10.0, 20.0]})

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.staging import Staging
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import etlkit as ek
 from etlkit.errors import ConfigError
-from etlkit.notifications import (
+from etlkit.runs.notifications import (
     EmailNotifier,
     NotificationContext,
     NotificationError,
@@ -21,7 +21,7 @@ from etlkit.notifications import (
     dispatch,
     load_notifiers,
 )
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink, MemorySource
 from tests.smtp_server import SmtpServer
 from tests.webhook_server import WebhookServer, unused_url

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.cli import main
-from etlkit.graph import Graph, build_graph
-from etlkit.nodes import Node
-from etlkit.pictures import render_dot, render_gantt, render_mermaid, render_tree
-from etlkit.store import NodeRunRecord
+from etlkit.cli.commands import main
+from etlkit.cli.pictures import render_dot, render_gantt, render_mermaid, render_tree
+from etlkit.model.graph import Graph, build_graph
+from etlkit.model.nodes import Node
+from etlkit.storage.store import NodeRunRecord
 from etlkit.testing import MemorySink, MemorySource
 
 TABLE = pa.table({"x": [1, 2, 3]})

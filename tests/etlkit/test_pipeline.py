@@ -16,8 +16,8 @@ import pytest
 
 import etlkit as ek
 from etlkit.errors import ConfigError, PipelineDefinitionError, PipelineNotFoundError
-from etlkit.pipeline import discover, load_pipeline, parse_logical_date, snake_case
-from etlkit.staging import Staging
+from etlkit.model.pipeline import discover, load_pipeline, parse_logical_date, snake_case
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
 
 TABLE = pa.table({"invoice_id": [1, 2], "amount": [10.0, 20.0]})

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import etlkit as ek
-import etlkit.pipeline as pipeline_module
-from etlkit.pipeline import discover, load_pipeline
+import etlkit.model.pipeline as pipeline_module
+from etlkit.model.pipeline import discover, load_pipeline
 
 PIPELINE = '''
 import polars as pl

@@ -8,7 +8,7 @@ import pyarrow as pa
 from rich.console import Console
 
 import etlkit as ek
-from etlkit.progress import LiveProgress, PlainProgress, summary_rows
+from etlkit.cli.progress import LiveProgress, PlainProgress, summary_rows
 from etlkit.testing import MemorySink, MemorySource
 
 

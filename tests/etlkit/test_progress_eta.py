@@ -7,8 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from etlkit.execution import NodeStats, RunResult
-from etlkit.progress import _table, clock_text, progress_text
+from etlkit.cli.progress import _table, clock_text, progress_text
+from etlkit.engine.execution import NodeStats, RunResult
 
 
 @pytest.mark.parametrize(

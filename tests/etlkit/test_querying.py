@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etlkit.errors import QueryError
-from etlkit.querying import (
+from etlkit.storage.querying import (
     connect,
     latest_run,
     query,
@@ -26,7 +26,7 @@ from etlkit.querying import (
     view_names,
     write_result,
 )
-from etlkit.staging import Staging
+from etlkit.storage.staging import Staging
 
 PIPELINE = "shop"
 R1 = "20250101T000000Z-aaaaaa"
@@ -197,7 +197,7 @@ def test_clashing_view_names_keep_the_nodes_own_output(
     staging: Staging, caplog: pytest.LogCaptureFixture
 ) -> None:
     stage(staging, R2, "orders_rejects", pa.table({"mine": [True]}))
-    with caplog.at_level(logging.WARNING, logger="etlkit.querying"):
+    with caplog.at_level(logging.WARNING, logger="etlkit.storage.querying"):
         con = connect(staging, PIPELINE)
     try:
         assert con.sql("select * from orders_rejects").fetchall() == [(True,)]

@@ -14,9 +14,9 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
-from etlkit.staging import Staging
+from etlkit.checks.validation import ChunkValidator, parquet_statistics
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
-from etlkit.validation import ChunkValidator, parquet_statistics
 
 
 class Reading(pdp.DataFrameModel):
@@ -359,7 +359,7 @@ def test_batches_with_every_check_proven_pass_without_a_look_at_their_values() -
 def test_a_guard_passes_a_proven_batch_through_as_it_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from etlkit.guard import OutputGuard
+    from etlkit.checks.guard import OutputGuard
     from etlkit.testing import MemorySource
 
     def no_conversion(batch: pa.RecordBatch) -> None:
@@ -385,7 +385,7 @@ def test_a_guard_passes_a_proven_batch_through_as_it_is(
         )
     )
     batch = pa.record_batch({"id": [0, 5], "level": [None, 12]})  # breaks what was "proven"
-    monkeypatch.setattr("etlkit.guard.to_polars", no_conversion)
+    monkeypatch.setattr("etlkit.checks.guard.to_polars", no_conversion)
 
     assert guard.check(batch, 1)[0] is batch
     assert guard.checked_rows == 2

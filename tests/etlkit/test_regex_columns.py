@@ -15,9 +15,9 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource, ParquetSource
-from etlkit.staging import Staging
+from etlkit.checks.validation import ChunkValidator
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
-from etlkit.validation import ChunkValidator
 
 
 class Numbered(pdp.DataFrameModel):

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
+from etlkit.engine.execution import RunState
 from etlkit.errors import StoreError
-from etlkit.execution import RunState
-from etlkit.store import NodeUpdate, RunStore
+from etlkit.storage.store import NodeUpdate, RunStore
 from etlkit.testing import MemorySink, MemorySource
 
 

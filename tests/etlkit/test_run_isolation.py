@@ -7,8 +7,9 @@ import threading
 from pathlib import Path
 
 import etlkit as ek
-from etlkit import connections, runlog
-from etlkit.runlog import read_log
+from etlkit.engine import runlog
+from etlkit.engine.runlog import read_log
+from etlkit.settings import connections
 
 WAIT_SECONDS = 10.0  # a bound on a wait that the fixed code never reaches
 

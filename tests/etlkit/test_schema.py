@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from etlkit.schema import (
+from etlkit.model.schema import (
     ColumnSpec,
     arrow_schema,
     column_names,

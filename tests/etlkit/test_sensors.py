@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from etlkit import connections
 from etlkit.errors import ConfigError, PipelineDefinitionError, RunCancelledError
-from etlkit.nodes import Context, Sensor
-from etlkit.sensors import FileSensor, RunSensor, SensorTimeoutError, wait
-from etlkit.store import RunState, RunStore
+from etlkit.model.nodes import Context, Sensor
+from etlkit.model.sensors import FileSensor, RunSensor, SensorTimeoutError, wait
+from etlkit.settings import connections
+from etlkit.storage.store import RunState, RunStore
 
 MARCH_1 = datetime(2025, 3, 1, tzinfo=UTC)
 

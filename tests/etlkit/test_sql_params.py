@@ -13,7 +13,7 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
-from etlkit.nodes import Context, bind_sql
+from etlkit.model.nodes import Context, bind_sql
 from etlkit.testing import MemorySink, MemorySource
 
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.staging import Staging
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
 
 ROWS = 1_000
@@ -124,7 +124,7 @@ def test_a_query_scanning_its_input_twice_reads_it_from_staging(
         )
         out = MemorySink(pairs)
 
-    with caplog.at_level(logging.INFO, logger="etlkit.execution"):
+    with caplog.at_level(logging.INFO, logger="etlkit.engine.execution"):
         result = run(SelfJoin, settings)
 
     assert result.state == "success", result.error

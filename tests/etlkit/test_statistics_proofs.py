@@ -21,8 +21,8 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
+from etlkit.checks.validation import ChunkValidator, parquet_statistics
 from etlkit.testing import MemorySink
-from etlkit.validation import ChunkValidator, parquet_statistics
 
 
 class Price(pdp.DataFrameModel):

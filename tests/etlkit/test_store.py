@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from etlkit import store as store_module
 from etlkit.errors import StoreError
-from etlkit.store import NodeUpdate, RunExistsError, RunRecord, RunStore
+from etlkit.storage import store as store_module
+from etlkit.storage.store import NodeUpdate, RunExistsError, RunRecord, RunStore
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -569,7 +569,7 @@ def test_a_file_from_a_newer_etlkit_is_refused(tmp_path: Path) -> None:
 OPENER = """
 import os, sys
 from datetime import UTC, datetime
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 
 with RunStore(sys.argv[1]) as store:
     for i in range(10):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from etlkit import store as store_module
 from etlkit.errors import StoreError
-from etlkit.store import FINAL_STATES, RunRecord, RunStore
+from etlkit.storage import store as store_module
+from etlkit.storage.store import FINAL_STATES, RunRecord, RunStore
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -267,7 +267,7 @@ def test_threads_with_their_own_stores_contend_for_slots(tmp_path: Path) -> None
 
 CONTENDER = """
 import sys
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 path, run_id, holder = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with RunStore(path) as store:
     print("won" if store.acquire_slot("warehouse", 2, run_id, "load", holder) else "lost")

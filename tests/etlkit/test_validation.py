@@ -16,15 +16,15 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
-from etlkit.errors import DataValidationError
-from etlkit.schema import polars_schema
-from etlkit.validation import (
+from etlkit.checks.validation import (
     ChunkValidator,
     IncreasingKey,
     strictly_increasing,
     summarize,
     validation_error,
 )
+from etlkit.errors import DataValidationError
+from etlkit.model.schema import polars_schema
 
 NAN = math.nan
 Failure = tuple[str | None, str, int | None]

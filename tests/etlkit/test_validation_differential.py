@@ -7,7 +7,7 @@ can take: one `ChunkValidator.check`, chunked pipelines under `fail`, `drop` and
 to a sink or referenced by a `Sql` node, CSV files streamed or read by a `Sql` node. Pass/fail
 must agree with Pandera's, and so must the failing rows (kept and rejected rows under
 `drop`/`quarantine`), except for the documented deviation of failed casts (see
-`etlkit.validation`): when a coerced value does not cast, only the verdict is compared.
+`etlkit.checks.validation`): when a coerced value does not cast, only the verdict is compared.
 
 Profiles: `ci` (default) is derandomized and bounded so this file stays quick; `nightly` draws
 many more, fresh examples each run:
@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 
 import etlkit as ek
 from connectors.files import CsvSource, ParquetSource
-from etlkit.nodes import Policy
-from etlkit.schema import cast_array
+from etlkit.checks.validation import ChunkValidator
+from etlkit.model.nodes import Policy
+from etlkit.model.schema import cast_array
 from etlkit.testing import MemorySink, MemorySource
-from etlkit.validation import ChunkValidator
 from tests.etlkit.validation_strategies import (
     FINER,
     KIND,
@@ -291,7 +291,7 @@ def check_run(
     keep = set(range(df.height)) - verdict.rows
     stats = result.nodes[node]
     if len(spec.unique) > 1 and max(stats.chunks_in, stats.chunks_out) > 1:
-        # the deviation etlkit.validation documents: across chunks every `Config.unique` set
+        # the deviation etlkit.checks.validation documents: across chunks every `Config.unique` set
         # that repeats fails its rows, where Pandera fails those of the first set only; so
         # etlkit keeps no row Pandera fails, and may fail more
         extra = Counter(kept()) - Counter(expected_rows(spec, df, keep))

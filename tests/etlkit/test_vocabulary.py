@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
 
-from etlkit import execution, store
+from etlkit.engine import execution
+from etlkit.storage import store
 
-PACKAGE = Path(execution.__file__).resolve().parent
+PACKAGE = Path(execution.__file__).resolve().parent.parent
 
 
 def defined(name: str) -> list[str]:
@@ -30,9 +31,9 @@ def defined(name: str) -> list[str]:
 
 
 def test_run_and_node_states_and_the_run_id_function_are_defined_once() -> None:
-    assert defined("RunState") == ["store.py"]
-    assert defined("NodeState") == ["store.py"]
-    assert defined("new_run_id") == ["store.py"]
+    assert defined("RunState") == ["storage/store.py"]
+    assert defined("NodeState") == ["storage/store.py"]
+    assert defined("new_run_id") == ["storage/store.py"]
 
 
 def test_the_engine_reports_states_of_the_store_vocabulary() -> None:

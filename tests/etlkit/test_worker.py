@@ -1,4 +1,5 @@
-"""`python -m etlkit.worker`, run in-process: executing, refusing and resuming recorded runs."""
+"""`python -m etlkit.runs.worker`, run in-process: executing, refusing and resuming recorded
+runs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from etlkit.config import Settings, load_settings
-from etlkit.store import RunStore
-from etlkit.worker import main
+from etlkit.runs.worker import main
+from etlkit.settings.config import Settings, load_settings
+from etlkit.storage.store import RunStore
 
 NOTED = """\
 import json

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from etlkit import connections
+from etlkit.settings import connections
 from tests.s3_server import AWS_UNSET, S3Server, aws_env, connection
 
 

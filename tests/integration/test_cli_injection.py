@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 PIPELINE = """
 import pyarrow as pa
 import etlkit as ek
-from etlkit.commands import Command
+from etlkit.model.commands import Command
 from etlkit.testing import MemorySource
 from connectors.files import ParquetSink
 

@@ -13,8 +13,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from etlkit.staging import Staging
-from etlkit.store import RunStore
+from etlkit.storage.staging import Staging
+from etlkit.storage.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -35,10 +35,10 @@ from connectors.files import (
     ParquetSource,
 )
 from connectors.files import parquet as parquet_module
-from etlkit import connections
 from etlkit.errors import ConnectorError, RunCancelledError, StagingError
-from etlkit.nodes import Context, Source
-from etlkit.staging import Staging
+from etlkit.model.nodes import Context, Source
+from etlkit.settings import connections
+from etlkit.storage.staging import Staging
 from tests.s3_server import SECRET, filesystem, storage_options
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from connectors.files import ParquetDatasetSink, ParquetSink
-from etlkit import connections
-from etlkit.nodes import Context
+from etlkit.model.nodes import Context
+from etlkit.settings import connections
 from tests.s3_server import filesystem
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from etlkit.store import RunRecord, RunStore
+from etlkit.storage.store import RunRecord, RunStore
 from tests.integration.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

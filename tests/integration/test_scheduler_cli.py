@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etlkit.store import RunStore
+from etlkit.storage.store import RunStore
 from tests.integration.cli import REPO, etlkit
 from tests.integration.waiting import wait_for
 

@@ -19,7 +19,7 @@ import logging
 import pyarrow as pa
 import pandera.polars as pdp
 import etlkit as ek
-from etlkit.connections import resolve
+from etlkit.settings.connections import resolve
 from etlkit.testing import MemorySource
 from connectors.postgres import PostgresSource
 

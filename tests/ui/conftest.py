@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from etlkit.config import Settings
+from etlkit.settings.config import Settings
 from etlkit.ui.app import UiConfig, create_app
 from tests.ui.project import make_project, run
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etlkit.config import Settings, load_settings
-from etlkit.pipeline import load_pipeline
-from etlkit.store import RunStore
+from etlkit.model.pipeline import load_pipeline
+from etlkit.settings.config import Settings, load_settings
+from etlkit.storage.store import RunStore
 
 #: A param value and a data row that would run script in a page that failed to escape them.
 SCRIPT = "<script>alert('x')</script>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from etlkit.store import NodeUpdate, RunStore
+from etlkit.storage.store import NodeUpdate, RunStore
 from etlkit.ui import svg
 
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
-from etlkit.config import Settings
-from etlkit.store import RunStore
+from etlkit.settings.config import Settings
+from etlkit.storage.store import RunStore
 from etlkit.ui import pages
 from tests.ui.conftest import csrf_of
 from tests.ui.project import SCRIPT, run

@@ -7,7 +7,7 @@ ranges. It is the only place in etlkit that reads the environment, and it runs o
 
 TOML sections are `[paths]`, `[run]` and `[duckdb]`; environment keys nest with `__`
 (`ETLKIT_RUN__RETRIES=3`). Variables starting with `ETLKIT_CONN_`
-and the `[connections]` table belong to `etlkit.connections` and are skipped here.
+and the `[connections]` table belong to `etlkit.settings.connections` and are skipped here.
 """
 
 from __future__ import annotations

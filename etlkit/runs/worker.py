@@ -1,11 +1,12 @@
-"""The process that executes one recorded run: `python -m etlkit.worker --project DIR --run-id ID`.
+"""The process that executes one recorded run:
+`python -m etlkit.runs.worker --project DIR --run-id ID`.
 
 The scheduler (and a backfill) claims a queued run in the store, then starts this process for it.
 The worker loads the settings and the run store, marks the run started with its pid, reports a
 heartbeat every `scheduler.heartbeat_seconds` from a thread (so a scheduler can tell a live run
 from one whose process vanished), loads the pipeline by name and executes the run through
-`etlkit.runs.run_recorded`, resuming what an earlier attempt committed when the run was queued
-again to resume.
+`etlkit.runs.recording.run_recorded`, resuming what an earlier attempt committed when the run
+was queued again to resume.
 
 SIGTERM stops the run: it is cancelled at the next chunk boundary and recorded as `interrupted`.
 
@@ -27,19 +28,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from etlkit import connections
-from etlkit.config import load_settings
 from etlkit.errors import EtlkitError, StoreError
-from etlkit.notifications import load_notifiers
-from etlkit.pipeline import load_pipeline
-from etlkit.pools import load_pools
-from etlkit.runs import run_recorded
-from etlkit.store import ACTIVE_STATES, RunRecord, RunStore, pid_alive
+from etlkit.model.pipeline import load_pipeline
+from etlkit.runs.notifications import load_notifiers
+from etlkit.runs.recording import run_recorded
+from etlkit.settings import connections
+from etlkit.settings.config import load_settings
+from etlkit.settings.pools import load_pools
+from etlkit.storage.store import ACTIVE_STATES, RunRecord, RunStore, pid_alive
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
+    from etlkit.settings.config import Settings
 
-logger = logging.getLogger("etlkit.worker")
+logger = logging.getLogger("etlkit.runs.worker")
 
 EXIT_TERMINATED = 143
 
@@ -73,7 +74,7 @@ class Heartbeat:
 def main(argv: Sequence[str] | None = None) -> int:
     """Execute the run named on the command line; return the exit code (see module doc)."""
     parser = argparse.ArgumentParser(
-        prog="python -m etlkit.worker", description="Execute one recorded run."
+        prog="python -m etlkit.runs.worker", description="Execute one recorded run."
     )
     parser.add_argument("--project", required=True, help="project directory")
     parser.add_argument("--run-id", required=True, help="the run to execute")

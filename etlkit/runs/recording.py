@@ -20,7 +20,16 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from etlkit import connections, runlog
+from etlkit.engine import runlog
+from etlkit.engine.execution import (
+    Event,
+    Listener,
+    NodeStats,
+    RunOptions,
+    RunResult,
+    execute,
+    new_run_id,
+)
 from etlkit.errors import (
     ConfigError,
     DataValidationError,
@@ -30,23 +39,15 @@ from etlkit.errors import (
     StagingError,
     StoreError,
 )
-from etlkit.execution import (
-    Event,
-    Listener,
-    NodeStats,
-    RunOptions,
-    RunResult,
-    execute,
-    new_run_id,
-)
-from etlkit.nodes import Context, Policy
-from etlkit.staging import Staging
-from etlkit.store import NodeUpdate, owner_gone, pid_alive
+from etlkit.model.nodes import Context, Policy
+from etlkit.settings import connections
+from etlkit.storage.staging import Staging
+from etlkit.storage.store import NodeUpdate, owner_gone, pid_alive
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
-    from etlkit.graph import Graph
-    from etlkit.store import RunRecord, RunStore
+    from etlkit.model.graph import Graph
+    from etlkit.settings.config import Settings
+    from etlkit.storage.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -536,7 +537,7 @@ def _notify(
     }[event]
     if not callbacks:
         return
-    from etlkit.notifications import NotificationContext, NotificationEvent, dispatch
+    from etlkit.runs.notifications import NotificationContext, NotificationEvent, dispatch
 
     context = NotificationContext(event=cast("NotificationEvent", event), **notice)
     dispatch(callbacks, context, notifiers or {})
@@ -645,7 +646,7 @@ def run_recorded(
 ) -> RunResult:
     """Execute, in this process, a run already recorded in the store (queued or claimed).
 
-    This is what `python -m etlkit.worker` runs for the scheduler, `etlkit trigger` and
+    This is what `python -m etlkit.runs.worker` runs for the scheduler, `etlkit trigger` and
     backfills: the logical date, params, data interval and staging root come from the record,
     and nodes see the dates in the pipeline's timezone (so `ctx.ds` is the local date). With
     `resume`, the outputs an earlier attempt committed are verified and reused, and sinks that
@@ -731,7 +732,7 @@ def discard_sink_leftovers(pipeline: RunSpec, record: RunRecord) -> list[str]:
     """
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from etlkit.nodes import Sink
+    from etlkit.model.nodes import Sink
 
     dates = {record.logical_date}
     with contextlib.suppress(ZoneInfoNotFoundError, ValueError):

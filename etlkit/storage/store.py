@@ -879,7 +879,7 @@ class RunStore:
 
         Its start, end, heartbeat, error and pid are cleared, and a `requeued` event records
         `reason` and `resume`: whether the next attempt reuses what the last one committed
-        (`python -m etlkit.worker` reads it) or recomputes everything.
+        (`python -m etlkit.runs.worker` reads it) or recomputes everything.
 
         Returns:
             True if the run was queued again.

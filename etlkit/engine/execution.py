@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from polars.exceptions import PanicException
 
-from etlkit import runlog
+from etlkit.checks.guard import OutputGuard
+from etlkit.engine import runlog
 from etlkit.errors import (
     ConfigError,
     DataValidationError,
@@ -50,8 +51,7 @@ from etlkit.errors import (
     StagingError,
     quoted,
 )
-from etlkit.guard import OutputGuard
-from etlkit.nodes import (
+from etlkit.model.nodes import (
     Context,
     Lazy,
     Node,
@@ -67,7 +67,7 @@ from etlkit.nodes import (
     WriteResult,
     bind_sql,
 )
-from etlkit.schema import (
+from etlkit.model.schema import (
     Model,
     arrow_schema,
     arrow_schema_in,
@@ -79,14 +79,14 @@ from etlkit.schema import (
     unique_sets,
     unique_sets_in,
 )
-from etlkit.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
-from etlkit.store import NodeState as NodeState
-from etlkit.store import RunState as RunState
-from etlkit.store import new_run_id as new_run_id
+from etlkit.storage.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
+from etlkit.storage.store import NodeState as NodeState
+from etlkit.storage.store import RunState as RunState
+from etlkit.storage.store import new_run_id as new_run_id
 
 if TYPE_CHECKING:
-    from etlkit.graph import Graph
-    from etlkit.validation import ChunkValidator, KeyCheck
+    from etlkit.checks.validation import ChunkValidator, KeyCheck
+    from etlkit.model.graph import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -879,7 +879,7 @@ def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
 
 def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[str, str]]:
     """The checks local Parquet files' footer statistics and dictionaries prove for all rows."""
-    from etlkit.validation import parquet_statistics
+    from etlkit.checks.validation import parquet_statistics
 
     if files.csv is not None or any("://" in url for url in files.urls):
         return frozenset()
@@ -1405,7 +1405,7 @@ class _Run:
         return held
 
     def sense(self, name: str, node: Sensor, ctx: Context, stats: NodeStats) -> None:
-        from etlkit.sensors import wait
+        from etlkit.model.sensors import wait
 
         with self.workers.blocked():
             outcome = wait(node, ctx, cancel=self.cancel)
@@ -1453,7 +1453,7 @@ class _Run:
         guard: OutputGuard | None,
         referenced: _Reference | None = None,
     ) -> None:
-        from etlkit.validation import IncreasingKey
+        from etlkit.checks.validation import IncreasingKey
 
         consumers = [self.inboxes[c] for c in self.graph.consumers[name] if c in self.inboxes]
         first_schema: pa.Schema | None = None
@@ -1556,7 +1556,7 @@ class _Run:
         DuckDB counts the keys over the staged parts; only when some repeat is the output read
         back in order, the rows kept spooled to a local file and staged again.
         """
-        from etlkit.validation import flag_repeats, key_checks
+        from etlkit.checks.validation import flag_repeats, key_checks
 
         model = node.output_model
         assert model is not None
@@ -1602,7 +1602,7 @@ class _Run:
     ) -> int:
         """Read the flagged output (`flag_repeats`): rows with a repeated key go to the guard,
         the others to `kept_file`. Returns how many rows went to the guard."""
-        from etlkit.validation import repeat_rejects
+        from etlkit.checks.validation import repeat_rejects
 
         columns = list(writer.schema.names) if writer.schema is not None else []
         flags = [f"__repeat_{n}" for n in range(len(checks))]
@@ -1752,7 +1752,7 @@ class _Run:
             return False  # the streamed path names the first value its cast cannot keep
         model = node.output_model
         if self.options.validate and model is not None:
-            from etlkit.validation import ChunkValidator
+            from etlkit.checks.validation import ChunkValidator
 
             validator = ChunkValidator(model)
             verdict = validator.scan_clean(frame, _proven(validator, files))
@@ -1812,7 +1812,7 @@ class _Run:
             and not (unique or modelled or expected.sql)
         ):
             return
-        from etlkit.validation import dataset_problems
+        from etlkit.checks.validation import dataset_problems
 
         files = staged() if unique or modelled or expected.sql else []
         con = self.duckdb(() if csv is not None else files) if files else None  # CSV: pyarrow reads

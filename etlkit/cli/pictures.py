@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from etlkit.errors import ConfigError, EtlkitError
-from etlkit.graph import render_text
+from etlkit.model.graph import render_text
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from etlkit.graph import Graph
-    from etlkit.store import NodeRunRecord
+    from etlkit.model.graph import Graph
+    from etlkit.storage.store import NodeRunRecord
 
 #: Fill colours by node kind, shared by Mermaid and DOT so both pictures read alike.
 _KIND_COLOURS: Final = {

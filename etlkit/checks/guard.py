@@ -1,7 +1,7 @@
 """A node's validation policy applied to its chunks: fail, drop or quarantine invalid rows.
 
-Every chunk a node produces passes its `OutputGuard`: the chunk is checked against the node's
-output model (see `etlkit.validation`); under `fail` any failure stops the run, under `drop` the
+Every chunk a node produces passes its `OutputGuard`: the chunk is checked against the node's output
+model (see `etlkit.checks.validation`); under `fail` any failure stops the run, under `drop` the
 invalid rows are counted and discarded, under `quarantine` they are also staged, with the check,
 column and reason, as the `<node>.rejects` companion of the node's output. The failure table of
 every failed check is staged as `<node>.failures` (kept even when the run fails), so both can be
@@ -21,12 +21,12 @@ import polars as pl
 import pyarrow as pa
 
 from etlkit.errors import DataValidationError, StagingError
-from etlkit.nodes import Node, Origin, Policy
-from etlkit.schema import to_polars
-from etlkit.staging import NodeWriter, Staging
+from etlkit.model.nodes import Node, Origin, Policy
+from etlkit.model.schema import to_polars
+from etlkit.storage.staging import NodeWriter, Staging
 
 if TYPE_CHECKING:
-    from etlkit.validation import ChunkValidator
+    from etlkit.checks.validation import ChunkValidator
 
 REJECTS_SUFFIX = ".rejects"
 FAILURES_SUFFIX = ".failures"
@@ -53,7 +53,7 @@ class OutputGuard:
         default_max_fraction: float | None,
         input_side: bool = False,
     ) -> None:
-        from etlkit.validation import ChunkValidator
+        from etlkit.checks.validation import ChunkValidator
 
         model = node.input_model if input_side else node.output_model
         if model is None:
@@ -80,7 +80,7 @@ class OutputGuard:
         # keys of rows dropped from a chunk are kept for the check across chunks.
         self.key_columns: list[str] = []
         if self.policy == "drop":
-            from etlkit.schema import unique_sets
+            from etlkit.model.schema import unique_sets
 
             self.key_columns = list(dict.fromkeys(c for k in unique_sets(model) for c in k))
         self.dropped: NodeWriter | None = None
@@ -117,7 +117,7 @@ class OutputGuard:
                 self.failures = self._companion(FAILURES_SUFFIX)
             self.failures.append_many(_to_batches(failures))
         if self.policy == "fail" or report.invalid is None or _of_the_frame(failures):
-            from etlkit.validation import validation_error
+            from etlkit.checks.validation import validation_error
 
             raise validation_error(
                 report.failures,

@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import polars as pl
 
 from etlkit.errors import DataValidationError, quoted
-from etlkit.staging import CsvLayout, duckdb_scan, parquet_batches
+from etlkit.storage.staging import CsvLayout, duckdb_scan, parquet_batches
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -1415,7 +1415,7 @@ class KeyCheck:
 def key_checks(model: type[pdp.DataFrameModel], columns: Sequence[str]) -> list[KeyCheck]:
     """The unique keys `model` declares, as `schema.unique_sets_in` lists them for an output
     holding `columns` (a unique regex column: one key per column it matches)."""
-    from etlkit.schema import unique_sets, unique_sets_in
+    from etlkit.model.schema import unique_sets, unique_sets_in
 
     keys = unique_sets_in(model, columns)
     fields = {str(n) for n, c in model.to_schema().columns.items() if c.unique}

@@ -13,8 +13,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from etlkit.errors import PipelineDefinitionError, quoted
-from etlkit.nodes import TEMPLATE_NAMES, Node, Sql
-from etlkit.schema import edge_problems, model_name, unique_sets
+from etlkit.model.nodes import TEMPLATE_NAMES, Node, Sql
+from etlkit.model.schema import edge_problems, model_name, unique_sets
 
 
 @dataclass(frozen=True)

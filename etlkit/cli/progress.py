@@ -1,8 +1,8 @@
 """Showing a run to a person: a live rich table in a terminal, one-line events elsewhere.
 
-Both are run listeners (`etlkit.execution.Listener`); the CLI picks one by whether its output is a
-terminal. Both end with the same summary table: rows in and out and time per node (a sink's rows
-out are the rows it wrote, a SQL node's rows in those its inputs staged), then where each sink
+Both are run listeners (`etlkit.engine.execution.Listener`); the CLI picks one by whether its output
+is a terminal. Both end with the same summary table: rows in and out and time per node (a sink's
+rows out are the rows it wrote, a SQL node's rows in those its inputs staged), then where each sink
 wrote and how many invalid rows validation kept out.
 """
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
-    from etlkit.execution import Event, NodeStats, RunResult
+    from etlkit.engine.execution import Event, NodeStats, RunResult
 
 
 def _rate(stats: NodeStats) -> str:

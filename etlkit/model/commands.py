@@ -2,10 +2,10 @@
 
     notify = Command(["python", "send_report.py", "{ds}"], after=[report], timeout=600)
 
-Each argument is a template rendered with the run's context. The program's stdout and stderr go
-to the run's log line by line (logger `etlkit.commands`, INFO, prefixed with the stream's name),
-an exit code outside `ok_codes` fails the node with the end of its stderr, and a timeout kills
-the program's whole process group (it runs in a session of its own).
+Each argument is a template rendered with the run's context. The program's stdout and stderr go to
+the run's log line by line (logger `etlkit.model.commands`, INFO, prefixed with the stream's name),
+an exit code outside `ok_codes` fails the node with the end of its stderr, and a timeout kills the
+program's whole process group (it runs in a session of its own).
 
 The environment is explicit: the child gets PATH, HOME and LANG, the command's `env`, and
 `ETLKIT_DS`, `ETLKIT_RUN_ID` and `ETLKIT_PIPELINE`, not the rest of etlkit's environment (unless
@@ -46,7 +46,7 @@ from etlkit.errors import (
     PipelineDefinitionError,
     RunCancelledError,
 )
-from etlkit.nodes import TEMPLATE_NAMES, Context, Node, Task
+from etlkit.model.nodes import TEMPLATE_NAMES, Context, Node, Task
 
 logger = logging.getLogger(__name__)
 
@@ -337,13 +337,13 @@ def quote_state(text: str, state: str) -> str:
 
 def _password(connection: str, variable: str) -> str:
     """The password of a named connection, for the environment variable `variable`."""
-    from etlkit.connections import resolve
+    from etlkit.settings.connections import resolve
 
     password = resolve(connection).password
     if password is None or not password.get_secret_value():
         raise ConfigError(
             f"Connection '{connection}' has no password to pass in {variable}: give it one "
-            "(see `etlkit.connections`) or drop it from the command's secrets."
+            "(see `etlkit.settings.connections`) or drop it from the command's secrets."
         )
     return password.get_secret_value()
 

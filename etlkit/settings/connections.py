@@ -53,9 +53,9 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-from etlkit.config import read_toml
 from etlkit.errors import ConfigError
 from etlkit.errors import ConnectionNotFoundError as ConnectionNotFoundError
+from etlkit.settings.config import read_toml
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def _not_found(name: str, known: Iterable[str], *, loaded: bool = True) -> Conne
             f"Connection '{name}' cannot be resolved: no connections are loaded in this "
             "process, or not in this thread (connections belong to the thread that activated "
             "them and to the runs it starts). The etlkit CLI and scheduler load them; in your "
-            "own code call "
-            "etlkit.connections.activate(etlkit.connections.load_connections(Path('.'))) "
+            "own code call etlkit.settings.connections.activate("
+            "etlkit.settings.connections.load_connections(Path('.'))) "
             f"first, in the thread that starts the run. {define}"
         )
     else:

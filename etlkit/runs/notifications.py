@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
-from etlkit.config import read_toml
 from etlkit.errors import ConfigError
 from etlkit.errors import NotificationError as NotificationError
+from etlkit.settings.config import read_toml
 
 if TYPE_CHECKING:
     from email.message import EmailMessage

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etlkit.config import read_toml
 from etlkit.errors import ConfigError
+from etlkit.settings.config import read_toml
 
 
 def load_pools(project_dir: Path, config_file: Path | None = None) -> dict[str, int]:

@@ -35,11 +35,11 @@ from etlkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
-    from etlkit.execution import Listener
-    from etlkit.pipeline import Pipeline
+    from etlkit.engine.execution import Listener
+    from etlkit.model.pipeline import PipelineDefinition
     from etlkit.scheduling import Scheduler
-    from etlkit.store import EventRecord, NodeRunRecord, RunRecord, RunStore
+    from etlkit.settings.config import Settings
+    from etlkit.storage.store import EventRecord, NodeRunRecord, RunRecord, RunStore
 
 #: Exit codes by error class (the first matching class in this order wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -143,10 +143,10 @@ def _project(args: argparse.Namespace) -> Path:
 
 def _settings(
     args: argparse.Namespace,
-    pipeline: type[Pipeline] | None = None,
+    pipeline: type[PipelineDefinition] | None = None,
     cli: dict[str, object] | None = None,
 ) -> Settings:
-    from etlkit.config import load_settings
+    from etlkit.settings.config import load_settings
 
     return load_settings(
         _project(args),
@@ -163,8 +163,8 @@ def _pipelines_dir(args: argparse.Namespace) -> Path:
     return Path(_settings(args).paths.pipelines_dir)
 
 
-def _load(args: argparse.Namespace) -> type[Pipeline]:
-    from etlkit.pipeline import load_pipeline
+def _load(args: argparse.Namespace) -> type[PipelineDefinition]:
+    from etlkit.model.pipeline import load_pipeline
 
     return load_pipeline(args.pipeline, _pipelines_dir(args))
 
@@ -173,6 +173,8 @@ def _load(args: argparse.Namespace) -> type[Pipeline]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from etlkit.runs import pipeline as runs
+
     cls = _load(args)
     cli: dict[str, object] = {}
     if args.chunk_rows is not None:
@@ -184,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logical, interval = _manual_dates(cls, args.date)
     _report_errors_once()
     with _store(settings) as store:
-        result = cls.run(
+        result = runs.run(
+            cls,
             date=logical,
             params=_parse_params(args.param),
             settings=settings,
@@ -206,11 +209,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _manual_dates(
-    cls: type[Pipeline], date: str | None
+    cls: type[PipelineDefinition], date: str | None
 ) -> tuple[datetime, tuple[datetime, datetime] | None]:
     """A manual run's logical date in the pipeline's timezone, and for a scheduled pipeline
     the schedule's interval containing it (as `etlkit trigger` and backfills have)."""
-    from etlkit.pipeline import parse_logical_date
+    from etlkit.model.pipeline import parse_logical_date
 
     logical = parse_logical_date(date, cls.timezone)
     if cls.schedule is None:  # a manual pipeline: the scheduler's modules stay unloaded
@@ -234,7 +237,7 @@ def _hint_demo_data(project: Path, exc: NodeError) -> None:
 
 
 def _listeners(mode: str) -> list[Listener]:
-    from etlkit.progress import LiveProgress, PlainProgress
+    from etlkit.cli.progress import LiveProgress, PlainProgress
 
     if mode == "auto":
         mode = "live" if sys.stdout.isatty() else "plain"
@@ -248,20 +251,20 @@ def _listeners(mode: str) -> list[Listener]:
 
 
 def _notifiers(args: argparse.Namespace) -> dict[str, Any]:
-    from etlkit.notifications import load_notifiers
+    from etlkit.runs.notifications import load_notifiers
 
     config = Path(args.config) if args.config else None
     return dict(load_notifiers(_project(args), config_file=config))
 
 
 def _pools(args: argparse.Namespace) -> dict[str, int]:
-    from etlkit.pools import load_pools
+    from etlkit.settings.pools import load_pools
 
     return load_pools(_project(args), Path(args.config) if args.config else None)
 
 
 def _store(settings: Settings) -> RunStore:
-    from etlkit.store import RunStore
+    from etlkit.storage.store import RunStore
 
     return RunStore(settings.paths.store)
 
@@ -280,8 +283,8 @@ def _fail_dead_runs(args: argparse.Namespace) -> None:
         failed = store.fail_dead_runs()
         if not failed:
             return
-        from etlkit.pipeline import load_pipeline  # only now: they load polars and pyarrow
-        from etlkit.runs import notify_failure
+        from etlkit.model.pipeline import load_pipeline  # only now: they load polars and pyarrow
+        from etlkit.runs.recording import notify_failure
 
         for record in failed:
             try:
@@ -327,14 +330,16 @@ def _seconds(value: float | None) -> str:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from etlkit.pipeline import load_pipeline
+    from etlkit.model.pipeline import load_pipeline
+    from etlkit.runs import pipeline as runs
 
     settings = _settings(args)
     with _store(settings) as store:
         record = _get_run(store, args.run_id)
         cls = load_pipeline(record.pipeline, _pipelines_dir(args))
         _report_errors_once()
-        result = cls.retry(
+        result = runs.retry(
+            cls,
             record.run_id,
             store=store,
             settings=_settings(args, cls),
@@ -426,8 +431,8 @@ def _show_outputs(
     record: RunRecord, nodes: Sequence[NodeRunRecord], events: Sequence[EventRecord]
 ) -> list[str]:
     """Where a run's sinks wrote, and what validation did with the invalid rows it found."""
-    from etlkit.runs import SINK_WROTE
-    from etlkit.staging import Staging
+    from etlkit.runs.recording import SINK_WROTE
+    from etlkit.storage.staging import Staging
 
     lines = [
         f"{e.node} wrote {e.payload['rows']:,} rows to {e.payload['uri']}"
@@ -453,7 +458,7 @@ def _show_outputs(
 def _print_gantt(nodes: Sequence[NodeRunRecord], width: int | None) -> None:
     import shutil
 
-    from etlkit.pictures import render_gantt
+    from etlkit.cli.pictures import render_gantt
 
     columns = width or shutil.get_terminal_size().columns  # COLUMNS, else the terminal's
     print()
@@ -461,7 +466,7 @@ def _print_gantt(nodes: Sequence[NodeRunRecord], width: int | None) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from etlkit.runlog import read_log
+    from etlkit.engine.runlog import read_log
 
     settings = _settings(args)
     with _store(settings) as store:
@@ -477,8 +482,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from etlkit import querying
-    from etlkit.staging import Staging, check_path_part
+    from etlkit.storage import querying
+    from etlkit.storage.staging import Staging, check_path_part
 
     settings = _settings(args)
     pipeline, run = args.pipeline, args.run
@@ -528,7 +533,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_connections(args: argparse.Namespace) -> int:
-    from etlkit import connections
+    from etlkit.settings import connections
 
     known = connections.active_connections()
     if args.action == "list":
@@ -689,7 +694,7 @@ def _age(text: str) -> timedelta:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from etlkit.staging import Staging
+    from etlkit.storage.staging import Staging
 
     if args.keep_last is None and args.older_than is None:
         raise ConfigError("etlkit gc needs --keep-last N and/or --older-than AGE")
@@ -725,11 +730,11 @@ _GC_SCAN: Final = 100_000
 
 def _gc_sink_leftovers(args: argparse.Namespace, store: RunStore) -> None:
     """Remove the temporary files the sinks of failed, cancelled or interrupted runs left."""
-    from etlkit.pipeline import load_pipeline
-    from etlkit.runs import discard_sink_leftovers
+    from etlkit.model.pipeline import load_pipeline
+    from etlkit.runs.recording import discard_sink_leftovers
 
     dead = store.runs(args.pipeline, limit=_GC_SCAN, states=("failed", "cancelled", "interrupted"))
-    pipelines: dict[str, type[Pipeline] | None] = {}
+    pipelines: dict[str, type[PipelineDefinition] | None] = {}
     for record in dead:
         if record.pipeline not in pipelines:
             try:
@@ -757,7 +762,7 @@ def _run_time(run_id: str) -> datetime:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from etlkit.pipeline import discover
+    from etlkit.model.pipeline import discover
 
     directory = _pipelines_dir(args)
     if not directory.is_dir():
@@ -791,7 +796,7 @@ def _schedule_text(schedule: str | timedelta | None) -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from etlkit import pictures
+    from etlkit.cli import pictures
 
     graph = _load(args).graph()
     if args.format in ("svg", "png"):
@@ -845,7 +850,7 @@ def _loopback(host: str) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from etlkit.pipeline import discover
+    from etlkit.model.pipeline import discover
 
     directory = _pipelines_dir(args)
     if not directory.is_dir():
@@ -1113,7 +1118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _activate_connections(args: argparse.Namespace) -> None:
     """Load the named connections once, make them resolvable, mask their secrets in logs."""
-    from etlkit import connections
+    from etlkit.settings import connections
 
     loaded = connections.load_connections(
         _project(args), config_file=Path(args.config) if args.config else None
@@ -1137,7 +1142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fail_dead_runs(args)
         return func(args)
     except EtlkitError as exc:
-        from etlkit.connections import active_connections, mask
+        from etlkit.settings.connections import active_connections, mask
 
         if args.debug:
             traceback.print_exception(exc)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO, overload
 import pyarrow as pa
 
 from etlkit.errors import QueryError
-from etlkit.staging import Manifest, Staging, is_safe_name
+from etlkit.storage.staging import Manifest, Staging, is_safe_name
 
 if TYPE_CHECKING:
     import duckdb

@@ -16,10 +16,9 @@ import importlib
 import importlib.util
 import re
 import sys
-import time
 import types
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -33,13 +32,11 @@ from etlkit.errors import (
     PipelineNotFoundError,
     quoted,
 )
-from etlkit.graph import Graph, build_graph
-from etlkit.nodes import Node
+from etlkit.model.graph import Graph, build_graph
+from etlkit.model.nodes import Node
 
 if TYPE_CHECKING:
-    from etlkit.config import Settings
-    from etlkit.execution import Listener, RunResult
-    from etlkit.store import RunStore
+    from etlkit.settings.config import Settings
 
 #: Pipeline class attributes that override `[run]` settings for that pipeline.
 RUN_SETTING_ATTRIBUTES: tuple[str, ...] = (
@@ -63,8 +60,10 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-class Pipeline:
-    """Base class of every pipeline. Subclass it and declare nodes as class attributes.
+class PipelineDefinition:
+    """What a pipeline is: its nodes, graph, schedule, settings and params. Users subclass
+    `ek.Pipeline` (`etlkit.runs.pipeline`), which adds `run` and `retry`; everything that only
+    reads a pipeline (the scheduler, the UI, discovery) takes this class.
 
     Class attributes:
         name: the pipeline's name (default: the class name in snake_case).
@@ -105,13 +104,19 @@ class Pipeline:
                 found.pop(attr, None)  # a subclass attribute that is not a node removes the node
                 if isinstance(value, Node):
                     found[attr] = value
-        shadowing = sorted(attr for attr in found if attr in vars(Pipeline))
+        members = {  # of etlkit's classes: ek.Pipeline adds run and retry to this one's
+            attr
+            for klass in cls.__mro__[1:]
+            if klass.__module__.startswith("etlkit.")
+            for attr in vars(klass)
+        }
+        shadowing = sorted(attr for attr in found if attr in members)
         if shadowing:
             raise PipelineDefinitionError(
                 cls.name,
                 [
                     f"node name(s) {shadowing} shadow Pipeline members "
-                    f"({', '.join(sorted(a for a in vars(Pipeline) if not a.startswith('_')))}); "
+                    f"({', '.join(sorted(a for a in members if not a.startswith('_')))}); "
                     "rename the node(s)"
                 ],
             )
@@ -154,108 +159,6 @@ class Pipeline:
                 if isinstance(value, Node) and attr in cls.nodes and cls.nodes[attr] is not value:
                     replaced.setdefault(attr, []).append(value)
         return replaced
-
-    @classmethod
-    def run(
-        cls,
-        *,
-        date: str | datetime | None = None,
-        params: Mapping[str, str] | None = None,
-        settings: Settings | None = None,
-        listeners: Sequence[Listener] = (),
-        run_id: str | None = None,
-        reuse: Collection[str] = (),
-        skip: Collection[str] = (),
-        store: RunStore | None = None,
-        trigger: str = "manual",
-        notifiers: Mapping[str, Any] | None = None,
-        sleep: Callable[[float], None] | None = None,
-        pools: Mapping[str, int] | None = None,
-        data_interval: tuple[datetime, datetime] | None = None,
-        force: bool = False,
-    ) -> RunResult:
-        """Run the pipeline once, now, in this process; return the result (check `.error`).
-
-        Args:
-            date: the logical date (`YYYY-MM-DD`, ISO datetime or datetime; naive means in the
-                pipeline's `timezone`; default today there).
-            params: values for the params the class declares (others are an error).
-            settings: resolved settings (default: defaults and `etlkit.toml` of the working
-                directory; the environment is not read). This class's attributes are applied
-                on top, except for keys set by CLI flags.
-            listeners: progress listeners called with every `Event`.
-            run_id: reuse a run id (resume); default a new one.
-            reuse: nodes whose committed output of `run_id` is reused instead of recomputed.
-            skip: nodes not run at all.
-            store: record the run and its node runs there (the CLI always passes one).
-            trigger: why the run happens: manual, schedule, backfill.
-            notifiers: configured notifiers by name, for `on_failure` & co.
-            sleep: waits between node retries (tests pass a fake).
-            pools: pool sizes by name (`[pools]` in etlkit.toml).
-            data_interval: the `[start, end)` the run covers (`etlkit run` passes a scheduled
-                pipeline's interval containing `date`).
-            force: start the run even while another run for the same date is active in `store`.
-
-        Raises:
-            PipelineDefinitionError: the graph is invalid (nothing has run).
-            ConfigError: a bad date or an undeclared param.
-            StagingError: `run_id` already committed a node that is neither in `reuse` nor in
-                `skip` (nothing has run).
-            RunExistsError: without `force`, a run of this pipeline for `date` is active.
-        """
-        from etlkit.config import load_settings
-        from etlkit.runs import run_pipeline
-
-        if settings is None:
-            settings = load_settings(Path.cwd(), env={})
-        return run_pipeline(
-            cls,
-            settings=cls.layered(settings),
-            logical_date=parse_logical_date(date, cls.timezone),
-            params=cls.resolve_params(params or {}),
-            listeners=listeners,
-            run_id=run_id,
-            reuse=reuse,
-            skip=skip,
-            store=store,
-            trigger=trigger,
-            notifiers=notifiers,
-            sleep=sleep or time.sleep,
-            pools=pools,
-            data_interval=data_interval,
-            force=force,
-        )
-
-    @classmethod
-    def retry(
-        cls,
-        run_id: str,
-        *,
-        store: RunStore,
-        settings: Settings | None = None,
-        listeners: Sequence[Listener] = (),
-        pools: Mapping[str, int] | None = None,
-        notifiers: Mapping[str, Any] | None = None,
-    ) -> RunResult:
-        """Resume a failed run under its run id: only what did not commit runs again.
-
-        Raises:
-            StoreError: the run is unknown, already succeeded, or still running.
-        """
-        from etlkit.config import load_settings
-        from etlkit.runs import retry_run
-
-        if settings is None:
-            settings = load_settings(Path.cwd(), env={})
-        return retry_run(
-            cls,
-            run_id,
-            settings=cls.layered(settings),
-            store=store,
-            listeners=listeners,
-            pools=pools,
-            notifiers=notifiers,
-        )
 
     @classmethod
     def layered(cls, settings: Settings) -> Settings:
@@ -415,19 +318,21 @@ def _import_failed(name: str, what: str, exc: Exception) -> PipelineDefinitionEr
     )
 
 
-def pipelines_in(module: types.ModuleType) -> list[type[Pipeline]]:
+def pipelines_in(module: types.ModuleType) -> list[type[PipelineDefinition]]:
     """The Pipeline subclasses defined (not merely imported) in `module`."""
     return [
         value
         for value in vars(module).values()
         if isinstance(value, type)
-        and issubclass(value, Pipeline)
-        and value is not Pipeline
+        and issubclass(value, PipelineDefinition)
+        and value is not PipelineDefinition
         and value.__module__ == module.__name__
     ]
 
 
-def _pick(found: list[type[Pipeline]], where: str, wanted: str | None) -> type[Pipeline]:
+def _pick(
+    found: list[type[PipelineDefinition]], where: str, wanted: str | None
+) -> type[PipelineDefinition]:
     if wanted:
         for cls in found:
             if wanted in (cls.name, cls.__name__):
@@ -456,7 +361,7 @@ class Discovered:
     """A pipeline file found in the pipelines folder: its pipelines, or why it failed to load."""
 
     path: Path
-    pipelines: tuple[type[Pipeline], ...]
+    pipelines: tuple[type[PipelineDefinition], ...]
     error: EtlkitError | None
 
 
@@ -474,7 +379,7 @@ def discover(pipelines_dir: Path) -> list[Discovered]:
     return results
 
 
-def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
+def load_pipeline(ref: str, pipelines_dir: Path) -> type[PipelineDefinition]:
     """Find a pipeline by file path (`pipelines/x.py[:Class]`), module path or name.
 
     Raises:
@@ -502,7 +407,7 @@ def load_pipeline(ref: str, pipelines_dir: Path) -> type[Pipeline]:
         except Exception as exc:
             raise _import_failed(target, f"module {target}", exc) from exc
         return _pick(pipelines_in(module), target, wanted or None)
-    known: dict[str, type[Pipeline]] = {}
+    known: dict[str, type[PipelineDefinition]] = {}
     broken: list[str] = []
     for found in discover(pipelines_dir) if pipelines_dir.is_dir() else []:
         if found.error is not None:

@@ -33,10 +33,10 @@ from etlkit.errors import (
 from etlkit.errors import (
     SensorTimeoutError as SensorTimeoutError,
 )
-from etlkit.nodes import Context, Sensor
+from etlkit.model.nodes import Context, Sensor
 
 if TYPE_CHECKING:
-    from etlkit.store import RunState
+    from etlkit.storage.store import RunState
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FileSensor(Sensor):
     def _filesystem(self, url: str) -> tuple[Any, str]:
         options: dict[str, Any] = {}
         if self.conn is not None:
-            from etlkit.connections import resolve
+            from etlkit.settings.connections import resolve
 
             options.update(resolve(self.conn).storage_options())
         options.update(self.storage_options)
@@ -183,7 +183,7 @@ class RunSensor(Sensor):
             ConfigError: no store path, neither given nor in the context.
             StoreError: the store cannot be read.
         """
-        from etlkit.store import RunStore
+        from etlkit.storage.store import RunStore
 
         path = self._store_path(ctx)
         if not Path(path).exists():

@@ -1,0 +1,76 @@
+"""The connector SDK: everything a connector may use of etlkit, and nothing else.
+
+Connectors (`connectors/` here, third-party packages through the `etlkit.connectors` entry points)
+import only this module and `etlkit.errors`, so etlkit's packages can change behind it. It offers:
+
+- node bases: `Source`, `Sink`, `Node`, the run's `Context`, `WriteResult`, `Origin` (where a
+  failing row came from), and `bind_sql` for params in a connector's own SQL;
+- schema helpers between Pandera models and Arrow: `arrow_schema`, `columns`, `column_names`,
+  `model_name`, `matched`, `has_regex`, `cast_array`, `ColumnSpec`, `Model`;
+- the file-format protocol: `SourceFiles` (a source's own files, which etlkit may stage as a
+  verified reference instead of a copy) and the helpers formats use (`CsvLayout`,
+  `csv_block_size`, `MAX_CSV_BLOCK`, `file_fingerprint`, `footer_checksum`, `parquet_batches`);
+- connection resolution: `resolve(name)`, a named connection of `etlkit.toml` or the environment.
+
+Rank: between the model and storage below it and the engine above (tests/test_layering.py).
+"""
+
+from __future__ import annotations
+
+from etlkit.model.nodes import (
+    Context,
+    Model,
+    Node,
+    Origin,
+    Sink,
+    Source,
+    SourceFiles,
+    WriteResult,
+    bind_sql,
+)
+from etlkit.model.schema import (
+    ColumnSpec,
+    arrow_schema,
+    cast_array,
+    column_names,
+    columns,
+    has_regex,
+    matched,
+    model_name,
+)
+from etlkit.settings.connections import resolve
+from etlkit.storage.staging import (
+    MAX_CSV_BLOCK,
+    CsvLayout,
+    csv_block_size,
+    file_fingerprint,
+    footer_checksum,
+    parquet_batches,
+)
+
+__all__ = [
+    "MAX_CSV_BLOCK",
+    "ColumnSpec",
+    "Context",
+    "CsvLayout",
+    "Model",
+    "Node",
+    "Origin",
+    "Sink",
+    "Source",
+    "SourceFiles",
+    "WriteResult",
+    "arrow_schema",
+    "bind_sql",
+    "cast_array",
+    "column_names",
+    "columns",
+    "csv_block_size",
+    "file_fingerprint",
+    "footer_checksum",
+    "has_regex",
+    "matched",
+    "model_name",
+    "parquet_batches",
+    "resolve",
+]
