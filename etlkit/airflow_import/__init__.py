@@ -1,11 +1,12 @@
 """`etlkit import-airflow`: an Airflow DAG file turned into an etlkit pipeline file.
 
 The DAG file is parsed (`parser`, syntax tree only: it is never imported or run, and Airflow
-need not be installed; `edges` resolves task groups and finds cycles) into a model of what it
-declares (`model`); its settings and tasks are mapped (`mapper`, `tasks`, `operators`,
-`functions`, with `values` for literals and `templates` for Jinja) and written (`writer`) as a
-pipeline module whose nodes come from `runtime`, with a report of what needs a person. This
-package may import `errors`, `nodes`, `notifications` and `config`; only the CLI imports it.
+need not be installed; `declarations` creates the tasks, `edges` resolves task groups and finds
+cycles) into a model of what it declares (`model`); its settings and tasks are mapped (`mapper`,
+`tasks`, `operators`, `functions`, with `values` for literals and `templates` for Jinja) and
+written (`writer`) as a pipeline module whose nodes come from `runtime`, with a report of what
+needs a person. Rank 8 (tests/test_layering.py): it may import anything below the CLI; it uses
+`errors`, the settings, the model's nodes and the runs' notifications. Only the CLI imports it.
 """
 
 from __future__ import annotations

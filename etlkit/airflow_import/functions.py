@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from etlkit.airflow_import.declarations import qualified
 from etlkit.airflow_import.model import Dag
-from etlkit.airflow_import.parser import qualified
 
 _FRAMES: Final = frozenset({"pl.DataFrame", "polars.DataFrame", "DataFrame"})
 

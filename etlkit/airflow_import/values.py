@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from etlkit.airflow_import.parser import qualified
+from etlkit.airflow_import.declarations import qualified
 
 
 class _Unknown:
