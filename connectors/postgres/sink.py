@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import pyarrow as pa
@@ -207,25 +207,7 @@ class PostgresSink(Sink):
         the target's schema."""
         cur.execute("SET TIME ZONE 'UTC'")
         where = f"table '{table.display}' in PostgreSQL {dsn.masked}"
-        found = find_relation(cur, table)
-        existing: list[str] | None = None
-        if found is None:
-            if not self.create:
-                hint = " Create it first, or pass create=True."
-                raise ConnectorError(missing_table(cur, owner, table, dsn, hint))
-            if table.schema is not None:
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-            schema = table.schema or fetch_rows(cur, "SELECT current_schema()::text")[0][0]
-            if schema is None:
-                raise ConnectorError(
-                    f"{owner}: cannot create {where}: the search_path names no existing schema. "
-                    "Qualify the table ('schema.table') or fix the search_path."
-                )
-        else:
-            _check_kind(found, self.mode, owner, where)
-            schema, existing = found.schema, _column_names(cur, found.table)
-            if self.mode == "upsert":
-                _check_unique_key(cur, found, existing, self.key, owner, where)
+        found, schema, existing = self._target(cur, table, dsn, owner, where)
         target = Table(schema, table.name)
         replace = self.mode == "replace"
         name = f"{table.name[:40]}__etlkit_{secrets.token_hex(4)}"
@@ -236,6 +218,63 @@ class PostgresSink(Sink):
                 name, data, mode, db_schema_name=schema if replace else None, temporary=not replace
             )
 
+        first, rows = self._stage(batches, ingest, existing, dsn, owner, where)
+        if first is None:  # no chunks at all
+            if self.input_model is not None:
+                first = arrow_schema(self.input_model)
+                self._check_columns(first, existing, owner, where, 0)
+                ingest(first.empty_table(), "create")
+            elif replace and found is not None:
+                cur.execute(f"CREATE TABLE {stage.sql} (LIKE {found.table.sql})")
+            else:
+                return 0, schema  # nothing to change, and no columns to create a table from
+        if replace:
+            _swap_in(cur, stage, found, target, self.key)
+            return rows, schema
+        assert first is not None
+        if existing is None:
+            cur.execute(f"CREATE TABLE {target.sql} (LIKE {stage.sql})")
+            if self.key:
+                _add_primary_key(cur, target, self.key)
+            existing = list(first.names)
+        self._insert(cur, stage, target, list(first.names), existing, owner, where, dsn)
+        cur.execute(f"DROP TABLE {stage.sql}")
+        return rows, schema
+
+    def _target(
+        self, cur: Cursor, table: Table, dsn: Dsn, owner: str, where: str
+    ) -> tuple[Found | None, str, list[str] | None]:
+        """The target table if it exists, the schema it is (to be) in, and its columns."""
+        found = find_relation(cur, table)
+        if found is not None:
+            _check_kind(found, self.mode, owner, where)
+            existing = _column_names(cur, found.table)
+            if self.mode == "upsert":
+                _check_unique_key(cur, found, existing, self.key, owner, where)
+            return found, found.schema, existing
+        if not self.create:
+            hint = " Create it first, or pass create=True."
+            raise ConnectorError(missing_table(cur, owner, table, dsn, hint))
+        if table.schema is not None:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+        schema = table.schema or fetch_rows(cur, "SELECT current_schema()::text")[0][0]
+        if schema is None:
+            raise ConnectorError(
+                f"{owner}: cannot create {where}: the search_path names no existing schema. "
+                "Qualify the table ('schema.table') or fix the search_path."
+            )
+        return None, str(schema), None
+
+    def _stage(
+        self,
+        batches: Iterator[pa.RecordBatch],
+        ingest: Callable[[pa.RecordBatch | pa.Table, Literal["create", "append"]], None],
+        existing: list[str] | None,
+        dsn: Dsn,
+        owner: str,
+        where: str,
+    ) -> tuple[pa.Schema | None, int]:
+        """Every chunk ingested into the stage table: its schema (None: no chunks) and rows."""
         first: pa.Schema | None = None
         rows = 0
         for index, batch in enumerate(batches, start=1):
@@ -254,36 +293,7 @@ class PostgresSink(Sink):
                 ) from exc
             rows += batch.num_rows
             logger.debug("%s: chunk %d, %d rows staged", owner, index, batch.num_rows)
-        if first is None:  # no chunks at all
-            if self.input_model is not None:
-                first = arrow_schema(self.input_model)
-                self._check_columns(first, existing, owner, where, 0)
-                ingest(first.empty_table(), "create")
-            elif replace and found is not None:
-                cur.execute(f"CREATE TABLE {stage.sql} (LIKE {found.table.sql})")
-            else:
-                return 0, schema  # nothing to change, and no columns to create a table from
-        if replace:
-            if self.key:
-                _add_primary_key(cur, stage, self.key)
-            if found is not None:
-                cur.execute(f"DROP TABLE {found.table.sql}")
-            cur.execute(f"ALTER TABLE {stage.sql} RENAME TO {quote_ident(table.name)}")
-            if self.key:
-                cur.execute(
-                    f"ALTER TABLE {target.sql} RENAME CONSTRAINT {quote_ident(_pkey(stage.name))} "
-                    f"TO {quote_ident(_pkey(table.name))}"
-                )
-            return rows, schema
-        assert first is not None
-        if existing is None:
-            cur.execute(f"CREATE TABLE {target.sql} (LIKE {stage.sql})")
-            if self.key:
-                _add_primary_key(cur, target, self.key)
-            existing = list(first.names)
-        self._insert(cur, stage, target, list(first.names), existing, owner, where, dsn)
-        cur.execute(f"DROP TABLE {stage.sql}")
-        return rows, schema
+        return first, rows
 
     def _check_columns(
         self, schema: pa.Schema, existing: list[str] | None, owner: str, where: str, index: int
@@ -497,3 +507,19 @@ def _align(
             f"{owner}: chunk {index} for {where} does not cast to the first chunk's types "
             f"({', '.join(f'{f.name}: {f.type}' for f in first)}): {exc}. Nothing was written."
         ) from exc
+
+
+def _swap_in(
+    cur: Cursor, stage: Table, found: Found | None, target: Table, key: Sequence[str]
+) -> None:
+    """Mode replace: the stage table, keyed, takes the target's place in the transaction."""
+    if key:
+        _add_primary_key(cur, stage, key)
+    if found is not None:
+        cur.execute(f"DROP TABLE {found.table.sql}")
+    cur.execute(f"ALTER TABLE {stage.sql} RENAME TO {quote_ident(target.name)}")
+    if key:
+        cur.execute(
+            f"ALTER TABLE {target.sql} RENAME CONSTRAINT {quote_ident(_pkey(stage.name))} "
+            f"TO {quote_ident(_pkey(target.name))}"
+        )
