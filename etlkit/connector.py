@@ -8,8 +8,10 @@ import only this module and `etlkit.errors`, so etlkit's packages can change beh
 - schema helpers between Pandera models and Arrow: `arrow_schema`, `columns`, `column_names`,
   `model_name`, `matched`, `has_regex`, `cast_array`, `ColumnSpec`, `Model`;
 - the file-format protocol: `SourceFiles` (a source's own files, which etlkit may stage as a
-  verified reference instead of a copy) and the helpers formats use (`CsvLayout`,
-  `csv_block_size`, `MAX_CSV_BLOCK`, `file_fingerprint`, `footer_checksum`, `parquet_batches`);
+  verified reference instead of a copy, in their `FileFormat`), what a format gives
+  (`ColumnStats`) and the helpers formats use (`file_fingerprint`, and Parquet's
+  `footer_checksum`, `parquet_batches`); a format is found by name through the
+  `etlkit.formats` entry points;
 - connection resolution: `resolve(name)`, a named connection of `etlkit.toml` or the environment.
 
 Rank: between the model and storage below it and the engine above (tests/test_layering.py).
@@ -39,20 +41,14 @@ from etlkit.model.schema import (
     model_name,
 )
 from etlkit.settings.connections import resolve
-from etlkit.storage.staging import (
-    MAX_CSV_BLOCK,
-    CsvLayout,
-    csv_block_size,
-    file_fingerprint,
-    footer_checksum,
-    parquet_batches,
-)
+from etlkit.storage.formats import FileFormat, file_fingerprint
+from etlkit.storage.parquet import ColumnStats, footer_checksum, parquet_batches
 
 __all__ = [
-    "MAX_CSV_BLOCK",
     "ColumnSpec",
+    "ColumnStats",
     "Context",
-    "CsvLayout",
+    "FileFormat",
     "Model",
     "Node",
     "Origin",
@@ -65,7 +61,6 @@ __all__ = [
     "cast_array",
     "column_names",
     "columns",
-    "csv_block_size",
     "file_fingerprint",
     "footer_checksum",
     "has_regex",

@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
+from connectors.files.csv_format import MAX_CSV_BLOCK, CsvLayout, csv_block_size
 from connectors.files.paths import (
     FileSink,
     FileSource,
@@ -31,15 +32,12 @@ from connectors.files.paths import (
     write_file,
 )
 from etlkit.connector import (
-    MAX_CSV_BLOCK,
     Context,
-    CsvLayout,
     Model,
     Origin,
     SourceFiles,
     WriteResult,
     column_names,
-    csv_block_size,
     file_fingerprint,
     has_regex,
     model_name,
@@ -314,7 +312,7 @@ class CsvSource(FileSource):
             rows=0,
             sizes=tuple(size for size, _ in fingerprints),
             checksums=tuple(checksum for _, checksum in fingerprints),
-            csv=layout.to_json(),
+            format=layout,
         )
 
     def _layout(self, header: list[str] | None = None) -> CsvLayout:

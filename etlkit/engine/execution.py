@@ -79,7 +79,8 @@ from etlkit.model.schema import (
     unique_sets,
     unique_sets_in,
 )
-from etlkit.storage.staging import CsvLayout, NodeWriter, Staging, conform_chunk, duckdb_scan
+from etlkit.storage.parquet import PARQUET
+from etlkit.storage.staging import NodeWriter, Staging, conform_chunk
 from etlkit.storage.store import NodeState as NodeState
 from etlkit.storage.store import RunState as RunState
 from etlkit.storage.store import new_run_id as new_run_id
@@ -87,6 +88,7 @@ from etlkit.storage.store import new_run_id as new_run_id
 if TYPE_CHECKING:
     from etlkit.checks.validation import ChunkValidator, KeyCheck
     from etlkit.model.graph import Graph
+    from etlkit.storage.formats import FileFormat
 
 logger = logging.getLogger(__name__)
 
@@ -858,16 +860,10 @@ def _changed(lossy: pl.LazyFrame) -> bool:
         return True
 
 
-def _stored_int96(files: SourceFiles) -> bool:
-    """Whether a referenced column is stored as INT96 (legacy nanosecond timestamps): polars
-    reads nanoseconds, DuckDB microseconds, so only a copy reads the same everywhere."""
-    for footer in files.metadata:
-        schema = footer.schema
-        for i in range(len(schema)):
-            column = schema.column(i)
-            if column.physical_type == "INT96" and column.path.split(".")[0] in files.columns:
-                return True
-    return False
+def _readers_differ(files: SourceFiles) -> bool:
+    """Whether polars, DuckDB and pyarrow would read a referenced column differently (Parquet's
+    INT96 timestamps, say), so that only a copy reads the same everywhere."""
+    return not files.format.readers_agree(files.metadata, files.columns)
 
 
 def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
@@ -878,15 +874,12 @@ def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
 
 
 def _proven(validator: ChunkValidator, files: SourceFiles) -> frozenset[tuple[str, str]]:
-    """The checks local Parquet files' footer statistics and dictionaries prove for all rows."""
-    from etlkit.checks.validation import parquet_statistics
-
-    if files.csv is not None or any("://" in url for url in files.urls):
-        return frozenset()
-    found = parquet_statistics(
+    """The checks the files' metadata (Parquet footer statistics and dictionaries) prove for
+    all rows."""
+    found = files.format.statistics(
         files.urls, files.columns, values_of=validator.text_columns(), metadata=files.metadata
     )
-    return validator.proven_checks(found)
+    return validator.proven_checks(found) if found else frozenset()
 
 
 def _coalesce(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
@@ -907,21 +900,21 @@ def _coalesce(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFram
 
 @dataclass(frozen=True)
 class _Reference:
-    """A source staged as a reference to its files: the files, their SQL casts to its model
-    and, for Parquet files, a lazy frame over them as the source would yield them (for CSV
-    files, how they are parsed)."""
+    """A source staged as a reference to its files: the files (in their format), their SQL
+    casts to its model and, for files that describe themselves (Parquet), a lazy frame over
+    them as the source would yield them (None for parsed ones, such as CSV: a parse costs what
+    a copy saves)."""
 
     files: SourceFiles
     select: list[tuple[str, str | None]]
     frame: pl.LazyFrame | None
-    csv: CsvLayout | None = None
     lossy: pl.LazyFrame | None = None  # one row: whether the casts would change any value
 
 
 def _expected_rows(node: Source, ctx: Context, referenced: _Reference | None) -> int | None:
     """How many rows a source is about to read, for progress: the row counts in the footers
-    `reference` already read (Parquet), else the source's own estimate."""
-    if referenced is not None and referenced.files.csv is None:
+    `reference` already read (files that describe themselves), else the source's own estimate."""
+    if referenced is not None and referenced.files.format.schema is None:
         return referenced.files.rows
     return node.estimate(ctx)
 
@@ -1515,7 +1508,7 @@ class _Run:
             stats,
             staged,
             proven,
-            referenced.csv if referenced is not None else None,
+            referenced.files.format if referenced is not None else PARQUET,
             columns=names,
         )
         if writer is not None:
@@ -1532,11 +1525,9 @@ class _Run:
             )
             stats.bytes_staged = manifest.bytes
         elif referenced is not None and isinstance(node, Source):
-            if referenced.csv is not None:
+            if referenced.files.format.schema is not None:  # parsed, not described
                 self.check_unchanged(name, node, ctx, referenced.files)
-            self.commit_reference(
-                name, node, referenced.files, referenced.select, stats, referenced.csv
-            )
+            self.commit_reference(name, node, referenced.files, referenced.select, stats)
         self.finish(name)
 
     def take_out_repeats(
@@ -1626,7 +1617,7 @@ class _Run:
         return removed
 
     def check_unchanged(self, name: str, node: Source, ctx: Context, files: SourceFiles) -> None:
-        """Fail when a source's CSV files changed while it read them: a reference to them
+        """Fail when a source's parsed (CSV) files changed while it read them: a reference to them
         would not hold what it read (a copy would have half-written data)."""
 
         def state(found: SourceFiles) -> dict[str, tuple[int, str]]:
@@ -1662,13 +1653,13 @@ class _Run:
         files = node.files(ctx)
         if files is None:
             return None
-        if files.csv is not None:
-            return self.csv_reference(node, files, CsvLayout.from_json(files.csv))
-        if _stored_int96(files):
+        if files.format.schema is not None:
+            return self.parsed_reference(node, files, files.format.schema)
+        if _readers_differ(files):
             return None
-        frame = pl.scan_parquet(
-            list(files.urls), storage_options=dict(files.storage_options) or None
-        ).select(files.columns)
+        frame = files.format.frame(files.urls, storage_options=files.storage_options).select(
+            files.columns
+        )
         lossy: pl.LazyFrame | None = None
         select: list[tuple[str, str | None]] = [(c, None) for c in files.columns]
         model = node.output_model
@@ -1690,22 +1681,22 @@ class _Run:
         return _Reference(files, select, frame, lossy=lossy)
 
     @staticmethod
-    def csv_reference(node: Source, files: SourceFiles, csv: CsvLayout) -> _Reference | None:
-        """A reference to CSV files: the columns as parsed, cast to the model's types in SQL;
-        None when a cast has no SQL spelling."""
-        select: list[tuple[str, str | None]] = [(c, None) for c in csv.schema.names]
+    def parsed_reference(node: Source, files: SourceFiles, schema: pa.Schema) -> _Reference | None:
+        """A reference to files its format parses (CSV) into `schema`: the columns as parsed,
+        cast to the model's types in SQL; None when a cast has no SQL spelling."""
+        select: list[tuple[str, str | None]] = [(c, None) for c in schema.names]
         model = node.output_model
         if model is not None:
-            parsed = cast("pl.DataFrame", pl.from_arrow(csv.schema.empty_table())).schema
-            wanted = polars_schema_in(model, csv.schema.names)
+            parsed = cast("pl.DataFrame", pl.from_arrow(schema.empty_table())).schema
+            wanted = polars_schema_in(model, schema.names)
             casts = {c: t for c, t in wanted.items() if c in parsed and parsed[c] != t}
             if not all(_exact_cast(parsed[c], t) for c, t in casts.items()):
                 return None
             sql_types = {c: _sql_type(t) for c, t in casts.items()}
             if any(t is None for t in sql_types.values()):
                 return None
-            select = [(c, sql_types.get(c)) for c in csv.schema.names]
-        return _Reference(files, select, None, csv)
+            select = [(c, sql_types.get(c)) for c in schema.names]
+        return _Reference(files, select, None)
 
     def commit_reference(
         self,
@@ -1714,12 +1705,11 @@ class _Run:
         files: SourceFiles,
         select: list[tuple[str, str | None]],
         stats: NodeStats,
-        csv: CsvLayout | None = None,
     ) -> None:
         writer = self.staging.writer(self.graph.pipeline, self.ctx.run_id, name)
         writer.commit_reference(
             urls=files.urls,
-            rows=files.rows if csv is None else stats.rows_out,
+            rows=files.rows if files.format.schema is None else stats.rows_out,
             sizes=files.sizes,
             checksums=files.checksums,
             select=select,
@@ -1727,7 +1717,7 @@ class _Run:
                 "kind": node.kind,
                 "validated": self.options.validate and node.output_model is not None,
             },
-            csv=csv,
+            read_as=files.format,
         )
 
     def refer(self, name: str, node: Source, ctx: Context, stats: NodeStats) -> bool:
@@ -1787,14 +1777,14 @@ class _Run:
         stats: NodeStats,
         staged: Callable[[], list[str]],
         proven: Sequence[tuple[str, ...]] = (),
-        csv: CsvLayout | None = None,
+        read_as: FileFormat = PARQUET,
         *,
         columns: Sequence[str] = (),
     ) -> None:
         """Row counts, uniqueness across chunks and SQL assertions over the whole output.
 
-        `staged` gives the output's Parquet files (`csv`: the CSV files a reference names, and
-        how to parse them), asked for only when a check reads them. `proven`: key sets
+        `staged` gives the output's Parquet files (or the files a reference names, in format
+        `read_as`), asked for only when a check reads them. `proven`: key sets
         already known unique (seen strictly increasing as they streamed). `columns`: the
         output's columns, which a unique regex column's pattern selects its keys from.
         """
@@ -1815,7 +1805,7 @@ class _Run:
         from etlkit.checks.validation import dataset_problems
 
         files = staged() if unique or modelled or expected.sql else []
-        con = self.duckdb(() if csv is not None else files) if files else None  # CSV: pyarrow reads
+        con = self.duckdb(read_as.duckdb_paths(files)) if files else None
         try:
             with self.interruptible(con):
                 problems = dataset_problems(
@@ -1827,7 +1817,7 @@ class _Run:
                     unique=unique,
                     model_unique=modelled,
                     sql=expected.sql,
-                    csv=csv,
+                    read_as=read_as,
                 )
         finally:
             if con is not None:
@@ -2115,8 +2105,8 @@ class _Run:
                         node=name,
                         run_id=self.ctx.run_id,
                     )
-                csv = manifest.reference_csv if manifest is not None else None
-                scan = duckdb_scan(con, files, csv, f"__etlkit_csv_{upstream}")
+                read_as = (manifest.reference_format if manifest is not None else None) or PARQUET
+                scan = read_as.scan(con, files, f"__etlkit_ref_{upstream}")
                 columns = manifest.select_sql() if manifest is not None else "*"
                 con.execute(f'CREATE TEMP VIEW "{upstream}" AS SELECT {columns} FROM {scan}')
             try:
@@ -2181,11 +2171,8 @@ class _Run:
         for upstream, files in self.input_files(name).items():
             if files:
                 manifest = self.staging.manifest(self.graph.pipeline, self.ctx.run_id, upstream)
-                csv = manifest.reference_csv if manifest is not None else None
-                if csv is not None:  # parsed again as its source did
-                    frame = pl.scan_pyarrow_dataset(csv.dataset(files))
-                else:
-                    frame = pl.scan_parquet(files, storage_options=self.polars_options(files))
+                read_as = (manifest.reference_format if manifest is not None else None) or PARQUET
+                frame = read_as.frame(files, storage_options=self.polars_options(files))
                 if manifest is not None and manifest.reference_select is not None:
                     model = self.graph.nodes[upstream].output_model
                     columns = [c for c, _ in manifest.reference_select]

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
+    from etlkit.storage.formats import FileFormat
+
     Model = type[pdp.DataFrameModel]
 else:
     Model = type
@@ -640,20 +642,20 @@ def _as_model(arg: Any) -> Model | None:
 class SourceFiles:
     """Immutable files a source would read, which staging may reference instead of copying.
 
-    Parquet files (`csv` None): a source that can describe its input this way (`Source.files`)
-    is not copied into staging when only `Sql` and `Lazy` nodes read it: the staged output is a
-    reference (these files, their sizes and footer checksums, which a resume verifies),
-    validated in one pass; when it streams to other nodes it is validated chunk by chunk and
-    still staged as the reference.
+    Files that describe themselves (Parquet, `format` `PARQUET`): a source that can describe
+    its input this way (`Source.files`) is not copied into staging when only `Sql` and `Lazy`
+    nodes read it: the staged output is a reference (these files, their sizes and footer
+    checksums, which a resume verifies), validated in one pass; when it streams to other nodes
+    it is validated chunk by chunk and still staged as the reference.
 
-    CSV files (`csv`: how they are parsed, as `staging.CsvLayout.to_json` gives it): when
-    every consumer takes the source's chunks as they are read, the staged output is a reference
-    to the files (sizes and `staging.file_fingerprint`s, which a resume verifies); whoever
-    reads it later (a resumed run, `etlkit query`) parses them again as the source did.
-    `rows` is unknown then (0).
+    Files parsed by fixed rules (`format` with a `schema`, such as connectors.files' CSV
+    layout): when every consumer takes the source's chunks as they are read, the staged output
+    is a reference to the files (sizes and the format's fingerprints, which a resume verifies);
+    whoever reads it later (a resumed run, `etlkit query`) reads them again through the format,
+    as the source did. `rows` is unknown then (0).
 
-    `metadata`: the Parquet files' parsed footers (`pyarrow.parquet.FileMetaData`, in `urls`
-    order) when the source read them anyway, so validation does not parse them again.
+    `metadata`: what the source parsed of the files anyway (Parquet footers,
+    `pyarrow.parquet.FileMetaData`, in `urls` order), so the format does not parse it again.
     """
 
     urls: tuple[str, ...]
@@ -662,8 +664,15 @@ class SourceFiles:
     sizes: tuple[int, ...]
     checksums: tuple[str, ...]
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    csv: Mapping[str, Any] | None = None
+    format: FileFormat = field(default_factory=lambda: _parquet())
     metadata: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+
+def _parquet() -> FileFormat:
+    """The Parquet format, imported on use: importing the model loads no pyarrow."""
+    from etlkit.storage.parquet import PARQUET
+
+    return PARQUET
 
 
 _ORIGIN_KEY: Final = b"etlkit.origin"
@@ -757,7 +766,7 @@ class Source(Node):
 
     def files(self, ctx: Context) -> SourceFiles | None:
         """The immutable files `read` would read, if its output is those files as they are
-        (Parquet), or parsed from them by fixed rules (CSV: `SourceFiles.csv`).
+        (Parquet), or parsed from them by fixed rules (CSV: `SourceFiles.format`).
 
         Optional: None (the default) means the source's output is always streamed and staged.
         """

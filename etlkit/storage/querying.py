@@ -14,8 +14,8 @@ all_<node>         the node's output of every committed run, with a leading `run
 ```
 
 A staged name's dots become underscores. Outputs whose manifest lists no files (nothing staged
-and no schema known) get no view; nor, with a warning, does a reference to CSV files that
-are gone or changed since (a CSV reference's view parses the files as its source did).
+and no schema known) get no view; nor, with a warning, does a reference to parsed files (CSV)
+that are gone or changed since (its view reads the files through their format, as its source did).
 `all_*` views read every run's parts with `read_parquet(..., union_by_name=true)`, so a column
 added in a later run reads as NULL in older runs and a widened type is widened everywhere.
 
@@ -49,15 +49,19 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO, overload
 import pyarrow as pa
 
 from etlkit.errors import QueryError
+from etlkit.storage.parquet import PARQUET
 from etlkit.storage.staging import Manifest, Staging, is_safe_name
 
 if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
+    from etlkit.storage.formats import FileFormat
+
 logger = logging.getLogger(__name__)
 
-#: The prefix of the connection's own registrations (CSV datasets): kept out of listings.
+#: The prefix of the connection's own registrations (datasets of parsed files): kept out of
+#: listings.
 _INTERNAL: Final = "__etlkit_"
 #: Statements listing the catalog, whose answer leaves `_INTERNAL` names out.
 _LISTING = re.compile(r"\s*(show\s+(all\s+)?tables|pragma\s+show_tables)\b", re.IGNORECASE)
@@ -153,11 +157,13 @@ def _resolve(staging: Staging, pipeline: str, run: str, runs: Sequence[str]) -> 
 
 @dataclass(frozen=True)
 class _Output:
-    """One committed output of one run: the URLs of its parts, and its manifest."""
+    """One committed output of one run: the URLs of its parts, its manifest, and the format
+    its files are read in."""
 
     run_id: str
     files: tuple[str, ...]
     manifest: Manifest
+    read_as: FileFormat = PARQUET
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -165,16 +171,13 @@ class _Output:
 
     @property
     def registered(self) -> str:
-        """The name a reference to CSV files is registered under (see `scan`)."""
-        return f"{_INTERNAL}csv_{self.run_id}_{self.manifest.node}"
+        """The name a format registers a dataset over the files under (see `scan`)."""
+        return f"{_INTERNAL}ref_{self.run_id}_{self.manifest.node}"
 
-    def scan(self, *, union_by_name: bool = False) -> str:
-        """What a view reads: the Parquet parts, or the Arrow dataset registered for a
-        reference to CSV files (`registered`), which parses them as their source did."""
-        if self.manifest.reference_csv is not None:
-            return _ident(self.registered)
-        by_name = ", union_by_name = true" if union_by_name else ""
-        return f"read_parquet({_file_list(self.files)}{by_name})"
+    def scan(self, con: duckdb.DuckDBPyConnection, *, union_by_name: bool = False) -> str:
+        """What a view reads: the Parquet parts, or what the format of a reference to a
+        source's files gives (a dataset registered on `con`, for parsed files)."""
+        return self.read_as.scan(con, self.files, self.registered, union_by_name=union_by_name)
 
 
 def _outputs(
@@ -185,18 +188,20 @@ def _outputs(
         manifest = staging.manifest(pipeline, run_id, name)
         if manifest is None:  # removed since it was listed (gc)
             continue
-        if manifest.reference_csv is not None:  # the source's own files: still as they were?
+        read_as = manifest.reference_format or PARQUET
+        if read_as.schema is not None:  # the source's own parsed files: still as they were?
             problems = staging.verify(pipeline, run_id, name)
             if problems:
                 logger.warning(
-                    "no view of %s in run %s: it is a reference to CSV files, and %s",
+                    "no view of %s in run %s: it is a reference to %s files, and %s",
                     name,
                     run_id,
+                    read_as.name,
                     problems[0],
                 )
                 continue
         files = tuple(staging.manifest_urls(pipeline, run_id, name, manifest))
-        found[name] = _Output(run_id, files, manifest)
+        found[name] = _Output(run_id, files, manifest, read_as)
     return found
 
 
@@ -208,32 +213,31 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _file_list(files: Sequence[str]) -> str:
-    return "[" + ", ".join(_literal(f) for f in files) + "]"
-
-
-def _across_runs_sql(outputs: Sequence[_Output]) -> str:
+def _across_runs_sql(con: duckdb.DuckDBPyConnection, outputs: Sequence[_Output]) -> str:
     """Every run's output under one another, by column name, after a leading `run_id`."""
     scans = []
     for output in outputs:
         scans.append(
             f"SELECT {_literal(output.run_id)} AS run_id, "
             f"{output.manifest.select_sql(omit='run_id')} "
-            f"FROM {output.scan(union_by_name=True)}"
+            f"FROM {output.scan(con, union_by_name=True)}"
         )
     return "\nUNION ALL BY NAME\n".join(scans)
 
 
 def _view_sql(
-    current: dict[str, _Output], history: dict[str, list[_Output]]
+    con: duckdb.DuckDBPyConnection,
+    current: dict[str, _Output],
+    history: dict[str, list[_Output]],
 ) -> list[tuple[str, str]]:
-    """(view name, SELECT) pairs; own outputs first, so they win a clash of names."""
+    """(view name, SELECT) pairs; own outputs first, so they win a clash of names. A format
+    that parses its files registers a dataset over them on `con`."""
     planned: list[tuple[str, str]] = []
     staged_names = sorted(history, key=lambda n: ("." in n, n))
     for name in staged_names:
         output = current.get(name)
         if output is not None and output.files:
-            sql = f"SELECT {output.manifest.select_sql()} FROM {output.scan()}"
+            sql = f"SELECT {output.manifest.select_sql()} FROM {output.scan(con)}"
             planned.append((name.replace(".", "_"), sql))
     for name in staged_names:
         outputs = [o for o in history[name] if o.files]
@@ -245,7 +249,7 @@ def _view_sql(
                     name,
                     name.replace(".", "_"),
                 )
-            planned.append((f"all_{name.replace('.', '_')}", _across_runs_sql(outputs)))
+            planned.append((f"all_{name.replace('.', '_')}", _across_runs_sql(con, outputs)))
     views: list[tuple[str, str]] = []
     taken: set[str] = set()
     for view, sql in planned:
@@ -293,14 +297,12 @@ def connect(
             history.setdefault(name, []).append(output)
         if each_run == run_id:
             current = outputs
-    views = _view_sql(current, history)
-    allowed = sorted(  # CSV files are parsed by pyarrow: DuckDB opens none of them
+    allowed = sorted(  # parsed files (CSV) are read by their format: DuckDB opens none
         {
             f
             for outputs in history.values()
             for o in outputs
-            if o.manifest.reference_csv is None
-            for f in o.files
+            for f in o.read_as.duckdb_paths(o.files)
         }
     )
 
@@ -324,11 +326,7 @@ def connect(
         con.execute("SET enable_progress_bar = false")  # a session option: not in config
         if not staging.local:
             con.register_filesystem(staging.fs)
-        for runs in history.values():
-            for each in runs:
-                csv = each.manifest.reference_csv
-                if csv is not None and each.files:
-                    con.register(each.registered, csv.dataset(each.files))
+        views = _view_sql(con, current, history)
         for view, sql in views:
             con.execute(f"CREATE VIEW {_ident(view)} AS {sql}")
         con.execute("SET allowed_paths = ?", [allowed])

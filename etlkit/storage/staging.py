@@ -19,7 +19,6 @@ are still read, resumed and deleted.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -27,19 +26,19 @@ import queue
 import re
 import shutil
 import threading
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import fsspec
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from etlkit.errors import StagingError
+from etlkit.storage.formats import FileFormat, file_format
+from etlkit.storage.parquet import PARQUET, footer_checksum, parquet_batches
 
 #: The footer key holding a committed output's manifest (JSON).
 MANIFEST_KEY: Final = "etlkit.manifest"
@@ -77,302 +76,6 @@ class StagedFile:
     rows: int
     bytes: int
     checksum: str = ""
-
-
-#: Row groups are read in windows of about this many batches: one `iter_batches` over a whole
-#: large file holds on to memory it has finished with until the end (RSS grows with the
-#: file), while a window's reader frees all of it when done.
-_WINDOW_BATCHES = 16
-#: With a second reader, windows are this many batches: it decodes the next window whole while
-#: the consumer takes the current one, each reader holding at most this many batches.
-_PARALLEL_WINDOW_BATCHES = 4
-
-
-def _windows(metadata: pq.FileMetaData, rows: int) -> list[list[int]]:
-    """Consecutive row groups in windows of at least `rows` rows (the last may hold fewer)."""
-    windows: list[list[int]] = [[]]
-    held = 0
-    for group in range(metadata.num_row_groups):
-        windows[-1].append(group)
-        held += metadata.row_group(group).num_rows
-        if held >= rows and group < metadata.num_row_groups - 1:
-            windows.append([])
-            held = 0
-    return [w for w in windows if w]
-
-
-def parquet_batches(
-    parquet: pq.ParquetFile,
-    *,
-    batch_size: int,
-    columns: Sequence[str] | None = None,
-    reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
-    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """A Parquet file's record batches in order, read in bounded memory whatever its size.
-
-    `convert(batch, first_row)`: applied to each batch (`first_row` counts from the file's
-    start), by whichever reader read it. `reopen`: opens the same file again; then a second
-    reader, on a thread of its own, reads (and converts) every other window of row groups
-    ahead of the consumer: pyarrow decodes one window's columns on several threads but not the
-    next window, and a cast, a validation or a transform of the chunk meanwhile leaves a core
-    idle. The batches are the same, in the same order.
-    """
-    metadata = parquet.metadata
-    if reopen is not None and (os.cpu_count() or 1) > 1:
-        windows = _windows(metadata, batch_size * _PARALLEL_WINDOW_BATCHES)
-        if len(windows) > 1:
-            yield from _read_alternately(parquet, reopen, windows, batch_size, columns, convert)
-            return
-    windows = _windows(metadata, batch_size * _WINDOW_BATCHES)
-    for window, first in zip(windows, _first_rows(metadata, windows), strict=True):
-        yield from _read_window(parquet, window, first, batch_size, columns, convert)
-
-
-def _first_rows(metadata: pq.FileMetaData, windows: list[list[int]]) -> list[int]:
-    """Each window's first row, counted from the file's start."""
-    firsts, row = [], 0
-    for window in windows:
-        firsts.append(row)
-        row += sum(metadata.row_group(g).num_rows for g in window)
-    return firsts
-
-
-def _read_window(
-    parquet: pq.ParquetFile,
-    window: list[int],
-    first_row: int,
-    batch_size: int,
-    columns: Sequence[str] | None,
-    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None,
-) -> Iterator[pa.RecordBatch]:
-    """One window of row groups' batches, converted (see `parquet_batches`)."""
-    row = first_row
-    for batch in parquet.iter_batches(batch_size=batch_size, row_groups=window, columns=columns):
-        yield batch if convert is None else convert(batch, row)
-        row += batch.num_rows
-
-
-def _read_alternately(
-    parquet: pq.ParquetFile,
-    reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]],
-    windows: list[list[int]],
-    batch_size: int,
-    columns: Sequence[str] | None,
-    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None,
-) -> Iterator[pa.RecordBatch]:
-    """Windows 0, 2, 4, ... read here, 1, 3, 5, ... by a helper thread into a bounded queue."""
-    firsts = _first_rows(parquet.metadata, windows)
-
-    def read(pf: pq.ParquetFile, index: int) -> Iterator[pa.RecordBatch]:
-        return _read_window(pf, windows[index], firsts[index], batch_size, columns, convert)
-
-    ahead: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(
-        _PARALLEL_WINDOW_BATCHES
-    )
-    stop = threading.Event()
-
-    def put(item: pa.RecordBatch | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def helper() -> None:
-        try:
-            with reopen() as again:
-                for index in range(1, len(windows), 2):
-                    for batch in read(again, index):
-                        if not put(batch):
-                            return
-                    if not put(None):  # the window's end
-                        return
-        except BaseException as exc:  # raised by the consumer where the window comes
-            put(exc)
-
-    thread = threading.Thread(target=helper, name="etlkit-parquet-reader", daemon=True)
-    thread.start()
-    try:
-        for index in range(len(windows)):
-            if index % 2 == 0:
-                yield from read(parquet, index)
-                continue
-            while (item := ahead.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def footer_checksum(fs: Any, path: str) -> tuple[int, str]:
-    """The byte size of a Parquet file and the CRC-32 of its footer, as hex.
-
-    Raises:
-        StagingError: the file is not a complete Parquet file.
-    """
-    with fs.open(path, "rb") as fh:
-        size = int(fs.size(path))
-        if size < 12:
-            raise StagingError(f"{path} is not a Parquet file ({size} bytes)")
-        fh.seek(size - 8)
-        tail = fh.read(8)
-        if tail[4:] != b"PAR1":
-            raise StagingError(f"{path} is not a complete Parquet file (no footer)")
-        length = int.from_bytes(tail[:4], "little")
-        fh.seek(size - 8 - length)
-        footer = fh.read(length)
-    return size, f"{zlib.crc32(footer):08x}"
-
-
-#: Bytes at each end of a file that `file_fingerprint` covers.
-_FINGERPRINT_BYTES: Final = 65_536
-#: Bytes of a CSV file that tell its typical row length.
-_CSV_SAMPLE_BYTES: Final = 65_536
-#: The largest block a CSV file is parsed in: a row must fit in one.
-MAX_CSV_BLOCK: Final = 1 << 30
-
-
-def csv_block_size(sample: bytes, rows: int) -> int:
-    """A CSV reader block holding about `rows` rows, judging by a file's first bytes."""
-    lines = sample.split(b"\n")
-    per_row = len(sample) / max(len(lines) - 1, 1)
-    longest = max(len(line) for line in lines)
-    return int(min(max(per_row * rows, 4 * longest, 1_024), 2**28))
-
-
-def file_fingerprint(fs: Any, path: str) -> tuple[int, str]:
-    """The byte size of a file (CSV, say) and a fingerprint of it, as hex: the CRC-32 of its
-    modification time and its first and last 64 KiB.
-
-    Hashing a large CSV file whole would cost a good share of parsing it; this detects a file
-    replaced, truncated, appended to or touched, but not a rewrite in place that keeps its
-    size, both ends and its modification time.
-    """
-    info = fs.info(path)
-    size = int(info["size"])
-    crc = zlib.crc32(str(info.get("mtime", info.get("LastModified", ""))).encode())
-    with fs.open(path, "rb") as fh:
-        crc = zlib.crc32(fh.read(_FINGERPRINT_BYTES), crc)
-        if size > 2 * _FINGERPRINT_BYTES:
-            fh.seek(size - _FINGERPRINT_BYTES)
-        crc = zlib.crc32(fh.read(_FINGERPRINT_BYTES), crc)
-    return size, f"{crc:08x}"
-
-
-@dataclass(frozen=True)
-class CsvLayout:
-    """How a source parses its CSV files: enough for any reader of a staged reference to them
-    to parse them again exactly as the source did (pyarrow's CSV reader, these options).
-
-    `schema` holds the columns read, in order, with their types; `column_names` all of a
-    file's columns when it has no header line. `blank_lines`: a blank line is a row of empty
-    fields (nulls, empty text), as `polars.read_csv` and so Pandera see it, rather than
-    skipped (pyarrow's default, which layouts committed before kept).
-    """
-
-    schema: pa.Schema
-    delimiter: str = ","
-    header: bool = True
-    encoding: str = "utf8"
-    column_names: tuple[str, ...] | None = None
-    blank_lines: bool = True
-
-    def options(self, block_size: int = 1 << 22) -> tuple[Any, Any, Any]:
-        """pyarrow's (read, parse, convert) options; read one block at a time, serially, so
-        errors carry row numbers."""
-        read = pacsv.ReadOptions(
-            use_threads=False,
-            block_size=block_size,
-            encoding=self.encoding,
-            column_names=list(self.column_names) if self.column_names is not None else None,
-        )
-        parse = pacsv.ParseOptions(
-            delimiter=self.delimiter, ignore_empty_lines=not self.blank_lines
-        )
-        convert = pacsv.ConvertOptions(
-            column_types={f.name: f.type for f in self.schema}, include_columns=self.schema.names
-        )
-        return read, parse, convert
-
-    def dataset(self, paths: Sequence[str]) -> Any:
-        """A `pyarrow.dataset.Dataset` over local files, which DuckDB and polars scan (more
-        than once, with projections) and parse as `options` do."""
-        import pyarrow.dataset as ds
-
-        read, parse, convert = self.options(1 << 24)  # rows of up to 16 MiB
-        convert = pacsv.ConvertOptions(column_types=convert.column_types)  # the dataset projects
-        layout = ds.CsvFileFormat(read_options=read, parse_options=parse, convert_options=convert)
-        return ds.dataset(list(paths), format=layout, schema=self.schema)
-
-    def batches(self, paths: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Local files' record batches in order, parsed as `options` do, about `batch_size`
-        rows each (judged from each file's first 64 KiB)."""
-        for path in paths:
-            with pa.OSFile(path) as handle:
-                block = csv_block_size(handle.read(_CSV_SAMPLE_BYTES), batch_size)
-                yield from self.read(handle, block)
-
-    def read(self, handle: Any, block: int, *, skip: int = 0) -> Iterator[pa.RecordBatch]:
-        """An open file's batches from its start, parsed serially as `options` do, its first
-        `skip` rows left out. A row longer than a block is read again with blocks four times
-        larger, up to 1 GiB (past it pyarrow's "straddling" error is raised)."""
-        yielded = skip
-        while True:
-            handle.seek(0)
-            left = yielded  # rows already yielded
-            try:
-                for batch in pacsv.open_csv(handle, *self.options(block)):
-                    if left >= batch.num_rows:
-                        left -= batch.num_rows
-                        continue
-                    if left:
-                        batch, left = batch.slice(left), 0
-                    yielded += batch.num_rows
-                    yield batch
-                return
-            except pa.ArrowInvalid as exc:
-                if "straddl" not in str(exc) or block >= MAX_CSV_BLOCK:
-                    raise
-                block = min(block * 4, MAX_CSV_BLOCK)
-
-    def to_json(self) -> dict[str, Any]:
-        """The layout as JSON values (the schema as base64 of its Arrow IPC form)."""
-        return {
-            "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode(),
-            "delimiter": self.delimiter,
-            "header": self.header,
-            "encoding": self.encoding,
-            "column_names": list(self.column_names) if self.column_names is not None else None,
-            "blank_lines": self.blank_lines,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CsvLayout:
-        """The layout `to_json` wrote."""
-        names = data.get("column_names")
-        return cls(
-            schema=pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["schema"]))),
-            delimiter=str(data["delimiter"]),
-            header=bool(data["header"]),
-            encoding=str(data["encoding"]),
-            column_names=tuple(names) if names is not None else None,
-            blank_lines=bool(data.get("blank_lines", False)),  # older layouts skipped them
-        )
-
-
-def duckdb_scan(con: Any, files: Sequence[str], csv: CsvLayout | None, name: str) -> str:
-    """What DuckDB reads a staged output from, for a FROM clause: its Parquet files, or for a
-    reference to CSV files (`csv`) a dataset registered on `con` as `name`, which parses them
-    as their source did."""
-    if csv is not None:
-        con.register(name, csv.dataset(files))
-        return _quote(name)
-    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
 
 
 @dataclass(frozen=True)
@@ -423,12 +126,20 @@ class Manifest:
         return [(str(c), t) for c, t in reference.get("select", [])]
 
     @property
-    def reference_csv(self) -> CsvLayout | None:
-        """For a reference to a source's own CSV files: how to parse them (None otherwise)."""
+    def reference_format(self) -> FileFormat | None:
+        """For a reference to a source's own files: the format they are read in (None for
+        staged parts). References staged before formats were named hold a `csv` layout, or
+        nothing for Parquet files.
+
+        Raises:
+            StagingError: no installed package provides the format.
+        """
         reference = self.extra.get("reference")
-        if not isinstance(reference, Mapping) or reference.get("csv") is None:
+        if not isinstance(reference, Mapping):
             return None
-        return CsvLayout.from_json(reference["csv"])
+        if reference.get("csv") is not None:
+            return file_format("csv", reference["csv"])
+        return file_format(str(reference.get("format", "parquet")), reference.get("options"))
 
     def select_sql(self, *, omit: str | None = None) -> str:
         """The SELECT list that reads this output's files as its node yields it: `*` for staged
@@ -751,18 +462,11 @@ class Staging:
         if manifest is None:
             raise StagingError(f"Node '{node}' has no committed output in run {run_id}")
         select = manifest.reference_select
-        csv = manifest.reference_csv
-        if csv is not None:
-            yield from csv.batches([f.name for f in manifest.files], batch_size=batch_size)
-            return
-        if select is not None:
+        reference = manifest.reference_format
+        if reference is not None and select is not None:
+            urls = [f.name for f in manifest.files]
             columns = [c for c, _ in select]
-            for staged in manifest.files:
-                fs, path = fsspec.core.url_to_fs(staged.name)
-                with fs.open(path, "rb") as fh:
-                    yield from parquet_batches(
-                        pq.ParquetFile(fh), batch_size=batch_size, columns=columns
-                    )
+            yield from reference.batches(urls, columns=columns, batch_size=batch_size)
             return
         run_dir = self.run_dir(pipeline, run_id)
         for staged in manifest.files:
@@ -784,6 +488,7 @@ class Staging:
             ]
         run_dir = self.run_dir(pipeline, run_id)
         reference = manifest.reference_select is not None
+        read_as = manifest.reference_format or PARQUET
         problems = []
         for staged in manifest.files:
             if staged.name == f"{node}.parquet":
@@ -793,10 +498,7 @@ class Staging:
             try:
                 if reference:
                     fs, local = fsspec.core.url_to_fs(path)
-                    if manifest.reference_csv is not None:
-                        size, checksum = file_fingerprint(fs, local)
-                    else:
-                        size, checksum = footer_checksum(fs, local)
+                    size, checksum = read_as.fingerprint(fs, local)
                 else:
                     size, checksum = footer_checksum(self.fs, path)
             except (OSError, StagingError) as exc:
@@ -1164,14 +866,14 @@ class NodeWriter:
         checksums: Sequence[str],
         select: Sequence[tuple[str, str | None]],
         extra: Mapping[str, Any] | None = None,
-        csv: CsvLayout | None = None,
+        read_as: FileFormat = PARQUET,
     ) -> Manifest:
         """Commit a reference to immutable source files instead of a copy of their data.
 
         `select` lists the columns read and the SQL type each is cast to (None: as stored, or
-        as `csv` parses it). The files' sizes and checksums (Parquet footers', or
-        `file_fingerprint`s of CSV files) let a resume verify they did not change; the
-        committed file holds no data, only the manifest. `csv`: the files are CSV, parsed so.
+        as `read_as` parses it). The files' sizes and checksums (`read_as.fingerprint`s) let
+        a resume verify they did not change; the committed file holds no data, only the
+        manifest, which records the format and its options.
 
         Raises:
             StagingError: the writer already wrote parts, or is committed or aborted.
@@ -1184,11 +886,14 @@ class NodeWriter:
             StagedFile(url, 0, size, checksum)
             for url, size, checksum in zip(urls, sizes, checksums, strict=True)
         ]
-        reference: dict[str, Any] = {"select": [list(pair) for pair in select]}
+        reference: dict[str, Any] = {
+            "select": [list(pair) for pair in select],
+            "format": read_as.name,
+            "options": read_as.to_json(),
+        }
         stored = {c: "as stored" for c, _ in select}
-        if csv is not None:
-            reference["csv"] = csv.to_json()
-            stored = {f.name: str(f.type) for f in csv.schema}
+        if read_as.schema is not None:
+            stored = {f.name: str(f.type) for f in read_as.schema}
         details = {"reference": reference, **dict(extra or {})}
         self.schema = None
         return self._commit_marker(

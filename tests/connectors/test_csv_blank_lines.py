@@ -13,7 +13,8 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource
-from etlkit.storage.staging import CsvLayout, Staging
+from connectors.files.csv_format import CsvLayout
+from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
 
 BLANK_INSIDE = "a\n1\n\n2\n"
@@ -65,7 +66,9 @@ def test_a_blank_line_is_a_null_row_streamed_and_in_the_reference(
     assert Counted.out.table().column("a").to_pylist() == expected
     assert result.nodes["src"].rows_out == len(expected)
     staging = Staging(settings.paths.staging_root)
-    assert staging.manifest("counted", result.run_id, "src").reference_csv is not None  # type: ignore[union-attr]
+    manifest = staging.manifest("counted", result.run_id, "src")
+    assert manifest is not None
+    assert isinstance(manifest.reference_format, CsvLayout)
     again = staging.iter_batches("counted", result.run_id, "src", batch_size=2)
     assert [v for b in again for v in b.column("a").to_pylist()] == expected
 

@@ -17,9 +17,11 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSource
+from connectors.files.csv_format import CsvLayout
 from etlkit.runs.recording import retry_run
+from etlkit.storage.formats import file_fingerprint
 from etlkit.storage.querying import connect
-from etlkit.storage.staging import CsvLayout, Staging, file_fingerprint
+from etlkit.storage.staging import Staging
 from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink
 
@@ -135,7 +137,7 @@ def test_a_streamed_csv_source_is_staged_as_a_reference_to_its_files(
     staging = Staging(settings.paths.staging_root)
     manifest = staging.manifest("csv_pipe", result.run_id, "rows")
     assert manifest is not None
-    assert manifest.reference_csv is not None
+    assert isinstance(manifest.reference_format, CsvLayout)
     assert [f.name for f in manifest.files] == [str(csv_file)]
     assert manifest.rows == 4
     assert manifest.bytes == csv_file.stat().st_size  # the files referenced
@@ -188,7 +190,7 @@ def test_a_lazy_consumer_reads_the_source_from_staging_so_it_is_copied(
     assert LazyPipe.lazy_out.table().to_pylist() == [{"n": 4, "s": 17.75}]
     manifest = Staging(settings.paths.staging_root).manifest("lazy_pipe", result.run_id, "rows")
     assert manifest is not None
-    assert manifest.reference_csv is None
+    assert manifest.reference_format is None
     assert manifest.bytes > 0
 
 
@@ -275,7 +277,7 @@ def test_a_unique_key_is_checked_across_chunks_of_a_reference(
     assert result.state == "success", result.error
     manifest = Staging(settings.paths.staging_root).manifest("unique_pipe", result.run_id, "rows")
     assert manifest is not None
-    assert manifest.reference_csv is not None
+    assert isinstance(manifest.reference_format, CsvLayout)
 
 
 def test_a_key_repeated_in_a_later_chunk_of_a_reference_fails_the_run(
@@ -352,7 +354,7 @@ def test_a_file_with_only_a_header_is_referenced_and_reads_back_empty(
     staging = Staging(settings.paths.staging_root)
     manifest = staging.manifest("csv_pipe", result.run_id, "rows")
     assert manifest is not None
-    assert manifest.reference_csv is not None
+    assert isinstance(manifest.reference_format, CsvLayout)
     assert manifest.rows == 0
     con = connect(staging, "csv_pipe", result.run_id)
     try:

@@ -14,7 +14,8 @@ import pytest
 
 import etlkit as ek
 from connectors.files import ParquetSource
-from etlkit.checks.validation import ChunkValidator, parquet_statistics
+from etlkit.checks.validation import ChunkValidator
+from etlkit.storage.parquet import parquet_statistics
 from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
 

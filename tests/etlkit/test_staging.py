@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etlkit.errors import StagingError
+from etlkit.storage.parquet import parquet_batches
 from etlkit.storage.staging import (
     LEGACY_MANIFEST,
     MANIFEST_KEY,
@@ -23,7 +24,6 @@ from etlkit.storage.staging import (
     StagedFile,
     Staging,
     check_path_part,
-    parquet_batches,
 )
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
