@@ -217,6 +217,7 @@ def _dictionary_values(
 
 
 def quote(name: str) -> str:
+    """`name` as a DuckDB identifier, double-quoted."""
     return '"' + name.replace('"', '""') + '"'
 
 
