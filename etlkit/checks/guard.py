@@ -26,7 +26,7 @@ from etlkit.model.schema import to_polars
 from etlkit.storage.staging import NodeWriter, Staging
 
 if TYPE_CHECKING:
-    from etlkit.checks.validation import ChunkValidator
+    from etlkit.checks.validator import ChunkValidator
 
 REJECTS_SUFFIX = ".rejects"
 FAILURES_SUFFIX = ".failures"
@@ -53,7 +53,7 @@ class OutputGuard:
         default_max_fraction: float | None,
         input_side: bool = False,
     ) -> None:
-        from etlkit.checks.validation import ChunkValidator
+        from etlkit.checks.validator import ChunkValidator
 
         model = node.input_model if input_side else node.output_model
         if model is None:
@@ -117,7 +117,7 @@ class OutputGuard:
                 self.failures = self._companion(FAILURES_SUFFIX)
             self.failures.append_many(_to_batches(failures))
         if self.policy == "fail" or report.invalid is None or _of_the_frame(failures):
-            from etlkit.checks.validation import validation_error
+            from etlkit.checks.failures import validation_error
 
             raise validation_error(
                 report.failures,
