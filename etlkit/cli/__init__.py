@@ -8,6 +8,8 @@ documents (`exit_codes`, `entry`). Commands are grouped by what they do: `runnin
 `etlkit.__main__`.
 """
 
+from __future__ import annotations
+
 from etlkit.cli.entry import main
 from etlkit.cli.exit_codes import exit_code
 

@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 
 from etlkit.cli.exit_codes import EXIT_REVIEW
-from etlkit.cli.project import (
-    project_dir,
-)
+from etlkit.cli.project import project_dir
 
 
 def cmd_import_airflow(args: argparse.Namespace) -> int:
+    """`etlkit import-airflow`: write a pipeline from a DAG (exit 8: review it)."""
     from etlkit.airflow_import import import_dag
 
     project = project_dir(args)

@@ -52,12 +52,14 @@ class _ReportedOnce(logging.Filter):
 
 
 def report_errors_once() -> None:
+    """Keep run ERROR records off the console while the command waits for the run."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, _Stderr):
             handler.addFilter(_ReportedOnce())
 
 
 def configure_logging(level: str, fmt: str) -> None:
+    """Log to stderr at `level`, as text or JSON lines (`fmt`), and nowhere else."""
     handler = _Stderr()
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())

@@ -17,16 +17,8 @@ from pathlib import Path
 from etlkit.cli.console import configure_logging
 from etlkit.cli.exit_codes import exit_code
 from etlkit.cli.parser import build_parser
-from etlkit.cli.project import (
-    notifiers_for,
-    open_store,
-    pipelines_dir,
-    project_dir,
-    settings_for,
-)
-from etlkit.errors import (
-    EtlkitError,
-)
+from etlkit.cli.project import notifiers_for, open_store, pipelines_dir, project_dir, settings_for
+from etlkit.errors import EtlkitError
 
 #: Commands that read the run store: each first fails the runs whose process was killed.
 _STORE_COMMANDS = frozenset(

@@ -20,16 +20,14 @@ from etlkit.cli.project import (
     settings_for,
 )
 from etlkit.cli.tables import duration_text, print_table, time_text
-from etlkit.errors import (
-    ConfigError,
-    PipelineDefinitionError,
-)
+from etlkit.errors import ConfigError, PipelineDefinitionError
 
 if TYPE_CHECKING:
     from etlkit.storage.store import EventRecord, NodeRunRecord, RunRecord
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """`etlkit runs`: recent runs, their states and durations."""
     with open_store(settings_for(args)) as store:
         records = store.runs(args.pipeline, limit=args.limit)
     rows = [
@@ -55,6 +53,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """`etlkit show`: a run, its nodes and outputs (and a Gantt chart with `--gantt`)."""
     with open_store(settings_for(args)) as store:
         record = get_run(store, args.run_id)
         nodes = store.node_runs(record.run_id)
@@ -144,6 +143,7 @@ def _print_gantt(nodes: Sequence[NodeRunRecord], width: int | None) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """`etlkit logs`: a run's log lines, or one node's."""
     from etlkit.engine.runlog import read_log
 
     settings = settings_for(args)
@@ -160,6 +160,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """`etlkit list`: the pipelines of the pipelines folder (exit 1 if one fails to load)."""
     from etlkit.model.pipeline import discover
 
     directory = pipelines_dir(args)
@@ -194,6 +195,7 @@ def _schedule_text(schedule: str | timedelta | None) -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    """`etlkit graph`: a pipeline's graph as text, Mermaid, DOT, SVG or PNG."""
     from etlkit.cli import pictures
 
     graph = load_named_pipeline(args).graph()
@@ -217,6 +219,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """`etlkit validate`: load and check every pipeline (exit 3 on any problem)."""
     from etlkit.model.pipeline import discover
 
     directory = pipelines_dir(args)

@@ -8,16 +8,9 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from etlkit.cli.project import (
-    open_store,
-    pipelines_dir,
-    settings_for,
-)
+from etlkit.cli.project import open_store, pipelines_dir, settings_for
 from etlkit.cli.tables import print_table
-from etlkit.errors import (
-    ConfigError,
-    EtlkitError,
-)
+from etlkit.errors import ConfigError, EtlkitError
 
 if TYPE_CHECKING:
     from etlkit.model.pipeline import PipelineDefinition
@@ -25,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def cmd_connections(args: argparse.Namespace) -> int:
+    """`etlkit connections list|test`: named connections, masked; test reaches one."""
     from etlkit.settings import connections
 
     known = connections.active_connections()
@@ -44,6 +38,7 @@ def cmd_connections(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    """`etlkit state show|reset`: a pipeline's incremental cursors."""
     settings = settings_for(args)
     with open_store(settings) as store:
         if args.action == "show":
@@ -67,6 +62,7 @@ def _age(text: str) -> timedelta:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    """`etlkit gc`: delete old runs' staged data and the leftovers of failed runs' sinks."""
     from etlkit.storage.staging import Staging
 
     if args.keep_last is None and args.older_than is None:

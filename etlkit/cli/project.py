@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    """The `--param KEY=VALUE` pairs as a dict; a pair without `=` is a `ConfigError`."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -30,6 +31,7 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def project_dir(args: argparse.Namespace) -> Path:
+    """The project directory (`--project`), absolute."""
     return Path(args.project).resolve()
 
 
@@ -38,6 +40,7 @@ def settings_for(
     pipeline: type[PipelineDefinition] | None = None,
     cli: dict[str, object] | None = None,
 ) -> Settings:
+    """The settings of the project, layered with a pipeline's and the given CLI flags."""
     from etlkit.settings.config import load_settings
 
     return load_settings(
@@ -50,18 +53,21 @@ def settings_for(
 
 
 def pipelines_dir(args: argparse.Namespace) -> Path:
+    """The pipelines folder: `--pipelines`, else the setting `paths.pipelines_dir`."""
     if getattr(args, "pipelines", None):
         return Path(args.pipelines)
     return Path(settings_for(args).paths.pipelines_dir)
 
 
 def load_named_pipeline(args: argparse.Namespace) -> type[PipelineDefinition]:
+    """The pipeline class the command names (a file, module path or name)."""
     from etlkit.model.pipeline import load_pipeline
 
     return load_pipeline(args.pipeline, pipelines_dir(args))
 
 
 def notifiers_for(args: argparse.Namespace) -> dict[str, Any]:
+    """The notifiers configured in the project's settings file, by name."""
     from etlkit.runs.notifications import load_notifiers
 
     config = Path(args.config) if args.config else None
@@ -69,12 +75,14 @@ def notifiers_for(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pools_for(args: argparse.Namespace) -> dict[str, int]:
+    """The pool sizes configured in the project's settings file, by name."""
     from etlkit.settings.pools import load_pools
 
     return load_pools(project_dir(args), Path(args.config) if args.config else None)
 
 
 def open_store(settings: Settings) -> RunStore:
+    """The run store the settings name (a context manager closing it)."""
     from etlkit.storage.store import RunStore
 
     return RunStore(settings.paths.store)

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from etlkit.cli.project import (
-    open_store,
-    settings_for,
-)
-from etlkit.errors import (
-    ConfigError,
-    StagingError,
-    quoted,
-)
+from etlkit.cli.project import open_store, settings_for
+from etlkit.errors import ConfigError, StagingError, quoted
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    """`etlkit query`: SQL over a run's staged outputs, or an interactive shell."""
     from etlkit.storage import querying
     from etlkit.storage.staging import Staging, check_path_part
 

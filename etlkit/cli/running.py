@@ -26,9 +26,7 @@ from etlkit.cli.project import (
     project_dir,
     settings_for,
 )
-from etlkit.errors import (
-    NodeError,
-)
+from etlkit.errors import NodeError
 
 if TYPE_CHECKING:
     from etlkit.engine.execution import Listener
@@ -36,6 +34,7 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`etlkit run`: run a pipeline once and wait for it."""
     from etlkit.runs import pipeline as runs
 
     cls = load_named_pipeline(args)
@@ -114,6 +113,7 @@ def _listeners(mode: str) -> list[Listener]:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    """`etlkit retry`: rerun what a failed run did not commit, and wait for it."""
     from etlkit.model.pipeline import load_pipeline
     from etlkit.runs import pipeline as runs
 
@@ -136,6 +136,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
+    """`etlkit trigger`: queue a run for the scheduler to start."""
     from etlkit.scheduling import trigger
 
     cls = load_named_pipeline(args)
@@ -153,6 +154,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    """`etlkit backfill`: run every interval of a date range."""
     from etlkit.scheduling import backfill
 
     cls = load_named_pipeline(args)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    """`etlkit scheduler`: run scheduled pipelines until stopped (130 on Ctrl-C)."""
     from etlkit.scheduling import serve
 
     settings = settings_for(args)
@@ -47,6 +48,7 @@ def _scheduler_started(scheduler: Scheduler) -> None:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
+    """`etlkit pause|unpause`: stop or resume scheduling a pipeline."""
     from etlkit.scheduling import pause, unpause
 
     cls = load_named_pipeline(args)
@@ -58,6 +60,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """`etlkit status`: per pipeline, its next due time, running runs and last run."""
     from etlkit.scheduling import status
 
     settings = settings_for(args)

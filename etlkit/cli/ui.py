@@ -6,14 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
-from etlkit.cli.project import (
-    pipelines_dir,
-    project_dir,
-    settings_for,
-)
+from etlkit.cli.project import pipelines_dir, project_dir, settings_for
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """`etlkit ui`: serve the web UI until stopped."""
     from etlkit.ui.server import require
 
     require()  # before anything else: without the `ui` extra, say what to install
