@@ -30,7 +30,7 @@ IMPORTS: dict[str, tuple[str, ...]] = {
         "pyarrow.parquet",
         "duckdb",
         "pandera.polars",
-        "etlkit.cli.commands",
+        "etlkit.cli",
         "etlkit.model.pipeline",
         "etlkit.runs.pipeline",
         "etlkit.engine.execution",

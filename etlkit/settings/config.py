@@ -19,7 +19,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -248,21 +248,8 @@ def load_settings(
         for key, raw in _read_toml(path, source, specs).items():
             put(key, raw, source)
 
-    environ = os.environ if env is None else env
-    env_names = {_env_name(key): key for key in specs}
-    for name, raw in environ.items():
-        upper = name.upper()
-        if (
-            not upper.startswith(_ENV_PREFIX)
-            or upper.startswith(_CONN_PREFIX)
-            or upper in _RUN_VARIABLES
-            or upper in _UI_VARIABLES
-        ):
-            continue
-        if upper not in env_names:
-            where = " (settings are ETLKIT_<SECTION>__<KEY>, connections ETLKIT_CONN_<NAME>)"
-            raise _unknown(f"environment variable {name}", where, upper, _same(env_names))
-        put(env_names[upper], raw, f"env {name}")
+    for key, raw, source in _env_layer(os.environ if env is None else env, specs):
+        put(key, raw, source)
 
     for label, mapping in ((f"pipeline {pipeline_name}".strip(), pipeline), ("cli", cli)):
         for key, raw in (mapping or {}).items():
@@ -272,14 +259,7 @@ def load_settings(
             put(key, raw, f"cli {flag}" if label == "cli" else label)
 
     _check_values(values, sources)
-
-    state_dir = _resolve_path(str(values["paths.state_dir"]), project)
-    for key in _PATH_KEYS:
-        text = str(values[key])
-        if key in _UNDER_STATE_DIR and not text:
-            values[key] = _join(state_dir, _UNDER_STATE_DIR[key])
-        else:
-            values[key] = _resolve_path(text, project)
+    _resolve_paths(values, project)
 
     def build(section: str) -> Any:
         prefix = section + "."
@@ -293,6 +273,39 @@ def load_settings(
         scheduler=build("scheduler"),
         sources=types.MappingProxyType(sources),
     )
+
+
+def _env_layer(
+    environ: Mapping[str, str], specs: Mapping[str, _Field]
+) -> Iterator[tuple[str, object, str]]:
+    """`(key, raw value, source)` per `ETLKIT_<SECTION>__<KEY>` variable, in the environment's
+    order; the variables of connections, runs and the UI are theirs to read."""
+    env_names = {_env_name(key): key for key in specs}
+    for name, raw in environ.items():
+        upper = name.upper()
+        if (
+            not upper.startswith(_ENV_PREFIX)
+            or upper.startswith(_CONN_PREFIX)
+            or upper in _RUN_VARIABLES
+            or upper in _UI_VARIABLES
+        ):
+            continue
+        if upper not in env_names:
+            where = " (settings are ETLKIT_<SECTION>__<KEY>, connections ETLKIT_CONN_<NAME>)"
+            raise _unknown(f"environment variable {name}", where, upper, _same(env_names))
+        yield env_names[upper], raw, f"env {name}"
+
+
+def _resolve_paths(values: dict[str, object], project: Path) -> None:
+    """Make every path setting absolute against `project`; an empty one under the state
+    directory gets its default place there."""
+    state_dir = _resolve_path(str(values["paths.state_dir"]), project)
+    for key in _PATH_KEYS:
+        text = str(values[key])
+        if key in _UNDER_STATE_DIR and not text:
+            values[key] = _join(state_dir, _UNDER_STATE_DIR[key])
+        else:
+            values[key] = _resolve_path(text, project)
 
 
 def _check_values(values: Mapping[str, object], sources: Mapping[str, str]) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import etlkit as ek
 from connectors.files import CsvSink, CsvSource, NdjsonSource, ParquetSink, ParquetSource
-from etlkit.cli.commands import exit_code
+from etlkit.cli import exit_code
 from etlkit.errors import ConnectorError
 from etlkit.model.nodes import Origin, Sink, Source
 from etlkit.storage.staging import Staging

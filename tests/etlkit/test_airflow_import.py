@@ -10,7 +10,7 @@ import pytest
 from etlkit import Command
 from etlkit.airflow_import import import_dag
 from etlkit.airflow_import.templates import translate
-from etlkit.cli.commands import main
+from etlkit.cli import main
 from etlkit.errors import AirflowImportError
 from etlkit.runs.notifications import load_notifiers
 

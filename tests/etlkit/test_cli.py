@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import etlkit as ek
-from etlkit.cli.commands import exit_code, main
+from etlkit.cli import exit_code, main
 from etlkit.storage.store import RunStore
 
 PIPELINE = '''

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.cli.commands import main
+from etlkit.cli import main
 from etlkit.cli.pictures import render_dot, render_gantt, render_mermaid, render_tree
 from etlkit.model.graph import Graph, build_graph
 from etlkit.model.nodes import Node

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from etlkit.cli.commands import main
+from etlkit.cli import main
 from etlkit.errors import ConfigError, MissingDependencyError
 from etlkit.ui import server
 from etlkit.ui.app import TOKEN_COOKIE, UiConfig, create_app
