@@ -164,7 +164,7 @@ def _pipelines_dir(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> type[PipelineDefinition]:
-    from etlkit.model.pipeline import load_pipeline
+    from etlkit.model.discovery import load_pipeline
 
     return load_pipeline(args.pipeline, _pipelines_dir(args))
 
@@ -283,7 +283,7 @@ def _fail_dead_runs(args: argparse.Namespace) -> None:
         failed = store.fail_dead_runs()
         if not failed:
             return
-        from etlkit.model.pipeline import load_pipeline  # only now: they load polars and pyarrow
+        from etlkit.model.discovery import load_pipeline  # only now: they load polars and pyarrow
         from etlkit.runs.recording import notify_failure
 
         for record in failed:
@@ -330,7 +330,7 @@ def _seconds(value: float | None) -> str:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from etlkit.model.pipeline import load_pipeline
+    from etlkit.model.discovery import load_pipeline
     from etlkit.runs import pipeline as runs
 
     settings = _settings(args)
@@ -730,7 +730,7 @@ _GC_SCAN: Final = 100_000
 
 def _gc_sink_leftovers(args: argparse.Namespace, store: RunStore) -> None:
     """Remove the temporary files the sinks of failed, cancelled or interrupted runs left."""
-    from etlkit.model.pipeline import load_pipeline
+    from etlkit.model.discovery import load_pipeline
     from etlkit.runs.recording import discard_sink_leftovers
 
     dead = store.runs(args.pipeline, limit=_GC_SCAN, states=("failed", "cancelled", "interrupted"))
@@ -762,7 +762,7 @@ def _run_time(run_id: str) -> datetime:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from etlkit.model.pipeline import discover
+    from etlkit.model.discovery import discover
 
     directory = _pipelines_dir(args)
     if not directory.is_dir():
@@ -850,7 +850,7 @@ def _loopback(host: str) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from etlkit.model.pipeline import discover
+    from etlkit.model.discovery import discover
 
     directory = _pipelines_dir(args)
     if not directory.is_dir():
