@@ -6,6 +6,7 @@ options in `node`), the run's `Context` and its templates (`context`), SQL templ
 lookup of connectors by name (`connector_lookup`), the bridge between Pandera models and
 Arrow/polars types (`schema`), the graph and its checks (`graph`), the pipeline definition
 (`pipeline`) and the discovery of pipelines in a folder (`discovery`), and the built-in nodes
-(`commands`: Command; `sensors`: FileSensor, RunSensor). It may import `etlkit.errors`,
-`etlkit.settings` and `etlkit.storage` (RunSensor reads the run store).
+(`commands`: Command, with its argument checks in `command_lines`; `sensors`: FileSensor,
+RunSensor). It may import `etlkit.errors`, `etlkit.settings` and `etlkit.storage` (RunSensor
+reads the run store).
 """
