@@ -58,7 +58,7 @@ class NodeOptions:
 
 
 class Node:
-    """Base of every node. Users subclass one of the roles below, never this directly.
+    """Base of every node. Users subclass one of the roles (`etlkit.model.nodes`), never this.
 
     Attributes:
         name: the attribute name on the pipeline class (set when the class is created).
