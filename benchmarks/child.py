@@ -32,6 +32,7 @@ IMPORTS: dict[str, tuple[str, ...]] = {
         "pandera.polars",
         "etlkit.cli",
         "etlkit.model.pipeline",
+        "etlkit.model.discovery",
         "etlkit.runs.pipeline",
         "etlkit.engine.execution",
         "connectors.files",

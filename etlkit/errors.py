@@ -26,9 +26,19 @@ TransientError (mixin)                       retryable: network, throttling, loc
 PermanentError (mixin)                       never retried, whatever the retries setting
 ```
 
-Every exception etlkit raises is defined here (connectors add theirs under `ConnectorError`), with
-its context as typed keyword arguments kept as attributes. Every exception pickles across
-processes: `__reduce__` rebuilds it from its message and attributes.
+Every exception etlkit raises is defined here (connectors add theirs under `ConnectorError`:
+`HttpError`, `PostgresTransientError`, `DatabaseLockedError`, ...), with its context as typed
+arguments kept as attributes, set by its constructor and never added after it is raised. Every
+exception pickles across processes: `__reduce__` rebuilds it from its message and attributes.
+
+`TransientError` and `PermanentError` are mixins, not `EtlkitError`s, because they say what kind
+of failure an error is, not that etlkit raised it: users put them on their own exceptions
+(`class BadRequest(MyApiError, ek.PermanentError)`), and etlkit reads them through the
+`NodeError` that wraps such an error once, at the node boundary (its `__cause__`): a
+`PermanentError` is never retried, whatever the retries setting, and a `TransientError` a
+sensor raises counts as "not yet". etlkit's own errors of either kind inherit both
+(`HttpRetriesExhaustedError` is a `ConnectorError` and a `TransientError`).
+
 `quoted` writes the names a message lists as people read them (`'a', 'b' and 'c'`).
 """
 
@@ -53,11 +63,17 @@ def _rebuild(cls: type[EtlkitError], args: tuple[Any, ...], state: dict[str, Any
 
 
 class TransientError(Exception):
-    """Mixin marking an error as retryable (network, throttling, lock contention)."""
+    """Mixin marking an error as retryable (network, throttling, lock contention).
+
+    Not an `EtlkitError`: users mix it into their own exceptions (see the module docstring).
+    """
 
 
 class PermanentError(Exception):
-    """Mixin marking an error as not worth retrying (bad configuration, bad data, a bug)."""
+    """Mixin marking an error as not worth retrying (bad configuration, bad data, a bug).
+
+    Not an `EtlkitError`: users mix it into their own exceptions (see the module docstring).
+    """
 
 
 class ConfigError(EtlkitError, ValueError):
@@ -131,9 +147,6 @@ class NodeError(EtlkitError):
         self.run_id = run_id
         self.chunk = chunk
         super().__init__(message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class NodeTimeoutError(NodeError):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from etlkit.model.commands import quote_state
+from etlkit.model.command_lines import quote_state
 
 #: Airflow template names -> etlkit template names.
 NAMES: Final = {

@@ -34,7 +34,7 @@ def _fail_dead_runs(args: argparse.Namespace) -> None:
         failed = store.fail_dead_runs()
         if not failed:
             return
-        from etlkit.model.pipeline import load_pipeline  # only now: they load polars and pyarrow
+        from etlkit.model.discovery import load_pipeline  # only now: they load polars and pyarrow
         from etlkit.runs.recording import notify_failure
 
         for record in failed:

@@ -161,7 +161,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """`etlkit list`: the pipelines of the pipelines folder (exit 1 if one fails to load)."""
-    from etlkit.model.pipeline import discover
+    from etlkit.model.discovery import discover
 
     directory = pipelines_dir(args)
     if not directory.is_dir():
@@ -220,7 +220,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """`etlkit validate`: load and check every pipeline (exit 3 on any problem)."""
-    from etlkit.model.pipeline import discover
+    from etlkit.model.discovery import discover
 
     directory = pipelines_dir(args)
     if not directory.is_dir():

@@ -61,7 +61,7 @@ def pipelines_dir(args: argparse.Namespace) -> Path:
 
 def load_named_pipeline(args: argparse.Namespace) -> type[PipelineDefinition]:
     """The pipeline class the command names (a file, module path or name)."""
-    from etlkit.model.pipeline import load_pipeline
+    from etlkit.model.discovery import load_pipeline
 
     return load_pipeline(args.pipeline, pipelines_dir(args))
 

@@ -114,7 +114,7 @@ def _listeners(mode: str) -> list[Listener]:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """`etlkit retry`: rerun what a failed run did not commit, and wait for it."""
-    from etlkit.model.pipeline import load_pipeline
+    from etlkit.model.discovery import load_pipeline
     from etlkit.runs import pipeline as runs
 
     settings = settings_for(args)

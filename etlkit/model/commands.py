@@ -5,7 +5,9 @@
 Each argument is a template rendered with the run's context. The program's stdout and stderr go to
 the run's log line by line (logger `etlkit.model.commands`, INFO, prefixed with the stream's name),
 an exit code outside `ok_codes` fails the node with the end of its stderr, and a timeout kills the
-program's whole process group (it runs in a session of its own).
+program's whole process group (it runs in a session of its own). Which template fields an
+argument may hold (shell-quoted in a script, refused in an interpreter's code) is decided in
+`etlkit.model.command_lines`.
 
 The environment is explicit: the child gets PATH, HOME and LANG, the command's `env`, and
 `ETLKIT_DS`, `ETLKIT_RUN_ID` and `ETLKIT_PIPELINE`, not the rest of etlkit's environment (unless
@@ -22,15 +24,14 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import shlex
 import signal
-import string
 import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 from urllib.parse import quote
@@ -46,7 +47,8 @@ from etlkit.errors import (
     PipelineDefinitionError,
     RunCancelledError,
 )
-from etlkit.model.nodes import TEMPLATE_NAMES, Context, Node, Task
+from etlkit.model.command_lines import param_code_fields, quoted_fields, script_index
+from etlkit.model.nodes import Context, Node, Task
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +63,6 @@ _KILL_GRACE_S: Final = 5.0  # between SIGTERM and SIGKILL
 _ORPHAN_GRACE_S: Final = 2.0  # the program exited, a process it started still holds its output
 _MASK: Final = "***"
 _RUN_ENV: Final = ("ETLKIT_DS", "ETLKIT_RUN_ID", "ETLKIT_PIPELINE")
-#: Programs whose `-c` argument is a shell script: its template values are shell-quoted.
-_SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
-#: Interpreters and the option whose argument is code (a version suffix is ignored: python3.11).
-_INTERPRETERS: Final = {"python": "c", "pypy": "c", "perl": "e", "ruby": "e", "node": "e"}
 
 
 class Command(Task):
@@ -142,11 +140,11 @@ class Command(Task):
             problems.append(f"timeout must be > 0, not {timeout}")
         if not ok_codes:
             problems.append("ok_codes must name at least one exit code")
-        script = _script_index(argv, shell=shell) if not problems else None
+        script = script_index(argv, shell=shell) if not problems else None
         if script is not None:
-            problems.extend(_quoted_fields(argv[script]))
+            problems.extend(quoted_fields(argv[script]))
         elif not problems:
-            problems.extend(_param_code_fields(argv))
+            problems.extend(param_code_fields(argv))
         if problems:
             raise PipelineDefinitionError(type(self).__name__, problems)
         self.args = argv
@@ -162,7 +160,7 @@ class Command(Task):
         Raises:
             ConfigError: a template names a field the context does not have.
         """
-        script = _script_index(self.args, shell=self.shell)
+        script = script_index(self.args, shell=self.shell)
         return [
             ctx.render(arg, quote=shlex.quote if i == script else None)
             for i, arg in enumerate(self.args)
@@ -173,36 +171,39 @@ class Command(Task):
         secret_env = {name: _password(conn, name) for name, conn in self.secrets.items()}
         mask = _masker(secret_env.values())
         argv = self.command_line(ctx)
-        shown = mask(argv[0] if self.shell else shlex.join(argv))
+        failure = _Failure(mask(argv[0] if self.shell else shlex.join(argv)), ctx)
         cwd = ctx.render(self.cwd) if self.cwd is not None else None
-        where = f"node '{ctx.node}' in pipeline '{ctx.pipeline}' (run {ctx.run_id})"
-
-        def error(
-            kind: type[CommandError], message: str, code: int | None, tail: Sequence[str] = ()
-        ) -> CommandError:
-            return kind(
-                message,
-                command=shown,
-                returncode=code,
-                stderr_tail=tail,
-                pipeline=ctx.pipeline,
-                node=ctx.node,
-                run_id=ctx.run_id,
-            )
-
         if cwd is not None and not Path(cwd).is_dir():
-            raise error(
+            raise failure(
                 CommandError,
-                f"Command `{shown}` of {where} cannot start: its cwd {cwd} is not a directory.",
+                f"Command `{failure.shown}` of {failure.where} cannot start: its cwd {cwd} is "
+                "not a directory.",
                 None,
             )
         env = self._environment(ctx, secret_env)
         given = sorted({*self.env, *_RUN_ENV, *secret_env})
         inherited = "etlkit's environment" if self.inherit_env else ", ".join(PASSED_ENV)
-        logger.info("command: %s (env: %s + %s)", shown, inherited, ", ".join(given))
+        logger.info("command: %s (env: %s + %s)", failure.shown, inherited, ", ".join(given))
         started = time.monotonic()
+        proc = self._start(argv, cwd, env, mask, failure)
+        outcome, tail = _follow(proc, mask, self.timeout, ctx.cancelled)
+        secs = time.monotonic() - started
+        logger.info(
+            "command exited with code %d after %.1fs: %s", proc.returncode, secs, failure.shown
+        )
+        self._judge(outcome, proc.returncode, tail, failure)
+
+    def _start(
+        self,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        mask: Callable[[str], str],
+        failure: _Failure,
+    ) -> subprocess.Popen[str]:
+        """The started program, its output piped, in a session (process group) of its own."""
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv[0] if self.shell else argv,
                 shell=self.shell,
                 cwd=cwd,
@@ -219,22 +220,23 @@ class Command(Task):
             hint = ""
             if isinstance(exc, FileNotFoundError):
                 hint = f" Is it installed and on the PATH given to it ({env.get('PATH', '')})?"
-            raise error(
+            raise failure(
                 CommandError,
-                f"Command `{shown}` of {where} could not start: {mask(str(exc))}.{hint}",
+                f"Command `{failure.shown}` of {failure.where} could not start: "
+                f"{mask(str(exc))}.{hint}",
                 None,
             ) from exc
-        outcome, tail = _follow(proc, mask, self.timeout, ctx.cancelled)
-        code = proc.returncode
-        secs = time.monotonic() - started
-        logger.info("command exited with code %d after %.1fs: %s", code, secs, shown)
+
+    def _judge(self, outcome: str, code: int, tail: list[str], failure: _Failure) -> None:
+        """Raise unless the program exited by itself with one of the ok codes."""
+        shown, where, run_id = failure.shown, failure.where, failure.ctx.run_id
         quoted = "".join(f"\n    {line}" for line in tail)
         stderr = f" Last {len(tail)} lines of stderr:{quoted}" if tail else " Its stderr was empty."
-        logs = f" Its whole output is in the run's log (`etlkit logs {ctx.run_id}`)."
+        logs = f" Its whole output is in the run's log (`etlkit logs {run_id}`)."
         if outcome == "cancelled":
             raise RunCancelledError(f"Command `{shown}` of {where} was terminated: run cancelled.")
         if outcome == "timeout":
-            raise error(
+            raise failure(
                 CommandTimeoutError,
                 f"Command `{shown}` of {where} timed out after {self.timeout:g} s; its process "
                 f"group was killed.{stderr}{logs}",
@@ -247,7 +249,7 @@ class Command(Task):
                 how = f"was killed by signal {_signal_name(-code)}"
             codes = ", ".join(map(str, self.ok_codes))
             message = f"Command `{shown}` of {where} {how} (ok: {codes}).{stderr}{logs}"
-            raise error(CommandError, message, code, tail)
+            raise failure(CommandError, message, code, tail)
 
     def _environment(self, ctx: Context, secret_env: Mapping[str, str]) -> dict[str, str]:
         if self.inherit_env:
@@ -260,79 +262,30 @@ class Command(Task):
         return env
 
 
-def _script_index(argv: Sequence[str], *, shell: bool) -> int | None:
-    """Which argument a shell parses: the command string with `shell`, else the one after
-    `-c` (or `-lc`, `-ec`, ...) when the program is a shell (`["sh", "-c", "..."]`); None if
-    none is."""
-    if shell:
-        return 0
-    if Path(argv[0]).name not in _SHELLS:
-        return None
-    return _code_index(argv, "c")
+@dataclass(frozen=True)
+class _Failure:
+    """Builds a command's errors with its context: the command line shown (masked) and where
+    it ran."""
 
+    shown: str
+    ctx: Context
 
-def _code_index(argv: Sequence[str], flag: str) -> int | None:
-    """The index of the argument after the first short option holding `flag`, if any."""
-    for i, arg in enumerate(argv[1:-1], start=1):
-        if re.fullmatch(rf"-[A-Za-z]*{flag}[A-Za-z]*", arg):
-            return i + 1
-    return None
+    @property
+    def where(self) -> str:
+        return f"node '{self.ctx.node}' in pipeline '{self.ctx.pipeline}' (run {self.ctx.run_id})"
 
-
-def _param_code_fields(argv: Sequence[str]) -> list[str]:
-    """Problems with an interpreter's code argument (`python -c`, `perl -e`, ...) that uses a
-    param: its value would become code. Built-in names (`{ds}`, `{run_id}`) have safe forms."""
-    flag = _INTERPRETERS.get(re.sub(r"[0-9.]+$", "", Path(argv[0]).name))
-    index = _code_index(argv, flag) if flag else None
-    if index is None:
-        return []
-    try:
-        parsed = list(string.Formatter().parse(argv[index]))
-    except ValueError:
-        return []  # reported when rendered
-    safe = TEMPLATE_NAMES - {"params"}
-    return [
-        f"the code of `{Path(argv[0]).name} -{flag}` uses {{{field}}}: a param's value would "
-        f"become code; pass it as an argument (`sys.argv[1]`) or in env instead"
-        for _, field, _, _ in parsed
-        if field is not None and re.split(r"[.\[!:]", field, maxsplit=1)[0] not in safe
-    ]
-
-
-def _quoted_fields(script: str) -> list[str]:
-    """Problems with a shell script template: fields inside quotes, where a quoted value
-    would end the user's quotes (`'{x}'`) or still be expanded (`"$(...)"`)."""
-    try:
-        parsed = list(string.Formatter().parse(script))
-    except ValueError as exc:
-        return [f"command {script!r} is malformed ({exc}); write literal braces as '{{{{' '}}}}'"]
-    problems = []
-    state = ""  # the quote the shell is inside: '', "'" or '"'
-    for literal, field, _, _ in parsed:
-        state = quote_state(literal, state)
-        if field is not None and state:
-            problems.append(
-                f"in shell command {script!r}, {{{field}}} is inside {state}quotes{state}: "
-                "values are shell-quoted for you, write {" + field + "} without quotes"
-            )
-    return problems
-
-
-def quote_state(text: str, state: str) -> str:
-    """The shell's quoting state after `text`, starting in `state` ('', "'" or '"')."""
-    escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif state == "'":
-            state = "" if char == "'" else state
-        elif char == "\\":
-            escaped = True
-        elif char == state:
-            state = ""
-        elif not state and char in "'\"":
-            state = char
-    return state
+    def __call__(
+        self, kind: type[CommandError], message: str, code: int | None, tail: Sequence[str] = ()
+    ) -> CommandError:
+        return kind(
+            message,
+            command=self.shown,
+            returncode=code,
+            stderr_tail=tail,
+            pipeline=self.ctx.pipeline,
+            node=self.ctx.node,
+            run_id=self.ctx.run_id,
+        )
 
 
 def _password(connection: str, variable: str) -> str:
@@ -380,12 +333,9 @@ def _follow(
     for reader in readers:
         reader.start()
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-    outcome = "exited"
     open_streams = len(readers)
     deadline = None if timeout is None else time.monotonic() + timeout
-    exited_at: float | None = None
-    terminated_at: float | None = None  # SIGTERM sent to the group
-    killed_at: float | None = None  # SIGKILL sent to the group
+    stopper = _Stopper(proc, deadline, cancelled)
     try:
         while open_streams or proc.poll() is None:
             try:
@@ -400,32 +350,7 @@ def _follow(
                     if stream == "stderr":
                         tail.append(line)
                     logger.info("%s: %s", stream, _clip(line))
-            now = time.monotonic()
-            if terminated_at is None:
-                if deadline is not None and now >= deadline:
-                    outcome = "timeout"
-                elif cancelled():
-                    outcome = "cancelled"
-                elif proc.poll() is not None:
-                    exited_at = exited_at or now
-                    if now - exited_at >= _ORPHAN_GRACE_S:
-                        logger.warning(
-                            "command exited but processes it started still hold its output "
-                            "open: terminating its process group"
-                        )
-                        outcome = "orphans"
-                if outcome != "exited":
-                    _signal_group(proc, signal.SIGTERM)
-                    terminated_at = now
-            elif killed_at is None:
-                if now - terminated_at >= _KILL_GRACE_S:
-                    _signal_group(proc, signal.SIGKILL)
-                    killed_at = now
-            elif now - killed_at >= _KILL_GRACE_S and proc.poll() is not None:
-                logger.warning(
-                    "processes outside the command's process group (started with a session of "
-                    "their own) still hold its output open: no longer following it"
-                )
+            if not stopper.poll(time.monotonic()):
                 break
     finally:
         if proc.poll() is None:  # interrupted (KeyboardInterrupt): leave nothing behind
@@ -434,7 +359,57 @@ def _follow(
         if not open_streams:
             for reader in readers:
                 reader.join()
+    outcome = stopper.outcome
     return ("exited" if outcome == "orphans" else outcome), list(tail)
+
+
+@dataclass
+class _Stopper:
+    """When to stop a running command, decided at each poll: SIGTERM to its process group on a
+    timeout, a cancellation, or processes it started holding its output open after it exited;
+    SIGKILL a grace period later; and give up following output that still stays open.
+
+    `outcome` is "exited", "timeout", "cancelled" or "orphans".
+    """
+
+    proc: subprocess.Popen[str]
+    deadline: float | None
+    cancelled: Callable[[], bool]
+    outcome: str = "exited"
+    exited_at: float | None = None
+    terminated_at: float | None = None  # SIGTERM sent to the group
+    killed_at: float | None = None  # SIGKILL sent to the group
+
+    def poll(self, now: float) -> bool:
+        """Send the signal due at `now`; False once the output is no longer worth following."""
+        proc = self.proc
+        if self.terminated_at is None:
+            if self.deadline is not None and now >= self.deadline:
+                self.outcome = "timeout"
+            elif self.cancelled():
+                self.outcome = "cancelled"
+            elif proc.poll() is not None:
+                self.exited_at = self.exited_at or now
+                if now - self.exited_at >= _ORPHAN_GRACE_S:
+                    logger.warning(
+                        "command exited but processes it started still hold its output "
+                        "open: terminating its process group"
+                    )
+                    self.outcome = "orphans"
+            if self.outcome != "exited":
+                _signal_group(proc, signal.SIGTERM)
+                self.terminated_at = now
+        elif self.killed_at is None:
+            if now - self.terminated_at >= _KILL_GRACE_S:
+                _signal_group(proc, signal.SIGKILL)
+                self.killed_at = now
+        elif now - self.killed_at >= _KILL_GRACE_S and proc.poll() is not None:
+            logger.warning(
+                "processes outside the command's process group (started with a session of "
+                "their own) still hold its output open: no longer following it"
+            )
+            return False
+        return True
 
 
 def _pump(stream: IO[str], name: str, lines: queue.Queue[tuple[str, str | None]]) -> None:

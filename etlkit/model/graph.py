@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import string
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from etlkit.errors import PipelineDefinitionError, quoted
@@ -217,52 +217,18 @@ def build_graph(
         problems.append(
             "pipeline has no nodes; declare sources, transforms and sinks as class attributes"
         )
-    by_id: dict[int, str] = {}
-    for name, node in nodes.items():
-        if name in TEMPLATE_NAMES:
-            problems.append(f"node name '{name}' is reserved for templates; rename the node")
-        if id(node) in by_id:
-            problems.append(
-                f"the same node object is declared as both '{by_id[id(node)]}' and '{name}'; "
-                "create one node per name"
-            )
-        else:
-            by_id[id(node)] = name
-    for name, olds in (replaced or {}).items():
-        for old in olds:
-            by_id.setdefault(id(old), name)
-
+    by_id = _node_ids(nodes, replaced or {}, problems)
     inputs = {n: _resolve_inputs(n, node, by_id, nodes, problems) for n, node in nodes.items()}
     for name, node in nodes.items():
         problems.extend(_role_problems(name, node))
         if isinstance(node, Sql):
             problems.extend(_sql_template_problems(name, node, nodes, params))
-        for upstream in inputs[name]:
-            upstream_kind = nodes[upstream].kind
-            if upstream_kind in ("sink", "sensor", "task") and node.kind != "task":
-                problems.append(
-                    f"node '{name}' reads from {upstream_kind} '{upstream}', which has no output"
-                    + (
-                        "; to run after it, make this a Task with after="
-                        if upstream_kind == "sink"
-                        else ""
-                    )
-                )
+        problems.extend(_no_output_problems(name, node, inputs[name], nodes))
 
     cycle = _find_cycle(inputs)
     if cycle:
         problems.append("cycle: " + " -> ".join(cycle))
-
-    for name, node in nodes.items():
-        for upstream in inputs[name]:
-            produced, expected = nodes[upstream].output_model, node.input_model
-            if produced is None or expected is None:
-                continue
-            for problem in edge_problems(produced, expected):
-                problems.append(
-                    f"edge '{upstream}' -> '{name}' ({model_name(produced)} -> "
-                    f"{model_name(expected)}): {problem}"
-                )
+    problems.extend(_schema_problems(nodes, inputs))
 
     if problems:
         raise PipelineDefinitionError(pipeline, problems)
@@ -279,6 +245,63 @@ def build_graph(
         consumers={n: tuple(c) for n, c in consumers.items()},
         order=order,
     )
+
+
+def _node_ids(
+    nodes: Mapping[str, Node], replaced: Mapping[str, Collection[Node]], problems: list[str]
+) -> dict[int, str]:
+    """Each node object's name, by `id`, and the objects `replaced` by a subclass's nodes;
+    appends to `problems` the reserved names and objects declared under two names."""
+    by_id: dict[int, str] = {}
+    for name, node in nodes.items():
+        if name in TEMPLATE_NAMES:
+            problems.append(f"node name '{name}' is reserved for templates; rename the node")
+        if id(node) in by_id:
+            problems.append(
+                f"the same node object is declared as both '{by_id[id(node)]}' and '{name}'; "
+                "create one node per name"
+            )
+        else:
+            by_id[id(node)] = name
+    for name, olds in replaced.items():
+        for old in olds:
+            by_id.setdefault(id(old), name)
+    return by_id
+
+
+def _no_output_problems(
+    name: str, node: Node, upstreams: Sequence[str], nodes: Mapping[str, Node]
+) -> list[str]:
+    """A node reading from a sink, sensor or task, which have no output (a task may follow)."""
+    problems = []
+    for upstream in upstreams:
+        upstream_kind = nodes[upstream].kind
+        if upstream_kind in ("sink", "sensor", "task") and node.kind != "task":
+            problems.append(
+                f"node '{name}' reads from {upstream_kind} '{upstream}', which has no output"
+                + (
+                    "; to run after it, make this a Task with after="
+                    if upstream_kind == "sink"
+                    else ""
+                )
+            )
+    return problems
+
+
+def _schema_problems(nodes: Mapping[str, Node], inputs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every edge whose upstream's output model does not fit the node's input model."""
+    problems = []
+    for name, node in nodes.items():
+        for upstream in inputs[name]:
+            produced, expected = nodes[upstream].output_model, node.input_model
+            if produced is None or expected is None:
+                continue
+            for problem in edge_problems(produced, expected):
+                problems.append(
+                    f"edge '{upstream}' -> '{name}' ({model_name(produced)} -> "
+                    f"{model_name(expected)}): {problem}"
+                )
+    return problems
 
 
 def render_text(graph: Graph) -> str:

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import EtlkitError, StoreError
-from etlkit.model.pipeline import load_pipeline
+from etlkit.model.discovery import load_pipeline
 from etlkit.runs.notifications import load_notifiers
 from etlkit.runs.recording import run_recorded
 from etlkit.settings import connections

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etlkit.errors import EtlkitError, PipelineDefinitionError
-from etlkit.model.pipeline import PipelineDefinition, discover
+from etlkit.model.discovery import discover
+from etlkit.model.pipeline import PipelineDefinition
 from etlkit.scheduling.schedules import Schedule, pipeline_zone
 
 logger = logging.getLogger(__name__)

@@ -41,8 +41,9 @@ from etlkit.errors import (
     StagingError,
     StoreError,
 )
+from etlkit.model.discovery import load_pipeline
 from etlkit.model.graph import Graph
-from etlkit.model.pipeline import PipelineDefinition, load_pipeline
+from etlkit.model.pipeline import PipelineDefinition
 from etlkit.scheduling.control import pause, trigger, unpause
 from etlkit.scheduling.processes import SubprocessLauncher
 from etlkit.settings.config import Settings

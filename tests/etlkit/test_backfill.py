@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import ConfigError, SchedulerError
-from etlkit.model.pipeline import PipelineDefinition, load_pipeline
+from etlkit.model.discovery import load_pipeline
+from etlkit.model.pipeline import PipelineDefinition
 from etlkit.runs.notifications import WebhookNotifier
 from etlkit.scheduling import BackfillSummary, FakeClock, Reprocess, backfill
 from etlkit.storage.store import RunState, RunStore

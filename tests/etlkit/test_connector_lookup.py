@@ -9,7 +9,7 @@ import pytest
 from connectors.duckdb import DuckDBTableSource
 from connectors.files import CsvSource, NdjsonSource, ParquetSource
 from etlkit.errors import ConnectorNotFoundError
-from etlkit.model.nodes import connector_names, find_connector
+from etlkit.model.connector_lookup import connector_names, find_connector
 
 
 def test_the_installed_connectors_are_found_by_their_entry_point_names() -> None:

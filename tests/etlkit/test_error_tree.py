@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pickle
 import pkgutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +126,105 @@ def test_moved_exceptions_stay_importable_from_their_old_modules() -> None:
     assert NotificationError is errors.NotificationError
     assert SensorTimeoutError is errors.SensorTimeoutError
     assert RunExistsError is errors.RunExistsError
+
+
+def test_the_tree_drawn_in_the_errors_docstring_names_every_class_of_errors() -> None:
+    defined = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == errors.__name__
+    ]
+    doc = errors.__doc__ or ""
+
+    assert [name for name in defined if name not in doc] == []
+
+
+def test_every_public_exception_of_the_connectors_is_a_connector_error() -> None:
+    mine = [
+        c
+        for c in raised_by_etlkit()
+        if c.__module__.startswith("connectors") and not c.__name__.startswith("_")
+    ]
+
+    assert mine != []
+    assert [c.__qualname__ for c in mine if not issubclass(c, errors.ConnectorError)] == []
+
+
+def test_the_retry_mixins_are_not_etlkit_errors_so_users_put_them_on_their_own() -> None:
+    class RateLimited(RuntimeError, errors.TransientError):
+        pass
+
+    for mixin in MIXINS:
+        assert not issubclass(mixin, errors.EtlkitError)
+    assert isinstance(RateLimited("slow down"), errors.TransientError)
+    assert "mixins, not `EtlkitError`s, because" in (errors.__doc__ or "")
+
+
+def _context_glued_on(path: Path) -> list[str]:
+    """Lines of `path` that set an attribute on an exception after creating or catching it
+    (`exc.node = ...`); the exception machinery's own dunders (`__cause__`) are not context."""
+    found = []
+    for function in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        exceptions = set()
+        for node in ast.walk(function):
+            if isinstance(node, ast.ExceptHandler) and node.name:
+                exceptions.add(node.name)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                called = node.value.func
+                name = getattr(called, "id", None) or getattr(called, "attr", "")
+                if name.endswith(("Error", "Exception")):
+                    exceptions |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(function):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id in exceptions
+                    and not target.attr.startswith("__")
+                ):
+                    found.append(f"{path}:{node.lineno}: {ast.unparse(target)}")
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "setattr"
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in exceptions
+            ):
+                found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_code_glues_context_onto_an_exception_after_creating_it() -> None:
+    root = Path(etlkit.__file__).parent.parent
+    files = sorted([*(root / "etlkit").rglob("*.py"), *(root / "connectors").rglob("*.py")])
+
+    assert [hit for path in files for hit in _context_glued_on(path)] == []
+
+
+def test_the_glue_scanner_sees_assignments_and_setattr(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f():\n"
+        "    error = NodeError('x')\n"
+        "    error.chunk = 3\n"
+        "    error.__cause__ = None\n"
+        "    try:\n"
+        "        pass\n"
+        "    except ValueError as exc:\n"
+        "        setattr(exc, 'node', 'n')\n"
+    )
+
+    assert [hit.split(": ", 1)[1] for hit in _context_glued_on(probe)] == [
+        "error.chunk",
+        "setattr(exc, 'node', 'n')",
+    ]

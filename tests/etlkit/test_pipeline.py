@@ -16,7 +16,8 @@ import pytest
 
 import etlkit as ek
 from etlkit.errors import ConfigError, PipelineDefinitionError, PipelineNotFoundError
-from etlkit.model.pipeline import discover, load_pipeline, parse_logical_date, snake_case
+from etlkit.model.discovery import discover, load_pipeline
+from etlkit.model.pipeline import parse_logical_date, snake_case
 from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import etlkit as ek
-import etlkit.model.pipeline as pipeline_module
-from etlkit.model.pipeline import discover, load_pipeline
+import etlkit.model.discovery as discovery_module
+from etlkit.model.discovery import discover, load_pipeline
 
 PIPELINE = '''
 import polars as pl
@@ -50,8 +50,8 @@ def folder(root: Path, label: str) -> Path:
 def isolated_imports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """sys.path and the folders etlkit made importable are restored after each test."""
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(pipeline_module, "_FOLDERS", {}, raising=False)
-    monkeypatch.setattr(pipeline_module, "_CURRENT", [], raising=False)
+    monkeypatch.setattr(discovery_module, "_FOLDERS", {}, raising=False)
+    monkeypatch.setattr(discovery_module, "_CURRENT", [], raising=False)
     yield
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):

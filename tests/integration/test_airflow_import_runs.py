@@ -82,8 +82,8 @@ def test_modern_dag_runs_its_sensors_group_chain_and_email(
 ) -> None:
     from datetime import UTC, datetime
 
+    from etlkit.model.discovery import load_pipeline
     from etlkit.model.nodes import Context, Sensor
-    from etlkit.model.pipeline import load_pipeline
     from tests.s3_server import filesystem
 
     (project / "in" / "2025-03-01").mkdir(parents=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etlkit.model.pipeline import load_pipeline
+from etlkit.model.discovery import load_pipeline
 from etlkit.settings.config import Settings, load_settings
 from etlkit.storage.store import RunStore
 

@@ -1,0 +1,58 @@
+"""Connectors found by name: the `etlkit.connectors` entry points installed packages declare.
+
+Pipelines import connector classes directly; a name (`type = "csv"`) is looked up here, on
+each call, so a package installed meanwhile is found too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import entry_points
+from typing import Final
+
+from etlkit.errors import ConnectorError, ConnectorNotFoundError, quoted
+from etlkit.model.node import Node
+
+#: The entry-point group where installed packages (etlkit's own `connectors` too) name their
+#: node classes, so that a connector is found by name: `csv = "connectors.files:CsvSource"`.
+CONNECTOR_GROUP: Final = "etlkit.connectors"
+
+
+def connector_names() -> list[str]:
+    """The names of the connectors installed packages declare, sorted."""
+    return sorted({point.name for point in entry_points(group=CONNECTOR_GROUP)})
+
+
+def find_connector(name: str) -> type[Node]:
+    """The node class installed under `name` in the `etlkit.connectors` entry points.
+
+    Read on each call (no cache): a package installed meanwhile is found too.
+
+    Raises:
+        ConnectorNotFoundError: no installed package declares `name` (with the known names).
+        ConnectorError: the entry point does not load, or names something that is not a node.
+    """
+    points = [point for point in entry_points(group=CONNECTOR_GROUP) if point.name == name]
+    if not points:
+        known = connector_names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConnectorNotFoundError(
+            f"No connector is installed under the name '{name}'.{hint} Installed: "
+            f"{quoted(known)}. A package declares one in its [project.entry-points."
+            f'"{CONNECTOR_GROUP}"] table; install it, or import the node class directly.'
+        )
+    point = points[0]
+    try:
+        found = point.load()
+    except Exception as exc:  # a third party's import error of any kind
+        raise ConnectorError(
+            f"Connector '{name}' ({point.value}) could not be loaded: "
+            f"{type(exc).__name__}: {exc}. Check that its package and extras are installed."
+        ) from exc
+    if not (isinstance(found, type) and issubclass(found, Node)):
+        raise ConnectorError(
+            f"Connector '{name}' ({point.value}) is not a node class but {found!r}; its "
+            "package's entry point must name a Source, Transform or Sink subclass."
+        )
+    return found
