@@ -37,6 +37,20 @@ def cmd_connections(args: argparse.Namespace) -> int:
     return 0 if ok else 5
 
 
+def cmd_connectors(args: argparse.Namespace) -> int:
+    """`etlkit connectors`: the connectors installed packages declare (`etlkit.connectors`)."""
+    from etlkit.model.connector_lookup import installed_connectors
+
+    rows = [(c.name, c.role, c.target, c.summary) for c in installed_connectors()]
+    if not rows:
+        print(
+            'no connectors installed (a package declares them in [project.entry-points."etlkit.connectors"])'
+        )
+        return 0
+    print_table(("name", "role", "class", "about"), rows)
+    return 0
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     """`etlkit state show|reset`: a pipeline's incremental cursors."""
     settings = settings_for(args)

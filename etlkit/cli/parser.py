@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from etlkit.cli.airflow import cmd_import_airflow
 from etlkit.cli.inspecting import cmd_graph, cmd_list, cmd_logs, cmd_runs, cmd_show, cmd_validate
-from etlkit.cli.maintenance import cmd_connections, cmd_gc, cmd_state
+from etlkit.cli.maintenance import cmd_connections, cmd_connectors, cmd_gc, cmd_state
 from etlkit.cli.query import cmd_query
 from etlkit.cli.running import cmd_backfill, cmd_retry, cmd_run, cmd_trigger
 from etlkit.cli.scheduling import cmd_pause, cmd_scheduler, cmd_status
@@ -248,6 +248,12 @@ def _add_connections(sub: _Subparsers) -> None:
     conns.set_defaults(func=cmd_connections)
 
 
+def _add_connectors(sub: _Subparsers) -> None:
+    """Adds the subparser of `etlkit connectors`."""
+    conns = sub.add_parser("connectors", help="the installed connectors (sources and sinks)")
+    conns.set_defaults(func=cmd_connectors)
+
+
 def _add_state(sub: _Subparsers) -> None:
     """Adds the subparser of `etlkit state`."""
     state = sub.add_parser("state", help="incremental cursors of a pipeline: show or reset")
@@ -305,6 +311,7 @@ _COMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (
     _add_status,
     _add_backfill,
     _add_connections,
+    _add_connectors,
     _add_state,
     _add_ui,
     _add_validate,

@@ -1,17 +1,20 @@
 """Connectors found by name: the `etlkit.connectors` entry points installed packages declare.
 
-Pipelines import connector classes directly; a name (`type = "csv"`) is looked up here, on
-each call, so a package installed meanwhile is found too.
+Pipelines import connector classes directly; `etlkit connectors` lists what is installed (etlkit's
+own connectors and third-party packages alike) and `find_connector` loads one by name. Entry
+points are read on each call, so a package installed meanwhile is found too.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Final
 
 from etlkit.errors import ConnectorError, ConnectorNotFoundError, quoted
 from etlkit.model.node import Node
+from etlkit.model.nodes import Sink, Source, Transform
 
 #: The entry-point group where installed packages (etlkit's own `connectors` too) name their
 #: node classes, so that a connector is found by name: `csv = "connectors.files:CsvSource"`.
@@ -55,4 +58,32 @@ def find_connector(name: str) -> type[Node]:
             f"Connector '{name}' ({point.value}) is not a node class but {found!r}; its "
             "package's entry point must name a Source, Transform or Sink subclass."
         )
+    return found
+
+
+@dataclass(frozen=True)
+class InstalledConnector:
+    """One entry point of the group: its name, what it names, and the node's role or why it
+    cannot be loaded."""
+
+    name: str
+    target: str
+    role: str
+    summary: str
+
+
+def installed_connectors() -> list[InstalledConnector]:
+    """Every connector installed packages declare, sorted by name, each loaded to tell its role
+    (source, sink, transform); one that does not load says why instead of failing the listing."""
+    found = []
+    for point in sorted(entry_points(group=CONNECTOR_GROUP), key=lambda p: (p.name, p.value)):
+        try:
+            node = find_connector(point.name)
+        except ConnectorError as exc:
+            found.append(InstalledConnector(point.name, point.value, "cannot load", str(exc)))
+            continue
+        roles = {Source: "source", Sink: "sink", Transform: "transform"}
+        role = next((r for base, r in roles.items() if issubclass(node, base)), "node")
+        summary = (node.__doc__ or "").strip().split("\n", 1)[0]
+        found.append(InstalledConnector(point.name, point.value, role, summary))
     return found
