@@ -43,9 +43,7 @@ def cmd_connectors(args: argparse.Namespace) -> int:
 
     rows = [(c.name, c.role, c.target, c.summary) for c in installed_connectors()]
     if not rows:
-        print(
-            'no connectors installed (a package declares them in [project.entry-points."etlkit.connectors"])'
-        )
+        print("no connectors installed (packages declare them as etlkit.connectors entry points)")
         return 0
     print_table(("name", "role", "class", "about"), rows)
     return 0
