@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import StoreError
-from etlkit.storage import store as store_module
-from etlkit.storage.store import NodeUpdate, RunExistsError, RunRecord, RunStore
+from etlkit.storage.store import NodeUpdate, RunExistsError, RunRecord, RunStore, schema
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -535,7 +534,7 @@ def test_an_older_file_is_migrated_in_place(
         new_run(older, "r1")
     assert raw(path, "PRAGMA user_version") == [(current,)]
 
-    monkeypatch.setattr(store_module, "_MIGRATIONS", [*store_module._MIGRATIONS, _add_runs_note])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _add_runs_note])
     monkeypatch.setattr(RunStore, "SCHEMA_VERSION", current + 1)
     with RunStore(path) as newer:
         assert newer.get_run("r1").pipeline == "report"
@@ -550,7 +549,7 @@ def test_a_failed_migration_leaves_the_file_untouched(
     with RunStore(path):
         pass
     current = RunStore.SCHEMA_VERSION
-    monkeypatch.setattr(store_module, "_MIGRATIONS", [*store_module._MIGRATIONS, _broken])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _broken])
     monkeypatch.setattr(RunStore, "SCHEMA_VERSION", current + 1)
     with pytest.raises(StoreError, match="syntax error"):
         RunStore(path)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import StoreError
-from etlkit.storage import store as store_module
-from etlkit.storage.store import FINAL_STATES, RunRecord, RunStore
+from etlkit.storage.store import FINAL_STATES, RunRecord, RunStore, schema
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +51,7 @@ def queued(
 def test_a_v1_file_is_migrated_to_v2_keeping_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with closing(sqlite3.connect(path)) as conn:
-        store_module._migrate_1(conn)
+        schema._migrate_1(conn)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(
             "INSERT INTO runs (run_id, pipeline, logical_date, trigger, state, created_at,"

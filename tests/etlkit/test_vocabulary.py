@@ -31,9 +31,9 @@ def defined(name: str) -> list[str]:
 
 
 def test_run_and_node_states_and_the_run_id_function_are_defined_once() -> None:
-    assert defined("RunState") == ["storage/store.py"]
-    assert defined("NodeState") == ["storage/store.py"]
-    assert defined("new_run_id") == ["storage/store.py"]
+    assert defined("RunState") == ["storage/store/vocabulary.py"]
+    assert defined("NodeState") == ["storage/store/vocabulary.py"]
+    assert defined("new_run_id") == ["storage/store/vocabulary.py"]
 
 
 def test_the_engine_reports_states_of_the_store_vocabulary() -> None:
