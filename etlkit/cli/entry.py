@@ -35,7 +35,7 @@ def _fail_dead_runs(args: argparse.Namespace) -> None:
         if not failed:
             return
         from etlkit.model.discovery import load_pipeline  # only now: they load polars and pyarrow
-        from etlkit.runs.recording import notify_failure
+        from etlkit.runs.notifying import notify_failure
 
         for record in failed:
             try:

@@ -108,7 +108,7 @@ def _show_outputs(
     record: RunRecord, nodes: Sequence[NodeRunRecord], events: Sequence[EventRecord]
 ) -> list[str]:
     """Where a run's sinks wrote, and what validation did with the invalid rows it found."""
-    from etlkit.runs.recording import SINK_WROTE
+    from etlkit.runs.recorder import SINK_WROTE
     from etlkit.storage.staging import Staging
 
     lines = [

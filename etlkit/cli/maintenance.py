@@ -112,7 +112,7 @@ _GC_SCAN: Final = 100_000
 def _gc_sink_leftovers(args: argparse.Namespace, store: RunStore) -> None:
     """Remove the temporary files the sinks of failed, cancelled or interrupted runs left."""
     from etlkit.model.discovery import load_pipeline
-    from etlkit.runs.recording import discard_sink_leftovers
+    from etlkit.runs.resuming import discard_sink_leftovers
 
     dead = store.runs(args.pipeline, limit=_GC_SCAN, states=("failed", "cancelled", "interrupted"))
     pipelines: dict[str, type[PipelineDefinition] | None] = {}

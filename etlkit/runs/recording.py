@@ -25,11 +25,8 @@ from etlkit.errors import ConfigError, StagingError, StoreError
 from etlkit.model.nodes import Context, Policy
 from etlkit.runs.cursors import cursor_seen, cursors, store_cursors
 from etlkit.runs.notifying import notice, notify
-from etlkit.runs.notifying import notify_failure as notify_failure
-from etlkit.runs.recorder import SINK_WROTE as SINK_WROTE
 from etlkit.runs.recorder import Recorder, masked
 from etlkit.runs.resuming import discard_companions, resume_plan
-from etlkit.runs.resuming import discard_sink_leftovers as discard_sink_leftovers
 from etlkit.runs.retries import failed_node, retry_delay
 from etlkit.settings import connections
 from etlkit.storage.staging import Staging

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from etlkit.errors import ConfigError, RunExistsError, SchedulerError
-from etlkit.runs.recording import notify_failure
+from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment

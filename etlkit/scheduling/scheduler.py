@@ -39,7 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import EtlkitError, RunExistsError
-from etlkit.runs.recording import notify_failure
+from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
