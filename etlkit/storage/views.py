@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from etlkit.errors import QueryError
+from etlkit.storage.manifest import Manifest
 from etlkit.storage.parquet import PARQUET
-from etlkit.storage.staging import Manifest, Staging, is_safe_name
+from etlkit.storage.paths import is_safe_name
+from etlkit.storage.staging import Staging
 
 if TYPE_CHECKING:
     import duckdb
