@@ -197,7 +197,7 @@ def test_clashing_view_names_keep_the_nodes_own_output(
     staging: Staging, caplog: pytest.LogCaptureFixture
 ) -> None:
     stage(staging, R2, "orders_rejects", pa.table({"mine": [True]}))
-    with caplog.at_level(logging.WARNING, logger="etlkit.storage.querying"):
+    with caplog.at_level(logging.WARNING, logger="etlkit.storage.views"):
         con = connect(staging, PIPELINE)
     try:
         assert con.sql("select * from orders_rejects").fetchall() == [(True,)]

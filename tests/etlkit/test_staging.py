@@ -753,7 +753,7 @@ def test_a_small_output_is_held_in_memory_and_written_by_the_commit(staging: Sta
 def test_an_output_outgrowing_memory_is_written_to_a_file_at_once(
     staging: Staging, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("etlkit.storage.staging._HELD_BYTES", batch(1, 2).get_total_buffer_size())
+    monkeypatch.setattr("etlkit.storage.writer._HELD_BYTES", batch(1, 2).get_total_buffer_size())
     writer = staging.writer("report", "r1", "bills")
     writer.append(batch(1, 2))
     assert listing(staging) == []
