@@ -16,7 +16,11 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.engine.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
+from etlkit.engine.channels import END as _END
+from etlkit.engine.channels import Inbox as _Inbox
+from etlkit.engine.execution import RunOptions, execute, new_run_id
+from etlkit.engine.steps.stage import _split
+from etlkit.engine.workers import Workers as _Workers
 from etlkit.errors import RunCancelledError, StagingError
 from etlkit.model.nodes import Context
 from etlkit.storage.staging import Staging
@@ -677,7 +681,7 @@ def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a hiccup of a loaded machine must not pass for a queue left waiting
-    monkeypatch.setattr("etlkit.engine.execution._SPREAD_SECONDS", 0.2)
+    monkeypatch.setattr("etlkit.engine.workers._SPREAD_SECONDS", 0.2)
     workers = _Workers(2)
     ran, done, node = counting(51)
 
