@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -60,6 +60,13 @@ def input_guard(step: StepContext) -> OutputGuard | None:
     return output_guard(step, input_side=True)
 
 
+class ChunkWriter(Protocol):
+    """Where `stage_chunks` writes: a node's whole output (`NodeWriter`), or the parts of one
+    partition of it, which a coordinator commits as one output once every partition wrote."""
+
+    def append(self, batch: pa.RecordBatch) -> None: ...
+
+
 @dataclass
 class Output:
     """What the chunks of one output left to judge it by, once they are all staged."""
@@ -72,7 +79,7 @@ class Output:
 def stage_chunks(
     step: StepContext,
     items: Iterable[pa.RecordBatch | pl.DataFrame],
-    writer: NodeWriter | None,
+    writer: ChunkWriter | None,
     guard: OutputGuard | None,
     sends: Sequence[Callable[[pa.RecordBatch], None]] = (),
 ) -> Output:
