@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etlkit.errors import DataValidationError
+from etlkit.model.schema import unique_sets_in
 
 if TYPE_CHECKING:
     from etlkit.checks.guard import OutputGuard
@@ -45,8 +46,6 @@ def check_dataset(
     modelled: list[tuple[str, ...]] = []  # the model's keys, where nulls repeat (Pandera)
     if step.options.validate and node.output_model is not None and stats.chunks_out > 1:
         # one chunk was checked on its own; a regex key, on each column it matches
-        from etlkit.model.schema import unique_sets_in
-
         modelled.extend(unique_sets_in(node.output_model, columns))
     modelled = [k for k in modelled if k not in proven]
     unique = [expected.unique] if expected.unique and expected.unique not in proven else []
