@@ -3,18 +3,25 @@
 An `Executor` runs a `Plan` with the steps (`etlkit.engine.steps`) and reports `Event`s to
 listeners, returning the `RunResult`. `LocalExecutor` (`etlkit.engine.local`) runs nodes on
 threads of this process; a partitioned executor runs the same steps per partition of a source
-(see docs/architecture.md, "The engine"). `new_result`, `settle` and `node_error` are shared:
-the run's result as it starts and ends, and the error a failing node reports.
+(see docs/architecture.md, "The engine"). `new_result`, `settle`, `overdue` and `node_error`
+are shared: the run's result as it starts and ends, the timeouts it enforces, and the error a
+failing node reports.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from etlkit.engine.events import NodeStats, RunResult
-from etlkit.errors import NodeError, RunCancelledError
+from etlkit.errors import (
+    EtlkitError,
+    NodeError,
+    NodeTimeoutError,
+    RunCancelledError,
+    RunTimeoutError,
+)
 from etlkit.model.nodes import Sql
 
 if TYPE_CHECKING:
@@ -102,3 +109,35 @@ def node_error(
     )
     error.__cause__ = exc
     return error
+
+
+def overdue(
+    plan: Plan, result: RunResult, run_id: str, now: float
+) -> Iterator[tuple[str, EtlkitError]]:
+    """The timeouts passed at `now` (`time.perf_counter`): the run's alone (node ""), else
+    each running node's past its own, judged one at a time as the caller fails each."""
+    limit = plan.options.run_timeout
+    if limit is not None and now - result.started > limit:
+        yield (
+            "",
+            RunTimeoutError(
+                f"Run {run_id} of pipeline '{plan.pipeline}' timed out after "
+                f"{limit:g}s (the pipeline's timeout); running nodes were cancelled"
+            ),
+        )
+        return
+    for name, stats in result.nodes.items():
+        timeout = plan.timeouts.get(name)
+        if timeout is None or stats.state != "running" or stats.started is None:
+            continue
+        if now - stats.started > timeout:
+            yield (
+                name,
+                NodeTimeoutError(
+                    f"Node '{name}' in pipeline '{plan.pipeline}' (run {run_id}) "
+                    f"timed out after {timeout:g}s (its timeout); it was cancelled",
+                    pipeline=plan.pipeline,
+                    node=name,
+                    run_id=run_id,
+                ),
+            )

@@ -28,7 +28,7 @@ from etlkit.engine import runlog
 from etlkit.engine.channels import END, Inbox
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
-from etlkit.engine.executor import new_result, node_error, settle
+from etlkit.engine.executor import new_result, node_error, overdue, settle
 from etlkit.engine.slots import LocalSlots, SlotProvider, take_slots, wanted_slots
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.inputs import read_back, staged_rows
@@ -42,9 +42,7 @@ from etlkit.engine.workers import Workers, default_workers
 from etlkit.errors import (
     DataValidationError,
     EtlkitError,
-    NodeTimeoutError,
     RunCancelledError,
-    RunTimeoutError,
     quoted,
 )
 from etlkit.model.nodes import Lazy, Sensor, Sink, Source, Sql, Task
@@ -315,30 +313,14 @@ class _LocalRun:
             )
 
     def check_timeouts(self) -> None:
+        """Fail the run at the first timeout passed (a node's leaves the node failed)."""
         now = time.perf_counter()
-        limit = self.options.run_timeout
-        if limit is not None and now - self.result.started > limit:
-            self.fail(
-                RunTimeoutError(
-                    f"Run {self.ctx.run_id} of pipeline '{self.graph.pipeline}' timed out after "
-                    f"{limit:g}s (the pipeline's timeout); running nodes were cancelled"
-                )
-            )
-            return
-        for name, stats in self.result.nodes.items():
-            timeout = self.plan.timeouts.get(name)
-            if timeout is None or stats.state != "running" or stats.started is None:
-                continue
-            if now - stats.started > timeout:
-                error = NodeTimeoutError(
-                    f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
-                    f"timed out after {timeout:g}s (its timeout); it was cancelled",
-                    pipeline=self.graph.pipeline,
-                    node=name,
-                    run_id=self.ctx.run_id,
-                )
+        for name, error in overdue(self.plan, self.result, self.ctx.run_id, now):
+            stats = self.result.nodes.get(name)
+            if stats is not None:
                 stats.error = str(error)
-                self.fail(error)
+            self.fail(error)
+            if stats is not None:
                 stats.state = "failed"
 
 
