@@ -18,7 +18,7 @@ from etlkit.engine.plan import Plan, RunOptions, build_plan
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.inputs import arrivals
 from etlkit.engine.steps.sources import read_source
-from etlkit.engine.steps.stage import stage_chunks
+from etlkit.engine.steps.stage import _split, stage_chunks
 from etlkit.engine.steps.transforms import transform
 from etlkit.model.nodes import Context
 from etlkit.storage.staging import Staging
@@ -119,3 +119,12 @@ def test_the_local_executor_runs_a_plan(tmp_path: Path) -> None:
     }
     assert kinds[0] == "run_started"
     assert kinds[-1] == "run_finished"
+
+
+def test_chunks_are_split_by_rows_and_by_bytes() -> None:
+    batch = pa.record_batch({"x": list(range(100))})
+    assert [b.num_rows for b in _split(batch, 30, 1 << 30)] == [30, 30, 30, 10]
+    by_bytes = list(_split(batch, 1000, batch.nbytes // 4))
+    assert len(by_bytes) >= 4
+    assert sum(b.num_rows for b in by_bytes) == 100
+    assert list(_split(pa.record_batch({"x": pa.array([], pa.int64())}), 10, 10)) == []
