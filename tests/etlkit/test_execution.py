@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 import etlkit as ek
-from etlkit.engine.execution import _END, RunOptions, _Inbox, _split, _Workers, execute, new_run_id
-from etlkit.errors import RunCancelledError, StagingError
+from etlkit.engine.execution import RunOptions, execute, new_run_id
+from etlkit.errors import StagingError
 from etlkit.model.nodes import Context
 from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink, MemorySource
@@ -394,15 +394,6 @@ def test_rerunning_a_run_id_without_reusing_its_committed_outputs_fails_before_r
     assert Twice.out.table().num_rows == 10
 
 
-def test_chunks_are_split_by_rows_and_by_bytes() -> None:
-    batch = pa.record_batch({"x": list(range(100))})
-    assert [b.num_rows for b in _split(batch, 30, 1 << 30)] == [30, 30, 30, 10]
-    by_bytes = list(_split(batch, 1000, batch.nbytes // 4))
-    assert len(by_bytes) >= 4
-    assert sum(b.num_rows for b in by_bytes) == 100
-    assert list(_split(pa.record_batch({"x": pa.array([], pa.int64())}), 10, 10)) == []
-
-
 def test_run_ids_are_sortable_and_path_safe() -> None:
     ids = [new_run_id() for _ in range(50)]
     assert len(set(ids)) == 50
@@ -504,52 +495,6 @@ def test_memory_is_bounded_by_channels_not_by_input_size(tmp_path: Path) -> None
     assert large_rss - small_rss < 64 * 2**20  # nor does the process's resident memory
 
 
-def test_a_fan_in_channel_holds_its_depth_per_producer() -> None:
-    inbox = _Inbox(producers=3, depth=2, cancel=threading.Event())
-
-    for i in range(6):  # would block at the third put if the bound were per channel
-        inbox.put(i)
-
-    assert list(inbox.items) == [0, 1, 2, 3, 4, 5]
-    seventh = threading.Thread(target=inbox.put, args=(6,), daemon=True)
-    seventh.start()
-    seventh.join(0.2)
-    assert seventh.is_alive()  # full: the producer waits for the consumer
-    assert next(iter(inbox)) == 0
-    seventh.join(5)
-    assert not seventh.is_alive()
-    assert list(inbox.items) == [1, 2, 3, 4, 5, 6]
-
-
-@pytest.mark.parametrize("side", ["producer", "consumer"])
-def test_a_thread_waiting_on_a_channel_is_released_by_cancellation(side: str) -> None:
-    cancel = threading.Event()
-    inbox = _Inbox(producers=1, depth=1, cancel=cancel)
-    if side == "producer":
-        inbox.put(0)  # full: the next put waits
-    errors: list[Exception] = []
-
-    def waiter() -> None:
-        try:
-            if side == "producer":
-                inbox.put(1)
-            else:
-                next(iter(inbox))  # empty: waits
-        except Exception as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    thread.join(0.2)
-    assert thread.is_alive()  # blocked, not polling its way out
-    cancel.set()
-    inbox.wake()
-    thread.join(5)
-
-    assert not thread.is_alive()
-    assert [type(e) for e in errors] == [RunCancelledError]
-
-
 def test_the_run_log_is_on_disk_once_a_warning_is_logged(tmp_path: Path) -> None:
     import logging
 
@@ -631,117 +576,6 @@ def test_at_most_max_workers_nodes_run_at_once(
 
     assert result.state == "success", result.error
     assert Busy.most == workers  # as many as allowed, and no more
-
-
-def counting(
-    expected: int,
-) -> tuple[list[str], threading.Event, Callable[[str], None]]:
-    """A trivial node recording its name, the names so far, and an event set at `expected`."""
-    ran: list[str] = []
-    done = threading.Event()
-
-    def node(name: str) -> None:
-        ran.append(name)
-        if len(ran) == expected:
-            done.set()
-
-    return ran, done, node
-
-
-def test_a_node_blocked_on_its_channel_gives_its_place_to_the_producer() -> None:
-    workers = _Workers(1)
-    inbox = _Inbox(producers=1, depth=1, cancel=threading.Event(), workers=workers)
-    received: list[int] = []
-    done = threading.Event()
-
-    def consume(name: str) -> None:
-        received.extend(inbox)  # blocks on the empty channel, holding the only place
-        done.set()
-
-    def produce(name: str) -> None:
-        for i in range(5):  # blocks on the full channel too
-            inbox.put(i)
-        inbox.put(_END)
-
-    workers.submit(consume, "consumer")
-    workers.submit(produce, "producer")  # queued: no room until the consumer steps out
-    try:
-        assert done.wait(10), "deadlock: the producer never got a thread"
-    finally:
-        workers.close()
-    assert received == [0, 1, 2, 3, 4]
-    assert workers.started == 2
-
-
-def test_nodes_readied_by_a_returning_node_run_on_its_thread_when_quick(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # a hiccup of a loaded machine must not pass for a queue left waiting
-    monkeypatch.setattr("etlkit.engine.execution._SPREAD_SECONDS", 0.2)
-    workers = _Workers(2)
-    ran, done, node = counting(51)
-
-    def source(name: str) -> None:  # like a source ending, readying its 50 consumers at once
-        node(name)
-        threading.Event().wait(0.3)  # long enough that an idle queue would get a thread at once
-        for i in range(50):
-            workers.submit(node, f"n{i}", handoff=True)
-
-    workers.submit(source, "source")
-    try:
-        assert done.wait(10)
-    finally:
-        workers.close()
-    assert sorted(ran) == sorted(["source", *(f"n{i}" for i in range(50))])
-    assert workers.started == 1  # no thread per ready node, nor a second one for quick nodes
-
-
-def test_queued_nodes_get_threads_of_their_own_while_the_busy_ones_are_slow() -> None:
-    workers = _Workers(4)
-    ran, done, node = counting(3)
-
-    def slow(name: str) -> None:
-        for i in range(3):
-            workers.submit(node, f"n{i}")
-        done.wait(10)  # would wait in vain if the queued nodes had to wait for this thread
-
-    workers.submit(slow, "slow")
-    try:
-        assert done.wait(10)
-    finally:
-        workers.close()
-    assert sorted(ran) == ["n0", "n1", "n2"]
-    assert workers.started >= 2  # a second thread came for the queue (a stalled one, a third)
-
-
-def test_a_consumer_starts_when_its_channel_fills_or_all_its_producers_end() -> None:
-    starts: list[bool] = []
-    inbox = _Inbox(producers=2, depth=2, cancel=threading.Event(), start=starts.append)
-
-    inbox.put(1)
-    inbox.put(_END)  # the other producer may still send
-    assert starts == []
-    inbox.put(_END)
-    assert starts == [True]  # by the last producer, about to return: its thread may run it
-
-    received: list[int] = []
-    inbox = _Inbox(producers=1, depth=2, cancel=threading.Event())
-    inbox.start = lambda last: (  # type: ignore[method-assign]
-        starts.append(last),
-        threading.Thread(target=lambda: received.extend(inbox), daemon=True).start(),
-    )
-    starts.clear()
-    inbox.put(1)
-    inbox.put(2)
-    assert starts == []
-    inbox.put(3)  # the channel is full: the consumer starts, and drains it
-    inbox.put(_END)
-    assert starts == [False]  # once
-    for _ in range(100):
-        if len(received) == 3:
-            break
-        threading.Event().wait(0.05)
-    assert received == [1, 2, 3]
 
 
 def test_a_chain_of_small_nodes_runs_on_one_thread(
@@ -841,23 +675,6 @@ def test_a_task_after_a_file_sensor_runs_once_the_file_exists(
     assert result.nodes["ready"].state == "done"
     assert result.nodes["rec"].state == "done"
     assert ran == ["rec"]
-
-
-def test_closing_the_pool_while_a_thread_is_being_started_does_not_fail() -> None:
-    """`start` adds a thread to the pool under its lock and starts it after releasing it: a
-    run ending in between (a DuckDB thread stepping out of the pool, say) used to make
-    `close` join a thread not started yet ("cannot join thread before it is started")."""
-    workers = _Workers(2)
-    with workers.lock:
-        workers.starting += 1  # as `dispatch` does before `start`
-    listed = threading.Thread(target=lambda: None)
-    workers.threads.append(listed)  # listed by `start`, not started yet
-
-    workers.close()
-
-    workers.start()  # asked for before the pool closed: starts nothing now
-    assert workers.starting == 0
-    assert workers.threads == [listed]
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_a_query_scanning_its_input_twice_reads_it_from_staging(
         )
         out = MemorySink(pairs)
 
-    with caplog.at_level(logging.INFO, logger="etlkit.engine.execution"):
+    with caplog.at_level(logging.INFO, logger="etlkit.engine.steps.queries"):
         result = run(SelfJoin, settings)
 
     assert result.state == "success", result.error

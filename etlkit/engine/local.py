@@ -1,0 +1,499 @@
+"""`LocalExecutor`: a plan run on worker threads of this process, the nodes linked by channels.
+
+Each node runs on a worker thread it gets when it is ready (its first chunk arrived, or its
+inputs committed); idle threads are reused (`workers.Workers`), so a long chain of quick nodes
+needs few threads. Streaming nodes pass `pyarrow.RecordBatch` chunks through bounded channels
+(`channels.Inbox`), so memory is bounded by channel depth times chunk size, whatever the input
+size; blocking nodes wait for their inputs to commit. `_LocalRun` supervises one run (readiness,
+failure, cancellation, node and run timeouts); `_NodeRun` is one node on its thread: it waits
+for its inputs and pool slots, runs its role's steps and is the node boundary where a foreign
+failure becomes a `NodeError`. The first failure cancels the run: every worker stops at its
+next chunk boundary and uncommitted staging is discarded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from polars.exceptions import PanicException
+
+from etlkit.engine import runlog
+from etlkit.engine.channels import END, Inbox
+from etlkit.engine.database import RunDatabase
+from etlkit.engine.events import Event, EventKind, Listener, RunResult
+from etlkit.engine.executor import new_result, node_error, overdue, settle
+from etlkit.engine.slots import LocalSlots, SlotProvider, take_slots, wanted_slots
+from etlkit.engine.steps.context import StepContext
+from etlkit.engine.steps.inputs import read_back, staged_rows
+from etlkit.engine.steps.references import _expected_rows, refer
+from etlkit.engine.steps.roles import open_output, produce, received
+from etlkit.engine.steps.sinks import write_sink
+from etlkit.engine.steps.sources import cursor_extra
+from etlkit.engine.steps.stage import close_output, commit_output, output_guard, stage_chunks
+from etlkit.engine.steps.tasks import poke, run_task
+from etlkit.engine.workers import Workers, default_workers
+from etlkit.errors import (
+    DataValidationError,
+    EtlkitError,
+    RunCancelledError,
+    quoted,
+)
+from etlkit.model.nodes import Lazy, Sensor, Sink, Source, Sql, Task
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from etlkit.checks.guard import OutputGuard
+    from etlkit.engine.events import NodeStats
+    from etlkit.engine.plan import Plan
+    from etlkit.model.nodes import Context
+    from etlkit.storage.staging import NodeWriter, Staging
+
+logger = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    """Runs a plan on threads of this process (see the module docstring)."""
+
+    def run(
+        self,
+        plan: Plan,
+        ctx: Context,
+        *,
+        staging: Staging,
+        listeners: Sequence[Listener] = (),
+    ) -> RunResult:
+        """Run every node of the plan once; return the result (see `Executor.run`)."""
+        return _LocalRun(plan, ctx, staging, listeners).execute()
+
+
+class _LocalRun:
+    """One run on local threads: its channels, workers, database, and its supervision."""
+
+    def __init__(
+        self, plan: Plan, ctx: Context, staging: Staging, listeners: Sequence[Listener]
+    ) -> None:
+        self.plan = plan
+        self.graph = graph = plan.graph
+        self.options = options = plan.options
+        self.cancel = threading.Event()
+        self.ctx = dataclasses.replace(ctx, cancelled=self.cancel.is_set)
+        self.staging = staging
+        self.listeners = list(listeners)
+        self.lock = threading.Lock()
+        # Sets and conditions on the run's lock rather than events per node: a thousand nodes'
+        # events, queues and their locks would be most of the run's set-up and busy the collector.
+        self.committed: set[str] = set()  # nodes whose output is visible
+        self.output_schemas: dict[str, pa.Schema] = {}  # columns of what each node streamed
+        self.commits = threading.Condition(self.lock)  # a node committed, or the run failed
+        self.returned: set[str] = set()  # nodes whose work returned (see `abandon`)
+        self.skipped = False  # a soft-failing sensor skips the run
+        self.slots: SlotProvider = options.slots or LocalSlots()
+        # what the caller made current (its connections, its run log) travels to the run's
+        # threads: each node runs in a copy of the caller's context, never in a process global
+        self.scope = contextvars.copy_context()
+        self.workers = Workers(options.max_workers or default_workers())
+        self.database = RunDatabase(
+            staging, graph.pipeline, ctx.run_id, options, self.cancel.is_set
+        )
+        self.phase: set[str] = set()
+        self.submitted: set[str] = set()
+        self.running: set[str] = set()  # submitted, not yet returned (nor abandoned)
+        self.changed = threading.Condition(self.lock)  # a node returned, or the run failed
+        self.inboxes = {
+            name: Inbox(
+                len(graph.inputs[name]),
+                options.channel_depth,
+                self.cancel,
+                start=lambda last, name=name: self.ready(name, handoff=last),  # type: ignore[misc]
+                workers=self.workers,
+            )
+            for name in graph.order
+            if name in plan.channels
+        }
+        for name in plan.streamed_sql:
+            self.inboxes[name].foreign = True  # DuckDB's threads read its chunks
+        self.result = new_result(plan, ctx, staging)
+
+    # -- events and failure ------------------------------------------------------------------
+
+    def emit(self, kind: EventKind, node: str = "") -> None:
+        event = Event(kind, self.result, node)
+        for listener in self.listeners:
+            listener(event)
+
+    def fail(self, exc: EtlkitError) -> None:
+        with self.lock:
+            if self.result.error is None:
+                self.result.error = exc
+            first = not self.cancel.is_set()
+            self.cancel.set()
+            self.changed.notify_all()
+            self.commits.notify_all()  # nodes waiting for an input's commit
+        if first:  # wake every worker blocked on a channel, stop every running query
+            for inbox in self.inboxes.values():
+                inbox.wake()
+            self.database.interrupt()
+
+    def node_failed(self, stats: NodeStats, exc: EtlkitError) -> None:
+        stats.state = "failed"
+        stats.error = str(exc)
+        self.fail(exc)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        logger.info("run %s of %s started", self.ctx.run_id, self.graph.pipeline)
+        self.emit("run_started")
+        sensors = list(self.plan.sensors)
+        others = [n for n in self.graph.order if n not in sensors]
+        opener = None
+        if any(isinstance(n, Sql) or n.expectations.sql for n in self.graph.nodes.values()):
+            # opened while the sources read, not when the first SQL node is waited for
+            opener = threading.Thread(target=self.database.prepare, name="etlkit-duckdb")
+            opener.start()
+        try:
+            self.supervise(sensors)  # every sensor passes before anything else starts
+            if self.result.error is None and not self.skipped:
+                self.supervise(others)
+        except KeyboardInterrupt:
+            self.fail(RunCancelledError(f"Run {self.ctx.run_id} interrupted (Ctrl-C)"))
+        finally:
+            self.workers.close()
+            if opener is not None:
+                opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
+            self.database.close()  # after the nodes: it closes their connections too
+        result = self.result
+        settle(result, skipped=self.skipped)
+        logger.info(
+            "run %s of %s %s in %.2fs",
+            self.ctx.run_id,
+            self.graph.pipeline,
+            result.state,
+            result.seconds,
+        )
+        self.emit("run_finished")
+        return result
+
+    def ready(self, name: str, *, handoff: bool = False) -> None:
+        """Give the node a worker, once: it has data waiting, or its inputs are committed.
+
+        `handoff`: called by a node about to return, whose thread may run this one next.
+        """
+        with self.lock:
+            if name in self.submitted or name not in self.phase:
+                return
+            self.submitted.add(name)
+            self.running.add(name)
+        self.workers.submit(self.run_node, name, handoff=handoff)
+
+    def run_node(self, name: str) -> None:
+        try:
+            self.scope.copy().run(_NodeRun(self, name).work)
+        finally:
+            with self.lock:
+                self.returned.add(name)
+                self.running.discard(name)
+                if not self.running:  # what `supervise` waits for (a failure notifies too)
+                    self.changed.notify_all()
+
+    def startable(self, name: str) -> bool:
+        """Whether a node can start now without waiting for anything."""
+        if name in self.inboxes:
+            return False  # started by its first item (or its producers' END)
+        return all(i in self.committed for i in self.graph.inputs[name]) or (
+            name in self.options.reuse or name in self.options.skip
+        )
+
+    def mark_committed(self, name: str) -> None:
+        """The node's output is visible: start the consumers that were waiting for it (the
+        node is about to return: its thread may run one of them next)."""
+        with self.lock:
+            self.committed.add(name)
+            self.commits.notify_all()
+        for consumer in self.graph.consumers[name]:
+            if self.startable(consumer):
+                self.ready(consumer, handoff=True)
+
+    def finish(self, name: str) -> None:
+        """The node's output committed: its consumers may start, its channels end."""
+        self.mark_committed(name)
+        for consumer in self.graph.consumers[name]:
+            if consumer in self.inboxes:
+                self.inboxes[consumer].put(END)
+
+    def wait_for_inputs(self, name: str) -> None:
+        if name in self.inboxes or name in self.options.reuse:
+            return  # inputs arrive through the channel, or the node's own output is reused
+        for upstream in self.graph.inputs[name]:
+            if upstream not in self.committed:
+                with self.workers.blocked(), self.lock:
+                    while upstream not in self.committed and not self.cancel.is_set():
+                        self.commits.wait()
+            if self.cancel.is_set():
+                raise RunCancelledError("run cancelled")
+
+    def supervise(self, names: Sequence[str]) -> None:
+        """Run these nodes to the end, enforcing node and run timeouts.
+
+        A node past its timeout fails the run; workers stop at their next chunk boundary. One
+        that does not yield within the grace period is abandoned (its thread is a daemon).
+        Nodes never started because the run was cancelled first end as cancelled.
+        """
+        with self.lock:
+            self.phase = set(names)
+        for name in names:
+            if self.startable(name):
+                self.ready(name)
+        # Woken when a node returns or the run fails, not per chunk or per poll: with a
+        # thousand quick nodes, rescanning them all at each return made the run quadratic.
+        # Timeouts are checked every 50 ms, only when some are set.
+        timed = self.options.run_timeout is not None or any(n in self.plan.timeouts for n in names)
+        deadline: float | None = None
+        while True:
+            with self.lock:
+                if self.running and not self.cancel.is_set():
+                    self.changed.wait(0.05 if timed else None)
+                active = bool(self.running)
+            if not active:
+                with self.lock:
+                    waiting = [n for n in names if n not in self.submitted]
+                if not waiting or self.cancel.is_set():
+                    break
+                stuck = [n for n in waiting if self.startable(n)]
+                if not stuck:  # cannot happen in a checked DAG; never hang on it
+                    logger.error("nodes %s cannot start; cancelling the run", quoted(waiting))
+                    self.fail(RunCancelledError(f"nodes {quoted(waiting)} could not start"))
+                    break
+                for name in stuck:
+                    self.ready(name)
+                continue
+            if timed:
+                self.check_timeouts()
+            if self.cancel.is_set():
+                deadline = deadline or time.perf_counter() + self.options.cancel_grace
+                if time.perf_counter() > deadline:
+                    with self.lock:
+                        running = sorted(self.running)
+                    self.abandon(running)
+                    break
+                with self.lock:  # wait for the running nodes to notice, up to the grace
+                    if self.running:
+                        self.changed.wait(max(0.0, deadline - time.perf_counter()))
+        with self.lock:
+            never = [n for n in names if n not in self.submitted]
+            self.submitted.update(never)
+        for name in never:
+            stats = self.result.nodes[name]
+            stats.state = "cancelled"
+            self.emit("node_finished", name)
+
+    def abandon(self, running: Sequence[str]) -> None:
+        """Give up on nodes that did not stop within the grace after the run's cancellation."""
+        for name in running:
+            with self.lock:
+                if name in self.returned:
+                    continue
+                self.running.discard(name)
+            stats = self.result.nodes[name]
+            if stats.state != "failed":
+                stats.state = "cancelled"
+            stats.finished = time.perf_counter()
+            logger.warning(
+                "node %s did not stop within %.1fs of the run's cancellation; abandoning it",
+                name,
+                self.options.cancel_grace,
+            )
+
+    def check_timeouts(self) -> None:
+        """Fail the run at the first timeout passed (a node's leaves the node failed)."""
+        now = time.perf_counter()
+        for name, error in overdue(self.plan, self.result, self.ctx.run_id, now):
+            stats = self.result.nodes.get(name)
+            if stats is not None:
+                stats.error = str(error)
+            self.fail(error)
+            if stats is not None:
+                stats.state = "failed"
+
+
+class _NodeRun:
+    """One node of a local run, on the thread running it: waits for its inputs and slots,
+    runs its role's steps, and is the node boundary (every failure is caught here)."""
+
+    def __init__(self, run: _LocalRun, name: str) -> None:
+        self.run = run
+        self.name = name
+        self.node = run.graph.nodes[name]
+        self.stats = run.result.nodes[name]
+        self.step = StepContext(
+            plan=run.plan,
+            name=name,
+            node=self.node,
+            ctx=run.ctx.for_node(name),
+            stats=self.stats,
+            staging=run.staging,
+            database=run.database,
+            cancelled=run.cancel.is_set,
+            progress=partial(run.emit, "node_progress", name),
+            output_schemas=run.output_schemas,
+        )
+        self.writer: NodeWriter | None = None
+        self.guard: OutputGuard | None = None
+        self.held: list[str] = []  # pools whose slot the node holds
+
+    def work(self) -> None:
+        run, name, stats = self.run, self.name, self.stats
+        run_id = run.ctx.run_id
+        runlog.bind(run.graph.pipeline, run_id, name)
+        try:
+            if name in run.options.skip:
+                stats.state = "skipped"
+                run.mark_committed(name)  # nothing waits on it (see Graph.resume_plan)
+                return
+            run.wait_for_inputs(name)  # waiting for inputs or a pool slot is not running
+            self.take_slots()
+            stats.state = "running"
+            stats.started = time.perf_counter()
+            run.emit("node_started", name)
+            runlog.note(run_id, name, f"node {name} started", logger=logger)
+            self.perform()
+            stats.finished = time.perf_counter()
+            runlog.note(
+                run_id,
+                name,
+                f"node {name} {stats.state}: {stats.rows_in} rows in, {stats.rows_out} rows out, "
+                f"{stats.invalid_rows} invalid, {max(stats.chunks_out, stats.chunks_in)} chunks, "
+                f"{stats.seconds:.2f}s",
+                logger=logger,
+            )
+        except RunCancelledError:
+            if stats.state != "failed":  # a timed-out node stays failed
+                stats.state = "cancelled"
+        except DataValidationError as exc:
+            run.node_failed(stats, exc)
+        except EtlkitError as exc:
+            run.node_failed(stats, node_error(run.plan, run_id, stats, exc, str(exc)))
+        # the node boundary: user and library code of any kind; a polars panic (a Rust
+        # assertion, e.g. a datetime out of range) is a BaseException, and fails the node too
+        except (Exception, PanicException) as exc:
+            cause = f"{type(exc).__name__}: {exc}"
+            run.node_failed(stats, node_error(run.plan, run_id, stats, exc, cause))
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """The node returned: give back its slots, discard what it did not commit, report."""
+        run, name, stats = self.run, self.name, self.stats
+        for pool in self.held:
+            run.slots.release_slot(pool, run.ctx.run_id, name)
+        if stats.state != "done":
+            if self.writer is not None:
+                self.writer.abort()
+            if self.guard is not None:
+                self.guard.abort()
+        if stats.state == "failed":
+            extra = {"pipeline": run.graph.pipeline, "run_id": run.ctx.run_id, "node": name}
+            logger.error("node %s failed: %s", name, stats.error, extra=extra)
+        if stats.finished is None:
+            stats.finished = time.perf_counter()
+        run.emit("node_finished", name)
+        runlog.unbind()
+
+    def take_slots(self) -> None:
+        """Wait for a slot of the node's pool (and of the global node limit), as leases."""
+        run, options = self.run, self.run.options
+        wanted = wanted_slots(
+            self.name,
+            self.node.kind,
+            run.plan.pools.get(self.name),
+            options.pools,
+            options.max_active_nodes,
+        )
+        take_slots(
+            run.slots,
+            wanted,
+            self.held,
+            run_id=run.ctx.run_id,
+            node=self.name,
+            cancel=run.cancel,
+            blocked=run.workers.blocked,
+        )
+
+    def perform(self) -> None:
+        """Run the node's role: replay, write, sense, run, refer or stream."""
+        run, name, node, stats, step = self.run, self.name, self.node, self.stats, self.step
+        if name in run.options.reuse:
+            self.replay()
+            stats.state = "reused"
+        elif isinstance(node, Sink):
+            stats.write = write_sink(step, node, received(step, run.inboxes.get(name)))
+            stats.rows_out = stats.write.rows  # a sink's output is what it wrote
+            stats.state = "done"
+            run.mark_committed(name)
+        elif isinstance(node, Sensor):
+            self.sense(node)
+        elif isinstance(node, Task):
+            run_task(node, step.ctx)
+            stats.state = "done"
+            run.mark_committed(name)
+        elif isinstance(node, Source) and name in run.plan.refers_in_place and refer(step, node):
+            run.finish(name)
+            stats.state = "done"
+        else:
+            self.stream()
+            stats.state = "done"
+
+    def stream(self) -> None:
+        """Produce, guard, stage and send on the node's output, then commit it."""
+        run, name, node, stats, step = self.run, self.name, self.node, self.stats, self.step
+        if run.options.validate and node.output_model is not None:
+            self.guard = output_guard(step)
+        referenced, self.writer = open_output(step, self.guard)
+        if isinstance(node, Source):
+            stats.expected_rows = _expected_rows(node, step.ctx, referenced)
+        sends = [run.inboxes[c].put for c in run.graph.consumers[name] if c in run.inboxes]
+        items = produce(step, run.inboxes.get(name))
+        output = stage_chunks(step, items, self.writer, self.guard, sends)
+        close_output(step, output, self.writer, self.guard, referenced)
+        extra = cursor_extra(node, step.ctx, stats)
+        commit_output(step, output, self.writer, self.guard, referenced, extra)
+        run.finish(name)
+        if isinstance(node, Sql | Lazy) and name not in run.inboxes:
+            stats.rows_in = staged_rows(step, run.graph.inputs[name])  # read by DuckDB
+
+    def replay(self) -> None:
+        """Resume: send a committed output of this run downstream again, without recomputing."""
+        run, name, stats = self.run, self.name, self.stats
+        consumers = [run.inboxes[c] for c in run.graph.consumers[name] if c in run.inboxes]
+        if consumers:
+            for batch in read_back(self.step, name):
+                for inbox in consumers:
+                    inbox.put(batch)
+                stats.rows_out += batch.num_rows
+                stats.chunks_out += 1
+        run.finish(name)
+
+    def sense(self, node: Sensor) -> None:
+        run, name, stats = self.run, self.name, self.stats
+        with run.workers.blocked():
+            outcome = poke(node, self.step.ctx, run.cancel)
+        if outcome == "skipped":
+            stats.state = "skipped"
+            with run.lock:
+                run.skipped = True
+            logger.info(
+                "sensor %s timed out (soft_fail): the run is skipped",
+                name,
+                extra={"run_id": run.ctx.run_id, "node": name},
+            )
+        else:
+            stats.state = "done"
+            run.mark_committed(name)  # a Task with `after=[sensor]` waits for this

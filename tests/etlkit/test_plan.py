@@ -1,0 +1,105 @@
+"""The plan of a run: what runs, what is reused or skipped, which edges stream, where it stages."""
+
+from __future__ import annotations
+
+import pandera.polars as pdp
+import polars as pl
+import pyarrow as pa
+
+import etlkit as ek
+from etlkit.engine.plan import RunOptions, build_plan
+from etlkit.testing import MemorySink, MemorySource
+
+
+class Bill(pdp.DataFrameModel):
+    invoice_id: int = pdp.Field(nullable=False)
+    amount: float
+
+
+class Rate(pdp.DataFrameModel):
+    invoice_id: int = pdp.Field(nullable=False, unique=True)
+    rate: float
+
+
+class Double(ek.Transform[Bill, Bill]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch.with_columns(pl.col("amount") * 2)
+
+
+BILLS = pa.table({"invoice_id": [1, 2], "amount": [1.0, 2.0]})
+RATES = pa.table({"invoice_id": [1, 2], "rate": [0.1, 0.2]})
+
+
+class Billing(ek.Pipeline):
+    bills = MemorySource(BILLS, schema=Bill, stage=False)
+    rates = MemorySource(RATES, schema=Rate, stage=False)
+    doubled = Double(bills, stage=False)
+    count = ek.Sql("select count(*) as n from {doubled}", stage=False)
+    joined = ek.Sql("select * from {doubled} d join {rates} r using (invoice_id)")
+    out = MemorySink(doubled)
+    report = MemorySink(count)
+
+
+def test_a_fresh_run_plans_streaming_edges_staging_and_references() -> None:
+    plan = build_plan(Billing.graph(), RunOptions())
+
+    assert plan.runs == Billing.graph().order
+    assert plan.reused == plan.skipped == frozenset()
+    # a transform, its sink and a SQL node over one input take chunks as they come
+    assert plan.channels == {"doubled", "count", "out", "report"}
+    assert plan.streamed_sql == {"count"}
+    assert plan.streams("bills", "doubled")
+    assert plan.streams("doubled", "count")
+    assert not plan.streams("doubled", "joined")  # two inputs: read from committed staging
+    # read back by `joined`; a unique key is checked over staging; asked for (the default)
+    assert plan.staged == {"doubled", "rates", "joined"}
+    # nothing streams from `rates`: its files may be staged as they are, validated in one pass
+    assert plan.refers_in_place == {"rates"}
+    assert plan.references == {"bills", "rates"}
+    assert plan.unique_keys["rates"] == (("invoice_id",),)
+    assert plan.takes_out_repeats == frozenset()
+
+
+def test_a_retry_reads_reused_outputs_from_staging_and_skips_done_sinks() -> None:
+    options = RunOptions(reuse=frozenset({"bills", "doubled"}), skip=frozenset({"out"}))
+
+    plan = build_plan(Billing.graph(), options)
+
+    assert plan.runs == ("rates", "count", "joined", "report")
+    assert plan.reused == {"bills", "doubled"}
+    assert plan.skipped == {"out"}
+    # a reused output is replayed from staging: a SQL node over it reads the staged files
+    assert plan.channels == {"report"}
+    assert plan.streamed_sql == frozenset()
+    assert plan.references == {"rates"}
+
+
+def test_drop_with_a_unique_key_makes_consumers_read_the_committed_output() -> None:
+    class Dropping(ek.Pipeline):
+        rates = MemorySource(RATES, schema=Rate)
+        out = MemorySink(rates)
+
+    plan = build_plan(Dropping.graph(), RunOptions(on_invalid="drop"))
+
+    assert plan.takes_out_repeats == {"rates"}
+    assert plan.channels == frozenset()  # rows may leave `rates` after its last chunk
+    assert plan.staged == {"rates"}
+    assert plan.references == frozenset()  # a file cannot stand for what the policy took out
+
+
+def test_pools_and_timeouts_are_planned_and_the_plan_describes_itself() -> None:
+    class Pooled(ek.Pipeline):
+        bills = MemorySource(BILLS, schema=Bill, stage=False)
+        out = MemorySink(bills).options(pool="db", timeout=5)
+
+    plan = build_plan(Pooled.graph(), RunOptions(pools={"db": 1}))
+
+    assert plan.pools == {"out": "db"}
+    assert plan.timeouts == {"out": 5}
+    assert plan.channels == frozenset()  # a pooled node reads its inputs' staging
+    assert plan.staged == {"bills"}
+    assert plan.describe().splitlines() == [
+        "plan of pooled",
+        "  bills: source, staged, reference in place",
+        "  out: sink, pool db, timeout 5s, bills from staging",
+    ]
