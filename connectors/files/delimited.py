@@ -10,14 +10,20 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Final, cast
+from typing import Any, Final
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, missing_columns, read_schema, short
+from connectors.files.csv_blocks import (
+    SAMPLE_BYTES,
+    ReadSeriallyError,
+    blocks,
+    open_file,
+    parse_block,
+)
 from connectors.files.csv_format import MAX_CSV_BLOCK, CsvLayout, csv_block_size
 from connectors.files.paths import (
     FileSink,
@@ -26,7 +32,6 @@ from connectors.files.paths import (
     compression,
     display,
     filesystem,
-    open_input,
     open_lines,
     os_error,
     write_file,
@@ -46,12 +51,11 @@ from etlkit.errors import ConnectorError
 
 logger = logging.getLogger(__name__)
 
-_SAMPLE_BYTES: Final = 65_536
+
 _MAX_WORKERS: Final = 8  # blocks parsed at once: memory holds about one more than that
 _ROW_NUMBER: Final = re.compile(r"Row #(\d+): ")
 _CSV_CONVERSION: Final = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error")
 _QUOTED: Final = re.compile(r"'(.*)'\s*$", re.DOTALL)
-_QUOTE_CHAR: Final = ord('"')  # pyarrow's default quote character, which CsvSource keeps
 _LINE_END: Final = re.compile(rb"[\r\n]")
 
 
@@ -84,127 +88,6 @@ def _first_line(sample: bytes) -> bytes | None:
     """The first line of a file's first bytes, without its line end; None without one."""
     end = _LINE_END.search(sample)
     return sample[: end.start()] if end else None
-
-
-def _read_up_to(handle: Any, size: int) -> pa.Buffer:
-    """`size` bytes from the handle, fewer only at the end of the file."""
-    if isinstance(handle, pa.NativeFile):
-        return handle.read_buffer(size)
-    data = handle.read(size)
-    while 0 < len(data) < size and (more := handle.read(size - len(data))):
-        data += more
-    return pa.py_buffer(bytes(data))
-
-
-def _open(fs: Any, path: str) -> Any:
-    """A file to read (see `open_input`); a compressed one rewinds by opening it again."""
-    return _Rewinding(fs, path) if compression(path) is not None else open_input(fs, path)
-
-
-class _Rewinding:
-    """A compressed file's decompressed bytes, whose `seek(0)` opens the file again: the
-    serial reader rewinds to read a file again with larger blocks, a stream cannot seek."""
-
-    def __init__(self, fs: Any, path: str) -> None:
-        self._fs, self._path = fs, path
-        self._stream = open_input(fs, path)
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = bytes(self._stream.read(None if size < 0 else size))
-        self._position += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = offset if whence == io.SEEK_SET else self._position + offset
-        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < 0:
-            raise io.UnsupportedOperation("a compressed file seeks from its start or onwards")
-        if target < self._position:
-            self._stream.close()
-            self._stream, self._position = open_input(self._fs, self._path), 0
-        while self._position < target and self.read(min(target - self._position, 1 << 20)):
-            pass
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._stream.closed)
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def __enter__(self) -> _Rewinding:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _line_ends_at(data: pa.Buffer) -> int:
-    """Where the last line of `data` ends (after an LF, or a lone CR); 0 without a line end.
-    Looks at the end first: blocks are large and their rows short."""
-    window = _SAMPLE_BYTES
-    while True:
-        start = max(0, data.size - window)
-        tail = data[start:].to_pybytes()
-        newline = tail.rfind(b"\n")
-        cut = max(newline, tail.rfind(b"\r", newline + 1)) + 1  # a lone CR ends a line too
-        if cut or not start:
-            return start + cut if cut else 0
-        window *= 4
-
-
-def _odd_quotes(data: pa.Buffer) -> bool:
-    """Whether a block holds an odd number of quote characters: its last line end may then be
-    inside a quoted value (or a stray quote makes it look so), which only the serial reader,
-    cutting after the last complete row, reads right."""
-    codes = pa.Array.from_buffers(pa.uint8(), data.size, [None, data])
-    series = cast("pl.Series", pl.from_arrow(codes))
-    return bool((series == _QUOTE_CHAR).sum() % 2)
-
-
-def _blocks(handle: Any, block: int) -> Iterator[tuple[pa.Buffer, bool]]:
-    """A file cut where pyarrow's serial reader cuts it, as (bytes, is the last block).
-
-    That reader reads `block` bytes at a time and parses up to the last complete row: block k
-    ends after the last line end before byte (k+1) * block, so its rows are the serial
-    reader's k-th batch. Quoted line ends are left to `_odd_quotes`; a block without a line
-    end (a row longer than a block) is left to the serial reader.
-    """
-    start, end = 0, block
-    while True:
-        handle.seek(start)
-        data = _read_up_to(handle, end - start)
-        if data.size < end - start:
-            if data.size:
-                yield data, True
-            return
-        cut = _line_ends_at(data)
-        if not cut:
-            raise _ReadSeriallyError(f"no line end in {data.size} bytes from byte {start}")
-        yield data[:cut], False
-        start, end = start + cut, end + block
-
-
-def _parse_block(
-    data: pa.Buffer, last: bool, options: tuple[Any, Any, Any]
-) -> list[pa.RecordBatch]:
-    """One block's batch (none when it has no rows); runs on a pool thread."""
-    if not last and _odd_quotes(data):
-        raise _ReadSeriallyError("a quoted value may span two blocks")
-    try:
-        return list(pacsv.open_csv(pa.BufferReader(data), *options))
-    except pa.ArrowException as exc:  # the serial reader names the line and column
-        raise _ReadSeriallyError(str(exc).split("\n", 1)[0]) from exc
 
 
 class CsvSource(FileSource):
@@ -340,8 +223,8 @@ class CsvSource(FileSource):
         )
 
     def _read_file(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-        with _open(fs, path) as handle:
-            sample = handle.read(_SAMPLE_BYTES)
+        with open_file(fs, path) as handle:
+            sample = handle.read(SAMPLE_BYTES)
             if not sample:
                 raise ConnectorError(
                     f"{self._where()}: file {display(fs, path)!r} is empty (0 bytes); a CSV "
@@ -362,7 +245,7 @@ class CsvSource(FileSource):
                         yielded += batch.num_rows
                         yield batch
                     return
-                except _ReadSeriallyError as exc:
+                except ReadSeriallyError as exc:
                     logger.debug("%s: reading %s serially (%s)", self._where(), path, exc)
             yield from self._serial_batches(fs, path, handle, block, yielded, layout)
 
@@ -380,7 +263,7 @@ class CsvSource(FileSource):
         """The serial reader's batches, its blocks parsed on a pool of threads, in order.
 
         At most one block more than the pool has threads is in flight, so memory stays a few
-        blocks. Raises `_ReadSeriallyError` when a block cannot be vouched for or fails to
+        blocks. Raises `ReadSeriallyError` when a block cannot be vouched for or fails to
         parse: the serial reader then gives the rows, or the exact error.
         """
         _, parse, convert = layout.options(block)
@@ -389,10 +272,10 @@ class CsvSource(FileSource):
         pending: deque[Future[list[pa.RecordBatch]]] = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="etlkit-csv") as pool:
             try:
-                for index, (data, last) in enumerate(_blocks(handle, block)):
+                for index, (data, last) in enumerate(blocks(handle, block)):
                     header = index == 0 and self.header  # the first block holds the header
                     read = self._read_options(data.size + 1, None if header else names)
-                    pending.append(pool.submit(_parse_block, data, last, (read, parse, convert)))
+                    pending.append(pool.submit(parse_block, data, last, (read, parse, convert)))
                     if len(pending) > workers:
                         yield from pending.popleft().result()
                 while pending:
@@ -410,11 +293,11 @@ class CsvSource(FileSource):
         try:
             header = pacsv.read_csv(pa.py_buffer(line + b"\n"), read, parse)
         except pa.ArrowException as exc:
-            raise _ReadSeriallyError(f"cannot read the header: {exc}") from exc
+            raise ReadSeriallyError(f"cannot read the header: {exc}") from exc
         try:
             return list(header.column_names)
         except UnicodeDecodeError as exc:  # the serial reader names the line and bytes
-            raise _ReadSeriallyError(f"the header is not UTF-8: {exc}") from exc
+            raise ReadSeriallyError(f"the header is not UTF-8: {exc}") from exc
 
     def _serial_batches(
         self, fs: Any, path: str, handle: Any, block: int, yielded: int, layout: CsvLayout
@@ -501,10 +384,6 @@ class CsvSource(FileSource):
                 "and parse it in a transform."
             )
         return ConnectorError(f"{self._where()}: cannot read file {shown}{at}: {message}")
-
-
-class _ReadSeriallyError(Exception):
-    """The parallel reader cannot vouch for a block: the file is read serially instead."""
 
 
 class CsvSink(FileSink):

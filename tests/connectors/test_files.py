@@ -27,6 +27,7 @@ from connectors.files import (
     ParquetDatasetSink,
     ParquetSink,
     ParquetSource,
+    csv_blocks,
     delimited,
 )
 from etlkit.errors import ConnectorError, RunCancelledError
@@ -368,14 +369,14 @@ def serial_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def threaded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Parse blocks on 3 threads whatever the machine; returns the sizes of the blocks parsed."""
     sizes: list[int] = []
-    parse_block = delimited._parse_block
+    parse_block = csv_blocks.parse_block
 
     def counted(data: pa.Buffer, *args: Any) -> list[pa.RecordBatch]:
         sizes.append(data.size)
         return parse_block(data, *args)
 
     monkeypatch.setattr(delimited, "_workers", lambda: 3)
-    monkeypatch.setattr(delimited, "_parse_block", counted)
+    monkeypatch.setattr(delimited, "parse_block", counted)
     return sizes
 
 
@@ -424,7 +425,7 @@ def outcome(source: CsvSource) -> list[pa.RecordBatch] | str:
     ],
 )
 def test_csv_blocks_end_after_their_last_line_end(data: bytes, end: int) -> None:
-    assert delimited._line_ends_at(pa.py_buffer(data)) == end
+    assert csv_blocks.line_ends_at(pa.py_buffer(data)) == end
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
