@@ -27,8 +27,9 @@ The driver (`adbc-driver-postgresql`) is an optional dependency:
 from __future__ import annotations
 
 from connectors.postgres.connection import INSTALL, PostgresTransientError, mask_dsn
-from connectors.postgres.sink import Mode, PostgresSink
+from connectors.postgres.sink import PostgresSink
 from connectors.postgres.source import PostgresSource
+from connectors.postgres.targets import Mode
 
 __all__ = [
     "INSTALL",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pyarrow as pa
 
@@ -21,14 +21,23 @@ from connectors.postgres.connection import (
     resolve_conn,
 )
 from connectors.postgres.tables import Found, find_relation, missing_table
+from connectors.postgres.targets import (
+    Mode,
+    add_primary_key,
+    align,
+    check_columns,
+    check_kind,
+    check_unique_key,
+    column_names,
+    match,
+    swap_in,
+)
 from connectors.tables import (
     LEDGER,
     LEDGER_COLUMNS,
     Table,
     already_loaded,
     check_name,
-    closest_name,
-    listing,
     node_name,
     parse_table,
     quote_ident,
@@ -42,8 +51,6 @@ if TYPE_CHECKING:
     from etlkit.connector import Model
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["append", "replace", "upsert"]
 
 
 class PostgresSink(Sink):
@@ -222,20 +229,20 @@ class PostgresSink(Sink):
         if first is None:  # no chunks at all
             if self.input_model is not None:
                 first = arrow_schema(self.input_model)
-                self._check_columns(first, existing, owner, where, 0)
+                check_columns(first, existing, self.key, self.mode, owner, where, 0)
                 ingest(first.empty_table(), "create")
             elif replace and found is not None:
                 cur.execute(f"CREATE TABLE {stage.sql} (LIKE {found.table.sql})")
             else:
                 return 0, schema  # nothing to change, and no columns to create a table from
         if replace:
-            _swap_in(cur, stage, found, target, self.key)
+            swap_in(cur, stage, found, target, self.key)
             return rows, schema
         assert first is not None
         if existing is None:
             cur.execute(f"CREATE TABLE {target.sql} (LIKE {stage.sql})")
             if self.key:
-                _add_primary_key(cur, target, self.key)
+                add_primary_key(cur, target, self.key)
             existing = list(first.names)
         self._insert(cur, stage, target, list(first.names), existing, owner, where, dsn)
         cur.execute(f"DROP TABLE {stage.sql}")
@@ -247,10 +254,10 @@ class PostgresSink(Sink):
         """The target table if it exists, the schema it is (to be) in, and its columns."""
         found = find_relation(cur, table)
         if found is not None:
-            _check_kind(found, self.mode, owner, where)
-            existing = _column_names(cur, found.table)
+            check_kind(found, self.mode, owner, where)
+            existing = column_names(cur, found.table)
             if self.mode == "upsert":
-                _check_unique_key(cur, found, existing, self.key, owner, where)
+                check_unique_key(cur, found, existing, self.key, owner, where)
             return found, found.schema, existing
         if not self.create:
             hint = " Create it first, or pass create=True."
@@ -280,10 +287,10 @@ class PostgresSink(Sink):
         for index, batch in enumerate(batches, start=1):
             if first is None:
                 first = pa.schema(field.with_nullable(True) for field in batch.schema)
-                self._check_columns(first, existing, owner, where, index)
+                check_columns(first, existing, self.key, self.mode, owner, where, index)
                 ingest(first.empty_table(), "create")
             try:
-                ingest(_align(batch, first, owner, where, index), "append")
+                ingest(align(batch, first, owner, where, index), "append")
             except driver_errors() as exc:
                 described = ", ".join(f"{f.name}: {f.type}" for f in batch.schema)
                 raise failure(
@@ -294,32 +301,6 @@ class PostgresSink(Sink):
             rows += batch.num_rows
             logger.debug("%s: chunk %d, %d rows staged", owner, index, batch.num_rows)
         return first, rows
-
-    def _check_columns(
-        self, schema: pa.Schema, existing: list[str] | None, owner: str, where: str, index: int
-    ) -> None:
-        """Refuse chunks lacking a key column, or (append, upsert) holding unknown columns."""
-        chunk = f"chunk {index}" if index else "the model"
-        missing_key = [k for k in self.key if k not in schema.names]
-        if missing_key:
-            raise ConnectorError(
-                f"{owner}: {chunk} for {where} has no key column(s) {missing_key}; its columns "
-                f"are {listing(schema.names)}. Nothing was written."
-            )
-        if existing is None or self.mode == "replace":
-            return
-        extra = [c for c in schema.names if _match(c, existing) is None]
-        if extra:
-            hints = "".join(
-                f" Did you mean '{closest}' for '{column}'?"
-                for column in extra
-                if (closest := closest_name(column, existing))
-            )
-            raise ConnectorError(
-                f"{owner}: {chunk} does not match {where}: extra column(s) {quoted(extra)}; the "
-                f"table has {listing(existing)}.{hints} Nothing was written. Select the table's "
-                "columns upstream, or use mode='replace' to rebuild the table."
-            )
 
     def _insert(
         self,
@@ -333,13 +314,13 @@ class PostgresSink(Sink):
         dsn: Dsn,
     ) -> None:
         """`INSERT` the staged rows into the target (`ON CONFLICT ... DO UPDATE` to upsert)."""
-        into = [str(_match(name, existing)) for name in names]
+        into = [str(match(name, existing)) for name in names]
         sql = (
             f"INSERT INTO {target.sql} ({', '.join(map(quote_ident, into))}) "
             f"SELECT {', '.join(map(quote_ident, names))} FROM {stage.sql}"
         )
         if self.mode == "upsert":
-            keys = [str(_match(k, existing)) for k in self.key]
+            keys = [str(match(k, existing)) for k in self.key]
             updates = [
                 f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in into if c not in keys
             ]
@@ -398,128 +379,3 @@ def _record_load(cur: Cursor, target: Table, ctx: Context, mode: Mode, rows: int
         if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
             raise
         raise ConnectorError(already_loaded(ctx, ledger.display)) from exc
-
-
-def _match(name: str, candidates: Sequence[str]) -> str | None:
-    """The candidate named `name`, else the only one equal ignoring case, else None."""
-    if name in candidates:
-        return name
-    same = [c for c in candidates if c.lower() == name.lower()]
-    return same[0] if len(same) == 1 else None
-
-
-def _pkey(table: str) -> str:
-    return f"{table[:58]}_pkey"
-
-
-def _add_primary_key(cur: Cursor, table: Table, key: Sequence[str]) -> None:
-    cur.execute(
-        f"ALTER TABLE {table.sql} ADD CONSTRAINT {quote_ident(_pkey(table.name))} "
-        f"PRIMARY KEY ({', '.join(map(quote_ident, key))})"
-    )
-
-
-def _column_names(cur: Cursor, table: Table) -> list[str]:
-    rows = fetch_rows(
-        cur,
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        [table.sql],
-    )
-    return [str(name) for (name,) in rows]
-
-
-_KINDS: Final = {
-    "r": "table",
-    "p": "partitioned table",
-    "v": "view",
-    "m": "materialized view",
-    "f": "foreign table",
-}
-
-
-def _check_kind(found: Found, mode: Mode, owner: str, where: str) -> None:
-    """Refuse to load a view (any mode) or to replace a partitioned table."""
-    allowed = ("r",) if mode == "replace" else ("r", "p")
-    if found.kind not in allowed:
-        kind = _KINDS.get(found.kind, f"relation of kind {found.kind!r}")
-        raise ConnectorError(
-            f"{owner}: {where} is a {kind}; mode={mode!r} loads "
-            + ("ordinary tables only." if mode == "replace" else "tables only.")
-        )
-
-
-def _check_unique_key(
-    cur: Cursor, found: Found, existing: list[str], key: Sequence[str], owner: str, where: str
-) -> None:
-    """Refuse an upsert into a table without a primary key or unique index on `key`."""
-    missing = [k for k in key if _match(k, existing) is None]
-    if missing:
-        raise ConnectorError(
-            f"{owner}: {where} has no key column(s) {quoted(missing)}; its columns are "
-            f"{listing(existing)}. Nothing was written."
-        )
-    rows = fetch_rows(
-        cur,
-        "SELECT i.indexrelid::regclass::text, a.attname::text FROM pg_index i "
-        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "WHERE i.indrelid = to_regclass($1) AND i.indisunique "
-        "AND i.indpred IS NULL AND i.indexprs IS NULL",
-        [found.table.sql],
-    )
-    indexes: dict[str, set[str]] = {}
-    for index, column in rows:
-        indexes.setdefault(str(index), set()).add(str(column))
-    wanted = {str(_match(k, existing)) for k in key}
-    if wanted not in indexes.values():
-        described = "; its unique indexes are on " + ", ".join(
-            f"({', '.join(sorted(cols))})" for cols in indexes.values()
-        )
-        raise ConnectorError(
-            f"{owner}: mode='upsert' into {where} needs a primary key or unique index on "
-            f"exactly {quoted(sorted(wanted))} (for ON CONFLICT), but the table has none"
-            + (described if indexes else "")
-            + f". Add one (ALTER TABLE {found.table.sql} ADD PRIMARY KEY "
-            f"({', '.join(map(quote_ident, sorted(wanted)))})), or change key=. "
-            "Nothing was written."
-        )
-
-
-def _align(
-    batch: pa.RecordBatch, first: pa.Schema, owner: str, where: str, index: int
-) -> pa.RecordBatch:
-    """`batch` with the first chunk's columns, in its order and with its types.
-
-    Raises:
-        ConnectorError: the columns differ from the first chunk's, or a type does not cast.
-    """
-    if batch.schema.names == first.names and batch.schema.types == first.types:
-        return batch
-    if sorted(batch.schema.names) != sorted(first.names):
-        raise ConnectorError(
-            f"{owner}: chunk {index} for {where} has columns {listing(batch.schema.names)}, "
-            f"but the first chunk had {listing(first.names)}. Nothing was written."
-        )
-    try:
-        return batch.select(first.names).cast(first)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise ConnectorError(
-            f"{owner}: chunk {index} for {where} does not cast to the first chunk's types "
-            f"({', '.join(f'{f.name}: {f.type}' for f in first)}): {exc}. Nothing was written."
-        ) from exc
-
-
-def _swap_in(
-    cur: Cursor, stage: Table, found: Found | None, target: Table, key: Sequence[str]
-) -> None:
-    """Mode replace: the stage table, keyed, takes the target's place in the transaction."""
-    if key:
-        _add_primary_key(cur, stage, key)
-    if found is not None:
-        cur.execute(f"DROP TABLE {found.table.sql}")
-    cur.execute(f"ALTER TABLE {stage.sql} RENAME TO {quote_ident(target.name)}")
-    if key:
-        cur.execute(
-            f"ALTER TABLE {target.sql} RENAME CONSTRAINT {quote_ident(_pkey(stage.name))} "
-            f"TO {quote_ident(_pkey(target.name))}"
-        )
