@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from etlkit.model.graph import Graph
     from etlkit.runs.spec import RunSpec
     from etlkit.settings.config import Settings
-    from etlkit.storage.store import RunStore
+    from etlkit.storage.store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -334,20 +334,8 @@ def retry_run(
     store.add_event(
         record.run_id, "retry", payload={"reused": sorted(reuse), "skipped": sorted(skip)}
     )
-    return run_pipeline(
-        pipeline,
-        settings=settings,
-        logical_date=record.logical_date,
-        params=record.params,
-        listeners=listeners,
-        run_id=record.run_id,
-        reuse=reuse,
-        skip=skip,
-        store=store,
-        resumed=True,
-        staging_root=record.staging_root,
-        pools=pools,
-        notifiers=notifiers,
+    return _rerun(
+        pipeline, record, settings, store, listeners, reuse, skip, pools=pools, notifiers=notifiers
     )
 
 
@@ -383,7 +371,6 @@ def run_recorded(
             f"Run {record.run_id} of '{record.pipeline}' is {record.state}, not queued or running;"
             f" use `etlkit retry {record.run_id}` to run it again."
         )
-    tz = _zone(pipeline)
     reuse: Collection[str] = ()
     skip: Collection[str] = ()
     if resume:
@@ -391,6 +378,26 @@ def run_recorded(
         store.add_event(
             record.run_id, "retry", payload={"reused": sorted(reuse), "skipped": sorted(skip)}
         )
+    return _rerun(
+        pipeline, record, settings, store, listeners, reuse, skip, pools=pools, notifiers=notifiers
+    )
+
+
+def _rerun(
+    pipeline: RunSpec,
+    record: RunRecord,
+    settings: Settings,
+    store: RunStore,
+    listeners: Sequence[Listener],
+    reuse: Collection[str],
+    skip: Collection[str],
+    *,
+    pools: Mapping[str, int] | None,
+    notifiers: Mapping[str, Any] | None,
+) -> RunResult:
+    """Execute a recorded run under its id, with the dates its record holds, in the pipeline's
+    timezone (`ctx.ds` is the local date, as the first attempt saw it)."""
+    tz = _zone(pipeline)
     start, end = record.data_interval_start, record.data_interval_end
     interval = (start.astimezone(tz), end.astimezone(tz)) if start and end else None
     return run_pipeline(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandera.polars as pdp
 import polars as pl
@@ -552,3 +554,37 @@ def test_node_states_the_timer_could_not_write_are_written_by_the_last_flush(
     assert gate.opened.is_set()
     assert nodes == {"rows": ("done", True), "held": ("done", True), "out": ("done", True)}
     assert "recording node states failed (database is locked (test)); retrying" in caplog.text
+
+
+def test_a_retried_run_sees_the_dates_the_first_attempt_saw_in_the_pipelines_timezone(
+    settings: ek.Settings, store: RunStore
+) -> None:
+    seen: list[tuple[str, Any, Any]] = []
+    attempts = {"left": 1}
+
+    class Dated(ek.Task):
+        def run(self, ctx: ek.Context) -> None:
+            seen.append((ctx.ds, ctx.data_interval_start, ctx.data_interval_end))
+            if attempts["left"]:
+                attempts["left"] -= 1
+                raise RuntimeError("first attempt fails")
+
+    class Tokyo(ek.Pipeline):
+        timezone = "Asia/Tokyo"  # local midnight is 15:00 UTC of the day before
+        dated = Dated()
+
+    start = datetime(2025, 3, 1, tzinfo=ZoneInfo("Asia/Tokyo"))
+    failed = Tokyo.run(
+        date="2025-03-01",
+        settings=settings,
+        store=store,
+        data_interval=(start, start + timedelta(days=1)),
+    )
+    assert failed.state == "failed"
+
+    retried = Tokyo.retry(failed.run_id, store=store, settings=settings)
+
+    assert retried.state == "success", retried.error
+    assert seen[1] == seen[0]
+    assert seen[1][0] == "2025-03-01"
+    assert seen[1][1] == start
