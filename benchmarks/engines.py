@@ -11,7 +11,8 @@ a benchmark child process loads what its variant needs and nothing else.
 - `pandas` reads `PANDAS_CHUNK_ROWS` rows at a time (`read_csv(chunksize=...)`, or Parquet
   record batches converted with `to_pandas`, decimals cast to float first), reduces each chunk
   to partial aggregates and combines them at the end: the approach users have today. Small
-  dimension tables are accumulated whole, as users do.
+  dimension tables are accumulated whole, as users do. A workload whose result is as long as
+  its input (the reshape) appends each chunk's result to the Parquet file as it goes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def run(workload: Workload, variant: str, data_dir: Path, out_dir: Path, state_d
         _run_duckdb(_DUCKDB[workload.query], tables, path)
     elif variant == "polars":
         _POLARS[workload.query](tables).sink_parquet(path, engine="streaming")
+    elif variant == "pandas" and workload.query in _PANDAS_CHUNKED:
+        _write_chunks(_PANDAS_CHUNKED[workload.query](tables), path)
     elif variant == "pandas":
         _PANDAS[workload.query](tables).to_parquet(path, index=False)
     else:
@@ -177,6 +180,20 @@ _DUCKDB: Final = {
         group by b.month, c.payer_name
         order by b.month, c.payer_name
     """,
+    "reshape": """
+        select l_orderkey,
+               l_linenumber,
+               l_quantity,
+               l_extendedprice,
+               l_discount,
+               l_shipdate,
+               l_extendedprice * (1 - l_discount) * (1 + l_tax) as charge,
+               upper(trim(l_comment)) as comment,
+               strftime(l_shipdate, '%Y-%m') as ship_month,
+               l_receiptdate > l_commitdate as late
+        from {lineitem}
+        where l_quantity <= 25
+    """,
 }
 
 
@@ -193,6 +210,8 @@ _TABLE_NAMES: Final = (
 
 
 def _run_duckdb(query: str, tables: _Tables, path: Path) -> None:
+    """Run `query` over the tables and write its result as `COPY (query) TO path` does (the
+    relation's `write_parquet` is DuckDB's COPY TO, streaming and parallel)."""
     import duckdb
 
     reader = "read_parquet" if tables.fmt == "parquet" else "read_csv"
@@ -339,12 +358,45 @@ def _polars_report(tables: _Tables) -> pl.LazyFrame:
     )
 
 
+def _polars_reshape(tables: _Tables) -> pl.LazyFrame:
+    import polars as pl
+
+    price, discount = pl.col("l_extendedprice"), pl.col("l_discount")
+    return (
+        _scan(tables, "lineitem")
+        .filter(pl.col("l_quantity") <= 25)
+        .with_columns(
+            charge=price * (1 - discount) * (1 + pl.col("l_tax")),
+            comment=pl.col("l_comment").str.strip_chars().str.to_uppercase(),
+            ship_month=pl.col("l_shipdate").dt.strftime("%Y-%m"),
+            late=pl.col("l_receiptdate") > pl.col("l_commitdate"),
+        )
+        .select(_RESHAPED)
+    )
+
+
+#: The reshape's result columns, in order.
+_RESHAPED: Final = (
+    "l_orderkey",
+    "l_linenumber",
+    "l_quantity",
+    "l_extendedprice",
+    "l_discount",
+    "l_shipdate",
+    "charge",
+    "comment",
+    "ship_month",
+    "late",
+)
+
+
 _POLARS: Final[dict[str, Callable[[_Tables], pl.LazyFrame]]] = {
     "q1": _polars_q1,
     "q3": _polars_q3,
     "q5": _polars_q5,
     "q6": _polars_q6,
     "report": _polars_report,
+    "reshape": _polars_reshape,
 }
 
 
@@ -541,3 +593,52 @@ _PANDAS: Final[dict[str, Callable[[_Tables], pd.DataFrame]]] = {
     "q6": _pandas_q6,
     "report": _pandas_report,
 }
+
+
+def _pandas_reshape(tables: _Tables) -> Iterator[pd.DataFrame]:
+    columns = [
+        "l_orderkey",
+        "l_linenumber",
+        "l_quantity",
+        "l_extendedprice",
+        "l_discount",
+        "l_tax",
+        "l_shipdate",
+        "l_commitdate",
+        "l_receiptdate",
+        "l_comment",
+    ]
+    dates = ["l_shipdate", "l_commitdate", "l_receiptdate"]
+    for chunk in _chunks(tables, "lineitem", columns, dates=dates):
+        chunk = chunk[chunk["l_quantity"] <= 25]
+        price, discount = chunk["l_extendedprice"], chunk["l_discount"]
+        yield chunk.assign(
+            charge=price * (1 - discount) * (1 + chunk["l_tax"]),
+            comment=chunk["l_comment"].str.strip().str.upper(),
+            ship_month=chunk["l_shipdate"].dt.strftime("%Y-%m"),
+            late=chunk["l_receiptdate"] > chunk["l_commitdate"],
+        )[list(_RESHAPED)]
+
+
+#: Workloads whose pandas result is as long as the input: written chunk by chunk.
+_PANDAS_CHUNKED: Final[dict[str, Callable[[_Tables], Iterator[pd.DataFrame]]]] = {
+    "reshape": _pandas_reshape,
+}
+
+
+def _write_chunks(chunks: Iterator[pd.DataFrame], path: Path) -> None:
+    """Append each chunk to one Parquet file, in the first chunk's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in chunks:
+            schema = writer.schema if writer is not None else None
+            table = pa.Table.from_pandas(chunk, schema=schema, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
