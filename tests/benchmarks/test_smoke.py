@@ -7,7 +7,9 @@ Everything is written under tmp_path.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +69,20 @@ def test_differences_catch_a_wrong_result() -> None:
     assert differences(expected, expected.reverse()) == []
     assert differences(expected, expected.with_columns(v=pl.Series([1.0, 2.5]))) != []
     assert differences(expected, expected.head(1)) == ["1 rows instead of 2"]
+
+
+def test_float_columns_compare_as_math_isclose_does() -> None:
+    values = [0.0, 1.0, 1.0000001, 1.00001, -1.0, 1e12, 1e12 + 1, math.inf, -math.inf, math.nan]
+    for atol in (1e-6, 0.011):
+        for want, have in itertools.product([*values, None], repeat=2):
+            if want is None or have is None:
+                expected = want is None and have is None
+            else:
+                expected = math.isclose(want, have, rel_tol=1e-9, abs_tol=atol)
+            frames = [
+                pl.DataFrame({"v": [value]}, schema={"v": pl.Float64}) for value in (want, have)
+            ]
+            assert (differences(*frames, atol=atol) == []) == expected, (want, have, atol)
 
 
 def test_the_harness_runs_and_reports(
