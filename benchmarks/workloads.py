@@ -154,29 +154,51 @@ def differences(expected: pl.DataFrame, got: pl.DataFrame, *, atol: float = 1e-6
     """How `got` differs from `expected`, sorted and with floats to a tolerance; [] if equal.
 
     Floats compare equal within `atol` plus a relative 1e-9 (as `math.isclose`); nulls equal
-    nulls only. Columns are compared whole, not value by value in Python: a reshape's result
-    has as many rows as half its input.
+    nulls only.
     """
-    import polars as pl
+    return Reference(expected, atol=atol).differences(got)
 
-    if sorted(got.columns) != sorted(expected.columns):
-        return [f"columns {sorted(got.columns)} instead of {sorted(expected.columns)}"]
-    if got.height != expected.height:
-        return [f"{got.height} rows instead of {expected.height}"]
-    got = _normalized(got, expected)
-    expected = _normalized(expected, expected)
-    keys = [name for name, dtype in got.schema.items() if dtype != pl.Float64]
-    order = keys + [name for name in got.columns if name not in keys]
-    got, expected = got.sort(order), expected.sort(order)
-    problems = []
-    for name in expected.columns:
-        want, have = expected[name], got[name]
-        same = _close(want, have, atol) if want.dtype == pl.Float64 else want.eq_missing(have)
-        wrong = (~same).arg_true()
-        if len(wrong):
-            row = int(wrong[0])
-            problems.append(f"row {row}, column {name!r}: {have[row]!r} instead of {want[row]!r}")
-    return problems
+
+class Reference:
+    """A result the others are compared to, normalized and sorted once.
+
+    Columns are compared whole, not value by value in Python: a reshape's result has half as
+    many rows as its input, and the harness compares every variant's result to one reference.
+    """
+
+    def __init__(self, expected: pl.DataFrame, *, atol: float = 1e-6) -> None:
+        import polars as pl
+
+        self.columns = sorted(expected.columns)
+        self.atol = atol
+        frame = _normalized(expected, expected)
+        keys = [name for name, dtype in frame.schema.items() if dtype != pl.Float64]
+        self.order = keys + [name for name in frame.columns if name not in keys]
+        self.frame = frame.sort(self.order)
+
+    def differences(self, got: pl.DataFrame) -> list[str]:
+        """How `got` differs from the reference: [] if equal, else one line per column."""
+        import polars as pl
+
+        if sorted(got.columns) != self.columns:
+            return [f"columns {sorted(got.columns)} instead of {self.columns}"]
+        if got.height != self.frame.height:
+            return [f"{got.height} rows instead of {self.frame.height}"]
+        got = _normalized(got, self.frame).sort(self.order)
+        problems = []
+        for name in self.frame.columns:
+            want, have = self.frame[name], got[name]
+            if want.dtype == pl.Float64:
+                same = _close(want, have, self.atol)
+            else:
+                same = want.eq_missing(have)
+            wrong = (~same).arg_true()
+            if len(wrong):
+                row = int(wrong[0])
+                problems.append(
+                    f"row {row}, column {name!r}: {have[row]!r} instead of {want[row]!r}"
+                )
+        return problems
 
 
 def _close(want: pl.Series, have: pl.Series, atol: float) -> pl.Series:
