@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,8 @@ from benchmarks.workloads import (
     VARIANTS,
     WORKLOADS,
     Fmt,
+    Reference,
     Workload,
-    differences,
     input_rows,
 )
 
@@ -155,6 +155,26 @@ def _read_result(path: Path) -> Any:
     return pl.read_parquet(path)
 
 
+def _check(results: dict[str, Path], *, atol: float) -> Iterator[tuple[str, str]]:
+    """Each variant whose result file differs from the reference's, with why; nothing when
+    the reference has no result."""
+    if REFERENCE not in results:
+        return
+    reference = Reference(_read_result(results[REFERENCE]), atol=atol)
+    for variant, path in results.items():
+        if variant == REFERENCE:
+            continue
+        result = _read_result(path)
+        problems = reference.differences(result)
+        if problems:
+            reason = (
+                f"result differs from {REFERENCE}'s: {'; '.join(problems[:5])}\n"
+                f"{REFERENCE}:\n{reference.frame}\n{variant}:\n{result}"
+            )
+            yield variant, reason
+        del result  # one variant's result in memory at a time
+
+
 def run_workload(
     workload: Workload,
     *,
@@ -168,13 +188,17 @@ def run_workload(
     """Run every variant `repeat` times, taking turns; check results against DuckDB's.
 
     A variant that fails, or whose result differs from DuckDB's of the same repetition, is
-    reported as a failure and none of its measurements of this workload are kept.
+    reported as a failure and none of its measurements of this workload are kept. Result files
+    wait on disk until the repetition's variants have run, then are read one at a time: a
+    reshape's result is half its input, too large to hold one per variant.
     """
     measurements: list[Measurement] = []
     failures: list[Failure] = []
     label = f"SF{sf:g} {workload.name}" if sf is not None else workload.name
     for repetition in range(1, repeat + 1):
-        results = {}
+        results: dict[str, Path] = {}
+        kept_dir = work_dir / f"{label.replace(' ', '-')}-results-{repetition}"
+        kept_dir.mkdir(parents=True)
         for variant in variants:
             if any(f.variant == variant for f in failures):
                 continue
@@ -183,7 +207,8 @@ def run_workload(
                 ticks = environment.cpu_ticks()
                 stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
                 steal = environment.steal_share(ticks, environment.cpu_ticks())
-                results[variant] = _read_result(Path(stats["result"]))
+                results[variant] = kept_dir / f"{variant}.parquet"
+                shutil.move(stats["result"], results[variant])  # out of the run's directory
             except RuntimeError as exc:
                 print(f"  {label} run {repetition}/{repeat} {variant:18} FAILED", flush=True)
                 failures.append(Failure(sf, workload.name, variant, repetition, str(exc)))
@@ -211,18 +236,12 @@ def run_workload(
                 f"peak {m.peak_rss_bytes / 2**20:7.0f} MiB  steal {environment.percent(m.steal)}",
                 flush=True,
             )
-        reference = results.get(REFERENCE)
-        for variant, result in results.items():
-            if reference is None or variant == REFERENCE:
-                continue
-            problems = differences(reference, result, atol=workload.atol)
-            if problems:
-                reason = (
-                    f"result differs from {REFERENCE}'s: {'; '.join(problems[:5])}\n"
-                    f"{REFERENCE}:\n{reference}\n{variant}:\n{result}"
-                )
+        try:
+            for variant, reason in _check(results, atol=workload.atol):
                 print(f"  {label} run {repetition}/{repeat} {variant:18} WRONG RESULT", flush=True)
                 failures.append(Failure(sf, workload.name, variant, repetition, reason))
+        finally:
+            shutil.rmtree(kept_dir, ignore_errors=True)
     if any(f.variant == REFERENCE for f in failures):
         failed = set(variants)  # nothing was checked
     else:

@@ -1,7 +1,8 @@
 """The benchmark workloads, where their inputs live, and how results are compared.
 
 A workload is one query over one input format: TPC-H Q1 (Parquet and CSV), Q3, Q5 and Q6 (with
-its filter as a polars lazy node, and as a streaming transform: `q6-streaming`) over
+its filter as a polars lazy node, and as a streaming transform: `q6-streaming`) and the reshape
+(lineitem filtered and given derived columns chunk by chunk, Parquet and CSV) over
 `tpchgen-cli` output, and the monthly financial report (Parquet and CSV) over
 `python -m data.generate` output. Each has an etlkit pipeline (a `load_pipeline` reference) and
 hand-written DuckDB, polars and pandas equivalents in `benchmarks.engines`.
@@ -12,7 +13,6 @@ in its own order, and DuckDB sums the Parquet files' decimals exactly.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -62,10 +62,10 @@ def _tpch(
     name: str, query: str, tables: tuple[str, ...], *, csv: bool = False, suffix: str = ""
 ) -> Workload:
     """A TPC-H workload; its pipeline is `pipelines/tpch_{query}.py` (`TpchQ1Csv` for CSV,
-    `TpchQ6Streaming` for the suffix `Streaming`)."""
+    `TpchQ6Streaming` for the suffix `Streaming`, `TpchReshapeCsv` for the reshape's CSV)."""
     path = str(REPO / "pipelines" / f"tpch_{query}.py")
     suffix = "Csv" if csv else suffix
-    pipeline = f"{path}:Tpch{query.upper()}{suffix}" if suffix else path
+    pipeline = f"{path}:Tpch{query.capitalize()}{suffix}" if suffix else path
     fmt: Fmt = "csv" if csv else "parquet"
     return Workload(name, query, fmt, "tpch", tables, pipeline, f"tpch_{query}.parquet")
 
@@ -94,6 +94,8 @@ WORKLOADS: Final[dict[str, Workload]] = {
         _tpch("q5", "q5", _Q5_TABLES),
         _tpch("q6", "q6", ("lineitem",)),
         _tpch("q6-streaming", "q6", ("lineitem",), suffix="Streaming"),
+        _tpch("reshape-parquet", "reshape", ("lineitem",)),
+        _tpch("reshape-csv", "reshape", ("lineitem",), csv=True),
         _report("parquet"),
         _report("csv"),
     )
@@ -151,29 +153,66 @@ def _normalized(frame: pl.DataFrame, like: pl.DataFrame) -> pl.DataFrame:
 def differences(expected: pl.DataFrame, got: pl.DataFrame, *, atol: float = 1e-6) -> list[str]:
     """How `got` differs from `expected`, sorted and with floats to a tolerance; [] if equal.
 
-    Floats compare equal within `atol` plus a relative 1e-9.
+    Floats compare equal within `atol` plus a relative 1e-9 (as `math.isclose`); nulls equal
+    nulls only.
     """
+    return Reference(expected, atol=atol).differences(got)
+
+
+class Reference:
+    """A result the others are compared to, normalized and sorted once.
+
+    Columns are compared whole, not value by value in Python: a reshape's result has half as
+    many rows as its input, and the harness compares every variant's result to one reference.
+    """
+
+    def __init__(self, expected: pl.DataFrame, *, atol: float = 1e-6) -> None:
+        import polars as pl
+
+        self.columns = sorted(expected.columns)
+        self.atol = atol
+        frame = _normalized(expected, expected)
+        keys = [name for name, dtype in frame.schema.items() if dtype != pl.Float64]
+        self.order = keys + [name for name in frame.columns if name not in keys]
+        self.frame = frame.sort(self.order)
+
+    def differences(self, got: pl.DataFrame) -> list[str]:
+        """How `got` differs from the reference: [] if equal, else one line per column."""
+        import polars as pl
+
+        if sorted(got.columns) != self.columns:
+            return [f"columns {sorted(got.columns)} instead of {self.columns}"]
+        if got.height != self.frame.height:
+            return [f"{got.height} rows instead of {self.frame.height}"]
+        got = _normalized(got, self.frame).sort(self.order)
+        problems = []
+        for name in self.frame.columns:
+            want, have = self.frame[name], got[name]
+            if want.dtype == pl.Float64:
+                same = _close(want, have, self.atol)
+            else:
+                same = want.eq_missing(have)
+            wrong = (~same).arg_true()
+            if len(wrong):
+                row = int(wrong[0])
+                problems.append(
+                    f"row {row}, column {name!r}: {have[row]!r} instead of {want[row]!r}"
+                )
+        return problems
+
+
+def _close(want: pl.Series, have: pl.Series, atol: float) -> pl.Series:
+    """Whether each pair of floats is equal within `atol` or a relative 1e-9, as `math.isclose`
+    says: infinities equal only themselves, NaN nothing; null equals only null."""
     import polars as pl
 
-    if sorted(got.columns) != sorted(expected.columns):
-        return [f"columns {sorted(got.columns)} instead of {sorted(expected.columns)}"]
-    if got.height != expected.height:
-        return [f"{got.height} rows instead of {expected.height}"]
-    got = _normalized(got, expected)
-    expected = _normalized(expected, expected)
-    keys = [name for name, dtype in got.schema.items() if dtype != pl.Float64]
-    order = keys + [name for name in got.columns if name not in keys]
-    got, expected = got.sort(order), expected.sort(order)
-    problems = []
-    for name in expected.columns:
-        for row, (want, have) in enumerate(
-            zip(expected[name].to_list(), got[name].to_list(), strict=True)
-        ):
-            if isinstance(want, float) and isinstance(have, float):
-                same = math.isclose(want, have, rel_tol=1e-9, abs_tol=atol)
-            else:
-                same = want == have
-            if not same:
-                problems.append(f"row {row}, column {name!r}: {have!r} instead of {want!r}")
-                break
-    return problems
+    w, h = pl.col("want"), pl.col("have")
+    tolerance = pl.max_horizontal(pl.max_horizontal(w.abs(), h.abs()) * 1e-9, pl.lit(atol))
+    finite = w.is_finite() & h.is_finite()
+    # polars' == holds for NaN == NaN, which math.isclose does not
+    close = ((w == h) & w.is_not_nan()) | (finite & ((w - h).abs() <= tolerance))
+    return (
+        pl.DataFrame({"want": want, "have": have})
+        .select(pl.when(w.is_null() | h.is_null()).then(w.is_null() & h.is_null()).otherwise(close))
+        .to_series()
+    )

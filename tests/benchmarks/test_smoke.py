@@ -7,16 +7,20 @@ Everything is written under tmp_path.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import polars as pl
 import pytest
 
 import etlkit as ek
 from benchmarks import datasets, engines, environment, overhead, tpch
-from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, differences
+from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, Workload, differences
 from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink
 
@@ -69,6 +73,20 @@ def test_differences_catch_a_wrong_result() -> None:
     assert differences(expected, expected.head(1)) == ["1 rows instead of 2"]
 
 
+def test_float_columns_compare_as_math_isclose_does() -> None:
+    values = [0.0, 1.0, 1.0000001, 1.00001, -1.0, 1e12, 1e12 + 1, math.inf, -math.inf, math.nan]
+    for atol in (1e-6, 0.011):
+        for want, have in itertools.product([*values, None], repeat=2):
+            if want is None or have is None:
+                expected = want is None and have is None
+            else:
+                expected = math.isclose(want, have, rel_tol=1e-9, abs_tol=atol)
+            frames = [
+                pl.DataFrame({"v": [value]}, schema={"v": pl.Float64}) for value in (want, have)
+            ]
+            assert (differences(*frames, atol=atol) == []) == expected, (want, have, atol)
+
+
 def test_the_harness_runs_and_reports(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -99,6 +117,48 @@ def test_the_harness_runs_and_reports(
     assert {s["variant"] for s in summary["summaries"]} == {"etlkit", "pandas", REFERENCE}
     if environment.cpu_ticks() is not None:  # Linux: every run knows its steal
         assert all(0 <= run["steal"] <= 1 for run in summary["runs"])
+
+
+def test_a_variant_whose_result_differs_is_reported_and_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def child(
+        workload: Workload, variant: str, data_dir: Path, run_dir: Path
+    ) -> tuple[dict[str, Any], float, Any]:
+        run_dir.mkdir(parents=True)
+        result = run_dir / "out" / "result.parquet"
+        result.parent.mkdir()
+        pl.DataFrame({"revenue": [2.5 if variant == "pandas" else 1.0]}).write_parquet(result)
+        stats = {
+            "result": str(result),
+            "work_seconds": 1.0,
+            "import_seconds": 0.5,
+            "work_cpu_seconds": 1.0,
+            "peak_rss_bytes": 2**20,
+            "children_maxrss_kib": 0,
+        }
+        return stats, 1.5, SimpleNamespace(ru_utime=1.0, ru_stime=0.25)
+
+    monkeypatch.setattr(tpch, "run_child", child)
+    work_dir = tmp_path / "work"
+    kept, failures = tpch.run_workload(
+        WORKLOADS["q6"],
+        sf=SF,
+        data_dir=tmp_path,
+        variants=["etlkit", "duckdb", "pandas"],
+        repeat=2,
+        work_dir=work_dir,
+        rows=10,
+    )
+    assert [(m.variant, m.repetition) for m in kept] == [
+        ("etlkit", 1),
+        ("duckdb", 1),
+        ("etlkit", 2),
+        ("duckdb", 2),
+    ]
+    assert [(f.variant, f.repetition) for f in failures] == [("pandas", 1)]
+    assert "row 0, column 'revenue': 2.5 instead of 1.0" in failures[0].reason
+    assert list(work_dir.iterdir()) == []  # every result file removed once checked
 
 
 @pytest.mark.parametrize(("stage", "store"), [(True, False), (False, False), (True, True)])
