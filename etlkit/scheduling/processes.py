@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import signal
 import subprocess
 import sys
@@ -180,6 +181,21 @@ class Children:
             record.logical_date.isoformat(),
         )
         return True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds` on the clock, or less when every worker can say it ended: a handle
+        with `watch()` (a warm worker's) names a descriptor that turns readable at its end."""
+        watched: list[int] = []
+        for child in self:
+            fd: int | None = getattr(child.handle, "watch", lambda: None)()
+            if fd is None:
+                self.clock.sleep(seconds)
+                return
+            watched.append(fd)
+        if not watched:
+            self.clock.sleep(seconds)
+            return
+        select.select(watched, [], [], seconds)
 
     def reap(self) -> list[Child]:
         """Collect the workers that ended; fail the runs they left running. Returns them."""
