@@ -13,11 +13,14 @@ cleaner), which register fork handlers or hold nothing a child needs. A pipeline
 starts a Python thread makes the server decline, and the launcher starts workers cold.
 
 The protocol, over the control socket (a Unix socket pair with the launcher):
-- server -> launcher, once: `ready`, or `cold <why>` (then it exits).
+- server -> launcher, once: `ready <pid>`, or `cold <why>` (then it exits). The server is the
+  child of the process the launcher started, which exits at once: it is nobody's child to wait
+  for, and init reaps it.
 - launcher -> server, per run: a JSON line `{"argv": [...], "cwd": DIR}` with four file
   descriptors attached: the worker's stdin, stdout and stderr, and the run's own socket.
-- server -> the run's socket: `pid N` once forked (or `error <why>`), `exit CODE` when the worker
-  ended (CODE as `subprocess.Popen.returncode`: negative for the signal that killed it).
+- the child -> the run's socket: `pid N` once in its own session; the server -> the run's
+  socket: `error <why>` when it cannot fork, `exit CODE` when the worker ended (CODE as
+  `subprocess.Popen.returncode`: negative for the signal that killed it).
 
 The child is what `python -m etlkit.runs.worker` would be: its own session (its process group is
 its pid), the launcher's stdio, the project as working directory; it runs `worker.main` and exits
@@ -147,8 +150,7 @@ class Server:
         for fd in stdio:
             os.close(fd)
         if pid > 0:
-            self.runs[pid] = run
-            _tell(run, f"pid {pid}")
+            self.runs[pid] = run  # the child tells its pid itself, once in its own session
 
     def become_worker(
         self, request: dict[str, Any], stdio: list[int], run: socket.socket
@@ -157,6 +159,7 @@ class Server:
         code: int = 1
         try:
             os.setsid()
+            _tell(run, f"pid {os.getpid()}")  # killable as a group from now on, as with Popen
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -207,12 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pipelines", help="the pipelines folder to import once")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.fd)
+    if os.fork() > 0:  # the launcher reaps this parent now; nobody has to wait for the server
+        os._exit(0)
     why = preload(Path(args.pipelines) if args.pipelines else None)
     if why is not None:
         _tell(control, f"cold {why}")
         return 0
     gc.freeze()  # the imported objects are never collected: their pages stay shared with children
-    _tell(control, "ready")
+    _tell(control, f"ready {os.getpid()}")
     Server(control).serve()
     return 0
 

@@ -92,6 +92,11 @@ class WarmHandle:
         """The worker's process id (its process group's too)."""
         return self._pid
 
+    @property
+    def owner(self) -> str | None:
+        """`host|pid|start` of the worker, read as it was forked (what its run records)."""
+        return self._owner
+
     def watch(self) -> int | None:
         """A descriptor readable once the server tells the worker's end (None: poll instead)."""
         return None if self._orphaned or self.returncode is not None else self._channel.fileno()
@@ -137,6 +142,10 @@ class WarmHandle:
             os.kill(self._pid, signum)
 
 
+class ForkServerDeclinedError(OSError):
+    """The fork server cannot fork safely (see `forkserver.preload`): start workers cold."""
+
+
 class ForkServer:
     """One running fork server: started cold, ready once it has imported everything."""
 
@@ -151,7 +160,7 @@ class ForkServer:
         command = [python, "-m", "etlkit.scheduling.forkserver", "--fd", str(theirs.fileno())]
         command += ["--pipelines", str(pipelines_dir)]
         try:
-            self.process = subprocess.Popen(
+            process = subprocess.Popen(
                 command,
                 cwd=project_dir,
                 env=env,
@@ -164,11 +173,22 @@ class ForkServer:
             raise
         finally:
             theirs.close()
+        try:
+            process.wait(timeout=READY_TIMEOUT)  # it forks the server and exits (`forkserver`)
+        except subprocess.TimeoutExpired as exc:
+            process.kill()
+            process.wait()
+            self.control.close()
+            raise OSError("the fork server did not start") from exc
         self.control.settimeout(READY_TIMEOUT)
         answer = _read_line(self.control)
-        if answer != "ready":
+        if answer.startswith("ready "):
+            self.pid = int(answer.split()[1])
+        else:
             self.close()
-            raise OSError(answer.removeprefix("cold ") or "the fork server exited")
+            if answer.startswith("cold "):
+                raise ForkServerDeclinedError(answer.removeprefix("cold "))
+            raise OSError("the fork server exited before it was ready")
 
     def fork(self, argv: list[str], cwd: Path) -> WarmHandle:
         """Fork the worker `python -m etlkit.runs.worker ARGV`; OSError when that fails."""
@@ -221,6 +241,7 @@ class WarmLauncher:
         self.failures = 0
         self._server: ForkServer | None = None
         self._key: tuple[object, ...] = ()
+        self._declined: tuple[object, ...] | None = None  # the key a server declined at
 
     def __call__(self, run_id: str) -> Handle:
         """Fork the run's worker from a server current with the pipelines, or start it cold."""
@@ -228,6 +249,8 @@ class WarmLauncher:
         while self.failures < MAX_FAILURES:
             try:
                 return self._current().fork(argv, self.cold.project_dir)
+            except ForkServerDeclinedError:
+                break  # until the pipelines or the environment change
             except OSError as exc:
                 self.failures += 1
                 logger.warning("run %s: cannot start its worker warm (%s)", run_id, exc)
@@ -247,9 +270,16 @@ class WarmLauncher:
             logger.info("pipelines changed: restarting the fork server")
             self.close()
         if self._server is None:
-            self._server = ForkServer(
-                self.cold.python, self.cold.project_dir, self.pipelines_dir, self.cold.env
-            )
+            if key == self._declined:
+                raise ForkServerDeclinedError("declined before")
+            try:
+                self._server = ForkServer(
+                    self.cold.python, self.cold.project_dir, self.pipelines_dir, self.cold.env
+                )
+            except ForkServerDeclinedError as exc:
+                logger.warning("workers start cold: %s", exc)
+                self._declined = key
+                raise
             self._key = key
         return self._server
 
