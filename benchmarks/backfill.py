@@ -93,7 +93,7 @@ def time_launches(project: Path, mode: str, runs: int) -> list[float]:
     try:
         with RunStore(settings.paths.store) as store:
             if isinstance(launcher, WarmLauncher):
-                launcher(_claimed(store, settings.paths.staging_root, 0)).poll()  # server start
+                _ended(launcher(_claimed(store, settings.paths.staging_root, 0)))  # its server
             for day in range(1, runs + 1):
                 run_id = _claimed(store, settings.paths.staging_root, day)
                 started = time.perf_counter()
