@@ -4,7 +4,8 @@ Each run executes in `python -m etlkit.runs.worker --project DIR --run-id ID`, s
 or eats all memory takes down only its own process. A worker starts in its own session: Ctrl-C in
 the scheduler's terminal does not reach it, and it outlives a scheduler that is killed (it records
 its own end). A run whose process vanished, with nobody left to record its end, is found by its
-stale heartbeat (`sweep_stale`).
+stale heartbeat (`sweep_stale`). `SubprocessLauncher` starts a worker cold (a fresh interpreter);
+the scheduler and backfill start theirs warm where they can (`etlkit.scheduling.warmstart`).
 """
 
 from __future__ import annotations
