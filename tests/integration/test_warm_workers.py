@@ -15,7 +15,7 @@ import pytest
 
 from etlkit.scheduling import FakeClock
 from etlkit.scheduling.processes import Children, Handle, SubprocessLauncher, sweep_stale
-from etlkit.scheduling.warmstart import WarmHandle, WarmLauncher, launcher_for
+from etlkit.scheduling.warmstart import UNKNOWN_EXIT, WarmHandle, WarmLauncher, launcher_for
 from etlkit.settings.config import Settings, load_settings
 from etlkit.storage.store import RunStore, pid_alive
 from tests.integration.waiting import wait_for
@@ -205,6 +205,28 @@ def test_a_fork_server_that_died_is_replaced(
     assert isinstance(handle, WarmHandle)
     assert ended(handle) == 0
     assert launcher.failures == 1
+
+
+def test_a_worker_whose_server_died_is_watched_until_it_is_gone(
+    project: Path, settings: Settings, store: RunStore, launcher: WarmLauncher
+) -> None:
+    (project / "hang.flag").write_text("")
+    run_id = claimed(store, settings, 1)
+    handle = launcher(run_id)
+    wait_for((project / "out" / f"{run_id}.hanging").exists, what="the run to hang", timeout=60)
+    server = launcher._server
+    assert server is not None
+    os.kill(server.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(server.pid), what="the server to be gone", timeout=30)
+
+    assert handle.poll() is None  # orphaned, the worker runs on
+    assert isinstance(handle, WarmHandle)
+    assert handle.watch() is None  # nobody will tell its end: the caller polls
+    os.killpg(handle.pid, signal.SIGKILL)
+    code = wait_for(handle.poll, what="the worker's end to be noticed", timeout=30)
+
+    assert code == UNKNOWN_EXIT
+    assert store.get_run(run_id).state == "running"  # for `Children.reap` to fail it
 
 
 def test_pipelines_that_start_threads_on_import_get_cold_workers(
