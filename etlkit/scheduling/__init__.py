@@ -4,6 +4,7 @@
 - `clock`: `Clock`, `SystemClock`, `FakeClock`.
 - `scheduler`: `Scheduler` (`tick()` / `serve()`), `serve()` for `etlkit scheduler`.
 - `processes`: worker processes (`python -m etlkit.runs.worker`), reaping, vanished runs.
+- `warmstart`: workers started warm (`WarmLauncher`), forked by the fork server (`forkserver`).
 - `sensing`: sensors poked from the scheduler loop, holding no process.
 - `control`: `trigger`, `pause`, `unpause`, `status`.
 - `backfill`: `backfill` over a range of logical dates.

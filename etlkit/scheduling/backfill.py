@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from etlkit.errors import ConfigError, RunExistsError, SchedulerError
 from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
-from etlkit.scheduling.processes import Children, Launcher, SubprocessLauncher, sweep_stale
+from etlkit.scheduling.processes import Children, Launcher, sweep_stale
 from etlkit.scheduling.schedules import DataInterval, Schedule, parse_moment
 from etlkit.scheduling.sensing import SensorGate
+from etlkit.scheduling.warmstart import close_launcher, launcher_for
 from etlkit.storage.store import ACTIVE_STATES, RunRecord, RunState, RunStore, new_run_id
 
 if TYPE_CHECKING:
@@ -148,8 +149,11 @@ def backfill(
         len(kept),
         len(elsewhere),
     )
-    launcher = launch or SubprocessLauncher(
-        project_dir, config_file=config_file, pipelines_dir=pipelines_dir
+    launcher = launch or launcher_for(
+        settings.scheduler.worker_start,
+        project_dir,
+        config_file=config_file,
+        pipelines_dir=Path(pipelines_dir or settings.paths.pipelines_dir),
     )
     children = Children(store, launcher, clock)
     interrupted = False
@@ -160,6 +164,8 @@ def backfill(
         interrupted = True
         logger.warning("backfill of %s interrupted; run it again to resume", pipeline.name)
         children.terminate_all(reason="the backfill was interrupted")
+    finally:
+        close_launcher(launcher)
     states = {run_id: store.get_run(run_id).state for run_id in plan}
     return BackfillSummary(
         pipeline=pipeline.name,
@@ -286,7 +292,7 @@ class _Loop:
             watched = {r for r in watched if store.get_run(r).state in ACTIVE_STATES}
             if not pending and not len(children) and not watched:
                 return
-            self.clock.sleep(poll_seconds)
+            children.wait(poll_seconds)
 
     def notify(self, run_ids: list[str]) -> None:
         """`on_failure` for the runs that failed here and were not notified yet."""

@@ -4,13 +4,15 @@ Each run executes in `python -m etlkit.runs.worker --project DIR --run-id ID`, s
 or eats all memory takes down only its own process. A worker starts in its own session: Ctrl-C in
 the scheduler's terminal does not reach it, and it outlives a scheduler that is killed (it records
 its own end). A run whose process vanished, with nobody left to record its end, is found by its
-stale heartbeat (`sweep_stale`).
+stale heartbeat (`sweep_stale`). `SubprocessLauncher` starts a worker cold (a fresh interpreter);
+the scheduler and backfill start theirs warm where they can (`etlkit.scheduling.warmstart`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import signal
 import subprocess
 import sys
@@ -180,6 +182,21 @@ class Children:
             record.logical_date.isoformat(),
         )
         return True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds` on the clock, or less when every worker can say it ended: a handle
+        with `watch()` (a warm worker's) names a descriptor that turns readable at its end."""
+        watched: list[int] = []
+        for child in self:
+            fd: int | None = getattr(child.handle, "watch", lambda: None)()
+            if fd is None:
+                self.clock.sleep(seconds)
+                return
+            watched.append(fd)
+        if not watched:
+            self.clock.sleep(seconds)
+            return
+        select.select(watched, [], [], seconds)
 
     def reap(self) -> list[Child]:
         """Collect the workers that ended; fail the runs they left running. Returns them."""

@@ -42,8 +42,9 @@ from etlkit.errors import EtlkitError, RunExistsError
 from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
-from etlkit.scheduling.processes import Children, Launcher, OnStale, SubprocessLauncher, sweep_stale
+from etlkit.scheduling.processes import Children, Launcher, OnStale, sweep_stale
 from etlkit.scheduling.sensing import SensorGate
+from etlkit.scheduling.warmstart import close_launcher, launcher_for
 from etlkit.storage.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ class Scheduler:
         self.clock = clock or SystemClock()
         pipelines = Path(pipelines_dir or settings.paths.pipelines_dir)
         self.catalog = Catalog(pipelines)
-        launcher = launch or SubprocessLauncher(
+        launcher = launch or launcher_for(
+            settings.scheduler.worker_start,
             project_dir,
             config_file=config_file,
             pipelines_dir=pipelines,
@@ -307,6 +309,7 @@ class Scheduler:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.store.remove_scheduler(self.scheduler_id)
+            close_launcher(self.children.launcher)
             logger.info("scheduler %s stopped", self.scheduler_id)
 
     # -- internals -------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class SchedulerSettings:
     max_active_runs: int = 16  # runs at once, all pipelines together
     max_active_nodes: int = 0  # nodes running at once across all runs; 0 means no limit
     on_stale: str = "fail"  # what to do with a run whose process vanished: fail or retry
+    # how a run's worker process starts: forked from a server that has imported the stack and
+    # the pipelines (warm), a fresh interpreter (cold), or warm where the platform can fork (auto)
+    worker_start: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "run.on_invalid": ("fail", "drop", "quarantine"),
     "scheduler.on_stale": ("fail", "retry"),
+    "scheduler.worker_start": ("auto", "warm", "cold"),
 }
 # dotted key -> file or directory name under state_dir used when the value is ""
 _UNDER_STATE_DIR: Final[dict[str, str]] = {

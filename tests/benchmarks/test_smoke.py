@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 import etlkit as ek
-from benchmarks import datasets, engines, environment, overhead, tpch
+from benchmarks import backfill, datasets, engines, environment, overhead, tpch
 from benchmarks.workloads import REFERENCE, VARIANTS, WORKLOADS, Workload, differences
 from etlkit.storage.store import RunStore
 from etlkit.testing import MemorySink
@@ -263,3 +263,10 @@ def test_steal_share_is_the_stolen_part_of_all_cpu_time_between_readings() -> No
     if ticks is not None:  # Linux
         stolen, total = ticks
         assert 0 <= stolen <= total
+
+
+@pytest.mark.parametrize("mode", backfill.MODES)
+def test_backfill_launches_no_op_runs_cold_and_warm(tmp_path: Path, mode: str) -> None:
+    project = backfill.make_project(tmp_path)
+    seconds = backfill.time_launches(project, mode, 2)
+    assert len(seconds) == 2
