@@ -1,9 +1,10 @@
 """Writing one node's output: Parquet parts, sizing, and the atomic commit.
 
-`NodeWriter` appends a node's record batches (each cast to the first one's schema by
-`conform_chunk`), holds a small output in memory, writes a larger one in parts on a thread of
-its own, and commits by renaming the last part, the manifest in its footer, into place. It
-writes through a `StagingRoot`; `Staging.writer` says where.
+`PartsWriter` appends record batches (each cast to the first one's schema by `conform_chunk`),
+holds a small output in memory and writes a larger one in parts on a thread of its own.
+`NodeWriter` is the writer of a node's whole output: it commits by renaming the last part, the
+manifest in its footer, into place (`partitions.PartitionWriter` is the writer of one
+partition of it). It writes through a `StagingRoot`; `Staging.writer` says where.
 """
 
 from __future__ import annotations
