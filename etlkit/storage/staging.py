@@ -10,6 +10,8 @@ Layout, in `<root>/<pipeline>/<run_id>/`:
   parts were read before the commit, by whole-output checks).
 - `.<node>.partial.parquet`: the part being written; leftovers of an interrupted write are
   ignored by readers and removed by the next writer of that node.
+- `<node>.parts/<partition>/...`: an output written as partitions, apart (`partitions`: each
+  partition's attempts and finish, until `commit_partitions` commits the node as above).
 
 One file for a typical node: creating files and directories is what a node's staging costs most
 on local disks (a new directory and the first file in it each cost more than writing a small part).
@@ -17,7 +19,8 @@ Runs staged by etlkit before this layout (`<node>/part-NNNNN.parquet` and `<node
 are still read, resumed and deleted.
 
 The pieces: `root` (the filesystem and its file operations), `paths` (which names are safe),
-`manifest` (what a committed output holds, and its JSON), `writer` (writing one node's output);
+`manifest` (what a committed output holds, and its JSON), `writer` (writing one node's output),
+`partitions` (writing it as partitions, on several machines, and committing them as one);
 this module is the layout of runs and nodes under the root: paths, a node's writer, listing,
 reading back, verifying and removing.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +40,7 @@ import pyarrow.parquet as pq
 from etlkit.errors import StagingError
 from etlkit.storage.manifest import LEGACY_MANIFEST, MANIFEST_KEY, Manifest, StagedFile
 from etlkit.storage.parquet import PARQUET, footer_checksum, parquet_batches
+from etlkit.storage.partitions import PartitionWriter, commit_partitions
 from etlkit.storage.paths import check_path_part, is_safe_name
 from etlkit.storage.root import StagingRoot
 from etlkit.storage.writer import NodeWriter, conform_chunk
@@ -46,6 +50,7 @@ __all__ = [
     "MANIFEST_KEY",
     "Manifest",
     "NodeWriter",
+    "PartitionWriter",
     "StagedFile",
     "Staging",
     "check_path_part",
@@ -137,17 +142,84 @@ class Staging(StagingRoot):
         try:
             self.remove(f"{run_dir}/{node}.parts")
             self._remove_legacy(run_dir, node)
-            if not self.object_store:
-                self.makedirs(run_dir)
-            elif not self.fs.exists(self.root.split("/", 1)[0]):
-                raise StagingError(
-                    f"Cannot stage under {self.root_url}: its bucket does not exist, or these "
-                    "credentials cannot see it (staging never creates buckets); create it, or "
-                    "check AWS_ENDPOINT_URL and the credentials"
-                )
+            self._prepare(run_dir)
         except OSError as exc:
             raise StagingError(f"Cannot prepare staging directory {run_dir}: {exc}") from exc
         return NodeWriter(self, pipeline, run_id, node, run_dir, part_rows)
+
+    def _prepare(self, run_dir: str) -> None:
+        """Create the run directory (on object stores: check that the bucket exists)."""
+        if not self.object_store:
+            self.makedirs(run_dir)
+        elif not self.fs.exists(self.root.split("/", 1)[0]):
+            raise StagingError(
+                f"Cannot stage under {self.root_url}: its bucket does not exist, or these "
+                "credentials cannot see it (staging never creates buckets); create it, or "
+                "check AWS_ENDPOINT_URL and the credentials"
+            )
+
+    def partition_writer(
+        self, pipeline: str, run_id: str, node: str, partition: str, *, part_rows: int = 8_388_608
+    ) -> PartitionWriter:
+        """A writer for one partition of a node's output, written apart from the others (on
+        another machine, say); `commit_partitions` commits the node once all are finished.
+        Each writer writes names of its own: a partition run again does not add to an
+        earlier attempt's parts, and its finish replaces the earlier one's.
+
+        Raises:
+            StagingError: the node is already committed in this run, a name is not path-safe,
+                or the root is unusable.
+        """
+        run_dir = self.run_dir(pipeline, run_id)
+        marker = self.output_path(pipeline, run_id, node)
+        check_path_part("partition", partition)
+        if self.exists(marker):
+            raise StagingError(
+                f"Node '{node}' of run {run_id} is already committed in {self.url(marker)}; "
+                "committed outputs are immutable"
+            )
+        try:
+            self._prepare(run_dir)
+            return PartitionWriter(self, pipeline, run_id, node, run_dir, partition, part_rows)
+        except OSError as exc:
+            raise StagingError(f"Cannot prepare staging directory {run_dir}: {exc}") from exc
+
+    def commit_partitions(
+        self,
+        pipeline: str,
+        run_id: str,
+        node: str,
+        partitions: Sequence[str],
+        *,
+        empty_schema: pa.Schema | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Commit a node's output from its finished partitions, in the order given: one
+        manifest listing their parts, committed as atomically as `NodeWriter.commit`, read
+        back like any output; parts of attempts no finish lists are removed.
+
+        Raises:
+            StagingError: a partition is not finished (every such one is named), or is named
+                twice, or its columns differ from the others'; the node is already committed.
+                Nothing is committed then.
+        """
+        run_dir = self.run_dir(pipeline, run_id)
+        self.output_path(pipeline, run_id, node)  # checks the node's name
+        for partition in partitions:
+            check_path_part("partition", partition)
+        try:
+            return commit_partitions(
+                self,
+                pipeline,
+                run_id,
+                node,
+                run_dir,
+                partitions,
+                empty_schema=empty_schema,
+                extra=extra,
+            )
+        except OSError as exc:
+            raise StagingError(f"Cannot commit node '{node}' in {run_dir}: {exc}") from exc
 
     # -- reading ------------------------------------------------------------------------------
 

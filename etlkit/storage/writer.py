@@ -1,9 +1,10 @@
 """Writing one node's output: Parquet parts, sizing, and the atomic commit.
 
-`NodeWriter` appends a node's record batches (each cast to the first one's schema by
-`conform_chunk`), holds a small output in memory, writes a larger one in parts on a thread of
-its own, and commits by renaming the last part, the manifest in its footer, into place. It
-writes through a `StagingRoot`; `Staging.writer` says where.
+`PartsWriter` appends record batches (each cast to the first one's schema by `conform_chunk`),
+holds a small output in memory and writes a larger one in parts on a thread of its own.
+`NodeWriter` is the writer of a node's whole output: it commits by renaming the last part, the
+manifest in its footer, into place (`partitions.PartitionWriter` is the writer of one
+partition of it). It writes through a `StagingRoot`; `Staging.writer` says where.
 """
 
 from __future__ import annotations
@@ -85,19 +86,20 @@ _QUEUED_BATCHES: Final = 4
 _HELD_BYTES: Final = 1 << 20
 
 
-class NodeWriter:
-    """Appends record batches as Parquet parts; `commit` makes them visible, `abort` cleans up.
+class PartsWriter:
+    """Appends record batches as Parquet parts of one output, sized and encoded for staging.
 
-    The part being written is `.<node>.partial.parquet`. At `commit` it receives the manifest
-    in its footer and is renamed to `<node>.parquet`, the output's commit; a part that fills
-    up (`part_rows`) or is read before the commit (`part_urls`) moves to `<node>.parts/`.
+    The part being written is `partial`; a part that fills up (`part_rows`) or is read before
+    the end (`part_urls`) moves to the directory `parts` (relative to `run_dir`) as
+    `part-NNNNN.parquet`. `NodeWriter` commits such parts as a node's output; a
+    `PartitionWriter` (`storage.partitions`) finishes them as one partition of it.
 
     Batches are held in memory while they add up to at most `_HELD_BYTES` (and `part_rows`
-    rows): a small output is encoded and written by `commit` in one go. Past that, the held
+    rows): a small output is encoded and written at the end in one go. Past that, the held
     batches and the batch that overflowed are written at once, and later batches are handed to
     a thread of the writer's own (at most `_QUEUED_BATCHES` waiting), so encoding and
     compressing Parquet overlaps with the node producing its next chunk. A write that fails
-    there is raised by the next `append`, by `part_urls` or by `commit`.
+    there is raised by the next `append`, by `part_urls` or by the commit.
     """
 
     def __init__(
@@ -108,6 +110,9 @@ class NodeWriter:
         node: str,
         run_dir: str,
         part_rows: int,
+        *,
+        parts: str,
+        partial: str,
     ) -> None:
         self.staging = staging
         self.pipeline, self.run_id, self.node = pipeline, run_id, node
@@ -115,15 +120,15 @@ class NodeWriter:
         self.part_rows = part_rows
         self.schema: pa.Schema | None = None
         self.rows = 0
-        self._marker = f"{node}.parquet"
-        self._partial = f"{run_dir}/.{node}.partial.parquet"
+        self._parts = parts
+        self._partial = partial
         self._files: list[StagedFile] = []
         self._held: list[pa.RecordBatch] = []
         self._held_bytes = 0
         self._writer: pq.ParquetWriter | None = None
         self._handle: Any = None
         self._part_rows = 0
-        self._state: Literal["open", "committed", "aborted"] = "open"
+        self._state: Literal["open", "committed", "finished", "aborted"] = "open"
         self._queue: queue.Queue[pa.RecordBatch | None] | None = None
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -152,15 +157,15 @@ class NodeWriter:
             self._handle = None
 
     def _close_part(self) -> None:
-        """Close the part being written into `<node>.parts/` (not the last, or read early)."""
+        """Close the part being written into the parts directory (not the last, or read early)."""
         if self._writer is None:
             return
         self._close_writer()
         staging = self.staging
-        name = f"{self.node}.parts/part-{len(self._files):05d}.parquet"
+        name = f"{self._parts}/part-{len(self._files):05d}.parquet"
         path = f"{self.run_dir}/{name}"
         if not self._files:
-            staging.makedirs(f"{self.run_dir}/{self.node}.parts")
+            staging.makedirs(f"{self.run_dir}/{self._parts}")
         staging.rename(self._partial, path)
         size, checksum = footer_checksum(staging.fs, path)
         self._files.append(StagedFile(name, self._part_rows, size, checksum))
@@ -261,9 +266,61 @@ class NodeWriter:
         if self._writer is not None:
             self._close_writer()
         self.staging.remove(self._partial)
-        self.staging.remove(f"{self.run_dir}/{self.node}.parts")
+        self.staging.remove(f"{self.run_dir}/{self._parts}")
         self._files, self._held, self._held_bytes = [], [], 0
         self._part_rows = self.rows = 0
+
+    def abort(self) -> None:
+        """Discard everything written; safe to call more than once."""
+        with contextlib.suppress(Exception):
+            self._settle()  # the failure that led here is already being raised
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._handle is not None:
+                self._handle.close()
+        except (OSError, pa.ArrowException):
+            pass
+        self._writer = None
+        self._handle = None
+        self._held, self._held_bytes = [], 0
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        staging = self.staging
+        staging.remove(self._partial)
+        staging.remove(f"{self.run_dir}/{self._parts}")
+
+
+class NodeWriter(PartsWriter):
+    """Writes a node's output; `commit` makes it visible, `abort` cleans up.
+
+    The part being written is `.<node>.partial.parquet`. At `commit` it receives the manifest
+    in its footer and is renamed to `<node>.parquet`, the output's commit; a part that fills
+    up (`part_rows`) or is read before the commit (`part_urls`) moves to `<node>.parts/`. A
+    small output, held in memory, is encoded and written by `commit` in one go.
+    """
+
+    def __init__(
+        self,
+        staging: StagingRoot,
+        pipeline: str,
+        run_id: str,
+        node: str,
+        run_dir: str,
+        part_rows: int,
+    ) -> None:
+        super().__init__(
+            staging,
+            pipeline,
+            run_id,
+            node,
+            run_dir,
+            part_rows,
+            parts=f"{node}.parts",
+            partial=f"{run_dir}/.{node}.partial.parquet",
+        )
+        self._marker = f"{node}.parquet"
 
     def commit(
         self, *, empty_schema: pa.Schema | None = None, extra: Mapping[str, Any] | None = None
@@ -360,24 +417,3 @@ class NodeWriter:
         columns, details = reference_details(select, read_as, extra)
         self.schema = None
         return self._commit_marker(files, columns, details, total_bytes=0)
-
-    def abort(self) -> None:
-        """Discard everything written; safe to call more than once."""
-        with contextlib.suppress(Exception):
-            self._settle()  # the failure that led here is already being raised
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._handle is not None:
-                self._handle.close()
-        except (OSError, pa.ArrowException):
-            pass
-        self._writer = None
-        self._handle = None
-        self._held, self._held_bytes = [], 0
-        if self._state != "open":
-            return
-        self._state = "aborted"
-        staging = self.staging
-        staging.remove(self._partial)
-        staging.remove(f"{self.run_dir}/{self.node}.parts")
