@@ -161,7 +161,7 @@ class PostgresSource(Source):
         self.model: Model = schema
         self.chunk_rows = chunk_rows
         self.partition_column = partition_column
-        self.partitions = partitions
+        self.partition_count = partitions  # `partitions` is the method of `Source`
         self.incremental_column = incremental_column
         if incremental_column is not None:
             self.incremental(incremental_column)  # the run keeps the cursor between runs
@@ -324,7 +324,7 @@ class PostgresSource(Source):
 
     def _ranges(self, cur: Cursor, plan: _Plan, owner: str) -> list[tuple[str, ...]]:
         """The extra WHERE conditions of each read: one empty tuple when not partitioned."""
-        if self.partition_column is None or self.partitions == 1:
+        if self.partition_column is None or self.partition_count == 1:
             return [()]
         by_lower = {f.name.lower(): f for f in plan.columns}
         field = next((f for f in plan.columns if f.name == self.partition_column), None)
@@ -340,7 +340,7 @@ class PostgresSource(Source):
         where = " WHERE " + " AND ".join(plan.filters) if plan.filters else ""
         cur.execute(f"SELECT min({column}){cast}, max({column}){cast} FROM {plan.relation}{where}")
         low, high = cur.fetchall()[0]
-        cuts = _cuts(low, high, self.partitions)
+        cuts = _cuts(low, high, self.partition_count)
         if not cuts:
             return [()]
         literals = [_literal(_text(cut)) for cut in cuts]
