@@ -92,6 +92,9 @@ class ParquetSource(FileSource):
 
         billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
 
+    Its partitions (`partitions`) are its files; with `partition_rows`, a file of more rows is
+    split into runs of row groups of at most that many rows.
+
     Raises:
         ConnectorError: no file matches, a file is empty or not Parquet, a declared column is
             missing, or a column's type cannot be cast; the message names file and column.

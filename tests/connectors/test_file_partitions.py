@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import fsspec
+import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -189,3 +190,19 @@ def test_an_empty_parquet_file_is_one_partition_whose_read_says_why(tmp_path: Pa
     [part] = made.partitions(CTX) or []
     with pytest.raises(ConnectorError, match=r"empty\.parquet' is empty \(0 bytes\)"):
         list(made.read_partition(CTX, part))
+
+
+class Numbered(pdp.DataFrameModel):
+    col: int = pdp.Field(alias=r"^col_\d+$", regex=True, ge=0)
+    name: str
+
+
+def test_a_csv_file_of_no_rows_under_a_regex_model_gives_its_columns(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("col_1,col_2,name\n1,2,x\n")
+    (tmp_path / "b.csv").write_text("col_1,col_2,name\n")
+    made = CsvSource(str(tmp_path), schema=Numbered)
+    made.name = "src"
+    parts = assert_partitions_read_as_read(made, CTX)
+    [empty] = list(made.read_partition(CTX, parts[1]))
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["col_1", "col_2", "name"]
