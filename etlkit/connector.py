@@ -12,6 +12,10 @@ import only this module and `etlkit.errors`, so etlkit's packages can change beh
   (`ColumnStats`) and the helpers formats use (`file_fingerprint`, and Parquet's
   `footer_checksum`, `parquet_batches`); a format is found by name through the
   `etlkit.formats` entry points;
+- partitioned reads: `Partition` (one piece of a source, plain JSON-able data with a stable,
+  path-safe id), which a source that can be split returns from `Source.partitions(ctx)` and
+  reads with `Source.read_partition(ctx, partition)`, maybe on another machine; reading every
+  partition in order yields what `read` yields (rows, order, each row's `Origin`);
 - connection resolution: `resolve(name)`, a named connection of `etlkit.toml` or the environment.
 
 Rank: between the model and storage below it and the engine above (tests/test_layering.py).
@@ -24,6 +28,7 @@ from etlkit.model.nodes import (
     Model,
     Node,
     Origin,
+    Partition,
     Sink,
     Source,
     SourceFiles,
@@ -52,6 +57,7 @@ __all__ = [
     "Model",
     "Node",
     "Origin",
+    "Partition",
     "Sink",
     "Source",
     "SourceFiles",

@@ -40,6 +40,7 @@ from etlkit.connector import (
     Context,
     Model,
     Origin,
+    Partition,
     SourceFiles,
     WriteResult,
     column_names,
@@ -150,20 +151,40 @@ class CsvSource(FileSource):
         total = 0
         for path, size in zip(files.paths, files.sizes, strict=True):
             logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
-            shown, rows = display(files.fs, path), 0
-            first_line = 2 if self.header else 1  # one line per row (see above)
-            try:
-                for batch in self._read_file(files.fs, path, self.chunk_rows or ctx.chunk_rows):
-                    yield Origin(shown, rows, first_line + rows).attach(batch)
-                    rows += batch.num_rows
-            except OSError as exc:  # permissions, a folder, a corrupt compressed stream
-                raise os_error(self._where(), "read", files.fs, path, exc) from exc
-            total += rows
+            for batch in self._read_one(files.fs, path, self.chunk_rows or ctx.chunk_rows):
+                yield batch
+                total += batch.num_rows
         if total == 0 and files.paths and self.header and has_regex(self.model):
-            # no rows, but the header names the columns a regex column matches: an empty
-            # output then has them, as a frame read from the file does
-            schema = self._file_layout(files.fs, files.paths[-1]).schema
-            yield pa.RecordBatch.from_pylist([], schema=schema)
+            yield self._no_rows(files.fs, files.paths[-1])
+
+    def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
+        """Read one file of `partitions`, as `read` reads it; a file of no rows under a model
+        with a regex column yields a chunk of no rows with the columns its header names (`read`
+        yields one only when no file has rows)."""
+        fs, path = self._partition_file(ctx, partition)
+        logger.debug("%s: reading partition %s", self._where(), partition.id)
+        rows = 0
+        for batch in self._read_one(fs, path, self.chunk_rows or ctx.chunk_rows):
+            yield batch
+            rows += batch.num_rows
+        if rows == 0 and self.header and has_regex(self.model):
+            yield self._no_rows(fs, path)
+
+    def _read_one(self, fs: Any, path: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        """One file's chunks, each carrying its `Origin`."""
+        shown, rows = display(fs, path), 0
+        first_line = 2 if self.header else 1  # one line per row (see above)
+        try:
+            for batch in self._read_file(fs, path, chunk_rows):
+                yield Origin(shown, rows, first_line + rows).attach(batch)
+                rows += batch.num_rows
+        except OSError as exc:  # permissions, a folder, a corrupt compressed stream
+            raise os_error(self._where(), "read", fs, path, exc) from exc
+
+    def _no_rows(self, fs: Any, path: str) -> pa.RecordBatch:
+        """No rows, but the columns the header names that a regex column matches: an empty
+        output then has them, as a frame read from the file does."""
+        return pa.RecordBatch.from_pylist([], schema=self._file_layout(fs, path).schema)
 
     def estimate(self, ctx: Context) -> int | None:
         """About how many rows the files hold, from their sizes and the line length of the

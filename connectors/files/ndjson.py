@@ -23,7 +23,7 @@ from connectors.files.paths import (
     os_error,
     write_file,
 )
-from etlkit.connector import Context, Origin, WriteResult, model_name
+from etlkit.connector import Context, Origin, Partition, WriteResult, model_name
 from etlkit.errors import ConnectorError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,15 @@ class NdjsonSource(FileSource):
                 yield from self._read_file(files.fs, path, chunk_rows)
             except OSError as exc:  # permissions, a folder, a corrupt compressed stream
                 raise os_error(self._where(), "read", files.fs, path, exc) from exc
+
+    def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
+        """Read one file of `partitions`, as `read` reads it."""
+        fs, path = self._partition_file(ctx, partition)
+        logger.debug("%s: reading partition %s", self._where(), partition.id)
+        try:
+            yield from self._read_file(fs, path, self.chunk_rows or ctx.chunk_rows)
+        except OSError as exc:  # permissions, a folder, a corrupt compressed stream
+            raise os_error(self._where(), "read", fs, path, exc) from exc
 
     def estimate(self, ctx: Context) -> int | None:
         """About how many rows the files hold, from their sizes and the line length of the

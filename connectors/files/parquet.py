@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -16,12 +16,20 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
-from connectors.files.paths import FileSink, FileSource, display, os_error, write_file
+from connectors.files.paths import (
+    FileSink,
+    FileSource,
+    display,
+    file_partition,
+    os_error,
+    write_file,
+)
 from etlkit.connector import (
     Context,
     Model,
     Node,
     Origin,
+    Partition,
     SourceFiles,
     WriteResult,
     cast_array,
@@ -30,11 +38,14 @@ from etlkit.connector import (
     model_name,
     parquet_batches,
 )
-from etlkit.errors import ConnectorError, StagingError
+from etlkit.errors import ConfigError, ConnectorError, StagingError
 
 logger = logging.getLogger(__name__)
 
 _HIVE_NULL: Final = "__HIVE_DEFAULT_PARTITION__"
+#: A row-group partition's groups are read in windows of about this many batches, as whole
+#: files are (see `etlkit.connector.parquet_batches`).
+_WINDOW_BATCHES: Final = 16
 
 
 def _castable(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -81,31 +92,97 @@ class ParquetSource(FileSource):
 
         billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
 
+    Its partitions (`partitions`) are its files; with `partition_rows`, a file of more rows is
+    split into runs of row groups of at most that many rows.
+
     Raises:
         ConnectorError: no file matches, a file is empty or not Parquet, a declared column is
             missing, or a column's type cannot be cast; the message names file and column.
     """
 
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: Model,
+        chunk_rows: int | None = None,
+        conn: str | None = None,
+        allow_empty: bool = False,
+        partition_rows: int | None = None,
+    ) -> None:
+        super().__init__(
+            path, schema=schema, chunk_rows=chunk_rows, conn=conn, allow_empty=allow_empty
+        )
+        if partition_rows is not None and partition_rows < 1:
+            raise ConfigError(
+                f"{type(self).__name__} for {path!r}: partition_rows must be at least 1, "
+                f"got {partition_rows}."
+            )
+        self.partition_rows = partition_rows
+
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = self._resolve(ctx)
         for path, size in zip(files.paths, files.sizes, strict=True):
-            shown = repr(display(files.fs, path))
-            if size == 0:
-                raise ConnectorError(f"{self._where()}: file {shown} is empty (0 bytes).")
-            logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
-            rows = 0
-            try:
-                for batch in self._read_path(
-                    files.fs, path, shown, self.chunk_rows or ctx.chunk_rows
-                ):
-                    yield Origin(display(files.fs, path), rows).attach(batch)
-                    rows += batch.num_rows
-            except OSError as exc:  # permissions, a folder
-                raise os_error(self._where(), "read", files.fs, path, exc) from exc
+            yield from self._read_one(files.fs, path, size, self.chunk_rows or ctx.chunk_rows)
+
+    def partitions(self, ctx: Context) -> Sequence[Partition] | None:
+        """One partition per file, in the order `read` reads them; with `partition_rows`, a
+        file of more rows is split into runs of consecutive row groups of at most that many
+        rows (a row group holding more is a partition of its own): `{"path": ...,
+        "row_groups": [first, end]}`. Splitting reads each file's footer once, here; a file
+        whose footer cannot be read is one partition, whose read says why.
+        """
+        found = self._resolve(ctx)
+        split: list[Partition] = []
+        for path, size in zip(found.paths, found.sizes, strict=True):
+            counts = _group_rows(found.fs, path) if self.partition_rows and size else None
+            spans = _spans(counts, self.partition_rows) if counts and self.partition_rows else []
+            if len(spans) <= 1:
+                split.append(file_partition(path))
+            else:
+                split += [file_partition(path, span) for span in spans]
+        return split
+
+    def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
+        """Read one partition of `partitions`: a file as `read` reads it, or some of its row
+        groups (chunks then end where the partition does; each row keeps its row number)."""
+        fs, path = self._partition_file(ctx, partition)
+        groups = partition.data.get("row_groups")
+        if groups is not None and not (
+            isinstance(groups, list) and len(groups) == 2 and all(type(g) is int for g in groups)
+        ):
+            raise ConnectorError(
+                f"{self._where()}: partition {partition.id!r} has row_groups {groups!r}, not "
+                "[first, end]."
+            )
+        logger.debug("%s: reading partition %s", self._where(), partition.id)
+        try:
+            size = int(fs.size(path))
+        except OSError as exc:  # gone, permissions
+            raise os_error(self._where(), "read", fs, path, exc) from exc
+        chunk_rows = self.chunk_rows or ctx.chunk_rows
+        yield from self._read_one(
+            fs, path, size, chunk_rows, None if groups is None else range(*groups)
+        )
+
+    def _read_one(
+        self, fs: Any, path: str, size: int, chunk_rows: int, groups: range | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """One file's chunks (or those of its row groups `groups`), each with its `Origin`."""
+        shown = repr(display(fs, path))
+        if size == 0:
+            raise ConnectorError(f"{self._where()}: file {shown} is empty (0 bytes).")
+        logger.debug("%s: reading %s (%d bytes)", self._where(), path, size)
+        try:
+            for batch, rows in self._read_path(fs, path, shown, chunk_rows, groups):
+                yield Origin(display(fs, path), rows).attach(batch)
+        except OSError as exc:  # permissions, a folder
+            raise os_error(self._where(), "read", fs, path, exc) from exc
 
     def _read_path(
-        self, fs: Any, path: str, shown: str, chunk_rows: int
-    ) -> Iterator[pa.RecordBatch]:
+        self, fs: Any, path: str, shown: str, chunk_rows: int, groups: range | None
+    ) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """The file's batches and the row (from the file's start, 0) each begins at."""
         with fs.open(path, "rb") as handle:
             try:
                 parquet = pq.ParquetFile(handle)
@@ -113,13 +190,26 @@ class ParquetSource(FileSource):
                 raise ConnectorError(
                     f"{self._where()}: file {shown} is not a Parquet file ({exc})."
                 ) from exc
-            yield from self._read_file(
+            rows = 0
+            if groups is not None:
+                count = parquet.metadata.num_row_groups
+                if not 0 <= groups.start < groups.stop <= count:
+                    raise ConnectorError(
+                        f"{self._where()}: file {shown} has {count} row groups, not the "
+                        f"{groups.start} to {groups.stop - 1} of its partition: it changed "
+                        "since the run split it; run it again."
+                    )
+                rows = sum(parquet.metadata.row_group(g).num_rows for g in range(groups.start))
+            for batch in self._read_file(
                 parquet,
                 path,
                 shown,
                 chunk_rows,
                 reopen=functools.partial(_open_parquet, fs, path),
-            )
+                groups=groups,
+            ):
+                yield batch, rows
+                rows += batch.num_rows
 
     def estimate(self, ctx: Context) -> int | None:
         """The row count in the footers of the local files `read` will read.
@@ -194,6 +284,7 @@ class ParquetSource(FileSource):
         chunk_rows: int,
         *,
         reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
+        groups: range | None = None,
     ) -> Iterator[pa.RecordBatch]:
         stored = parquet.schema_arrow
         expected = read_schema(self.model, stored.names)
@@ -214,14 +305,15 @@ class ParquetSource(FileSource):
             # no rows, but the columns a regex column matches: an empty output has them
             yield pa.RecordBatch.from_pylist([], schema=expected)
             return
+
+        def convert(batch: pa.RecordBatch, row: int) -> pa.RecordBatch:
+            return self._conform(batch, expected, present, partitions, shown, row)
+
+        if groups is not None:
+            yield from _group_batches(parquet, groups, chunk_rows, present, convert)
+            return
         yield from parquet_batches(
-            parquet,
-            batch_size=chunk_rows,
-            columns=present,
-            reopen=reopen,
-            convert=lambda batch, row: self._conform(
-                batch, expected, present, partitions, shown, row
-            ),
+            parquet, batch_size=chunk_rows, columns=present, reopen=reopen, convert=convert
         )
 
     def _conform(
@@ -264,6 +356,59 @@ class ParquetSource(FileSource):
                 f"'{target.name}': cannot cast {short(value)} from {column.type} to "
                 f"{target.type} ({exc}); change the model or fix the data."
             ) from exc
+
+
+def _group_rows(fs: Any, path: str) -> list[int] | None:
+    """The rows of each of a file's row groups, from its footer; None when it cannot be read."""
+    try:
+        with fs.open(path, "rb") as handle:
+            metadata = pq.read_metadata(handle)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    return [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+
+
+def _spans(counts: list[int], most: int) -> list[tuple[int, int]]:
+    """Consecutive row groups (first, end) of at most `most` rows each (or one larger group)."""
+    spans: list[tuple[int, int]] = []
+    first, held = 0, 0
+    for group, rows in enumerate(counts):
+        if group > first and held + rows > most:
+            spans.append((first, group))
+            first, held = group, 0
+        held += rows
+    if counts:
+        spans.append((first, len(counts)))
+    return spans
+
+
+def _group_batches(
+    parquet: pq.ParquetFile,
+    groups: range,
+    batch_size: int,
+    columns: list[str],
+    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    """The batches of row groups `groups` only, converted (`convert(batch, first_row)`, rows
+    counted from the file's start). `parquet_batches` reads a whole file; here windows of
+    consecutive groups of at least `_WINDOW_BATCHES` batches are read by one `iter_batches`
+    each, so memory stays bounded as it does there."""
+    metadata = parquet.metadata
+    row = sum(metadata.row_group(g).num_rows for g in range(groups.start))
+    windows: list[list[int]] = [[]]
+    held = 0
+    for group in groups:
+        if held >= batch_size * _WINDOW_BATCHES:
+            windows.append([])
+            held = 0
+        windows[-1].append(group)
+        held += metadata.row_group(group).num_rows
+    for window in windows:
+        for batch in parquet.iter_batches(
+            batch_size=batch_size, row_groups=window, columns=columns
+        ):
+            yield convert(batch, row)
+            row += batch.num_rows
 
 
 @contextlib.contextmanager

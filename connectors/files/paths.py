@@ -16,7 +16,7 @@ import logging
 import posixpath
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from etlkit.connector import Context, Model, Node, Sink, Source, WriteResult, resolve
+from etlkit.connector import Context, Model, Node, Partition, Sink, Source, WriteResult, resolve
 from etlkit.errors import ConnectorError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class FileSource(Source):
     """What every file source holds: its path template, model, chunk size and connection.
 
     `allow_empty=True` reads no rows, instead of failing, when a glob matches no file or a
-    folder holds none.
+    folder holds none. Its partitions (`partitions`) are one per file, in the order `read`
+    reads them; `read_partition` reads one as `read` reads that file.
     """
 
     def __init__(
@@ -60,6 +61,30 @@ class FileSource(Source):
     def _resolve(self, ctx: Context) -> _Files:
         """The files the path names for this run (see `resolve_files`)."""
         return resolve_files(self._where(), self.path, ctx, self.conn, allow_empty=self.allow_empty)
+
+    def partitions(self, ctx: Context) -> Sequence[Partition] | None:
+        """One partition per file `read` reads, in its order: `{"path": ...}`, the file's path
+        on the source's filesystem, its id the file's name and folder and a digest of its path.
+        """
+        found = self._resolve(ctx)
+        return [file_partition(path) for path in found.paths]
+
+    def _partition_file(self, ctx: Context, partition: Partition) -> tuple[Any, str]:
+        """The filesystem and path of a file partition of this source.
+
+        Raises:
+            ConnectorError: the partition names no file under the source's path.
+        """
+        fs, rendered = filesystem(self._where(), ctx.render(self.path), self.conn)
+        path = partition.data.get("path")
+        magic = _GLOB_CHARS.search(rendered)
+        root = rendered if magic is None else rendered[: magic.start()].rpartition("/")[0]
+        if not isinstance(path, str) or not (path == root or path.startswith(root + "/")):
+            raise ConnectorError(
+                f"{self._where()}: partition {partition.id!r} names no file under "
+                f"{display(fs, rendered)!r}; a source reads only the partitions it made."
+            )
+        return fs, path
 
     def _line_estimate(self, ctx: Context, header_lines: int) -> int | None:
         """About how many rows files of one row per line hold: their total size times the
@@ -163,6 +188,18 @@ _OS_HINTS: Final[dict[int, str]] = {
     errno.EISDIR: "the path is a folder where a file is expected; fix the path",
     errno.ENOENT: "the file or one of its folders does not exist; fix the path",
 }
+
+
+def file_partition(path: str, row_groups: tuple[int, int] | None = None) -> Partition:
+    """A partition of the file at `path` (or of its row groups `first` to `end - 1`), its id
+    the file's folder and name made path-safe, the row groups, and a digest of the path:
+    `month_01_part-0.parquet-3fa2c1d09b7e`, `big.parquet.rg4-7-0b1c2d3e4f5a`."""
+    label = "/".join(path.rstrip("/").split("/")[-2:])
+    if row_groups is None:
+        return Partition.labelled(label, {"path": path})
+    first, end = row_groups
+    data = {"path": path, "row_groups": [first, end]}
+    return Partition.labelled(f"{label}.rg{first}-{end - 1}", data)
 
 
 def compression(path: str) -> str | None:

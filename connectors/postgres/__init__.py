@@ -21,6 +21,7 @@ The driver (`adbc-driver-postgresql`) is an optional dependency:
 - `tables`: table names, quoting, and finding relations in the catalog.
 - `columns`: mapping PostgreSQL types to the model's, in SQL, and casting what arrives.
 - `source`: `PostgresSource`.
+- `ranges`: a partitioned read's key ranges: bounds (a partition's data) and their conditions.
 - `sink`: `PostgresSink`.
 """
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from itertools import count, pairwise
-from typing import TYPE_CHECKING, Final, Self
+from itertools import count
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import pyarrow as pa
 
@@ -18,7 +16,6 @@ from connectors.postgres.columns import (
     projection_sql,
     readable_types,
     relation_columns,
-    type_family,
 )
 from connectors.postgres.connection import (
     Dsn,
@@ -30,6 +27,7 @@ from connectors.postgres.connection import (
     reason,
     resolve_conn,
 )
+from connectors.postgres.ranges import bounds, conditions, literal, partition_field
 from connectors.postgres.tables import find_relation, missing_table
 from connectors.tables import (
     check_name,
@@ -40,7 +38,7 @@ from connectors.tables import (
     parse_table,
     quote_ident,
 )
-from etlkit.connector import Context, Source, arrow_schema, bind_sql, columns
+from etlkit.connector import Context, Partition, Source, arrow_schema, bind_sql, columns
 from etlkit.errors import ConfigError, ConnectorError, quoted
 
 if TYPE_CHECKING:
@@ -52,13 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: The alias of the relation a source reads (a table, or the user's query as a subquery).
 _ALIAS: Final = '"_etlkit_rel"'
-#: Families a partition column may have: its values are split into ranges.
-_PARTITIONABLE: Final = ("integer", "float", "numeric", "date", "timestamp", "timestamptz")
-
-
-def _literal(value: str) -> str:
-    """`value` as an SQL string literal (standard_conforming_strings: only quotes double)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _constant(value: str) -> str:
@@ -161,7 +152,7 @@ class PostgresSource(Source):
         self.model: Model = schema
         self.chunk_rows = chunk_rows
         self.partition_column = partition_column
-        self.partitions = partitions
+        self.partition_count = partitions  # `partitions` is the method of `Source`
         self.incremental_column = incremental_column
         if incremental_column is not None:
             self.incremental(incremental_column)  # the run keeps the cursor between runs
@@ -190,6 +181,58 @@ class PostgresSource(Source):
         # the ones already loaded (`Node.incremental`)
         yield from self.read_since(ctx, pushed, inclusive=True)
 
+    def partitions(self, ctx: Context) -> Sequence[Partition] | None:
+        """With `partition_column` and `partitions > 1`, the ranges `read` reads one after
+        another, one partition each (`{"low": ..., "high": ...}`, the cuts as literal text;
+        `{"null": True}`; `{}` when the column has no two distinct values); None otherwise.
+
+        `read` reads every range in one snapshot; each `read_partition` reads in a
+        transaction of its own, so partitions read at different times see the table as it is
+        then: a row whose partition column changes in between may be read twice or not at
+        all. Partition a column whose values do not change (an id, a creation time).
+
+        Raises:
+            ConnectorError: as for `read`; PostgresTransientError as well.
+        """
+        if self.partition_column is None or self.partition_count == 1:
+            return None
+        owner = node_name(self, ctx)
+        dsn = self._dsn or resolve_conn(str(self.conn), owner)
+        pushed = ctx.cursor if self.cursor_column is not None else None
+        con = connect(dsn, owner)
+        try:
+            cur = con.cursor()
+            try:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SET TIME ZONE 'UTC'")
+                plan = self._plan(cur, ctx, owner, dsn, pushed, inclusive=True)
+                ranges = self._bounds(cur, plan, owner)
+            except driver_errors() as exc:
+                raise failure(
+                    exc,
+                    f"{owner}: splitting the source in PostgreSQL {dsn.masked} into ranges "
+                    f"failed: {reason(exc, dsn)}",
+                ) from exc
+        finally:
+            close(con)
+        label = f"{self.partition_column}-{{}}-of-{len(ranges)}"
+        return [
+            Partition.labelled(label.format(index), bound)
+            for index, bound in enumerate(ranges, start=1)
+        ]
+
+    def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
+        """Read one range of `partitions`, as `read` reads it (in a transaction of its own).
+
+        Raises:
+            ConnectorError: as for `read`, or the partition is not a range of this source.
+            PostgresTransientError: the server refused or dropped the connection.
+        """
+        owner = node_name(self, ctx)
+        dsn = self._dsn or resolve_conn(str(self.conn), owner)
+        pushed = ctx.cursor if self.cursor_column is not None else None
+        yield from self._read(ctx, owner, dsn, pushed, True, partition.data)
+
     def read_since(
         self, ctx: Context, last_value: str | None, *, inclusive: bool = False
     ) -> Iterator[pa.RecordBatch]:
@@ -211,8 +254,15 @@ class PostgresSource(Source):
         yield from self._read(ctx, owner, dsn, last_value, inclusive)
 
     def _read(
-        self, ctx: Context, owner: str, dsn: Dsn, last_value: str | None, inclusive: bool
+        self,
+        ctx: Context,
+        owner: str,
+        dsn: Dsn,
+        last_value: str | None,
+        inclusive: bool,
+        bound: Mapping[str, Any] | None = None,
     ) -> Iterator[pa.RecordBatch]:
+        """Every range of the read, in order, or only the range `bound` (a partition's)."""
         target = pa.schema(f.with_nullable(True) for f in arrow_schema(self.model))
         chunk_rows = self.chunk_rows or ctx.chunk_rows
         con = connect(dsn, owner)
@@ -225,7 +275,12 @@ class PostgresSource(Source):
                 cur.execute("SET TIME ZONE 'UTC'")
                 plan = self._plan(cur, ctx, owner, dsn, last_value, inclusive)
                 what = plan.what
-                for extra in self._ranges(cur, plan, owner):
+                ranges = (
+                    self._ranges(cur, plan, owner)
+                    if bound is None
+                    else [self._conditions(plan, bound, owner)]
+                )
+                for extra in ranges:
                     cur.execute(plan.sql(*extra))
                     reader = cur.fetch_record_batch()
                     for batch in reader:
@@ -318,72 +373,26 @@ class PostgresSource(Source):
         if last_value is not None and self.incremental_column is not None:
             column = quote_ident(str(actual(self.incremental_column)))
             operator = ">=" if inclusive else ">"
-            filters.append(f"{column} {operator} {_literal(last_value)}")
+            filters.append(f"{column} {operator} {literal(last_value)}")
         select = f"SELECT {', '.join(projection)} FROM {relation}"
         return _Plan(select, relation, what, available, tuple(filters))
 
     def _ranges(self, cur: Cursor, plan: _Plan, owner: str) -> list[tuple[str, ...]]:
         """The extra WHERE conditions of each read: one empty tuple when not partitioned."""
-        if self.partition_column is None or self.partitions == 1:
-            return [()]
-        by_lower = {f.name.lower(): f for f in plan.columns}
-        field = next((f for f in plan.columns if f.name == self.partition_column), None)
-        field = field or by_lower[self.partition_column.lower()]
-        family = type_family(field)
-        if family not in _PARTITIONABLE:
-            raise ConnectorError(
-                f"{owner}: partition_column '{field.name}' of {plan.what} is PostgreSQL type "
-                f"{pg_type(field)}; partitioned reads need a numeric, date or timestamp column."
-            )
-        column = quote_ident(field.name)
-        cast = {"integer": "::bigint", "numeric": "::double precision"}.get(family, "")
-        where = " WHERE " + " AND ".join(plan.filters) if plan.filters else ""
-        cur.execute(f"SELECT min({column}){cast}, max({column}){cast} FROM {plan.relation}{where}")
-        low, high = cur.fetchall()[0]
-        cuts = _cuts(low, high, self.partitions)
-        if not cuts:
-            return [()]
-        literals = [_literal(_text(cut)) for cut in cuts]
-        ranges: list[tuple[str, ...]] = [(f"{column} < {literals[0]}",)]
-        ranges += [(f"{column} >= {a}", f"{column} < {b}") for a, b in pairwise(literals)]
-        ranges += [(f"{column} >= {literals[-1]}",), (f"{column} IS NULL",)]
-        logger.debug("%s: %d ranges of %s: cuts %s", owner, len(ranges), field.name, literals)
-        return ranges
+        return [self._conditions(plan, bound, owner) for bound in self._bounds(cur, plan, owner)]
 
+    def _bounds(self, cur: Cursor, plan: _Plan, owner: str) -> list[dict[str, Any]]:
+        """The partition column's range of each read (see `ranges.bounds`)."""
+        if self.partition_column is None or self.partition_count == 1:
+            return [{}]
+        field = partition_field(plan.columns, self.partition_column, plan.what, owner)
+        return bounds(cur, plan.relation, plan.filters, field, self.partition_count, owner)
 
-_EPOCH: Final = datetime(1970, 1, 1)
-
-
-def _cuts(low: object, high: object, parts: int) -> list[object]:
-    """Up to `parts - 1` increasing values splitting [low, high] evenly; none when they can't."""
-    if low is None or high is None or low == high:
-        return []
-    if isinstance(low, int) and isinstance(high, int):
-        return list(_int_cuts(low, high, parts))
-    if isinstance(low, float | int) and isinstance(high, float | int):
-        if not (math.isfinite(low) and math.isfinite(high)):
-            return []  # NaN or infinity: one range
-        values = dict.fromkeys(low + (high - low) * i / parts for i in range(1, parts))
-        return [value for value in values if low < value <= high]
-    if isinstance(low, datetime) and isinstance(high, datetime):
-        base = _EPOCH if low.tzinfo is None else _EPOCH.replace(tzinfo=UTC)
-        step = timedelta(microseconds=1)
-        micros = _int_cuts((low - base) // step, (high - base) // step, parts)
-        return [base + m * step for m in micros]
-    if isinstance(low, date) and isinstance(high, date):
-        return [date.fromordinal(d) for d in _int_cuts(low.toordinal(), high.toordinal(), parts)]
-    return []
-
-
-def _int_cuts(low: int, high: int, parts: int) -> list[int]:
-    values = dict.fromkeys(low + (high - low + 1) * i // parts for i in range(1, parts))
-    return [value for value in values if low < value <= high]
-
-
-def _text(value: object) -> str:
-    """A partition cut as the text of an SQL literal of the column's type."""
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    return repr(value)
+    def _conditions(self, plan: _Plan, bound: Mapping[str, Any], owner: str) -> tuple[str, ...]:
+        """The WHERE conditions of one range of `_bounds`."""
+        if not bound:
+            return ()
+        if self.partition_column is None:
+            raise ConnectorError(f"{owner}: {dict(bound)!r} is not a range of this source.")
+        field = partition_field(plan.columns, self.partition_column, plan.what, owner)
+        return conditions(field, bound, owner)

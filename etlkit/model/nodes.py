@@ -15,7 +15,8 @@ resolved when the pipeline's graph is built).
 The rest of the node vocabulary lives next door and is re-exported here, so that one import
 serves etlkit's packages and the connector SDK: the base `Node` and its options (`node`), the
 `Context` and its templates (`context`), `bind_sql` (`sql_binding`), `SourceFiles` and
-`Origin` (`files`). Connectors are looked up by name in `connector_lookup`.
+`Origin` (`files`), `Partition` (`partitions`). Connectors are looked up by name in
+`connector_lookup`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from etlkit.errors import PipelineDefinitionError
 from etlkit.model.context import TEMPLATE_NAMES, Context
 from etlkit.model.files import Origin, SourceFiles
 from etlkit.model.node import Model, Node, Policy
+from etlkit.model.partitions import Partition
 from etlkit.model.sql_binding import bind_sql
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ __all__ = [
     "Model",
     "Node",
     "Origin",
+    "Partition",
     "Policy",
     "Sensor",
     "Sink",
@@ -117,6 +120,27 @@ class Source(Node):
         rows read; it must cost little next to the read itself.
         """
         return None
+
+    def partitions(self, ctx: Context) -> Sequence[Partition] | None:
+        """The pieces `read` would read, in its order, each readable on its own by
+        `read_partition`, maybe in another process or on another machine (a partition crosses
+        as JSON): files of a glob, row groups of a Parquet file, key ranges of a table.
+
+        Reading every partition in order yields the rows `read` yields, in the same order,
+        each with the same `Origin` (file and row); chunks of no rows may differ, and chunk
+        boundaries may differ inside a piece `read` reads whole. An empty sequence: nothing to
+        read.
+
+        Optional: None (the default) means the source is not split: `read` reads it whole.
+        """
+        return None
+
+    def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
+        """Yield one of `partitions(ctx)`'s data, one record batch at a time."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement read_partition(ctx, partition) when "
+            "partitions(ctx) returns partitions"
+        )
 
 
 class Transform(Node, Generic[InT, OutT]):

@@ -22,6 +22,10 @@ starting with `Test`, and provide the factory fixture:
 
             return make
 
+A source that can be split (`Source.partitions` not None) reads, partition by partition, what
+`read` reads: `assert_partitions_read_as_read` checks it, for the contract's data and for
+connector tests of their own (several files, row groups, key ranges).
+
 The data is `contract_table(n)`, typed by `ContractModel`: ids 0..n-1 (unique, so tests sort by
 `id` and never depend on the order a connector returns rows in), strings, nullable floats (every
 seventh is null), timestamps without a time zone and booleans.
@@ -33,7 +37,8 @@ every other type must be exactly the model's Arrow type.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -44,7 +49,7 @@ import pytest
 
 from etlkit.engine.execution import new_run_id
 from etlkit.errors import RunCancelledError
-from etlkit.model.nodes import Context, Sink, Source
+from etlkit.model.nodes import Context, Origin, Partition, Sink, Source
 from etlkit.model.schema import arrow_schema, column_names
 
 Model = type[pdp.DataFrameModel]
@@ -135,6 +140,43 @@ def _read_all(source: Source) -> list[pa.RecordBatch]:
     return list(source.read(make_context(source.name or "src")))
 
 
+def _located_rows(batches: Iterable[pa.RecordBatch]) -> list[tuple[object, ...]]:
+    """Each row of the batches with its file, row and line (`Origin`), and its chunk's
+    columns and types; chunks of no rows are left out."""
+    rows: list[tuple[object, ...]] = []
+    for batch in batches:
+        origin, data = Origin.take(batch)
+        if not data.num_rows:
+            continue
+        schema = str(data.schema.remove_metadata())
+        for index, row in enumerate(data.to_pylist()):
+            where = (None, None, None)
+            if origin is not None:
+                where = (origin.file, origin.row(index), origin.line(index))
+            rows.append((*where, schema, tuple(row.items())))
+    return rows
+
+
+def assert_partitions_read_as_read(source: Source, ctx: Context) -> list[Partition]:
+    """The source's partitions, sent as JSON and read in order, yield the rows `read` yields,
+    in its order, each with the same origin, columns and types; their ids are unique,
+    path-safe and the same when asked again. Returns the partitions."""
+    parts = source.partitions(ctx)
+    assert parts is not None, f"{type(source).__name__} has no partitions"
+    ids = [part.id for part in parts]
+    assert len(set(ids)) == len(ids), ids
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", i) for i in ids), ids
+    again = source.partitions(ctx)
+    assert again is not None
+    assert [part.id for part in again] == ids
+    sent = [Partition.from_json(part.to_json()) for part in parts]
+    assert sent == list(parts)
+    whole = _located_rows(source.read(ctx))
+    split = _located_rows(batch for part in sent for batch in source.read_partition(ctx, part))
+    assert split == whole
+    return list(parts)
+
+
 def _cancelled_after(batches: list[pa.RecordBatch], count: int) -> Iterator[pa.RecordBatch]:
     """Yields `count` batches, then raises as the engine does when the run fails."""
     yield from batches[:count]
@@ -185,6 +227,12 @@ class SourceContract:
         assert sum(b.num_rows for b in batches) == 0
         for batch in batches:
             assert batch.schema.names == column_names(ContractModel)
+
+    def test_partitions_if_any_read_as_read(self, make_source: MakeSource) -> None:
+        """A source either is not split (None) or its partitions read what `read` reads."""
+        source = self._source(make_source, contract_table(300), ContractModel, chunk_rows=64)
+        if source.partitions(make_context("src")) is not None:
+            assert_partitions_read_as_read(source, make_context("src"))
 
     def test_read_is_repeatable(self, make_source: MakeSource) -> None:
         """A retried node reads its source again and gets the same rows."""
