@@ -118,3 +118,15 @@ def test_other_local_roots_still_go_through_fsspec(root: str, tmp_path: Path) ->
         "print(s.root == path.rstrip('/'), s.local)"
     )
     assert _python(code, tmp_path) == "True True"
+
+
+@pytest.mark.parametrize("command", ["list", "validate"])
+def test_list_and_validate_freeze_what_they_loaded(command: str, tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "one.py").write_text(ONE_TASK)
+    code = (
+        "import gc, sys; from etlkit import cli; "
+        f"sys.argv = ['etlkit', '--project', {str(tmp_path)!r}, {command!r}]; "
+        "code = cli.main(); print(code, gc.get_freeze_count() > 0)"
+    )
+    assert _python(code, tmp_path) == "0 True"

@@ -68,9 +68,10 @@ def load_named_pipeline(args: argparse.Namespace) -> type[PipelineDefinition]:
 
 
 def freeze_imports(args: argparse.Namespace) -> None:
-    """Before a run, move every object alive (what the command imported: the pipeline file,
-    its libraries, etlkit) to the garbage collector's permanent generation, when the command
-    is its own process (`args.owns_process`).
+    """Once the command has loaded its pipelines (before a run starts, or when `list` and
+    `validate` are done), move every object alive (what the command imported: the pipeline
+    files, their libraries, etlkit) to the garbage collector's permanent generation, when
+    the command is its own process (`args.owns_process`).
 
     They live until the process ends, yet every full collection scans them again, the one
     the interpreter makes at exit included: with polars and pandera loaded that scan costs
