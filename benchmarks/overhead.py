@@ -1,6 +1,7 @@
 """Orchestration overhead: graphs of trivial nodes, and the cold start of the `etlkit` command.
 
-Run from the repository root: `python -m benchmarks.overhead [--repeat 5] [--json PATH]`.
+Run from the repository root: `python -m benchmarks.overhead [--repeat 5] [--json PATH]`
+(`--starts-only`: only the command starts, the last two tables below).
 
 Graphs are built programmatically (a `Pipeline` subclass made with `type(...)`), from a
 `MemorySource` of three rows, pass-through transforms and a `MemorySink`:
@@ -27,12 +28,23 @@ with an empty 10^7-iteration Python loop timed before and after the rounds: a sh
 moves over a day, and per-node figures move with it. Cold starts are subprocess
 wall times of `etlkit --help` and of `etlkit run` on a one-node pipeline, with `python -c pass`
 for reference; all are medians.
+
+etlkit's own start cost (issue 21: at most 0.1 s, measured in an install without the bench
+extras, which bring pandas): `etlkit run one_task`, a pipeline of one `Task` that does nothing
+in a file importing what pipeline files import (pandera.polars, polars, pyarrow), against
+`python -c` importing those same modules, wall and CPU seconds (user + system: it moves less
+when neighbours load the machine) of the commands taking turns. The run freezes what it
+imported before it starts (`gc.freeze`), which spares it the full collection the bare import
+pays at exit; so the import is also timed with a `gc.freeze()` at its end, for the cost net
+of that saving. Likewise `etlkit list` and `etlkit validate` of the shipped pipelines
+(`pipelines/`) against `python -c` importing them (bar: 1.2 times).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -75,6 +87,35 @@ ONE_NODE_PA: Final = (
     .replace('pl.DataFrame({"x": [1, 2, 3]}).to_arrow()', 'pa.table({"x": [1, 2, 3]})')
     .replace("class OneNode(", "class OneNodePa(")
 )
+
+
+ONE_TASK: Final = '''
+"""One Task that does nothing, in a file that imports what pipeline files import: what
+`etlkit run` costs beyond those imports is etlkit's own."""
+
+import pandera.polars as pdp
+import polars as pl
+import pyarrow as pa
+
+import etlkit as ek
+
+
+class Nothing(ek.Task):
+    """Does nothing."""
+
+    def run(self, ctx: ek.Context) -> None:
+        pass
+
+
+class OneTask(ek.Pipeline):
+    nothing = Nothing()
+'''
+
+#: The modules `ONE_TASK` imports itself (etlkit aside).
+ONE_TASK_IMPORTS: Final = "pandera.polars, polars, pyarrow"
+
+#: The repository root, whose `pipelines/` `etlkit list` and `etlkit validate` read.
+REPOSITORY: Final = Path(__file__).resolve().parent.parent
 
 
 class PassThrough(ek.Transform[Any, Any]):
@@ -184,6 +225,90 @@ def cold_start(command: Sequence[str], cwd: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
+def cold_starts(
+    commands: dict[str, list[str]], cwd: Path, repeat: int
+) -> dict[str, tuple[float, float]]:
+    """The median wall and CPU seconds (user + system of the child) of running each command to
+    completion in a fresh process, the commands taking turns `repeat` times, so that the
+    machine's drift weighs on each alike."""
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            began = time.perf_counter()
+            child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
+            _, status, usage = os.wait4(child.pid, 0)
+            walls[name].append(time.perf_counter() - began)
+            child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            if child.returncode:
+                raise subprocess.CalledProcessError(child.returncode, command)
+            cpus[name].append(usage.ru_utime + usage.ru_stime)
+    return {
+        name: (statistics.median(walls[name]), statistics.median(cpus[name])) for name in commands
+    }
+
+
+def start_costs(project: Path, repeat: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """etlkit's own start: `etlkit run` of `ONE_TASK` (written into `project`) against importing
+    what it imports, and `etlkit list` / `validate` of the shipped pipelines against importing
+    them; (wall, CPU) medians by command."""
+    etlkit = _etlkit()
+    (project / "pipelines").mkdir(parents=True, exist_ok=True)
+    (project / "pipelines" / "one_task.py").write_text(textwrap.dedent(ONE_TASK))
+    imports = f"import {ONE_TASK_IMPORTS}"
+    run = cold_starts(
+        {
+            f"python -c 'import {ONE_TASK_IMPORTS}'": [sys.executable, "-c", imports],
+            "the same, then gc.freeze()": [
+                sys.executable,
+                "-c",
+                f"{imports}; import gc; gc.freeze()",
+            ],
+            "etlkit run one_task": [*etlkit, "run", "one_task", "--progress", "none"],
+        },
+        project,
+        repeat,
+    )
+    shipped = sorted(p.stem for p in (REPOSITORY / "pipelines").glob("*.py"))
+    modules = ", ".join(f"pipelines.{name}" for name in shipped)
+    discovery = cold_starts(
+        {
+            f"python -c 'import {modules}'": [sys.executable, "-c", f"import {modules}"],
+            "etlkit list": [*etlkit, "list"],
+            "etlkit validate": [*etlkit, "validate"],
+        },
+        REPOSITORY,
+        repeat,
+    )
+    return {"run": run, "discovery": discovery}
+
+
+def print_start_costs(costs: dict[str, dict[str, tuple[float, float]]], repeat: int) -> None:
+    """The tables of `start_costs`, with etlkit's own cost and the ratios to the imports."""
+    imported, frozen, run = costs["run"]  # the commands' names, in `start_costs`'s order
+    pipelines, *commands = costs["discovery"]
+    print(f"\n| etlkit's own start (median of {repeat}, cold process) | wall s | CPU s |")
+    print("|---|--:|--:|")
+    for command, (wall, cpu) in costs["run"].items():
+        print(f"| `{command}` | {wall:.3f} | {cpu:.3f} |")
+    for label, base in (("the import", imported), ("the import, then gc.freeze()", frozen)):
+        wall = costs["run"][run][0] - costs["run"][base][0]
+        cpu = costs["run"][run][1] - costs["run"][base][1]
+        print(f"| etlkit's own cost: the run less {label} | {wall:+.3f} | {cpu:+.3f} |")
+    print(f"\n| the shipped pipelines (median of {repeat}, cold process) | wall s | CPU s |")
+    print("|---|--:|--:|")
+    base_wall, base_cpu = costs["discovery"][pipelines]
+    print(
+        f"| `python -c 'import` every module of pipelines/`' | {base_wall:.3f} | {base_cpu:.3f} |"
+    )
+    for command in commands:
+        wall, cpu = costs["discovery"][command]
+        print(
+            f"| `{command}` | {wall:.3f} ({wall / base_wall:.2f}x) "
+            f"| {cpu:.3f} ({cpu / base_cpu:.2f}x) |"
+        )
+
+
 def _etlkit() -> list[str]:
     script = Path(sys.executable).parent / "etlkit"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "etlkit"]
@@ -209,9 +334,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds to wait at most for file creation to cost its usual ~0.02 ms there, "
         "after files were deleted nearby (default: 360; 0: do not wait)",
     )
+    parser.add_argument(
+        "--starts-only",
+        action="store_true",
+        help="measure only etlkit's own start cost (`etlkit run one_task`, list, validate)",
+    )
     args = parser.parse_args(argv)
     environment.compile_sources()  # children read bytecode, as from an installed package
     print(environment.describe(), flush=True)
+    if args.starts_only:
+        repeat = max(args.repeat, 10)
+        with tempfile.TemporaryDirectory(prefix="overhead-starts-") as project:
+            costs = start_costs(Path(project), repeat)
+        print_start_costs(costs, repeat)
+        if args.json:
+            args.json.write_text(json.dumps({"start_costs": costs}, indent=2))
+        return 0
 
     graphs: dict[str, Callable[[bool], type[ek.Pipeline]]] = {
         "chain of 100": lambda stage: chain(100, stage=stage),
@@ -290,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [*etlkit, "run", "one_node_pa", "--progress", "none"], project, repeat
             ),
         }
+        costs = start_costs(project, repeat)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -329,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|--:|")
     for command, seconds in starts.items():
         print(f"| `{command}` | {seconds:.3f} |")
+    print_start_costs(costs, repeat)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -341,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "python_loop_seconds": {"before": loop[0], "after": loop[1]},
                     "steal_share": steal,
                     "cold_start_seconds": starts,
+                    "start_costs": costs,
                 },
                 indent=2,
             )

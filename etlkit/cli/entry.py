@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `etlkit` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.owns_process = argv is None  # the `etlkit` command itself, not a call from a program
     configure_logging(args.log_level, args.log_format)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etlkit.cli.project import (
+    freeze_imports,
     get_run,
     load_named_pipeline,
     open_store,
@@ -183,6 +184,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no pipelines in {directory}")
     for error in errors:
         print(error)
+    freeze_imports(args)
     return 1 if errors else 0
 
 
@@ -248,4 +250,5 @@ def cmd_validate(args: argparse.Namespace) -> int:
             else:
                 print(f"ok   {cls.name} ({len(graph.order)} nodes)")
     print(f"{checked} pipeline(s) checked, {problems} problem(s)")
+    freeze_imports(args)
     return 3 if problems else 0

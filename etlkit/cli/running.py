@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from etlkit.cli.console import report_errors_once
 from etlkit.cli.exit_codes import exit_code
 from etlkit.cli.project import (
+    freeze_imports,
     get_run,
     load_named_pipeline,
     notifiers_for,
@@ -48,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logical, interval = _manual_dates(cls, args.date)
     report_errors_once()
     with open_store(settings) as store:
+        freeze_imports(args)
         result = runs.run(
             cls,
             date=logical,
@@ -122,6 +124,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         record = get_run(store, args.run_id)
         cls = load_pipeline(record.pipeline, pipelines_dir(args))
         report_errors_once()
+        freeze_imports(args)
         result = runs.retry(
             cls,
             record.run_id,

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from etlkit.errors import quoted
 
@@ -190,7 +189,7 @@ def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     """
     if pa.types.is_decimal128(array.type) and pa.types.is_float64(target):
         return pl.Series(values=array).cast(pl.Float64).to_arrow()
-    return pc.cast(array, target, safe=True)
+    return array.cast(target, safe=True)  # pyarrow.compute's cast, imported on first use
 
 
 def model_name(model: Model | None) -> str:

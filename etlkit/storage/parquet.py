@@ -21,12 +21,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from etlkit.errors import StagingError
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow.parquet as pq
 
 #: Row groups are read in windows of about this many batches: one `iter_batches` over a whole
 #: large file holds on to memory it has finished with until the end (RSS grows with the
@@ -388,6 +388,7 @@ class ParquetFormat:
         self, urls: Sequence[str], *, columns: Sequence[str], batch_size: int
     ) -> Iterator[pa.RecordBatch]:
         import fsspec
+        import pyarrow.parquet as pq
 
         for url in urls:
             fs, path = fsspec.core.url_to_fs(url)

@@ -12,14 +12,22 @@ import contextlib
 import os
 import shutil
 from collections.abc import Mapping
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import fsspec
 import pyarrow as pa
-from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:
+    import fsspec
 
 # fsspec protocols without real directories, whose makedirs would create a missing bucket
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
+
+
+def _plain_local_path(root: str) -> bool:
+    """Whether `root` is a local path fsspec takes as it is, made absolute: no protocol, no
+    chaining, no `~`, on a POSIX system (where fsspec only prefixes the working directory)."""
+    return os.sep == "/" and ":" not in root and not root.startswith(("~", "./")) and root != "."
 
 
 class StagingRoot:
@@ -33,12 +41,31 @@ class StagingRoot:
 
     def __init__(self, root: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root_url = root
+        if _plain_local_path(root) and not storage_options:
+            # what fsspec resolves it to, without importing fsspec: local staging uses plain
+            # os calls, and `fs` is made only if something asks for it
+            cwd = os.getcwd()  # noqa: PTH109  (as fsspec's: a str, no Path round trip)
+            self.root = (root if root.startswith("/") else f"{cwd}/{root}").rstrip("/")
+            self.local = True
+            self.protocols: tuple[str, ...] = ("file", "local")
+            self.object_store = False
+            return
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
         self.fs, self.root = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         protocol = self.fs.protocol
-        self.protocols: tuple[str, ...] = (protocol,) if isinstance(protocol, str) else protocol
+        self.protocols = (protocol,) if isinstance(protocol, str) else protocol
         self.object_store = bool(_OBJECT_STORES.intersection(self.protocols))
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem of the root (a local root's is made on first use)."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        return LocalFileSystem()
 
     def polars_storage_options(self) -> dict[str, str] | None:
         """Options for polars' own S3 reader (`pl.scan_parquet(urls, storage_options=...)`)

@@ -33,9 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from etlkit.errors import StagingError
 from etlkit.storage.manifest import LEGACY_MANIFEST, MANIFEST_KEY, Manifest, StagedFile
@@ -229,6 +227,8 @@ class Staging(StagingRoot):
         Raises:
             StagingError: the committed file is damaged or not an etlkit output.
         """
+        import pyarrow.parquet as pq  # here, as below: a run that stages nothing never loads it
+
         path = self.output_path(pipeline, run_id, node)
         try:
             if self.local:
@@ -324,6 +324,8 @@ class Staging(StagingRoot):
             columns = [c for c, _ in select]
             yield from reference.batches(urls, columns=columns, batch_size=batch_size)
             return
+        import pyarrow.parquet as pq
+
         run_dir = self.run_dir(pipeline, run_id)
         for staged in manifest.files:
             with self.fs.open(f"{run_dir}/{staged.name}", "rb") as fh:
@@ -353,6 +355,8 @@ class Staging(StagingRoot):
             shown = path if reference else self.url(path)
             try:
                 if reference:
+                    import fsspec  # here: a run over local staging alone never loads it
+
                     fs, local = fsspec.core.url_to_fs(path)
                     size, checksum = read_as.fingerprint(fs, local)
                 else:

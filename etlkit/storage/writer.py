@@ -17,18 +17,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from etlkit.errors import StagingError
 from etlkit.storage.manifest import MANIFEST_KEY, Manifest, StagedFile, reference_details
 from etlkit.storage.parquet import PARQUET, footer_checksum
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
     from etlkit.storage.formats import FileFormat
     from etlkit.storage.root import StagingRoot
 
 
 def _parquet_writer(where: Any, schema: pa.Schema) -> pq.ParquetWriter:
+    import pyarrow.parquet as pq  # here: a run that stages nothing never loads it
+
     # Staging is scratch space read back soon: fast snappy, dictionaries only where they pay
     # (strings): a dictionary of unique numbers saves nothing and multiplies the write's cost.
     dictionary = [

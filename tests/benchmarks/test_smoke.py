@@ -270,3 +270,20 @@ def test_backfill_launches_no_op_runs_cold_and_warm(tmp_path: Path, mode: str) -
     project = backfill.make_project(tmp_path)
     seconds = backfill.time_launches(project, mode, 2)
     assert len(seconds) == 2
+
+
+def test_overhead_start_costs_time_the_one_task_run_and_the_pipelines_commands(
+    tmp_path: Path,
+) -> None:
+    costs = overhead.start_costs(tmp_path, repeat=1)
+    assert [list(costs["run"]), list(costs["discovery"])[1:]] == [
+        [
+            f"python -c 'import {overhead.ONE_TASK_IMPORTS}'",
+            "the same, then gc.freeze()",
+            "etlkit run one_task",
+        ],
+        ["etlkit list", "etlkit validate"],
+    ]
+    figures = [f for table in costs.values() for pair in table.values() for f in pair]
+    assert all(f > 0 for f in figures)
+    overhead.print_start_costs(costs, 1)

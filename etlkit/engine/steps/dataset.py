@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from etlkit.errors import DataValidationError
 from etlkit.model.schema import unique_sets_in
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
     from etlkit.checks.guard import OutputGuard
     from etlkit.checks.validation import KeyCheck
     from etlkit.engine.steps.context import StepContext
@@ -102,6 +102,8 @@ def take_out_repeats(
     DuckDB counts the keys over the staged parts; only when some repeat is the output read
     back in order, the rows kept spooled to a local file and staged again.
     """
+    import pyarrow.parquet as pq  # here, as below: a run without unique keys never loads it
+
     from etlkit.checks.validation import flag_repeats, key_checks
 
     stats = step.stats
@@ -150,6 +152,9 @@ def _split_repeats(
 ) -> int:
     """Read the flagged output (`flag_repeats`): rows with a repeated key go to the guard,
     the others to `kept_file`. Returns how many rows went to the guard."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from etlkit.checks.validation import repeat_rejects
 
     columns = list(writer.schema.names) if writer.schema is not None else []

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from etlkit.model.nodes import Origin
 
@@ -42,6 +41,8 @@ def row_hashes(batch: pa.RecordBatch, key: Sequence[str]) -> list[str]:
 def _track_cursor(stats: NodeStats, batch: pa.RecordBatch, column: str, key: Sequence[str]) -> None:
     """Move an incremental source's high-water mark to the batch's largest cursor value and
     collect the hashes of the rows read at the mark (every one, loaded or already loaded)."""
+    import pyarrow.compute as pc  # here: a run without incremental sources never loads it
+
     top = pc.max(batch.column(column))
     if not top.is_valid:
         return
@@ -75,6 +76,8 @@ def incremental(
 ) -> Iterator[pa.RecordBatch]:
     """Keep the rows not loaded yet: at or above the last cursor value, less those loaded
     at that value (by row hash); remember the largest value seen and its rows' hashes."""
+    import pyarrow.compute as pc  # here: a run without incremental sources never loads it
+
     column = node.cursor_column
     assert column is not None
     last: pa.Scalar | None = None
