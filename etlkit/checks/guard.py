@@ -116,7 +116,8 @@ class OutputGuard:
             if self.failures is None:
                 self.failures = self._companion(FAILURES_SUFFIX)
             self.failures.append_many(_to_batches(failures))
-        if self.policy == "fail" or report.invalid is None or _of_the_frame(failures):
+        mended = report.mended or not _of_the_frame(failures)
+        if self.policy == "fail" or report.invalid is None or not mended:
             from etlkit.checks.failures import validation_error
 
             raise validation_error(

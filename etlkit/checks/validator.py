@@ -35,6 +35,7 @@ from etlkit.checks.plan import (
     non_strict_cast,
 )
 from etlkit.checks.proofs import proven_checks
+from etlkit.model.schema import matched
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
@@ -63,11 +64,15 @@ class ChunkReport:
         failures: one row per failed check and row: `column`, `check`, `failure_case` (the value
             as text, "null" for nulls) and `index` (the row in the chunk; null for failures of
             the schema such as a missing column or a wrong dtype).
+        mended: whether the rows left once the `invalid` ones are taken out pass the model,
+            failures of no row included (values that did not coerce left a column in the wrong
+            dtype, so its checks could not run): Pandera's verdict on the rows a drop keeps.
     """
 
     data: pl.DataFrame
     invalid: pl.Series | None
     failures: pl.DataFrame
+    mended: bool = False
 
     @property
     def ok(self) -> bool:
@@ -302,7 +307,11 @@ class ChunkValidator:
             data = self.model.validate(df, lazy=True)
         except pandera.errors.SchemaErrors as exc:
             failures = from_pandera(exc.failure_cases)
-            return ChunkReport(data=df, invalid=mask_from(failures, df.height), failures=failures)
+            invalid = mask_from(failures, df.height)
+            of_no_row = bool(failures.get_column("index").is_null().any())
+            mended = invalid is not None and of_no_row and self._passes(df.filter(~invalid))
+            kept = self._coerced(df, invalid)
+            return ChunkReport(data=kept, invalid=invalid, failures=failures, mended=mended)
         except pl.exceptions.InvalidOperationError as exc:
             # Pandera found failures it cannot report (a failing Duration value, which polars
             # does not cast to text): the chunk fails as a whole, as no row can be named
@@ -310,6 +319,47 @@ class ChunkValidator:
             return ChunkReport(data=df, invalid=None, failures=schema_failures([found]))
         assert isinstance(data, pl.DataFrame)
         return ChunkReport(data=data, invalid=None, failures=schema_failures([]))
+
+    def _passes(self, kept: pl.DataFrame) -> bool:
+        """Whether `Model.validate` passes the rows a drop keeps (only asked when some failure
+        is of no row: those are the ones taking out rows may mend)."""
+        import pandera.errors
+
+        try:
+            self.model.validate(kept, lazy=True)
+        except (pandera.errors.SchemaErrors, pl.exceptions.PolarsError):
+            return False
+        return True
+
+    def _coerced(self, df: pl.DataFrame, invalid: pl.Series | None) -> pl.DataFrame:
+        """The chunk with the columns the model coerces cast as Pandera casts them, so the rows
+        a failed `Model.validate` keeps under drop or quarantine reach the output in the
+        model's types, as on the translated path. A value that does not cast becomes null (its
+        row failed); where polars refuses such a value outright, the failing rows' values of
+        that column are nulled first, so every chunk of the output has the same types."""
+        targets = {
+            name: rule.target
+            for rule in self._rules.values()
+            if rule.coerce and rule.target is not None
+            for name in matched(self.model, rule.name, df.columns)
+            if name in df.schema and df.schema[name] != rule.target
+        }
+        if not targets:
+            return df
+        casts = [non_strict_cast(pl.col(n), df.schema[n], t).alias(n) for n, t in targets.items()]
+        try:
+            return df.with_columns(casts)
+        except pl.exceptions.PolarsError:
+            if invalid is None:
+                return df
+        failing = pl.lit(invalid)
+        masked = df.with_columns(
+            pl.when(failing).then(None).otherwise(pl.col(n)).alias(n) for n in targets
+        )
+        try:
+            return masked.with_columns(casts)
+        except pl.exceptions.PolarsError:  # a kept value polars cannot cast: as validated
+            return df
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -174,3 +174,43 @@ def test_a_source_without_rows_is_still_judged_as_pandera_judges_an_empty_frame(
     result = run(settings, src=source, out=MemorySink(source))
 
     assert isinstance(result.error, ek.DataValidationError), result.error
+
+
+class CoercedAmounts(pdp.DataFrameModel):
+    amount: float = pdp.Field(alias=r"^amount_\w+$", regex=True, coerce=True, ge=0)
+    name: str
+
+
+def test_rows_kept_from_a_failing_chunk_of_a_regex_model_are_coerced_as_pandera_coerces() -> None:
+    frame = pl.DataFrame({"amount_a": [1, -2, 3], "name": ["x", "y", "z"], "amount_b": [4, 5, 6]})
+
+    report = ChunkValidator(CoercedAmounts).check(frame)
+
+    assert report.invalid is not None
+    assert report.invalid.to_list() == [False, True, False]
+    kept = report.data.filter(~report.invalid)
+    assert kept.schema == pl.Schema(
+        {"amount_a": pl.Float64, "name": pl.String, "amount_b": pl.Float64}
+    )
+    assert kept.to_dict(as_series=False) == {
+        "amount_a": [1.0, 3.0],
+        "name": ["x", "z"],
+        "amount_b": [4.0, 6.0],
+    }
+
+
+def test_a_drop_policy_over_a_coerced_regex_model_gives_its_sink_one_type(
+    settings: ek.Settings,
+) -> None:
+    clean = pa.table({"amount_a": [1, 2], "name": ["a", "b"]})
+    dirty = pa.table({"amount_a": [3, -4], "name": ["c", "d"]})
+    source = MemorySource(pa.concat_tables([clean, dirty]), schema=CoercedAmounts).expect(
+        on_invalid="drop"
+    )
+    sink = MemorySink(source)
+
+    result = run(settings, chunk_rows=2, src=source, out=sink)
+
+    assert result.state == "success", result.error
+    assert sink.table().schema.field("amount_a").type == pa.float64()
+    assert sink.table().column("amount_a").to_pylist() == [1.0, 2.0, 3.0]
