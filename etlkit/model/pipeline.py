@@ -200,6 +200,17 @@ def parse_logical_date(value: str | datetime | None, timezone: str = "UTC") -> d
     if value is None:
         now = datetime.now(zone)
         return datetime(now.year, now.month, now.day, tzinfo=zone)
+    return parse_moment(value, zone)
+
+
+def parse_moment(value: str | datetime, zone: tzinfo, *, what: str = "Logical date") -> datetime:
+    """A moment from `YYYY-MM-DD`, ISO text or a datetime; naive means in `zone`. It keeps the
+    offset it has (`.astimezone(UTC)` for the store), and a day on either side of it exists,
+    as a data interval around it needs.
+
+    Raises:
+        ConfigError: the text is not a date, or the moment is out of range.
+    """
     if isinstance(value, datetime):
         moment = value
     else:
@@ -207,14 +218,14 @@ def parse_logical_date(value: str | datetime | None, timezone: str = "UTC") -> d
             moment = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ConfigError(
-                f"Logical date {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
+                f"{what} {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
             ) from exc
     moment = moment if moment.utcoffset() is not None else moment.replace(tzinfo=zone)
-    try:  # the store keeps UTC, and a day on either side must exist for the data interval
+    try:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC
         moment.astimezone(UTC) + timedelta(days=1) - timedelta(days=2)
     except OverflowError as exc:
         raise ConfigError(
-            f"Logical date {value!r} is out of range: use a date between 0001-01-02 and "
-            "9999-12-30 (in UTC)"
+            f"{what} {value!r} is out of range: use a date between 0001-01-02 and 9999-12-30 "
+            "(in UTC)"
         ) from exc
     return moment

@@ -45,7 +45,6 @@ PRESETS: Final[dict[str, str]] = {
 MAX_DUE: Final = 64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK: Final = timedelta(microseconds=1)
-_RANGE: Final = "use a date between 0001-01-02 and 9999-12-30 (in UTC)"
 
 
 def interval_text(interval: timedelta) -> str:
@@ -289,22 +288,8 @@ def parse_moment(value: str | datetime, tz: ZoneInfo, *, what: str = "date") -> 
     """A UTC datetime from `YYYY-MM-DD`, ISO text or a datetime; naive means in `tz`.
 
     Raises:
-        ConfigError: the text is not a date.
+        ConfigError: the text is not a date, or it is out of range.
     """
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{what} {value!r} is not a date: use YYYY-MM-DD or an ISO datetime"
-            ) from exc
-    if moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=tz)
-    try:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC; an interval needs a day around
-        moment = moment.astimezone(UTC)
-        moment + timedelta(days=1) - timedelta(days=2)
-    except OverflowError as exc:
-        raise ConfigError(f"{what} {value!r} is out of range: {_RANGE}") from exc
-    return moment
+    from etlkit.model.pipeline import parse_moment as parse_local
+
+    return parse_local(value, tz, what=what).astimezone(UTC)
