@@ -314,19 +314,7 @@ class PostgresSource(Source):
         inclusive: bool = False,
     ) -> _Plan:
         """The projecting SELECT, after checking the relation, its columns and their types."""
-        if self.table is not None:
-            table = parse_table(ctx.render(self.table), owner)
-            what = f"table '{table.display}'"
-            found = find_relation(cur, table)
-            if found is None:
-                raise ConnectorError(missing_table(cur, owner, table, dsn))
-            relation = f"{found.table.sql} AS {_ALIAS}"
-        else:
-            assert self.query is not None
-            # ADBC binds a string as text, so `id < $1` would fail: each param becomes a
-            # constant of unknown type instead (as `'5'` is), which no value can end
-            text = bind_sql(self.query, ctx, constant=_constant).text.strip().rstrip(";").strip()
-            relation, what = f"({text}) AS {_ALIAS}", "the query"
+        relation, what = self._relation(cur, ctx, owner, dsn)
         try:
             available = relation_columns(cur, relation)
         except driver_errors() as exc:
@@ -376,6 +364,20 @@ class PostgresSource(Source):
             filters.append(f"{column} {operator} {literal(last_value)}")
         select = f"SELECT {', '.join(projection)} FROM {relation}"
         return _Plan(select, relation, what, available, tuple(filters))
+
+    def _relation(self, cur: Cursor, ctx: Context, owner: str, dsn: Dsn) -> tuple[str, str]:
+        """What the source reads, as SQL (aliased), and how messages name it."""
+        if self.table is not None:
+            table = parse_table(ctx.render(self.table), owner)
+            found = find_relation(cur, table)
+            if found is None:
+                raise ConnectorError(missing_table(cur, owner, table, dsn))
+            return f"{found.table.sql} AS {_ALIAS}", f"table '{table.display}'"
+        assert self.query is not None
+        # ADBC binds a string as text, so `id < $1` would fail: each param becomes a constant
+        # of unknown type instead (as `'5'` is), which no value can end
+        text = bind_sql(self.query, ctx, constant=_constant).text.strip().rstrip(";").strip()
+        return f"({text}) AS {_ALIAS}", "the query"
 
     def _ranges(self, cur: Cursor, plan: _Plan, owner: str) -> list[tuple[str, ...]]:
         """The extra WHERE conditions of each read: one empty tuple when not partitioned."""
