@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Final
 
 from etlkit.errors import ConnectorError, ConnectorNotFoundError, quoted
@@ -45,7 +45,16 @@ def find_connector(name: str) -> type[Node]:
             f"{quoted(known)}. A package declares one in its [project.entry-points."
             f'"{CONNECTOR_GROUP}"] table; install it, or import the node class directly.'
         )
-    point = points[0]
+    return _load(points[0])
+
+
+def _load(point: EntryPoint) -> type[Node]:
+    """The node class an entry point names.
+
+    Raises:
+        ConnectorError: it does not load, or names something that is not a node.
+    """
+    name = point.name
     try:
         found = point.load()
     except Exception as exc:  # a third party's import error of any kind
@@ -75,14 +84,14 @@ class InstalledConnector:
 def installed_connectors() -> list[InstalledConnector]:
     """Every connector installed packages declare, sorted by name, each loaded to tell its role
     (source, sink, transform); one that does not load says why instead of failing the listing."""
+    roles: dict[type[Node], str] = {Source: "source", Sink: "sink", Transform: "transform"}
     found = []
     for point in sorted(entry_points(group=CONNECTOR_GROUP), key=lambda p: (p.name, p.value)):
         try:
-            node = find_connector(point.name)
+            node = _load(point)
         except ConnectorError as exc:
             found.append(InstalledConnector(point.name, point.value, "cannot load", str(exc)))
             continue
-        roles = {Source: "source", Sink: "sink", Transform: "transform"}
         role = next((r for base, r in roles.items() if issubclass(node, base)), "node")
         summary = (node.__doc__ or "").strip().split("\n", 1)[0]
         found.append(InstalledConnector(point.name, point.value, role, summary))
