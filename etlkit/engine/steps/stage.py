@@ -118,8 +118,7 @@ def stage_chunks(
                 stats.rows_out += piece.num_rows
                 stats.chunks_out += 1
                 progress()
-    output = Output(keys, first_schema, produced)
-    return output
+    return Output(keys, first_schema, produced)
 
 
 def close_output(
