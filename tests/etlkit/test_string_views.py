@@ -152,3 +152,41 @@ def test_every_consumer_sees_the_values_and_types_it_saw_before(
     assert found.schema["shout"] == pl.String
     assert sorted(found.select("id", "name", "shout").rows()) == EXPECTED
     assert pl.read_parquet(files).schema["shout"] == pl.String
+
+
+class Whisper(ek.Transform[Named, Named]):
+    fail = True
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        if Whisper.fail:
+            raise ConnectionError("warehouse unreachable")
+        return batch.with_columns(pl.col("shout").str.to_lowercase())
+
+
+class Resumable(ek.Pipeline):
+    patients = MemorySource(PATIENTS, schema=Patient, chunk_rows=3)
+    shouted: ek.Node = Shout(patients)
+    whispered: ek.Node = Whisper(shouted)
+    loud = MemorySink(shouted)
+    quiet = MemorySink(whispered)
+
+
+def test_a_resumed_run_replays_staged_views_as_it_streamed_them(settings: ek.Settings) -> None:
+    """The staged copy holds views: replayed to a sink that does not take them, they are
+    `large_string` again; a transform reads them as text; the output is the first run's."""
+    Whisper.fail = True
+    first = Resumable.run(settings=settings)
+    assert first.state == "failed"
+    staging = Staging(settings.paths.staging_root)
+    assert staging.manifest("resumable", first.run_id, "shouted") is not None
+    Whisper.fail = False
+    second = Resumable.run(settings=settings, run_id=first.run_id, reuse={"patients", "shouted"})
+    assert second.state == "success", second.error
+    assert second.nodes["shouted"].state == "reused"
+    loud = Resumable.loud.table()
+    assert loud.schema.field("shout").type == pa.large_string()
+    assert rows(loud) == EXPECTED
+    quiet = Resumable.quiet.table()
+    assert quiet.schema.field("shout").type == pa.large_string()
+    whispered = [(i, n, None if s is None else s.lower()) for i, n, s in EXPECTED]
+    assert rows(quiet) == whispered
