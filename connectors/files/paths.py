@@ -119,6 +119,8 @@ class FileSource(Source):
 class FileSink(Sink):
     """What every file sink holds: its path template, input, model and connection."""
 
+    string_views = True  # each casts its chunks to the file's plain types (`Conformer`)
+
     def __init__(
         self, path: str, input: Node | str, *, schema: Model | None = None, conn: str | None = None
     ) -> None:

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from etlkit.errors import DataValidationError, StagingError
+from etlkit.model.chunks import Chunk
 from etlkit.model.nodes import Node, Origin, Policy
 from etlkit.model.schema import to_polars
 from etlkit.storage.staging import NodeWriter, Staging
@@ -34,6 +35,7 @@ DROPPED_SUFFIX = ".dropped"  # never committed: the dropped rows' keys, while th
 
 
 def _to_batches(frame: pl.DataFrame) -> list[pa.RecordBatch]:
+    """A companion's rows (rejects, failures, keys) as record batches."""
     batches: list[pa.RecordBatch] = frame.to_arrow().to_batches()
     return batches
 
@@ -91,7 +93,16 @@ class OutputGuard:
     def check(
         self, item: pa.RecordBatch | pl.DataFrame, chunk: int, origin: Origin | None = None
     ) -> list[pa.RecordBatch]:
-        """The chunk's valid rows as record batches (the chunk itself when all are valid).
+        """The chunk's valid rows as record batches (the chunk itself when all are valid); see
+        `check_chunk`."""
+        return self.check_chunk(item, chunk, origin).batches()
+
+    def check_chunk(
+        self, item: pa.RecordBatch | pl.DataFrame, chunk: int, origin: Origin | None = None
+    ) -> Chunk:
+        """The chunk's valid rows (the chunk itself when all are valid), in the forms the
+        check left at hand: a record batch checked in polars keeps the frame it was checked
+        as, for a consumer that takes polars.
 
         `origin`: where a source's chunk came from, named in failures, rejects and the error.
 
@@ -101,14 +112,14 @@ class OutputGuard:
         self.checked_chunks += 1
         if isinstance(item, pa.RecordBatch) and self.validator.nothing_to_check(item.schema):
             self.checked_rows += item.num_rows
-            return [item]  # statistics proved every check: the values need no look
+            return Chunk(batch=item)  # statistics proved every check: the values need no look
         frame = item if isinstance(item, pl.DataFrame) else to_polars(item)
         self.checked_rows += frame.height
         report = self.validator.check(frame)
         if report.ok:
             if isinstance(item, pa.RecordBatch) and report.data is frame:
-                return [item]
-            return _to_batches(report.data)
+                return Chunk(batch=item, frame=frame)
+            return Chunk(frame=report.data)
         failures = report.failures.with_columns(chunk=pl.lit(chunk, pl.Int64))
         if self.located:
             failures = _locate(failures, "index", origin, "")
@@ -144,7 +155,7 @@ class OutputGuard:
                 self.dropped = self._companion(DROPPED_SUFFIX)
             keys = report.data.filter(invalid).select(self.key_columns)
             self.dropped.append_many(_to_batches(keys))
-        return _to_batches(report.data.filter(~invalid))
+        return Chunk(frame=report.data.filter(~invalid))
 
     def judged_parts(self) -> list[str]:
         """The staged files of the rows this guard took out of the output (quarantined rows,

@@ -1,6 +1,7 @@
 """Bounded channels: how chunks travel from a streaming node to its consumers on local threads.
 
-An `Inbox` is the channel into one streaming node, fed by its producers; `END` is the item a
+An `Inbox` is the channel into one streaming node, fed by its producers (record batches, or
+the polars frames a transform takes); `END` is the item a
 producer puts when it is done. Memory is bounded by channel depth times chunk size. The local
 executor alone uses channels: steps read plain iterators and call plain functions to send.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from etlkit.engine.workers import Workers
 from etlkit.errors import RunCancelledError
@@ -120,7 +124,7 @@ class Inbox:
             taken.notify()
             return item
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[pa.RecordBatch | pl.DataFrame]:
         while self.open:
             item = self._take()
             if self.cancel.is_set():

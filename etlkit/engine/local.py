@@ -33,7 +33,7 @@ from etlkit.engine.slots import LocalSlots, SlotProvider, take_slots, wanted_slo
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.inputs import read_back, staged_rows
 from etlkit.engine.steps.references import _expected_rows, refer
-from etlkit.engine.steps.roles import open_output, produce, received
+from etlkit.engine.steps.roles import open_output, produce, sink_input
 from etlkit.engine.steps.sinks import write_sink
 from etlkit.engine.steps.sources import cursor_extra
 from etlkit.engine.steps.stage import close_output, commit_output, output_guard, stage_chunks
@@ -45,7 +45,7 @@ from etlkit.errors import (
     RunCancelledError,
     quoted,
 )
-from etlkit.model.nodes import Lazy, Sensor, Sink, Source, Sql, Task
+from etlkit.model.nodes import Lazy, Sensor, Sink, Source, Sql, Task, Transform
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -434,7 +434,7 @@ class _NodeRun:
             self.replay()
             stats.state = "reused"
         elif isinstance(node, Sink):
-            stats.write = write_sink(step, node, received(step, run.inboxes.get(name)))
+            stats.write = write_sink(step, node, sink_input(step, node, run.inboxes.get(name)))
             stats.rows_out = stats.write.rows  # a sink's output is what it wrote
             stats.state = "done"
             run.mark_committed(name)
@@ -459,9 +459,12 @@ class _NodeRun:
         referenced, self.writer = open_output(step, self.guard)
         if isinstance(node, Source):
             stats.expected_rows = _expected_rows(node, step.ctx, referenced)
-        sends = [run.inboxes[c].put for c in run.graph.consumers[name] if c in run.inboxes]
+        streamed = [c for c in run.graph.consumers[name] if c in run.inboxes]
+        frames = [c for c in streamed if isinstance(run.graph.nodes[c], Transform)]  # polars
+        sends = [run.inboxes[c].put for c in streamed if c not in frames]
+        frame_sends = [run.inboxes[c].put for c in frames]
         items = produce(step, run.inboxes.get(name))
-        output = stage_chunks(step, items, self.writer, self.guard, sends)
+        output = stage_chunks(step, items, self.writer, self.guard, sends, frame_sends)
         close_output(step, output, self.writer, self.guard, referenced)
         extra = cursor_extra(node, step.ctx, stats)
         commit_output(step, output, self.writer, self.guard, referenced, extra)

@@ -185,6 +185,10 @@ class Sink(Node):
     """
 
     kind = "sink"
+    #: Whether `write` takes string columns as Arrow string views (`pa.string_view()`), the
+    #: layout polars holds text in; a sink that does not (the default) gets them cast to
+    #: `large_string`, which costs a copy of every string.
+    string_views: ClassVar[bool] = False
 
     def __init__(self, *inputs: Node | str, schema: Model | None = None) -> None:
         super().__init__(*inputs, stage=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import polars as pl
 import pyarrow as pa
@@ -19,6 +19,7 @@ from etlkit.errors import quoted
 
 if TYPE_CHECKING:
     import pandera.polars as pdp
+    from polars._typing import PolarsDataType
 
     Model = type[pdp.DataFrameModel]
 else:
@@ -175,6 +176,61 @@ def to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
         batch = pa.RecordBatch.from_arrays(columns, schema=schema)
     # one batch is one chunk per column already: rechunking it only costs a call
     return cast("pl.DataFrame", pl.from_arrow(batch, rechunk=False))
+
+
+def from_polars(frame: pl.DataFrame) -> list[pa.RecordBatch]:
+    """A polars frame as record batches, without copying its strings where every column allows.
+
+    Strings leave polars as Arrow string views, the layout polars holds them in (exporting
+    `large_string` copies every string). Only a frame whose text is in plain `String` columns
+    is exported so: polars would also export binary, categorical and nested text columns as
+    views, which not every consumer reads; such a frame is exported as `large_string`.
+    """
+    batches: list[pa.RecordBatch] = frame.to_arrow(compat_level=_level(frame)).to_batches()
+    return batches
+
+
+def exported_schema(frame: pl.DataFrame) -> pa.Schema:
+    """The Arrow schema of `from_polars(frame)`, without exporting any row."""
+    schema: pa.Schema = frame.head(0).to_arrow(compat_level=_level(frame)).schema
+    return schema
+
+
+def _level(frame: pl.DataFrame) -> pl.CompatLevel:
+    views = all(not _nested_text(dtype) for dtype in frame.schema.values())
+    return pl.CompatLevel.newest() if views else pl.CompatLevel.oldest()
+
+
+def _nested_text(dtype: PolarsDataType) -> bool:
+    """Whether a column holds text polars exports as views inside another type (a list, a
+    struct, a category), or binary: exported as views, not every consumer reads them."""
+    if dtype == pl.String or not (dtype.is_nested() or dtype in _VIEW_TYPES):
+        return False
+    if isinstance(dtype, pl.List | pl.Array):
+        return dtype.inner == pl.String or _nested_text(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(f.dtype == pl.String or _nested_text(f.dtype) for f in dtype.fields)
+    return True
+
+
+_VIEW_TYPES: Final = (pl.Binary, pl.Categorical, pl.Enum)
+
+
+def plain_strings(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with its string-view columns as `large_string`, as polars exported text before
+    string views, for consumers that do not read views."""
+    views = [i for i, f in enumerate(batch.schema) if pa.types.is_string_view(f.type)]
+    if not views:
+        return batch
+    return batch.cast(plain_schema(batch.schema))
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its string-view columns as `large_string` (see `plain_strings`)."""
+    for i, field in enumerate(schema):
+        if pa.types.is_string_view(field.type):
+            schema = schema.set(i, field.with_type(pa.large_string()))
+    return schema
 
 
 def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:

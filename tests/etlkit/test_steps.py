@@ -9,6 +9,7 @@ from pathlib import Path
 import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
+import pytest
 
 import etlkit as ek
 from etlkit.engine.database import RunDatabase
@@ -18,9 +19,11 @@ from etlkit.engine.plan import Plan, RunOptions, build_plan
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.inputs import arrivals
 from etlkit.engine.steps.sources import read_source
-from etlkit.engine.steps.stage import _split, stage_chunks
+from etlkit.engine.steps.stage import stage_chunks
 from etlkit.engine.steps.transforms import transform
+from etlkit.model.chunks import Chunk
 from etlkit.model.nodes import Context
+from etlkit.model.schema import to_polars
 from etlkit.storage.staging import Staging
 from etlkit.storage.store import new_run_id
 from etlkit.testing import MemorySink, MemorySource
@@ -121,6 +124,10 @@ def test_the_local_executor_runs_a_plan(tmp_path: Path) -> None:
     assert kinds[-1] == "run_finished"
 
 
+def _split(batch: pa.RecordBatch, rows: int, max_bytes: int) -> list[pa.RecordBatch]:
+    return [b for piece in Chunk(batch=batch).split(rows, max_bytes) for b in piece.batches()]
+
+
 def test_chunks_are_split_by_rows_and_by_bytes() -> None:
     batch = pa.record_batch({"x": list(range(100))})
     assert [b.num_rows for b in _split(batch, 30, 1 << 30)] == [30, 30, 30, 10]
@@ -128,3 +135,54 @@ def test_chunks_are_split_by_rows_and_by_bytes() -> None:
     assert len(by_bytes) >= 4
     assert sum(b.num_rows for b in by_bytes) == 100
     assert list(_split(pa.record_batch({"x": pa.array([], pa.int64())}), 10, 10)) == []
+
+
+def test_a_chunk_in_both_forms_is_split_alike() -> None:
+    frame = pl.DataFrame({"x": list(range(100)), "s": [str(i) for i in range(100)]})
+    batch = frame.to_arrow().to_batches()[0]
+    pieces = list(Chunk(batch=batch, frame=frame).split(30, 1 << 30))
+    assert [(p.batch.num_rows if p.batch else 0) for p in pieces] == [30, 30, 30, 10]
+    assert all(p.frame is not None for p in pieces)
+    assert [p.polars().rows() for p in pieces] == [pl.from_arrow(p.batch).rows() for p in pieces]
+    by_bytes = list(Chunk(frame=frame).split(1000, frame.estimated_size() // 4))
+    assert len(by_bytes) >= 4
+    assert pl.concat([p.polars() for p in by_bytes]).equals(frame)
+
+
+def test_a_frame_goes_to_polars_consumers_as_it_is(tmp_path: Path) -> None:
+    plan = build_plan(Doubling.graph(), RunOptions(chunk_rows=10))
+    step = step_for(plan, "doubled", tmp_path, [])
+    frame = pl.DataFrame({"invoice_id": [1, 2], "amount": [2.0, 4.0]})
+    frames: list[pl.DataFrame] = []
+    batches: list[pa.RecordBatch] = []
+    stage_chunks(step, [frame], None, None, frame_sends=[frames.append])
+    assert len(frames) == 1
+    assert frames[0] is frame  # not exported to Arrow and back
+    stage_chunks(step, [frame], None, None, [batches.append], [frames.append])
+    assert [b.to_pylist() for b in batches] == [frame.to_dicts()]
+    assert frames[1] is frame
+
+
+def test_a_transform_takes_the_frame_its_sources_guard_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's chunks are checked in polars (a memory source proves nothing from
+    statistics): the transform gets those frames, not record batches to convert again."""
+    import etlkit.engine.steps.transforms as transforms
+
+    converted: list[int] = []
+
+    def counted(batch: pa.RecordBatch) -> pl.DataFrame:
+        converted.append(batch.num_rows)
+        return to_polars(batch)
+
+    monkeypatch.setattr(transforms, "to_polars", counted)
+    settings = ek.load_settings(tmp_path, env={}, cli={"paths.state_dir": str(tmp_path / "s")})
+    result = Doubling.run(settings=settings)
+    assert result.state == "success", result.error
+    assert result.nodes["doubled"].chunks_in == 3
+    assert converted == []
+    assert Doubling.out.table().to_pydict() == {
+        "invoice_id": [1, 2, 3, 4, 5],
+        "amount": [2.0, 4.0, 6.0, 8.0, 10.0],
+    }

@@ -18,20 +18,29 @@ from etlkit.errors import RunCancelledError
 from etlkit.model.schema import arrow_schema_in, cast_array
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import polars as pl
+
     from etlkit.engine.steps.context import StepContext
 
+    Arrival: TypeAlias = pa.RecordBatch | pl.DataFrame
 
-def arrivals(step: StepContext, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """The chunks arriving at a streaming node, checked against its input model if needed."""
+
+def arrivals(step: StepContext, batches: Iterable[Arrival]) -> Iterator[Arrival]:
+    """The chunks arriving at a streaming node, checked against its input model if needed
+    (record batches, or polars frames where a transform's channel carries them)."""
     stats = step.stats
     guard = input_guard(step)
     for batch in batches:
-        stats.rows_in += batch.num_rows
+        stats.rows_in += len(batch)
         stats.chunks_in += 1
         if guard is None:
             yield batch
-        else:
+        elif isinstance(batch, pa.RecordBatch):
             yield from guard.check(batch, stats.chunks_in)
+        else:  # a transform's input: polars in, polars out
+            yield guard.check_chunk(batch, stats.chunks_in).polars()
 
 
 def staged_inputs(step: StepContext) -> Iterator[pa.RecordBatch]:

@@ -11,7 +11,7 @@ manifest, or a reference to a source's own files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,8 +22,15 @@ from etlkit.checks.guard import OutputGuard
 from etlkit.engine.steps.dataset import check_dataset, take_out_repeats
 from etlkit.engine.steps.references import check_unchanged, commit_reference
 from etlkit.errors import RunCancelledError
+from etlkit.model.chunks import Chunk
 from etlkit.model.nodes import Origin, Source
-from etlkit.model.schema import arrow_schema, arrow_schema_in, has_regex, unique_sets_in
+from etlkit.model.schema import (
+    arrow_schema,
+    arrow_schema_in,
+    has_regex,
+    plain_schema,
+    unique_sets_in,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -82,15 +89,21 @@ def stage_chunks(
     writer: ChunkWriter | None,
     guard: OutputGuard | None,
     sends: Sequence[Callable[[pa.RecordBatch], None]] = (),
+    frame_sends: Sequence[Callable[[pl.DataFrame], None]] = (),
 ) -> Output:
     """Guard, slice, stage and send on every item the node produces (see the module
     docstring); the output is left uncommitted. This is the per-chunk path: it adds nothing
-    per chunk beyond the checks, the writer's append and the sends."""
+    per chunk beyond the checks, the writer's append and the sends.
+
+    `sends` take record batches, `frame_sends` polars frames (the channels into transforms):
+    each chunk is converted between the two at most once, and only if someone takes the
+    other form (a frame the guard validated a batch as goes on as it is)."""
     from etlkit.checks.validation import IncreasingKey
 
     node, stats, cancelled, progress = step.node, step.stats, step.cancelled, step.progress
     rows, max_bytes = step.options.chunk_rows, step.options.chunk_bytes
     keys = [IncreasingKey(k[0]) for k in step.plan.unique_keys[step.name] if len(k) == 1]
+    arrow = writer is not None or bool(sends) or bool(keys)  # whether batches are needed
     first_schema: pa.Schema | None = None
     produced: list[str] | None = None
     for item in items:
@@ -102,22 +115,27 @@ def stage_chunks(
             origin, item = Origin.take(item)  # for failures only: staging does not keep it
         if produced is None:  # what regex columns match when no row passes
             produced = item.schema.names if isinstance(item, pa.RecordBatch) else item.columns
-        batches = guard.check(item, chunk, origin) if guard is not None else _to_batches(item)
+        checked = guard.check_chunk(item, chunk, origin) if guard is not None else Chunk.of(item)
         if guard is not None:
             stats.invalid_rows = guard.invalid_rows
-        for batch in batches:
+        for piece in checked.split(rows, max_bytes):
             if first_schema is None:
-                first_schema = batch.schema
-            for key in keys:
-                key.update(batch)
-            for piece in _split(batch, rows, max_bytes):
+                first_schema = piece.schema()
+            batches = piece.batches() if arrow else []
+            for batch in batches:
+                for key in keys:
+                    key.update(batch)
                 if writer is not None:
-                    writer.append(piece)
+                    writer.append(batch)
                 for send in sends:
-                    send(piece)
-                stats.rows_out += piece.num_rows
-                stats.chunks_out += 1
-                progress()
+                    send(batch)
+            if frame_sends:
+                frame = piece.polars()
+                for send_frame in frame_sends:
+                    send_frame(frame)
+            stats.rows_out += piece.num_rows
+            stats.chunks_out += max(1, len(batches))
+            progress()
     return Output(keys, first_schema, produced)
 
 
@@ -148,8 +166,8 @@ def close_output(
     model = node.output_model
     if first_schema is None and model is not None and (writer or produced is not None):
         output.first_schema = first_schema = _empty_output_schema(model, produced)
-    if first_schema is not None:
-        step.output_schemas[step.name] = first_schema
+    if first_schema is not None:  # the columns a sink of an empty output gets
+        step.output_schemas[step.name] = plain_schema(first_schema)
     staged: Callable[[], list[str]] = list
     if writer is not None:
         staged = writer.part_urls  # closes the part being written: only called if needed
@@ -196,30 +214,6 @@ def commit_output(
         if referenced.files.format.schema is not None:  # parsed, not described
             check_unchanged(step, referenced.files)
         commit_reference(step, referenced.files, referenced.select)
-
-
-def _to_batches(item: pa.RecordBatch | pl.DataFrame) -> list[pa.RecordBatch]:
-    if isinstance(item, pa.RecordBatch):
-        return [item]
-    batches: list[pa.RecordBatch] = item.to_arrow().to_batches()
-    return batches
-
-
-def _split(batch: pa.RecordBatch, rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Slice a batch (without copying) so no piece exceeds `rows` rows or about `max_bytes`."""
-    n = batch.num_rows
-    if n == 0:
-        return
-    step = rows
-    # the buffers' total size bounds the batch's (a slice shares its parent's): exact sizes
-    # are only worth their cost (microseconds, per chunk) when the bound is over the limit
-    if n > 1 and batch.get_total_buffer_size() > max_bytes and batch.nbytes > max_bytes:
-        step = min(step, max(1, n * max_bytes // batch.nbytes))
-    if n <= step:
-        yield batch
-        return
-    for offset in range(0, n, step):
-        yield batch.slice(offset, step)
 
 
 def _empty_output_schema(model: Model, names: Sequence[str] | None) -> pa.Schema:

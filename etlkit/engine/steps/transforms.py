@@ -1,6 +1,7 @@
 """The transform step: a `Transform`'s `process` over each arriving chunk, as polars frames.
 
-A chunk is converted to polars once (without copying); an empty result is not passed on, and
+A chunk arrives as a record batch, converted to polars once (without copying), or as the
+polars frame its producer's guard already holds; an empty result is not passed on, and
 an input of no chunk still yields the transform's (empty) output, so its columns are known.
 """
 
@@ -21,12 +22,16 @@ if TYPE_CHECKING:
 
 
 def transform(
-    step: StepContext, node: Transform[Any, Any], batches: Iterable[pa.RecordBatch]
+    step: StepContext,
+    node: Transform[Any, Any],
+    batches: Iterable[pa.RecordBatch | pl.DataFrame],
 ) -> Iterator[pl.DataFrame]:
-    """`node.process` over each chunk of `batches` (the node's arrivals, counted as they come)."""
+    """`node.process` over each chunk of `batches` (the node's arrivals, counted as they come:
+    record batches, or the frames a producer's guard validated them as)."""
     ctx, stats = step.ctx, step.stats
     for batch in batches:
-        out = node.process(to_polars(batch), ctx)
+        frame = batch if isinstance(batch, pl.DataFrame) else to_polars(batch)
+        out = node.process(frame, ctx)
         if not isinstance(out, pl.DataFrame):
             raise TypeError(
                 f"{type(node).__name__}.process returned {type(out).__name__}; "
