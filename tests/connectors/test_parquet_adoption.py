@@ -256,6 +256,11 @@ def test_a_run_killed_between_the_staging_commit_and_the_adoption_is_retried_onc
     frame = read_back(project, "parquet").sort("id")
     assert frame.equals(expected_rows(), null_equal=True)
     assert sorted(p.name for p in (project / "out").iterdir()) == ["numbers.parquet"]
+    # the staged output the sink adopted is still the node's, queryable by run
+    sql = "select count(*) as n, sum(id) as s from passed"
+    queried = etlkit(project, "query", "--run", run_id, sql, "--format", "csv")
+    assert queried.returncode == 0, queried.stderr
+    assert queried.stdout.split() == ["n,s", f"{ROWS},{ROWS * (ROWS - 1) // 2}"]
 
 
 def test_a_run_killed_mid_adoption_leaves_the_target_untouched_and_retry_adopts_once(
