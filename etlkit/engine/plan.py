@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from etlkit.model.nodes import Adoption, Policy, Sink, Source, Sql
-from etlkit.model.schema import unique_sets
+from etlkit.model.schema import Model, column_names, has_regex, unique_sets
 
 if TYPE_CHECKING:
     from etlkit.engine.slots import SlotProvider
@@ -204,8 +204,10 @@ def build_plan(graph: Graph, options: RunOptions) -> Plan:
 def _adoption(graph: Graph, options: RunOptions, name: str) -> Adoption | None:
     """How a sink's one input is staged for the sink to adopt it, if it may: the sink can
     (`Sink.adoption`), the input is staged anyway, read by this sink alone, not a source (its
-    output may be a reference to its files), and no check of the sink's input model is left
-    to run on arrival (the staged chunks already passed a model that is one, or a subclass)."""
+    output may be a reference to its files), no check of the sink's input model is left to
+    run on arrival (the staged chunks already passed a model that is one, or a subclass), and
+    the models, if both have one, name the same columns in the same order (a sink writing a
+    subset reads the staging back to encode it: streaming it is cheaper)."""
     node = graph.nodes[name]
     if not options.adopt_staged or not isinstance(node, Sink) or len(graph.inputs[name]) != 1:
         return None
@@ -217,12 +219,20 @@ def _adoption(graph: Graph, options: RunOptions, name: str) -> Adoption | None:
         return None
     if tuple(graph.consumers[upstream]) != (name,):
         return None
-    wanted = node.input_model
-    if options.validate and wanted is not None:
-        model = producer.output_model
-        if model is None or not issubclass(model, wanted):
-            return None
+    wanted, model = node.input_model, producer.output_model
+    if options.validate and wanted is not None and (model is None or not issubclass(model, wanted)):
+        return None
+    if wanted is not None and model is not None and not _same_columns(wanted, model):
+        return None  # the sink writes other columns than are staged: it encodes them
     return node.adoption()
+
+
+def _same_columns(wanted: Model, model: Model) -> bool:
+    """Whether two models name the same columns in the same order (True when a regex column
+    leaves it to the data)."""
+    if has_regex(wanted) or has_regex(model):
+        return True
+    return column_names(wanted) == column_names(model)
 
 
 def _judged_whole(graph: Graph, options: RunOptions, name: str) -> bool:

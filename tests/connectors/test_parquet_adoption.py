@@ -77,12 +77,24 @@ def lines(count: int) -> pa.Table:
     )
 
 
+class Noted(Upper):
+    """Upper adding a column its model does not declare (only unvalidated runs let it by)."""
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return super().process(batch, ctx).with_columns(note=pl.lit("noted"))
+
+
 def pipeline(
-    out: Path, count: int, *, schema: type[pdp.DataFrameModel] | None = None, keep: int = 1 << 62
+    out: Path,
+    count: int,
+    *,
+    schema: type[pdp.DataFrameModel] | None = None,
+    keep: int = 1 << 62,
+    typed: bool = True,
 ) -> type[ek.Pipeline]:
     class Adopted(ek.Pipeline):
         source = MemorySource(lines(count), schema=Line, chunk_rows=max(1, count // 7))
-        upper = Upper(source, keep=keep)
+        upper = (Upper if typed else Noted)(source, keep=keep)
         output = ParquetSink(str(out), upper, schema=schema)
 
     return Adopted
@@ -149,16 +161,21 @@ def test_a_sink_writing_other_columns_encodes_its_input(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=SINKS)
-    out = tmp_path / "short.parquet"
+    planned, unplanned = tmp_path / "planned.parquet", tmp_path / "unplanned.parquet"
 
-    run(pipeline(out, 50, schema=Short), tmp_path / "staging")
-
-    assert out.stat().st_nlink == 1
-    assert pq.read_table(out).column_names == ["id", "name"]
-    assert pq.read_table(out)["name"][0].as_py() == "LINE NUMBER 0 OF THE TABLE"
+    # the models say so: the plan streams the input to the sink
+    run(pipeline(planned, 50, schema=Short), tmp_path / "staging")
+    assert caplog.text == ""
+    # a column no model foresaw (unvalidated): the sink refuses the staged file
+    run(pipeline(unplanned, 50, schema=Line, typed=False), tmp_path / "staging", validate=False)
     assert "encoding its input: the staged output of upper cannot be adopted (its columns" in (
         caplog.text
     )
+
+    for out, columns in ((planned, ["id", "name"]), (unplanned, ["id", "name", "amount"])):
+        assert out.stat().st_nlink == 1
+        assert pq.read_table(out).column_names == columns
+        assert pq.read_table(out)["name"][0].as_py() == "LINE NUMBER 0 OF THE TABLE"
 
 
 def test_an_empty_output_is_encoded_with_its_columns(

@@ -106,6 +106,12 @@ def test_pools_and_timeouts_are_planned_and_the_plan_describes_itself() -> None:
     ]
 
 
+class Invoice(pdp.DataFrameModel):
+    """Bill's first column alone."""
+
+    invoice_id: int = pdp.Field(nullable=False)
+
+
 class PositiveBill(pdp.DataFrameModel):
     """Bill's columns, checked otherwise: a sink with it checks each chunk on arrival."""
 
@@ -162,3 +168,8 @@ def test_a_sink_adopts_only_an_input_staged_anyway_read_by_it_alone_and_checked(
     # unvalidated, nothing is checked on arrival
     checked = _adopting(bills=bills, **cases["its model is checked on arrival"]).graph()
     assert build_plan(checked, RunOptions(validate=False)).adopts == {"out"}
+    # but a sink writing other columns than its input's model names would not find them
+    other = _adopting(
+        bills=bills, doubled=doubled, out=ParquetSink("o.parquet", doubled, schema=Invoice)
+    )
+    assert build_plan(other.graph(), RunOptions(validate=False)).adopts == frozenset()
