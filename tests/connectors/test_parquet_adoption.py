@@ -300,3 +300,23 @@ def test_a_run_killed_mid_adoption_leaves_the_target_untouched_and_retry_adopts_
     assert hidden(project / "out") == []
     assert read_back(project, "parquet").sort("id").equals(expected_rows())
     assert sorted(p.name for p in (project / "out").iterdir()) == ["numbers.parquet"]
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_the_run_setting_adopt_staged_turns_adoption_off(tmp_path: Path, setting: str) -> None:
+    settings = ek.load_settings(
+        tmp_path,
+        env={"ETLKIT_RUN__ADOPT_STAGED": setting},
+        cli={"paths.state_dir": str(tmp_path / "state")},
+    )
+    out = tmp_path / "out.parquet"
+
+    result = pipeline(out, 50).run(settings=settings)
+
+    assert result.error is None
+    assert settings.run.adopt_staged is (setting == "true")
+    write = result.nodes["output"].write
+    assert write is not None
+    assert ("adopted" in write.extra) is (setting == "true")
+    assert out.stat().st_nlink == (2 if setting == "true" else 1)
+    assert pq.read_table(out).num_rows == 50
