@@ -4,7 +4,9 @@ Connectors (`connectors/` here, third-party packages through the `etlkit.connect
 import only this module and `etlkit.errors`, so etlkit's packages can change behind it. It offers:
 
 - node bases: `Source`, `Sink`, `Node`, the run's `Context`, `WriteResult`, `Origin` (where a
-  failing row came from), and `bind_sql` for params in a connector's own SQL;
+  failing row came from), and `bind_sql` for params in a connector's own SQL; `Adoption` and
+  `StagedParquet`, for a sink that adopts its input's staged Parquet instead of encoding it
+  again (`Sink.adoption`, `adoption_refused`, `adopt`);
 - schema helpers between Pandera models and Arrow: `arrow_schema`, `columns`, `column_names`,
   `model_name`, `matched`, `has_regex`, `cast_array`, `ColumnSpec`, `Model`;
 - the file-format protocol: `SourceFiles` (a source's own files, which etlkit may stage as a
@@ -24,6 +26,7 @@ Rank: between the model and storage below it and the engine above (tests/test_la
 from __future__ import annotations
 
 from etlkit.model.nodes import (
+    Adoption,
     Context,
     Model,
     Node,
@@ -32,6 +35,7 @@ from etlkit.model.nodes import (
     Sink,
     Source,
     SourceFiles,
+    StagedParquet,
     WriteResult,
     bind_sql,
 )
@@ -50,6 +54,7 @@ from etlkit.storage.formats import FileFormat, file_fingerprint
 from etlkit.storage.parquet import ColumnStats, footer_checksum, parquet_batches
 
 __all__ = [
+    "Adoption",
     "ColumnSpec",
     "ColumnStats",
     "Context",
@@ -61,6 +66,7 @@ __all__ = [
     "Sink",
     "Source",
     "SourceFiles",
+    "StagedParquet",
     "WriteResult",
     "arrow_schema",
     "bind_sql",

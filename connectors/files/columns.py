@@ -59,7 +59,7 @@ def first_failing(count: int, fails: Callable[[int], bool]) -> int:
     return low - 1
 
 
-def _plain(dtype: pa.DataType) -> pa.DataType:
+def plain_type(dtype: pa.DataType) -> pa.DataType:
     """The everyday Arrow type for a file: `string` rather than `large_string` or a view."""
     t = pa.types
     if t.is_large_string(dtype) or t.is_string_view(dtype):
@@ -67,7 +67,7 @@ def _plain(dtype: pa.DataType) -> pa.DataType:
     if t.is_large_binary(dtype) or t.is_binary_view(dtype):
         return pa.binary()
     if t.is_large_list(dtype):
-        return pa.list_(dtype.value_field.with_type(_plain(dtype.value_type)))
+        return pa.list_(dtype.value_field.with_type(plain_type(dtype.value_type)))
     return dtype
 
 
@@ -79,11 +79,19 @@ class Conformer:
         self.model = model
         self.schema: pa.Schema | None = None
         if model is not None:
-            self.schema = pa.schema([pa.field(f.name, _plain(f.type)) for f in arrow_schema(model)])
+            self.schema = pa.schema(
+                [pa.field(f.name, plain_type(f.type)) for f in arrow_schema(model)]
+            )
+
+    def file_schema(self, schema: pa.Schema) -> pa.Schema:
+        """The file's schema for batches of `schema`: the model's, else theirs, types plain."""
+        if self.schema is not None:
+            return self.schema
+        return pa.schema([pa.field(f.name, plain_type(f.type)) for f in schema])
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.schema is None:
-            self.schema = pa.schema([pa.field(f.name, _plain(f.type)) for f in batch.schema])
+            self.schema = self.file_schema(batch.schema)
         names = self.schema.names
         missing = [name for name in names if name not in batch.schema.names]
         if missing:

@@ -15,7 +15,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from connectors.files.columns import Conformer, first_failing, missing_columns, read_schema, short
+from connectors.files.adopt import adopt_file, refusal
+from connectors.files.columns import (
+    Conformer,
+    first_failing,
+    missing_columns,
+    plain_type,
+    read_schema,
+    short,
+)
 from connectors.files.paths import (
     FileSink,
     FileSource,
@@ -25,12 +33,14 @@ from connectors.files.paths import (
     write_file,
 )
 from etlkit.connector import (
+    Adoption,
     Context,
     Model,
     Node,
     Origin,
     Partition,
     SourceFiles,
+    StagedParquet,
     WriteResult,
     cast_array,
     footer_checksum,
@@ -425,6 +435,10 @@ class ParquetSink(FileSink):
     with no rows and the model's schema (the engine hands a sink without a model one empty
     batch with its input's columns; only a direct `write` of no batches gives no columns).
 
+    Its input staged as the file would be (one part, its codec and column types) is adopted
+    instead of encoded again (`adopt`: a hard link or a copy, moved into place); the adopted
+    file's footer keeps the staging's manifest (pipeline, run, node) among its metadata.
+
         report = ParquetSink("reports/{ds}/totals.parquet", totals)
 
     Raises:
@@ -466,3 +480,13 @@ class ParquetSink(FileSink):
             return rows
 
         return write_file(where, self.path, ctx, write, self.conn)
+
+    def adoption(self) -> Adoption:
+        return Adoption(compression=self.compression, file_type=plain_type)
+
+    def adoption_refused(self, staged: StagedParquet) -> str | None:
+        schema = Conformer(self._where(), self.input_model).file_schema(staged.schema)
+        return refusal(staged, self.compression, schema)
+
+    def adopt(self, staged: StagedParquet, ctx: Context) -> WriteResult:
+        return adopt_file(self._where(), self.path, ctx, staged, self.conn)

@@ -3,8 +3,8 @@
 `FileSource` and `FileSink` hold what every file connector takes (path, model, connection). A
 path template resolves to the files it names (`resolve_files`: globs, directories, hidden
 files skipped) on the filesystem its URL names, with a named connection's storage options. Sinks
-write through `write_file`: a hidden temporary object next to the target, moved into place only
-once complete.
+write through `write_file` (or `place_file`, given how to make the file): a hidden temporary
+object next to the target, moved into place only once complete.
 """
 
 from __future__ import annotations
@@ -399,6 +399,23 @@ def write_file(
         ConnectorError: the target cannot be written (permissions, a read-only or full disk,
             a folder in its place); the message names the target, not the temporary object.
     """
+
+    def make(fs: Any, temp: str) -> tuple[int, dict[str, Any]]:
+        with fs.open(temp, "wb") as handle:
+            return write(handle), {}
+
+    return place_file(where, template, ctx, make, conn)
+
+
+def place_file(
+    where: str,
+    template: str,
+    ctx: Context,
+    make: Callable[[Any, str], tuple[int, dict[str, Any]]],
+    conn: str | None,
+) -> WriteResult:
+    """`make(fs, temp)` creates the temporary object next to the target (its rows, and facts
+    for the result); it is then moved into place, as `write_file` does."""
     fs, path = filesystem(where, ctx.render(template), conn)
     temp = temp_path(path, ctx)
     committed = False
@@ -406,15 +423,19 @@ def write_file(
         prepare_parent(where, fs, path)
         if not object_store(fs) and fs.isdir(path):  # a move would put the file inside it
             raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-        with fs.open(temp, "wb") as handle:
-            rows = write(handle)
+        rows, facts = make(fs, temp)
         size = int(fs.size(temp))
         fs.mv(temp, path)
         committed = True
+        if not object_store(fs) and fs.exists(temp):
+            # a rename onto another name of the same file does nothing (POSIX): a hard link
+            # to the file already in place (adopted by an earlier attempt) stays behind
+            remove(fs, temp)
     except OSError as exc:  # permissions, a read-only or full disk: named by the target
         raise os_error(where, "write", fs, path, exc) from exc
     finally:
         if not committed:
             remove(fs, temp)
     logger.debug("%s: wrote %d rows (%d bytes) to %s", where, rows, size, display(fs, path))
-    return WriteResult(rows=rows, uri=str(fs.unstrip_protocol(path)), extra={"bytes": size})
+    uri = str(fs.unstrip_protocol(path))
+    return WriteResult(rows=rows, uri=uri, extra={"bytes": size, **facts})

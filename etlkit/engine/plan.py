@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from etlkit.model.nodes import Policy, Source, Sql
-from etlkit.model.schema import unique_sets
+from etlkit.model.nodes import Adoption, Policy, Sink, Source, Sql
+from etlkit.model.schema import Model, column_names, has_regex, unique_sets
 
 if TYPE_CHECKING:
     from etlkit.engine.slots import SlotProvider
@@ -46,6 +46,7 @@ class RunOptions:
     run_timeout: float | None = None
     cancel_grace: float = 10.0
     reference_sources: bool = True
+    adopt_staged: bool = True  # sinks may adopt their input's staged file (`Plan.adopts`)
     pools: Mapping[str, int] = dataclasses.field(default_factory=dict)
     slots: SlotProvider | None = None
     max_active_nodes: int = 0
@@ -63,7 +64,10 @@ class Plan:
     SQL nodes among them, whose query scans its one input's chunks as they come.
     `refers_in_place`: sources staged as a reference to their files without reading them when
     the files validate (nothing streams from them); `references`: sources whose streamed
-    output may be staged as a reference to their files instead of a copy.
+    output may be staged as a reference to their files instead of a copy. `adopts`: sinks
+    offered their one input's committed staged file to adopt as their own instead of encoding
+    it again (they read that staging, not a channel); `stage_as`: how each of those inputs is
+    staged for it (the sink's codec and file types, in one part).
     """
 
     graph: Graph
@@ -76,6 +80,8 @@ class Plan:
     staged: frozenset[str]
     refers_in_place: frozenset[str]
     references: frozenset[str]
+    adopts: frozenset[str]
+    stage_as: Mapping[str, Adoption]
     pools: Mapping[str, str]
     timeouts: Mapping[str, float]
     unique_keys: Mapping[str, tuple[tuple[str, ...], ...]]
@@ -121,6 +127,10 @@ class Plan:
                 facts.append("reference while streaming")
             if name in self.takes_out_repeats:
                 facts.append("takes out repeats")
+            if name in self.adopts:
+                facts.append("adopts its input's staged file")
+            if name in self.stage_as:
+                facts.append(f"staged for its sink ({self.stage_as[name].compression}, one part)")
             if name in self.pools:
                 facts.append(f"pool {self.pools[name]}")
             if name in self.timeouts:
@@ -139,12 +149,14 @@ def build_plan(graph: Graph, options: RunOptions) -> Plan:
     pools = {n: p for n in graph.order if (p := _pool_of(graph, options, n)) is not None}
     repeats = frozenset(n for n in graph.order if _takes_out_repeats(graph, options, n))
     streamed_sql = frozenset(n for n in graph.order if _streams_sql(graph, options, n))
+    adoptions = {n: a for n in graph.order if (a := _adoption(graph, options, n)) is not None}
     channels = frozenset(
         name
         for name in graph.order
         if (graph.streams_into(name) or name in streamed_sql)
         and name not in pools
         and name not in idle
+        and name not in adoptions
         and not any(i in repeats for i in graph.inputs[name])
     )
     staged = frozenset(n for n in graph.order if _must_stage(graph, options, channels, n))
@@ -179,12 +191,48 @@ def build_plan(graph: Graph, options: RunOptions) -> Plan:
         staged=staged,
         refers_in_place=in_place,
         references=references,
+        adopts=frozenset(adoptions),
+        stage_as={graph.inputs[n][0]: a for n, a in adoptions.items()},
         pools=pools,
         timeouts={
             n: t for n in graph.order if (t := graph.nodes[n].run_options.timeout) is not None
         },
         unique_keys={n: tuple(_unique_keys(graph, options, n)) for n in graph.order},
     )
+
+
+def _adoption(graph: Graph, options: RunOptions, name: str) -> Adoption | None:
+    """How a sink's one input is staged for the sink to adopt it, if it may: the sink can
+    (`Sink.adoption`), the input is staged anyway, read by this sink alone, not a source (its
+    output may be a reference to its files), no check of the sink's input model is left to
+    run on arrival (the staged chunks already passed a model that is one, or a subclass), and
+    the models, if both have one, name the same columns in the same order (a sink writing a
+    subset reads the staging back to encode it: streaming it is cheaper)."""
+    node = graph.nodes[name]
+    if not options.adopt_staged or not isinstance(node, Sink) or len(graph.inputs[name]) != 1:
+        return None
+    if name in options.reuse | options.skip:
+        return None
+    upstream = graph.inputs[name][0]
+    producer = graph.nodes[upstream]
+    if isinstance(producer, Source) or not graph.needs_staging(upstream):
+        return None
+    if tuple(graph.consumers[upstream]) != (name,):
+        return None
+    wanted, model = node.input_model, producer.output_model
+    if options.validate and wanted is not None and (model is None or not issubclass(model, wanted)):
+        return None
+    if wanted is not None and model is not None and not _same_columns(wanted, model):
+        return None  # the sink writes other columns than are staged: it encodes them
+    return node.adoption()
+
+
+def _same_columns(wanted: Model, model: Model) -> bool:
+    """Whether two models name the same columns in the same order (True when a regex column
+    leaves it to the data)."""
+    if has_regex(wanted) or has_regex(model):
+        return True
+    return column_names(wanted) == column_names(model)
 
 
 def _judged_whole(graph: Graph, options: RunOptions, name: str) -> bool:

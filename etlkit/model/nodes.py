@@ -15,8 +15,8 @@ resolved when the pipeline's graph is built).
 The rest of the node vocabulary lives next door and is re-exported here, so that one import
 serves etlkit's packages and the connector SDK: the base `Node` and its options (`node`), the
 `Context` and its templates (`context`), `bind_sql` (`sql_binding`), `SourceFiles` and
-`Origin` (`files`), `Partition` (`partitions`). Connectors are looked up by name in
-`connector_lookup`.
+`Origin` (`files`), `Partition` (`partitions`), `Adoption` and `StagedParquet` (`adoption`).
+Connectors are looked up by name in `connector_lookup`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from etlkit.errors import PipelineDefinitionError
+from etlkit.model.adoption import Adoption, StagedParquet
 from etlkit.model.context import TEMPLATE_NAMES, Context
 from etlkit.model.files import Origin, SourceFiles
 from etlkit.model.node import Model, Node, Policy
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TEMPLATE_NAMES",
+    "Adoption",
     "Context",
     "Lazy",
     "Model",
@@ -53,6 +55,7 @@ __all__ = [
     "Source",
     "SourceFiles",
     "Sql",
+    "StagedParquet",
     "Task",
     "Transform",
     "WriteResult",
@@ -208,6 +211,21 @@ class Sink(Node):
     def discard_leftovers(self, ctx: Context) -> list[str]:
         """Remove the temporary objects attempts of this run left behind; what was removed."""
         return []
+
+    def adoption(self) -> Adoption | None:
+        """How this sink's one input must be staged for the sink to adopt the staged file as
+        its own (see `etlkit.model.adoption`); None (the default): it writes what it receives.
+        """
+        return None
+
+    def adoption_refused(self, staged: StagedParquet) -> str | None:
+        """Why this sink cannot adopt `staged` (it then writes the batches); None: it can."""
+        return "it does not adopt staged files"
+
+    def adopt(self, staged: StagedParquet, ctx: Context) -> WriteResult:
+        """Commit `staged` as this sink's output, as atomically and exactly once as `write`
+        (only called when `adoption_refused` found nothing)."""
+        raise NotImplementedError(f"{type(self).__name__} does not adopt staged files")
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

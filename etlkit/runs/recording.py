@@ -61,6 +61,7 @@ def run_options(
         channel_depth=settings.run.channel_depth,
         max_workers=settings.run.max_workers,
         validate=settings.run.validate,
+        adopt_staged=settings.run.adopt_staged,
         on_invalid=cast("Policy", settings.run.on_invalid),
         max_invalid_fraction=settings.run.max_invalid_fraction,
         duckdb_memory_limit=settings.duckdb.memory_limit,

@@ -52,6 +52,7 @@ class RunSettings:
     max_retry_delay: float | None = None  # cap on the delay, seconds
     timeout: float | None = None  # seconds; None means no timeout
     validate: bool = True  # validation of every edge on/off
+    adopt_staged: bool = True  # a sink may adopt its input's staged file (a hard link or copy)
     on_invalid: str = "fail"  # default policy for invalid rows: fail, drop or quarantine
     max_invalid_fraction: float | None = None  # above it even drop/quarantine fail the run
     max_workers: int = 0  # nodes running at once, blocked ones not counted; 0: max(8, 2 x cores)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from etlkit.storage.root import StagingRoot
 
 
-def _parquet_writer(where: Any, schema: pa.Schema) -> pq.ParquetWriter:
+def _parquet_writer(where: Any, schema: pa.Schema, compression: str) -> pq.ParquetWriter:
     import pyarrow.parquet as pq  # here: a run that stages nothing never loads it
 
-    # Staging is scratch space read back soon: fast snappy, dictionaries only where they pay
-    # (strings): a dictionary of unique numbers saves nothing and multiplies the write's cost.
+    # Staging is scratch space read back soon: fast snappy (unless a sink adopts the file as
+    # its own, in its codec), dictionaries only where they pay (strings): a dictionary of
+    # unique numbers saves nothing and multiplies the write's cost.
     dictionary = [
         f.name
         for f in schema
@@ -42,13 +43,18 @@ def _parquet_writer(where: Any, schema: pa.Schema) -> pq.ParquetWriter:
         or pa.types.is_string_view(f.type)
         or pa.types.is_dictionary(f.type)
     ]
-    return pq.ParquetWriter(where, schema, compression="snappy", use_dictionary=dictionary)
+    return pq.ParquetWriter(where, schema, compression=compression, use_dictionary=dictionary)
 
 
-def _encode(batches: list[pa.RecordBatch], schema: pa.Schema, manifest: Manifest) -> pa.Buffer:
+def _encode(
+    batches: list[pa.RecordBatch],
+    schema: pa.Schema,
+    manifest: Manifest,
+    compression: str = "snappy",
+) -> pa.Buffer:
     """A whole small output as the bytes of one Parquet file, the manifest in its footer."""
     sink = pa.BufferOutputStream()
-    writer = _parquet_writer(sink, schema)
+    writer = _parquet_writer(sink, schema, compression)
     for batch in batches:
         writer.write_batch(batch)
     writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json()})
@@ -103,6 +109,9 @@ class PartsWriter:
     a thread of the writer's own (at most `_QUEUED_BATCHES` waiting), so encoding and
     compressing Parquet overlaps with the node producing its next chunk. A write that fails
     there is raised by the next `append`, by `part_urls` or by the commit.
+
+    `encode_as` changes the parts' codec and the types they hold, for a sink that adopts the
+    staged file as its own (`etlkit.model.adoption`).
     """
 
     def __init__(
@@ -118,6 +127,8 @@ class PartsWriter:
         partial: str,
     ) -> None:
         self.staging = staging
+        self.compression = "snappy"
+        self._retype: Callable[[pa.Schema], pa.Schema] | None = None
         self.pipeline, self.run_id, self.node = pipeline, run_id, node
         self.run_dir = run_dir
         self.part_rows = part_rows
@@ -136,6 +147,22 @@ class PartsWriter:
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
 
+    def encode_as(
+        self, compression: str, retype: Callable[[pa.Schema], pa.Schema] | None = None
+    ) -> None:
+        """Write the parts with `compression`, the columns with the types `retype` gives the
+        first batch's schema (types only, each cast keeping every value).
+
+        Raises:
+            StagingError: a batch is already appended.
+        """
+        if self.schema is not None:
+            raise StagingError(
+                f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id}): its "
+                "staged encoding is chosen before its first batch"
+            )
+        self.compression, self._retype = compression, retype
+
     def _check_open(self, action: str) -> None:
         if self._state != "open":
             raise StagingError(
@@ -145,9 +172,9 @@ class PartsWriter:
 
     def _open_part(self, schema: pa.Schema) -> pq.ParquetWriter:
         if self.staging.local:
-            return _parquet_writer(self._partial, schema)
+            return _parquet_writer(self._partial, schema, self.compression)
         self._handle = self.staging.fs.open(self._partial, "wb")
-        return _parquet_writer(self._handle, schema)
+        return _parquet_writer(self._handle, schema, self.compression)
 
     def _close_writer(self, manifest: Manifest | None = None) -> None:
         assert self._writer is not None
@@ -225,8 +252,8 @@ class PartsWriter:
         """
         self._check_open("append to")
         if self.schema is None:
-            self.schema = batch.schema
-        else:
+            self.schema = batch.schema if self._retype is None else self._retype(batch.schema)
+        if batch.schema != self.schema:
             producer = f"Node '{self.node}' of pipeline '{self.pipeline}' (run {self.run_id})"
             batch = conform_chunk(batch, self.schema, producer)
         self.rows += batch.num_rows
@@ -371,7 +398,7 @@ class NodeWriter(PartsWriter):
         staging = self.staging
         path = f"{self.run_dir}/{self._marker}"
         if self._writer is None:  # what is held (if anything): encoded and written in one go
-            data = _encode(self._held, self.schema or pa.schema([]), manifest)
+            data = _encode(self._held, self.schema or pa.schema([]), manifest, self.compression)
             self._held, self._held_bytes = [], 0
             if staging.object_store:
                 staging.write_bytes(path, data)  # one upload: it appears complete or not at all

@@ -3,7 +3,9 @@
 Each test runs `etlkit run` in a child process on a pipeline whose sink is a subclass of a real
 one, and kills it with SIGKILL at a chosen point: just after the destination committed, before
 the run store heard of it (`PauseAfterCommit`), or while the sink is still writing
-(`PauseMidStream`). Then `etlkit retry` (or `etlkit gc`) runs, and the destination must hold
+(`PauseMidStream`); a ParquetSink adopting its input's staged file also before it adopts and
+once the file is placed under its temporary name (tests/connectors/test_parquet_adoption.py).
+Then `etlkit retry` (or `etlkit gc`) runs, and the destination must hold
 exactly one load's rows, with no temporary files left next to it.
 """
 
@@ -51,11 +53,27 @@ import pandera.polars as pdp
 import polars as pl
 import pyarrow as pa
 
+import connectors.files.adopt as adopting
 import etlkit as ek
 from connectors.duckdb import DuckDBTableSink
 from connectors.files import CsvSink, ParquetDatasetSink, ParquetSink
 from connectors.postgres import PostgresSink
 from etlkit.testing import MemorySource
+
+PLACE = adopting._place
+MID_ADOPTION = ["no-such-file"]
+
+
+def hanging_place(staged, source, fs, temp):
+    '''Blocks once the staged file is linked or copied under its temporary name (killed there).'''
+    how = PLACE(staged, source, fs, temp)
+    if Path(MID_ADOPTION[0]).exists():
+        print("PLACED", flush=True)
+        threading.Event().wait()
+    return how
+
+
+adopting._place = hanging_place
 
 
 class Row(pdp.DataFrameModel):
@@ -68,7 +86,16 @@ def paused(sink):
         '''Blocks after its destination committed while the flag file exists (killed there).'''
 
         def write(self, batches, ctx):
-            result = super().write(batches, ctx)
+            return self.pause(super().write(batches, ctx), ctx)
+
+        def adopt(self, staged, ctx):  # a ParquetSink adopting its input's staged file
+            if Path(ctx.params["before"]).exists():
+                print("ADOPTING", flush=True)  # the input is committed, the sink not yet
+                threading.Event().wait()
+            MID_ADOPTION[0] = ctx.params["mid"]
+            return self.pause(super().adopt(staged, ctx), ctx)
+
+        def pause(self, result, ctx):
             if Path(ctx.params["flag"]).exists():
                 print("COMMITTED", flush=True)
                 threading.Event().wait()
@@ -91,13 +118,13 @@ ROWS = {rows}
 
 
 class Loads(ek.Pipeline):
-    params = {{"flag": "no-such-file", "hang": "no-such-file"}}
+    params = {{key: "no-such-file" for key in ("flag", "hang", "before", "mid")}}
     numbers = MemorySource(
         pa.table({{"id": list(range(ROWS)), "part": [i % 4 for i in range(ROWS)]}}),
         schema=Row,
         chunk_rows=ROWS // 10,
     )
-    passed = PauseMidStream(numbers)
+    passed = PauseMidStream(numbers, stage={stage})
     load = paused({sink})
 """
 
@@ -130,9 +157,12 @@ def etlkit(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def project_with(tmp_path: Path, sink: str, dsn: str = "") -> Path:
+def project_with(tmp_path: Path, sink: str, dsn: str = "", *, stage: bool = True) -> Path:
+    """A project whose pipeline `loads` writes to `sink`; `stage=False`: the transform's
+    output is not staged, so a ParquetSink receives it chunk by chunk (a staged one it adopts
+    once committed, tests/connectors/test_parquet_adoption.py)."""
     (tmp_path / "pipelines").mkdir()
-    code = PIPELINE.format(rows=ROWS, sink=SINKS[sink].format(dsn=dsn))
+    code = PIPELINE.format(rows=ROWS, sink=SINKS[sink].format(dsn=dsn), stage=stage)
     (tmp_path / "pipelines" / "loads.py").write_text(code)
     return tmp_path
 
@@ -271,7 +301,7 @@ def test_file_sink_killed_before_the_store_heard_holds_one_load_after_retry(
 def test_retry_removes_the_temporary_files_of_a_sink_killed_mid_write(
     tmp_path: Path, sink: str
 ) -> None:
-    project = project_with(tmp_path, sink)
+    project = project_with(tmp_path, sink, stage=False)  # the sink writes as chunks come
     hang = project / "hang.flag"
     hang.write_text("")
     run_id = run_killed_at(project, "WRITING", hang=str(hang))
@@ -287,7 +317,7 @@ def test_retry_removes_the_temporary_files_of_a_sink_killed_mid_write(
 
 
 def test_gc_removes_the_temporary_files_of_a_dead_run(tmp_path: Path) -> None:
-    project = project_with(tmp_path, "parquet")
+    project = project_with(tmp_path, "parquet", stage=False)
     hang = project / "hang.flag"
     hang.write_text("")
     run_id = run_killed_at(project, "WRITING", hang=str(hang))

@@ -7,6 +7,7 @@ import polars as pl
 import pyarrow as pa
 
 import etlkit as ek
+from connectors.files import ParquetSink
 from etlkit.engine.plan import RunOptions, build_plan
 from etlkit.testing import MemorySink, MemorySource
 
@@ -103,3 +104,72 @@ def test_pools_and_timeouts_are_planned_and_the_plan_describes_itself() -> None:
         "  bills: source, staged, reference in place",
         "  out: sink, pool db, timeout 5s, bills from staging",
     ]
+
+
+class Invoice(pdp.DataFrameModel):
+    """Bill's first column alone."""
+
+    invoice_id: int = pdp.Field(nullable=False)
+
+
+class PositiveBill(pdp.DataFrameModel):
+    """Bill's columns, checked otherwise: a sink with it checks each chunk on arrival."""
+
+    invoice_id: int = pdp.Field(gt=0)
+    amount: float
+
+
+def _adopting(**nodes: ek.Node) -> ek.Pipeline:
+    return type("Adopting", (ek.Pipeline,), nodes)  # type: ignore[return-value]
+
+
+def test_a_parquet_sink_reads_its_inputs_committed_staging_to_adopt_it() -> None:
+    bills = MemorySource(BILLS, schema=Bill)
+    doubled = Double(bills)
+    graph = _adopting(bills=bills, doubled=doubled, out=ParquetSink("o.parquet", doubled)).graph()
+
+    plan = build_plan(graph, RunOptions())
+
+    assert plan.adopts == {"out"}
+    assert plan.channels == {"doubled"}  # the sink reads the committed staging, not a channel
+    assert plan.stage_as["doubled"].compression == "zstd"
+    assert plan.stage_as["doubled"].file_type(pa.large_string()) == pa.string()
+    assert "out: sink, adopts its input's staged file, doubled from staging" in plan.describe()
+    assert "doubled: transform, staged, staged for its sink (zstd, one part)" in plan.describe()
+    off = build_plan(graph, RunOptions(adopt_staged=False))
+    assert off.adopts == frozenset()
+    assert off.stage_as == {}
+    assert off.channels == {"doubled", "out"}
+
+
+def test_a_sink_adopts_only_an_input_staged_anyway_read_by_it_alone_and_checked() -> None:
+    bills = MemorySource(BILLS, schema=Bill)
+    doubled = Double(bills)
+    unstaged = Double(bills, stage=False)
+    cases = {
+        "a source's output may be a reference": {"out": ParquetSink("o.parquet", bills)},
+        "another consumer": {
+            "doubled": doubled,
+            "out": ParquetSink("o.parquet", doubled),
+            "copy": MemorySink(doubled),
+        },
+        "not staged otherwise": {"unstaged": unstaged, "out": ParquetSink("o.parquet", unstaged)},
+        "its model is checked on arrival": {
+            "doubled": doubled,
+            "out": ParquetSink("o.parquet", doubled, schema=PositiveBill),
+        },
+        "a sink that does not adopt": {"doubled": doubled, "out": MemorySink(doubled)},
+    }
+    for case, nodes in cases.items():
+        plan = build_plan(_adopting(bills=bills, **nodes).graph(), RunOptions())
+        assert plan.adopts == frozenset(), case
+        assert plan.stage_as == {}, case
+        assert "out" in plan.channels, case
+    # unvalidated, nothing is checked on arrival
+    checked = _adopting(bills=bills, **cases["its model is checked on arrival"]).graph()
+    assert build_plan(checked, RunOptions(validate=False)).adopts == {"out"}
+    # but a sink writing other columns than its input's model names would not find them
+    other = _adopting(
+        bills=bills, doubled=doubled, out=ParquetSink("o.parquet", doubled, schema=Invoice)
+    )
+    assert build_plan(other.graph(), RunOptions(validate=False)).adopts == frozenset()

@@ -793,3 +793,25 @@ def test_an_unwritable_staging_root_is_a_staging_error(tmp_path: Path) -> None:
     staging = Staging(str(tmp_path / "file" / "staging"))
     with pytest.raises(StagingError, match=r"Cannot prepare staging directory .*file/staging"):
         staging.writer("report", "r1", "bills")
+
+
+@pytest.mark.parametrize("rows", [10, 200_000])  # held and written at commit, or on its thread
+def test_encode_as_stages_in_a_sinks_codec_and_types(staging: Staging, rows: int) -> None:
+    writer = staging.writer("p", "r1", "n")
+    writer.encode_as("zstd", lambda s: pa.schema([f.with_type(pa.string()) for f in s]))
+    text = pa.array([f"value {i}" for i in range(rows)], pa.large_string())
+    table = pa.table({"text": text})
+    writer.append_many(table.to_batches(max_chunksize=max(1, rows // 4)))
+    manifest = writer.commit()
+
+    (url,) = staging.files("p", "r1", "n")
+    metadata = pq.read_metadata(url.removeprefix("file://"))
+    assert metadata.row_group(0).column(0).compression == "ZSTD"
+    assert metadata.schema.to_arrow_schema().field("text").type == pa.string()
+    assert manifest.schema == (("text", "string"),)
+    back = pa.Table.from_batches(staging.iter_batches("p", "r1", "n", batch_size=1 << 16))
+    assert back.column("text").to_pylist() == text.to_pylist()
+    again = staging.writer("p", "r2", "n")
+    again.append(table.to_batches()[0])
+    with pytest.raises(StagingError, match="chosen before its first batch"):
+        again.encode_as("zstd")

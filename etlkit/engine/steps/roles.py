@@ -3,13 +3,15 @@
 `produce` gives a producing node's items (a source's batches, a transform's frames, a query's
 result) from its arrivals (`received`: record batches, or frames on a transform's channel);
 `open_output` decides where its output goes: a reference to a source's own files, or a staged
-copy. An executor then hands the items to `stage.stage_chunks`.
+copy (in one part, in its sink's codec and file types, when the sink adopts it). An executor
+then hands the items to `stage.stage_chunks`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 
@@ -20,6 +22,9 @@ from etlkit.engine.steps.sources import read_source
 from etlkit.engine.steps.transforms import transform
 from etlkit.model.nodes import Lazy, Sink, Source, Sql, Transform
 from etlkit.model.schema import from_polars, plain_strings
+
+#: Rows past which an output staged for a sink to adopt would start a second part: never.
+_ONE_PART: Final = sys.maxsize
 
 if TYPE_CHECKING:
     import polars as pl
@@ -90,5 +95,11 @@ def open_output(
         if referenced is not None and guard is not None:
             guard.validator.assume(_proven(guard.validator, referenced.files))
     if referenced is None and name in step.plan.staged:
-        return None, step.staging.writer(step.pipeline, step.run_id, name)
+        adoption = step.plan.stage_as.get(name)
+        if adoption is None:
+            return None, step.staging.writer(step.pipeline, step.run_id, name)
+        # one part, as its sink writes its file: the sink adopts it instead of encoding again
+        writer = step.staging.writer(step.pipeline, step.run_id, name, part_rows=_ONE_PART)
+        writer.encode_as(adoption.compression, adoption.file_schema)
+        return None, writer
     return referenced, None
