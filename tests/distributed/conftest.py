@@ -34,11 +34,16 @@ def dask_executor() -> Iterator[DaskExecutor]:
 
 @pytest.fixture(scope="session")
 def tpch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """TPC-H at scale factor 0.01 (60,175 lineitem rows), Parquet."""
+    """TPC-H at scale factor 0.01 (60,175 lineitem rows), Parquet; lineitem in row groups of
+    8,192 rows, so that a source with `partition_rows` splits it."""
+    import pyarrow.parquet as pq
+
     from benchmarks import datasets
 
     root = tmp_path_factory.mktemp("tpch")
     datasets.ensure_tpch(root, SF, ("parquet",), quiet=True)
+    lineitem = datasets.tpch_dir(root, SF) / "parquet" / "lineitem.parquet"
+    pq.write_table(pq.read_table(lineitem), lineitem, row_group_size=8192)
     return datasets.tpch_dir(root, SF)
 
 

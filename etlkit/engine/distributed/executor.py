@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed import cluster
+from etlkit.engine.distributed.failures import lost, node_failure, reported
 from etlkit.engine.distributed.outputs import add_partition, commit_node, finished, resumed
 from etlkit.engine.distributed.segments import Layout, adjusted, layout
 from etlkit.engine.distributed.spec import (
@@ -37,7 +38,7 @@ from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.tasks import poke
-from etlkit.errors import DataValidationError, EtlkitError, NodeError, RunCancelledError
+from etlkit.errors import DataValidationError, EtlkitError, RunCancelledError
 from etlkit.model.nodes import Sensor, Source, WriteResult
 
 if TYPE_CHECKING:
@@ -169,20 +170,26 @@ class _DaskRun:
             self.stop_tasks()
 
     def stop_tasks(self) -> None:
-        """Tell running tasks to stop (the run's event), drop those not started, and wait
-        for the running ones up to the cancel grace."""
+        """Tell the tasks to stop (the run's cancel event: a running task stops at its next
+        chunk boundary, one not started yet at its start), wait for them up to the cancel
+        grace, then drop what is left."""
         if not self.futures:
             return
         from distributed import Event as ClusterEvent
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
-        ClusterEvent(self.event_name, client=self.client).set()
-        self.client.cancel(list(self.futures))
+        event = ClusterEvent(self.event_name, client=self.client)
+        event.set()
         try:
             wait(list(self.futures), timeout=self.plan.options.cancel_grace)
         except TimeoutError:
             logger.warning("tasks of run %s did not stop within the grace", self.ctx.run_id)
+        except FuturesCancelledError:
+            pass  # cancelled by someone else: nothing to wait for
+        self.client.cancel(list(self.futures))
         self.futures.clear()
+        event.clear()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -269,6 +276,7 @@ class _DaskRun:
     def supervise(self) -> None:
         """Submit units as their inputs commit; collect their tasks until all returned."""
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         units = self.units()
         while self.result.error is None:
@@ -285,6 +293,8 @@ class _DaskRun:
                 done = wait(list(self.futures), timeout=0.5, return_when="FIRST_COMPLETED").done
             except TimeoutError:
                 done = set()
+            except FuturesCancelledError:  # cancelled from outside (the cluster closing)
+                done = {f for f in self.futures if f.status == "cancelled"}
             for future in done:
                 if self.result.error is None:
                     self.returned(future)
@@ -321,51 +331,54 @@ class _DaskRun:
         from etlkit.engine.distributed.tasks import run_partition
 
         segment = self.segments[root] = _Segment(nodes)
-        source = self.graph.nodes[root]
-        assert isinstance(source, Source)
-        try:
-            found = (
-                None
-                if source.cursor_column is not None
-                else source.partitions(self.ctx.for_node(root))
-            )
-        except Exception as exc:  # the source's own code
-            raise NodeError(
-                f"Node '{root}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
-                f"failed listing its partitions: {type(exc).__name__}: {exc}",
-                pipeline=self.graph.pipeline,
-                node=root,
-                run_id=self.ctx.run_id,
-            ) from exc
-        parts = [(WHOLE, None)] if found is None else [(p.id, p.to_json()) for p in found]
+        parts = self.partitions_of(root)
+        if parts is None:
+            return
         staged = [n for n in nodes if n in self.plan.staged]
+        run_dir = self.staging.run_dir(self.graph.pipeline, self.ctx.run_id)
+        # a run's first attempt has no finishes to look for (one look per node, not per part)
+        earlier = staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged)
         for pid, text in parts:
             segment.partitions.append(pid)
-            finishes = {
-                n: finished(self.staging, self.graph.pipeline, self.ctx.run_id, n, pid)
-                for n in staged
-            }
-            earlier = (
-                resumed({n: m for n, m in finishes.items() if m is not None})
-                if staged and all(finishes.values())
-                else None
-            )
-            if earlier is not None:
-                self.partition_done(root, pid, earlier)
+            done = self.finished_before(staged, pid) if earlier else None
+            if done is not None:
+                self.partition_done(root, pid, done)
                 continue
             segment.waiting.add(pid)
+            args = (self.spec_text, list(nodes), text, pid)
             future = self.client.submit(
-                run_partition,
-                self.spec_text,
-                list(nodes),
-                text,
-                pid,
-                key=self.task_key(root, pid),
-                pure=False,
+                run_partition, *args, key=self.task_key(root, pid), pure=False
             )
             self.futures[future] = (root, pid)
         if not segment.waiting:
             self.commit_segment(root)
+
+    def partitions_of(self, root: str) -> list[tuple[str, str | None]] | None:
+        """The source's partitions as `(id, JSON)`; `(WHOLE, None)` for a source read whole
+        (not split, or incremental: its cursor is one high-water mark over all it reads).
+        None: listing them failed, and so did the run."""
+        source = self.graph.nodes[root]
+        assert isinstance(source, Source)
+        if source.cursor_column is not None:
+            return [(WHOLE, None)]
+        try:
+            found = source.partitions(self.ctx.for_node(root))
+        except Exception as exc:  # the source's own code
+            cause = f"listing its partitions: {type(exc).__name__}: {exc}"
+            self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, root, cause), root)
+            return None
+        return [(WHOLE, None)] if found is None else [(p.id, p.to_json()) for p in found]
+
+    def finished_before(self, staged: list[str], partition: str) -> dict[str, Any] | None:
+        """What an earlier attempt of the run left of a partition it finished for every
+        staged node of the segment, as a task returns it; None: run it (again)."""
+        found = {}
+        for name in staged:
+            manifest = finished(self.staging, self.graph.pipeline, self.ctx.run_id, name, partition)
+            if manifest is None:
+                return None
+            found[name] = manifest
+        return resumed(found)
 
     def returned(self, future: Any) -> None:
         """A task returned (or failed): add up what it reports, commit what is complete."""
@@ -413,7 +426,8 @@ class _DaskRun:
                 self.fail(exc, name)
                 return
             except EtlkitError as exc:
-                self.fail(self.node_error(name, f"{type(exc).__name__}: {exc}"), name)
+                cause = f"{type(exc).__name__}: {exc}"
+                self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, name, cause), name)
                 return
             if name in self.step_schemas:
                 self.schemas[name] = self.step_schemas[name]
@@ -458,52 +472,20 @@ class _DaskRun:
         self.committed.add(name)
         self.emit("node_finished", name)
 
-    def node_error(self, name: str, cause: str, partition: str = "", worker: str = "") -> NodeError:
-        where = f" in partition '{partition}'" if partition else ""
-        on = f" (on worker {worker})" if worker else ""
-        return NodeError(
-            f"Node '{name}' in pipeline '{self.graph.pipeline}' (run {self.ctx.run_id}) "
-            f"failed{where}{on}: {cause}",
-            pipeline=self.graph.pipeline,
-            node=name,
-            run_id=self.ctx.run_id,
-        )
-
     def task_error(self, key: str, failed: dict[str, Any]) -> None:
         """A task caught a failure of one of its nodes: fail the run, naming the partition."""
-        name, partition, worker = failed["node"], failed["partition"], failed["worker"]
         if failed["cancelled"] and self.cancel.is_set():
-            return
-        if failed["validation"]:
-            where = f" [partition '{partition}' of source '{key}', on worker {worker}]"
-            error: EtlkitError = DataValidationError(
-                failed["message"] + (where if partition else "")
-            )
-        elif failed["etlkit"] and failed["message"].startswith(f"Node '{name}'"):
-            error = NodeError(
-                failed["message"]
-                + (f" [partition '{partition}', on worker {worker}]" if partition else ""),
-                pipeline=self.graph.pipeline,
-                node=name,
-                run_id=self.ctx.run_id,
-            )
-        else:
-            cause = (
-                failed["message"] if failed["etlkit"] else f"{failed['type']}: {failed['message']}"
-            )
-            error = self.node_error(name, cause, partition, worker)
-        self.fail(error, name)
+            return  # it stopped because the run is being cancelled
+        source = key if key in self.roots else ""
+        error = reported(self.graph.pipeline, self.ctx.run_id, source, failed)
+        self.fail(error, failed["node"])
 
     def task_failed(self, key: str, partition: str, exc: BaseException | None) -> None:
         """A task did not return: Dask gave up on it (its workers kept dying), or it was
         cancelled, or it raised before its node boundary."""
         if exc is None and self.cancel.is_set():
             return
-        if isinstance(exc, EtlkitError) and not isinstance(exc, NodeError):
-            cause = str(exc)
-        else:
-            cause = f"{type(exc).__name__}: {exc}" if exc is not None else "its task was cancelled"
-        self.fail(self.node_error(key, cause, partition), key)
+        self.fail(lost(self.graph.pipeline, self.ctx.run_id, key, partition, exc), key)
 
     def check_timeouts(self) -> None:
         """Fail the run at the first timeout passed (a node's leaves the node failed)."""

@@ -91,7 +91,7 @@ class _FinishedParts:
 
     def part_urls(self) -> list[str]:
         run_dir = self.staging.run_dir(self.pipeline, self.run_id)
-        urls = []
+        urls: list[str] = []
         for partition in self.partitions:
             record = finished(self.staging, self.pipeline, self.run_id, self.node, partition)
             if record is not None:

@@ -70,7 +70,7 @@ class _Cancelled:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.asked = time.monotonic()
+        self.asked = 0.0  # a task started after the run's cancellation stops at once
         self.cancelled = False
 
     def __call__(self) -> bool:
