@@ -21,6 +21,9 @@ from etlkit.model.nodes import Context
 from etlkit.model.pipeline import PipelineDefinition
 from etlkit.storage.staging import Staging
 
+# the S3 server's fixtures, for the tests staging on S3
+from tests.integration.conftest import s3_bucket, s3_endpoint, s3_server  # noqa: F401
+
 SF = 0.01
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import ClassVar
 
 import pandera.polars as pdp
 import polars as pl
@@ -50,7 +51,7 @@ class DieOnce(ek.Transform[Bill, TaxedBill]):
 class Bills(ek.Pipeline):
     """Bills of several files, taxed, summed per file's id range and written."""
 
-    params = {"data_dir": "data/bills", "out_dir": "out"}
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out"}
 
     bills = ParquetSource("{data_dir}/*.parquet", schema=Bill)
     taxed: ek.Node = AddTax(bills)
@@ -62,7 +63,7 @@ class Bills(ek.Pipeline):
 class BillsDying(Bills):
     """`Bills` whose transform kills its worker once (see `DieOnce`)."""
 
-    params = {"data_dir": "data/bills", "out_dir": "out", "flag": "die"}
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out", "flag": "die"}
 
     taxed = DieOnce(Bills.bills)
 
