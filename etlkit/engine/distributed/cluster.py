@@ -6,6 +6,7 @@ workers share this machine's disks: staging on a local path serves only workers 
 machine, and a run with others is refused before anything runs. `ship_pipelines` makes the
 pipeline's folder importable on the workers: on this machine by putting the folder on their
 `sys.path` (a worker plugin), elsewhere by uploading it (distributed's `UploadDirectory`).
+`prepare_workers` does all of it before a run, and has every worker import the class.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import EtlkitError
+
+if TYPE_CHECKING:
+    from etlkit.engine.distributed.spec import WorkSpec
+    from etlkit.storage.staging import Staging
 
 
 def start_client(
@@ -103,3 +108,24 @@ def ship_pipelines(client: Any, folder: str, *, remote: bool) -> None:
     from etlkit.engine.distributed.plugin import PipelinesPath
 
     client.register_plugin(PipelinesPath(folder), name=f"etlkit-path:{folder}")
+
+
+def prepare_workers(client: Any, spec: WorkSpec, staging: Staging) -> str:
+    """Check the workers can reach `staging`, ship them the pipeline's folder and have each
+    import the pipeline class; the spec as the tasks get it (JSON).
+
+    Raises:
+        EtlkitError: staging is a local path and workers are elsewhere, or a worker cannot
+            import the class (the message names it and the fix).
+    """
+    from etlkit.engine.distributed.tasks import check_importable
+
+    addresses, here = worker_addresses(client), this_machine()
+    pipeline = spec.context["pipeline"]
+    check_staging_reachable(pipeline, staging.local, staging.root_url, addresses, here)
+    ship_pipelines(client, spec.pipeline.folder, remote=bool(elsewhere(addresses, here)))
+    text = spec.to_json()
+    for problem in client.run(check_importable, text).values():
+        if problem is not None:
+            raise EtlkitError(problem)
+    return text

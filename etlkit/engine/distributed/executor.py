@@ -25,21 +25,21 @@ from typing import TYPE_CHECKING, Any
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed import cluster
 from etlkit.engine.distributed.failures import lost, node_failure, reported
-from etlkit.engine.distributed.outputs import add_partition, commit_node, finished, resumed
-from etlkit.engine.distributed.segments import Layout, adjusted, layout
-from etlkit.engine.distributed.spec import (
-    WorkSpec,
-    context_json,
-    options_json,
-    pipeline_ref,
-    plain_options,
+from etlkit.engine.distributed.outputs import (
+    add_node,
+    add_partition,
+    commit_node,
+    finished,
+    resumed,
 )
+from etlkit.engine.distributed.segments import Layout, adjusted, layout
+from etlkit.engine.distributed.spec import work_spec
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
 from etlkit.engine.steps.tasks import poke
 from etlkit.errors import DataValidationError, EtlkitError, RunCancelledError
-from etlkit.model.nodes import Sensor, Source, WriteResult
+from etlkit.model.nodes import Sensor, Source
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -221,32 +221,8 @@ class _DaskRun:
 
     def prepare(self) -> None:
         """Before anything runs: the workers can reach staging and import the pipeline."""
-        ref = pipeline_ref(self.graph)
-        addresses = cluster.worker_addresses(self.client)
-        here = cluster.this_machine()
-        cluster.check_staging_reachable(
-            self.graph.pipeline, self.staging.local, self.staging.root_url, addresses, here
-        )
-        cluster.ship_pipelines(
-            self.client, ref.folder, remote=bool(cluster.elsewhere(addresses, here))
-        )
-        root = self.staging.root if self.staging.local else self.staging.root_url
-        options = {} if self.staging.local else plain_options(self.staging.fs.storage_options)
-        self.spec_text = WorkSpec(
-            pipeline=ref,
-            context=context_json(self.ctx),
-            options=options_json(self.plan.options),
-            staging_root=root,
-            storage_options=options,
-            layout=self.layout.fields(),
-            cancel_event=self.event_name,
-        ).to_json()
-        from etlkit.engine.distributed.tasks import check_importable
-
-        problems = self.client.run(check_importable, self.spec_text)
-        for problem in problems.values():
-            if problem is not None:
-                raise EtlkitError(problem)
+        spec = work_spec(self.plan, self.ctx, self.staging, self.layout.fields(), self.event_name)
+        self.spec_text = cluster.prepare_workers(self.client, spec, self.staging)
 
     def sense(self, name: str) -> None:
         """Run a sensor here: it waits, and a wait needs no worker."""
@@ -453,20 +429,10 @@ class _DaskRun:
 
     def node_done(self, name: str, answer: dict[str, Any]) -> None:
         """A single node returned: its statistics, its output's columns, its write."""
-        from etlkit.engine.distributed.tasks import read_schema
-
         stats = self.result.nodes[name]
-        facts = answer["nodes"][name]
-        for field in ("rows_in", "chunks_in", "rows_out", "chunks_out", "invalid_rows"):
-            setattr(stats, field, int(facts[field]))
-        stats.bytes_staged = int(facts["bytes_staged"])
-        stats.cursor = facts["cursor"]
-        stats.cursor_seen = set(facts["cursor_seen"])
-        if facts.get("schema"):
-            self.schemas[name] = read_schema(facts["schema"])
-        if "write" in facts:
-            written = facts["write"]
-            stats.write = WriteResult(written["rows"], written["uri"], written["extra"])
+        schema = add_node(stats, answer["nodes"][name])
+        if schema is not None:
+            self.schemas[name] = schema
         stats.state = "done"
         stats.finished = time.perf_counter()
         self.committed.add(name)

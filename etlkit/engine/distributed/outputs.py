@@ -2,9 +2,10 @@
 
 `finished` reads the finish an earlier attempt of the run left for a partition (a retry
 does not run it again); `add_partition` adds one partition's statistics, as a task returned
-them or a finish recorded them, to its node's `NodeStats`; `commit_node` judges the whole
-output with the same `close_output` a local run calls (dataset checks and keys repeating
-across partitions, over every partition's parts) and commits the partitions as one output.
+them or a finish recorded them, to its node's `NodeStats` (`add_node`: a node run whole);
+`commit_node` judges the whole output with the same `close_output` a local run calls
+(dataset checks and keys repeating across partitions, over every partition's parts) and
+commits the partitions as one output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from etlkit.engine.events import PartitionStats
 from etlkit.engine.steps.sources import cursor_extra
 from etlkit.engine.steps.stage import Output, close_output
+from etlkit.model.nodes import WriteResult
 from etlkit.storage.manifest import Manifest
 from etlkit.storage.partitions import FINISHED
 
@@ -76,6 +78,21 @@ def add_partition(stats: NodeStats, partition: str, facts: Mapping[str, Any], ta
             seconds=float(task["seconds"]),
         )
     )
+
+
+def add_node(stats: NodeStats, facts: Mapping[str, Any]) -> pa.Schema | None:
+    """Set a node run whole from its task's statistics (`facts`); its output's columns."""
+    from etlkit.engine.distributed.tasks import read_schema
+
+    for field in ("rows_in", "chunks_in", "rows_out", "chunks_out", "invalid_rows"):
+        setattr(stats, field, int(facts[field]))
+    stats.bytes_staged = int(facts["bytes_staged"])
+    stats.cursor = facts["cursor"]
+    stats.cursor_seen = set(facts["cursor_seen"])
+    if "write" in facts:
+        written = facts["write"]
+        stats.write = WriteResult(written["rows"], written["uri"], written["extra"])
+    return read_schema(facts["schema"]) if facts.get("schema") else None
 
 
 @dataclass

@@ -27,7 +27,9 @@ from etlkit.model.context import Context
 from etlkit.model.pipeline import PipelineDefinition
 
 if TYPE_CHECKING:
+    from etlkit.engine.plan import Plan
     from etlkit.model.graph import Graph
+    from etlkit.storage.staging import Staging
 
 #: The module name prefix `model.discovery` gives a pipeline file it imports by path.
 _FILE_MODULE: Final = "etlkit_pipeline_"
@@ -168,6 +170,22 @@ class WorkSpec:
         value = json.loads(text)
         value["pipeline"] = PipelineRef(**value["pipeline"])
         return cls(**value)
+
+
+def work_spec(
+    plan: Plan, ctx: Context, staging: Staging, layout: Mapping[str, list[str]], event: str
+) -> WorkSpec:
+    """The run described for the workers: a local staging root as an absolute path (their
+    working directory is not this process's), an fsspec root with its JSON-able options."""
+    return WorkSpec(
+        pipeline=pipeline_ref(plan.graph),
+        context=context_json(ctx),
+        options=options_json(plan.options),
+        staging_root=staging.root if staging.local else staging.root_url,
+        storage_options={} if staging.local else plain_options(staging.fs.storage_options),
+        layout=layout,
+        cancel_event=event,
+    )
 
 
 def context_json(ctx: Context) -> dict[str, Any]:
