@@ -8,7 +8,7 @@ whose results they must match.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from etlkit.engine.distributed import DaskExecutor
-from etlkit.engine.execution import RunOptions, RunResult, execute, new_run_id
+from etlkit.engine.execution import Listener, RunOptions, RunResult, execute, new_run_id
 from etlkit.model.nodes import Context
 from etlkit.model.pipeline import PipelineDefinition
 from etlkit.storage.staging import Staging
@@ -57,6 +57,7 @@ def run(
     *,
     executor: Any = None,
     run_id: str | None = None,
+    listeners: Sequence[Listener] = (),
     **options: Any,
 ) -> RunResult:
     """Run `pipeline` once with `executor` (None: the local one), as `etlkit run` would."""
@@ -67,5 +68,10 @@ def run(
         params=pipeline.resolve_params(params),
     )
     return execute(
-        pipeline.graph(), ctx, staging=staging, options=RunOptions(**options), executor=executor
+        pipeline.graph(),
+        ctx,
+        staging=staging,
+        options=RunOptions(**options),
+        listeners=listeners,
+        executor=executor,
     )

@@ -113,3 +113,60 @@ def test_a_class_the_workers_cannot_import_fails_before_anything_runs(
     assert "etlkit_test_ghost_pipelines.Ghost" in message
     assert "importable on every Dask worker" in message
     assert all(s.state == "cancelled" for s in result.nodes.values())  # nothing ran
+
+
+def test_a_unique_key_repeating_across_partitions_fails_the_commit(
+    dask_executor: DaskExecutor, tmp_path: Path
+) -> None:
+    data = tmp_path / "bills"
+    write_bills(data, files=2, rows=200)
+    (data / "bills-00.parquet").rename(data / "bills-02.parquet")
+    write_bills(data, files=1, rows=200)  # bills-00 again: the ids of bills-02
+    params = {"data_dir": str(data), "out_dir": str(tmp_path / "out")}
+    staging = Staging(str(tmp_path / "staging"))
+
+    result = run(Bills, staging, params, executor=dask_executor)
+
+    assert isinstance(result.error, DataValidationError)  # each partition alone was valid
+    assert "bill_id" in str(result.error)
+    assert result.nodes["bills"].state == "failed"
+    assert len(result.nodes["bills"].partitions) == 3
+    assert staging.manifest(Bills.name, result.run_id, "bills") is None
+    assert not (tmp_path / "out").exists()  # no sink ran
+
+
+def test_a_retry_reuses_committed_nodes_and_skips_written_sinks(
+    dask_executor: DaskExecutor, tmp_path: Path
+) -> None:
+    write_bills(tmp_path / "bills", files=2, rows=100)
+    params = {"data_dir": str(tmp_path / "bills"), "out_dir": str(tmp_path / "out")}
+    staging = Staging(str(tmp_path / "staging"))
+    first = run(Bills, staging, params, executor=dask_executor)
+    first.raise_for_error()
+    (tmp_path / "out" / "summary.parquet").unlink()  # as if the run died before this sink
+    events: list[tuple[str, str]] = []
+
+    again = run(
+        Bills,
+        staging,
+        params,
+        executor=dask_executor,
+        run_id=first.run_id,
+        reuse=frozenset({"bills", "taxed", "total"}),
+        skip=frozenset({"output"}),
+        listeners=[lambda e: events.append((e.kind, e.node))],
+    )
+
+    again.raise_for_error()
+    states = {n: s.state for n, s in again.nodes.items()}
+    assert states == {
+        "bills": "reused",
+        "taxed": "reused",
+        "total": "reused",
+        "output": "skipped",
+        "summary": "done",
+    }
+    assert again.nodes["taxed"].partitions == []  # nothing ran again
+    assert ("node_finished", "output") in events
+    assert ("node_started", "summary") in events
+    assert pl.read_parquet(tmp_path / "out" / "summary.parquet")["n"].to_list() == [200]

@@ -255,6 +255,7 @@ class _DaskRun:
         from distributed.client import FuturesCancelledError
 
         units = self.units()
+        self.settle_idle()
         while self.result.error is None:
             for key, nodes in units:
                 if key not in self.started and self.ready(nodes):
@@ -275,6 +276,21 @@ class _DaskRun:
                 if self.result.error is None:
                     self.returned(future)
             self.check_timeouts()
+
+    def settle_idle(self) -> None:
+        """Report the nodes that do not run, as a local run does: reused outputs of an
+        earlier attempt (committed already), skipped sinks (they wrote already)."""
+        for name in self.graph.order:
+            stats = self.result.nodes[name]
+            if name in self.plan.reused:
+                stats.state, stats.started = "reused", time.perf_counter()
+                self.emit("node_started", name)
+            elif name in self.plan.skipped:
+                stats.state = "skipped"
+            else:
+                continue
+            stats.finished = time.perf_counter()
+            self.emit("node_finished", name)
 
     def ready(self, nodes: tuple[str, ...]) -> bool:
         inputs = {i for n in nodes for i in self.graph.inputs[n]} - set(nodes)
