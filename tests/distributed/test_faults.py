@@ -61,7 +61,14 @@ def test_a_partition_breaking_its_contract_fails_the_run_and_a_retry_reuses_the_
     params = {"data_dir": str(data), "out_dir": str(tmp_path / "out")}
     staging = Staging(str(tmp_path / "staging"))
 
-    failed = run(Bills, staging, params, executor=dask_executor)
+    events: list[tuple[str, str]] = []
+    failed = run(
+        Bills,
+        staging,
+        params,
+        executor=dask_executor,
+        listeners=[lambda e: events.append((e.kind, e.node))],
+    )
 
     assert failed.state == "failed"
     assert isinstance(failed.error, DataValidationError)
@@ -70,6 +77,11 @@ def test_a_partition_breaking_its_contract_fails_the_run_and_a_retry_reuses_the_
     assert "'bills'" in str(failed.error)
     assert f"partition '{bad}'" in str(failed.error)
     assert failed.nodes["bills"].state == "failed"
+    assert {n: s.state for n, s in failed.nodes.items() if n != "bills"} == dict.fromkeys(
+        ["taxed", "total", "output", "summary"], "cancelled"
+    )
+    finished = [n for kind, n in events if kind == "node_finished"]
+    assert sorted(finished) == sorted(Bills.graph().order)  # once each, as a local run reports
     assert staging.manifest(Bills.name, failed.run_id, "bills") is None  # nothing committed
     before = {p.partition: p.attempt for p in failed.nodes["bills"].partitions}
     assert bad not in before

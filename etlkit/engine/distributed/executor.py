@@ -211,10 +211,11 @@ class _DaskRun:
             self.database.close()
             if self.futures:
                 self.stop_tasks()
-        for stats in self.result.nodes.values():
+        for name, stats in self.result.nodes.items():
             if self.result.error is not None and stats.state in ("pending", "running"):
-                stats.state = "cancelled"
+                stats.state = "cancelled"  # stopped, or never started, by the failure
                 stats.finished = stats.finished or time.perf_counter()
+                self.emit("node_finished", name)
         settle(self.result, skipped=self.skipped)
         self.emit("run_finished")
         return self.result
@@ -235,6 +236,10 @@ class _DaskRun:
             outcome = poke(node, self.ctx.for_node(name), self.cancel)
         except EtlkitError as exc:
             self.fail(exc, name)
+            return
+        except Exception as exc:  # the sensor's own code
+            cause = f"{type(exc).__name__}: {exc}"
+            self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, name, cause), name)
             return
         stats.finished = time.perf_counter()
         if outcome == "skipped":
