@@ -33,7 +33,8 @@ def both(
     executor: DaskExecutor,
     output: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame, RunResult]:
-    """The pipeline's output file run locally and on Dask, and the Dask run's result."""
+    """The pipeline's output file run locally and on Dask, and the Dask run's result (its
+    staging under `tmp_path/dask/staging`)."""
     frames, result = [], None
     for name, runner in (("local", None), ("dask", executor)):
         out = tmp_path / name / "out"
@@ -73,6 +74,11 @@ def test_reshape_matches_local(
     assert local.height > 0
     key = ["l_orderkey", "l_linenumber"]
     assert differences(local.sort(key), dask.sort(key)) == []
+    # the source's files stand for its output, as in a local run: no partition copied them
+    staged = Staging(str(tmp_path / "dask" / "staging"))
+    manifest = staged.manifest(pipeline.name, result.run_id, "lineitem")
+    assert manifest is not None
+    assert [f.name for f in manifest.files] == [str(tpch_dir / "parquet" / "lineitem.parquet")]
     parts = result.nodes["reshaped"].partitions
     assert sum(p.rows for p in parts) == dask.height
     assert all(p.worker.startswith("tcp://127.0.0.1:") for p in parts)

@@ -38,8 +38,11 @@ def start_client(
         threads_per_worker=threads_per_worker,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=":0" if dashboard else None,
-        scheduler_kwargs={"dashboard": dashboard},  # the address alone does not turn it off
+        # the scheduler's HTTP server runs in any case (health, metrics): on a free port of
+        # 127.0.0.1, never on 8787 of every interface, which another cluster may hold; the
+        # dashboard's pages only when asked (`client.dashboard_link`)
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": dashboard},
     )
     client = Client(cluster)
     return client, [client, cluster]

@@ -29,14 +29,16 @@ from etlkit.engine.distributed.outputs import (
     add_node,
     add_partition,
     commit_node,
+    commit_referenced,
     finished,
     resumed,
 )
-from etlkit.engine.distributed.segments import Layout, adjusted, layout
+from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
 from etlkit.engine.distributed.spec import work_spec
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
+from etlkit.engine.steps.references import _Reference, reference
 from etlkit.engine.steps.tasks import poke
 from etlkit.errors import DataValidationError, EtlkitError, RunCancelledError
 from etlkit.model.nodes import Sensor, Source
@@ -114,6 +116,8 @@ class _Segment:
     waiting: set[str] = dataclasses.field(default_factory=set)
     schemas: dict[str, pa.Schema] = dataclasses.field(default_factory=dict)
     produced: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    copies: list[str] = dataclasses.field(default_factory=list)  # nodes writing parts
+    referenced: _Reference | None = None  # the source staged as a reference to its files
 
 
 class _DaskRun:
@@ -328,21 +332,25 @@ class _DaskRun:
         from etlkit.engine.distributed.tasks import run_partition
 
         segment = self.segments[root] = _Segment(nodes)
-        parts = self.partitions_of(root)
-        if parts is None:
+        try:
+            parts = self.partitions_of(root)
+            segment.referenced = self.reference_of(root)
+        except Exception as exc:  # the source's own code, listing its partitions or files
+            cause = f"{type(exc).__name__}: {exc}"
+            self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, root, cause), root)
             return
-        staged = [n for n in nodes if n in self.plan.staged]
+        staged = segment.copies = copies(self.plan, nodes, segment.referenced is not None)
         run_dir = self.staging.run_dir(self.graph.pipeline, self.ctx.run_id)
         # a run's first attempt has no finishes to look for (one look per node, not per part)
         earlier = staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged)
         for pid, text in parts:
             segment.partitions.append(pid)
-            done = self.finished_before(staged, pid) if earlier else None
+            done = self.finished_before(nodes, staged, pid) if earlier else None
             if done is not None:
                 self.partition_done(root, pid, done)
                 continue
             segment.waiting.add(pid)
-            args = (self.spec_text, list(nodes), text, pid)
+            args = (self.spec_text, list(nodes), text, pid, staged)
             future = self.client.submit(
                 run_partition, *args, key=self.task_key(root, pid), pure=False
             )
@@ -350,32 +358,38 @@ class _DaskRun:
         if not segment.waiting:
             self.commit_segment(root)
 
-    def partitions_of(self, root: str) -> list[tuple[str, str | None]] | None:
+    def reference_of(self, root: str) -> _Reference | None:
+        """A reference to the source's files to stage instead of a copy, when the plan lets
+        its files stand for its output and they can (decided before its partitions run:
+        with one, no partition writes the source's parts)."""
+        if root not in self.plan.references:
+            return None
+        node = self.graph.nodes[root]
+        assert isinstance(node, Source)
+        return reference(self.step(root), node)
+
+    def partitions_of(self, root: str) -> list[tuple[str, str | None]]:
         """The source's partitions as `(id, JSON)`; `(WHOLE, None)` for a source read whole
-        (not split, or incremental: its cursor is one high-water mark over all it reads).
-        None: listing them failed, and so did the run."""
+        (not split, or incremental: its cursor is one high-water mark over all it reads)."""
         source = self.graph.nodes[root]
         assert isinstance(source, Source)
         if source.cursor_column is not None:
             return [(WHOLE, None)]
-        try:
-            found = source.partitions(self.ctx.for_node(root))
-        except Exception as exc:  # the source's own code
-            cause = f"listing its partitions: {type(exc).__name__}: {exc}"
-            self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, root, cause), root)
-            return None
+        found = source.partitions(self.ctx.for_node(root))
         return [(WHOLE, None)] if found is None else [(p.id, p.to_json()) for p in found]
 
-    def finished_before(self, staged: list[str], partition: str) -> dict[str, Any] | None:
-        """What an earlier attempt of the run left of a partition it finished for every
-        staged node of the segment, as a task returns it; None: run it (again)."""
-        found = {}
-        for name in staged:
+    def finished_before(
+        self, segment: tuple[str, ...], copies: list[str], partition: str
+    ) -> dict[str, Any] | None:
+        """What an earlier attempt of the run left of a partition it finished for every node
+        of the segment writing parts, as a task returns it; None: run it (again)."""
+        found = []
+        for name in copies:
             manifest = finished(self.staging, self.graph.pipeline, self.ctx.run_id, name, partition)
             if manifest is None:
                 return None
-            found[name] = manifest
-        return resumed(found)
+            found.append(manifest)
+        return resumed(segment, found)
 
     def returned(self, future: Any) -> None:
         """A task returned (or failed): add up what it reports, commit what is complete."""
@@ -414,11 +428,11 @@ class _DaskRun:
         for name in segment.nodes:
             stats = self.result.nodes[name]
             try:
-                if name in self.plan.staged:
-                    schema = segment.schemas.get(name)
-                    commit_node(
-                        self.step(name), segment.partitions, schema, segment.produced.get(name)
-                    )
+                schema, produced = segment.schemas.get(name), segment.produced.get(name)
+                if name == root and segment.referenced is not None:
+                    commit_referenced(self.step(name), segment.referenced, schema, produced)
+                elif name in segment.copies:
+                    commit_node(self.step(name), segment.partitions, schema, produced)
             except DataValidationError as exc:
                 self.fail(exc, name)
                 return

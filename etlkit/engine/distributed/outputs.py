@@ -5,7 +5,8 @@ does not run it again); `add_partition` adds one partition's statistics, as a ta
 them or a finish recorded them, to its node's `NodeStats` (`add_node`: a node run whole);
 `commit_node` judges the whole output with the same `close_output` a local run calls
 (dataset checks and keys repeating across partitions, over every partition's parts) and
-commits the partitions as one output.
+commits the partitions as one output; `commit_referenced` commits a source as a reference
+to its files instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from etlkit.engine.events import PartitionStats
 from etlkit.engine.steps.sources import cursor_extra
-from etlkit.engine.steps.stage import Output, close_output
+from etlkit.engine.steps.stage import Output, close_output, commit_output
 from etlkit.model.nodes import WriteResult
 from etlkit.storage.manifest import Manifest
 from etlkit.storage.partitions import FINISHED
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from etlkit.engine.events import NodeStats
     from etlkit.engine.steps.context import StepContext
+    from etlkit.engine.steps.references import _Reference
     from etlkit.storage.staging import NodeWriter, Staging
 
 
@@ -44,19 +46,21 @@ def finished(
         return None
 
 
-def resumed(manifests: Mapping[str, Manifest]) -> dict[str, Any] | None:
-    """A partition's task result rebuilt from its finishes (one per staged node of the
-    segment), as `run_partition` returned it; None if one lacks the statistics."""
-    nodes: dict[str, Any] = {}
-    worker, seconds = "", 0.0
-    for name, manifest in manifests.items():
-        stats = manifest.extra.get("stats")
-        if not isinstance(stats, dict):
-            return None
-        nodes[name] = {**stats, "attempt": manifest.extra.get("attempt", ""), "reused": True}
-        worker = str(manifest.extra.get("worker", ""))
-        seconds = float(manifest.extra.get("seconds", 0.0))
-    return {"worker": worker, "seconds": seconds, "nodes": nodes}
+def resumed(segment: Sequence[str], manifests: Sequence[Manifest]) -> dict[str, Any] | None:
+    """A partition's task result rebuilt from its finishes (one per node of the segment that
+    writes parts, each recording the statistics of every node of the segment), as
+    `run_partition` returned it; None if they do not record them all."""
+    if not manifests:
+        return None
+    extra = manifests[0].extra
+    nodes = extra.get("segment")
+    if not isinstance(nodes, dict) or set(nodes) != set(segment):
+        return None
+    return {
+        "worker": str(extra.get("worker", "")),
+        "seconds": float(extra.get("seconds", 0.0)),
+        "nodes": nodes,
+    }
 
 
 def add_partition(stats: NodeStats, partition: str, facts: Mapping[str, Any], task: Any) -> None:
@@ -148,3 +152,18 @@ def commit_node(
     )
     stats.bytes_staged = manifest.bytes
     stats.finished = time.perf_counter()
+
+
+def commit_referenced(
+    step: StepContext,
+    referenced: _Reference,
+    first_schema: pa.Schema | None,
+    produced: list[str] | None,
+) -> None:
+    """Judge a source's whole output and commit it as a reference to its files (what a local
+    run does for a source whose files may stand for its output): its partitions staged no
+    parts."""
+    output = Output([], first_schema, produced)
+    close_output(step, output, None, None, referenced)
+    commit_output(step, output, None, None, referenced)
+    step.stats.finished = time.perf_counter()

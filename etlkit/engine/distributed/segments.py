@@ -8,7 +8,9 @@ referred to in place, and per-chunk nodes that cannot be split: several inputs, 
 `takes_out_repeats` output, a drop or quarantine policy, whose verdict spans the whole
 output). `layout` decides it from the local plan; `adjusted` gives the plan the steps then
 see, where every edge leaving a segment or into a single reads committed staging: its
-producer's output is staged, nothing streams into SQL, and a split source stages a copy.
+producer's output is staged, and nothing streams into SQL. A split source whose files may
+stand for its output (`Plan.references`) stages a reference to them, decided by the
+coordinator before its partitions run (`copies`: the nodes whose partitions write parts).
 """
 
 from __future__ import annotations
@@ -92,13 +94,12 @@ def layout(plan: Plan) -> Layout:
         readers = [c for c in graph.consumers[name] if graph.nodes[c].kind not in _NO_INPUT]
         if any(c != following.get(name) for c in readers):
             staged.add(name)  # read back from staging by a consumer outside its chain
-    roots = {s[0] for s in segments}
     return Layout(
         segments=tuple(segments),
         singles=tuple(n for n in runs if n not in members),
         channels=channels,
         staged=frozenset(staged),
-        references=plan.references - roots,
+        references=plan.references,
     )
 
 
@@ -118,6 +119,12 @@ def _splittable(plan: Plan, name: str) -> bool:
     if fraction is None:
         fraction = options.max_invalid_fraction
     return not guarded or (policy == "fail" and fraction is None)
+
+
+def copies(plan: Plan, segment: Sequence[str], referenced: bool) -> list[str]:
+    """The nodes of a segment whose partitions write parts: the staged ones, but a source
+    staged as a reference to its files (`referenced`)."""
+    return [n for n in segment if n in plan.staged and not (referenced and n == segment[0])]
 
 
 def adjusted(plan: Plan, fields: Mapping[str, Sequence[str]]) -> Plan:

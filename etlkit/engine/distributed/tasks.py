@@ -163,10 +163,15 @@ def _nothing() -> None:
 
 
 def run_partition(
-    spec_text: str, segment: list[str], partition: str | None, partition_id: str
+    spec_text: str,
+    segment: list[str],
+    partition: str | None,
+    partition_id: str,
+    copies: list[str],
 ) -> dict[str, Any]:
     """Run one partition of a segment (see the module docstring); `partition`: the source's
-    `Partition` as JSON, None to read the source whole."""
+    `Partition` as JSON, None to read the source whole; `copies`: the nodes writing parts
+    (`segments.copies`)."""
     started = time.perf_counter()
     token = uuid.uuid4().hex  # this attempt, for nodes that stage nothing
     run = _Run.open(WorkSpec.from_json(spec_text), {})
@@ -182,7 +187,7 @@ def run_partition(
                 items = produce(step, pieces) if name != segment[0] else _read(step, partition)
                 if run.plan.options.validate and step.node.output_model is not None:
                     guards[name] = output_guard(step)
-                if name in run.plan.staged:
+                if name in copies:
                     writers[name] = run.staging.partition_writer(
                         run.plan.pipeline, run.ctx.run_id, name, partition_id
                     )
@@ -199,12 +204,17 @@ def run_partition(
         seconds = time.perf_counter() - started
         nodes: dict[str, dict[str, Any]] = {}
         for name in segment:
-            stats, output, writer = steps[name].stats, outputs.get(name), writers.get(name)
-            nodes[name] = facts = _facts(stats, output, writer.attempt if writer else token)
-            if writer is not None:
-                extra = {"stats": facts, "worker": run.where, "seconds": seconds}
-                schema = output.first_schema if output is not None else None
-                facts["bytes_staged"] = writer.finish(empty_schema=schema, extra=extra).bytes
+            writer = writers.get(name)
+            attempt = writer.attempt if writer is not None else token
+            nodes[name] = _facts(steps[name].stats, outputs.get(name), attempt)
+        # each finish records the whole segment's statistics: a later attempt of the run
+        # that reuses the partition reports every node of it from any one finish
+        extra = {"segment": nodes, "worker": run.where, "seconds": seconds}
+        for name, writer in writers.items():
+            output = outputs.get(name)
+            schema = output.first_schema if output is not None else None
+            finish = writer.finish(empty_schema=schema, extra=extra)
+            nodes[name] = {**nodes[name], "bytes_staged": finish.bytes}
         return {"partition": partition_id, "worker": run.where, "seconds": seconds, "nodes": nodes}
     except _Failed as failed:
         for writer in writers.values():
