@@ -197,33 +197,48 @@ def run_partition(
             for name in segment:
                 if name in guards:
                     guards[name].finish()
+            seconds = time.perf_counter() - started
+            nodes = _finish(run, steps, writers, outputs, token, seconds)
         except _Failed:
             raise
         except (Exception, PanicException) as exc:  # a writer or guard of no one node
             raise _Failed(segment[0], exc) from exc
-        seconds = time.perf_counter() - started
-        nodes: dict[str, dict[str, Any]] = {}
-        for name in segment:
-            writer = writers.get(name)
-            attempt = writer.attempt if writer is not None else token
-            nodes[name] = _facts(steps[name].stats, outputs.get(name), attempt)
-        # each finish records the whole segment's statistics: a later attempt of the run
-        # that reuses the partition reports every node of it from any one finish
-        extra = {"segment": nodes, "worker": run.where, "seconds": seconds}
-        for name, writer in writers.items():
-            output = outputs.get(name)
-            schema = output.first_schema if output is not None else None
-            finish = writer.finish(empty_schema=schema, extra=extra)
-            nodes[name] = {**nodes[name], "bytes_staged": finish.bytes}
         return {"partition": partition_id, "worker": run.where, "seconds": seconds, "nodes": nodes}
     except _Failed as failed:
         for writer in writers.values():
-            writer.abort()
+            writer.abort()  # an attempt that finished keeps its parts: its finish lists them
         for guard in guards.values():
             guard.abort()
         return _failure(run, failed.node, failed.error, partition_id)
     finally:
         run.database.close()
+
+
+def _finish(
+    run: _Run,
+    steps: Mapping[str, StepContext],
+    writers: Mapping[str, PartitionWriter],
+    outputs: Mapping[str, Output],
+    token: str,
+    seconds: float,
+) -> dict[str, dict[str, Any]]:
+    """Finish the partition for every node writing parts; the statistics of every node.
+
+    Each finish records the whole segment's statistics: a later attempt of the run that
+    reuses the partition reports every node of it from any one finish.
+    """
+    nodes: dict[str, dict[str, Any]] = {}
+    for name, step in steps.items():
+        writer = writers.get(name)
+        attempt = writer.attempt if writer is not None else token
+        nodes[name] = _facts(step.stats, outputs.get(name), attempt)
+    extra = {"segment": nodes, "worker": run.where, "seconds": seconds}
+    for name, writer in writers.items():
+        output = outputs.get(name)
+        schema = output.first_schema if output is not None else None
+        finish = writer.finish(empty_schema=schema, extra=extra)
+        nodes[name] = {**nodes[name], "bytes_staged": finish.bytes}
+    return nodes
 
 
 def _read(step: StepContext, partition: str | None) -> Iterator[pa.RecordBatch]:
