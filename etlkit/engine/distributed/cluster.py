@@ -6,7 +6,8 @@ workers share this machine's disks: staging on a local path serves only workers 
 machine, and a run with others is refused before anything runs. `ship_pipelines` makes the
 pipeline's folder importable on the workers: on this machine by putting the folder on their
 `sys.path` (a worker plugin), elsewhere by uploading it (distributed's `UploadDirectory`).
-`prepare_workers` does all of it before a run, and has every worker import the class.
+`prepare_workers` does all of it before a run, and has every worker import the class;
+`stop_tasks` stops a failed run's tasks.
 """
 
 from __future__ import annotations
@@ -132,3 +133,24 @@ def prepare_workers(client: Any, spec: WorkSpec, staging: Staging) -> str:
         if problem is not None:
             raise EtlkitError(problem)
     return text
+
+
+def stop_tasks(client: Any, futures: list[Any], event_name: str, grace: float) -> bool:
+    """Tell a run's tasks to stop (its cancel event: a running task stops at its next chunk
+    boundary, one not started yet at its start), wait for them up to `grace` seconds, then
+    drop what is left; whether they all stopped in time."""
+    from distributed import Event, wait
+    from distributed.client import FuturesCancelledError
+
+    event = Event(event_name, client=client)
+    event.set()
+    stopped = True
+    try:
+        wait(futures, timeout=grace)
+    except TimeoutError:
+        stopped = False
+    except FuturesCancelledError:
+        pass  # cancelled by someone else: nothing to wait for
+    client.cancel(futures)
+    event.clear()
+    return stopped

@@ -120,6 +120,10 @@ class _Segment:
     referenced: _Reference | None = None  # the source staged as a reference to its files
 
 
+def _quiet() -> None:
+    """Progress on the coordinator is reported per partition, not per chunk."""
+
+
 class _DaskRun:
     """One run on a Dask cluster, supervised from this process."""
 
@@ -174,26 +178,12 @@ class _DaskRun:
             self.stop_tasks()
 
     def stop_tasks(self) -> None:
-        """Tell the tasks to stop (the run's cancel event: a running task stops at its next
-        chunk boundary, one not started yet at its start), wait for them up to the cancel
-        grace, then drop what is left."""
-        if not self.futures:
-            return
-        from distributed import Event as ClusterEvent
-        from distributed import wait
-        from distributed.client import FuturesCancelledError
-
-        event = ClusterEvent(self.event_name, client=self.client)
-        event.set()
-        try:
-            wait(list(self.futures), timeout=self.plan.options.cancel_grace)
-        except TimeoutError:
-            logger.warning("tasks of run %s did not stop within the grace", self.ctx.run_id)
-        except FuturesCancelledError:
-            pass  # cancelled by someone else: nothing to wait for
-        self.client.cancel(list(self.futures))
-        self.futures.clear()
-        event.clear()
+        """Stop the run's tasks (see `cluster.stop_tasks`)."""
+        if self.futures:
+            grace = self.plan.options.cancel_grace
+            if not cluster.stop_tasks(self.client, list(self.futures), self.event_name, grace):
+                logger.warning("tasks of run %s did not stop within the grace", self.ctx.run_id)
+            self.futures.clear()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -253,17 +243,13 @@ class _DaskRun:
             self.committed.add(name)
         self.emit("node_finished", name)
 
-    def units(self) -> list[tuple[str, tuple[str, ...]]]:
-        """Every unit of work: a segment (named by its source) or a single node."""
-        found = [(s[0], s) for s in self.layout.segments]
-        return found + [(n, (n,)) for n in self.layout.singles]
-
     def supervise(self) -> None:
         """Submit units as their inputs commit; collect their tasks until all returned."""
         from distributed import wait
         from distributed.client import FuturesCancelledError
 
-        units = self.units()
+        units = [(s[0], s) for s in self.layout.segments]
+        units += [(n, (n,)) for n in self.layout.singles]  # a segment is named by its source
         self.settle_idle()
         while self.result.error is None:
             for key, nodes in units:
@@ -448,19 +434,7 @@ class _DaskRun:
             self.emit("node_finished", name)
 
     def step(self, name: str) -> StepContext:
-        """A node's step on the coordinator (its commit, its dataset checks)."""
-        return StepContext(
-            plan=self.plan,
-            name=name,
-            node=self.graph.nodes[name],
-            ctx=self.ctx.for_node(name),
-            stats=self.result.nodes[name],
-            staging=self.staging,
-            database=self.database,
-            cancelled=self.cancel.is_set,
-            progress=lambda: None,
-            output_schemas=self.step_schemas,
-        )
+        return _coordinator_step(self, name)
 
     def node_done(self, name: str, answer: dict[str, Any]) -> None:
         """A single node returned: its statistics, its output's columns, its write."""
@@ -493,3 +467,19 @@ class _DaskRun:
         for name, error in overdue(self.plan, self.result, self.ctx.run_id, time.perf_counter()):
             self.fail(error, name)
             return
+
+
+def _coordinator_step(run: _DaskRun, name: str) -> StepContext:
+    """A node's step on the coordinator (its commit, its dataset checks)."""
+    return StepContext(
+        plan=run.plan,
+        name=name,
+        node=run.graph.nodes[name],
+        ctx=run.ctx.for_node(name),
+        stats=run.result.nodes[name],
+        staging=run.staging,
+        database=run.database,
+        cancelled=run.cancel.is_set,
+        progress=_quiet,
+        output_schemas=run.step_schemas,
+    )
