@@ -411,8 +411,10 @@ class _DaskRun:
     def commit_segment(self, root: str) -> None:
         """Every partition of the segment finished: commit each staged node of it, in order."""
         segment = self.segments[root]
+        order = {p: i for i, p in enumerate(segment.partitions)}
         for name in segment.nodes:
             stats = self.result.nodes[name]
+            stats.partitions.sort(key=lambda p: order[p.partition])  # as the source reads them
             try:
                 schema, produced = segment.schemas.get(name), segment.produced.get(name)
                 if name == root and segment.referenced is not None:
