@@ -267,9 +267,12 @@ class _DaskRun:
                 done = set()
             except FuturesCancelledError:  # cancelled from outside (the cluster closing)
                 done = {f for f in self.futures if f.status == "cancelled"}
+            # the answers of the tasks that finished in one round trip, not one each
+            finished = [f for f in done if f.status == "finished"]
+            answers = dict(zip(finished, self.client.gather(finished), strict=True))
             for future in done:
                 if self.result.error is None:
-                    self.returned(future)
+                    self.returned(future, answers.get(future))
             self.check_timeouts()
 
     def settle_idle(self) -> None:
@@ -377,14 +380,14 @@ class _DaskRun:
             found.append(manifest)
         return resumed(segment, found)
 
-    def returned(self, future: Any) -> None:
-        """A task returned (or failed): add up what it reports, commit what is complete."""
+    def returned(self, future: Any, answer: dict[str, Any] | None) -> None:
+        """A task returned `answer` (None: it failed, or was cancelled): add up what it
+        reports, commit what is complete."""
         key, partition = self.futures.pop(future)
-        if future.status != "finished":
+        if answer is None:
             error = future.exception() if future.status == "error" else None
             self.task_failed(key, partition, error)
             return
-        answer = future.result()
         if "failed" in answer:
             self.task_error(key, answer["failed"])
         elif key in self.segments:
