@@ -121,3 +121,31 @@ def test_the_executor_imports_dask_only_when_used() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_importing_the_executor_leaves_how_exceptions_pickle_alone() -> None:
+    # distributed registers tblib's reducers for every exception class on import, which then
+    # pickle their causes too: a cause that cannot be rebuilt from its args (a database
+    # driver's error, say) makes its wrapper unpicklable (tests/connectors/test_postgres.py)
+    code = (
+        "import pickle\n"
+        "class DriverError(Exception):\n"
+        "    def __init__(self, message, *, status_code):\n"
+        "        super().__init__(message)\n"
+        "    def __reduce__(self):\n"
+        "        return (type(self), self.args)\n"
+        "try:\n"
+        "    try:\n"
+        "        raise DriverError('password authentication failed', status_code=7)\n"
+        "    except DriverError as exc:\n"
+        "        raise ValueError('the connection failed') from exc\n"
+        "except ValueError as exc:\n"
+        "    error = exc\n"
+        "import etlkit.engine.distributed.plugin\n"
+        "from etlkit.engine.distributed.cluster import start_client\n"
+        "print(pickle.loads(pickle.dumps(error)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "the connection failed"

@@ -13,8 +13,9 @@ pipeline's folder importable on the workers: on this machine by putting the fold
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import EtlkitError
@@ -24,12 +25,33 @@ if TYPE_CHECKING:
     from etlkit.storage.staging import Staging
 
 
+@contextlib.contextmanager
+def pickling_kept() -> Iterator[None]:
+    """Import `distributed` in this block: on import it registers tblib's reducers for every
+    exception class loaded (`copyreg`), which changes how exceptions pickle in the whole
+    process (one whose `__init__` wants other arguments than its `args` no longer unpickles,
+    a database driver's error, say). Its registrations are taken back at the end; workers
+    keep theirs (they send tracebacks with them)."""
+    before = dict(copyreg.dispatch_table)
+    try:
+        yield
+    finally:
+        for kind, reducer in list(copyreg.dispatch_table.items()):
+            function = getattr(reducer, "func", reducer)  # tblib registers partials too
+            if str(getattr(function, "__module__", "")).startswith("tblib"):
+                if kind in before:
+                    copyreg.dispatch_table[kind] = before[kind]
+                else:
+                    del copyreg.dispatch_table[kind]
+
+
 def start_client(
     address: str | None, *, n_workers: int, threads_per_worker: int, dashboard: bool
 ) -> tuple[Any, list[Any]]:
     """A `distributed.Client` and what was started for it (to close after use): the client,
     and without `address` the `LocalCluster` on 127.0.0.1 it is connected to."""
-    from distributed import Client, LocalCluster
+    with pickling_kept():
+        from distributed import Client, LocalCluster
 
     if address is not None:
         client = Client(address)

@@ -1,7 +1,8 @@
 """The worker plugin putting a pipelines folder on a local cluster's workers' `sys.path`.
 
 Kept apart from `cluster`: defining a `WorkerPlugin` imports `distributed`, which only a run
-on Dask may load (see `tests/test_start_cost.py`).
+on Dask may load (see `tests/test_start_cost.py`), and without its side effect on how
+exceptions pickle (`cluster.pickling_kept`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from distributed import WorkerPlugin
+from etlkit.engine.distributed.cluster import pickling_kept
+
+with pickling_kept():
+    from distributed import WorkerPlugin
 
 
 class PipelinesPath(WorkerPlugin):
