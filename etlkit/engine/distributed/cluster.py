@@ -13,36 +13,16 @@ pipeline's folder importable on the workers: on this machine by putting the fold
 from __future__ import annotations
 
 import contextlib
-import copyreg
 import socket
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+from etlkit.engine.distributed.imports import pickling_kept
 from etlkit.errors import EtlkitError
 
 if TYPE_CHECKING:
     from etlkit.engine.distributed.spec import WorkSpec
     from etlkit.storage.staging import Staging
-
-
-@contextlib.contextmanager
-def pickling_kept() -> Iterator[None]:
-    """Import `distributed` in this block: on import it registers tblib's reducers for every
-    exception class loaded (`copyreg`), which changes how exceptions pickle in the whole
-    process (one whose `__init__` wants other arguments than its `args` no longer unpickles,
-    a database driver's error, say). Its registrations are taken back at the end; workers
-    keep theirs (they send tracebacks with them)."""
-    before = dict(copyreg.dispatch_table)
-    try:
-        yield
-    finally:
-        for kind, reducer in list(copyreg.dispatch_table.items()):
-            function = getattr(reducer, "func", reducer)  # tblib registers partials too
-            if str(getattr(function, "__module__", "")).startswith("tblib"):
-                if kind in before:
-                    copyreg.dispatch_table[kind] = before[kind]
-                else:
-                    del copyreg.dispatch_table[kind]
 
 
 def start_client(

@@ -2,7 +2,7 @@
 
 Kept apart from `cluster`: defining a `WorkerPlugin` imports `distributed`, which only a run
 on Dask may load (see `tests/test_start_cost.py`), and without its side effect on how
-exceptions pickle (`cluster.pickling_kept`).
+exceptions pickle (`imports.pickling_kept`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from etlkit.engine.distributed.cluster import pickling_kept
+from etlkit.engine.distributed.imports import pickling_kept
 
 with pickling_kept():
     from distributed import WorkerPlugin
