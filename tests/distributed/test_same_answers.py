@@ -79,6 +79,7 @@ def test_reshape_matches_local(
     manifest = staged.manifest(pipeline.name, result.run_id, "lineitem")
     assert manifest is not None
     assert [f.name for f in manifest.files] == [str(tpch_dir / "parquet" / "lineitem.parquet")]
+    assert result.nodes["lineitem"].expected_rows == 60_175  # for the progress display
     parts = result.nodes["reshaped"].partitions
     assert sum(p.rows for p in parts) == dask.height
     assert all(p.worker.startswith("tcp://127.0.0.1:") for p in parts)

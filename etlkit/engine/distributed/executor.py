@@ -38,7 +38,7 @@ from etlkit.engine.distributed.spec import work_spec
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
-from etlkit.engine.steps.references import _Reference, reference
+from etlkit.engine.steps.references import _expected_rows, _Reference, reference
 from etlkit.engine.steps.tasks import poke
 from etlkit.errors import DataValidationError, EtlkitError, RunCancelledError
 from etlkit.model.nodes import Sensor, Source
@@ -322,8 +322,14 @@ class _DaskRun:
 
         segment = self.segments[root] = _Segment(nodes)
         try:
-            parts = self.partitions_of(root)
-            segment.referenced = self.reference_of(root)
+            source = self.graph.nodes[root]
+            assert isinstance(source, Source)
+            step = self.step(root)
+            parts = partitions_of(source, step.ctx)
+            if root in self.plan.references:  # its files stand for its output: no copy
+                segment.referenced = reference(step, source)
+            # for the progress display's percentage and ETA, as a local run estimates it
+            step.stats.expected_rows = _expected_rows(source, step.ctx, segment.referenced)
         except Exception as exc:  # the source's own code, listing its partitions or files
             cause = f"{type(exc).__name__}: {exc}"
             self.fail(node_failure(self.graph.pipeline, self.ctx.run_id, root, cause), root)
@@ -346,26 +352,6 @@ class _DaskRun:
             self.futures[future] = (root, pid)
         if not segment.waiting:
             self.commit_segment(root)
-
-    def reference_of(self, root: str) -> _Reference | None:
-        """A reference to the source's files to stage instead of a copy, when the plan lets
-        its files stand for its output and they can (decided before its partitions run:
-        with one, no partition writes the source's parts)."""
-        if root not in self.plan.references:
-            return None
-        node = self.graph.nodes[root]
-        assert isinstance(node, Source)
-        return reference(self.step(root), node)
-
-    def partitions_of(self, root: str) -> list[tuple[str, str | None]]:
-        """The source's partitions as `(id, JSON)`; `(WHOLE, None)` for a source read whole
-        (not split, or incremental: its cursor is one high-water mark over all it reads)."""
-        source = self.graph.nodes[root]
-        assert isinstance(source, Source)
-        if source.cursor_column is not None:
-            return [(WHOLE, None)]
-        found = source.partitions(self.ctx.for_node(root))
-        return [(WHOLE, None)] if found is None else [(p.id, p.to_json()) for p in found]
 
     def finished_before(
         self, segment: tuple[str, ...], copies: list[str], partition: str
@@ -488,3 +474,12 @@ def _coordinator_step(run: _DaskRun, name: str) -> StepContext:
         progress=_quiet,
         output_schemas=run.step_schemas,
     )
+
+
+def partitions_of(source: Source, ctx: Context) -> list[tuple[str, str | None]]:
+    """The source's partitions as `(id, JSON)`; `(WHOLE, None)` for a source read whole (not
+    split, or incremental: its cursor is one high-water mark over all it reads)."""
+    if source.cursor_column is not None:
+        return [(WHOLE, None)]
+    found = source.partitions(ctx)
+    return [(WHOLE, None)] if found is None else [(p.id, p.to_json()) for p in found]
