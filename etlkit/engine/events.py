@@ -23,6 +23,19 @@ EventKind = Literal["run_started", "node_started", "node_progress", "node_finish
 
 
 @dataclass
+class PartitionStats:
+    """One partition of a node run by a partitioned executor: which worker ran it, the rows
+    it gave, the attempt that wrote them and how long it took. A partition an earlier attempt
+    of the run finished, and a retry reused, keeps that attempt's facts."""
+
+    partition: str
+    worker: str
+    rows: int
+    attempt: str
+    seconds: float
+
+
+@dataclass
 class NodeStats:
     """Live facts about one node in a run (updated by its worker only)."""
 
@@ -43,6 +56,7 @@ class NodeStats:
     error: str | None = None
     write: WriteResult | None = None
     expected_rows: int | None = None  # a source's estimate of its input (`Source.estimate`)
+    partitions: list[PartitionStats] = dataclasses.field(default_factory=list)  # (Dask) ran apart
 
     @property
     def seconds(self) -> float:

@@ -2,8 +2,9 @@
 
 The engine's entry point, as `etlkit.runs` calls it: it builds the run's `Plan` (`plan`) from
 the graph and the `RunOptions`, and runs it with `LocalExecutor` (`local`), whose threads run
-the steps of each node role (`steps`). The names callers import with it (the run's options,
-events and result, the store's states and run ids) are re-exported here.
+the steps of each node role (`steps`), or with the executor it is given (a `DaskExecutor`,
+`distributed`). The names callers import with it (the run's options, events and result, the
+store's states and run ids) are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from etlkit.storage.store import RunState as RunState
 from etlkit.storage.store import new_run_id as new_run_id
 
 if TYPE_CHECKING:
+    from etlkit.engine.executor import Executor
     from etlkit.model.graph import Graph
     from etlkit.model.nodes import Context
     from etlkit.storage.staging import Staging
@@ -38,11 +40,14 @@ def execute(
     staging: Staging,
     options: RunOptions | None = None,
     listeners: Sequence[Listener] = (),
+    executor: Executor | None = None,
 ) -> RunResult:
     """Run every node of `graph` once; return the result (check `.error`, or `raise_for_error`).
 
     Nodes named in `options.reuse` are not run: their committed staged output of this run id is
-    reused (read back only for streaming consumers).
+    reused (read back only for streaming consumers). `executor` runs the plan: None, the
+    `LocalExecutor` (threads of this process); a `DaskExecutor` runs it on a Dask cluster.
     """
     plan = build_plan(graph, options or RunOptions())
-    return LocalExecutor().run(plan, ctx, staging=staging, listeners=listeners)
+    runner = executor if executor is not None else LocalExecutor()
+    return runner.run(plan, ctx, staging=staging, listeners=listeners)
