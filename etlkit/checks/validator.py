@@ -220,7 +220,13 @@ class ChunkValidator:
     def nothing_to_check(self, schema: pa.Schema) -> bool:
         """Whether record batches of `schema` pass without a look at their values: every row
         check is assumed (`assume`), nothing is cast or dropped, the columns and types are
-        right. Then they need no conversion to polars either."""
+        right. Then they need no conversion to polars either.
+
+        Known by the schema's fields: a source's chunks differ in their metadata (each names
+        its `Origin`), which a schema's hash counts, so a key of the whole schema would be new
+        for every chunk and the answers would pile up, one per chunk."""
+        if schema.metadata:
+            schema = schema.remove_metadata()
         known = self._trivial.get(schema)
         if known is None:
             if self._whole:

@@ -235,8 +235,10 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
 
 def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     """`array` cast to `target` by pyarrow's safe cast, except a decimal to `float64`, which
-    polars casts: it divides the decimal's integer by 10**scale, rounding once as DuckDB does,
-    where pyarrow multiplies by an inexact 10**-scale (32986.52 becomes 32986.520000000004).
+    is divided as polars divides it: the decimal's integer by 10**scale, rounding once as DuckDB
+    does, where pyarrow's cast multiplies by an inexact 10**-scale (32986.52 becomes
+    32986.520000000004). Up to 15 digits pyarrow divides (`_unscaled_over_power`), past them
+    polars casts.
     A streamed Parquet file then holds the floats its reference is validated with and its SQL
     consumers read, so both give one verdict.
 
@@ -244,8 +246,40 @@ def cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
         pyarrow.ArrowInvalid: a value the cast would change (pyarrow's safe cast).
     """
     if pa.types.is_decimal128(array.type) and pa.types.is_float64(target):
+        kind = array.type
+        exact = 0 <= kind.scale <= kind.precision <= _EXACT_PRECISION
+        if exact and isinstance(array, pa.Array):
+            return _unscaled_over_power(array)
         return pl.Series(values=array).cast(pl.Float64).to_arrow()
     return array.cast(target, safe=True)  # pyarrow.compute's cast, imported on first use
+
+
+#: Decimals of at most this many digits hold integers below 10**15 < 2**53, each exactly a
+#: float64, and scales whose power of ten is an exact float64 (10**22 is the last): their
+#: quotient rounds once. Wider integers would round twice, where polars rounds once.
+_EXACT_PRECISION: Final = 15
+
+
+def _unscaled_over_power(array: pa.Array) -> pa.Array:
+    """A decimal128 array of at most `_EXACT_PRECISION` digits as float64: the same bytes read
+    as decimals of scale 0 are the integers, converted exactly, then divided by 10**scale, so
+    each value is the quotient correctly rounded, bit for bit what polars' cast gives, at a
+    third of its CPU."""
+    import pyarrow.compute as pc  # loaded by the first cast, as `array.cast` loads it
+
+    kind = array.type
+    unscaled = pa.Array.from_buffers(
+        pa.decimal128(kind.precision, 0),
+        len(array),
+        array.buffers(),
+        null_count=array.null_count,
+        offset=array.offset,
+    )
+    floats = unscaled.cast(pa.float64())
+    if kind.scale == 0:
+        return floats
+    result: pa.Array = pc.divide(floats, pa.scalar(10.0**kind.scale, pa.float64()))
+    return result
 
 
 def model_name(model: Model | None) -> str:

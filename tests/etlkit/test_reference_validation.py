@@ -15,6 +15,7 @@ import pytest
 import etlkit as ek
 from connectors.files import ParquetSource
 from etlkit.checks.validation import ChunkValidator
+from etlkit.connector import Origin
 from etlkit.storage.parquet import parquet_statistics
 from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
@@ -355,6 +356,31 @@ def test_batches_with_every_check_proven_pass_without_a_look_at_their_values() -
     )
     validator.assume(every - {("id", "not_nullable")})
     assert not validator.nothing_to_check(right)  # the cache follows what is assumed
+
+
+def test_the_chunks_of_a_source_share_one_answer_whatever_their_origins() -> None:
+    """Each chunk of a file source names its origin in its schema's metadata: the answer for
+    its columns is kept once, not once per chunk."""
+    validator = ChunkValidator(Level)
+    validator.assume(
+        frozenset(
+            {
+                ("id", "not_nullable"),
+                ("id", "greater_than_or_equal_to(1)"),
+                ("level", "in_range(0, 9)"),
+            }
+        )
+    )
+    batch = pa.record_batch({"id": [1, 2], "level": [3, None]})
+
+    for first_row in range(0, 1_000, 2):
+        chunk = Origin("levels.parquet", first_row).attach(batch)
+        assert validator.nothing_to_check(chunk.schema)
+
+    assert len(validator._trivial) == 1
+    assert not validator.nothing_to_check(  # other columns, whatever the metadata
+        Origin("levels.parquet", 0).attach(pa.record_batch({"id": [1]})).schema
+    )
 
 
 def test_a_guard_passes_a_proven_batch_through_as_it_is(
