@@ -23,6 +23,17 @@ EventKind = Literal["run_started", "node_started", "node_progress", "node_finish
 
 
 @dataclass
+class PartitionStats:
+    """What one partition of a node did, as the worker that ran it reports it."""
+
+    partition: str
+    worker: str
+    rows: int
+    attempt: str
+    seconds: float
+
+
+@dataclass
 class NodeStats:
     """Live facts about one node in a run (updated by its worker only)."""
 
@@ -43,6 +54,7 @@ class NodeStats:
     error: str | None = None
     write: WriteResult | None = None
     expected_rows: int | None = None  # a source's estimate of its input (`Source.estimate`)
+    partitions: list[PartitionStats] = dataclasses.field(default_factory=list)  # distributed
 
     @property
     def seconds(self) -> float:

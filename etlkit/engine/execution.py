@@ -1,8 +1,9 @@
-"""One run of a pipeline graph: `execute` plans the run and has the local executor run it.
+"""One run of a pipeline graph: `execute` plans the run and has an executor run it.
 
 The engine's entry point, as `etlkit.runs` calls it: it builds the run's `Plan` (`plan`) from
-the graph and the `RunOptions`, and runs it with `LocalExecutor` (`local`), whose threads run
-the steps of each node role (`steps`). The names callers import with it (the run's options,
+the graph and the `RunOptions`, and runs it with the executor it is given (a Dask one, built by
+`etlkit.runs.executors`), by default `LocalExecutor` (`local`), whose threads run the steps of
+each node role (`steps`). The names callers import with it (the run's options,
 events and result, the store's states and run ids) are re-exported here.
 """
 
@@ -15,7 +16,9 @@ from etlkit.engine.events import Event as Event
 from etlkit.engine.events import EventKind as EventKind
 from etlkit.engine.events import Listener as Listener
 from etlkit.engine.events import NodeStats as NodeStats
+from etlkit.engine.events import PartitionStats as PartitionStats
 from etlkit.engine.events import RunResult as RunResult
+from etlkit.engine.executor import Executor as Executor
 from etlkit.engine.local import LocalExecutor
 from etlkit.engine.plan import RunOptions as RunOptions
 from etlkit.engine.plan import build_plan
@@ -38,11 +41,14 @@ def execute(
     staging: Staging,
     options: RunOptions | None = None,
     listeners: Sequence[Listener] = (),
+    executor: Executor | None = None,
 ) -> RunResult:
-    """Run every node of `graph` once; return the result (check `.error`, or `raise_for_error`).
+    """Run every node of `graph` once with `executor` (default: a `LocalExecutor`); return the
+    result (check `.error`, or `raise_for_error`).
 
     Nodes named in `options.reuse` are not run: their committed staged output of this run id is
     reused (read back only for streaming consumers).
     """
     plan = build_plan(graph, options or RunOptions())
-    return LocalExecutor().run(plan, ctx, staging=staging, listeners=listeners)
+    runner = executor if executor is not None else LocalExecutor()
+    return runner.run(plan, ctx, staging=staging, listeners=listeners)
