@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import ConfigError
 
@@ -25,6 +25,33 @@ if TYPE_CHECKING:
 
 #: The extra that installs Dask (`pip install "etlkit-framework[dask]"`).
 _INSTALL_HINT = 'pip install "etlkit-framework[dask]"'
+
+
+#: The command-line flags of the executor's settings (`etlkit run`, the scheduler's workers).
+EXECUTOR_FLAGS: Final = {"run.executor": "--executor", "dask.address": "--scheduler-address"}
+
+
+def executor_flags(executor: str | None, address: str | None) -> dict[str, object]:
+    """The settings `--executor` and `--scheduler-address` set, as dotted keys (for the CLI
+    layer of `load_settings`): an address alone means the Dask executor."""
+    given: dict[str, object] = {}
+    if address is not None:
+        given["dask.address"] = address
+        given["run.executor"] = "dask"
+    if executor is not None:
+        given["run.executor"] = executor
+    return given
+
+
+def worker_flags(settings: Settings) -> list[str]:
+    """The flags that give a run's worker process the executor settings these settings took
+    from the command line (`etlkit scheduler --executor dask`); the rest it reads itself."""
+    flags: list[str] = []
+    for key, flag in EXECUTOR_FLAGS.items():
+        if settings.sources.get(key, "").startswith("cli"):
+            section, _, name = key.partition(".")
+            flags += [flag, str(getattr(getattr(settings, section), name))]
+    return flags
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from etlkit.engine.runlog import LogLine, read_log
 from etlkit.scheduling.control import PipelineStatus, status
 from etlkit.storage.staging import check_path_part
-from etlkit.storage.store import NodeRunRecord, RunRecord, RunStore
+from etlkit.storage.store import NodeRunRecord, PartitionRecord, RunRecord, RunStore
 from etlkit.ui import svg
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class RunPage:
     run_logs: Sequence[LogLine]
     staged: Sequence[str] = field(default_factory=tuple)
     cursor: str = ""
+    partitions: Mapping[str, Sequence[PartitionRecord]] = field(default_factory=dict)
 
 
 def run_page(
@@ -127,7 +128,8 @@ def run_page(
     staged: Sequence[str],
     now: datetime,
 ) -> RunPage:
-    """A run's page: its node attempts (latest), the DAG and the Gantt, the log per node.
+    """A run's page: its node attempts (latest), the DAG and the Gantt, the log per node, and
+    for a distributed run the partitions of each node with the worker that ran each.
 
     Raises:
         StoreError: no such run.
@@ -151,6 +153,7 @@ def run_page(
         run_logs=run_lines[-LOG_LINES:],
         staged=staged,
         cursor=now.isoformat(),
+        partitions=store.node_partitions(record.run_id),
     )
 
 
