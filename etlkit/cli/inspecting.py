@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from etlkit.cli.project import (
     freeze_imports,
@@ -97,7 +97,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     if partitions:
         print()
-        _print_partitions(partitions)
+        _print_partitions(partitions, None if args.partitions else PARTITIONS_SHOWN)
     outputs = _show_outputs(record, nodes, events)
     if outputs:
         print()
@@ -111,13 +111,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_partitions(partitions: Mapping[str, Sequence[PartitionRecord]]) -> None:
-    """Which worker ran which partition of each node a distributed executor split."""
-    rows = [
-        (node, p.partition, p.worker, f"{p.rows:,}", p.partition_attempt, duration_text(p.seconds))
-        for node, found in partitions.items()
-        for p in found
-    ]
+#: Partitions `etlkit show` lists per node without `--partitions` (a run may have thousands).
+PARTITIONS_SHOWN: Final = 20
+
+
+def _print_partitions(
+    partitions: Mapping[str, Sequence[PartitionRecord]], limit: int | None
+) -> None:
+    """Which worker ran which partition of each node a distributed executor split: the first
+    `limit` of each node (None: all), and how many more there are on how many workers."""
+    rows = []
+    for node, found in partitions.items():
+        shown = found if limit is None else found[:limit]
+        rows += [
+            (
+                node,
+                p.partition,
+                p.worker,
+                f"{p.rows:,}",
+                p.partition_attempt,
+                duration_text(p.seconds),
+            )
+            for p in shown
+        ]
+        if len(found) > len(shown):
+            rest = found[len(shown) :]
+            workers = len({p.worker for p in rest})
+            what = f"{len(rest):,} more on {workers} worker{'s' if workers > 1 else ''}"
+            rows.append((node, f"... {what} (--partitions lists all)", "", "", "", ""))
     print_table(("node", "partition", "worker", "rows", "attempt", "time"), rows)
 
 

@@ -170,6 +170,11 @@ def _add_show(sub: _Subparsers) -> None:
     show.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     show.add_argument("--gantt", action="store_true", help="also draw the node timeline")
     show.add_argument("--width", type=int, help="timeline width (default: the terminal's)")
+    show.add_argument(
+        "--partitions",
+        action="store_true",
+        help="list every partition of a distributed run (default: the first 20 per node)",
+    )
     show.set_defaults(func=cmd_show)
 
 

@@ -31,6 +31,8 @@ GRID_RUNS: Final = 25
 GRID_NODES: Final = 200
 #: Log lines shown per node on a run page.
 LOG_LINES: Final = 200
+#: Partitions of a distributed run shown per node on a run page.
+PARTITIONS: Final = 100
 #: Node runs are written a little after the event (see `runs.NodeRecorder`): live updates
 #: look back this far past the reader's cursor, and the reader replaces what it had.
 LIVE_OVERLAP: Final = timedelta(seconds=5)
@@ -117,6 +119,7 @@ class RunPage:
     staged: Sequence[str] = field(default_factory=tuple)
     cursor: str = ""
     partitions: Mapping[str, Sequence[PartitionRecord]] = field(default_factory=dict)
+    more_partitions: Mapping[str, int] = field(default_factory=dict)  # per node, not shown
 
 
 def run_page(
@@ -136,6 +139,7 @@ def run_page(
     """
     record = store.get_run(check_path_part("run id", run_id))
     nodes = store.node_runs(record.run_id)
+    partitions = store.node_partitions(record.run_id)
     lines = read_log(logs_dir, record.pipeline, record.run_id)
     by_node: dict[str, list[LogLine]] = {}
     run_lines = []
@@ -153,7 +157,10 @@ def run_page(
         run_logs=run_lines[-LOG_LINES:],
         staged=staged,
         cursor=now.isoformat(),
-        partitions=store.node_partitions(record.run_id),
+        partitions={node: found[:PARTITIONS] for node, found in partitions.items()},
+        more_partitions={
+            n: len(f) - PARTITIONS for n, f in partitions.items() if len(f) > PARTITIONS
+        },
     )
 
 

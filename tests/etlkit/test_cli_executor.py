@@ -166,3 +166,26 @@ def test_the_worker_takes_the_executor_flags_above_the_settings_file(project: Pa
         assert store.get_run("r1").state == "queued"
         assert worker.main([*argv, "--executor", "local"]) == 0
         assert (store.get_run("r1").state, store.get_run("r1").executor) == ("success", "local")
+
+
+def test_show_lists_the_first_partitions_of_each_node_unless_asked_for_all(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "tiny", "--progress", "none"]) == 0
+    with store_of(project) as store:
+        run_id = store.runs(limit=1)[0].run_id
+        parts = tuple(
+            PartitionRecord(f"numbers#{i}", f"tcp://127.0.0.1:4100{i % 3}", 1, "1", 0.1)
+            for i in range(25)
+        )
+        store.record_nodes(run_id, [NodeUpdate("numbers", "source", 1, "done", partitions=parts)])
+    capsys.readouterr()
+    assert main(["show", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "numbers#19 " in out
+    assert "numbers#20 " not in out
+    assert "... 5 more on 3 workers (--partitions lists all)" in out
+    assert main(["show", run_id, "--partitions"]) == 0
+    out = capsys.readouterr().out
+    assert "numbers#24 " in out
+    assert "more on" not in out

@@ -88,6 +88,18 @@ def test_run_page_of_a_distributed_run_shows_its_executor_and_partitions(
     )
 
 
+def test_run_page_lists_the_first_partitions_of_each_node(
+    client: TestClient, settings: Settings, demo_run: str
+) -> None:
+    parts = tuple(PartitionRecord(f"p{i}", "tcp://w:1", 1, "1", 0.1) for i in range(103))
+    with RunStore(settings.paths.store) as store:
+        store.record_nodes(demo_run, [NodeUpdate("numbers", "source", 1, "done", partitions=parts)])
+    page = client.get(f"/runs/{demo_run}").text
+    assert "<td>p99</td>" in page
+    assert "<td>p100</td>" not in page
+    assert "… 3 more partitions" in page
+
+
 def test_params_and_data_are_escaped_everywhere(client: TestClient, demo_run: str) -> None:
     pages = [
         client.get(f"/runs/{demo_run}").text,
