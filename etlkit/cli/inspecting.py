@@ -129,7 +129,7 @@ def _print_partitions(
                 p.partition,
                 p.worker,
                 f"{p.rows:,}",
-                p.partition_attempt,
+                _short(p.partition_attempt),
                 duration_text(p.seconds),
             )
             for p in shown
@@ -140,6 +140,12 @@ def _print_partitions(
             what = f"{len(rest):,} more on {workers} worker{'s' if workers > 1 else ''}"
             rows.append((node, f"... {what} (--partitions lists all)", "", "", "", ""))
     print_table(("node", "partition", "worker", "rows", "attempt", "time"), rows)
+
+
+def _short(attempt: str) -> str:
+    """A partition attempt's token as `show` prints it: the first 8 characters of a writer's
+    random token (its parts are under `<node>.parts/<partition>/<token>`), like a short hash."""
+    return attempt[:8]
 
 
 def _show_outputs(

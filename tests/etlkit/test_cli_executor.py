@@ -102,7 +102,7 @@ def test_show_says_which_worker_ran_which_partition(
         store.record_executor(run_id, "dask LocalCluster tcp://127.0.0.1:40211 (2 workers)")
         parts = (
             PartitionRecord("numbers#0", "tcp://127.0.0.1:41001", 2, "1", 0.3),
-            PartitionRecord("numbers#1", "tcp://127.0.0.1:41002", 1_234, "2", 1.5),
+            PartitionRecord("numbers#1", "tcp://127.0.0.1:41002", 1_234, "0123456789abcdef", 1.5),
         )
         store.record_nodes(run_id, [NodeUpdate("numbers", "source", 1, "done", partitions=parts)])
     capsys.readouterr()
@@ -126,7 +126,7 @@ def test_show_says_which_worker_ran_which_partition(
         "numbers#1",
         "tcp://127.0.0.1:41002",
         "1,234",
-        "2",
+        "01234567",
         "1.5s",
     ]
 
