@@ -24,7 +24,9 @@ EventKind = Literal["run_started", "node_started", "node_progress", "node_finish
 
 @dataclass
 class PartitionStats:
-    """What one partition of a node did, as the worker that ran it reports it."""
+    """One partition of a node run by a partitioned executor: which worker ran it, the rows
+    it gave, the attempt that wrote them and how long it took. A partition an earlier attempt
+    of the run finished, and a retry reused, keeps that attempt's facts."""
 
     partition: str
     worker: str
@@ -54,7 +56,7 @@ class NodeStats:
     error: str | None = None
     write: WriteResult | None = None
     expected_rows: int | None = None  # a source's estimate of its input (`Source.estimate`)
-    partitions: list[PartitionStats] = dataclasses.field(default_factory=list)  # distributed
+    partitions: list[PartitionStats] = dataclasses.field(default_factory=list)  # (Dask) ran apart
 
     @property
     def seconds(self) -> float:

@@ -22,14 +22,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from etlkit.engine import runlog
-from etlkit.engine.execution import (
-    Executor,
-    Listener,
-    RunOptions,
-    RunResult,
-    execute,
-    new_run_id,
-)
+from etlkit.engine.execution import Listener, RunOptions, RunResult, execute, new_run_id
+from etlkit.engine.executor import Executor
 from etlkit.errors import ConfigError, StagingError, StoreError
 from etlkit.model.nodes import Context, Policy
 from etlkit.runs.cursors import cursor_seen, cursors, store_cursors

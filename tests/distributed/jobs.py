@@ -1,0 +1,96 @@
+"""Pipelines the Dask executor's tests run: workers import them from here (`tests.distributed
+.jobs`), as they would a user's pipelines module.
+
+`Bills` reads a folder of Parquet files, one partition each, through a transform; `DieOnce`
+kills its own worker process the first time it sees a chunk while a flag file exists (it
+removes the flag first, so the rerun elsewhere goes through).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import ClassVar
+
+import pandera.polars as pdp
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import etlkit as ek
+from connectors.files import ParquetSink, ParquetSource
+from pipelines.tpch_reshape import TpchReshape
+
+
+class Bill(pdp.DataFrameModel):
+    bill_id: int = pdp.Field(nullable=False, unique=True)
+    amount: float = pdp.Field(ge=0)
+
+
+class TaxedBill(Bill):
+    taxed: float
+
+
+class AddTax(ek.Transform[Bill, TaxedBill]):
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        return batch.with_columns(taxed=pl.col("amount") * 1.1)
+
+
+class DieOnce(ek.Transform[Bill, TaxedBill]):
+    """Adds the tax; kills its worker process on a chunk seen while `{flag}` exists."""
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        flag = Path(ctx.params["flag"])
+        if flag.exists():
+            flag.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch.with_columns(taxed=pl.col("amount") * 1.1)
+
+
+class Bills(ek.Pipeline):
+    """Bills of several files, taxed, summed per file's id range and written."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out"}
+
+    bills = ParquetSource("{data_dir}/*.parquet", schema=Bill)
+    taxed: ek.Node = AddTax(bills)
+    total = ek.Sql("select count(*) as n, sum(taxed) as taxed from {taxed}")
+    output = ParquetSink("{out_dir}/bills.parquet", taxed)
+    summary = ParquetSink("{out_dir}/summary.parquet", total)
+
+
+class BillsDying(Bills):
+    """`Bills` whose transform kills its worker once (see `DieOnce`)."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out", "flag": "die"}
+
+    taxed = DieOnce(Bills.bills)
+
+
+class ReshapeSplit(TpchReshape):
+    """The reshape job with its lineitem file split into partitions of row groups."""
+
+    lineitem = ParquetSource(
+        "{data_dir}/parquet/lineitem.parquet",
+        schema=TpchReshape.lineitem.output_model,
+        partition_rows=10_000,
+    )
+
+
+def write_bills(folder: Path, files: int, rows: int, *, bad: int | None = None) -> list[int]:
+    """`files` Parquet files of `rows` bills each, in row groups of 100 (file `bad` with one
+    negative amount); the bill ids written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for f in range(files):
+        first = f * rows
+        amounts = [float(i % 97) for i in range(first, first + rows)]
+        if f == bad:
+            amounts[rows // 2] = -1.0
+        table = pa.table(
+            {"bill_id": pa.array(range(first, first + rows), pa.int64()), "amount": amounts}
+        )
+        pq.write_table(table, folder / f"bills-{f:02d}.parquet", row_group_size=100)
+        ids.extend(range(first, first + rows))
+    return ids
