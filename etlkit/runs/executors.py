@@ -11,16 +11,16 @@ tcp://127.0.0.1:40211 (2 workers)`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from etlkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from etlkit.engine.execution import Executor
+    from etlkit.engine.distributed import DaskExecutor
+    from etlkit.engine.executor import Executor
     from etlkit.settings.config import Settings
 
 #: The extra that installs Dask (`pip install "etlkit-framework[dask]"`).
@@ -80,19 +80,20 @@ def open_executor(settings: Settings) -> Iterator[OpenExecutor]:
         executor.close()
 
 
-def _connect(settings: Settings) -> Any:
+def _connect(settings: Settings) -> DaskExecutor:
     """A `DaskExecutor` connected to the settings' cluster (a LocalCluster without an address)."""
+    from etlkit.engine.distributed import DaskExecutor
+
     address = settings.dask.address
     try:
-        distributed = importlib.import_module("etlkit.engine.distributed")
-        return distributed.DaskExecutor.connect(
+        return DaskExecutor.connect(
             address,
             n_workers=settings.dask.workers,
             threads_per_worker=1,
             dashboard=settings.dask.dashboard,
         )
     except ModuleNotFoundError as exc:
-        if exc.name not in ("dask", "distributed", "etlkit.engine.distributed"):
+        if exc.name not in ("dask", "distributed"):
             raise
         raise ConfigError(
             f"Setting run.executor = dask (from {settings.sources['run.executor']}) needs Dask,"
@@ -114,7 +115,7 @@ def _connect(settings: Settings) -> Any:
         raise ConfigError(f"{where}: {exc}. {fix[0].upper()}{fix[1:]}.") from exc
 
 
-def _describe(executor: Any, settings: Settings) -> str:
+def _describe(executor: DaskExecutor, settings: Settings) -> str:
     """`dask ADDRESS`, or for a LocalCluster started here its address and size."""
     address = str(executor.client.scheduler.address)
     if settings.dask.address is not None:
