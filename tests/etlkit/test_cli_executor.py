@@ -4,6 +4,7 @@ it on to the scheduler's workers, and `etlkit show` of a run a distributed execu
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -189,3 +190,21 @@ def test_show_lists_the_first_partitions_of_each_node_unless_asked_for_all(
     out = capsys.readouterr().out
     assert "numbers#24 " in out
     assert "more on" not in out
+
+
+def test_dask_without_dask_installed_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etlkit.errors import ConfigError
+    from etlkit.runs.executors import open_executor
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    settings = load_settings(tmp_path, env={"ETLKIT_RUN__EXECUTOR": "dask"})
+    with (
+        pytest.raises(ConfigError, match=r"from env ETLKIT_RUN__EXECUTOR\) needs Dask") as caught,
+        open_executor(settings),
+    ):
+        pass
+    assert 'pip install "etlkit-framework[dask]"' in str(caught.value)
+    with open_executor(load_settings(tmp_path, env={})) as local:
+        assert (local.executor, local.description) == (None, "local")
