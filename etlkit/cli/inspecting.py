@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from etlkit.cli.project import (
     freeze_imports,
@@ -24,7 +24,7 @@ from etlkit.cli.tables import duration_text, print_table, time_text
 from etlkit.errors import ConfigError, PipelineDefinitionError
 
 if TYPE_CHECKING:
-    from etlkit.storage.store import EventRecord, NodeRunRecord, RunRecord
+    from etlkit.storage.store import EventRecord, NodeRunRecord, PartitionRecord, RunRecord
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -59,6 +59,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         record = get_run(store, args.run_id)
         nodes = store.node_runs(record.run_id)
         events = store.events(record.run_id)
+        partitions = store.node_partitions(record.run_id)
     params = ", ".join(f"{k}={v}" for k, v in sorted(record.params.items())) or "-"
     print(f"run        {record.run_id}")
     print(f"pipeline   {record.pipeline}")
@@ -67,6 +68,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"state      {record.state} (attempt {record.attempt})")
     print(f"started    {time_text(record.started_at)}   duration {duration_text(record.duration)}")
     print(f"staging    {record.staging_root}")
+    if record.executor not in (None, "local"):  # a local run shows nothing extra
+        print(f"executor   {record.executor}")
     if record.error:
         print(f"error      {record.error}")
     print()
@@ -92,6 +95,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print_table(
         ("node", "kind", "state", "rows in", "rows out", "invalid", "bytes staged", "time"), rows
     )
+    if partitions:
+        print()
+        _print_partitions(partitions, None if args.partitions else PARTITIONS_SHOWN)
     outputs = _show_outputs(record, nodes, events)
     if outputs:
         print()
@@ -103,6 +109,43 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.gantt:
         _print_gantt(nodes, args.width)
     return 0
+
+
+#: Partitions `etlkit show` lists per node without `--partitions` (a run may have thousands).
+PARTITIONS_SHOWN: Final = 20
+
+
+def _print_partitions(
+    partitions: Mapping[str, Sequence[PartitionRecord]], limit: int | None
+) -> None:
+    """Which worker ran which partition of each node a distributed executor split: the first
+    `limit` of each node (None: all), and how many more there are on how many workers."""
+    rows = []
+    for node, found in partitions.items():
+        shown = found if limit is None else found[:limit]
+        rows += [
+            (
+                node,
+                p.partition,
+                p.worker,
+                f"{p.rows:,}",
+                _short(p.partition_attempt),
+                duration_text(p.seconds),
+            )
+            for p in shown
+        ]
+        if len(found) > len(shown):
+            rest = found[len(shown) :]
+            workers = len({p.worker for p in rest})
+            what = f"{len(rest):,} more on {workers} worker{'s' if workers > 1 else ''}"
+            rows.append((node, f"... {what} (--partitions lists all)", "", "", "", ""))
+    print_table(("node", "partition", "worker", "rows", "attempt", "time"), rows)
+
+
+def _short(attempt: str) -> str:
+    """A partition attempt's token as `show` prints it: the first 8 characters of a writer's
+    random token (its parts are under `<node>.parts/<partition>/<token>`), like a short hash."""
+    return attempt[:8]
 
 
 def _show_outputs(

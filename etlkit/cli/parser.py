@@ -60,6 +60,23 @@ class _Version(argparse.Action):
 _PARAM_HELP = "set a param the pipeline declares in `params` (repeatable: --param a=1 --param b=2)"
 
 
+def _add_executor_options(parser: argparse.ArgumentParser, runs: str) -> None:
+    """`--executor` and `--scheduler-address`: what runs the nodes of the runs `runs` names
+    (the settings `run.executor` and `dask.address`)."""
+    parser.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        help=f"what runs the nodes of {runs}: local threads, or partitions on a Dask cluster "
+        "(default: setting run.executor, local)",
+    )
+    parser.add_argument(
+        "--scheduler-address",
+        metavar="ADDRESS",
+        help="the Dask scheduler, tcp://HOST:8786 (implies --executor dask; default: setting "
+        "dask.address, else a LocalCluster on this machine)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `etlkit` command: global options, then each command's
     subparser, in the order `etlkit --help` lists them."""
@@ -103,6 +120,7 @@ def _add_run(sub: _Subparsers) -> None:
         help="live table in a terminal, plain lines otherwise (default: auto)",
     )
     run.add_argument("--pipelines", help="pipelines folder (default: setting paths.pipelines_dir)")
+    _add_executor_options(run, "the run")
     run.set_defaults(func=cmd_run)
 
 
@@ -134,6 +152,7 @@ def _add_retry(sub: _Subparsers) -> None:
     retry.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     retry.add_argument("--pipelines", help="pipelines folder")
     retry.add_argument("--progress", choices=["auto", "live", "plain", "none"], default="auto")
+    _add_executor_options(retry, "the retried run")
     retry.set_defaults(func=cmd_retry)
 
 
@@ -151,6 +170,11 @@ def _add_show(sub: _Subparsers) -> None:
     show.add_argument("run_id", help="run id, a unique prefix, or 'latest'")
     show.add_argument("--gantt", action="store_true", help="also draw the node timeline")
     show.add_argument("--width", type=int, help="timeline width (default: the terminal's)")
+    show.add_argument(
+        "--partitions",
+        action="store_true",
+        help="list every partition of a distributed run (default: the first 20 per node)",
+    )
     show.set_defaults(func=cmd_show)
 
 
@@ -189,6 +213,7 @@ def _add_scheduler(sub: _Subparsers) -> None:
     """Adds the subparser of `etlkit scheduler`."""
     scheduler = sub.add_parser("scheduler", help="run pipelines on their schedules until stopped")
     scheduler.add_argument("--pipelines", help="pipelines folder")
+    _add_executor_options(scheduler, "the runs it starts")
     scheduler.set_defaults(func=cmd_scheduler)
 
 
@@ -236,6 +261,7 @@ def _add_backfill(sub: _Subparsers) -> None:
     backfill.add_argument("--max-active", type=int, default=1, help="runs at once")
     backfill.add_argument("--reverse", action="store_true", help="newest dates first")
     backfill.add_argument("--pipelines", help="pipelines folder")
+    _add_executor_options(backfill, "its runs")
     backfill.set_defaults(func=cmd_backfill)
 
 

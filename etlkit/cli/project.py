@@ -53,6 +53,14 @@ def settings_for(
     )
 
 
+def executor_options(args: argparse.Namespace) -> dict[str, object]:
+    """The settings `--executor` and `--scheduler-address` give, as dotted keys (none given:
+    the settings' own)."""
+    from etlkit.runs.executors import executor_flags
+
+    return executor_flags(getattr(args, "executor", None), getattr(args, "scheduler_address", None))
+
+
 def pipelines_dir(args: argparse.Namespace) -> Path:
     """The pipelines folder: `--pipelines`, else the setting `paths.pipelines_dir`."""
     if getattr(args, "pipelines", None):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from etlkit.cli.console import report_errors_once
 from etlkit.cli.exit_codes import exit_code
 from etlkit.cli.project import (
+    executor_options,
     freeze_imports,
     get_run,
     load_named_pipeline,
@@ -44,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cli["run.chunk_rows"] = args.chunk_rows
     if args.no_validate:
         cli["run.validate"] = False
-    settings = settings_for(args, cls, cli)
+    settings = settings_for(args, cls, cli | executor_options(args))
     listeners = _listeners(args.progress)
     logical, interval = _manual_dates(cls, args.date)
     report_errors_once()
@@ -129,7 +130,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             cls,
             record.run_id,
             store=store,
-            settings=settings_for(args, cls),
+            settings=settings_for(args, cls, executor_options(args)),
             listeners=_listeners(args.progress),
             pools=pools_for(args),
             notifiers=notifiers_for(args),
@@ -161,7 +162,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from etlkit.scheduling import backfill
 
     cls = load_named_pipeline(args)
-    settings = settings_for(args, cls)
+    settings = settings_for(args, cls, executor_options(args))
     with open_store(settings) as store:
         summary = backfill(
             cls,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etlkit.cli.project import (
+    executor_options,
     load_named_pipeline,
     open_store,
     pipelines_dir,
@@ -25,7 +26,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     """`etlkit scheduler`: run scheduled pipelines until stopped (130 on Ctrl-C)."""
     from etlkit.scheduling import serve
 
-    settings = settings_for(args)
+    settings = settings_for(args, None, executor_options(args))
     stopped_by = serve(
         project_dir(args),
         settings=settings,

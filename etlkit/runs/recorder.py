@@ -1,4 +1,5 @@
-"""Recording node runs and run events in the store as they happen (`Recorder`), secrets masked."""
+"""Recording node runs (with the partitions a distributed executor ran, and where) and run events
+in the store as they happen (`Recorder`), secrets masked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from etlkit.settings import connections
-from etlkit.storage.store import NodeUpdate
+from etlkit.storage.store import NodeUpdate, PartitionRecord
 
 if TYPE_CHECKING:
     from etlkit.engine.execution import Event, NodeStats
@@ -118,6 +119,10 @@ class Recorder:
             bytes_staged=stats.bytes_staged,
             chunks=max(stats.chunks_in, stats.chunks_out),
             error=masked(stats.error),
+            partitions=tuple(
+                PartitionRecord(p.partition, p.worker, p.rows, p.attempt, p.seconds)
+                for p in list(stats.partitions)  # a copy: the executor may still report more
+            ),
         )
 
 

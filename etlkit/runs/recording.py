@@ -3,7 +3,8 @@
 `run_pipeline` is what `Pipeline.run`, `etlkit run` and the scheduler's worker call: it resolves the
 run's context and options from the settings, records the run and every node run in the store
 (when given one; see `recorder`), keeps the run's log as JSON lines, and executes the graph,
-retrying failed nodes in the run (`retries`). `retry_run` resumes a failed run under the same run
+retrying failed nodes in the run (`retries`), with the executor the settings name (`executors`:
+one per run, recorded with it). `retry_run` resumes a failed run under the same run
 id and `run_recorded` executes a run already in the store: committed staged outputs are verified
 and reused, sinks that already wrote are skipped, and only the rest runs again (`resuming`).
 """
@@ -14,16 +15,19 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from etlkit.engine import runlog
 from etlkit.engine.execution import Listener, RunOptions, RunResult, execute, new_run_id
+from etlkit.engine.executor import Executor
 from etlkit.errors import ConfigError, StagingError, StoreError
 from etlkit.model.nodes import Context, Policy
 from etlkit.runs.cursors import cursor_seen, cursors, store_cursors
+from etlkit.runs.executors import open_executor
 from etlkit.runs.notifying import notice, notify
 from etlkit.runs.recorder import Recorder, masked
 from etlkit.runs.resuming import discard_companions, resume_plan
@@ -123,18 +127,35 @@ def run_pipeline(
     attempt = 1
     if store is not None:
         attempt = _record_start(run, trigger=trigger, resumed=resumed, force=force)
-    retries: dict[str, int] = {}
-    while True:
-        result = _attempt(run, attempt, listeners, reuse, skip, pools)
-        delay = retry_delay(pipeline, settings, result, retries)
-        if delay is None:
-            break
-        _announce_retry(run, result, attempt, delay, retries[failed_node(result)])
-        sleep(delay)
-        reuse, skip = _retry_plan(run, result, skip)
-        attempt += 1
+    with _opened(run) as executor:
+        retries: dict[str, int] = {}
+        while True:
+            result = _attempt(run, attempt, listeners, reuse, skip, pools, executor)
+            delay = retry_delay(pipeline, settings, result, retries)
+            if delay is None:
+                break
+            _announce_retry(run, result, attempt, delay, retries[failed_node(result)])
+            sleep(delay)
+            reuse, skip = _retry_plan(run, result, skip)
+            attempt += 1
     _finish(run, result, attempt)
     return result
+
+
+@contextmanager
+def _opened(run: _Run) -> Iterator[Executor | None]:
+    """The run's executor, open for all its attempts (one cluster per run, closed after it),
+    recorded in the store; a cluster that cannot be opened fails the recorded run."""
+    with ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_executor(run.settings))
+        except ConfigError as exc:
+            if run.store is not None:
+                run.store.finish_run(run.ctx.run_id, "failed", error=masked(str(exc)))
+            raise
+        if run.store is not None:
+            run.store.record_executor(run.ctx.run_id, opened.description)
+        yield opened.executor
 
 
 @dataclass(frozen=True)
@@ -182,6 +203,7 @@ def _attempt(
     reuse: Collection[str],
     skip: Collection[str],
     pools: Mapping[str, int] | None,
+    executor: Executor | None,
 ) -> RunResult:
     """Execute the graph once, node runs recorded in the store (if any) as they happen."""
     all_listeners = list(listeners)
@@ -193,7 +215,7 @@ def _attempt(
         options = dataclasses.replace(options, cursor_seen=cursor_seen(run.store, run.pipeline))
     try:
         logs_dir = run.settings.paths.logs_dir
-        return _execute(run.graph, run.ctx, run.staging, options, all_listeners, logs_dir)
+        return _execute(run, options, all_listeners, logs_dir, executor)
     finally:
         if recorder is not None:
             recorder.flush()
@@ -288,18 +310,27 @@ def _refuse_recompute(
 
 
 def _execute(
-    graph: Graph,
-    ctx: Context,
-    staging: Staging,
+    run: _Run,
     options: RunOptions,
     listeners: Sequence[Listener],
     logs_dir: str,
+    executor: Executor | None,
 ) -> RunResult:
+    def go() -> RunResult:
+        return execute(
+            run.graph,
+            run.ctx,
+            staging=run.staging,
+            options=options,
+            listeners=listeners,
+            executor=executor,
+        )
+
     if "://" in logs_dir:  # run logs are local files; remote state dirs keep none
-        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+        return go()
     masking = connections.install_log_masking(connections.active_connections())
-    with runlog.capture(logs_dir, graph.pipeline, ctx.run_id, filters=[masking]):
-        return execute(graph, ctx, staging=staging, options=options, listeners=listeners)
+    with runlog.capture(logs_dir, run.graph.pipeline, run.ctx.run_id, filters=[masking]):
+        return go()
 
 
 def retry_run(

@@ -6,7 +6,8 @@ The worker loads the settings and the run store, marks the run started with its 
 heartbeat every `scheduler.heartbeat_seconds` from a thread (so a scheduler can tell a live run
 from one whose process vanished), loads the pipeline by name and executes the run through
 `etlkit.runs.recording.run_recorded`, resuming what an earlier attempt committed when the run
-was queued again to resume.
+was queued again to resume. `--executor` and `--scheduler-address` are the flags of the command
+that started the scheduler (or backfill), passed on; every other setting the worker reads itself.
 
 SIGTERM stops the run: it is cancelled at the next chunk boundary and recorded as `interrupted`.
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from etlkit.errors import EtlkitError, StoreError
 from etlkit.model.discovery import load_pipeline
+from etlkit.runs.executors import executor_flags
 from etlkit.runs.notifications import load_notifiers
 from etlkit.runs.recording import run_recorded
 from etlkit.settings import connections
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="config file (default: <project>/etlkit.toml)")
     parser.add_argument("--pipelines", help="pipelines folder (default: paths.pipelines_dir)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--executor", choices=["local", "dask"], help="setting run.executor")
+    parser.add_argument("--scheduler-address", help="setting dask.address")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -91,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = Path(args.project).resolve()
     config = Path(args.config) if args.config else None
     try:
-        settings = load_settings(project, config_file=config)
+        cli = executor_flags(args.executor, args.scheduler_address)
+        settings = load_settings(project, config_file=config, cli=cli)
         loaded = connections.load_connections(project, config_file=config)
         connections.activate(loaded)
         masking = connections.install_log_masking(loaded)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from etlkit.errors import ConfigError, RunExistsError, SchedulerError
+from etlkit.runs.executors import worker_flags
 from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.clock import Clock, SystemClock
 from etlkit.scheduling.processes import Children, Launcher, sweep_stale
@@ -154,6 +155,7 @@ def backfill(
         project_dir,
         config_file=config_file,
         pipelines_dir=Path(pipelines_dir or settings.paths.pipelines_dir),
+        worker_flags=worker_flags(settings),
     )
     children = Children(store, launcher, clock)
     interrupted = False

@@ -16,7 +16,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -77,8 +77,10 @@ class SubprocessLauncher:
         python: str = sys.executable,
         log_level: str = "INFO",
         env: Mapping[str, str] | None = None,
+        worker_flags: Sequence[str] = (),
     ) -> None:
         self.project_dir = Path(project_dir).resolve()
+        self.worker_flags = list(worker_flags)  # settings flags passed on (`--executor dask`)
         self.config_file = config_file
         self.pipelines_dir = pipelines_dir
         self.python = python
@@ -93,7 +95,7 @@ class SubprocessLauncher:
             cmd += ["--config", str(Path(self.config_file).resolve())]
         if self.pipelines_dir is not None:
             cmd += ["--pipelines", str(Path(self.pipelines_dir).resolve())]
-        return cmd
+        return cmd + self.worker_flags
 
     def __call__(self, run_id: str) -> Handle:
         """Start the worker; raises OSError when it cannot be started."""

@@ -39,6 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from etlkit.errors import EtlkitError, RunExistsError
+from etlkit.runs.executors import worker_flags
 from etlkit.runs.notifying import notify_failure
 from etlkit.scheduling.catalog import Catalog
 from etlkit.scheduling.clock import Clock, SystemClock
@@ -117,6 +118,7 @@ class Scheduler:
             config_file=config_file,
             pipelines_dir=pipelines,
             log_level=log_level,
+            worker_flags=worker_flags(settings),
         )
         self.children = Children(store, launcher, self.clock)
         self.sensors = SensorGate(store, self.clock, store_path=settings.paths.store)

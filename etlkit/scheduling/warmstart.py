@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -55,10 +55,16 @@ def launcher_for(
     pipelines_dir: Path,
     config_file: Path | None = None,
     log_level: str = "INFO",
+    worker_flags: Sequence[str] = (),
 ) -> SubprocessLauncher | WarmLauncher:
-    """The launcher `scheduler.worker_start` asks for: warm where supported, else cold."""
+    """The launcher `scheduler.worker_start` asks for: warm where supported, else cold; every
+    worker gets `worker_flags` (the executor's, from the command line)."""
     cold = SubprocessLauncher(
-        project_dir, config_file=config_file, pipelines_dir=pipelines_dir, log_level=log_level
+        project_dir,
+        config_file=config_file,
+        pipelines_dir=pipelines_dir,
+        log_level=log_level,
+        worker_flags=worker_flags,
     )
     if worker_start == "cold":
         return cold

@@ -5,8 +5,8 @@ Precedence, lowest to highest: defaults < `etlkit.toml` < `ETLKIT_*` environment
 value to its field's type, records where each value came from (`Settings.sources`) and validates
 ranges. It is the only place in etlkit that reads the environment, and it runs once, at the edge.
 
-TOML sections are `[paths]`, `[run]` and `[duckdb]`; environment keys nest with `__`
-(`ETLKIT_RUN__RETRIES=3`). Variables starting with `ETLKIT_CONN_`
+TOML sections are `[paths]`, `[run]`, `[duckdb]`, `[scheduler]` and `[dask]`; environment keys
+nest with `__` (`ETLKIT_RUN__RETRIES=3`). Variables starting with `ETLKIT_CONN_`
 and the `[connections]` table belong to `etlkit.settings.connections` and are skipped here.
 """
 
@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import re
 import tomllib
 import types
 import typing
@@ -57,6 +58,7 @@ class RunSettings:
     max_invalid_fraction: float | None = None  # above it even drop/quarantine fail the run
     max_workers: int = 0  # nodes running at once, blocked ones not counted; 0: max(8, 2 x cores)
     cancel_grace: float = 10.0  # seconds a cancelled node may take to stop before it is abandoned
+    executor: str = "local"  # what runs the nodes: local (threads here) or dask (see [dask])
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,15 @@ class DuckDBSettings:
 
 
 @dataclass(frozen=True)
+class DaskSettings:
+    """The Dask cluster a run with `run.executor = "dask"` uses."""
+
+    address: str | None = None  # a scheduler's address (tcp://host:8786); none: a LocalCluster
+    workers: int = 2  # worker processes of the LocalCluster started without an address
+    dashboard: bool = False  # the LocalCluster's dashboard on a free port
+
+
+@dataclass(frozen=True)
 class Settings:
     """The resolved settings, plus where each value came from.
 
@@ -97,6 +108,7 @@ class Settings:
     duckdb: DuckDBSettings
     scheduler: SchedulerSettings
     sources: Mapping[str, str]
+    dask: DaskSettings = DaskSettings()
 
     def with_overrides(self, overrides: Mapping[str, object], label: str) -> Settings:
         """These settings with `overrides` (dotted keys, from `label`) applied, except where a
@@ -144,6 +156,7 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "run": RunSettings,
     "duckdb": DuckDBSettings,
     "scheduler": SchedulerSettings,
+    "dask": DaskSettings,
 }
 # sections read by their own modules: connections, notifiers, pools
 _SKIPPED_SECTIONS: Final = frozenset({"connections", "notifiers", "pools"})
@@ -176,12 +189,18 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "scheduler.stale_after_seconds": (">", 0),
     "scheduler.max_active_runs": (">=", 1),
     "scheduler.max_active_nodes": (">=", 0),
+    "dask.workers": (">=", 1),
 }
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "run.on_invalid": ("fail", "drop", "quarantine"),
     "scheduler.on_stale": ("fail", "retry"),
     "scheduler.worker_start": ("auto", "warm", "cold"),
+    "run.executor": ("local", "dask"),
 }
+# CLI flags named otherwise than their key's last part (`cli --executor` is `run.executor`'s)
+_CLI_FLAGS: Final[dict[str, str]] = {"dask.address": "--scheduler-address"}
+# a Dask scheduler's address: a protocol and a place (tcp://10.0.0.5:8786), or host:port
+_ADDRESS: Final = re.compile(r"[a-z][a-z0-9+.-]*://\S+|[^\s:/]+:\d+")
 # dotted key -> file or directory name under state_dir used when the value is ""
 _UNDER_STATE_DIR: Final[dict[str, str]] = {
     "paths.staging_root": "staging",
@@ -260,7 +279,7 @@ def load_settings(
         for key, raw in (mapping or {}).items():
             if key not in specs:
                 raise _unknown(f"setting '{key}'", f" from {label}", key, _same(specs))
-            flag = "--" + key.rpartition(".")[2].replace("_", "-")
+            flag = _CLI_FLAGS.get(key) or "--" + key.rpartition(".")[2].replace("_", "-")
             put(key, raw, f"cli {flag}" if label == "cli" else label)
 
     _check_values(values, sources)
@@ -276,6 +295,7 @@ def load_settings(
         run=build("run"),
         duckdb=build("duckdb"),
         scheduler=build("scheduler"),
+        dask=build("dask"),
         sources=types.MappingProxyType(sources),
     )
 
@@ -329,6 +349,13 @@ def _check_values(values: Mapping[str, object], sources: Mapping[str, str]) -> N
                 f"Setting {key} = {_as_text(values[key])} (from {sources[key]}) must be one of "
                 f"{', '.join(choices)}."
             )
+    address = values["dask.address"]
+    if isinstance(address, str) and address and not _ADDRESS.fullmatch(address):
+        raise ConfigError(
+            f"Setting dask.address = {address!r} (from {sources['dask.address']}) is not a Dask "
+            "scheduler's address: give one like tcp://10.0.0.5:8786 (or host:8786), or leave it "
+            "unset for a LocalCluster on this machine."
+        )
     fraction = values["run.max_invalid_fraction"]
     if isinstance(fraction, float | int) and not 0 <= fraction <= 1:
         raise ConfigError(
@@ -396,10 +423,10 @@ def _env_name(key: str) -> str:
 
 
 def _convert(key: str, raw: object, spec: _Field, source: str) -> object:
+    if spec.optional and isinstance(raw, str) and raw.strip().lower() in ("", "none"):
+        return None
     if isinstance(raw, str) and spec.kind is not str:
         text = raw.strip().lower()
-        if spec.optional and text in ("", "none"):
-            return None
         if spec.kind is bool and text in _BOOLS:
             return _BOOLS[text]
         try:

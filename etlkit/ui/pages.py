@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from etlkit.engine.runlog import LogLine, read_log
 from etlkit.scheduling.control import PipelineStatus, status
 from etlkit.storage.staging import check_path_part
-from etlkit.storage.store import NodeRunRecord, RunRecord, RunStore
+from etlkit.storage.store import NodeRunRecord, PartitionRecord, RunRecord, RunStore
 from etlkit.ui import svg
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ GRID_RUNS: Final = 25
 GRID_NODES: Final = 200
 #: Log lines shown per node on a run page.
 LOG_LINES: Final = 200
+#: Partitions of a distributed run shown per node on a run page.
+PARTITIONS: Final = 100
 #: Node runs are written a little after the event (see `runs.NodeRecorder`): live updates
 #: look back this far past the reader's cursor, and the reader replaces what it had.
 LIVE_OVERLAP: Final = timedelta(seconds=5)
@@ -116,6 +118,8 @@ class RunPage:
     run_logs: Sequence[LogLine]
     staged: Sequence[str] = field(default_factory=tuple)
     cursor: str = ""
+    partitions: Mapping[str, Sequence[PartitionRecord]] = field(default_factory=dict)
+    more_partitions: Mapping[str, int] = field(default_factory=dict)  # per node, not shown
 
 
 def run_page(
@@ -127,13 +131,15 @@ def run_page(
     staged: Sequence[str],
     now: datetime,
 ) -> RunPage:
-    """A run's page: its node attempts (latest), the DAG and the Gantt, the log per node.
+    """A run's page: its node attempts (latest), the DAG and the Gantt, the log per node, and
+    for a distributed run the partitions of each node with the worker that ran each.
 
     Raises:
         StoreError: no such run.
     """
     record = store.get_run(check_path_part("run id", run_id))
     nodes = store.node_runs(record.run_id)
+    partitions = store.node_partitions(record.run_id)
     lines = read_log(logs_dir, record.pipeline, record.run_id)
     by_node: dict[str, list[LogLine]] = {}
     run_lines = []
@@ -151,6 +157,10 @@ def run_page(
         run_logs=run_lines[-LOG_LINES:],
         staged=staged,
         cursor=now.isoformat(),
+        partitions={node: found[:PARTITIONS] for node, found in partitions.items()},
+        more_partitions={
+            n: len(f) - PARTITIONS for n, f in partitions.items() if len(f) > PARTITIONS
+        },
     )
 
 

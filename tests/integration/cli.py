@@ -11,12 +11,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def etlkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
+def etlkit(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`etlkit ARGS` in `cwd`, with `env` added to the environment."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ETLKIT_")}
     return subprocess.run(
         [sys.executable, "-m", "etlkit", *args],
         cwd=cwd,
-        env={**env, "PYTHONPATH": str(REPO)},
+        env={**inherited, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,
         text=True,
         check=False,

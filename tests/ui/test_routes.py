@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from etlkit.settings.config import Settings
-from etlkit.storage.store import RunStore
+from etlkit.storage.store import NodeUpdate, PartitionRecord, RunStore
 from etlkit.ui import pages
 from tests.ui.conftest import csrf_of
 from tests.ui.project import SCRIPT, run
@@ -66,6 +66,38 @@ def test_run_page_shows_graph_gantt_nodes_logs_and_data_links(
     assert 'id="node-labelled"' in page.text
     assert f'href="/runs/{demo_run}/data/labelled"' in page.text
     assert re.search(r'data-from="numbers"[^>]*>3</text>', page.text)  # rows on the edge
+    assert 'id="partitions"' not in page.text  # a local run: nothing about workers
+    assert 'id="run-executor"' not in page.text
+
+
+def test_run_page_of_a_distributed_run_shows_its_executor_and_partitions(
+    client: TestClient, settings: Settings, demo_run: str
+) -> None:
+    with RunStore(settings.paths.store) as store:
+        store.record_executor(demo_run, "dask tcp://10.0.0.5:8786")
+        part = PartitionRecord("numbers#0", "tcp://10.0.0.7:40001", 3, "1", 0.5)
+        update = NodeUpdate("numbers", "source", 1, "done", partitions=(part,))
+        store.record_nodes(demo_run, [update])
+    page = client.get(f"/runs/{demo_run}").text
+    assert '<code id="run-executor">dask tcp://10.0.0.5:8786</code>' in page
+    table = page[page.index('id="partitions"') :]
+    assert re.search(
+        r"<td>numbers</td><td>numbers#0</td><td>tcp://10\.0\.0\.7:40001</td><td>3</td>"
+        r"<td>1</td><td>0\.50</td>",
+        table,
+    )
+
+
+def test_run_page_lists_the_first_partitions_of_each_node(
+    client: TestClient, settings: Settings, demo_run: str
+) -> None:
+    parts = tuple(PartitionRecord(f"p{i}", "tcp://w:1", 1, "1", 0.1) for i in range(103))
+    with RunStore(settings.paths.store) as store:
+        store.record_nodes(demo_run, [NodeUpdate("numbers", "source", 1, "done", partitions=parts)])
+    page = client.get(f"/runs/{demo_run}").text
+    assert "<td>p99</td>" in page
+    assert "<td>p100</td>" not in page
+    assert "… 3 more partitions" in page
 
 
 def test_params_and_data_are_escaped_everywhere(client: TestClient, demo_run: str) -> None:

@@ -29,6 +29,7 @@ from etlkit.storage.store.pools import PoolSlots
 from etlkit.storage.store.records import EventRecord as EventRecord
 from etlkit.storage.store.records import NodeRunRecord as NodeRunRecord
 from etlkit.storage.store.records import NodeUpdate as NodeUpdate
+from etlkit.storage.store.records import PartitionRecord as PartitionRecord
 from etlkit.storage.store.records import RunRecord as RunRecord
 from etlkit.storage.store.records import SchedulerRecord as SchedulerRecord
 from etlkit.storage.store.records import SlotLease as SlotLease

@@ -1,7 +1,9 @@
-"""Node runs: one record per attempt of one node within a run, and queries over them."""
+"""Node runs: one record per attempt of one node within a run (with the partitions a distributed
+executor ran of it), and queries over them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
@@ -10,6 +12,7 @@ from etlkit.storage.store.records import (
     _NODES,
     NodeRunRecord,
     NodeUpdate,
+    PartitionRecord,
     _check,
     _columns,
     _opt_ts,
@@ -98,6 +101,32 @@ class NodeRuns(StoreConnection):
                 " chunks = excluded.chunks, error = excluded.error",
                 rows,
             )
+            conn.executemany(
+                "INSERT INTO node_partitions (run_id, node, attempt, partition, worker, rows,"
+                " partition_attempt, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, node, attempt, partition) DO UPDATE SET"
+                " worker = excluded.worker, rows = excluded.rows,"
+                " partition_attempt = excluded.partition_attempt, seconds = excluded.seconds",
+                [
+                    (run_id, u.node, u.attempt, *dataclasses.astuple(p))
+                    for u in updates
+                    for p in u.partitions
+                ],
+            )
+
+    def node_partitions(self, run_id: str) -> dict[str, list[PartitionRecord]]:
+        """The partitions of each node's latest attempt, by node, in the order first reported;
+        nodes a distributed executor did not split (and every node of a local run) are left out."""
+        sql = (
+            "SELECT node, partition, worker, rows, partition_attempt, seconds"
+            " FROM node_partitions p WHERE run_id = ? AND attempt = (SELECT MAX(attempt)"
+            " FROM node_runs o WHERE o.run_id = p.run_id AND o.node = p.node) ORDER BY p.rowid"
+        )
+        found: dict[str, list[PartitionRecord]] = {}
+        with self._guard() as conn:
+            for row in conn.execute(sql, (run_id,)):
+                found.setdefault(str(row[0]), []).append(PartitionRecord(*tuple(row)[1:]))
+        return found
 
     def node_runs(self, run_id: str, *, latest_attempt_only: bool = True) -> list[NodeRunRecord]:
         """A run's node attempts, nodes in the order first recorded, attempts in order."""

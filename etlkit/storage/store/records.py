@@ -1,4 +1,5 @@
-"""The store's records (runs, node runs, events, slot leases, schedulers) and their rows.
+"""The store's records (runs, node runs and their partitions, events, slot leases, schedulers)
+and their rows.
 
 Records are frozen dataclasses whose fields are named after the columns they are read from
 (`_columns`, `_record`). Datetimes are timezone-aware UTC in Python and ISO-8601 text in the file
@@ -43,6 +44,7 @@ class RunRecord:
     data_interval_end: datetime | None = None
     timezone: str | None = None
     owner: str | None = None
+    executor: str | None = None  # what ran its nodes (`local`, `dask ...`); None: not recorded
 
     @property
     def zone(self) -> tzinfo:
@@ -63,6 +65,18 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class PartitionRecord:
+    """One partition of a node attempt that a distributed executor ran: where, and what it did.
+    `partition_attempt` is the executor's name for the try of it that this is."""
+
+    partition: str
+    worker: str
+    rows: int
+    partition_attempt: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class NodeUpdate:
     """What `RunStore.record_nodes` writes about one node attempt (see `record_node`)."""
 
@@ -78,6 +92,7 @@ class NodeUpdate:
     bytes_staged: int = 0
     chunks: int = 0
     error: str | None = None
+    partitions: tuple[PartitionRecord, ...] = ()  # a distributed executor's, as reported so far
 
 
 @dataclass(frozen=True)

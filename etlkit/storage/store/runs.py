@@ -103,6 +103,12 @@ class RunLifecycle(StoreConnection):
                 (now, now, pid, owner_of(pid), run_id),
             )
 
+    def record_executor(self, run_id: str, executor: str) -> None:
+        """Record what runs the run's nodes (`local`, `dask tcp://...`): its latest attempt's."""
+        self._update_run(
+            run_id, "UPDATE runs SET executor = ? WHERE run_id = ?", (executor, run_id)
+        )
+
     def heartbeat(self, run_id: str, at: datetime | None = None) -> None:
         """Record that the process running `run_id` is alive (see `stale_runs`)."""
         sql = "UPDATE runs SET heartbeat_at = ? WHERE run_id = ?"

@@ -5,7 +5,9 @@ The schema version is `PRAGMA user_version`; `MIGRATIONS` upgrades older files i
 schema; `_SCHEMA_V2` adds what the scheduler needs: each run's data interval, paused pipelines,
 pool slot leases and scheduler heartbeats; `_SCHEMA_V3` adds each run's timezone (the one its
 logical date is read in) and owner: the host, pid and process start time of the process running
-it, so any command can tell a run whose process was killed from a live one.
+it, so any command can tell a run whose process was killed from a live one; `_SCHEMA_V4` adds
+which executor ran each run and the partitions a distributed executor ran of each node, with the
+worker that ran each.
 """
 
 from __future__ import annotations
@@ -85,5 +87,30 @@ def _migrate_3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_SCHEMA_V4: Final = (
+    # What ran the run's nodes: `local`, or `dask` and its cluster (NULL: local, as runs
+    # recorded before it).
+    "ALTER TABLE runs ADD COLUMN executor TEXT",
+    # The partitions of a node attempt that a distributed executor ran, and where: the last
+    # report of each partition (`partition_attempt` says which try of it that was).
+    """CREATE TABLE node_partitions (
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        node TEXT NOT NULL, attempt INTEGER NOT NULL, partition TEXT NOT NULL,
+        worker TEXT NOT NULL, rows INTEGER NOT NULL, partition_attempt TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        PRIMARY KEY (run_id, node, attempt, partition))""",
+)
+
+
+def _migrate_4(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V4:
+        conn.execute(statement)
+
+
 # MIGRATIONS[i] takes a file from version i to i + 1. Append; never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+    _migrate_4,
+]
