@@ -26,6 +26,7 @@ listed as such, without timings, and the command exits with 1. Measurements are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import datasets, environment
+from benchmarks.dask_cluster import (
+    DASK_VARIANT,
+    Cluster,
+    WorkerUsage,
+    format_workers,
+    header,
+    median_or_none,
+)
 from benchmarks.workloads import (
+    KNOWN_VARIANTS,
     REFERENCE,
     REPO,
     VARIANTS,
@@ -68,6 +78,10 @@ class Measurement:
     work_cpu_seconds: float
     peak_rss_bytes: int
     steal: float | None = None  # the hypervisor's share of all CPU time during the child
+    # etlkit-dask: the workers' part of peak_rss_bytes, cpu_seconds and work_cpu_seconds
+    worker_peak_rss_bytes: int | None = None
+    worker_cpu_seconds: float | None = None
+    worker_peaks_reset: bool | None = None  # False: a worker's peak since its start
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class Summary:
     process_vs_duckdb: float | None  # process wall
     cpu_vs_duckdb: float | None  # work CPU: steadier than wall on a busy machine
     steal: float | None = None  # median over the runs: wall times are slower by about that
+    worker_peak_rss_bytes: int | None = None  # etlkit-dask: highest over the runs
+    worker_cpu_seconds: float | None = None  # etlkit-dask: median over the runs
 
 
 @dataclass(frozen=True)
@@ -111,9 +127,10 @@ def _child_env() -> dict[str, str]:
 
 
 def run_child(
-    workload: Workload, variant: str, data_dir: Path, run_dir: Path
+    workload: Workload, variant: str, data_dir: Path, run_dir: Path, address: str | None = None
 ) -> tuple[dict[str, Any], float, Any]:
     """Run one variant in a fresh process; return its own stats, its wall time and rusage.
+    `address`: the Dask scheduler an `etlkit-dask` run uses.
 
     Raises:
         RuntimeError: the child failed; the message holds the end of its stderr.
@@ -126,6 +143,7 @@ def run_child(
         "out_dir": str(run_dir / "out"),
         "state_dir": str(run_dir / "state"),
         "stats": str(run_dir / "stats.json"),
+        "scheduler_address": address,
     }
     (run_dir / "state").mkdir()
     with (run_dir / "stderr.txt").open("wb") as stderr:
@@ -184,13 +202,15 @@ def run_workload(
     repeat: int,
     work_dir: Path,
     rows: int,
+    cluster: Cluster | None = None,
 ) -> tuple[list[Measurement], list[Failure]]:
     """Run every variant `repeat` times, taking turns; check results against DuckDB's.
 
     A variant that fails, or whose result differs from DuckDB's of the same repetition, is
     reported as a failure and none of its measurements of this workload are kept. Result files
     wait on disk until the repetition's variants have run, then are read one at a time: a
-    reshape's result is half its input, too large to hold one per variant.
+    reshape's result is half its input, too large to hold one per variant. `etlkit-dask` runs
+    on `cluster`, whose workers' usage is added to the run's.
     """
     measurements: list[Measurement] = []
     failures: list[Failure] = []
@@ -205,7 +225,17 @@ def run_workload(
             run_dir = work_dir / f"{label.replace(' ', '-')}-{variant}-{repetition}"
             try:
                 ticks = environment.cpu_ticks()
-                stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
+                if variant == DASK_VARIANT:
+                    if cluster is None:
+                        raise RuntimeError(f"{DASK_VARIANT} runs on a cluster; none was started")
+                    before = cluster.before_run()
+                    stats, wall, usage = run_child(
+                        workload, variant, data_dir, run_dir, cluster.address
+                    )
+                    workers: WorkerUsage | None = cluster.after_run(before)
+                else:
+                    stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
+                    workers = None
                 steal = environment.steal_share(ticks, environment.cpu_ticks())
                 results[variant] = kept_dir / f"{variant}.parquet"
                 shutil.move(stats["result"], results[variant])  # out of the run's directory
@@ -215,6 +245,10 @@ def run_workload(
                 continue
             finally:
                 shutil.rmtree(run_dir, ignore_errors=True)
+            worker_rss, worker_cpu = (
+                (workers.peak_rss_bytes, workers.cpu_seconds) if workers else (0, 0.0)
+            )
+            own_rss = max(stats["peak_rss_bytes"], stats["children_maxrss_kib"] * 1024)
             m = Measurement(
                 sf=sf,
                 workload=workload.name,
@@ -224,10 +258,13 @@ def run_workload(
                 work_seconds=stats["work_seconds"],
                 process_seconds=wall,
                 import_seconds=stats["import_seconds"],
-                cpu_seconds=usage.ru_utime + usage.ru_stime,
-                work_cpu_seconds=stats["work_cpu_seconds"],
-                peak_rss_bytes=max(stats["peak_rss_bytes"], stats["children_maxrss_kib"] * 1024),
+                cpu_seconds=usage.ru_utime + usage.ru_stime + worker_cpu,
+                work_cpu_seconds=stats["work_cpu_seconds"] + worker_cpu,
+                peak_rss_bytes=own_rss + worker_rss,
                 steal=steal,
+                worker_peak_rss_bytes=workers.peak_rss_bytes if workers else None,
+                worker_cpu_seconds=workers.cpu_seconds if workers else None,
+                worker_peaks_reset=workers.reset if workers else None,
             )
             measurements.append(m)
             print(
@@ -289,6 +326,11 @@ def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
                 process_vs_duckdb=process / duckdb_process if duckdb_process else None,
                 cpu_vs_duckdb=work_cpu / duckdb_cpu if duckdb_cpu else None,
                 steal=statistics.median(stolen) if stolen else None,
+                worker_peak_rss_bytes=max(
+                    (m.worker_peak_rss_bytes for m in runs if m.worker_peak_rss_bytes is not None),
+                    default=None,
+                ),
+                worker_cpu_seconds=median_or_none([m.worker_cpu_seconds for m in runs]),
             )
         )
     return summaries
@@ -376,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants",
         default="",
-        help=f"comma-separated, from {', '.join(VARIANTS)} (default: all; with --scaling: "
-        "etlkit, etlkit-novalidate, duckdb)",
+        help=f"comma-separated, from {', '.join(KNOWN_VARIANTS)} (default: all but "
+        f"{DASK_VARIANT}; with --scaling: etlkit, etlkit-novalidate, duckdb)",
     )
     parser.add_argument(
         "--report-rows",
@@ -415,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in _list(args.workloads or default_workloads, list(WORKLOADS), "workload(s)")
     ]
     default_variants = "etlkit,etlkit-novalidate,duckdb" if scaling else ",".join(VARIANTS)
-    variants = _list(args.variants or default_variants, VARIANTS, "variant(s)")
+    variants = _list(args.variants or default_variants, KNOWN_VARIANTS, "variant(s)")
     if REFERENCE not in variants:
         variants.append(REFERENCE)  # every result is checked against it
     if scaling and any(w.dataset != "tpch" for w in workloads):
@@ -441,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     environment.compile_sources()  # children read bytecode, as from an installed package
     print(environment.describe(), flush=True)
+    stack = contextlib.ExitStack()
+    cluster = stack.enter_context(Cluster()) if DASK_VARIANT in variants else None
+    if cluster is not None:
+        print(header(cluster), flush=True)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="etlkit-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     measurements: list[Measurement] = []
@@ -456,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "machine": environment.machine(),
                         "versions": environment.versions(),
                         "report_rows": args.report_rows,
+                        "dask_cluster": cluster.describe() if cluster else None,
                         "summaries": [asdict(s) for s in summarize(measurements)],
                         "runs": [asdict(m) for m in measurements],
                         "failures": [asdict(f) for f in failures],
@@ -475,11 +522,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 repeat=args.repeat,
                 work_dir=work_dir,
                 rows=input_rows(workload, base),
+                cluster=cluster,
             )
             measurements += found
             failures += failed
             save()  # after every workload: a crash later keeps what was measured
     finally:
+        stack.close()
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
     summaries = summarize(measurements)
@@ -491,6 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if scaling:
         print()
         print(format_scaling(summaries))
+    if cluster is not None:
+        print(f"\n{header(cluster)}\n")
+        print(format_workers(summaries))
     for f in failures:
         where = f"SF{f.sf:g} {f.workload}" if f.sf is not None else f.workload
         print(f"\nFAILED, not reported: {where} {f.variant} run {f.repetition}: {f.reason}")
