@@ -99,10 +99,10 @@ class Cluster:
         from etlkit.engine.distributed import DaskExecutor
 
         began = time.perf_counter()
-        self._executor = DaskExecutor.connect(
+        self.executor = DaskExecutor.connect(
             n_workers=N_WORKERS, threads_per_worker=THREADS_PER_WORKER
         )
-        self.client: Any = self._executor.client
+        self.client: Any = self.executor.client
         self.client.wait_for_workers(N_WORKERS)
         self.client.run(_warm, WARM_IMPORTS)
         self.start_seconds = time.perf_counter() - began
@@ -110,7 +110,7 @@ class Cluster:
 
     def close(self) -> None:
         """Close the client and stop the cluster."""
-        self._executor.close()
+        self.executor.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -134,6 +134,10 @@ class Cluster:
             cpu_seconds=cpu,
             reset=all(reset for reset, _ in before.values()) and set(after) <= set(before),
         )
+
+    def workers_cpu_seconds(self) -> float:
+        """The CPU seconds (user + system) the workers now running used so far, summed."""
+        return float(sum(self.client.run(_cpu_seconds).values()))
 
     def describe(self) -> dict[str, Any]:
         """The cluster, for the printed header and the JSON."""
