@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from benchmarks.workloads import DASK as DASK_VARIANT
 
 if TYPE_CHECKING:
-    from benchmarks.tpch import Summary
+    from benchmarks.summaries import Summary
 
 N_WORKERS: Final = 2
 THREADS_PER_WORKER: Final = 1
