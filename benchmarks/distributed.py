@@ -16,9 +16,12 @@ n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1")` without a 
 started once (its start is reported, never counted) and warmed by one run before the timed
 ones; the executors take turns.
 
-Reported, medians of `--repeat`: ms per partition of the run's wall time and of this process's
-CPU time (the coordinator: every thread of it, the Dask client's included), and of the workers'
-CPU time (`client.run` reading their rusage). Each figure is the run's total over N: the run's
+Reported, medians of `--repeat`: ms per partition of the run's wall time, of this process's
+CPU time (the coordinator: every thread of it, the Dask client's and, the cluster being local,
+its scheduler's included), of the CPU time of the thread that called `execute` (etlkit's own
+coordination: submitting, gathering, committing; on the local executor the source's reading
+too, its other nodes running in threads of their own) and of the workers' CPU time
+(`client.run` reading their rusage). Each figure is the run's total over N: the run's
 fixed costs (planning, committing, the cluster's round trips before the first task) are spread
 over the partitions. Every run's staged output is checked (N rows, the files' values, and on
 Dask N partitions); times never are.
@@ -52,7 +55,7 @@ from etlkit.model.nodes import Context
 from etlkit.storage.staging import Staging
 
 EXECUTORS: Final = ("local", "dask")
-FIGURES: Final = ("wall", "coordinator CPU", "workers' CPU")
+FIGURES: Final = ("wall", "coordinator CPU", "run thread CPU", "workers' CPU")
 
 
 class Row(pdp.DataFrameModel):
@@ -115,24 +118,26 @@ def measure(
     data_dir: Path, state_dir: Path, partitions: int, repeat: int, cluster: Cluster
 ) -> dict[str, list[float]]:
     """Time `repeat` runs of each executor, taking turns, after one untimed run of each; the
-    wall, coordinator CPU and workers' CPU seconds of each run, by executor."""
+    wall, coordinator CPU, run thread CPU and workers' CPU seconds of each run, by executor."""
     figures: dict[str, list[float]] = {f"{e} {f}": [] for e in EXECUTORS for f in FIGURES}
     for round_ in range(repeat + 1):
         for name in EXECUTORS:
             staging = Staging(str(state_dir / f"{name}-{round_}"))
             runner = cluster.executor if name == "dask" else None
             workers = cluster.workers_cpu_seconds()
-            began, cpu = time.perf_counter(), time.process_time()
+            began, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
             result = run_once(data_dir, staging, runner)
             wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+            own = time.thread_time() - own
             workers = cluster.workers_cpu_seconds() - workers
             check(result, staging, partitions, dask=name == "dask")
             if round_:  # the first round warms the workers' caches and this process's
-                for figure, value in zip(FIGURES, (wall, cpu, workers), strict=True):
+                for figure, value in zip(FIGURES, (wall, cpu, own, workers), strict=True):
                     figures[f"{name} {figure}"].append(value)
             print(
                 f"  {name:5} run {round_}/{repeat}{' (warm-up)' if not round_ else ''}: "
-                f"wall {wall:.2f}s  coordinator CPU {cpu:.2f}s  workers' CPU {workers:.2f}s",
+                f"wall {wall:.2f}s  coordinator CPU {cpu:.2f}s (run thread {own:.2f}s)  "
+                f"workers' CPU {workers:.2f}s",
                 flush=True,
             )
     return figures
