@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import resource
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,9 +177,3 @@ def format_workers(summaries: Sequence[Summary]) -> str:
             f"| {s.worker_cpu_seconds:.2f} | {s.cpu_seconds:.2f} |"
         )
     return "\n".join(lines)
-
-
-def median_or_none(values: Sequence[float | None]) -> float | None:
-    """The median of the values that are not None; None if none is."""
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks import environment
-from benchmarks.dask_cluster import median_or_none
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,12 @@ class Summary:
     steal: float | None = None  # median over the runs: wall times are slower by about that
     worker_peak_rss_bytes: int | None = None  # etlkit-dask: highest over the runs
     worker_cpu_seconds: float | None = None  # etlkit-dask: median over the runs
+
+
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are not None; None if none is."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
