@@ -22,6 +22,7 @@ run (its nanny starts another) counts with the CPU time of its replacement only.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import resource
 import time
@@ -109,6 +110,9 @@ class Cluster:
 
     def close(self) -> None:
         """Close the client and stop the cluster."""
+        # a finished run's futures can outlive it in reference cycles until a collection; the
+        # scheduler then warns, as the workers stop, that their results are lost
+        gc.collect()
         self.executor.close()
 
     def __enter__(self) -> Cluster:
