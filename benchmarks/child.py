@@ -8,7 +8,8 @@ validation, the sinks); interpreter start and imports are in the process wall th
 measures around the child.
 
 The spec is a JSON object: workload, variant, data_dir, out_dir, state_dir, stats (where to
-write the child's own measurements as JSON).
+write the child's own measurements as JSON), scheduler_address (the Dask scheduler an
+`etlkit-dask` run uses; its workers' usage is measured by the parent).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ IMPORTS: dict[str, tuple[str, ...]] = {
     "pandas": ("pandas", "pyarrow", "pyarrow.parquet"),
 }
 IMPORTS["etlkit-novalidate"] = IMPORTS["etlkit"]
+# the coordinator's side of a Dask run (its client), imported before the work as etlkit's are
+IMPORTS["etlkit-dask"] = (*IMPORTS["etlkit"], "distributed", "etlkit.engine.distributed")
 
 
 def peak_rss() -> int:
@@ -77,6 +80,7 @@ def main(argv: list[str]) -> int:
         Path(spec["data_dir"]),
         Path(spec["out_dir"]),
         Path(spec["state_dir"]),
+        scheduler_address=spec.get("scheduler_address"),
     )
     done = time.perf_counter()
     stats = {

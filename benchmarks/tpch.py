@@ -10,7 +10,10 @@ Data is generated once with `tpchgen-cli` (and `data.generate` for the report) i
 `--data-dir` (default `~/.cache/etlkit-bench`, see `benchmarks.datasets`). Workloads are listed in
 `benchmarks.workloads`, variants in `benchmarks.engines`: etlkit with its defaults (staging and
 validation on), etlkit with validation off, DuckDB SQL on the files, polars lazy with the
-streaming engine, and pandas in chunks.
+streaming engine, and pandas in chunks; and only when named in `--variants`, `etlkit-dask`:
+`etlkit run --executor dask` on one LocalCluster started for the invocation
+(`benchmarks.dask_cluster`: its start is reported once, its workers' peak RSS and CPU time are
+added to each run's and shown apart).
 
 Every run is a fresh child process (`benchmarks.child`), the variants taking turns within each
 repetition. Per run: the wall time of the work inside the child (after imports), the wall time of
@@ -26,10 +29,10 @@ listed as such, without timings, and the command exits with 1. Measurements are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import datasets, environment
+from benchmarks.dask_cluster import DASK_VARIANT, Cluster, WorkerUsage, format_workers, header
+from benchmarks.summaries import Measurement, format_scaling, format_table, summarize
 from benchmarks.workloads import (
+    KNOWN_VARIANTS,
     REFERENCE,
     REPO,
     VARIANTS,
@@ -50,47 +56,6 @@ from benchmarks.workloads import (
     Workload,
     input_rows,
 )
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One run of one variant of one workload."""
-
-    sf: float | None  # None for the report, whose size is its row count
-    workload: str
-    variant: str
-    repetition: int
-    rows: int
-    work_seconds: float  # inside the child, after imports
-    process_seconds: float  # the whole child, interpreter start included
-    import_seconds: float
-    cpu_seconds: float  # user + sys of the whole child
-    work_cpu_seconds: float
-    peak_rss_bytes: int
-    steal: float | None = None  # the hypervisor's share of all CPU time during the child
-
-
-@dataclass(frozen=True)
-class Summary:
-    """A variant of a workload over its repetitions: medians, and the highest peak RSS."""
-
-    sf: float | None
-    workload: str
-    variant: str
-    runs: int
-    rows: int
-    work_seconds: float
-    best_work_seconds: float
-    process_seconds: float
-    cpu_seconds: float
-    work_cpu_seconds: float
-    peak_rss_bytes: int
-    rows_per_second: float
-    vs_duckdb: float | None  # work wall
-    vs_pandas: float | None  # work wall
-    process_vs_duckdb: float | None  # process wall
-    cpu_vs_duckdb: float | None  # work CPU: steadier than wall on a busy machine
-    steal: float | None = None  # median over the runs: wall times are slower by about that
 
 
 @dataclass(frozen=True)
@@ -111,9 +76,10 @@ def _child_env() -> dict[str, str]:
 
 
 def run_child(
-    workload: Workload, variant: str, data_dir: Path, run_dir: Path
+    workload: Workload, variant: str, data_dir: Path, run_dir: Path, address: str | None = None
 ) -> tuple[dict[str, Any], float, Any]:
     """Run one variant in a fresh process; return its own stats, its wall time and rusage.
+    `address`: the Dask scheduler an `etlkit-dask` run uses.
 
     Raises:
         RuntimeError: the child failed; the message holds the end of its stderr.
@@ -126,6 +92,7 @@ def run_child(
         "out_dir": str(run_dir / "out"),
         "state_dir": str(run_dir / "state"),
         "stats": str(run_dir / "stats.json"),
+        "scheduler_address": address,
     }
     (run_dir / "state").mkdir()
     with (run_dir / "stderr.txt").open("wb") as stderr:
@@ -184,13 +151,15 @@ def run_workload(
     repeat: int,
     work_dir: Path,
     rows: int,
+    cluster: Cluster | None = None,
 ) -> tuple[list[Measurement], list[Failure]]:
     """Run every variant `repeat` times, taking turns; check results against DuckDB's.
 
     A variant that fails, or whose result differs from DuckDB's of the same repetition, is
     reported as a failure and none of its measurements of this workload are kept. Result files
     wait on disk until the repetition's variants have run, then are read one at a time: a
-    reshape's result is half its input, too large to hold one per variant.
+    reshape's result is half its input, too large to hold one per variant. `etlkit-dask` runs
+    on `cluster`, whose workers' usage is added to the run's.
     """
     measurements: list[Measurement] = []
     failures: list[Failure] = []
@@ -205,7 +174,17 @@ def run_workload(
             run_dir = work_dir / f"{label.replace(' ', '-')}-{variant}-{repetition}"
             try:
                 ticks = environment.cpu_ticks()
-                stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
+                if variant == DASK_VARIANT:
+                    if cluster is None:
+                        raise RuntimeError(f"{DASK_VARIANT} runs on a cluster; none was started")
+                    before = cluster.before_run()
+                    stats, wall, usage = run_child(
+                        workload, variant, data_dir, run_dir, cluster.address
+                    )
+                    workers: WorkerUsage | None = cluster.after_run(before)
+                else:
+                    stats, wall, usage = run_child(workload, variant, data_dir, run_dir)
+                    workers = None
                 steal = environment.steal_share(ticks, environment.cpu_ticks())
                 results[variant] = kept_dir / f"{variant}.parquet"
                 shutil.move(stats["result"], results[variant])  # out of the run's directory
@@ -215,6 +194,10 @@ def run_workload(
                 continue
             finally:
                 shutil.rmtree(run_dir, ignore_errors=True)
+            worker_rss, worker_cpu = (
+                (workers.peak_rss_bytes, workers.cpu_seconds) if workers else (0, 0.0)
+            )
+            own_rss = max(stats["peak_rss_bytes"], stats["children_maxrss_kib"] * 1024)
             m = Measurement(
                 sf=sf,
                 workload=workload.name,
@@ -224,10 +207,13 @@ def run_workload(
                 work_seconds=stats["work_seconds"],
                 process_seconds=wall,
                 import_seconds=stats["import_seconds"],
-                cpu_seconds=usage.ru_utime + usage.ru_stime,
-                work_cpu_seconds=stats["work_cpu_seconds"],
-                peak_rss_bytes=max(stats["peak_rss_bytes"], stats["children_maxrss_kib"] * 1024),
+                cpu_seconds=usage.ru_utime + usage.ru_stime + worker_cpu,
+                work_cpu_seconds=stats["work_cpu_seconds"] + worker_cpu,
+                peak_rss_bytes=own_rss + worker_rss,
                 steal=steal,
+                worker_peak_rss_bytes=workers.peak_rss_bytes if workers else None,
+                worker_cpu_seconds=workers.cpu_seconds if workers else None,
+                worker_peaks_reset=workers.reset if workers else None,
             )
             measurements.append(m)
             print(
@@ -248,97 +234,6 @@ def run_workload(
         failed = {f.variant for f in failures}
     kept = [m for m in measurements if m.variant not in failed]
     return kept, failures
-
-
-def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
-    """Medians per (sf, workload, variant), with ratios to DuckDB and pandas of the same runs."""
-    groups: dict[tuple[float | None, str, str], list[Measurement]] = {}
-    for m in measurements:
-        groups.setdefault((m.sf, m.workload, m.variant), []).append(m)
-
-    def median(key: tuple[float | None, str, str], field: str) -> float | None:
-        found = groups.get(key)
-        return statistics.median(getattr(m, field) for m in found) if found else None
-
-    summaries = []
-    for (sf, workload, variant), runs in groups.items():
-        work = statistics.median(m.work_seconds for m in runs)
-        process = statistics.median(m.process_seconds for m in runs)
-        work_cpu = statistics.median(m.work_cpu_seconds for m in runs)
-        duckdb = median((sf, workload, "duckdb"), "work_seconds")
-        duckdb_process = median((sf, workload, "duckdb"), "process_seconds")
-        duckdb_cpu = median((sf, workload, "duckdb"), "work_cpu_seconds")
-        pandas = median((sf, workload, "pandas"), "work_seconds")
-        stolen = [m.steal for m in runs if m.steal is not None]
-        summaries.append(
-            Summary(
-                sf=sf,
-                workload=workload,
-                variant=variant,
-                runs=len(runs),
-                rows=runs[0].rows,
-                work_seconds=work,
-                best_work_seconds=min(m.work_seconds for m in runs),
-                process_seconds=process,
-                cpu_seconds=statistics.median(m.cpu_seconds for m in runs),
-                work_cpu_seconds=work_cpu,
-                peak_rss_bytes=max(m.peak_rss_bytes for m in runs),
-                rows_per_second=runs[0].rows / work if work else 0.0,
-                vs_duckdb=work / duckdb if duckdb else None,
-                vs_pandas=work / pandas if pandas else None,
-                process_vs_duckdb=process / duckdb_process if duckdb_process else None,
-                cpu_vs_duckdb=work_cpu / duckdb_cpu if duckdb_cpu else None,
-                steal=statistics.median(stolen) if stolen else None,
-            )
-        )
-    return summaries
-
-
-def _ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "-"
-
-
-def format_table(summaries: Sequence[Summary]) -> str:
-    """The summaries as a Markdown table, one row per variant of each workload."""
-    lines = [
-        "| workload | variant | work s | process s | CPU s | peak RSS MiB | Mrows/s "
-        "| / DuckDB | / pandas | process / DuckDB | work CPU / DuckDB | steal |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for s in summaries:
-        name = f"SF{s.sf:g} {s.workload}" if s.sf is not None else f"{s.workload}"
-        lines.append(
-            f"| {name} | {s.variant} | {s.work_seconds:.2f} | {s.process_seconds:.2f} "
-            f"| {s.cpu_seconds:.2f} | {s.peak_rss_bytes / 2**20:.0f} "
-            f"| {s.rows_per_second / 1e6:.2f} | {_ratio(s.vs_duckdb)} | {_ratio(s.vs_pandas)} "
-            f"| {_ratio(s.process_vs_duckdb)} | {_ratio(s.cpu_vs_duckdb)} "
-            f"| {environment.percent(s.steal)} |"
-        )
-    return "\n".join(lines)
-
-
-def format_scaling(summaries: Sequence[Summary]) -> str:
-    """Peak RSS per scale factor for each variant, and its growth from the smallest to largest."""
-    sfs = sorted({s.sf for s in summaries if s.sf is not None})
-    keys = list(dict.fromkeys((s.workload, s.variant) for s in summaries))
-    by = {(s.sf, s.workload, s.variant): s for s in summaries}
-    header = " | ".join(f"SF{sf:g} MiB" for sf in sfs)
-    lines = [
-        f"| workload | variant | {header} | growth | SF{sfs[-1]:g} work s |",
-        "|---|---|" + "--:|" * (len(sfs) + 2),
-    ]
-    for workload, variant in keys:
-        found = [by.get((sf, workload, variant)) for sf in sfs]
-        cells = " | ".join(f"{s.peak_rss_bytes / 2**20:.0f}" if s else "-" for s in found)
-        first, last = found[0], found[-1]
-        growth = (
-            f"{(last.peak_rss_bytes / first.peak_rss_bytes - 1) * 100:+.0f}%"
-            if first and last
-            else "-"
-        )
-        work = f"{last.work_seconds:.2f}" if last else "-"
-        lines.append(f"| {workload} | {variant} | {cells} | {growth} | {work} |")
-    return "\n".join(lines)
 
 
 def _list(text: str, known: Sequence[str], what: str) -> list[str]:
@@ -376,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants",
         default="",
-        help=f"comma-separated, from {', '.join(VARIANTS)} (default: all; with --scaling: "
-        "etlkit, etlkit-novalidate, duckdb)",
+        help=f"comma-separated, from {', '.join(KNOWN_VARIANTS)} (default: all but "
+        f"{DASK_VARIANT}; with --scaling: etlkit, etlkit-novalidate, duckdb)",
     )
     parser.add_argument(
         "--report-rows",
@@ -415,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in _list(args.workloads or default_workloads, list(WORKLOADS), "workload(s)")
     ]
     default_variants = "etlkit,etlkit-novalidate,duckdb" if scaling else ",".join(VARIANTS)
-    variants = _list(args.variants or default_variants, VARIANTS, "variant(s)")
+    variants = _list(args.variants or default_variants, KNOWN_VARIANTS, "variant(s)")
     if REFERENCE not in variants:
         variants.append(REFERENCE)  # every result is checked against it
     if scaling and any(w.dataset != "tpch" for w in workloads):
@@ -441,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     environment.compile_sources()  # children read bytecode, as from an installed package
     print(environment.describe(), flush=True)
+    stack = contextlib.ExitStack()
+    cluster = stack.enter_context(Cluster()) if DASK_VARIANT in variants else None
+    if cluster is not None:
+        print(header(cluster), flush=True)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="etlkit-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     measurements: list[Measurement] = []
@@ -456,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "machine": environment.machine(),
                         "versions": environment.versions(),
                         "report_rows": args.report_rows,
+                        "dask_cluster": cluster.describe() if cluster else None,
                         "summaries": [asdict(s) for s in summarize(measurements)],
                         "runs": [asdict(m) for m in measurements],
                         "failures": [asdict(f) for f in failures],
@@ -475,11 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 repeat=args.repeat,
                 work_dir=work_dir,
                 rows=input_rows(workload, base),
+                cluster=cluster,
             )
             measurements += found
             failures += failed
             save()  # after every workload: a crash later keeps what was measured
     finally:
+        stack.close()
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
     summaries = summarize(measurements)
@@ -491,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if scaling:
         print()
         print(format_scaling(summaries))
+    if cluster is not None:
+        print(f"\n{header(cluster)}\n")
+        print(format_workers(summaries))
     for f in failures:
         where = f"SF{f.sf:g} {f.workload}" if f.sf is not None else f.workload
         print(f"\nFAILED, not reported: {where} {f.variant} run {f.repetition}: {f.reason}")

@@ -27,6 +27,10 @@ Dataset = Literal["tpch", "report"]
 
 #: The ways each workload runs, in the order they take turns.
 VARIANTS: Final = ("etlkit", "etlkit-novalidate", "duckdb", "polars", "pandas")
+#: etlkit on a Dask cluster (`benchmarks.dask_cluster`): run only when asked for (`--variants`).
+DASK: Final = "etlkit-dask"
+#: Every variant a command line may name.
+KNOWN_VARIANTS: Final = (*VARIANTS, DASK)
 #: The variant every other one is checked against.
 REFERENCE: Final = "duckdb"
 #: The logical date of every etlkit run (the report writes under `{out_dir}/{ds}/`).

@@ -5,7 +5,9 @@ Every engine reads the same files and imports only its own libraries, inside the
 a benchmark child process loads what its variant needs and nothing else.
 
 - `etlkit` runs the workload's pipeline through `etlkit run` (validation on, or off for
-  `etlkit-novalidate`), its state in a directory of its own (here).
+  `etlkit-novalidate`), its state in a directory of its own (here). `etlkit-dask` runs it with
+  validation on the Dask cluster at `scheduler_address` (`--executor dask`), Q1's and the
+  reshape's lineitem split into partitions (`benchmarks.dask_pipelines`).
 - `duckdb` runs the query as one SQL statement over `read_parquet`/`read_csv`
   (`benchmarks.engines.duckdb_sql`).
 - `polars` builds a lazy query over `scan_parquet`/`scan_csv` run by the streaming engine
@@ -21,21 +23,38 @@ from typing import Final
 
 from benchmarks.engines import duckdb_sql, pandas_chunked, polars_lazy
 from benchmarks.engines.tables import Tables
-from benchmarks.workloads import RUN_DATE, Workload
+from benchmarks.workloads import DASK, RUN_DATE, Workload
 
 RESULT_FILE: Final = "result.parquet"
 
 
-def run(workload: Workload, variant: str, data_dir: Path, out_dir: Path, state_dir: Path) -> Path:
+def run(
+    workload: Workload,
+    variant: str,
+    data_dir: Path,
+    out_dir: Path,
+    state_dir: Path,
+    *,
+    scheduler_address: str | None = None,
+) -> Path:
     """Run `workload` as `variant`; return the Parquet file with its result.
 
     Raises:
-        ValueError: an unknown variant.
+        ValueError: an unknown variant, or `etlkit-dask` without a scheduler address.
         RuntimeError: the etlkit run failed (its error is on stderr).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if variant in ("etlkit", "etlkit-novalidate"):
         return _run_etlkit(workload, data_dir, out_dir, state_dir, validate=variant == "etlkit")
+    if variant == DASK:
+        if not scheduler_address:
+            raise ValueError(
+                f"{DASK} runs on a Dask cluster: give the address of its scheduler "
+                "(benchmarks.tpch starts one when the variant is asked for)"
+            )
+        return _run_etlkit(
+            workload, data_dir, out_dir, state_dir, validate=True, address=scheduler_address
+        )
     path = out_dir / RESULT_FILE
     tables = Tables(data_dir, workload)
     if variant == "duckdb":
@@ -50,15 +69,26 @@ def run(workload: Workload, variant: str, data_dir: Path, out_dir: Path, state_d
 
 
 def _run_etlkit(
-    workload: Workload, data_dir: Path, out_dir: Path, state_dir: Path, *, validate: bool
+    workload: Workload,
+    data_dir: Path,
+    out_dir: Path,
+    state_dir: Path,
+    *,
+    validate: bool,
+    address: str | None = None,
 ) -> Path:
     from etlkit import cli
 
+    pipeline = workload.pipeline
+    if address is not None:
+        from benchmarks.dask_pipelines import SPLIT
+
+        pipeline = SPLIT.get(workload.name, pipeline)
     argv = [
         "--project",
         str(state_dir),
         "run",
-        workload.pipeline,
+        pipeline,
         "--date",
         RUN_DATE,
         "--progress",
@@ -70,6 +100,8 @@ def _run_etlkit(
     ]
     if not validate:
         argv.append("--no-validate")
+    if address is not None:
+        argv += ["--executor", "dask", "--scheduler-address", address]
     code = cli.main(argv)
     if code != 0:
         raise RuntimeError(f"etlkit run {workload.pipeline} exited with code {code}")
