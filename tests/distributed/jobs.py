@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 import etlkit as ek
 from connectors.files import ParquetSink, ParquetSource
+from connectors.postgres import PostgresSource
 from pipelines.tpch_reshape import TpchReshape
 
 
@@ -76,6 +77,35 @@ class ReshapeSplit(TpchReshape):
         schema=TpchReshape.lineitem.output_model,
         partition_rows=10_000,
     )
+
+
+class Event(pdp.DataFrameModel):
+    id: int
+    n: int = pdp.Field(nullable=True)
+    amount: float = pdp.Field(nullable=True)
+
+
+class PgEvents(ek.Pipeline):
+    """Table `events` of the connection `warehouse`, read in key ranges of `id` (one partition
+    each, on the workers), written to Parquet."""
+
+    params: ClassVar[dict[str, str]] = {"out_dir": "out"}
+
+    events = PostgresSource(
+        conn="warehouse", table="events", schema=Event, partition_column="id", partitions=4
+    )
+    output = ParquetSink("{out_dir}/events.parquet", events)
+
+
+class LakeBills(ek.Pipeline):
+    """Bills read from S3 through the connection `lake` (its endpoint and keys), taxed and
+    written."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "s3://b/bills", "out_dir": "out"}
+
+    bills = ParquetSource("{data_dir}/*.parquet", schema=Bill, conn="lake")
+    taxed = AddTax(bills)
+    output = ParquetSink("{out_dir}/bills.parquet", taxed)
 
 
 def write_bills(folder: Path, files: int, rows: int, *, bad: int | None = None) -> list[int]:

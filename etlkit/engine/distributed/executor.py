@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed import cluster
+from etlkit.engine.distributed.connections import Sealed, seal
 from etlkit.engine.distributed.failures import lost, node_failure, reported
 from etlkit.engine.distributed.outputs import (
     add_node,
@@ -34,7 +35,7 @@ from etlkit.engine.distributed.outputs import (
     resumed,
 )
 from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
-from etlkit.engine.distributed.spec import work_spec
+from etlkit.engine.distributed.spec import plain_options, work_spec
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
@@ -154,6 +155,7 @@ class _DaskRun:
         self.skipped = False
         self.event_name = f"etlkit-cancel-{ctx.run_id}-{uuid.uuid4().hex[:8]}"
         self.spec_text = ""
+        self.sealed = Sealed("")
         self.database = RunDatabase(
             staging, plan.pipeline, ctx.run_id, plan.options, self.cancel.is_set
         )
@@ -218,6 +220,9 @@ class _DaskRun:
         """Before anything runs: the workers can reach staging and import the pipeline."""
         spec = work_spec(self.plan, self.ctx, self.staging, self.layout.fields(), self.event_name)
         self.spec_text = cluster.prepare_workers(self.client, spec, self.staging)
+        # the connections its nodes name and the staging's credentials, for the workers
+        options = {} if self.staging.local else plain_options(self.staging.fs.storage_options)
+        self.sealed = seal(self.plan.graph, options)
 
     def sense(self, name: str) -> None:
         """Run a sensor here: it waits, and a wait needs no worker."""
@@ -305,9 +310,8 @@ class _DaskRun:
         if key not in self.roots:
             inputs = self.graph.inputs[key]
             known = {n: write_schema(self.schemas[n]) for n in inputs if n in self.schemas}
-            future = self.client.submit(
-                run_node, self.spec_text, key, known, key=self.task_key(key, ""), pure=False
-            )
+            args = (self.spec_text, self.sealed, key, known)
+            future = self.client.submit(run_node, *args, key=self.task_key(key, ""), pure=False)
             self.futures[future] = (key, "")
             return
         self.submit_segment(key, nodes)
@@ -345,7 +349,7 @@ class _DaskRun:
                 self.partition_done(root, pid, done)
                 continue
             segment.waiting.add(pid)
-            args = (self.spec_text, list(nodes), text, pid, staged)
+            args = (self.spec_text, self.sealed, list(nodes), text, pid, staged)
             future = self.client.submit(
                 run_partition, *args, key=self.task_key(root, pid), pure=False
             )

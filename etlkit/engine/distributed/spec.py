@@ -157,8 +157,7 @@ class WorkSpec:
     pipeline: PipelineRef
     context: Mapping[str, Any]
     options: Mapping[str, Any]
-    staging_root: str
-    storage_options: Mapping[str, Any]
+    staging_root: str  # its storage options cross sealed, with the secrets (`connections`)
     layout: Mapping[str, list[str]]  # adjusted plan fields, by name
     cancel_event: str  # the name of the distributed Event set when the run is cancelled
 
@@ -176,13 +175,13 @@ def work_spec(
     plan: Plan, ctx: Context, staging: Staging, layout: Mapping[str, list[str]], event: str
 ) -> WorkSpec:
     """The run described for the workers: a local staging root as an absolute path (their
-    working directory is not this process's), an fsspec root with its JSON-able options."""
+    working directory is not this process's), an fsspec root as its URL (its options, which
+    may hold credentials, cross apart: see `connections.seal`)."""
     return WorkSpec(
         pipeline=pipeline_ref(plan.graph),
         context=context_json(ctx),
         options=options_json(plan.options),
         staging_root=staging.root if staging.local else staging.root_url,
-        storage_options={} if staging.local else plain_options(staging.fs.storage_options),
         layout=layout,
         cancel_event=event,
     )

@@ -26,6 +26,7 @@ import pyarrow as pa
 from polars.exceptions import PanicException
 
 from etlkit.engine.database import RunDatabase
+from etlkit.engine.distributed.connections import Sealed, current, masked, staging_options
 from etlkit.engine.distributed.segments import adjusted
 from etlkit.engine.distributed.spec import PipelineRef, WorkSpec, context_from, load_definition
 from etlkit.engine.distributed.spec import options_from as _options_from
@@ -131,13 +132,13 @@ class _Run:
     schemas: dict[str, pa.Schema]
 
     @classmethod
-    def open(cls, spec: WorkSpec, schemas: Mapping[str, str]) -> _Run:
+    def open(cls, spec: WorkSpec, sealed: Sealed, schemas: Mapping[str, str]) -> _Run:
         where = worker_address()
         graph = _definition(spec.pipeline, where).graph()
         plan = adjusted(build_plan(graph, _options_from(spec.options)), spec.layout)
         cancelled = _Cancelled(spec.cancel_event)
         ctx = dataclasses.replace(context_from(spec.context), cancelled=cancelled)
-        staging = Staging(spec.staging_root, storage_options=spec.storage_options or None)
+        staging = Staging(spec.staging_root, storage_options=staging_options(sealed) or None)
         database = RunDatabase(staging, plan.pipeline, ctx.run_id, plan.options, cancelled)
         known = {n: read_schema(s) for n, s in schemas.items()}
         return cls(plan, ctx, staging, database, cancelled, where, known)
@@ -164,17 +165,31 @@ def _nothing() -> None:
 
 def run_partition(
     spec_text: str,
+    sealed: Sealed,
     segment: list[str],
     partition: str | None,
     partition_id: str,
     copies: list[str],
 ) -> dict[str, Any]:
-    """Run one partition of a segment (see the module docstring); `partition`: the source's
-    `Partition` as JSON, None to read the source whole; `copies`: the nodes writing parts
-    (`segments.copies`)."""
+    """Run one partition of a segment (see the module docstring) with the run's connections
+    (`sealed`) current; `partition`: the source's `Partition` as JSON, None to read the
+    source whole; `copies`: the nodes writing parts (`segments.copies`)."""
+    with current(sealed) as connections:
+        answer = _run_partition(spec_text, sealed, segment, partition, partition_id, copies)
+    return _masked(answer, connections)
+
+
+def _run_partition(
+    spec_text: str,
+    sealed: Sealed,
+    segment: list[str],
+    partition: str | None,
+    partition_id: str,
+    copies: list[str],
+) -> dict[str, Any]:
     started = time.perf_counter()
     token = uuid.uuid4().hex  # this attempt, for nodes that stage nothing
-    run = _Run.open(WorkSpec.from_json(spec_text), {})
+    run = _Run.open(WorkSpec.from_json(spec_text), sealed, {})
     steps = {name: run.step(name) for name in segment}
     writers: dict[str, PartitionWriter] = {}
     guards: dict[str, OutputGuard] = {}
@@ -311,11 +326,26 @@ def _facts(stats: NodeStats, output: Output | None, attempt: str) -> dict[str, A
     }
 
 
-def run_node(spec_text: str, name: str, schemas: dict[str, str]) -> dict[str, Any]:
+def run_node(spec_text: str, sealed: Sealed, name: str, schemas: dict[str, str]) -> dict[str, Any]:
     """Run one node whole over its inputs' committed staging and commit its output (a sink
-    writes); `schemas`: the columns of the outputs committed so far (IPC, base64)."""
+    writes), with the run's connections (`sealed`) current; `schemas`: the columns of the
+    outputs committed so far (IPC, base64)."""
+    with current(sealed) as connections:
+        answer = _run_node(spec_text, sealed, name, schemas)
+    return _masked(answer, connections)
+
+
+def _masked(answer: dict[str, Any], connections: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's answer with the connections' secrets masked out of its failure's message."""
+    failed = answer.get("failed")
+    if failed is not None:
+        failed["message"] = masked(str(failed["message"]), connections)
+    return answer
+
+
+def _run_node(spec_text: str, sealed: Sealed, name: str, schemas: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
-    run = _Run.open(WorkSpec.from_json(spec_text), schemas)
+    run = _Run.open(WorkSpec.from_json(spec_text), sealed, schemas)
     step = run.step(name)
     node, stats = step.node, step.stats
     guard: OutputGuard | None = None
