@@ -3,7 +3,8 @@
 
 `Bills` reads a folder of Parquet files, one partition each, through a transform; `DieOnce`
 kills its own worker process the first time it sees a chunk while a flag file exists (it
-removes the flag first, so the rerun elsewhere goes through).
+removes the flag first, so the rerun elsewhere goes through; of two workers at it at once,
+only the one whose removal succeeded dies).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ class DieOnce(ek.Transform[Bill, TaxedBill]):
     """Adds the tax; kills its worker process on a chunk seen while `{flag}` exists."""
 
     def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
-        flag = Path(ctx.params["flag"])
-        if flag.exists():
-            flag.unlink()
+        try:  # one worker claims the flag: removing it is atomic, a look then a removal is not
+            Path(ctx.params["flag"]).unlink()
+        except FileNotFoundError:
+            pass
+        else:
             os.kill(os.getpid(), signal.SIGKILL)
         return batch.with_columns(taxed=pl.col("amount") * 1.1)
 

@@ -300,7 +300,8 @@ class _DaskRun:
         return inputs <= self.committed
 
     def submit(self, key: str, nodes: tuple[str, ...]) -> None:
-        from etlkit.engine.distributed.tasks import run_node, write_schema
+        from etlkit.engine.distributed.spec import write_schema
+        from etlkit.engine.distributed.tasks import run_node
 
         now = time.perf_counter()
         for name in nodes:
@@ -394,7 +395,7 @@ class _DaskRun:
         for name, facts in answer["nodes"].items():
             add_partition(self.result.nodes[name], partition, facts, answer)
             if facts.get("schema") and name not in segment.schemas:
-                from etlkit.engine.distributed.tasks import read_schema
+                from etlkit.engine.distributed.spec import read_schema
 
                 segment.schemas[name] = read_schema(facts["schema"])
             if facts.get("produced") and name not in segment.produced:

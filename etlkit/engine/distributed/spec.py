@@ -11,6 +11,7 @@ failing with an error that names the class and how to make it importable there.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib
 import json
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
 
 from etlkit.engine.plan import RunOptions
 from etlkit.errors import EtlkitError, PipelineNotFoundError
@@ -253,3 +256,13 @@ def plain_options(options: Mapping[str, Any]) -> dict[str, Any]:
             continue
         kept[key] = item
     return kept
+
+
+def write_schema(schema: pa.Schema) -> str:
+    """Columns as they cross: the Arrow IPC schema, base64."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def read_schema(text: str) -> pa.Schema:
+    """The columns `write_schema` gave."""
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))

@@ -14,7 +14,6 @@ handle (it runs the task again elsewhere, with a writer of a new attempt).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import time
@@ -27,8 +26,16 @@ from polars.exceptions import PanicException
 
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed.connections import Sealed, current, masked, staging_options
+from etlkit.engine.distributed.outputs import finished, resumed
 from etlkit.engine.distributed.segments import adjusted
-from etlkit.engine.distributed.spec import PipelineRef, WorkSpec, context_from, load_definition
+from etlkit.engine.distributed.spec import (
+    PipelineRef,
+    WorkSpec,
+    context_from,
+    load_definition,
+    read_schema,
+    write_schema,
+)
 from etlkit.engine.distributed.spec import options_from as _options_from
 from etlkit.engine.events import NodeStats
 from etlkit.engine.plan import build_plan
@@ -190,6 +197,10 @@ def _run_partition(
     started = time.perf_counter()
     token = uuid.uuid4().hex  # this attempt, for nodes that stage nothing
     run = _Run.open(WorkSpec.from_json(spec_text), sealed, {})
+    done = _finished_already(run, segment, copies, partition_id)
+    if done is not None:
+        run.database.close()
+        return {"partition": partition_id, **done}
     steps = {name: run.step(name) for name in segment}
     writers: dict[str, PartitionWriter] = {}
     guards: dict[str, OutputGuard] = {}
@@ -227,6 +238,26 @@ def _run_partition(
         return _failure(run, failed.node, failed.error, partition_id)
     finally:
         run.database.close()
+
+
+def _finished_already(
+    run: _Run, segment: list[str], copies: list[str], partition_id: str
+) -> dict[str, Any] | None:
+    """What an attempt that finished the partition for every node writing parts returned,
+    rebuilt from its finishes; None: run it.
+
+    Dask runs a task again when the worker holding its result dies before the coordinator
+    gathered it (a finished partition's result is lost with the worker, never its parts).
+    Running it again would finish a second attempt, replacing the first's finish while the
+    coordinator counts the first's statistics; the first one's answer is given instead.
+    """
+    found = []
+    for name in copies:
+        manifest = finished(run.staging, run.plan.pipeline, run.ctx.run_id, name, partition_id)
+        if manifest is None:
+            return None
+        found.append(manifest)
+    return resumed(segment, found)
 
 
 def _finish(
@@ -400,14 +431,6 @@ def _failure(run: _Run, node: str, exc: BaseException, partition: str) -> dict[s
             "message": str(exc),
         }
     }
-
-
-def write_schema(schema: pa.Schema) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode()
-
-
-def read_schema(text: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
