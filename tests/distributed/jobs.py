@@ -9,6 +9,7 @@ only the one whose removal succeeded dies).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -52,6 +53,19 @@ class DieOnce(ek.Transform[Bill, TaxedBill]):
         return batch.with_columns(taxed=pl.col("amount") * 1.1)
 
 
+logger = logging.getLogger(__name__)
+
+
+class LoggingTax(AddTax):
+    """Adds the tax, warning once per chunk (and `{chatter}` lines more)."""
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        logger.warning("taxing bills %d to %d", batch["bill_id"][0], batch["bill_id"][-1])
+        for line in range(int(ctx.params["chatter"])):
+            logger.warning("chatter %d of bill %d: %s", line, batch["bill_id"][0], "x" * 100)
+        return super().process(batch, ctx)
+
+
 class Bills(ek.Pipeline):
     """Bills of several files, taxed, summed per file's id range and written."""
 
@@ -70,6 +84,14 @@ class BillsDying(Bills):
     params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out", "flag": "die"}
 
     taxed = DieOnce(Bills.bills)
+
+
+class LoggingBills(Bills):
+    """`Bills` whose transform logs (see `LoggingTax`)."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out", "chatter": "0"}
+
+    taxed = LoggingTax(Bills.bills)
 
 
 class ReshapeSplit(TpchReshape):

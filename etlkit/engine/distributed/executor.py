@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from etlkit.engine import runlog
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed import cluster
 from etlkit.engine.distributed.connections import Sealed, seal
@@ -375,6 +376,10 @@ class _DaskRun:
         """A task returned `answer` (None: it failed, or was cancelled): add up what it
         reports, commit what is complete."""
         key, partition = self.futures.pop(future)
+        if answer is not None and answer.get("logs"):  # what its nodes logged, on the worker
+            where = {"worker": str(answer.get("worker", ""))}
+            where.update({"partition": partition} if partition else {})
+            runlog.replay(self.ctx.run_id, answer["logs"], **where)
         if answer is None:
             error = future.exception() if future.status == "error" else None
             self.task_failed(key, partition, error)

@@ -9,7 +9,10 @@ committed. `run_node` runs one node whole, as the local executor runs a node rea
 inputs' committed staging, and commits its output (a sink writes, once). Both return
 JSON-able statistics, never data, and catch every failure at the node boundary, returning
 it described (`Failure`) for the coordinator to raise: a worker's death is Dask's to
-handle (it runs the task again elsewhere, with a writer of a new attempt).
+handle (it runs the task again elsewhere, with a writer of a new attempt). A task runs with
+the run's named connections current (`connections`), and what its nodes log, tagged with the
+node as a local run's threads tag it, goes back with its answer (at most `LOG_LIMIT`
+characters, the cut said) for the coordinator to write into the run's log.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from polars.exceptions import PanicException
 
+from etlkit.engine import runlog
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed.connections import Sealed, current, masked, staging_options
 from etlkit.engine.distributed.outputs import finished, resumed
@@ -67,6 +71,8 @@ if TYPE_CHECKING:
 
 #: Pipeline classes this worker process imported, by reference (importing is costly).
 _DEFINITIONS: dict[PipelineRef, Any] = {}
+#: The most characters of log lines a task sends back (the lines past it are counted).
+LOG_LIMIT = 64_000
 #: How often (seconds) a task asks the scheduler whether the run was cancelled.
 CANCEL_POLL = 1.0
 
@@ -181,9 +187,9 @@ def run_partition(
     """Run one partition of a segment (see the module docstring) with the run's connections
     (`sealed`) current; `partition`: the source's `Partition` as JSON, None to read the
     source whole; `copies`: the nodes writing parts (`segments.copies`)."""
-    with current(sealed) as connections:
+    with current(sealed) as connections, _collected(spec_text) as logs:
         answer = _run_partition(spec_text, sealed, segment, partition, partition_id, copies)
-    return _masked(answer, connections)
+    return _masked(answer, logs.collected(), connections)
 
 
 def _run_partition(
@@ -217,7 +223,8 @@ def _run_partition(
                     writers[name] = run.staging.partition_writer(
                         run.plan.pipeline, run.ctx.run_id, name, partition_id
                     )
-                pieces = _chained(step, items, writers.get(name), guards.get(name), outputs)
+                chained = _chained(step, items, writers.get(name), guards.get(name), outputs)
+                pieces = _tagged(run, name, chained)
             for _ in pieces:
                 pass
             for name in segment:
@@ -313,6 +320,17 @@ def _read(step: StepContext, partition: str | None) -> Iterator[pa.RecordBatch]:
             close()
 
 
+def _tagged(run: _Run, name: str, pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A node's pieces, its code run (each step of its generator) with what it logs tagged
+    with the node, as a local run's node thread tags it: the chain runs in one thread."""
+    while True:
+        with runlog.tagged(run.plan.pipeline, run.ctx.run_id, name):
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
+
+
 def _chained(
     step: StepContext,
     items: Iterable[pa.RecordBatch | pl.DataFrame],
@@ -361,16 +379,35 @@ def run_node(spec_text: str, sealed: Sealed, name: str, schemas: dict[str, str])
     """Run one node whole over its inputs' committed staging and commit its output (a sink
     writes), with the run's connections (`sealed`) current; `schemas`: the columns of the
     outputs committed so far (IPC, base64)."""
-    with current(sealed) as connections:
+    context = WorkSpec.from_json(spec_text).context
+    with (
+        current(sealed) as connections,
+        _collected(spec_text) as logs,
+        runlog.tagged(context["pipeline"], context["run_id"], name),  # as a node's thread
+    ):
         answer = _run_node(spec_text, sealed, name, schemas)
-    return _masked(answer, connections)
+    return _masked(answer, logs.collected(), connections)
 
 
-def _masked(answer: dict[str, Any], connections: Mapping[str, Any]) -> dict[str, Any]:
-    """A task's answer with the connections' secrets masked out of its failure's message."""
+def _collected(spec_text: str) -> Any:
+    """Collect what the task's nodes log in this thread (`runlog.collect`), up to
+    `LOG_LIMIT` characters: it goes back with the answer, into the run's log."""
+    return runlog.collect(WorkSpec.from_json(spec_text).context["run_id"], limit=LOG_LIMIT)
+
+
+def _masked(
+    answer: dict[str, Any], logs: list[dict[str, Any]], connections: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A task's answer with its log lines, the connections' secrets masked out of them and
+    out of its failure's message."""
     failed = answer.get("failed")
     if failed is not None:
         failed["message"] = masked(str(failed["message"]), connections)
+    for line in logs:
+        for key in ("message", "exception"):
+            if line.get(key):
+                line[key] = masked(str(line[key]), connections)
+    answer["logs"] = logs
     return answer
 
 
