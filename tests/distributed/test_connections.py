@@ -104,9 +104,11 @@ def test_only_the_named_connections_cross_and_their_secrets_never_show(
         assert "unused-secret" not in shown
         assert "staging-secret" not in shown
     assert staging_options(sealed) == {"key": "k", "secret": "staging-secret"}
+    logs = [{"message": f"connecting with {secret}", "exception": f"refused: {secret}"}]
     with current(sealed) as active:
-        answer = _masked({"failed": {"message": f"login {secret} refused"}}, active)
+        answer = _masked({"failed": {"message": f"login {secret} refused"}}, logs, active)
     assert answer["failed"]["message"] == "login *** refused"
+    assert answer["logs"] == [{"message": "connecting with ***", "exception": "refused: ***"}]
 
 
 def test_a_coordinator_without_connections_ships_none() -> None:
