@@ -10,7 +10,6 @@ import types
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dask
 import polars as pl
 import pytest
 
@@ -18,6 +17,7 @@ import etlkit as ek
 from etlkit.engine.distributed import DaskExecutor
 from etlkit.engine.distributed.connections import seal
 from etlkit.engine.distributed.executor import partitions_of
+from etlkit.engine.distributed.imports import pickling_kept
 from etlkit.engine.distributed.segments import adjusted, copies, layout
 from etlkit.engine.distributed.spec import work_spec
 from etlkit.engine.distributed.tasks import run_partition
@@ -71,6 +71,9 @@ def test_the_local_cluster_keeps_a_worker_whose_nanny_is_restarting_it() -> None
     # SpecCluster closes a lost worker's nanny when no worker of its name is back within the
     # timeout; at 0 s the check comes before any restart, as a slow one (a loaded machine)
     # or a second death of the worker within 15 s makes it come
+    with pickling_kept():  # importing dask registers tblib's reducers, as distributed does
+        import dask
+
     with (
         dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}),
         DaskExecutor.connect(n_workers=1) as executor,
