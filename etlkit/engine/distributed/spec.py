@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import importlib
 import json
 import sys
@@ -47,13 +48,15 @@ IMPORT_HINT: Final = (
 
 @dataclass(frozen=True)
 class PipelineRef:
-    """Where a pipeline class lives: its module and qualified name, the module's file, and
-    the folder to put on `sys.path` so the module (and what it imports beside it) imports."""
+    """Where a pipeline class lives: its module and qualified name, the module's file, the
+    folder to put on `sys.path` so the module (and what it imports beside it) imports, and the
+    file's content hash (a worker imports the class again when the file was edited)."""
 
     module: str
     qualname: str
     file: str
     folder: str
+    digest: str = ""
 
     @property
     def label(self) -> str:
@@ -92,7 +95,15 @@ def pipeline_ref(graph: Graph) -> PipelineRef:
     else:  # the folder the top package of the module is in
         depth = found.__module__.count(".") + (1 if file.endswith("__init__.py") else 0)
         folder = str(Path(file).parents[depth])
-    return PipelineRef(found.__module__, found.__qualname__, file, folder)
+    return PipelineRef(found.__module__, found.__qualname__, file, folder, _digest(file))
+
+
+def _digest(file: str) -> str:
+    """The content hash of a pipeline's file ("" when it has none to read)."""
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16] if file else ""
+    except OSError:
+        return ""
 
 
 def _definition_of(graph: Graph, base: type[PipelineDefinition]) -> type[PipelineDefinition] | None:
@@ -109,8 +120,11 @@ def _definition_of(graph: Graph, base: type[PipelineDefinition]) -> type[Pipelin
     return None
 
 
-def load_definition(ref: PipelineRef, where: str) -> type[PipelineDefinition]:
-    """Import the pipeline class on this worker (`where`: its address, for the error).
+def load_definition(
+    ref: PipelineRef, where: str, *, again: bool = False
+) -> type[PipelineDefinition]:
+    """Import the pipeline class on this worker (`where`: its address, for the error);
+    `again`: its module was imported here from another version of the file, reload it.
 
     Raises:
         PipelineNotFoundError: the class cannot be imported here; the message names the
@@ -125,6 +139,8 @@ def load_definition(ref: PipelineRef, where: str) -> type[PipelineDefinition]:
         if ref.folder and ref.folder not in sys.path and Path(ref.folder).is_dir():
             sys.path.append(ref.folder)  # the plugin's work, unless it did not run yet
         found: Any = importlib.import_module(ref.module)
+        if again:
+            found = importlib.reload(found)
         for part in ref.qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError, OSError, EtlkitError) as exc:

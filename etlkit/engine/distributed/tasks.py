@@ -69,7 +69,9 @@ if TYPE_CHECKING:
     from etlkit.model.nodes import Context
     from etlkit.storage.partitions import PartitionWriter
 
-#: Pipeline classes this worker process imported, by reference (importing is costly).
+#: Pipeline classes this worker process imported, by reference (importing is costly); the
+#: reference holds the file's content hash, so a file edited on a long-lived cluster is
+#: imported again.
 _DEFINITIONS: dict[PipelineRef, Any] = {}
 #: The most characters of log lines a task sends back (the lines past it are counted).
 LOG_LIMIT = 64_000
@@ -128,7 +130,8 @@ def check_importable(spec_text: str) -> str | None:
 def _definition(ref: PipelineRef, where: str) -> Any:
     found = _DEFINITIONS.get(ref)
     if found is None:
-        found = _DEFINITIONS[ref] = load_definition(ref, where)
+        edited = any(r.module == ref.module and r.digest != ref.digest for r in _DEFINITIONS)
+        found = _DEFINITIONS[ref] = load_definition(ref, where, again=edited)
     return found
 
 
