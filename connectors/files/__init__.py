@@ -17,8 +17,9 @@ holding none, is an error unless the source is given `allow_empty=True`. CSV and
 named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a source yields
 carries its file and first row (`etlkit.connector.Origin`), so validation names the file and line
 of a failing row. An `OSError` reading or writing is a `ConnectorError` naming the file.
-Sources split into partitions (`Source.partitions`), one per file (`ParquetSource` also by row
-groups, with `partition_rows`), each read on its own as `read` reads it.
+Sources split into partitions (`Source.partitions`), one per file (`ParquetSource` also a
+file of more than `partition_rows` rows, 4 million by default, by runs of row groups), each read
+on its own as `read` reads it.
 
 Object stores: `conn="lake"` takes the credentials and endpoint of that named connection (an s3,
 http(s) or file connection matching the path's scheme). Without it, s3fs finds them itself: the

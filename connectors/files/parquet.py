@@ -56,6 +56,10 @@ _HIVE_NULL: Final = "__HIVE_DEFAULT_PARTITION__"
 #: A row-group partition's groups are read in windows of about this many batches, as whole
 #: files are (see `etlkit.connector.parquet_batches`).
 _WINDOW_BATCHES: Final = 16
+#: The rows of a `ParquetSource` partition by default: a file of more rows is split into runs
+#: of row groups of at most this many, so one big file spreads over a cluster's workers (a
+#: task of a few seconds each, against a per-task cost of tens of milliseconds).
+PARTITION_ROWS: Final = 4_000_000
 
 
 def _castable(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -102,8 +106,11 @@ class ParquetSource(FileSource):
 
         billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
 
-    Its partitions (`partitions`) are its files; with `partition_rows`, a file of more rows is
-    split into runs of row groups of at most that many rows.
+    Its partitions (`partitions`, which only a partitioned executor such as Dask's asks for)
+    are its files, a file of more than `partition_rows` rows (default `PARTITION_ROWS`, 4
+    million) split into runs of consecutive row groups of at most that many rows (a row group
+    holding more is a partition of its own); `partition_rows=None` or `0`: one partition per
+    file, no footer read to split it.
 
     Raises:
         ConnectorError: no file matches, a file is empty or not Parquet, a declared column is
@@ -118,17 +125,18 @@ class ParquetSource(FileSource):
         chunk_rows: int | None = None,
         conn: str | None = None,
         allow_empty: bool = False,
-        partition_rows: int | None = None,
+        partition_rows: int | None = PARTITION_ROWS,
     ) -> None:
         super().__init__(
             path, schema=schema, chunk_rows=chunk_rows, conn=conn, allow_empty=allow_empty
         )
-        if partition_rows is not None and partition_rows < 1:
+        if partition_rows is not None and partition_rows < 0:
             raise ConfigError(
-                f"{type(self).__name__} for {path!r}: partition_rows must be at least 1, "
-                f"got {partition_rows}."
+                f"{type(self).__name__} for {path!r}: partition_rows must be at least 1 (the "
+                f"most rows of a partition), or 0 or None for one partition per file; got "
+                f"{partition_rows}."
             )
-        self.partition_rows = partition_rows
+        self.partition_rows = partition_rows or None
 
     def read(self, ctx: Context) -> Iterator[pa.RecordBatch]:
         files = self._resolve(ctx)
@@ -136,9 +144,9 @@ class ParquetSource(FileSource):
             yield from self._read_one(files.fs, path, size, self.chunk_rows or ctx.chunk_rows)
 
     def partitions(self, ctx: Context) -> Sequence[Partition] | None:
-        """One partition per file, in the order `read` reads them; with `partition_rows`, a
-        file of more rows is split into runs of consecutive row groups of at most that many
-        rows (a row group holding more is a partition of its own): `{"path": ...,
+        """One partition per file, in the order `read` reads them; with `partition_rows` (by
+        default), a file of more rows is split into runs of consecutive row groups of at most
+        that many rows (a row group holding more is a partition of its own): `{"path": ...,
         "row_groups": [first, end]}`. Splitting reads each file's footer once, here; a file
         whose footer cannot be read is one partition, whose read says why.
         """

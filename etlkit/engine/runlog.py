@@ -2,7 +2,9 @@
 
 While a run executes, `capture` routes every log record of that run to its file: records logged
 with `extra={"run_id": ...}`, and records logged from the run's node threads (user code
-included), which `bind` tags with the run and node.
+included), which `bind` (or `tagged`, around a node's code) tags with the run and node. A
+task of the run in another process (a Dask worker) `collect`s its records as lines, bounded,
+which travel back with its answer; `replay` appends them to the run's log where it is captured.
 
 Nothing here is process-wide: the tag and the captured run's file are context variables, set in
 the context a run executes in (its caller's, copied into each node's thread), so two runs in one
@@ -15,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -36,6 +38,17 @@ def bind(pipeline: str, run_id: str, node: str) -> None:
 def unbind() -> None:
     """Stop tagging log records from the calling context."""
     _bound.set(None)
+
+
+@contextmanager
+def tagged(pipeline: str, run_id: str, node: str) -> Iterator[None]:
+    """Tag records logged in the block with a run and node, and the tag before again after
+    it: nodes chained as generators in one thread are each tagged while their code runs."""
+    token = _bound.set((pipeline, run_id, node))
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 class _RunFilter(logging.Filter):
@@ -112,12 +125,15 @@ class _RunLogHandler(logging.FileHandler):
 
     def append(self, logger: str, node: str, message: str) -> None:
         """Append an INFO line without a log record (see `note`)."""
-        line = _info_line(time.time(), logger, node, message)
+        self.append_line(_info_line(time.time(), logger, node, message), urgent=False)
+
+    def append_line(self, line: str, *, urgent: bool) -> None:
+        """Append a line made elsewhere (`note`, `replay`)."""
         with self.lock:  # type: ignore[union-attr]  # a Handler's lock, made by its __init__
             try:
-                self._append(line, urgent=False)
+                self._append(line, urgent=urgent)
             except Exception:  # like logging: a log that cannot be written fails nothing
-                self.handleError(logging.makeLogRecord({"msg": message}))
+                self.handleError(logging.makeLogRecord({"msg": line}))
 
 
 #: Orders captures ending at once, so that the last one restores the package's level.
@@ -177,7 +193,7 @@ def _restore_level(root: logging.Logger, package: logging.Logger, level: int | N
     if level is None:
         return
     for other in root.handlers:
-        if isinstance(other, _RunLogHandler):
+        if isinstance(other, _RunLogHandler | _Collector):
             if other.level_before is None:
                 other.level_before = level
             return
@@ -197,6 +213,92 @@ def note(run_id: str, node: str, message: str, *, logger: logging.Logger) -> Non
         handler.append(logger.name, node, message)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s", message, extra={"run_id": run_id, "node": node})
+
+
+class _Collector(logging.Handler):
+    """Keeps the records of a run logged in one context (`collect`) as lines, while their
+    text stays under `limit` characters; counts the ones past it."""
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__(logging.INFO)
+        self.addFilter(lambda _: _collecting.get() is self)  # this task's thread, not another's
+        self.addFilter(_RunFilter(run_id))
+        self.formatter = _JsonLines()
+        self.limit = limit
+        self.lines: list[dict[str, Any]] = []
+        self.size = 0
+        self.cut = 0
+        self.cut_node = ""  # the node of the first record cut, for the line saying so
+        self.level_before: int | None = None  # the package's level to restore (see capture)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = _line(
+                record.created,
+                record.levelname,
+                record.name,
+                getattr(record, "node", ""),
+                record.getMessage(),
+            )
+            if record.exc_info and self.formatter is not None:
+                line["exception"] = self.formatter.formatException(record.exc_info)
+            size = sum(len(str(value)) for value in line.values())
+            if self.cut or self.size + size > self.limit:
+                self.cut += 1
+                self.cut_node = self.cut_node or line["node"]
+                return
+            self.size += size
+            self.lines.append(line)
+        except Exception:  # logging never raises into the code that logs
+            self.handleError(record)
+
+    def collected(self) -> list[dict[str, Any]]:
+        """The lines kept, and one saying how many were cut, if any were."""
+        if not self.cut:
+            return list(self.lines)
+        said = (
+            f"{self.cut} more log records of this task were cut: a task sends back at most "
+            f"{self.limit} characters of its log"
+        )
+        return [*self.lines, _line(time.time(), "WARNING", __name__, self.cut_node, said)]
+
+
+#: The collector of the task running in this context (see `collect`).
+_collecting: ContextVar[_Collector | None] = ContextVar("etlkit_log_collector", default=None)
+
+
+@contextmanager
+def collect(run_id: str, *, limit: int) -> Iterator[_Collector]:
+    """Keep the run's INFO-and-above records logged in this context while the block runs, as
+    `capture` would write them, up to `limit` characters of text (a task on a Dask worker:
+    its lines travel back with its answer, and `replay` writes them into the run's log)."""
+    collector = _Collector(run_id, limit)
+    token = _collecting.set(collector)
+    root = logging.getLogger()
+    package = logging.getLogger("etlkit")
+    with _LEVEL_LOCK:
+        if package.getEffectiveLevel() > logging.INFO:
+            collector.level_before = package.level
+            package.setLevel(logging.INFO)  # as a captured run's file keeps INFO
+        root.addHandler(collector)
+    try:
+        yield collector
+    finally:
+        _collecting.reset(token)
+        with _LEVEL_LOCK:
+            root.removeHandler(collector)
+            _restore_level(root, package, collector.level_before)
+
+
+def replay(run_id: str, lines: Iterable[Mapping[str, Any]], **where: str) -> None:
+    """Append lines `collect` kept elsewhere to the run's log, if it is captured in this
+    context; `where`: facts added to each line (the worker, the partition)."""
+    handler = _captured.get()
+    if handler is None or handler.run_id != run_id:
+        return
+    for line in lines:
+        urgent = str(line.get("level", "")) not in ("DEBUG", "INFO")
+        handler.append_line(json.dumps({**line, **where}, default=str), urgent=urgent)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.files import CsvSource, NdjsonSource, ParquetDatasetSink, ParquetSource
+from connectors.files.parquet import PARTITION_ROWS
 from connectors.files.paths import FileSource
 from etlkit.errors import ConfigError, ConnectorError
 from etlkit.model.nodes import Partition
@@ -161,9 +162,37 @@ def test_a_hive_dataset_splits_by_file_with_partition_columns_filled(tmp_path: P
     assert parts[0].id.startswith("month_2025-01_part-0.parquet-")
 
 
-def test_parquet_partition_rows_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="partition_rows must be at least 1, got 0"):
-        ParquetSource("x.parquet", schema=ContractModel, partition_rows=0)
+def test_parquet_partition_rows_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match=r"partition_rows must be at least 1 .* got -1"):
+        ParquetSource("x.parquet", schema=ContractModel, partition_rows=-1)
+
+
+@pytest.mark.parametrize("rows", [0, None])
+def test_parquet_partition_rows_none_or_0_is_one_partition_per_file(
+    tmp_path: Path, rows: int | None
+) -> None:
+    pq.write_table(contract_table(300), tmp_path / "f.parquet", row_group_size=100)
+    made = ParquetSource(str(tmp_path), schema=ContractModel, partition_rows=rows)
+    made.name = "src"
+    [part] = assert_partitions_read_as_read(made, CTX)
+    assert "row_groups" not in part.data
+
+
+def test_by_default_a_parquet_file_of_more_rows_than_partition_rows_is_split(
+    tmp_path: Path,
+) -> None:
+    # one big file (the reshape job's lineitem, say) spreads over a cluster unchanged
+    groups = PARTITION_ROWS // 1_000_000 + 2
+    table = pa.table({"id": pa.array([1] * (groups * 1_000_000), pa.int8())})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=1_000_000)
+    made = ParquetSource(str(tmp_path / "big.parquet"), schema=ContractModel)
+    parts = made.partitions(CTX)
+    assert parts is not None
+    assert [p.data["row_groups"] for p in parts] == [
+        [0, PARTITION_ROWS // 1_000_000],
+        [PARTITION_ROWS // 1_000_000, groups],
+    ]
+    assert made.partition_rows == PARTITION_ROWS == 4_000_000
 
 
 @pytest.mark.parametrize("kind", sorted(FORMATS))

@@ -21,8 +21,16 @@ from etlkit.model.nodes import Context
 from etlkit.model.pipeline import PipelineDefinition
 from etlkit.storage.staging import Staging
 
-# the S3 server's fixtures, for the tests staging on S3
-from tests.integration.conftest import s3_bucket, s3_endpoint, s3_server  # noqa: F401
+# PostgreSQL's fixtures, for the sources reading on the workers through a connection
+from tests.connectors.conftest import (  # noqa: F401
+    postgres_admin,
+    postgres_db,
+    postgres_dsn,
+    postgres_server,
+)
+
+# the S3 server's fixtures, for the tests staging on S3 or reading through a connection
+from tests.integration.conftest import lake, s3_bucket, s3_endpoint, s3_server  # noqa: F401
 
 SF = 0.01
 

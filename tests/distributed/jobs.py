@@ -3,11 +3,13 @@
 
 `Bills` reads a folder of Parquet files, one partition each, through a transform; `DieOnce`
 kills its own worker process the first time it sees a chunk while a flag file exists (it
-removes the flag first, so the rerun elsewhere goes through).
+removes the flag first, so the rerun elsewhere goes through; of two workers at it at once,
+only the one whose removal succeeded dies).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 
 import etlkit as ek
 from connectors.files import ParquetSink, ParquetSource
+from connectors.postgres import PostgresSource
 from pipelines.tpch_reshape import TpchReshape
 
 
@@ -41,11 +44,26 @@ class DieOnce(ek.Transform[Bill, TaxedBill]):
     """Adds the tax; kills its worker process on a chunk seen while `{flag}` exists."""
 
     def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
-        flag = Path(ctx.params["flag"])
-        if flag.exists():
-            flag.unlink()
+        try:  # one worker claims the flag: removing it is atomic, a look then a removal is not
+            Path(ctx.params["flag"]).unlink()
+        except FileNotFoundError:
+            pass
+        else:
             os.kill(os.getpid(), signal.SIGKILL)
         return batch.with_columns(taxed=pl.col("amount") * 1.1)
+
+
+logger = logging.getLogger(__name__)
+
+
+class LoggingTax(AddTax):
+    """Adds the tax, warning once per chunk (and `{chatter}` lines more)."""
+
+    def process(self, batch: pl.DataFrame, ctx: ek.Context) -> pl.DataFrame:
+        logger.warning("taxing bills %d to %d", batch["bill_id"][0], batch["bill_id"][-1])
+        for line in range(int(ctx.params["chatter"])):
+            logger.warning("chatter %d of bill %d: %s", line, batch["bill_id"][0], "x" * 100)
+        return super().process(batch, ctx)
 
 
 class Bills(ek.Pipeline):
@@ -68,6 +86,14 @@ class BillsDying(Bills):
     taxed = DieOnce(Bills.bills)
 
 
+class LoggingBills(Bills):
+    """`Bills` whose transform logs (see `LoggingTax`)."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "data/bills", "out_dir": "out", "chatter": "0"}
+
+    taxed = LoggingTax(Bills.bills)
+
+
 class ReshapeSplit(TpchReshape):
     """The reshape job with its lineitem file split into partitions of row groups."""
 
@@ -76,6 +102,35 @@ class ReshapeSplit(TpchReshape):
         schema=TpchReshape.lineitem.output_model,
         partition_rows=10_000,
     )
+
+
+class Event(pdp.DataFrameModel):
+    id: int
+    n: int = pdp.Field(nullable=True)
+    amount: float = pdp.Field(nullable=True)
+
+
+class PgEvents(ek.Pipeline):
+    """Table `events` of the connection `warehouse`, read in key ranges of `id` (one partition
+    each, on the workers), written to Parquet."""
+
+    params: ClassVar[dict[str, str]] = {"out_dir": "out"}
+
+    events = PostgresSource(
+        conn="warehouse", table="events", schema=Event, partition_column="id", partitions=4
+    )
+    output = ParquetSink("{out_dir}/events.parquet", events)
+
+
+class LakeBills(ek.Pipeline):
+    """Bills read from S3 through the connection `lake` (its endpoint and keys), taxed and
+    written."""
+
+    params: ClassVar[dict[str, str]] = {"data_dir": "s3://b/bills", "out_dir": "out"}
+
+    bills = ParquetSource("{data_dir}/*.parquet", schema=Bill, conn="lake")
+    taxed = AddTax(bills)
+    output = ParquetSink("{out_dir}/bills.parquet", taxed)
 
 
 def write_bills(folder: Path, files: int, rows: int, *, bad: int | None = None) -> list[int]:

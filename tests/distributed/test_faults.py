@@ -3,6 +3,8 @@ contract, a retry of the same run id, a class the workers cannot import."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import types
 from datetime import UTC, datetime
@@ -13,6 +15,14 @@ import pytest
 
 import etlkit as ek
 from etlkit.engine.distributed import DaskExecutor
+from etlkit.engine.distributed.connections import seal
+from etlkit.engine.distributed.executor import partitions_of
+from etlkit.engine.distributed.imports import pickling_kept
+from etlkit.engine.distributed.segments import adjusted, copies, layout
+from etlkit.engine.distributed.spec import work_spec
+from etlkit.engine.distributed.tasks import run_partition
+from etlkit.engine.execution import RunOptions, new_run_id
+from etlkit.engine.plan import build_plan
 from etlkit.errors import DataValidationError, EtlkitError
 from etlkit.storage.staging import Staging
 from tests.distributed.conftest import run
@@ -51,6 +61,30 @@ def test_a_worker_killed_mid_partition_reruns_it_elsewhere(
     assert manifest.rows == len(ids)
     attempts = {f.name.split("/")[2] for f in manifest.files if "/" in f.name}
     assert attempts == {p.attempt for p in taxed.partitions}
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_local_cluster_keeps_a_worker_whose_nanny_is_restarting_it() -> None:
+    # SpecCluster closes a lost worker's nanny when no worker of its name is back within the
+    # timeout; at 0 s the check comes before any restart, as a slow one (a loaded machine)
+    # or a second death of the worker within 15 s makes it come
+    with pickling_kept():  # importing dask registers tblib's reducers, as distributed does
+        import dask
+
+    with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}),
+        DaskExecutor.connect(n_workers=1) as executor,
+    ):
+        client = executor.client
+        [before] = client.run(os.getpid).values()
+        [died] = client.run(_die, on_error="return").values()  # returns once its comm closed
+        after = client.submit(os.getpid, pure=False).result(timeout=180)
+
+    assert isinstance(died, Exception)
+    assert after != before  # the nanny restarted its worker, and the task ran there
 
 
 def test_a_partition_breaking_its_contract_fails_the_run_and_a_retry_reuses_the_others(
@@ -182,3 +216,45 @@ def test_a_retry_reuses_committed_nodes_and_skips_written_sinks(
     assert ("node_finished", "output") in events
     assert ("node_started", "summary") in events
     assert pl.read_parquet(tmp_path / "out" / "summary.parquet")["n"].to_list() == [200]
+
+
+def test_a_partition_run_again_after_it_finished_gives_its_first_answer(
+    dask_executor: DaskExecutor, tmp_path: Path
+) -> None:
+    # as when the worker holding a finished task's result dies before it is gathered: Dask
+    # runs the task again, and a second attempt must not replace the first one's finish
+    write_bills(tmp_path / "bills", files=2, rows=100)
+    params = {"data_dir": str(tmp_path / "bills"), "out_dir": str(tmp_path / "out")}
+    staging = Staging(str(tmp_path / "staging"))
+    ctx = ek.Context(Bills.name, new_run_id(), datetime(2025, 3, 1, tzinfo=UTC), params=params)
+    plan = build_plan(Bills.graph(), RunOptions())
+    cut = layout(plan)
+    plan = adjusted(plan, cut.fields())
+    [segment] = cut.segments
+    staged = copies(plan, segment, segment[0] in plan.references)
+    assert "taxed" in staged
+    text = work_spec(plan, ctx, staging, cut.fields(), f"etlkit-test-{ctx.run_id}").to_json()
+    [(pid, partition), _] = partitions_of(Bills.bills, ctx)
+
+    first, again = (
+        dask_executor.client.submit(
+            run_partition,
+            text,
+            seal(plan.graph, {}),
+            list(segment),
+            partition,
+            pid,
+            staged,
+            pure=False,
+        ).result()
+        for _ in range(2)
+    )
+
+    assert "failed" not in first
+    assert again["nodes"]["taxed"]["attempt"] == first["nodes"]["taxed"]["attempt"]
+    assert again["nodes"]["taxed"]["rows_out"] == first["nodes"]["taxed"]["rows_out"] == 100
+    run_dir = staging.run_dir(Bills.name, ctx.run_id)
+    attempts = [
+        p for p in staging.fs.ls(f"{run_dir}/taxed.parts/{pid}") if "." not in p.rsplit("/", 1)[1]
+    ]
+    assert len(attempts) == 1  # one attempt's parts, not two

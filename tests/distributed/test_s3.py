@@ -4,6 +4,8 @@ the coordinator commits them as one output, and a SQL node on a worker reads the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -12,7 +14,7 @@ from etlkit.engine.distributed import DaskExecutor
 from etlkit.storage.staging import Staging
 from tests.distributed.conftest import run
 from tests.distributed.jobs import Bills, write_bills
-from tests.s3_server import storage_options
+from tests.s3_server import SECRET, storage_options
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -27,9 +29,19 @@ def test_workers_stage_partitions_on_s3(
     staging = Staging(root, storage_options=storage_options(s3_endpoint))
     params = {"data_dir": str(tmp_path / "bills"), "out_dir": str(tmp_path / "out")}
 
-    result = run(Bills, staging, params, executor=dask_executor)
+    specs: list[str] = []
+    submit = dask_executor.client.submit
+
+    def spy(function: Any, *args: Any, **kwargs: Any) -> Any:  # what crosses, as Dask logs it
+        specs.append(repr(args))
+        return submit(function, *args, **kwargs)
+
+    with mock.patch.object(dask_executor.client, "submit", spy):
+        result = run(Bills, staging, params, executor=dask_executor)
 
     result.raise_for_error()
+    assert specs
+    assert not [s for s in specs if SECRET in s]  # the staging's credentials cross sealed
     taxed = result.nodes["taxed"]
     assert len({p.worker for p in taxed.partitions}) >= 1
     assert len(taxed.partitions) == 3

@@ -5,12 +5,14 @@ CSV files, one partition each), over small generated data."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import polars as pl
 import pytest
 
 from benchmarks import datasets
 from benchmarks.workloads import differences
+from connectors.files import ParquetSource
 from etlkit.engine.distributed import DaskExecutor
 from etlkit.engine.execution import RunResult
 from etlkit.model.pipeline import PipelineDefinition
@@ -106,3 +108,14 @@ def test_monthly_report_matches_local(
     assert len(files) > 1
     assert len(billing.partitions) == len(files)  # one partition per file of the glob
     assert [p.rows for p in billing.partitions] == [pl.read_csv(f).height for f in files]
+
+
+def test_a_local_run_reads_a_split_source_whole(tpch_dir: Path, tmp_path: Path) -> None:
+    # a ParquetSource splits a big file by default; only a partitioned executor asks it to
+    staging = Staging(str(tmp_path / "staging"))
+    params = {"data_dir": str(tpch_dir), "out_dir": str(tmp_path / "out")}
+    with mock.patch.object(ParquetSource, "partitions", side_effect=AssertionError("asked")):
+        result = run(ReshapeSplit, staging, params)
+    result.raise_for_error()
+    assert result.nodes["lineitem"].rows_out == 60_175
+    assert result.nodes["reshaped"].partitions == []

@@ -29,14 +29,17 @@ def start_client(
     address: str | None, *, n_workers: int, threads_per_worker: int, dashboard: bool
 ) -> tuple[Any, list[Any]]:
     """A `distributed.Client` and what was started for it (to close after use): the client,
-    and without `address` the `LocalCluster` on 127.0.0.1 it is connected to."""
+    and without `address` the `LocalCluster` on 127.0.0.1 it is connected to (one whose
+    nannies keep restarting their workers: `localcluster.KeepingCluster`)."""
     with pickling_kept():
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
     if address is not None:
         client = Client(address)
         return client, [client]
-    cluster = LocalCluster(
+    from etlkit.engine.distributed.localcluster import KeepingCluster
+
+    cluster = KeepingCluster(  # type: ignore[no-untyped-call]
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,

@@ -22,8 +22,10 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from etlkit.engine import runlog
 from etlkit.engine.database import RunDatabase
 from etlkit.engine.distributed import cluster
+from etlkit.engine.distributed.connections import Sealed, seal
 from etlkit.engine.distributed.failures import lost, node_failure, reported
 from etlkit.engine.distributed.outputs import (
     add_node,
@@ -34,7 +36,7 @@ from etlkit.engine.distributed.outputs import (
     resumed,
 )
 from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
-from etlkit.engine.distributed.spec import work_spec
+from etlkit.engine.distributed.spec import plain_options, work_spec
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
@@ -154,6 +156,7 @@ class _DaskRun:
         self.skipped = False
         self.event_name = f"etlkit-cancel-{ctx.run_id}-{uuid.uuid4().hex[:8]}"
         self.spec_text = ""
+        self.sealed = Sealed("")
         self.database = RunDatabase(
             staging, plan.pipeline, ctx.run_id, plan.options, self.cancel.is_set
         )
@@ -218,6 +221,9 @@ class _DaskRun:
         """Before anything runs: the workers can reach staging and import the pipeline."""
         spec = work_spec(self.plan, self.ctx, self.staging, self.layout.fields(), self.event_name)
         self.spec_text = cluster.prepare_workers(self.client, spec, self.staging)
+        # the connections its nodes name and the staging's credentials, for the workers
+        options = {} if self.staging.local else plain_options(self.staging.fs.storage_options)
+        self.sealed = seal(self.plan.graph, options)
 
     def sense(self, name: str) -> None:
         """Run a sensor here: it waits, and a wait needs no worker."""
@@ -295,7 +301,8 @@ class _DaskRun:
         return inputs <= self.committed
 
     def submit(self, key: str, nodes: tuple[str, ...]) -> None:
-        from etlkit.engine.distributed.tasks import run_node, write_schema
+        from etlkit.engine.distributed.spec import write_schema
+        from etlkit.engine.distributed.tasks import run_node
 
         now = time.perf_counter()
         for name in nodes:
@@ -305,9 +312,8 @@ class _DaskRun:
         if key not in self.roots:
             inputs = self.graph.inputs[key]
             known = {n: write_schema(self.schemas[n]) for n in inputs if n in self.schemas}
-            future = self.client.submit(
-                run_node, self.spec_text, key, known, key=self.task_key(key, ""), pure=False
-            )
+            args = (self.spec_text, self.sealed, key, known)
+            future = self.client.submit(run_node, *args, key=self.task_key(key, ""), pure=False)
             self.futures[future] = (key, "")
             return
         self.submit_segment(key, nodes)
@@ -345,7 +351,7 @@ class _DaskRun:
                 self.partition_done(root, pid, done)
                 continue
             segment.waiting.add(pid)
-            args = (self.spec_text, list(nodes), text, pid, staged)
+            args = (self.spec_text, self.sealed, list(nodes), text, pid, staged)
             future = self.client.submit(
                 run_partition, *args, key=self.task_key(root, pid), pure=False
             )
@@ -370,6 +376,10 @@ class _DaskRun:
         """A task returned `answer` (None: it failed, or was cancelled): add up what it
         reports, commit what is complete."""
         key, partition = self.futures.pop(future)
+        if answer is not None and answer.get("logs"):  # what its nodes logged, on the worker
+            where = {"worker": str(answer.get("worker", ""))}
+            where.update({"partition": partition} if partition else {})
+            runlog.replay(self.ctx.run_id, answer["logs"], **where)
         if answer is None:
             error = future.exception() if future.status == "error" else None
             self.task_failed(key, partition, error)
@@ -390,7 +400,7 @@ class _DaskRun:
         for name, facts in answer["nodes"].items():
             add_partition(self.result.nodes[name], partition, facts, answer)
             if facts.get("schema") and name not in segment.schemas:
-                from etlkit.engine.distributed.tasks import read_schema
+                from etlkit.engine.distributed.spec import read_schema
 
                 segment.schemas[name] = read_schema(facts["schema"])
             if facts.get("produced") and name not in segment.produced:

@@ -1,10 +1,11 @@
 """Importing `distributed` in this process without changing how exceptions pickle in it.
 
-On import, `distributed` registers tblib's reducers for every exception class loaded
-(`copyreg`): exceptions then pickle their causes and tracebacks too, and one whose cause
-cannot be rebuilt from its `args` (a database driver's error, say) no longer unpickles,
-anywhere in the process. The coordinator imports it inside `pickling_kept`, which takes
-those registrations back; workers keep theirs (they send tracebacks with them).
+On import, `distributed` (and `dask` itself, in its recent versions) registers tblib's
+reducers for every exception class loaded (`copyreg`): exceptions then pickle their causes
+and tracebacks too, and one whose cause cannot be rebuilt from its `args` (a database
+driver's error, say) no longer unpickles, anywhere in the process. The coordinator imports
+it inside `pickling_kept`, which takes those registrations back; workers keep theirs (they
+send tracebacks with them).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def add_partition(stats: NodeStats, partition: str, facts: Mapping[str, Any], ta
 
 def add_node(stats: NodeStats, facts: Mapping[str, Any]) -> pa.Schema | None:
     """Set a node run whole from its task's statistics (`facts`); its output's columns."""
-    from etlkit.engine.distributed.tasks import read_schema
+    from etlkit.engine.distributed.spec import read_schema
 
     for field in ("rows_in", "chunks_in", "rows_out", "chunks_out", "invalid_rows"):
         setattr(stats, field, int(facts[field]))

@@ -11,7 +11,9 @@ failing with an error that names the class and how to make it importable there.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import importlib
 import json
 import sys
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
 
 from etlkit.engine.plan import RunOptions
 from etlkit.errors import EtlkitError, PipelineNotFoundError
@@ -44,13 +48,15 @@ IMPORT_HINT: Final = (
 
 @dataclass(frozen=True)
 class PipelineRef:
-    """Where a pipeline class lives: its module and qualified name, the module's file, and
-    the folder to put on `sys.path` so the module (and what it imports beside it) imports."""
+    """Where a pipeline class lives: its module and qualified name, the module's file, the
+    folder to put on `sys.path` so the module (and what it imports beside it) imports, and the
+    file's content hash (a worker imports the class again when the file was edited)."""
 
     module: str
     qualname: str
     file: str
     folder: str
+    digest: str = ""
 
     @property
     def label(self) -> str:
@@ -89,7 +95,15 @@ def pipeline_ref(graph: Graph) -> PipelineRef:
     else:  # the folder the top package of the module is in
         depth = found.__module__.count(".") + (1 if file.endswith("__init__.py") else 0)
         folder = str(Path(file).parents[depth])
-    return PipelineRef(found.__module__, found.__qualname__, file, folder)
+    return PipelineRef(found.__module__, found.__qualname__, file, folder, _digest(file))
+
+
+def _digest(file: str) -> str:
+    """The content hash of a pipeline's file ("" when it has none to read)."""
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16] if file else ""
+    except OSError:
+        return ""
 
 
 def _definition_of(graph: Graph, base: type[PipelineDefinition]) -> type[PipelineDefinition] | None:
@@ -106,8 +120,11 @@ def _definition_of(graph: Graph, base: type[PipelineDefinition]) -> type[Pipelin
     return None
 
 
-def load_definition(ref: PipelineRef, where: str) -> type[PipelineDefinition]:
-    """Import the pipeline class on this worker (`where`: its address, for the error).
+def load_definition(
+    ref: PipelineRef, where: str, *, again: bool = False
+) -> type[PipelineDefinition]:
+    """Import the pipeline class on this worker (`where`: its address, for the error);
+    `again`: its module was imported here from another version of the file, reload it.
 
     Raises:
         PipelineNotFoundError: the class cannot be imported here; the message names the
@@ -122,6 +139,8 @@ def load_definition(ref: PipelineRef, where: str) -> type[PipelineDefinition]:
         if ref.folder and ref.folder not in sys.path and Path(ref.folder).is_dir():
             sys.path.append(ref.folder)  # the plugin's work, unless it did not run yet
         found: Any = importlib.import_module(ref.module)
+        if again:
+            found = importlib.reload(found)
         for part in ref.qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError, OSError, EtlkitError) as exc:
@@ -157,8 +176,7 @@ class WorkSpec:
     pipeline: PipelineRef
     context: Mapping[str, Any]
     options: Mapping[str, Any]
-    staging_root: str
-    storage_options: Mapping[str, Any]
+    staging_root: str  # its storage options cross sealed, with the secrets (`connections`)
     layout: Mapping[str, list[str]]  # adjusted plan fields, by name
     cancel_event: str  # the name of the distributed Event set when the run is cancelled
 
@@ -176,13 +194,13 @@ def work_spec(
     plan: Plan, ctx: Context, staging: Staging, layout: Mapping[str, list[str]], event: str
 ) -> WorkSpec:
     """The run described for the workers: a local staging root as an absolute path (their
-    working directory is not this process's), an fsspec root with its JSON-able options."""
+    working directory is not this process's), an fsspec root as its URL (its options, which
+    may hold credentials, cross apart: see `connections.seal`)."""
     return WorkSpec(
         pipeline=pipeline_ref(plan.graph),
         context=context_json(ctx),
         options=options_json(plan.options),
         staging_root=staging.root if staging.local else staging.root_url,
-        storage_options={} if staging.local else plain_options(staging.fs.storage_options),
         layout=layout,
         cancel_event=event,
     )
@@ -254,3 +272,13 @@ def plain_options(options: Mapping[str, Any]) -> dict[str, Any]:
             continue
         kept[key] = item
     return kept
+
+
+def write_schema(schema: pa.Schema) -> str:
+    """Columns as they cross: the Arrow IPC schema, base64."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def read_schema(text: str) -> pa.Schema:
+    """The columns `write_schema` gave."""
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))

@@ -9,12 +9,14 @@ committed. `run_node` runs one node whole, as the local executor runs a node rea
 inputs' committed staging, and commits its output (a sink writes, once). Both return
 JSON-able statistics, never data, and catch every failure at the node boundary, returning
 it described (`Failure`) for the coordinator to raise: a worker's death is Dask's to
-handle (it runs the task again elsewhere, with a writer of a new attempt).
+handle (it runs the task again elsewhere, with a writer of a new attempt). A task runs with
+the run's named connections current (`connections`), and what its nodes log, tagged with the
+node as a local run's threads tag it, goes back with its answer (at most `LOG_LIMIT`
+characters, the cut said) for the coordinator to write into the run's log.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import time
@@ -25,9 +27,19 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from polars.exceptions import PanicException
 
+from etlkit.engine import runlog
 from etlkit.engine.database import RunDatabase
+from etlkit.engine.distributed.connections import Sealed, current, masked, staging_options
+from etlkit.engine.distributed.outputs import finished, resumed
 from etlkit.engine.distributed.segments import adjusted
-from etlkit.engine.distributed.spec import PipelineRef, WorkSpec, context_from, load_definition
+from etlkit.engine.distributed.spec import (
+    PipelineRef,
+    WorkSpec,
+    context_from,
+    load_definition,
+    read_schema,
+    write_schema,
+)
 from etlkit.engine.distributed.spec import options_from as _options_from
 from etlkit.engine.events import NodeStats
 from etlkit.engine.plan import build_plan
@@ -57,8 +69,12 @@ if TYPE_CHECKING:
     from etlkit.model.nodes import Context
     from etlkit.storage.partitions import PartitionWriter
 
-#: Pipeline classes this worker process imported, by reference (importing is costly).
+#: Pipeline classes this worker process imported, by reference (importing is costly); the
+#: reference holds the file's content hash, so a file edited on a long-lived cluster is
+#: imported again.
 _DEFINITIONS: dict[PipelineRef, Any] = {}
+#: The most characters of log lines a task sends back (the lines past it are counted).
+LOG_LIMIT = 64_000
 #: How often (seconds) a task asks the scheduler whether the run was cancelled.
 CANCEL_POLL = 1.0
 
@@ -114,7 +130,8 @@ def check_importable(spec_text: str) -> str | None:
 def _definition(ref: PipelineRef, where: str) -> Any:
     found = _DEFINITIONS.get(ref)
     if found is None:
-        found = _DEFINITIONS[ref] = load_definition(ref, where)
+        edited = any(r.module == ref.module and r.digest != ref.digest for r in _DEFINITIONS)
+        found = _DEFINITIONS[ref] = load_definition(ref, where, again=edited)
     return found
 
 
@@ -131,13 +148,13 @@ class _Run:
     schemas: dict[str, pa.Schema]
 
     @classmethod
-    def open(cls, spec: WorkSpec, schemas: Mapping[str, str]) -> _Run:
+    def open(cls, spec: WorkSpec, sealed: Sealed, schemas: Mapping[str, str]) -> _Run:
         where = worker_address()
         graph = _definition(spec.pipeline, where).graph()
         plan = adjusted(build_plan(graph, _options_from(spec.options)), spec.layout)
         cancelled = _Cancelled(spec.cancel_event)
         ctx = dataclasses.replace(context_from(spec.context), cancelled=cancelled)
-        staging = Staging(spec.staging_root, storage_options=spec.storage_options or None)
+        staging = Staging(spec.staging_root, storage_options=staging_options(sealed) or None)
         database = RunDatabase(staging, plan.pipeline, ctx.run_id, plan.options, cancelled)
         known = {n: read_schema(s) for n, s in schemas.items()}
         return cls(plan, ctx, staging, database, cancelled, where, known)
@@ -164,17 +181,35 @@ def _nothing() -> None:
 
 def run_partition(
     spec_text: str,
+    sealed: Sealed,
     segment: list[str],
     partition: str | None,
     partition_id: str,
     copies: list[str],
 ) -> dict[str, Any]:
-    """Run one partition of a segment (see the module docstring); `partition`: the source's
-    `Partition` as JSON, None to read the source whole; `copies`: the nodes writing parts
-    (`segments.copies`)."""
+    """Run one partition of a segment (see the module docstring) with the run's connections
+    (`sealed`) current; `partition`: the source's `Partition` as JSON, None to read the
+    source whole; `copies`: the nodes writing parts (`segments.copies`)."""
+    with current(sealed) as connections, _collected(spec_text) as logs:
+        answer = _run_partition(spec_text, sealed, segment, partition, partition_id, copies)
+    return _masked(answer, logs.collected(), connections)
+
+
+def _run_partition(
+    spec_text: str,
+    sealed: Sealed,
+    segment: list[str],
+    partition: str | None,
+    partition_id: str,
+    copies: list[str],
+) -> dict[str, Any]:
     started = time.perf_counter()
     token = uuid.uuid4().hex  # this attempt, for nodes that stage nothing
-    run = _Run.open(WorkSpec.from_json(spec_text), {})
+    run = _Run.open(WorkSpec.from_json(spec_text), sealed, {})
+    done = _finished_already(run, segment, copies, partition_id)
+    if done is not None:
+        run.database.close()
+        return {"partition": partition_id, **done}
     steps = {name: run.step(name) for name in segment}
     writers: dict[str, PartitionWriter] = {}
     guards: dict[str, OutputGuard] = {}
@@ -191,7 +226,8 @@ def run_partition(
                     writers[name] = run.staging.partition_writer(
                         run.plan.pipeline, run.ctx.run_id, name, partition_id
                     )
-                pieces = _chained(step, items, writers.get(name), guards.get(name), outputs)
+                chained = _chained(step, items, writers.get(name), guards.get(name), outputs)
+                pieces = _tagged(run, name, chained)
             for _ in pieces:
                 pass
             for name in segment:
@@ -212,6 +248,26 @@ def run_partition(
         return _failure(run, failed.node, failed.error, partition_id)
     finally:
         run.database.close()
+
+
+def _finished_already(
+    run: _Run, segment: list[str], copies: list[str], partition_id: str
+) -> dict[str, Any] | None:
+    """What an attempt that finished the partition for every node writing parts returned,
+    rebuilt from its finishes; None: run it.
+
+    Dask runs a task again when the worker holding its result dies before the coordinator
+    gathered it (a finished partition's result is lost with the worker, never its parts).
+    Running it again would finish a second attempt, replacing the first's finish while the
+    coordinator counts the first's statistics; the first one's answer is given instead.
+    """
+    found = []
+    for name in copies:
+        manifest = finished(run.staging, run.plan.pipeline, run.ctx.run_id, name, partition_id)
+        if manifest is None:
+            return None
+        found.append(manifest)
+    return resumed(segment, found)
 
 
 def _finish(
@@ -267,6 +323,17 @@ def _read(step: StepContext, partition: str | None) -> Iterator[pa.RecordBatch]:
             close()
 
 
+def _tagged(run: _Run, name: str, pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A node's pieces, its code run (each step of its generator) with what it logs tagged
+    with the node, as a local run's node thread tags it: the chain runs in one thread."""
+    while True:
+        with runlog.tagged(run.plan.pipeline, run.ctx.run_id, name):
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
+
+
 def _chained(
     step: StepContext,
     items: Iterable[pa.RecordBatch | pl.DataFrame],
@@ -311,11 +378,45 @@ def _facts(stats: NodeStats, output: Output | None, attempt: str) -> dict[str, A
     }
 
 
-def run_node(spec_text: str, name: str, schemas: dict[str, str]) -> dict[str, Any]:
+def run_node(spec_text: str, sealed: Sealed, name: str, schemas: dict[str, str]) -> dict[str, Any]:
     """Run one node whole over its inputs' committed staging and commit its output (a sink
-    writes); `schemas`: the columns of the outputs committed so far (IPC, base64)."""
+    writes), with the run's connections (`sealed`) current; `schemas`: the columns of the
+    outputs committed so far (IPC, base64)."""
+    context = WorkSpec.from_json(spec_text).context
+    with (
+        current(sealed) as connections,
+        _collected(spec_text) as logs,
+        runlog.tagged(context["pipeline"], context["run_id"], name),  # as a node's thread
+    ):
+        answer = _run_node(spec_text, sealed, name, schemas)
+    return _masked(answer, logs.collected(), connections)
+
+
+def _collected(spec_text: str) -> Any:
+    """Collect what the task's nodes log in this thread (`runlog.collect`), up to
+    `LOG_LIMIT` characters: it goes back with the answer, into the run's log."""
+    return runlog.collect(WorkSpec.from_json(spec_text).context["run_id"], limit=LOG_LIMIT)
+
+
+def _masked(
+    answer: dict[str, Any], logs: list[dict[str, Any]], connections: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A task's answer with its log lines, the connections' secrets masked out of them and
+    out of its failure's message."""
+    failed = answer.get("failed")
+    if failed is not None:
+        failed["message"] = masked(str(failed["message"]), connections)
+    for line in logs:
+        for key in ("message", "exception"):
+            if line.get(key):
+                line[key] = masked(str(line[key]), connections)
+    answer["logs"] = logs
+    return answer
+
+
+def _run_node(spec_text: str, sealed: Sealed, name: str, schemas: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
-    run = _Run.open(WorkSpec.from_json(spec_text), schemas)
+    run = _Run.open(WorkSpec.from_json(spec_text), sealed, schemas)
     step = run.step(name)
     node, stats = step.node, step.stats
     guard: OutputGuard | None = None
@@ -370,14 +471,6 @@ def _failure(run: _Run, node: str, exc: BaseException, partition: str) -> dict[s
             "message": str(exc),
         }
     }
-
-
-def write_schema(schema: pa.Schema) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode()
-
-
-def read_schema(text: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
