@@ -6,8 +6,9 @@ a benchmark child process loads what its variant needs and nothing else.
 
 - `etlkit` runs the workload's pipeline through `etlkit run` (validation on, or off for
   `etlkit-novalidate`), its state in a directory of its own (here). `etlkit-dask` runs it with
-  validation on the Dask cluster at `scheduler_address` (`--executor dask`), Q1's and the
-  reshape's lineitem split into partitions (`benchmarks.dask_pipelines`).
+  validation on the Dask cluster at `scheduler_address` (`--executor dask`): the same pipeline
+  class, its sources split by their own default partitions (lineitem's row groups, about 4M
+  rows a partition).
 - `duckdb` runs the query as one SQL statement over `read_parquet`/`read_csv`
   (`benchmarks.engines.duckdb_sql`).
 - `polars` builds a lazy query over `scan_parquet`/`scan_csv` run by the streaming engine
@@ -79,16 +80,11 @@ def _run_etlkit(
 ) -> Path:
     from etlkit import cli
 
-    pipeline = workload.pipeline
-    if address is not None:
-        from benchmarks.dask_pipelines import SPLIT
-
-        pipeline = SPLIT.get(workload.name, pipeline)
     argv = [
         "--project",
         str(state_dir),
         "run",
-        pipeline,
+        workload.pipeline,
         "--date",
         RUN_DATE,
         "--progress",
