@@ -13,8 +13,9 @@ was.
 A path with glob characters (`*`, `?`, `[`) reads every matching file in sorted order; a
 directory reads every file below it. Files and directories whose name starts with `.` or `_`
 (temporary objects, `_SUCCESS` markers) are skipped. A glob matching no file, or a directory
-holding none, is an error unless the source is given `allow_empty=True`. CSV and NDJSON files
-named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a source yields
+holding none, is an error unless the source is given `allow_empty=True`. `each_day=True` reads
+the path rendered for each day of the run's data interval (`{ds}` each day in turn). CSV and
+NDJSON files named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a source yields
 carries its file and first row (`etlkit.connector.Origin`), so validation names the file and line
 of a failing row. An `OSError` reading or writing is a `ConnectorError` naming the file.
 Sources split into partitions (`Source.partitions`), one per file (`ParquetSource` also a

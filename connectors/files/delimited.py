@@ -136,9 +136,15 @@ class CsvSource(FileSource):
         encoding: str = "utf8",
         conn: str | None = None,
         allow_empty: bool = False,
+        each_day: bool = False,
     ) -> None:
         super().__init__(
-            path, schema=schema, chunk_rows=chunk_rows, conn=conn, allow_empty=allow_empty
+            path,
+            schema=schema,
+            chunk_rows=chunk_rows,
+            conn=conn,
+            allow_empty=allow_empty,
+            each_day=each_day,
         )
         self.delimiter = delimiter
         self.header = header

@@ -125,10 +125,16 @@ class ParquetSource(FileSource):
         chunk_rows: int | None = None,
         conn: str | None = None,
         allow_empty: bool = False,
+        each_day: bool = False,
         partition_rows: int | None = PARTITION_ROWS,
     ) -> None:
         super().__init__(
-            path, schema=schema, chunk_rows=chunk_rows, conn=conn, allow_empty=allow_empty
+            path,
+            schema=schema,
+            chunk_rows=chunk_rows,
+            conn=conn,
+            allow_empty=allow_empty,
+            each_day=each_day,
         )
         if partition_rows is not None and partition_rows < 0:
             raise ConfigError(

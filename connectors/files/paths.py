@@ -16,6 +16,7 @@ import logging
 import posixpath
 import re
 import secrets
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,7 +26,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from etlkit.connector import Context, Model, Node, Partition, Sink, Source, WriteResult, resolve
-from etlkit.errors import ConnectorError
+from etlkit.errors import ConfigError, ConnectorError
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,14 @@ class FileSource(Source):
     """What every file source holds: its path template, model, chunk size and connection.
 
     `allow_empty=True` reads no rows, instead of failing, when a glob matches no file or a
-    folder holds none. Its partitions (`partitions`) are one per file, in the order `read`
-    reads them; `read_partition` reads one as `read` reads that file.
+    folder holds none. `each_day=True` renders the path once for each day of the run's data
+    interval (`Context.days`: `{ds}`, `{ds_nodash}` and `{logical_date}` take each day in turn)
+    and reads every day's files, day after day: a monthly run of `billing/{ds}/*.csv` reads the
+    month's 28 to 31 folders. Its partitions (`partitions`) are one per file, in the order
+    `read` reads them; `read_partition` reads one as `read` reads that file.
+
+    Raises:
+        ConfigError: `each_day=True` with a path that names no day field.
     """
 
     def __init__(
@@ -46,13 +53,21 @@ class FileSource(Source):
         chunk_rows: int | None = None,
         conn: str | None = None,
         allow_empty: bool = False,
+        each_day: bool = False,
     ) -> None:
         super().__init__(schema=schema)
+        if each_day and not _DAY_FIELDS.intersection(template_fields(path)):
+            raise ConfigError(
+                f"{type(self).__name__} for {path!r}: each_day=True renders the path once for "
+                f"each day of the run's data interval, so it must name the day: put "
+                f"{{ds}}, {{ds_nodash}} or {{logical_date}} in it."
+            )
         self.path = path
         self.conn = conn
         self.model = schema
         self.chunk_rows = chunk_rows
         self.allow_empty = allow_empty
+        self.each_day = each_day
 
     def _where(self) -> str:
         """The source as error messages name it: `CsvSource 'billing'`."""
@@ -60,7 +75,10 @@ class FileSource(Source):
 
     def _resolve(self, ctx: Context) -> _Files:
         """The files the path names for this run (see `resolve_files`)."""
-        return resolve_files(self._where(), self.path, ctx, self.conn, allow_empty=self.allow_empty)
+        days = ctx.days() if self.each_day else [ctx]
+        return resolve_files(
+            self._where(), self.path, days, self.conn, allow_empty=self.allow_empty
+        )
 
     def partitions(self, ctx: Context) -> Sequence[Partition] | None:
         """One partition per file `read` reads, in its order: `{"path": ...}`, the file's path
@@ -75,16 +93,18 @@ class FileSource(Source):
         Raises:
             ConnectorError: the partition names no file under the source's path.
         """
-        fs, rendered = filesystem(self._where(), ctx.render(self.path), self.conn)
         path = partition.data.get("path")
-        magic = _GLOB_CHARS.search(rendered)
-        root = rendered if magic is None else rendered[: magic.start()].rpartition("/")[0]
-        if not isinstance(path, str) or not (path == root or path.startswith(root + "/")):
-            raise ConnectorError(
-                f"{self._where()}: partition {partition.id!r} names no file under "
-                f"{display(fs, rendered)!r}; a source reads only the partitions it made."
-            )
-        return fs, path
+        for day in ctx.days() if self.each_day else [ctx]:
+            fs, rendered = filesystem(self._where(), day.render(self.path), self.conn)
+            magic = _GLOB_CHARS.search(rendered)
+            root = rendered if magic is None else rendered[: magic.start()].rpartition("/")[0]
+            if isinstance(path, str) and (path == root or path.startswith(root + "/")):
+                return fs, path
+        under = display(fs, rendered) if not self.each_day else f"{self.path} (on any day)"
+        raise ConnectorError(
+            f"{self._where()}: partition {partition.id!r} names no file under {under!r}; a "
+            "source reads only the partitions it made."
+        )
 
     def _line_estimate(self, ctx: Context, header_lines: int) -> int | None:
         """About how many rows files of one row per line hold: their total size times the
@@ -312,14 +332,36 @@ def _visible(path: str, root: str) -> bool:
 
 
 def resolve_files(
-    where: str, template: str, ctx: Context, conn: str | None, *, allow_empty: bool = False
+    where: str,
+    template: str,
+    days: Sequence[Context],
+    conn: str | None,
+    *,
+    allow_empty: bool = False,
 ) -> _Files:
-    """Render `template` and list the files it names, sorted.
+    """Render `template` in each of `days` (a run's context, or one per day of its interval)
+    and list the files each names, sorted, day after day (a file named twice once).
 
     Raises:
-        ConnectorError: the path does not exist, or it names no file (a glob matching none, a
+        ConnectorError: a path does not exist, or names no file (a glob matching none, a
             folder holding none) and `allow_empty` is off.
     """
+    found = [_day_files(where, template, day, conn, allow_empty) for day in days]
+    seen: set[str] = set()
+    paths, sizes = [], []
+    for files in found:
+        for path, size in zip(files.paths, files.sizes, strict=True):
+            if path not in seen:
+                seen.add(path)
+                paths.append(path)
+                sizes.append(size)
+    return _Files(found[0].fs, paths, sizes)
+
+
+def _day_files(
+    where: str, template: str, ctx: Context, conn: str | None, allow_empty: bool
+) -> _Files:
+    """The files `template` rendered in `ctx` names, sorted (see `resolve_files`)."""
     rendered = ctx.render(template)
     fs, path = filesystem(where, rendered, conn)
     shown = repr(rendered) if rendered == template else f"{rendered!r} (from {template!r})"
@@ -346,6 +388,20 @@ def resolve_files(
         )
     paths = sorted(files)
     return _Files(fs, paths, [int(files[p].get("size") or 0) for p in paths])
+
+
+#: The template fields naming the run's day, which `each_day` renders once per day.
+_DAY_FIELDS: Final = frozenset({"ds", "ds_nodash", "logical_date"})
+
+
+def template_fields(template: str) -> set[str]:
+    """The names of `template`'s fields (`{ds}`, `{params[x]}` as `params`); none if malformed
+    (rendering it says why)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return set()
+    return {re.split(r"[.\[]", name, maxsplit=1)[0] for _, name, _, _ in parsed if name}
 
 
 #: The kinds of temporary object a sink makes next to its target: what it writes before the

@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from etlkit.errors import ConfigError, quoted
@@ -137,6 +137,23 @@ class Context:
                 f"Node '{self.node}' in pipeline '{self.pipeline}': template {template!r} "
                 f"is malformed ({exc}); write literal braces as '{{{{' and '}}}}'."
             ) from exc
+
+    def days(self) -> list[Context]:
+        """This context once for each day of the run's data interval: its logical date the
+        interval's start, then a day later (on the clock of the start's timezone), and so on
+        while before the interval's end, so `{ds}` renders each day of a weekly or monthly run
+        and a daily run at 02:00 renders one. Only this context when the run has no interval.
+        """
+        start, end = self.data_interval_start, self.data_interval_end
+        if start is None or end is None or end <= start:
+            return [self]
+        days, moment = [], start
+        while moment < end:
+            day = object.__new__(type(self))
+            day.__dict__.update(self.__dict__, logical_date=moment)
+            days.append(day)
+            moment = start + timedelta(days=len(days))  # wall-clock days across DST changes
+        return days
 
     def for_node(self, node: str) -> Context:
         """This context, for the named node."""

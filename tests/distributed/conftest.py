@@ -66,14 +66,18 @@ def run(
     executor: Any = None,
     run_id: str | None = None,
     listeners: Sequence[Listener] = (),
+    interval: tuple[datetime, datetime] | None = None,
     **options: Any,
 ) -> RunResult:
-    """Run `pipeline` once with `executor` (None: the local one), as `etlkit run` would."""
+    """Run `pipeline` once with `executor` (None: the local one), as `etlkit run` would, for
+    2025-03-01 (and the data `interval` given)."""
     ctx = Context(
         pipeline=pipeline.name,
         run_id=run_id or new_run_id(),
         logical_date=datetime(2025, 3, 1, tzinfo=UTC),
         params=pipeline.resolve_params(params),
+        data_interval_start=interval[0] if interval else None,
+        data_interval_end=interval[1] if interval else None,
     )
     return execute(
         pipeline.graph(),

@@ -133,13 +133,24 @@ class LakeBills(ek.Pipeline):
     output = ParquetSink("{out_dir}/bills.parquet", taxed)
 
 
-def write_bills(folder: Path, files: int, rows: int, *, bad: int | None = None) -> list[int]:
+class DailyBills(Bills):
+    """`Bills` of a folder a day (`{data_dir}/{ds}/`), read for each day of the run's data
+    interval (a month, by its schedule)."""
+
+    schedule = "@monthly"
+    bills = ParquetSource("{data_dir}/{ds}/*.parquet", schema=Bill, each_day=True)
+    taxed = AddTax(bills)
+
+
+def write_bills(
+    folder: Path, files: int, rows: int, *, bad: int | None = None, first_id: int = 0
+) -> list[int]:
     """`files` Parquet files of `rows` bills each, in row groups of 100 (file `bad` with one
-    negative amount); the bill ids written."""
+    negative amount), ids from `first_id`; the bill ids written."""
     folder.mkdir(parents=True, exist_ok=True)
     ids = []
     for f in range(files):
-        first = f * rows
+        first = first_id + f * rows
         amounts = [float(i % 97) for i in range(first, first + rows)]
         if f == bad:
             amounts[rows // 2] = -1.0

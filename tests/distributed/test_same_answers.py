@@ -1,9 +1,11 @@
 """The Dask executor gives the local executor's answers: TPC-H Q1, Q3, Q5, the reshape job
 (its source whole, and split into partitions of row groups) and the monthly report (a glob of
-CSV files, one partition each), over small generated data."""
+CSV files, one partition each) and a month of daily folders (a partition per day), over small
+generated data."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -23,7 +25,7 @@ from pipelines.tpch_q3 import TpchQ3
 from pipelines.tpch_q5 import TpchQ5
 from pipelines.tpch_reshape import TpchReshape
 from tests.distributed.conftest import run
-from tests.distributed.jobs import ReshapeSplit
+from tests.distributed.jobs import DailyBills, ReshapeSplit, write_bills
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +121,27 @@ def test_a_local_run_reads_a_split_source_whole(tpch_dir: Path, tmp_path: Path) 
     result.raise_for_error()
     assert result.nodes["lineitem"].rows_out == 60_175
     assert result.nodes["reshaped"].partitions == []
+
+
+def test_a_month_of_daily_folders_runs_a_partition_per_day(
+    dask_executor: DaskExecutor, tmp_path: Path
+) -> None:
+    # a range of logical dates: each day's file of the run's month is a partition of its own
+    expected: list[int] = []
+    for day in range(1, 32):
+        folder = tmp_path / "bills" / f"2025-03-{day:02d}"
+        expected += write_bills(folder, files=1, rows=10 + day, first_id=1000 * day)
+    write_bills(tmp_path / "bills" / "2025-04-01", files=1, rows=7)  # the next month's
+    march = (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
+    outputs = []
+    for name, executor in (("local", None), ("dask", dask_executor)):
+        params = {"data_dir": str(tmp_path / "bills"), "out_dir": str(tmp_path / name)}
+        staging = Staging(str(tmp_path / name / "staging"))
+        result = run(DailyBills, staging, params, executor=executor, interval=march)
+        result.raise_for_error()
+        outputs.append(pl.read_parquet(tmp_path / name / "bills.parquet"))
+    local, dask = outputs
+    assert sorted(local["bill_id"].to_list()) == sorted(expected)
+    assert differences(local, dask) == []
+    days = result.nodes["taxed"].partitions
+    assert sorted(p.rows for p in days) == sorted(10 + day for day in range(1, 32))
