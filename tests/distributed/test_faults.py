@@ -4,6 +4,7 @@ contract, a retry of the same run id, a class the workers cannot import."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import types
@@ -157,6 +158,7 @@ def test_a_class_the_workers_cannot_import_fails_before_anything_runs(
     assert isinstance(result.error, EtlkitError)
     message = str(result.error)
     assert "etlkit_test_ghost_pipelines.Ghost" in message
+    assert re.search(r"on Dask worker tcp://127\.0\.0\.1:\d+: ", message), message
     assert "importable on every Dask worker" in message
     assert all(s.state == "cancelled" for s in result.nodes.values())  # nothing ran
 

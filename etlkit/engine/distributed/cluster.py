@@ -5,7 +5,7 @@ no dashboard unless asked). `elsewhere` and `check_staging_reachable` decide whe
 workers share this machine's disks: staging on a local path serves only workers on this
 machine, and a run with others is refused before anything runs. `ship_pipelines` makes the
 pipeline's folder importable on the workers: on this machine by putting the folder on their
-`sys.path` (a worker plugin), elsewhere by uploading it (distributed's `UploadDirectory`).
+`sys.path`, elsewhere by uploading its code (worker plugins, `plugin`).
 `prepare_workers` does all of it before a run, and has every worker import the class;
 `stop_tasks` stops a failed run's tasks.
 """
@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etlkit.engine.distributed.imports import pickling_kept
 from etlkit.errors import EtlkitError
 
 if TYPE_CHECKING:
-    from etlkit.engine.distributed.spec import WorkSpec
+    from etlkit.engine.distributed.spec import PipelineRef, WorkSpec
     from etlkit.storage.staging import Staging
 
 
@@ -105,18 +106,31 @@ def check_staging_reachable(
         )
 
 
-def ship_pipelines(client: Any, folder: str, *, remote: bool) -> None:
-    """Make `folder` importable on the client's workers, those started later too."""
-    if not folder:
-        return
-    if remote:
-        from distributed.diagnostics.plugin import UploadDirectory
+def ship_pipelines(client: Any, ref: PipelineRef, pipeline: str, *, remote: bool) -> None:
+    """Make the pipeline's module importable on the client's workers, those started later
+    too: its folder on their `sys.path` when they share this machine, else its code uploaded
+    (`plugin.PipelinesUpload`: the file's folder, or the module's top package).
 
-        client.register_plugin(UploadDirectory(folder, update_path=True), name=f"etlkit:{folder}")
+    Raises:
+        EtlkitError: the code to upload is too big (see `plugin.pack`).
+    """
+    if not ref.folder:
         return
-    from etlkit.engine.distributed.plugin import PipelinesPath
+    if not remote:
+        from etlkit.engine.distributed.plugin import PipelinesPath
 
-    client.register_plugin(PipelinesPath(folder), name=f"etlkit-path:{folder}")
+        client.register_plugin(PipelinesPath(ref.folder), name=f"etlkit-path:{ref.folder}")
+        return
+    from etlkit.engine.distributed.plugin import PipelinesUpload, pack
+
+    root = Path(ref.folder)
+    if ref.from_file:
+        names = sorted(p.name for p in root.iterdir())
+    else:
+        top = ref.module.split(".", 1)[0]
+        names = [top if (root / top).is_dir() else f"{top}.py"]
+    data = pack(root, names, pipeline)
+    client.register_plugin(PipelinesUpload(str(root), data), name=f"etlkit-upload:{root}")
 
 
 def prepare_workers(client: Any, spec: WorkSpec, staging: Staging) -> str:
@@ -132,7 +146,7 @@ def prepare_workers(client: Any, spec: WorkSpec, staging: Staging) -> str:
     addresses, here = worker_addresses(client), this_machine()
     pipeline = spec.context["pipeline"]
     check_staging_reachable(pipeline, staging.local, staging.root_url, addresses, here)
-    ship_pipelines(client, spec.pipeline.folder, remote=bool(elsewhere(addresses, here)))
+    ship_pipelines(client, spec.pipeline, pipeline, remote=bool(elsewhere(addresses, here)))
     text = spec.to_json()
     for problem in client.run(check_importable, text).values():
         if problem is not None:

@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 _FILE_MODULE: Final = "etlkit_pipeline_"
 #: How to make a pipeline importable on the workers (every such error says it).
 IMPORT_HINT: Final = (
-    "make it importable on every Dask worker: for a LocalCluster the executor puts its "
-    "folder on the workers' path itself; for a remote cluster ship the pipelines folder "
-    "(the executor uploads it with distributed's UploadDirectory) or install the package "
-    "that defines it on the workers"
+    "make it importable on every Dask worker: the executor puts its folder on the path of "
+    "workers on this machine and uploads its code (the file's folder, or the module's top "
+    "package) to workers elsewhere; code it does not ship (another package it imports) "
+    "must be installed on the workers"
 )
 
 

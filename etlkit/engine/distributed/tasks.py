@@ -117,11 +117,12 @@ def worker_address() -> str:
         return ""
 
 
-def check_importable(spec_text: str) -> str | None:
-    """Import the run's pipeline class here (run on every worker before anything runs):
-    None, or why it cannot be imported."""
+def check_importable(spec_text: str, dask_worker: Any = None) -> str | None:
+    """Import the run's pipeline class here (run on every worker by `Client.run`, which
+    passes the worker, before anything runs): None, or why it cannot be imported."""
+    where = str(dask_worker.address) if dask_worker is not None else worker_address()
     try:
-        _definition(WorkSpec.from_json(spec_text).pipeline, worker_address())
+        _definition(WorkSpec.from_json(spec_text).pipeline, where)
     except EtlkitError as exc:
         return str(exc)
     return None
