@@ -32,7 +32,7 @@ from etlkit.engine.distributed.outputs import (
     add_partition,
     commit_node,
     commit_referenced,
-    finished,
+    finished_earlier,
     resumed,
 )
 from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from etlkit.engine.plan import Plan
     from etlkit.model.nodes import Context
+    from etlkit.storage.manifest import Manifest
     from etlkit.storage.staging import Staging
 
 logger = logging.getLogger(__name__)
@@ -342,11 +343,17 @@ class _DaskRun:
             return
         staged = segment.copies = copies(self.plan, nodes, segment.referenced is not None)
         run_dir = self.staging.run_dir(self.graph.pipeline, self.ctx.run_id)
-        # a run's first attempt has no finishes to look for (one look per node, not per part)
-        earlier = staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged)
+        # a run's first attempt has no finishes to look for (one look per node, not per part);
+        # a retry reads them all at once, each once
+        earlier: dict[str, list[Manifest]] = {}
+        if staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged):
+            pids = [pid for pid, _ in parts]
+            earlier = finished_earlier(
+                self.staging, self.graph.pipeline, self.ctx.run_id, staged, pids
+            )
         for pid, text in parts:
             segment.partitions.append(pid)
-            done = self.finished_before(nodes, staged, pid) if earlier else None
+            done = resumed(nodes, earlier[pid]) if pid in earlier else None
             if done is not None:
                 self.partition_done(root, pid, done)
                 continue
@@ -358,19 +365,6 @@ class _DaskRun:
             self.futures[future] = (root, pid)
         if not segment.waiting:
             self.commit_segment(root)
-
-    def finished_before(
-        self, segment: tuple[str, ...], copies: list[str], partition: str
-    ) -> dict[str, Any] | None:
-        """What an earlier attempt of the run left of a partition it finished for every node
-        of the segment writing parts, as a task returns it; None: run it (again)."""
-        found = []
-        for name in copies:
-            manifest = finished(self.staging, self.graph.pipeline, self.ctx.run_id, name, partition)
-            if manifest is None:
-                return None
-            found.append(manifest)
-        return resumed(segment, found)
 
     def returned(self, future: Any, answer: dict[str, Any] | None) -> None:
         """A task returned `answer` (None: it failed, or was cancelled): add up what it
