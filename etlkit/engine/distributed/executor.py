@@ -9,7 +9,8 @@ the run's result (which the caller records in the run store). Sensors run here, 
 anything else: they wait, and a wait needs no worker. The first failure sets the run's
 cancel event (tasks stop at their next chunk boundary), cancels the tasks not started and
 waits for the running ones. A worker that dies mid-task is Dask's to handle: it runs the
-task again elsewhere, and the partition writer's attempts keep its earlier parts out.
+task again elsewhere, and the partition writer's attempts keep its earlier parts out. A
+cluster left with no worker at all fails the run after a grace (`watch`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from etlkit.engine.distributed.outputs import (
 )
 from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
 from etlkit.engine.distributed.spec import plain_options, work_spec
+from etlkit.engine.distributed.watch import NO_WORKERS_GRACE, WorkerWatch, worker_count
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
@@ -63,12 +65,20 @@ class DaskExecutor:
     """Runs plans on the Dask cluster of `client` (see the module docstring).
 
     `DaskExecutor.connect()` starts a `LocalCluster` on 127.0.0.1 (or connects to a
-    scheduler's address); `close` (or leaving a `with` block) closes what it started.
+    scheduler's address); `close` (or leaving a `with` block) closes what it started. A run
+    fails once the cluster has had no worker for `no_workers_grace` seconds (`watch`).
     """
 
-    def __init__(self, client: Any, *, owned: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        owned: Sequence[Any] = (),
+        no_workers_grace: float = NO_WORKERS_GRACE,
+    ) -> None:
         self.client = client
         self._owned = list(owned)
+        self.no_workers_grace = no_workers_grace
 
     @classmethod
     def connect(
@@ -78,13 +88,14 @@ class DaskExecutor:
         n_workers: int = 2,
         threads_per_worker: int = 1,
         dashboard: bool = False,
+        no_workers_grace: float = NO_WORKERS_GRACE,
     ) -> DaskExecutor:
         """An executor on the scheduler at `address`, or (None) on a `LocalCluster` of
         `n_workers` processes on 127.0.0.1, without a dashboard unless asked."""
         client, owned = cluster.start_client(
             address, n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard=dashboard
         )
-        return cls(client, owned=owned)
+        return cls(client, owned=owned, no_workers_grace=no_workers_grace)
 
     def close(self) -> None:
         """Close the client and the cluster this executor started (not one it was given)."""
@@ -106,7 +117,10 @@ class DaskExecutor:
         listeners: Sequence[Listener] = (),
     ) -> RunResult:
         """Run every node of the plan once; return the result (see `Executor.run`)."""
-        return _DaskRun(self.client, plan, ctx, staging, listeners).execute()
+        client = self.client
+        address = str(client.scheduler.address)
+        watch = WorkerWatch(address, self.no_workers_grace, lambda: worker_count(client))
+        return _DaskRun(client, plan, ctx, staging, listeners, watch).execute()
 
 
 @dataclasses.dataclass
@@ -137,8 +151,9 @@ class _DaskRun:
         ctx: Context,
         staging: Staging,
         listeners: Sequence[Listener],
+        watch: WorkerWatch,
     ) -> None:
-        self.client = client
+        self.client, self.watch = client, watch
         self.layout: Layout = layout(plan)
         self.plan = adjusted(plan, self.layout.fields())
         self.graph = plan.graph
@@ -458,10 +473,16 @@ class _DaskRun:
         self.fail(lost(self.graph.pipeline, self.ctx.run_id, key, partition, exc), key)
 
     def check_timeouts(self) -> None:
-        """Fail the run at the first timeout passed (a node's leaves the node failed)."""
+        """Fail the run at the first timeout passed (a node's leaves the node failed), or
+        once the cluster has had no worker for the grace while tasks wait (`watch`)."""
         for name, error in overdue(self.plan, self.result, self.ctx.run_id, time.perf_counter()):
             self.fail(error, name)
             return
+        stranded = self.watch.check(self.ctx.run_id, self.graph.pipeline) if self.futures else None
+        if stranded is not None:  # no worker runs a task to wait for: drop them at once
+            cluster.stop_tasks(self.client, list(self.futures), self.event_name, 0.0)
+            self.futures.clear()
+            self.fail(stranded)
 
 
 def _coordinator_step(run: _DaskRun, name: str) -> StepContext:
