@@ -15,7 +15,8 @@ EtlkitError
 ├── CommandError                             an external command failed: .command .returncode
 │   └── CommandTimeoutError                  it ran past its timeout
 ├── NotificationError                        a notifier could not deliver its message
-├── RunTimeoutError                          the run ran past its pipeline's timeout
+├── RunTimeoutError                          the run ran past its pipeline's timeout, or its
+│                                            Dask cluster had no worker for the grace
 ├── RunCancelledError                        the run was cancelled (another node failed, Ctrl-C)
 ├── DataValidationError                      Pandera failures: bounded summary
 ├── AirflowImportError                       a DAG file cannot be imported: names file and line
@@ -154,7 +155,8 @@ class NodeTimeoutError(NodeError):
 
 
 class RunTimeoutError(EtlkitError):
-    """A run ran longer than its pipeline's timeout."""
+    """A run ran longer than its pipeline's timeout, or waited longer than the grace
+    (`DaskExecutor(no_workers_grace=...)`, 60 s) on a Dask cluster without a worker."""
 
 
 class SensorTimeoutError(EtlkitError):

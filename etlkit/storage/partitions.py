@@ -13,6 +13,11 @@ In the run's directory:
   attempt's parts (rows, bytes, footer checksums), written whole at once. A rerun that finishes
   replaces it: it always lists the parts of one attempt, never a mix of two.
 
+`read_finishes` reads the finishes of many partitions at once: concurrently on a remote store
+(one GET each, `_READERS` at a time), since a node of a thousand partitions would otherwise
+wait for a thousand round trips in series; the coordinator reads them once per commit and
+hands them to `commit_partitions` (and to its dataset checks) rather than reading again.
+
 `commit_partitions` then commits the node from its finished partitions: one manifest listing
 every partition's parts in partition order, in the footer of `<node>.parquet`, written as
 atomically as a `NodeWriter`'s commit, so readers do not know the difference. It removes what
@@ -29,6 +34,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +52,9 @@ FINISHED: Final = "finished.json"
 #: The key of a finish's `extra` holding the partition's Arrow schema (IPC, base64): the
 #: commit writes it into the committed file, which must have the output's columns.
 _SCHEMA_KEY: Final = "arrow_schema"
+#: How many finishes `read_finishes` reads at once from a remote store: each is one small GET
+#: whose time is the round trip, so a few dozen in flight hide it without flooding the store.
+_READERS: Final = 32
 
 
 class PartitionWriter(PartsWriter):
@@ -137,9 +146,12 @@ def commit_partitions(
     *,
     empty_schema: pa.Schema | None = None,
     extra: Mapping[str, Any] | None = None,
+    finishes: Mapping[str, Manifest | None] | None = None,
 ) -> Manifest:
     """Commit a node from its finished partitions (see the module docstring); `partitions` in
     the order their rows are read back. `extra` goes into the manifest, as in `NodeWriter.commit`.
+    `finishes`: the partitions' finishes as `read_finishes` returned them (they are not read
+    again); None: read them here.
 
     Raises:
         StagingError: a partition is not finished (naming every such one), is named twice,
@@ -153,7 +165,9 @@ def commit_partitions(
             f"Node '{node}' of run {run_id} is already committed in {staging.url(path)}; "
             "committed outputs are immutable"
         )
-    finished = _finished(staging, (pipeline, run_id, node), run_dir, partitions)
+    if finishes is None:
+        finishes = read_finishes(staging, run_dir, node, partitions)
+    finished = _finished(staging, (pipeline, run_id, node), run_dir, partitions, finishes)
     schema = _common_schema(finished, empty_schema)
     files = [f for record in finished for f in record.files]
     rows = sum(record.rows for record in finished)
@@ -176,27 +190,68 @@ def commit_partitions(
     return manifest.with_marker_size(marker, data.size)
 
 
+def read_finishes(
+    staging: StagingRoot,
+    run_dir: str,
+    node: str,
+    partitions: Sequence[str],
+    *,
+    strict: bool = True,
+) -> dict[str, Manifest | None]:
+    """The finish of each of `partitions` of `node` (None: not finished, or corrupt and not
+    `strict`), each read once, the reads concurrent on a remote store (see the module docstring).
+
+    Raises:
+        StagingError: a finish is corrupt (naming it), if `strict`.
+        OSError: the store could not be read.
+    """
+    paths = [f"{run_dir}/{node}.parts/{p}/{FINISHED}" for p in partitions]
+    if staging.local or len(paths) < 2:
+        texts = [_read_finish(staging, path) for path in paths]
+    else:
+        with ThreadPoolExecutor(min(_READERS, len(paths)), "etlkit-finishes") as pool:
+            texts = list(pool.map(lambda path: _read_finish(staging, path), paths))
+    found: dict[str, Manifest | None] = {}
+    for partition, path, text in zip(partitions, paths, texts, strict=True):
+        try:
+            found[partition] = None if text is None else Manifest.from_json(text.decode())
+        except (ValueError, KeyError, TypeError) as exc:
+            if not strict:
+                found[partition] = None
+                continue
+            raise StagingError(f"Partition finish {staging.url(path)} is corrupt: {exc}") from exc
+    return found
+
+
+def _read_finish(staging: StagingRoot, path: str) -> bytes | None:
+    """A finish's bytes, in one read (None: there is none)."""
+    try:
+        return bytes(staging.fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
 def _finished(
-    staging: StagingRoot, output: tuple[str, str, str], run_dir: str, partitions: Sequence[str]
+    staging: StagingRoot,
+    output: tuple[str, str, str],
+    run_dir: str,
+    partitions: Sequence[str],
+    finishes: Mapping[str, Manifest | None],
 ) -> list[Manifest]:
-    """The finishes of `partitions` of `output` (pipeline, run id, node), in order; raises
-    naming every partition not finished."""
+    """The finishes of `partitions` of `output` (pipeline, run id, node), in order, from
+    `finishes` (as `read_finishes` returns them); raises naming every partition not finished."""
     pipeline, run_id, node = output
     repeated = sorted(p for p, n in Counter(partitions).items() if n > 1)
     if repeated:
         raise StagingError(f"Cannot commit node '{node}': partitions named twice: {repeated}")
     records, missing = [], []
     for partition in partitions:
-        path = f"{run_dir}/{node}.parts/{partition}/{FINISHED}"
-        try:
-            with staging.fs.open(path, "rb") as fh:
-                record = Manifest.from_json(fh.read().decode())
-        except FileNotFoundError:
+        record = finishes.get(partition)
+        if record is None:
             missing.append(partition)
             continue
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StagingError(f"Partition finish {staging.url(path)} is corrupt: {exc}") from exc
         if (record.pipeline, record.run_id, record.node) != output:
+            path = f"{run_dir}/{node}.parts/{partition}/{FINISHED}"
             raise StagingError(
                 f"{staging.url(path)} was finished for node '{record.node}' of run "
                 f"{record.run_id} of '{record.pipeline}'"

@@ -191,15 +191,15 @@ class Staging(StagingRoot):
         *,
         empty_schema: pa.Schema | None = None,
         extra: Mapping[str, Any] | None = None,
+        finishes: Mapping[str, Manifest | None] | None = None,
     ) -> Manifest:
-        """Commit a node's output from its finished partitions, in the order given: one
-        manifest listing their parts, committed as atomically as `NodeWriter.commit`, read
-        back like any output; parts of attempts no finish lists are removed.
+        """Commit a node's output from its finished partitions, in the order given, as
+        atomically as `NodeWriter.commit`; remove parts no finish lists. `finishes`: as
+        `partitions.read_finishes` gave them, not read again (None: read them here).
 
         Raises:
-            StagingError: a partition is not finished (every such one is named), or is named
-                twice, or its columns differ from the others'; the node is already committed.
-                Nothing is committed then.
+            StagingError: a partition is not finished (each named), is named twice, or has
+                other columns; the node is already committed. Nothing is committed then.
         """
         run_dir = self.run_dir(pipeline, run_id)
         self.output_path(pipeline, run_id, node)  # checks the node's name
@@ -215,6 +215,7 @@ class Staging(StagingRoot):
                 partitions,
                 empty_schema=empty_schema,
                 extra=extra,
+                finishes=finishes,
             )
         except OSError as exc:
             raise StagingError(f"Cannot commit node '{node}' in {run_dir}: {exc}") from exc

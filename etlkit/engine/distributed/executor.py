@@ -9,7 +9,8 @@ the run's result (which the caller records in the run store). Sensors run here, 
 anything else: they wait, and a wait needs no worker. The first failure sets the run's
 cancel event (tasks stop at their next chunk boundary), cancels the tasks not started and
 waits for the running ones. A worker that dies mid-task is Dask's to handle: it runs the
-task again elsewhere, and the partition writer's attempts keep its earlier parts out.
+task again elsewhere, and the partition writer's attempts keep its earlier parts out. A
+cluster left with no worker at all fails the run after a grace (`watch`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from etlkit.engine.distributed.outputs import (
     add_partition,
     commit_node,
     commit_referenced,
-    finished,
+    finished_earlier,
     resumed,
 )
 from etlkit.engine.distributed.segments import Layout, adjusted, copies, layout
 from etlkit.engine.distributed.spec import plain_options, work_spec
+from etlkit.engine.distributed.watch import NO_WORKERS_GRACE, WorkerWatch, worker_count
 from etlkit.engine.events import Event, EventKind, Listener, RunResult
 from etlkit.engine.executor import new_result, overdue, settle
 from etlkit.engine.steps.context import StepContext
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
     from etlkit.engine.plan import Plan
     from etlkit.model.nodes import Context
+    from etlkit.storage.manifest import Manifest
     from etlkit.storage.staging import Staging
 
 logger = logging.getLogger(__name__)
@@ -62,12 +65,20 @@ class DaskExecutor:
     """Runs plans on the Dask cluster of `client` (see the module docstring).
 
     `DaskExecutor.connect()` starts a `LocalCluster` on 127.0.0.1 (or connects to a
-    scheduler's address); `close` (or leaving a `with` block) closes what it started.
+    scheduler's address); `close` (or leaving a `with` block) closes what it started. A run
+    fails once the cluster has had no worker for `no_workers_grace` seconds (`watch`).
     """
 
-    def __init__(self, client: Any, *, owned: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        owned: Sequence[Any] = (),
+        no_workers_grace: float = NO_WORKERS_GRACE,
+    ) -> None:
         self.client = client
         self._owned = list(owned)
+        self.no_workers_grace = no_workers_grace
 
     @classmethod
     def connect(
@@ -77,13 +88,14 @@ class DaskExecutor:
         n_workers: int = 2,
         threads_per_worker: int = 1,
         dashboard: bool = False,
+        no_workers_grace: float = NO_WORKERS_GRACE,
     ) -> DaskExecutor:
         """An executor on the scheduler at `address`, or (None) on a `LocalCluster` of
         `n_workers` processes on 127.0.0.1, without a dashboard unless asked."""
         client, owned = cluster.start_client(
             address, n_workers=n_workers, threads_per_worker=threads_per_worker, dashboard=dashboard
         )
-        return cls(client, owned=owned)
+        return cls(client, owned=owned, no_workers_grace=no_workers_grace)
 
     def close(self) -> None:
         """Close the client and the cluster this executor started (not one it was given)."""
@@ -105,7 +117,10 @@ class DaskExecutor:
         listeners: Sequence[Listener] = (),
     ) -> RunResult:
         """Run every node of the plan once; return the result (see `Executor.run`)."""
-        return _DaskRun(self.client, plan, ctx, staging, listeners).execute()
+        client = self.client
+        address = str(client.scheduler.address)
+        watch = WorkerWatch(address, self.no_workers_grace, lambda: worker_count(client))
+        return _DaskRun(client, plan, ctx, staging, listeners, watch).execute()
 
 
 @dataclasses.dataclass
@@ -136,8 +151,9 @@ class _DaskRun:
         ctx: Context,
         staging: Staging,
         listeners: Sequence[Listener],
+        watch: WorkerWatch,
     ) -> None:
-        self.client = client
+        self.client, self.watch = client, watch
         self.layout: Layout = layout(plan)
         self.plan = adjusted(plan, self.layout.fields())
         self.graph = plan.graph
@@ -342,11 +358,17 @@ class _DaskRun:
             return
         staged = segment.copies = copies(self.plan, nodes, segment.referenced is not None)
         run_dir = self.staging.run_dir(self.graph.pipeline, self.ctx.run_id)
-        # a run's first attempt has no finishes to look for (one look per node, not per part)
-        earlier = staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged)
+        # a run's first attempt has no finishes to look for (one look per node, not per part);
+        # a retry reads them all at once, each once
+        earlier: dict[str, list[Manifest]] = {}
+        if staged and all(self.staging.exists(f"{run_dir}/{n}.parts") for n in staged):
+            pids = [pid for pid, _ in parts]
+            earlier = finished_earlier(
+                self.staging, self.graph.pipeline, self.ctx.run_id, staged, pids
+            )
         for pid, text in parts:
             segment.partitions.append(pid)
-            done = self.finished_before(nodes, staged, pid) if earlier else None
+            done = resumed(nodes, earlier[pid]) if pid in earlier else None
             if done is not None:
                 self.partition_done(root, pid, done)
                 continue
@@ -358,19 +380,6 @@ class _DaskRun:
             self.futures[future] = (root, pid)
         if not segment.waiting:
             self.commit_segment(root)
-
-    def finished_before(
-        self, segment: tuple[str, ...], copies: list[str], partition: str
-    ) -> dict[str, Any] | None:
-        """What an earlier attempt of the run left of a partition it finished for every node
-        of the segment writing parts, as a task returns it; None: run it (again)."""
-        found = []
-        for name in copies:
-            manifest = finished(self.staging, self.graph.pipeline, self.ctx.run_id, name, partition)
-            if manifest is None:
-                return None
-            found.append(manifest)
-        return resumed(segment, found)
 
     def returned(self, future: Any, answer: dict[str, Any] | None) -> None:
         """A task returned `answer` (None: it failed, or was cancelled): add up what it
@@ -464,10 +473,16 @@ class _DaskRun:
         self.fail(lost(self.graph.pipeline, self.ctx.run_id, key, partition, exc), key)
 
     def check_timeouts(self) -> None:
-        """Fail the run at the first timeout passed (a node's leaves the node failed)."""
+        """Fail the run at the first timeout passed (a node's leaves the node failed), or
+        once the cluster has had no worker for the grace while tasks wait (`watch`)."""
         for name, error in overdue(self.plan, self.result, self.ctx.run_id, time.perf_counter()):
             self.fail(error, name)
             return
+        stranded = self.watch.check(self.ctx.run_id, self.graph.pipeline) if self.futures else None
+        if stranded is not None:  # no worker runs a task to wait for: drop them at once
+            cluster.stop_tasks(self.client, list(self.futures), self.event_name, 0.0)
+            self.futures.clear()
+            self.fail(stranded)
 
 
 def _coordinator_step(run: _DaskRun, name: str) -> StepContext:

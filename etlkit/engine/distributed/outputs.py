@@ -1,8 +1,9 @@
 """The coordinator's side of a partitioned output: what finished, what it adds up to, the commit.
 
-`finished` reads the finish an earlier attempt of the run left for a partition (a retry
-does not run it again); `add_partition` adds one partition's statistics, as a task returned
-them or a finish recorded them, to its node's `NodeStats` (`add_node`: a node run whole);
+`finished` reads the finish of one partition, `finished_earlier` all the finishes an
+earlier attempt of the run left for a segment's partitions, at once (a retry does not run
+those again); `add_partition` adds one partition's statistics, as a task returned them or a
+finish recorded them, to its node's `NodeStats` (`add_node`: a node run whole);
 `commit_node` judges the whole output with the same `close_output` a local run calls
 (dataset checks and keys repeating across partitions, over every partition's parts) and
 commits the partitions as one output; `commit_referenced` commits a source as a reference
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 from etlkit.engine.events import PartitionStats
 from etlkit.engine.steps.sources import cursor_extra
 from etlkit.engine.steps.stage import Output, close_output, commit_output
+from etlkit.errors import StagingError
 from etlkit.model.nodes import WriteResult
 from etlkit.storage.manifest import Manifest
-from etlkit.storage.partitions import FINISHED
+from etlkit.storage.partitions import read_finishes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,13 +39,54 @@ def finished(
 ) -> Manifest | None:
     """The finish of a partition of a node's output (None: not finished, or unreadable, so
     the partition runs again)."""
-    run_dir = staging.run_dir(pipeline, run_id)
-    path = f"{run_dir}/{node}.parts/{partition}/{FINISHED}"
     try:
-        with staging.fs.open(path, "rb") as fh:
-            return Manifest.from_json(fh.read().decode())
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_all(staging, pipeline, run_id, node, [partition], strict=False)[partition]
+    except StagingError:
         return None
+
+
+def read_all(
+    staging: Staging,
+    pipeline: str,
+    run_id: str,
+    node: str,
+    partitions: Sequence[str],
+    *,
+    strict: bool = True,
+) -> dict[str, Manifest | None]:
+    """`partitions.read_finishes` of a node's partitions (None: not finished); in `strict`,
+    a corrupt finish raises, else counts as not finished.
+
+    Raises:
+        StagingError: a finish is corrupt (in `strict`), or the store could not be read.
+    """
+    run_dir = staging.run_dir(pipeline, run_id)
+    try:
+        return read_finishes(staging, run_dir, node, partitions, strict=strict)
+    except OSError as exc:
+        raise StagingError(
+            f"Cannot read the finishes of node '{node}' in {run_dir}: {exc}"
+        ) from exc
+
+
+def finished_earlier(
+    staging: Staging, pipeline: str, run_id: str, nodes: Sequence[str], partitions: Sequence[str]
+) -> dict[str, list[Manifest]]:
+    """The partitions an earlier attempt of the run finished for every one of `nodes`, with
+    their finishes in the order of `nodes`; each finish read once, concurrently on a remote
+    store. A corrupt or unreadable finish counts as not finished: the partition runs again."""
+    found: dict[str, list[Manifest]] = {p: [] for p in partitions}
+    for node in nodes:
+        try:
+            finishes = read_all(staging, pipeline, run_id, node, partitions, strict=False)
+        except StagingError:  # unreadable: the partitions run again
+            return {}
+        for partition, manifest in finishes.items():
+            if manifest is None:
+                found.pop(partition, None)
+            elif partition in found:
+                found[partition].append(manifest)
+    return found
 
 
 def resumed(segment: Sequence[str], manifests: Sequence[Manifest]) -> dict[str, Any] | None:
@@ -105,19 +148,16 @@ class _FinishedParts:
     for (`part_urls`) to run dataset checks over the whole output."""
 
     staging: Staging
-    pipeline: str
-    run_id: str
-    node: str
-    partitions: Sequence[str]
+    run_dir: str
+    finishes: Mapping[str, Manifest | None]
 
     def part_urls(self) -> list[str]:
-        run_dir = self.staging.run_dir(self.pipeline, self.run_id)
-        urls: list[str] = []
-        for partition in self.partitions:
-            record = finished(self.staging, self.pipeline, self.run_id, self.node, partition)
-            if record is not None:
-                urls.extend(self.staging.url(f"{run_dir}/{f.name}") for f in record.files)
-        return urls
+        return [
+            self.staging.url(f"{self.run_dir}/{f.name}")
+            for record in self.finishes.values()
+            if record is not None
+            for f in record.files
+        ]
 
 
 def commit_node(
@@ -129,7 +169,10 @@ def commit_node(
     """Judge a node's whole output and commit its finished partitions as one output."""
     node, stats, options = step.node, step.stats, step.options
     output = Output([], first_schema, produced)  # no key proven increasing across partitions
-    parts = _FinishedParts(step.staging, step.pipeline, step.run_id, step.name, partitions)
+    # each finish read once, for the dataset checks and the commit both
+    finishes = read_all(step.staging, step.pipeline, step.run_id, step.name, partitions)
+    run_dir = step.staging.run_dir(step.pipeline, step.run_id)
+    parts = _FinishedParts(step.staging, run_dir, finishes)
     # close_output reads only `part_urls` of the writer it is given (there is no guard: each
     # partition's guard judged its chunks, and failed the run at the first invalid one)
     close_output(step, output, cast("NodeWriter", parts), None)
@@ -149,6 +192,7 @@ def commit_node(
             "partitions": len(partitions),
             **cursor_extra(node, step.ctx, stats),
         },
+        finishes=finishes,
     )
     stats.bytes_staged = manifest.bytes
     stats.finished = time.perf_counter()
