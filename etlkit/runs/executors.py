@@ -91,6 +91,7 @@ def _connect(settings: Settings) -> DaskExecutor:
             n_workers=settings.dask.workers,
             threads_per_worker=1,
             dashboard=settings.dask.dashboard,
+            no_workers_grace=settings.dask.no_workers_grace,
         )
     except ModuleNotFoundError as exc:
         if exc.name not in ("dask", "distributed"):

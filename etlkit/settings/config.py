@@ -92,6 +92,7 @@ class DaskSettings:
     address: str | None = None  # a scheduler's address (tcp://host:8786); none: a LocalCluster
     workers: int = 2  # worker processes of the LocalCluster started without an address
     dashboard: bool = False  # the LocalCluster's dashboard on a free port
+    no_workers_grace: float = 60.0  # seconds a run waits on a cluster with no worker, then fails
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ _MINIMUMS: Final[dict[str, tuple[str, float]]] = {
     "scheduler.max_active_runs": (">=", 1),
     "scheduler.max_active_nodes": (">=", 0),
     "dask.workers": (">=", 1),
+    "dask.no_workers_grace": (">", 0),
 }
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "run.on_invalid": ("fail", "drop", "quarantine"),

@@ -94,7 +94,7 @@ def test_explain_lists_every_key_sorted_with_value_and_source(tmp_path: Path) ->
     rows = settings.explain()
     keys = [key for key, _, _ in rows]
     assert keys == sorted(keys)
-    assert len(keys) == len(settings.sources) == 33
+    assert len(keys) == len(settings.sources) == 34
     explained = {key: (value, source) for key, value, source in rows}
     assert explained["duckdb.memory_limit"][0] == "8GB"
     assert explained["duckdb.memory_limit"][1].startswith("etlkit.toml (")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from etlkit.errors import ConfigError
+from etlkit.runs.executors import open_executor
 from etlkit.settings.config import load_settings
 
 
@@ -73,6 +74,21 @@ def test_a_malformed_address_says_what_an_address_looks_like(tmp_path: Path, add
     (tmp_path / "etlkit.toml").write_text(f'[dask]\naddress = "{address}"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"dask\.address = .*etlkit\.toml.*tcp://10\.0\.0\.5"):
         load_settings(tmp_path, env={})
+
+
+def test_the_grace_for_a_cluster_without_workers_reaches_the_executor(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, env={}).dask.no_workers_grace == 60.0
+    (tmp_path / "etlkit.toml").write_text("[dask]\nno_workers_grace = 5\n", encoding="utf-8")
+    env = {"ETLKIT_RUN__EXECUTOR": "dask", "ETLKIT_DASK__WORKERS": "1"}
+    settings = load_settings(tmp_path, env=env)
+    assert settings.dask.no_workers_grace == 5.0
+    with pytest.raises(ConfigError, match=r"dask\.no_workers_grace = 0\.0 .*> 0"):
+        load_settings(tmp_path, env={"ETLKIT_DASK__NO_WORKERS_GRACE": "0"})
+    from etlkit.engine.distributed import DaskExecutor
+
+    with open_executor(settings) as opened:  # a LocalCluster, started and closed
+        assert isinstance(opened.executor, DaskExecutor)
+        assert opened.executor.no_workers_grace == 5.0
 
 
 def test_a_local_cluster_has_at_least_one_worker(tmp_path: Path) -> None:
