@@ -17,7 +17,8 @@ holding none, is an error unless the source is given `allow_empty=True`. `each_d
 the path rendered for each day of the run's data interval (`{ds}` each day in turn). CSV and
 NDJSON files named `.gz`, `.bz2` or `.zst` are decompressed as they are read. Every chunk a
 source yields carries its file and first row (`etlkit.connector.Origin`), so validation names the
-file and line of a failing row. An `OSError` reading or writing is a `ConnectorError` naming the file.
+file and line of a failing row. An `OSError` reading or writing is a `ConnectorError` naming
+the file.
 Sources split into partitions (`Source.partitions`), one per file (`ParquetSource` also a
 file of more than `partition_rows` rows, 4 million by default, by runs of row groups), each read
 on its own as `read` reads it.
