@@ -25,7 +25,8 @@ class RunDatabase:
 
     Every connection may read the run's staging directory (of `pipeline` and `run_id`);
     `cancelled` tells whether the run is being cancelled (an interrupted query then raises
-    `RunCancelledError`).
+    `RunCancelledError`). `ahead`: the run's nodes share this database in one process, so a
+    source about to be referenced has it opened for its files meanwhile (`prepare_soon`).
     """
 
     def __init__(
@@ -35,8 +36,13 @@ class RunDatabase:
         run_id: str,
         options: RunOptions,
         cancelled: Callable[[], bool],
+        *,
+        ahead: bool = False,
     ) -> None:
         self.staging = staging
+        self.ahead = ahead
+        self.openers: list[threading.Thread] = []  # `prepare_soon`'s, joined by `close`
+        self.closed = False
         self.pipeline, self.run_id = pipeline, run_id
         self.options = options
         self.cancelled = cancelled
@@ -56,16 +62,35 @@ class RunDatabase:
         running at once share one memory limit); opening one is costly, a connection to it
         cheap. Views a node creates are TEMP: they belong to its connection.
         """
+        with self.lock:
+            openers = list(self.openers)
+        for opener in openers:  # opening one for a source's files: use it, not open another
+            opener.join()
         with self.database_lock:
             con = self.open(reads).cursor()
             self.database_used = True
         # a cursor starts with the progress bar off, and the locked configuration keeps it so
         return con
 
-    def prepare(self) -> None:
-        """Open the run's database ahead of need; a failure is raised to the node needing it."""
+    def prepare_soon(self, reads: Sequence[str]) -> None:
+        """Open, on a thread of its own, a database able to read `reads` (a source's files,
+        about to be referenced for an SQL node): opening one replaces the database opened
+        ahead without them, which the SQL node would otherwise wait for. Nothing when the
+        database is not shared in this process (`ahead`) or the run has ended."""
+        if not self.ahead:
+            return
+        opener = threading.Thread(target=self.prepare, args=(list(reads),), name="etlkit-duckdb")
+        with self.lock:
+            if self.closed:
+                return
+            self.openers.append(opener)
+            opener.start()
+
+    def prepare(self, reads: Sequence[str] = ()) -> None:
+        """Open the run's database ahead of need, able to read `reads`; a failure is raised
+        to the node needing it."""
         with contextlib.suppress(Exception):
-            self.open()
+            self.open(reads)
 
     def open(self, reads: Sequence[str] = ()) -> Any:
         """The run's DuckDB database, opened on first call, locked down as `etlkit query`'s:
@@ -154,6 +179,11 @@ class RunDatabase:
 
     def close(self) -> None:
         """Close every database the run opened (after its nodes: it closes their connections)."""
+        with self.lock:
+            self.closed = True
+            openers = list(self.openers)
+        for opener in openers:
+            opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
         for database in [*self.retired, self.database]:
             if database is not None:
                 database.close()

@@ -101,7 +101,7 @@ class _LocalRun:
         self.scope = contextvars.copy_context()
         self.workers = Workers(options.max_workers or default_workers())
         self.database = RunDatabase(
-            staging, graph.pipeline, ctx.run_id, options, self.cancel.is_set
+            staging, graph.pipeline, ctx.run_id, options, self.cancel.is_set, ahead=True
         )
         self.phase: set[str] = set()
         self.submitted: set[str] = set()
