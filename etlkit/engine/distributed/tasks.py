@@ -48,7 +48,7 @@ from etlkit.engine.steps.inputs import staged_rows
 from etlkit.engine.steps.references import refer
 from etlkit.engine.steps.roles import open_output, produce, received
 from etlkit.engine.steps.sinks import write_sink
-from etlkit.engine.steps.sources import cursor_extra, read_source
+from etlkit.engine.steps.sources import cursor_extra, read_partition, read_source
 from etlkit.engine.steps.stage import (
     Output,
     close_output,
@@ -306,21 +306,7 @@ def _read(step: StepContext, partition: str | None) -> Iterator[pa.RecordBatch]:
         seen = step.options.cursor_seen.get(step.name, frozenset())
         yield from read_source(node, ctx, stats, seen)
         return
-    reader = node.read_partition(ctx, Partition.from_json(partition))
-    try:
-        for batch in reader:
-            if not isinstance(batch, pa.RecordBatch):
-                raise TypeError(
-                    f"{type(node).__name__}.read_partition yielded {type(batch).__name__}; "
-                    "sources yield pyarrow.RecordBatch"
-                )
-            stats.rows_in += batch.num_rows
-            stats.chunks_in += 1
-            yield batch
-    finally:
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+    yield from read_partition(node, ctx, stats, Partition.from_json(partition))
 
 
 def _tagged(run: _Run, name: str, pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

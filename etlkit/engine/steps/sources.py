@@ -7,7 +7,7 @@ tracks its new high-water mark in its `NodeStats` (`cursor_extra` records it wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -16,7 +16,7 @@ from etlkit.model.nodes import Origin
 
 if TYPE_CHECKING:
     from etlkit.engine.events import NodeStats
-    from etlkit.model.nodes import Context, Node, Source
+    from etlkit.model.nodes import Context, Node, Partition, Source
 
 
 def row_hashes(batch: pa.RecordBatch, key: Sequence[str]) -> list[str]:
@@ -122,12 +122,28 @@ def cursor_extra(node: Node, ctx: Context, stats: NodeStats) -> dict[str, Any]:
 
 
 def read_all(node: Source, ctx: Context, stats: NodeStats) -> Iterator[pa.RecordBatch]:
-    reader = node.read(ctx)
+    """All of a source's batches (`Source.read`), counted in `stats`."""
+    yield from _counted(node, node.read(ctx), "read", stats)
+
+
+def read_partition(
+    node: Source, ctx: Context, stats: NodeStats, partition: Partition
+) -> Iterator[pa.RecordBatch]:
+    """One partition of a source's batches (`Source.read_partition`), counted as `read_all`
+    counts them."""
+    yield from _counted(node, node.read_partition(ctx, partition), "read_partition", stats)
+
+
+def _counted(
+    node: Source, reader: Iterable[Any], method: str, stats: NodeStats
+) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader` (what `node.<method>` returned), checked and counted; the
+    reader is closed however the caller stops."""
     try:
         for batch in reader:
             if not isinstance(batch, pa.RecordBatch):
                 raise TypeError(
-                    f"{type(node).__name__}.read yielded {type(batch).__name__}; "
+                    f"{type(node).__name__}.{method} yielded {type(batch).__name__}; "
                     "sources yield pyarrow.RecordBatch"
                 )
             stats.rows_in += batch.num_rows
