@@ -34,6 +34,8 @@ _CODECS: Final = {
 #: A page header is read in a window of this many bytes first (statistics can make it longer).
 _HEADER_WINDOW: Final = 256
 _MAX_HEADER: Final = 1 << 24
+#: A column chunk up to this size is read in one piece, headers and all.
+_WHOLE_CHUNK: Final = 1 << 20
 
 
 class _Unreadable(Exception):
@@ -84,9 +86,10 @@ def _chunk_dictionary(fd: int, chunk: Any) -> list[str]:
     if 0 < chunk.dictionary_page_offset < start:
         start = chunk.dictionary_page_offset
     end = start + chunk.total_compressed_size
+    pages = _Pages(fd, start, end)
     offset, values, rows = start, None, 0
     while offset < end:
-        header, length = _page_header(fd, offset, end)
+        header, length = pages.header(offset)
         body = offset + length
         size = header.get(3)
         if not isinstance(size, int) or size < 0 or body + size > end:
@@ -96,7 +99,7 @@ def _chunk_dictionary(fd: int, chunk: Any) -> list[str]:
             page = header.get(7)
             if not isinstance(page, dict) or page.get(2) not in _DICTIONARY_ENCODINGS:
                 raise _Unreadable("dictionary encoding")
-            data = os.pread(fd, size, body)
+            data = pages.read(body, size)
             if compression != "UNCOMPRESSED":
                 uncompressed = header.get(2)
                 if not isinstance(uncompressed, int) or uncompressed < 0:
@@ -139,98 +142,121 @@ def _plain_text(data: bytes, count: object) -> list[str]:
     return values
 
 
-def _page_header(fd: int, offset: int, end: int) -> tuple[dict[int, Any], int]:
-    """The page header at `offset` (its fields by id) and its length in bytes."""
-    window = _HEADER_WINDOW
-    while True:
-        data = os.pread(fd, min(window, end - offset), offset)
-        reader = _Compact(data)
-        try:
-            return reader.struct(), reader.at
-        except _Truncated:
-            if window >= end - offset or window >= _MAX_HEADER:
+class _Pages:
+    """A column chunk's bytes: read whole when small (one read for all its pages), else a
+    page header at a time."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self.fd, self.start, self.end = fd, start, end
+        self.whole = os.pread(fd, end - start, start) if end - start <= _WHOLE_CHUNK else None
+        if self.whole is not None and len(self.whole) != end - start:
+            raise _Unreadable("the file is shorter than its footer says")
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self.whole is not None:
+            return self.whole[offset - self.start : offset - self.start + size]
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:
+            raise _Unreadable("the file is shorter than its footer says")
+        return data
+
+    def header(self, offset: int) -> tuple[dict[int, Any], int]:
+        """The page header at `offset` (its fields by id) and its length in bytes."""
+        if self.whole is not None:
+            try:
+                header, at = _struct(self.whole, offset - self.start)
+                return header, at - (offset - self.start)
+            except _Truncated:
                 raise _Unreadable("page header") from None
-            window *= 16
+        window = _HEADER_WINDOW
+        while True:
+            data = os.pread(self.fd, min(window, self.end - offset), offset)
+            try:
+                return _struct(data, 0)
+            except _Truncated:
+                if window >= self.end - offset or window >= _MAX_HEADER:
+                    raise _Unreadable("page header") from None
+                window *= 16
 
 
 class _Truncated(Exception):
     """The header goes on past the bytes read."""
 
 
-class _Compact:
-    """A reader of Thrift's compact protocol over bytes: structs as dicts of field id to value
-    (nested structs as dicts, lists and sets as lists, binary as bytes; no page header holds
-    a map)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def byte(self) -> int:
-        if self.at >= len(self.data):
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """A ULEB128 integer at `at`, and the position after it."""
+    value, shift = 0, 0
+    while True:
+        if at >= len(data):
             raise _Truncated
-        value = self.data[self.at]
-        self.at += 1
-        return value
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+        if shift > 70:
+            raise _Unreadable("varint")
 
-    def varint(self) -> int:
-        data, at = self.data, self.at  # locals: a page header has dozens of varints
-        value, shift = 0, 0
-        while at < len(data):
-            byte = data[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.at = at
-                return value
-            shift += 7
-            if shift > 70:
-                raise _Unreadable("varint")
-        raise _Truncated
 
-    def zigzag(self) -> int:
-        value = self.varint()
-        return (value >> 1) ^ -(value & 1)
-
-    def take(self, count: int) -> bytes:
-        if self.at + count > len(self.data):
+def _struct(data: bytes, at: int, depth: int = 0) -> tuple[dict[int, Any], int]:
+    """A Thrift struct in the compact protocol at `at` (its fields by id: nested structs as
+    dicts, lists and sets as lists, binary and doubles as bytes), and the position after it.
+    No page header holds a map."""
+    if depth > 16:
+        raise _Unreadable("nesting")
+    fields: dict[int, Any] = {}
+    field = 0
+    while True:
+        if at >= len(data):
             raise _Truncated
-        value = self.data[self.at : self.at + count]
-        self.at += count
-        return value
+        head = data[at]
+        at += 1
+        kind = head & 0x0F
+        if kind == 0:  # STOP
+            return fields, at
+        if head >> 4:
+            field += head >> 4
+        else:
+            raw, at = _varint(data, at)
+            field = (raw >> 1) ^ -(raw & 1)
+        if kind in (1, 2):  # a boolean field carries its value in its type
+            fields[field] = kind == 1
+        else:
+            fields[field], at = _value(data, at, kind, depth)
 
-    def struct(self, depth: int = 0) -> dict[int, Any]:
-        if depth > 16:
-            raise _Unreadable("nesting")
-        fields: dict[int, Any] = {}
-        field = 0
-        while True:
-            head = self.byte()
-            kind = head & 0x0F
-            if kind == 0:  # STOP
-                return fields
-            delta = head >> 4
-            field = field + delta if delta else self.zigzag()
-            if kind in (1, 2):  # a boolean field carries its value in its type
-                fields[field] = kind == 1
-            else:
-                fields[field] = self.value(kind, depth)
 
-    def value(self, kind: int, depth: int) -> Any:
-        if kind in (1, 2):  # a boolean element of a list: one byte
-            return self.byte() == 1
-        if kind == 3:
-            return self.take(1)[0]
-        if kind in (4, 5, 6):
-            return self.zigzag()
-        if kind == 7:
-            return self.take(8)
-        if kind == 8:
-            return self.take(self.varint())
-        if kind in (9, 10):
-            head = self.byte()
-            count = head >> 4 if head >> 4 != 15 else self.varint()
-            return [self.value(head & 0x0F, depth + 1) for _ in range(count)]
-        if kind == 12:
-            return self.struct(depth + 1)
-        raise _Unreadable(f"thrift type {kind}")
+def _value(data: bytes, at: int, kind: int, depth: int) -> tuple[Any, int]:
+    """One value of Thrift compact type `kind` at `at`, and the position after it."""
+    if kind in (4, 5, 6):  # i16, i32, i64: zigzag varints
+        raw, at = _varint(data, at)
+        return (raw >> 1) ^ -(raw & 1), at
+    if kind == 12:
+        return _struct(data, at, depth + 1)
+    if kind == 8:  # binary: a varint length, then the bytes
+        length, at = _varint(data, at)
+        if at + length > len(data):
+            raise _Truncated
+        return data[at : at + length], at + length
+    if kind == 7:  # double: 8 bytes
+        if at + 8 > len(data):
+            raise _Truncated
+        return data[at : at + 8], at + 8
+    if kind in (1, 2, 3):  # a list's boolean, or a byte
+        if at >= len(data):
+            raise _Truncated
+        return data[at], at + 1
+    if kind in (9, 10):  # list, set: the size (15: a varint follows) and the element type
+        if at >= len(data):
+            raise _Truncated
+        head = data[at]
+        at += 1
+        count = head >> 4
+        if count == 15:
+            count, at = _varint(data, at)
+        items = []
+        for _ in range(count):
+            item, at = _value(data, at, head & 0x0F, depth + 1)
+            items.append(item)
+        return items, at
+    raise _Unreadable(f"thrift type {kind}")

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from etlkit.storage import dictionary_pages
 from etlkit.storage.dictionary_pages import dictionary_values
 from etlkit.storage.parquet import parquet_statistics
 
@@ -30,9 +31,12 @@ def decoded(path: Path, column: str) -> set[str | None]:
 
 @pytest.mark.parametrize("compression", ["none", "snappy", "gzip", "zstd", "brotli"])
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-chunk", "header-by-header"])
 def test_every_codec_and_page_version_gives_the_decoded_dictionaries(
-    tmp_path: Path, compression: str, version: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str, version: str, whole: bool
 ) -> None:
+    if not whole:  # as a chunk too big to read in one piece is
+        monkeypatch.setattr(dictionary_pages, "_WHOLE_CHUNK", 0)
     groups = [FLAGS * 5000, ["X" * 1000, "Y" * 1000] * 100, ["é", "日本"] * 3]  # long: headers grow
     path = write(
         tmp_path / "f.parquet",
