@@ -65,7 +65,7 @@ def dictionary_values(path: str, footer: Any, column: str, *, limit: int) -> set
             found.update(_chunk_dictionary(fd, footer.row_group(group).column(index)))
             if len(found) > limit:
                 break
-    except (_Unreadable, OSError, UnicodeDecodeError):
+    except (_Unreadable, OSError, ValueError):  # ValueError: pyarrow's codecs, UTF-8
         return None
     finally:
         os.close(fd)

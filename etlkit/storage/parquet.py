@@ -5,7 +5,8 @@ It owns reading row groups in bounded windows (`parquet_batches`), the footer ch
 tells a file changed (`footer_checksum`), what footers prove without reading a value
 (`parquet_statistics`: extremes, null counts, dictionary values, as `ColumnStats`), and
 `ParquetFormat` (`PARQUET`), the `storage.formats.FileFormat` a reference to Parquet files
-uses. It imports only `etlkit.errors`: staging, the formats registry and the checks build on it.
+uses. It imports only `etlkit.errors` and `dictionary_pages` (a text column's dictionary pages,
+read alone): staging, the formats registry and the checks build on it.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def parquet_statistics(
     A column missing statistics in any row group gets unknown extremes or null count. For the
     text columns in `values_of` that are dictionary-encoded in every row group, `values` is
     the union of the dictionaries: a superset of the values present, read from the dictionary
-    indices without materializing any string (a fraction of a full scan). `metadata`: the
+    pages alone where every data page uses them (else decoded as dictionaries, without
+    materializing any string: a fraction of a full scan). `metadata`: the
     files' parsed footers (`pyarrow.parquet.FileMetaData`, in `paths` order) when the caller
     has them, so they are not parsed again.
     """

@@ -120,3 +120,14 @@ def test_it_stops_past_the_limit(tmp_path: Path) -> None:
     found = dictionary_values(str(path), pq.read_metadata(path), "flag", limit=3)
 
     assert found == {"a", "b", "c", "d"}  # the third row group is not read
+
+
+def test_a_damaged_dictionary_page_has_no_answer(tmp_path: Path) -> None:
+    path = write(tmp_path / "f.parquet", [FLAGS * 100], compression="snappy")
+    chunk = pq.read_metadata(path).row_group(0).column(0)
+    data = bytearray(path.read_bytes())
+    body = chunk.data_page_offset - 4  # the end of the dictionary page's compressed values
+    data[body : chunk.data_page_offset] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+
+    assert dictionary_values(str(path), pq.read_metadata(path), "flag", limit=10) is None
