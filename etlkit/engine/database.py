@@ -47,6 +47,7 @@ class RunDatabase:
         self.options = options
         self.cancelled = cancelled
         self.database: Any = None  # opened by the first node needing it
+        self.spare: Any = None  # connected ahead of need, locked down by the first `open`
         self.database_lock = threading.RLock()
         self.readable: set[str] = set()  # files outside the run's directory it reads
         self.retired: list[Any] = []  # databases replaced by one reading more files
@@ -74,9 +75,10 @@ class RunDatabase:
 
     def prepare_soon(self, reads: Sequence[str]) -> None:
         """Open, on a thread of its own, a database able to read `reads` (a source's files,
-        about to be referenced for an SQL node): opening one replaces the database opened
-        ahead without them, which the SQL node would otherwise wait for. Nothing when the
-        database is not shared in this process (`ahead`) or the run has ended."""
+        about to be referenced for an SQL node), which the SQL node would otherwise wait for:
+        the one `warm` connected at run start, locked down now, or (once one is locked without
+        them) a new one replacing it. Nothing when the database is not shared in this process
+        (`ahead`) or the run has ended."""
         if not self.ahead:
             return
         opener = threading.Thread(target=self.prepare, args=(list(reads),), name="etlkit-duckdb")
@@ -91,6 +93,16 @@ class RunDatabase:
         to the node needing it."""
         with contextlib.suppress(Exception):
             self.open(reads)
+
+    def warm(self) -> None:
+        """Connect the run's database ahead of need, at run start: connecting is the costly
+        part of opening one. Its lockdown waits for the first `open`, which knows the files
+        it must read (a source referenced later names its own), so a source's files do not
+        cost a second database. A failure is raised to the node needing it."""
+        with self.database_lock:
+            if self.database is None and self.spare is None and not self.closed:
+                with contextlib.suppress(Exception):
+                    self.spare = self.connected()
 
     def open(self, reads: Sequence[str] = ()) -> Any:
         """The run's DuckDB database, opened on first call, locked down as `etlkit query`'s:
@@ -117,6 +129,25 @@ class RunDatabase:
             return self.database
 
     def locked_database(self, run_dir: str, files: Sequence[str]) -> Any:
+        # the database `warm` connected, if any: never handed out before it is locked down
+        database, self.spare = self.spare, None
+        if database is None:
+            database = self.connected()
+        try:
+            if not self.staging.local:
+                database.register_filesystem(self.staging.fs)
+            # spilling to the temp directory is DuckDB's own: it needs no allowed directory
+            database.execute("SET allowed_directories = ?", [[run_dir]])
+            database.execute("SET allowed_paths = ?", [list(files)])
+            database.execute("SET enable_external_access = false")
+            database.execute("SET lock_configuration = true")
+        except BaseException:
+            database.close()
+            raise
+        return database
+
+    def connected(self) -> Any:
+        """A new in-memory DuckDB database with the run's resource limits, not locked down."""
         import duckdb
 
         options = self.options
@@ -131,19 +162,7 @@ class RunDatabase:
             config["threads"] = options.duckdb_threads
         if options.duckdb_temp_directory:
             config["temp_directory"] = options.duckdb_temp_directory
-        database = duckdb.connect(":memory:", config=config)
-        try:
-            if not self.staging.local:
-                database.register_filesystem(self.staging.fs)
-            # spilling to the temp directory is DuckDB's own: it needs no allowed directory
-            database.execute("SET allowed_directories = ?", [[run_dir]])
-            database.execute("SET allowed_paths = ?", [list(files)])
-            database.execute("SET enable_external_access = false")
-            database.execute("SET lock_configuration = true")
-        except BaseException:
-            database.close()
-            raise
-        return database
+        return duckdb.connect(":memory:", config=config)
 
     @contextlib.contextmanager
     def interruptible(self, con: Any) -> Iterator[None]:
@@ -184,6 +203,9 @@ class RunDatabase:
             openers = list(self.openers)
         for opener in openers:
             opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
-        for database in [*self.retired, self.database]:
+        with self.database_lock:
+            databases = [*self.retired, self.database, self.spare]
+            self.spare = None
+        for database in databases:
             if database is not None:
                 database.close()

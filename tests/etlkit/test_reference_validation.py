@@ -206,6 +206,30 @@ def test_the_sql_node_finds_the_database_opened_for_a_referenced_source(
     assert {thread for thread, _ in opened} == {"etlkit-duckdb"}
 
 
+def test_a_referenced_source_locks_down_the_database_connected_at_run_start(
+    settings: ek.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run connects one DuckDB database, not one ahead of need and another once the
+    source's files are known: the first is locked down only when they are."""
+    import duckdb
+
+    path = write(tmp_path / "r.parquet", CLEAN)
+    connected: list[str] = []
+    connect = duckdb.connect
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        connected.append(threading.current_thread().name)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting)
+
+    result = run(settings, path)
+
+    assert result.state == "success", result.error
+    assert result.nodes["total"].rows_out == 1
+    assert connected == ["etlkit-duckdb"]
+
+
 @pytest.mark.parametrize(
     ("bad", "check"),
     [
