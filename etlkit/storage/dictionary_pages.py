@@ -81,6 +81,8 @@ def _chunk_dictionary(fd: int, chunk: Any) -> list[str]:
         raise _Unreadable(compression)
     if not chunk.has_dictionary_page:
         raise _Unreadable("no dictionary page")
+    if chunk.file_path:  # a `_metadata` file's chunk lives in another file
+        raise _Unreadable("the chunk is in another file")
     # as parquet-cpp reads them: some writers leave a dictionary offset of 0
     start = chunk.data_page_offset
     if 0 < chunk.dictionary_page_offset < start:

@@ -100,6 +100,9 @@ def test_columns_it_does_not_read_have_no_answer(tmp_path: Path) -> None:
     assert dictionary_values(str(path), footer, "n", limit=10) is None  # not text
     assert dictionary_values(str(path), footer, "missing", limit=10) is None
     assert dictionary_values(str(tmp_path / "gone.parquet"), footer, "flag", limit=10) is None
+    elsewhere = pq.read_metadata(path)
+    elsewhere.set_file_path("part-0.parquet")  # as a `_metadata` file lists its parts' chunks
+    assert dictionary_values(str(path), elsewhere, "flag", limit=10) is None
     plain = write(tmp_path / "p.parquet", [FLAGS], use_dictionary=False)
     assert dictionary_values(str(plain), pq.read_metadata(plain), "flag", limit=10) is None
 
