@@ -25,7 +25,8 @@ class RunDatabase:
 
     Every connection may read the run's staging directory (of `pipeline` and `run_id`);
     `cancelled` tells whether the run is being cancelled (an interrupted query then raises
-    `RunCancelledError`).
+    `RunCancelledError`). `ahead`: the run's nodes share this database in one process, so a
+    source about to be referenced has it opened for its files meanwhile (`prepare_soon`).
     """
 
     def __init__(
@@ -35,12 +36,18 @@ class RunDatabase:
         run_id: str,
         options: RunOptions,
         cancelled: Callable[[], bool],
+        *,
+        ahead: bool = False,
     ) -> None:
         self.staging = staging
+        self.ahead = ahead
+        self.openers: list[threading.Thread] = []  # `prepare_soon`'s, joined by `close`
+        self.closed = False
         self.pipeline, self.run_id = pipeline, run_id
         self.options = options
         self.cancelled = cancelled
         self.database: Any = None  # opened by the first node needing it
+        self.spare: Any = None  # connected ahead of need, locked down by the first `open`
         self.database_lock = threading.RLock()
         self.readable: set[str] = set()  # files outside the run's directory it reads
         self.retired: list[Any] = []  # databases replaced by one reading more files
@@ -56,16 +63,46 @@ class RunDatabase:
         running at once share one memory limit); opening one is costly, a connection to it
         cheap. Views a node creates are TEMP: they belong to its connection.
         """
+        with self.lock:
+            openers = list(self.openers)
+        for opener in openers:  # opening one for a source's files: use it, not open another
+            opener.join()
         with self.database_lock:
             con = self.open(reads).cursor()
             self.database_used = True
         # a cursor starts with the progress bar off, and the locked configuration keeps it so
         return con
 
-    def prepare(self) -> None:
-        """Open the run's database ahead of need; a failure is raised to the node needing it."""
+    def prepare_soon(self, reads: Sequence[str]) -> None:
+        """Open, on a thread of its own, a database able to read `reads` (a source's files,
+        about to be referenced for an SQL node), which the SQL node would otherwise wait for:
+        the one `warm` connected at run start, locked down now, or (once one is locked without
+        them) a new one replacing it. Nothing when the database is not shared in this process
+        (`ahead`) or the run has ended."""
+        if not self.ahead:
+            return
+        opener = threading.Thread(target=self.prepare, args=(list(reads),), name="etlkit-duckdb")
+        with self.lock:
+            if self.closed:
+                return
+            self.openers.append(opener)
+            opener.start()
+
+    def prepare(self, reads: Sequence[str] = ()) -> None:
+        """Open the run's database ahead of need, able to read `reads`; a failure is raised
+        to the node needing it."""
         with contextlib.suppress(Exception):
-            self.open()
+            self.open(reads)
+
+    def warm(self) -> None:
+        """Connect the run's database ahead of need, at run start: connecting is the costly
+        part of opening one. Its lockdown waits for the first `open`, which knows the files
+        it must read (a source referenced later names its own), so a source's files do not
+        cost a second database. A failure is raised to the node needing it."""
+        with self.database_lock:
+            if self.database is None and self.spare is None and not self.closed:
+                with contextlib.suppress(Exception):
+                    self.spare = self.connected()
 
     def open(self, reads: Sequence[str] = ()) -> Any:
         """The run's DuckDB database, opened on first call, locked down as `etlkit query`'s:
@@ -92,6 +129,25 @@ class RunDatabase:
             return self.database
 
     def locked_database(self, run_dir: str, files: Sequence[str]) -> Any:
+        # the database `warm` connected, if any: never handed out before it is locked down
+        database, self.spare = self.spare, None
+        if database is None:
+            database = self.connected()
+        try:
+            if not self.staging.local:
+                database.register_filesystem(self.staging.fs)
+            # spilling to the temp directory is DuckDB's own: it needs no allowed directory
+            database.execute("SET allowed_directories = ?", [[run_dir]])
+            database.execute("SET allowed_paths = ?", [list(files)])
+            database.execute("SET enable_external_access = false")
+            database.execute("SET lock_configuration = true")
+        except BaseException:
+            database.close()
+            raise
+        return database
+
+    def connected(self) -> Any:
+        """A new in-memory DuckDB database with the run's resource limits, not locked down."""
         import duckdb
 
         options = self.options
@@ -106,19 +162,7 @@ class RunDatabase:
             config["threads"] = options.duckdb_threads
         if options.duckdb_temp_directory:
             config["temp_directory"] = options.duckdb_temp_directory
-        database = duckdb.connect(":memory:", config=config)
-        try:
-            if not self.staging.local:
-                database.register_filesystem(self.staging.fs)
-            # spilling to the temp directory is DuckDB's own: it needs no allowed directory
-            database.execute("SET allowed_directories = ?", [[run_dir]])
-            database.execute("SET allowed_paths = ?", [list(files)])
-            database.execute("SET enable_external_access = false")
-            database.execute("SET lock_configuration = true")
-        except BaseException:
-            database.close()
-            raise
-        return database
+        return duckdb.connect(":memory:", config=config)
 
     @contextlib.contextmanager
     def interruptible(self, con: Any) -> Iterator[None]:
@@ -154,6 +198,14 @@ class RunDatabase:
 
     def close(self) -> None:
         """Close every database the run opened (after its nodes: it closes their connections)."""
-        for database in [*self.retired, self.database]:
+        with self.lock:
+            self.closed = True
+            openers = list(self.openers)
+        for opener in openers:
+            opener.join()  # a process exiting while DuckDB opens aborts (SIGABRT)
+        with self.database_lock:
+            databases = [*self.retired, self.database, self.spare]
+            self.spare = None
+        for database in databases:
             if database is not None:
                 database.close()

@@ -101,7 +101,7 @@ class _LocalRun:
         self.scope = contextvars.copy_context()
         self.workers = Workers(options.max_workers or default_workers())
         self.database = RunDatabase(
-            staging, graph.pipeline, ctx.run_id, options, self.cancel.is_set
+            staging, graph.pipeline, ctx.run_id, options, self.cancel.is_set, ahead=True
         )
         self.phase: set[str] = set()
         self.submitted: set[str] = set()
@@ -157,7 +157,7 @@ class _LocalRun:
         opener = None
         if any(isinstance(n, Sql) or n.expectations.sql for n in self.graph.nodes.values()):
             # opened while the sources read, not when the first SQL node is waited for
-            opener = threading.Thread(target=self.database.prepare, name="etlkit-duckdb")
+            opener = threading.Thread(target=self.database.warm, name="etlkit-duckdb")
             opener.start()
         try:
             self.supervise(sensors)  # every sensor passes before anything else starts

@@ -5,7 +5,8 @@ It owns reading row groups in bounded windows (`parquet_batches`), the footer ch
 tells a file changed (`footer_checksum`), what footers prove without reading a value
 (`parquet_statistics`: extremes, null counts, dictionary values, as `ColumnStats`), and
 `ParquetFormat` (`PARQUET`), the `storage.formats.FileFormat` a reference to Parquet files
-uses. It imports only `etlkit.errors`: staging, the formats registry and the checks build on it.
+uses. It imports only `etlkit.errors` and `dictionary_pages` (a text column's dictionary pages,
+read alone): staging, the formats registry and the checks build on it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 
 from etlkit.errors import StagingError
+from etlkit.storage.dictionary_pages import dictionary_values
 
 if TYPE_CHECKING:
     import polars as pl
@@ -217,7 +219,8 @@ def parquet_statistics(
     A column missing statistics in any row group gets unknown extremes or null count. For the
     text columns in `values_of` that are dictionary-encoded in every row group, `values` is
     the union of the dictionaries: a superset of the values present, read from the dictionary
-    indices without materializing any string (a fraction of a full scan). `metadata`: the
+    pages alone where every data page uses them (else decoded as dictionaries, without
+    materializing any string: a fraction of a full scan). `metadata`: the
     files' parsed footers (`pyarrow.parquet.FileMetaData`, in `paths` order) when the caller
     has them, so they are not parsed again.
     """
@@ -349,21 +352,36 @@ def _extremes(lows: list[Any], highs: list[Any]) -> tuple[Any, Any]:
 def _dictionary_values(
     paths: Sequence[str], footers: Sequence[Any], columns: list[str]
 ) -> dict[str, frozenset[str]]:
-    """The union of each column's dictionaries; a column with too many values is left out."""
+    """The union of each column's dictionaries; a column with too many values is left out.
+
+    Each file's dictionary pages are read alone where they are known to cover the chunk's
+    values (`dictionary_pages`); other columns are decoded as dictionaries, every data page.
+    """
     import pyarrow.parquet as pq
 
     found: dict[str, set[str | None]] = {c: set() for c in columns}
     for path, footer in zip(paths, footers, strict=True):
         if not found:
             break
-        names = list(found)
+        names = []
+        for name in list(found):
+            pages = dictionary_values(path, footer, name, limit=_MAX_DICTIONARY_VALUES)
+            if pages is None:
+                names.append(name)  # decoded below
+            else:
+                found[name].update(pages)
+            if len(found[name]) > _MAX_DICTIONARY_VALUES:
+                del found[name]
+        names = [n for n in names if n in found]
+        if not names:
+            continue
         parquet = pq.ParquetFile(path, metadata=footer, read_dictionary=names)
         for batch in parquet_batches(parquet, batch_size=1 << 20, columns=names):
-            for name in list(found):
+            for name in [n for n in names if n in found]:
                 found[name].update(batch.column(name).dictionary.to_pylist())
                 if len(found[name]) > _MAX_DICTIONARY_VALUES:
                     del found[name]
-            if not found:
+            if not any(n in found for n in names):
                 break
     return {name: frozenset(v for v in values if v is not None) for name, values in found.items()}
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandera.polars as pdp
 import polars as pl
@@ -16,6 +18,7 @@ import etlkit as ek
 from connectors.files import ParquetSource
 from etlkit.checks.validation import ChunkValidator
 from etlkit.connector import Origin
+from etlkit.engine.database import RunDatabase
 from etlkit.storage.parquet import parquet_statistics
 from etlkit.storage.staging import Staging
 from etlkit.testing import MemorySink
@@ -179,6 +182,52 @@ def test_a_clean_file_is_staged_as_a_reference_without_a_copy(
     assert manifest is not None
     assert manifest.reference_select is not None
     assert [f.name for f in manifest.files] == [str(path)]
+
+
+def test_the_sql_node_finds_the_database_opened_for_a_referenced_source(
+    settings: ek.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's DuckDB able to read the source's files opens while the source is checked,
+    not on the SQL node's thread once the reference commits."""
+    path = write(tmp_path / "r.parquet", CLEAN)
+    opened: list[tuple[str, list[str]]] = []
+    locked = RunDatabase.locked_database
+
+    def recording(self: RunDatabase, run_dir: str, files: Sequence[str]) -> Any:
+        opened.append((threading.current_thread().name, list(files)))
+        return locked(self, run_dir, files)
+
+    monkeypatch.setattr(RunDatabase, "locked_database", recording)
+
+    result = run(settings, path)
+
+    assert result.state == "success", result.error
+    assert opened[-1][1] == [str(path)]
+    assert {thread for thread, _ in opened} == {"etlkit-duckdb"}
+
+
+def test_a_referenced_source_locks_down_the_database_connected_at_run_start(
+    settings: ek.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run connects one DuckDB database, not one ahead of need and another once the
+    source's files are known: the first is locked down only when they are."""
+    import duckdb
+
+    path = write(tmp_path / "r.parquet", CLEAN)
+    connected: list[str] = []
+    connect = duckdb.connect
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        connected.append(threading.current_thread().name)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting)
+
+    result = run(settings, path)
+
+    assert result.state == "success", result.error
+    assert result.nodes["total"].rows_out == 1
+    assert connected == ["etlkit-duckdb"]
 
 
 @pytest.mark.parametrize(

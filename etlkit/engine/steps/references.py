@@ -20,6 +20,7 @@ import polars as pl
 
 from etlkit.engine.steps.dataset import check_dataset
 from etlkit.errors import StagingError
+from etlkit.model.nodes import Sql
 from etlkit.model.schema import polars_schema_in
 
 if TYPE_CHECKING:
@@ -313,6 +314,8 @@ def refer(step: StepContext, node: Source) -> bool:
     if found is None or found.frame is None:
         return False
     files, select, frame = found.files, found.select, found.frame
+    if any(isinstance(step.graph.nodes[c], Sql) for c in step.graph.consumers[name]):
+        step.database.prepare_soon(files.urls)  # the SQL node reads them: open while we check
     if found.lossy is not None and _changed(found.lossy):
         logger.info(
             "node %s: its model's types would change values of the files; streaming them",
