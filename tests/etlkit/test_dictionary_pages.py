@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -134,3 +135,37 @@ def test_a_damaged_dictionary_page_has_no_answer(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
 
     assert dictionary_values(str(path), pq.read_metadata(path), "flag", limit=10) is None
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_files_written_every_way_give_the_decoded_dictionaries_or_no_answer(
+    tmp_path: Path, seed: int
+) -> None:
+    # a sound answer or none, never a part of the values: dictionaries of every size (some
+    # fall back to plain pages), nulls, page sizes, versions and codecs, chosen by the seed
+    rng = random.Random(seed)
+    words = [f"{rng.choice('abcé日')}{i}" * rng.randint(1, 40) for i in range(rng.randint(1, 3000))]
+    groups = [
+        [rng.choice([*words, None]) for _ in range(rng.randint(1, 4000))]
+        for _ in range(rng.randint(1, 4))
+    ]
+    codec = rng.choice(["none", "snappy", "gzip", "zstd", "brotli", "lz4"])
+    limit = rng.choice([128, 4096, 1 << 20])
+    path = write(
+        tmp_path / "f.parquet",
+        groups,
+        compression=codec,
+        data_page_version=rng.choice(["1.0", "2.0"]),
+        data_page_size=rng.choice([64, 1024, 1 << 20]),
+        dictionary_pagesize_limit=limit,
+        write_statistics=rng.choice([True, False]),
+    )
+
+    found = dictionary_values(str(path), pq.read_metadata(path), "flag", limit=10_000)
+
+    if found is not None:
+        assert found == decoded(path, "flag")
+    # every chunk's dictionary fits its page (no fallback to plain pages): an answer is due
+    fits = all(sum(len(w.encode()) + 4 for w in set(g) if w) < limit // 2 for g in groups)
+    if fits and codec != "lz4" and all(any(g) for g in groups):
+        assert found is not None
