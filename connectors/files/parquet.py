@@ -24,6 +24,13 @@ from connectors.files.columns import (
     read_schema,
     short,
 )
+from connectors.files.parquet_scan import (
+    group_batches,
+    group_rows,
+    polars_batches,
+    polars_readable,
+    spans,
+)
 from connectors.files.paths import (
     FileSink,
     FileSource,
@@ -53,9 +60,6 @@ from etlkit.errors import ConfigError, ConnectorError, StagingError
 logger = logging.getLogger(__name__)
 
 _HIVE_NULL: Final = "__HIVE_DEFAULT_PARTITION__"
-#: A row-group partition's groups are read in windows of about this many batches, as whole
-#: files are (see `etlkit.connector.parquet_batches`).
-_WINDOW_BATCHES: Final = 16
 #: The rows of a `ParquetSource` partition by default: a file of more rows is split into runs
 #: of row groups of at most this many, so one big file spreads over a cluster's workers (a
 #: task of a few seconds each, against a per-task cost of tens of milliseconds).
@@ -102,7 +106,9 @@ class ParquetSource(FileSource):
     when the cast is safe (wider integers, integers to floats, string sizes, timestamp units,
     dictionaries); each value is checked. A declared column absent from a file but named in its
     directories (`month=2025-01/part-0.parquet`, as `ParquetDatasetSink` writes) is filled from
-    the directory name.
+    the directory name. A whole local file whose columns to read are integers, floats,
+    booleans, dates, decimals or text is decoded by polars' reader (`parquet_scan`), others by
+    pyarrow's; both give the same chunks' values, types and origins.
 
         billing = ParquetSource("s3://lake/billing/{ds}/*.parquet", schema=RawBilling)
 
@@ -159,12 +165,12 @@ class ParquetSource(FileSource):
         found = self._resolve(ctx)
         split: list[Partition] = []
         for path, size in zip(found.paths, found.sizes, strict=True):
-            counts = _group_rows(found.fs, path) if self.partition_rows and size else None
-            spans = _spans(counts, self.partition_rows) if counts and self.partition_rows else []
-            if len(spans) <= 1:
+            counts = group_rows(found.fs, path) if self.partition_rows and size else None
+            runs = spans(counts, self.partition_rows) if counts and self.partition_rows else []
+            if len(runs) <= 1:
                 split.append(file_partition(path))
             else:
-                split += [file_partition(path, span) for span in spans]
+                split += [file_partition(path, run) for run in runs]
         return split
 
     def read_partition(self, ctx: Context, partition: Partition) -> Iterator[pa.RecordBatch]:
@@ -231,6 +237,7 @@ class ParquetSource(FileSource):
                 chunk_rows,
                 reopen=functools.partial(_open_parquet, fs, path),
                 groups=groups,
+                local=isinstance(fs, LocalFileSystem),
             ):
                 yield batch, rows
                 rows += batch.num_rows
@@ -309,7 +316,10 @@ class ParquetSource(FileSource):
         *,
         reopen: Callable[[], contextlib.AbstractContextManager[pq.ParquetFile]] | None = None,
         groups: range | None = None,
+        local: bool = False,
     ) -> Iterator[pa.RecordBatch]:
+        """The file's batches as the model wants them (`_conform`): a whole local file of
+        plain column types decoded by polars (`parquet_scan`), else by pyarrow."""
         stored = parquet.schema_arrow
         expected = read_schema(self.model, stored.names)
         partitions = _partition_values(path)
@@ -334,7 +344,13 @@ class ParquetSource(FileSource):
             return self._conform(batch, expected, present, partitions, shown, row)
 
         if groups is not None:
-            yield from _group_batches(parquet, groups, chunk_rows, present, convert)
+            yield from group_batches(parquet, groups, chunk_rows, present, convert)
+            return
+        if local and polars_readable(stored, present):
+            row = 0
+            for batch in polars_batches(path, present, chunk_rows, self._where(), shown):
+                yield convert(batch, row)
+                row += batch.num_rows
             return
         yield from parquet_batches(
             parquet, batch_size=chunk_rows, columns=present, reopen=reopen, convert=convert
@@ -380,59 +396,6 @@ class ParquetSource(FileSource):
                 f"'{target.name}': cannot cast {short(value)} from {column.type} to "
                 f"{target.type} ({exc}); change the model or fix the data."
             ) from exc
-
-
-def _group_rows(fs: Any, path: str) -> list[int] | None:
-    """The rows of each of a file's row groups, from its footer; None when it cannot be read."""
-    try:
-        with fs.open(path, "rb") as handle:
-            metadata = pq.read_metadata(handle)
-    except (pa.ArrowInvalid, OSError):
-        return None
-    return [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-
-
-def _spans(counts: list[int], most: int) -> list[tuple[int, int]]:
-    """Consecutive row groups (first, end) of at most `most` rows each (or one larger group)."""
-    spans: list[tuple[int, int]] = []
-    first, held = 0, 0
-    for group, rows in enumerate(counts):
-        if group > first and held + rows > most:
-            spans.append((first, group))
-            first, held = group, 0
-        held += rows
-    if counts:
-        spans.append((first, len(counts)))
-    return spans
-
-
-def _group_batches(
-    parquet: pq.ParquetFile,
-    groups: range,
-    batch_size: int,
-    columns: list[str],
-    convert: Callable[[pa.RecordBatch, int], pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    """The batches of row groups `groups` only, converted (`convert(batch, first_row)`, rows
-    counted from the file's start). `parquet_batches` reads a whole file; here windows of
-    consecutive groups of at least `_WINDOW_BATCHES` batches are read by one `iter_batches`
-    each, so memory stays bounded as it does there."""
-    metadata = parquet.metadata
-    row = sum(metadata.row_group(g).num_rows for g in range(groups.start))
-    windows: list[list[int]] = [[]]
-    held = 0
-    for group in groups:
-        if held >= batch_size * _WINDOW_BATCHES:
-            windows.append([])
-            held = 0
-        windows[-1].append(group)
-        held += metadata.row_group(group).num_rows
-    for window in windows:
-        for batch in parquet.iter_batches(
-            batch_size=batch_size, row_groups=window, columns=columns
-        ):
-            yield convert(batch, row)
-            row += batch.num_rows
 
 
 @contextlib.contextmanager
