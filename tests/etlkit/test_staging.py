@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etlkit.errors import StagingError
+from etlkit.storage import writer as writer_module
 from etlkit.storage.parquet import parquet_batches
 from etlkit.storage.staging import (
     LEGACY_MANIFEST,
@@ -815,3 +816,51 @@ def test_encode_as_stages_in_a_sinks_codec_and_types(staging: Staging, rows: int
     again.append(table.to_batches()[0])
     with pytest.raises(StagingError, match="chosen before its first batch"):
         again.encode_as("zstd")
+
+
+def test_small_chunks_are_gathered_into_row_groups(
+    staging: Staging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a filtered stream's chunks are small: each its own row group would cost per-group work
+    # for a few rows; the staging thread gathers them (a part still closes at `part_rows`)
+    monkeypatch.setattr(writer_module, "_GROUP_ROWS", 300)
+    monkeypatch.setattr(writer_module, "_HELD_BYTES", 0)  # written as it comes, not held
+    writer = staging.writer("report", "r1", "bills", part_rows=1000)
+    ids = list(range(1500))
+    for start in range(0, 1500, 100):
+        writer.append(batch(*ids[start : start + 100]))
+    manifest = writer.commit()
+
+    files = [run_path(staging) / f.name for f in manifest.files]
+    groups = [
+        [
+            pq.read_metadata(f).row_group(g).num_rows
+            for g in range(pq.read_metadata(f).num_row_groups)
+        ]
+        for f in files
+    ]
+    assert groups == [[300, 300, 300, 100], [300, 200]]  # 1000 rows a part, then the rest
+    read = [
+        i
+        for b in staging.iter_batches("report", "r1", "bills", batch_size=64)
+        for i in b.column("id").to_pylist()
+    ]
+    assert read == ids
+
+
+def test_a_restarted_writer_drops_the_row_group_it_was_gathering(
+    staging: Staging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_GROUP_ROWS", 300)
+    monkeypatch.setattr(writer_module, "_HELD_BYTES", 0)
+    writer = staging.writer("report", "r1", "bills")
+    writer.append_many([batch(1, 2), batch(3)])
+    writer.restart()
+    writer.append(batch(7, 8))
+    writer.commit()
+    read = [
+        i
+        for b in staging.iter_batches("report", "r1", "bills", batch_size=64)
+        for i in b.column("id").to_pylist()
+    ]
+    assert read == [7, 8]
