@@ -18,6 +18,7 @@ from etlkit.errors import RunTimeoutError
 from etlkit.storage.staging import Staging
 from tests.distributed.conftest import run
 from tests.distributed.jobs import Bills, write_bills
+from tests.integration.waiting import wait_for
 
 
 class _Clock:
@@ -101,9 +102,9 @@ def test_a_run_whose_cluster_lost_every_worker_fails_and_a_retry_resumes(
         # the partitioned segment committed: its sinks and SQL are next, with no worker left
         if event.kind == "node_finished" and event.node == "taxed":
             cluster.scale(0)  # the cluster starts none again
-            # retiring returns once the scheduler has removed them: no polling
             client.retire_workers(list(client.scheduler_info(n_workers=-1)["workers"]))
-            assert worker_count(client) == 0
+            # the scheduler forgets a closed worker on its own loop: wait for it, bounded
+            wait_for(lambda: worker_count(client) == 0, what="no workers left", timeout=60)
 
     # the run's own timeout bounds the test should the watch not fire (a different message)
     failed = run(
