@@ -17,7 +17,7 @@ import pytest
 import etlkit as ek
 from etlkit.engine.distributed import DaskExecutor
 from etlkit.engine.distributed.connections import seal
-from etlkit.engine.distributed.executor import partitions_of
+from etlkit.engine.distributed.coordinator import partitions_of
 from etlkit.engine.distributed.imports import pickling_kept
 from etlkit.engine.distributed.segments import adjusted, copies, layout
 from etlkit.engine.distributed.spec import work_spec
