@@ -363,16 +363,15 @@ def _dictionary_values(
     for path, footer in zip(paths, footers, strict=True):
         if not found:
             break
-        names = []
+        names = []  # the columns whose dictionaries are decoded, below
         for name in list(found):
             pages = dictionary_values(path, footer, name, limit=_MAX_DICTIONARY_VALUES)
             if pages is None:
-                names.append(name)  # decoded below
+                names.append(name)
+            elif len(found[name] | pages) > _MAX_DICTIONARY_VALUES:
+                del found[name]
             else:
                 found[name].update(pages)
-            if len(found[name]) > _MAX_DICTIONARY_VALUES:
-                del found[name]
-        names = [n for n in names if n in found]
         if not names:
             continue
         parquet = pq.ParquetFile(path, metadata=footer, read_dictionary=names)
