@@ -73,11 +73,14 @@ class FileSource(Source):
         """The source as error messages name it: `CsvSource 'billing'`."""
         return f"{type(self).__name__} '{self.name or '(unnamed)'}'"
 
+    def _days(self, ctx: Context) -> list[Context]:
+        """The contexts the path is rendered in: each day of the interval, or the run's own."""
+        return ctx.days() if self.each_day else [ctx]
+
     def _resolve(self, ctx: Context) -> _Files:
         """The files the path names for this run (see `resolve_files`)."""
-        days = ctx.days() if self.each_day else [ctx]
         return resolve_files(
-            self._where(), self.path, days, self.conn, allow_empty=self.allow_empty
+            self._where(), self.path, self._days(ctx), self.conn, allow_empty=self.allow_empty
         )
 
     def partitions(self, ctx: Context) -> Sequence[Partition] | None:
@@ -94,7 +97,7 @@ class FileSource(Source):
             ConnectorError: the partition names no file under the source's path.
         """
         path = partition.data.get("path")
-        for day in ctx.days() if self.each_day else [ctx]:
+        for day in self._days(ctx):
             fs, rendered = filesystem(self._where(), day.render(self.path), self.conn)
             magic = _GLOB_CHARS.search(rendered)
             root = rendered if magic is None else rendered[: magic.start()].rpartition("/")[0]
