@@ -202,15 +202,20 @@ def read_finishes(
     `strict`), each read once, the reads concurrent on a remote store (see the module docstring).
 
     Raises:
-        StagingError: a finish is corrupt (naming it), if `strict`.
-        OSError: the store could not be read.
+        StagingError: a finish is corrupt (naming it), if `strict`; the store could not be
+            read.
     """
     paths = [f"{run_dir}/{node}.parts/{p}/{FINISHED}" for p in partitions]
-    if staging.local or len(paths) < 2:
-        texts = [_read_finish(staging, path) for path in paths]
-    else:
-        with ThreadPoolExecutor(min(_READERS, len(paths)), "etlkit-finishes") as pool:
-            texts = list(pool.map(lambda path: _read_finish(staging, path), paths))
+    try:
+        if staging.local or len(paths) < 2:
+            texts = [_read_finish(staging, path) for path in paths]
+        else:
+            with ThreadPoolExecutor(min(_READERS, len(paths)), "etlkit-finishes") as pool:
+                texts = list(pool.map(lambda path: _read_finish(staging, path), paths))
+    except OSError as exc:
+        raise StagingError(
+            f"Cannot read the finishes of node '{node}' in {run_dir}: {exc}"
+        ) from exc
     found: dict[str, Manifest | None] = {}
     for partition, path, text in zip(partitions, paths, texts, strict=True):
         try:

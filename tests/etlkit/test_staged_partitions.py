@@ -281,3 +281,17 @@ def test_the_stage_step_writes_to_a_partition_writer(tmp_path: Path) -> None:
     )
     assert back["amount"].to_list() == [1.0, 2.0, 3.0, 10.0, 20.0, 30.0]
     assert (step.stats.rows_out, step.stats.chunks_out) == (6, 4)
+
+
+def test_a_finish_that_cannot_be_read_fails_naming_the_node(staging: Staging) -> None:
+    from etlkit.storage.partitions import FINISHED, read_finishes
+
+    write_partition(staging, "p0", 0, 3)
+    run_dir = staging.run_dir("report", "r1")
+    (Path(run_dir) / "bills.parts" / "p1" / FINISHED).mkdir(parents=True)  # not a file
+
+    with pytest.raises(StagingError, match=r"Cannot read the finishes of node 'bills' in .*r1"):
+        read_finishes(staging, run_dir, "bills", ["p0", "p1"])
+    with pytest.raises(StagingError, match=r"node 'bills'"):
+        staging.commit_partitions("report", "r1", "bills", ["p0", "p1"])
+    assert staging.manifest("report", "r1", "bills") is None

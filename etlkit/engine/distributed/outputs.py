@@ -54,19 +54,14 @@ def read_all(
     *,
     strict: bool = True,
 ) -> dict[str, Manifest | None]:
-    """`partitions.read_finishes` of a node's partitions (None: not finished); in `strict`,
-    a corrupt finish raises, else counts as not finished.
+    """`partitions.read_finishes` of a node's partitions in the run's directory (None: not
+    finished); in `strict`, a corrupt finish raises, else counts as not finished.
 
     Raises:
         StagingError: a finish is corrupt (in `strict`), or the store could not be read.
     """
     run_dir = staging.run_dir(pipeline, run_id)
-    try:
-        return read_finishes(staging, run_dir, node, partitions, strict=strict)
-    except OSError as exc:
-        raise StagingError(
-            f"Cannot read the finishes of node '{node}' in {run_dir}: {exc}"
-        ) from exc
+    return read_finishes(staging, run_dir, node, partitions, strict=strict)
 
 
 def finished_earlier(
