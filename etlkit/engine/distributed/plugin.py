@@ -32,8 +32,8 @@ from etlkit.errors import EtlkitError
 with pickling_kept():
     from distributed import WorkerPlugin
 
-#: The most a pipeline's code may weigh, zipped, to travel to workers elsewhere: every worker
-#: gets a copy, and the scheduler keeps one for workers that join later.
+#: The most a pipeline's files may weigh (before zipping) to travel to workers elsewhere:
+#: every worker gets a copy, and the scheduler keeps one for workers that join later.
 UPLOAD_LIMIT: Final = 64 * 1024 * 1024
 #: Folders never packed: caches, virtualenvs, version control, and hidden ones.
 _SKIPPED: Final = frozenset({"__pycache__", "node_modules", "venv", "site-packages"})
