@@ -149,18 +149,19 @@ class Context:
             return [self]
         days, moment = [], start
         while moment < end:
-            day = object.__new__(type(self))
-            day.__dict__.update(self.__dict__, logical_date=moment)
-            days.append(day)
+            days.append(self._with(logical_date=moment))
             moment = start + timedelta(days=len(days))  # wall-clock days across DST changes
         return days
 
     def for_node(self, node: str) -> Context:
         """This context, for the named node."""
-        # not `replace`, which re-runs __init__, nor `copy.copy` (its reduce protocol costs
-        # more than this): one per node adds up on graphs of quick nodes
+        return self._with(node=node)
+
+    def _with(self, **changes: Any) -> Context:
+        """This context with `changes`: not `replace`, which re-runs __init__, nor `copy.copy`
+        (its reduce protocol costs more): one per node adds up on graphs of quick nodes."""
         ctx = object.__new__(type(self))
-        ctx.__dict__.update(self.__dict__, node=node)
+        ctx.__dict__.update(self.__dict__, **changes)
         return ctx
 
 

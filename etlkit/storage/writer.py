@@ -227,10 +227,14 @@ class PartsWriter:
 
     def _write_group(self) -> None:
         """Encode the batches gathered as one row group of the open part."""
-        group, rows = self._group, self._group_rows
-        self._group, self._group_rows, self._group_bytes = [], 0, 0
+        rows, group = self._group_rows, self._take_group()
         if group and self._writer is not None:
             self._writer.write_table(pa.Table.from_batches(group), row_group_size=rows)
+
+    def _take_group(self) -> list[pa.RecordBatch]:
+        """The batches gathered so far, the writer left gathering none."""
+        group, self._group, self._group_rows, self._group_bytes = self._group, [], 0, 0
+        return group
 
     def _drain(self, batches: queue.Queue[pa.RecordBatch | None]) -> None:
         """The staging thread: write queued batches until None; after a failure, only drain."""
@@ -313,7 +317,7 @@ class PartsWriter:
         """
         self._check_open("restart")
         self._settle()
-        self._group, self._group_rows, self._group_bytes = [], 0, 0  # discarded, not written
+        self._take_group()  # discarded, not written
         if self._writer is not None:
             self._close_writer()
         self.staging.remove(self._partial)
@@ -335,7 +339,7 @@ class PartsWriter:
         self._writer = None
         self._handle = None
         self._held, self._held_bytes = [], 0
-        self._group, self._group_rows, self._group_bytes = [], 0, 0
+        self._take_group()
         if self._state != "open":
             return
         self._state = "aborted"
